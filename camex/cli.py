@@ -1,0 +1,61 @@
+"""`camex`: command-line entry point of the daemon."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from . import log
+
+
+def _config_loader(opts):
+    """A callable that (re)reads the server's configuration file.
+
+    The default path may be absent on a server that serves manual clients
+    only; a path given with --config must exist.
+    """
+    from .config import DEFAULT_PATH, load_config
+
+    def load():
+        if opts.config == DEFAULT_PATH and not os.path.exists(opts.config):
+            return None
+        config = load_config(opts.config)
+        for warning in config.warnings:
+            log.LOG.warning("%s", warning)
+        return config
+
+    return load
+
+
+def main(argv=None) -> int:
+    from .config import ConfigError
+    from .options import UsageError, parse_args
+
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        opts = parse_args(argv)
+    except UsageError as e:
+        print(f"camex: {e}", file=sys.stderr)
+        return 1
+    log.setup(opts.log_level)
+    from .daemon import ClientDaemon, PidFile, ServerDaemon, StartupError, harden_process
+
+    harden_process()
+    try:
+        if opts.mode == "server":
+            daemon = ServerDaemon(opts, _config_loader(opts))
+        else:
+            daemon = ClientDaemon(opts)
+        with PidFile(opts.pid_file):
+            return daemon.run()
+    except ConfigError as e:
+        log.LOG.error("--config: %s", e)
+    except StartupError as e:
+        log.LOG.error("%s", e)
+    except KeyboardInterrupt:
+        return 0
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

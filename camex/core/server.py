@@ -1,0 +1,429 @@
+"""The legacy-protocol server, free of I/O.
+
+Datagrams and a clock go in (`datagram_received`, `on_timer`); datagrams to
+send come out in `outbox` as (bytes, endpoint) pairs. The event loop, the
+socket and the configuration file are adapters around it.
+
+What it keeps of the C server is the wire format; what it does not keep are
+the flaws listed at the end of the spec:
+- the route table is filled only by authenticated, replay-checked REGISTERs,
+  never learnt from the inner source of DATA (flaw 1); DATA whose inner
+  source is not the sender's tunnel address is dropped;
+- REGISTER goes through the same replay window as DATA, and windows are kept
+  per (key, sender prefix), so a replayed REGISTER from any endpoint changes
+  nothing (flaw 2);
+- a tunnel address and an auto client ID are bound to the key that owns them
+  and a reload drops peers whose key is gone (flaw 3);
+- an auto client gets its configured address at REGISTER time (flaw 4).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections import Counter, OrderedDict
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from ..legacy import codec
+from ..log import LOG, Throttle
+from ..replay import ReplayWindow
+
+IDLE_TIMEOUT = 120.0  # an entry silent this long expires (as the C server)
+SWEEP_INTERVAL = 5.0
+CONFIG_MIN_INTERVAL = 1.0  # answer at most this often per peer (CONFIG is larger than REGISTER)
+REPLAY_STATE_MAX = 65536  # (key, prefix) windows remembered beyond live peers
+GLOBAL = "*global*"  # name of the global key in the key store
+
+
+class KeyEntry:
+    """One key of the key store: the global one or a [client ID]'s psk."""
+
+    __slots__ = ("name", "client_id", "key", "aead")
+
+    def __init__(self, name: str, client_id, key: bytes):
+        self.name = name
+        self.client_id = client_id  # lower-cased client ID, None for the global key
+        self.key = key
+        self.aead = ChaCha20Poly1305(key)
+
+
+class Peer:
+    """A registered client: one endpoint, one tunnel address, one key."""
+
+    __slots__ = ("endpoint", "ip", "ip_text", "client_id", "mode", "key",
+                 "tx_prefix", "tx_seq", "rx_prefix", "rx_window", "last_rx",
+                 "last_config", "registered_at", "rx_packets", "rx_bytes",
+                 "tx_packets", "tx_bytes")
+
+    def __init__(self, endpoint, ip: bytes, client_id, mode, key, tx_prefix, now):
+        self.endpoint = endpoint
+        self.ip = ip
+        self.ip_text = str(ipaddress.IPv4Address(ip))
+        self.client_id = client_id
+        self.mode = mode
+        self.key = key
+        self.tx_prefix = tx_prefix
+        self.tx_seq = 0
+        self.rx_prefix = None
+        self.rx_window = None
+        self.last_rx = now
+        self.last_config = -1e9
+        self.registered_at = now
+        self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
+
+    @property
+    def identity(self):
+        """Who owns this entry: the key's name (encrypted) and the client ID."""
+        return (self.key.name if self.key else None, self.client_id)
+
+    def describe(self) -> str:
+        who = f"{self.client_id} " if self.client_id else ""
+        return f"{who}{self.ip_text} at {self.endpoint[0]}:{self.endpoint[1]}"
+
+
+class LegacyServer:
+    def __init__(self, *, encrypt: bool, global_key: bytes | None = None,
+                 config=None, rng=os.urandom, idle_timeout: float = IDLE_TIMEOUT):
+        self.encrypt = encrypt
+        self.rng = rng
+        self.idle_timeout = idle_timeout
+        self.by_endpoint: dict = {}
+        self.by_ip: dict = {}
+        self.outbox: list = []
+        self.drops = Counter()
+        self.throttle = Throttle()
+        self._replay: OrderedDict = OrderedDict()
+        self._next_sweep = 0.0
+        self.config = None
+        self.keys: list = []
+        self.reload(config, global_key)
+
+    # ------------------------------------------------------------ keys
+
+    def reload(self, config, global_key: bytes | None) -> None:
+        """Install a new configuration and key store.
+
+        Peers whose key left the store, or whose client section is gone,
+        are dropped at once: a revoked passphrase stops working also for
+        clients that are already connected.
+        """
+        keys = {}
+        if self.encrypt and global_key:
+            keys[GLOBAL] = KeyEntry(GLOBAL, None, global_key)
+        if self.encrypt and config is not None:
+            for cid, section in config.clients.items():
+                if section.psk:
+                    keys[cid] = KeyEntry(section.id, cid, codec.derive_key(section.psk))
+        old = {k.name if k.client_id is None else k.client_id: k for k in self.keys}
+        self.config = config
+        self.keys = list(keys.values())
+        self._key_by_id = keys
+        for peer in list(self.by_endpoint.values()):
+            reason = None
+            if peer.key is not None:
+                name = peer.key.client_id or GLOBAL
+                new = keys.get(name)
+                if new is None or new.key != peer.key.key:
+                    reason = "its passphrase was removed or changed"
+                else:
+                    peer.key = new
+            if reason is None and not self._still_allowed(peer):
+                reason = "its configuration no longer allows it"
+            if reason:
+                LOG.info("dropping client %s: %s", peer.describe(), reason)
+                self._remove(peer)
+        if old.keys() != keys.keys():
+            # Replay windows of removed keys are useless now.
+            self._replay = OrderedDict((k, v) for k, v in self._replay.items()
+                                       if k[0] in keys)
+
+    def _still_allowed(self, peer) -> bool:
+        if peer.mode == "manual":
+            return self._authorise_manual_key(peer.key, peer.ip) is None
+        prof = self.config.profile_for(peer.client_id) if self.config else None
+        if prof is None or prof.local_cidr is None or prof.local_cidr.ip.packed != peer.ip:
+            return False
+        if self.encrypt:
+            return self._required_key_name(peer.client_id) == peer.key.name
+        return True
+
+    # --------------------------------------------------------- receive
+
+    def datagram_received(self, data, addr, now: float) -> None:
+        if self.encrypt:
+            self._receive_encrypted(data, addr, now)
+        else:
+            self._receive_plain(data, addr, now)
+
+    def _drop(self, reason: str, addr=None, detail: str = "") -> None:
+        self.drops[reason] += 1
+        if reason in ("auth", "register-refused", "unknown-client", "malformed-control"):
+            where = f" from {addr[0]}:{addr[1]}" if addr else ""
+            self.throttle.warning(reason, "rejected datagram%s: %s", where,
+                                  detail or reason)
+
+    def _receive_plain(self, data, addr, now) -> None:
+        if codec.is_control(data):
+            try:
+                msg = codec.parse_control(data)
+            except codec.CodecError as e:
+                self._drop("malformed-control", addr, str(e))
+                return
+            self._handle_control(msg, addr, None, now)
+            return
+        peer = self.by_endpoint.get(addr)
+        if peer is None:
+            self.drops["unknown-endpoint"] += 1
+            return
+        peer.last_rx = now
+        self._relay(data, peer)
+
+    def _receive_encrypted(self, data, addr, now) -> None:
+        try:
+            hdr = codec.parse_header(data)
+        except codec.CodecError:
+            self.drops["malformed"] += 1
+            return
+        peer = self.by_endpoint.get(addr)
+        key = None
+        window = None
+        plaintext = None
+        if peer is not None:
+            # One AEAD attempt with the key this endpoint registered with.
+            if peer.rx_prefix == hdr.prefix:
+                window = peer.rx_window
+            else:
+                window = self._replay.get((peer.key.client_id or GLOBAL, hdr.prefix))
+            if window is not None and not window.check(hdr.seq):
+                self.drops["replay"] += 1
+                return
+            try:
+                plaintext = codec.open_datagram(peer.key.aead, data, hdr)
+                key = peer.key
+                if window is None:
+                    window = self._window(key, hdr.prefix)
+            except InvalidTag:
+                if hdr.type != codec.T_REGISTER:
+                    self._drop("auth", addr, "no key opens it")
+                    return
+        if plaintext is None:
+            # Only a REGISTER may introduce an endpoint: nothing else from
+            # an unknown endpoint could be routed, so it costs no trial.
+            if hdr.type != codec.T_REGISTER:
+                self.drops["unknown-endpoint"] += 1
+                return
+            replayed = False
+            for cand in self.keys:
+                # Peek only: junk must not create or evict replay state.
+                w = self._replay.get((cand.client_id or GLOBAL, hdr.prefix))
+                if w is not None and not w.check(hdr.seq):
+                    replayed = True
+                    continue
+                try:
+                    plaintext = codec.open_datagram(cand.aead, data, hdr)
+                except InvalidTag:
+                    continue
+                key, window = cand, w or self._window(cand, hdr.prefix)
+                break
+            else:
+                if replayed:
+                    self.drops["replay"] += 1
+                else:
+                    self._drop("auth", addr, "no key opens it (wrong passphrase?)")
+                return
+        window.update(hdr.seq)
+        if hdr.type == codec.T_DATA:
+            if peer is None or key is not peer.key:
+                self.drops["unknown-endpoint"] += 1
+                return
+            peer.last_rx = now
+            self._relay(plaintext, peer)
+        elif hdr.type == codec.T_REGISTER:
+            try:
+                msg = codec.parse_control(plaintext)
+            except codec.CodecError as e:
+                self._drop("malformed-control", addr, str(e))
+                return
+            self._handle_control(msg, addr, key, now, hdr.prefix, window)
+        else:
+            self.drops["unexpected-type"] += 1
+
+    def _window(self, key, prefix: bytes) -> ReplayWindow:
+        """The replay window of (key, sender prefix), created if new; call
+        only after the datagram authenticated."""
+        rk = (key.client_id or GLOBAL, prefix)
+        w = self._replay.get(rk)
+        if w is None:
+            w = ReplayWindow(64)
+            self._replay[rk] = w
+            if len(self._replay) > REPLAY_STATE_MAX:
+                self._replay.popitem(last=False)
+        else:
+            self._replay.move_to_end(rk)
+        return w
+
+    # -------------------------------------------------------- register
+
+    def _handle_control(self, msg, addr, key, now, prefix=None, window=None) -> None:
+        if msg.verb != "REGISTER":
+            self._drop("malformed-control", addr, f"unexpected {msg.verb}")
+            return
+        mode = msg.get("MODE", "MANUAL" if msg.bare else None)
+        if mode == "MANUAL":
+            ip_text = msg.get("LOCAL_IP") or (msg.bare[0] if msg.bare else None)
+            try:
+                ip = ipaddress.IPv4Address(ip_text)
+            except (ipaddress.AddressValueError, ValueError):
+                self._drop("malformed-control", addr, f"bad LOCAL_IP {ip_text!r}")
+                return
+            if ip.is_unspecified or ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
+                self._drop("register-refused", addr, f"address {ip} cannot be a client")
+                return
+            refusal = self._authorise_manual_key(key, ip.packed) if self.encrypt else None
+            client_id = None
+            packed = ip.packed
+        elif mode == "AUTO":
+            client_id = msg.get("CLIENT_ID")
+            if not client_id or len(client_id) > codec.MAX_CLIENT_ID_LEN:
+                self._drop("malformed-control", addr, "bad CLIENT_ID")
+                return
+            prof = self.config.profile_for(client_id) if self.config else None
+            if prof is None or prof.local_cidr is None:
+                self._drop("unknown-client", addr,
+                           f"no address configured for client ID {client_id!r}")
+                return
+            refusal = None
+            if self.encrypt:
+                need = self._required_key_name(client_id)
+                if need != key.name:
+                    refusal = f"client ID {client_id} must use its own passphrase"
+            packed = prof.local_cidr.ip.packed
+        else:
+            self._drop("malformed-control", addr, "REGISTER without a MODE")
+            return
+        if refusal:
+            self._drop("register-refused", addr, refusal)
+            return
+        holder = self.by_ip.get(packed)
+        identity = (key.name if key else None, client_id.lower() if client_id else None)
+        if holder is not None and holder.endpoint != addr:
+            h_identity = (holder.identity[0],
+                          holder.client_id.lower() if holder.client_id else None)
+            alive = now - holder.last_rx < self.idle_timeout
+            if h_identity != identity and alive:
+                self._drop("register-refused", addr,
+                           f"{holder.ip_text} is in use by another client")
+                return
+        peer = self.by_endpoint.get(addr)
+        if peer is not None and (peer.ip != packed or peer.identity[0] != identity[0]
+                                 or (peer.client_id or "").lower() != (identity[1] or "")):
+            self._remove(peer)
+            peer = None
+        if peer is None:
+            peer = Peer(addr, packed, client_id, mode.lower(), key, self.rng(4), now)
+            if holder is not None and holder.endpoint != addr:
+                # The same client came back from a new socket (a legacy
+                # client does that after 20 s without an answer): keep its
+                # send counter so it never sees our sequence go backwards.
+                if holder.identity[0] == identity[0]:
+                    peer.tx_prefix, peer.tx_seq = holder.tx_prefix, holder.tx_seq
+                LOG.debug("client %s moved to %s:%s", holder.describe(), *addr)
+                self._remove(holder)
+            else:
+                LOG.info("client %s registered (%s%s)", peer.describe(), mode.lower(),
+                         ", key " + ("global" if key.client_id is None else key.name)
+                         if key else "")
+            self.by_endpoint[addr] = peer
+            self.by_ip[packed] = peer
+        if prefix is not None and peer.rx_prefix != prefix:
+            peer.rx_prefix, peer.rx_window = prefix, window
+        peer.last_rx = now
+        if mode == "AUTO" and now - peer.last_config >= CONFIG_MIN_INTERVAL:
+            peer.last_config = now
+            self._send_config(peer, client_id)
+
+    def _required_key_name(self, client_id: str):
+        section = self.config.client(client_id) if self.config else None
+        if section is not None and section.psk:
+            return section.id
+        return GLOBAL if self.encrypt else None
+
+    def _authorise_manual_key(self, key, packed: bytes):
+        """None if `key` may hold the tunnel address, else why not."""
+        if key is None:
+            return None
+        if self.config is None:
+            return None if key.client_id is None else "unknown key"
+        ip = ipaddress.IPv4Address(packed)
+        if key.client_id is not None:
+            prof = self.config.profile_for(key.client_id)
+            if prof is not None and prof.local_cidr is not None and prof.local_cidr.ip != ip:
+                return f"key of client {key.name} may not register {ip}"
+        for cid, section in self.config.clients.items():
+            if not section.psk or cid == key.client_id:
+                continue
+            prof = self.config.profile_for(cid)
+            if prof is not None and prof.local_cidr is not None and prof.local_cidr.ip == ip:
+                return f"{ip} belongs to client {section.id}"
+        return None
+
+    def _send_config(self, peer, client_id: str) -> None:
+        prof = self.config.profile_for(client_id)
+        text = codec.config_message(
+            client_id, prof.mtu, str(prof.local_cidr),
+            str(prof.gateway_ip) if prof.gateway_ip else None,
+            [str(r) for r in prof.routes])
+        self._send(peer, codec.T_CONFIG, text)
+
+    # ----------------------------------------------------------- relay
+
+    def _send(self, peer, ptype: int, payload) -> None:
+        if peer.key is not None:
+            out = codec.seal(peer.key.aead, ptype, peer.tx_prefix, peer.tx_seq, payload)
+            peer.tx_seq += 1
+        else:
+            out = bytes(payload)
+        peer.tx_packets += 1
+        peer.tx_bytes += len(payload)
+        self.outbox.append((out, peer.endpoint))
+
+    def _relay(self, packet, src) -> None:
+        src.rx_packets += 1
+        src.rx_bytes += len(packet)
+        if len(packet) < 20 or packet[0] >> 4 != 4:
+            self.drops["not-ipv4"] += 1
+            return
+        if packet[12:16] != src.ip:
+            self.drops["spoofed-source"] += 1
+            return
+        dst = self.by_ip.get(bytes(packet[16:20]))
+        if dst is None or dst is src:
+            self.drops["no-route"] += 1
+            return
+        self._send(dst, codec.T_DATA, packet)
+
+    # ---------------------------------------------------------- timers
+
+    def next_deadline(self) -> float:
+        return self._next_sweep
+
+    def on_timer(self, now: float) -> None:
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + SWEEP_INTERVAL
+        for peer in [p for p in self.by_endpoint.values()
+                     if now - p.last_rx >= self.idle_timeout]:
+            LOG.info("client %s expired after %.0f s of silence", peer.describe(),
+                     now - peer.last_rx)
+            self._remove(peer)
+
+    def _remove(self, peer) -> None:
+        if self.by_endpoint.get(peer.endpoint) is peer:
+            del self.by_endpoint[peer.endpoint]
+        if self.by_ip.get(peer.ip) is peer:
+            del self.by_ip[peer.ip]
+        if peer.rx_window is not None and peer.key is not None:
+            # Keep its window: a replay of its datagrams stays a replay.
+            self._replay[(peer.key.client_id or GLOBAL, peer.rx_prefix)] = peer.rx_window

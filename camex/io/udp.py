@@ -1,0 +1,50 @@
+"""UDP transport: the client's connected socket and the server's bound one."""
+
+from __future__ import annotations
+
+import socket
+
+MAX_DATAGRAM = 65535
+SOCK_BUF = 4 << 20  # absorb bursts from a TUN read loop
+
+
+def _tune(sock: socket.socket, bind_dev: str | None) -> None:
+    sock.setblocking(False)
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCK_BUF)
+        except OSError:
+            pass
+    if bind_dev:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, bind_dev.encode())
+
+
+def resolve(host: str, port: int):
+    """The first IPv4 address of `host` (raises socket.gaierror)."""
+    infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
+    return infos[0][4]
+
+
+def client_socket(server, bind_ip: str | None = None, bind_dev: str | None = None):
+    """A new socket (new source port) connected to `server` (ip, port)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        _tune(sock, bind_dev)
+        if bind_ip:
+            sock.bind((bind_ip, 0))
+        sock.connect(server)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def server_socket(port: int, bind_ip: str | None = None, bind_dev: str | None = None):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        _tune(sock, bind_dev)
+        sock.bind((bind_ip or "0.0.0.0", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -1,0 +1,355 @@
+"""The legacy client and server cores, wired together in memory.
+
+No sockets, no TUN: datagrams move between the cores by hand, with a fake
+clock, so every flaw of the C implementation can be replayed exactly.
+"""
+
+import ipaddress
+import itertools
+
+import pytest
+
+from camex.config import parse_config
+from camex.core.client import IfConfig, LegacyClient, Reconnect, default_mtu
+from camex.core.server import IDLE_TIMEOUT, LegacyServer
+from camex.legacy import codec
+
+A1 = ("10.250.0.2", 40001)
+A2 = ("10.250.1.2", 40002)
+EVIL = ("10.250.9.9", 40666)
+GLOBAL = b"demo-global-secret"
+C2PSK = b"per-client-secret-c2"
+
+DB = """
+[defaults]
+gateway_ip=10.0.0.1
+mtu=1400
+route_cidr=10.251.0.0/24
+
+[client C1]
+local_cidr=10.0.0.2/24
+
+[client C2]
+local_cidr=10.0.0.3/24
+psk=per-client-secret-c2
+"""
+
+
+def ip_packet(src, dst, payload=b"x" * 12):
+    """A minimal IPv4 header + payload; the cores only read addresses."""
+    total = 20 + len(payload)
+    return (bytes([0x45, 0]) + total.to_bytes(2, "big") + bytes(4) + bytes([64, 1, 0, 0])
+            + ipaddress.IPv4Address(src).packed + ipaddress.IPv4Address(dst).packed + payload)
+
+
+_PREFIXES = itertools.count(1)
+
+
+def counter_rng():
+    """Distinct, reproducible sender prefixes (real ones are random)."""
+    return lambda n: next(_PREFIXES).to_bytes(n, "big")
+
+
+class Net:
+    """A server core and client cores, with explicit delivery."""
+
+    def __init__(self, encrypt, config_text=None, global_psk=GLOBAL):
+        self.cfg = parse_config(config_text, "test.conf") if config_text else None
+        self.server = LegacyServer(encrypt=encrypt,
+                                   global_key=codec.derive_key(global_psk) if encrypt else None,
+                                   config=self.cfg, rng=counter_rng())
+        self.now = 100.0
+        self.captured = []  # every datagram sent to the server, for replay attacks
+
+    def client(self, psk=None, **kw):
+        c = LegacyClient(key=codec.derive_key(psk) if psk else None, rng=counter_rng(), **kw)
+        c.start(self.now)
+        c.connected(self.now)
+        return c
+
+    def up(self, client, addr):
+        """Deliver everything `client` queued to the server from `addr`."""
+        for d in client.to_net:
+            self.captured.append((d, addr))
+            self.server.datagram_received(d, addr, self.now)
+        client.to_net.clear()
+
+    def down(self, clients_by_addr):
+        """Deliver the server's outbox to the clients; return undeliverable."""
+        lost = []
+        for d, addr in self.server.outbox:
+            if addr in clients_by_addr:
+                clients_by_addr[addr].datagram_received(d, self.now)
+            else:
+                lost.append((d, addr))
+        self.server.outbox.clear()
+        return lost
+
+
+@pytest.mark.parametrize("psk", [None, GLOBAL])
+def test_manual_clients_relay_both_ways(psk):
+    net = Net(encrypt=psk is not None)
+    c1 = net.client(psk, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.2/24"))
+    c2 = net.client(psk, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.3/24"))
+    net.up(c1, A1)
+    net.up(c2, A2)
+    assert c1.events == [IfConfig(ipaddress.IPv4Interface("10.0.0.2/24"), default_mtu(psk is not None))]
+    ping = ip_packet("10.0.0.2", "10.0.0.3")
+    c1.tun_packet(ping, net.now)
+    net.up(c1, A1)
+    net.down({A1: c1, A2: c2})
+    assert c2.to_tun == [ping]
+    pong = ip_packet("10.0.0.3", "10.0.0.2")
+    c2.tun_packet(pong, net.now)
+    net.up(c2, A2)
+    net.down({A1: c1, A2: c2})
+    assert c1.to_tun == [pong]
+
+
+def test_default_mtu_leaves_room_for_overhead():
+    assert default_mtu(False) + 28 == 1500
+    assert default_mtu(True) + 28 + 43 == 1500
+
+
+def test_auto_clients_get_their_profile_and_racing_clients_both_work():
+    net = Net(encrypt=True, config_text=DB)
+    c1 = net.client(GLOBAL, auto=True, client_id="C1")
+    c2 = net.client(C2PSK, auto=True, client_id="c2")  # IDs match case-insensitively
+    # Both REGISTERs arrive before either answer: the C server's 0.0.0.0 race.
+    net.up(c1, A1)
+    net.up(c2, A2)
+    net.down({A1: c1, A2: c2})
+    assert c1.config.address == ipaddress.IPv4Interface("10.0.0.2/24")
+    assert c1.config.gateway == ipaddress.IPv4Address("10.0.0.1")
+    assert c1.config.mtu == 1400
+    assert c1.config.routes == [ipaddress.IPv4Network("10.251.0.0/24")]
+    assert c2.config.address == ipaddress.IPv4Interface("10.0.0.3/24")
+    pkt = ip_packet("10.0.0.3", "10.0.0.2")
+    c2.tun_packet(pkt, net.now)
+    net.up(c2, A2)
+    net.down({A1: c1, A2: c2})
+    assert c1.to_tun == [pkt]
+
+
+def test_config_wire_bytes_match_the_capture():
+    net = Net(encrypt=False, config_text=DB.replace("mtu=1400", "mtu=1500"))
+    c1 = net.client(None, auto=True, client_id="C1")
+    assert c1.to_net == [b"CX2P REGISTER MODE=AUTO CLIENT_ID=C1\n"]
+    net.up(c1, A1)
+    assert net.server.outbox == [(b"CX2P CONFIG CLIENT_ID=C1 MTU=1500 LOCAL_CIDR=10.0.0.2/24 "
+                                  b"GATEWAY_IP=10.0.0.1 ROUTE_CIDR=10.251.0.0/24\n", A1)]
+
+
+def test_wrong_passphrase_is_rejected_with_a_reason():
+    net = Net(encrypt=True)
+    bad = net.client(b"not-the-secret", auto=False,
+                     local_cidr=ipaddress.IPv4Interface("10.0.0.2/24"))
+    net.up(bad, A1)
+    assert net.server.by_endpoint == {}
+    assert net.server.drops["auth"] == 1
+
+
+def test_spoofed_plaintext_data_does_not_hijack(caplog):
+    """Flaw 1: the C server learns addresses from inner sources."""
+    net = Net(encrypt=False)
+    c1 = net.client(None, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.2/24"))
+    c2 = net.client(None, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.3/24"))
+    net.up(c1, A1)
+    net.up(c2, A2)
+    # The attacker sends DATA claiming to be 10.0.0.2, then something for it.
+    net.server.datagram_received(ip_packet("10.0.0.2", "10.0.0.3"), EVIL, net.now)
+    assert net.server.outbox == []
+    c2.tun_packet(ip_packet("10.0.0.3", "10.0.0.2"), net.now)
+    net.up(c2, A2)
+    assert [addr for _, addr in net.server.outbox] == [A1]
+
+
+def test_registered_client_cannot_spoof_another_source():
+    net = Net(encrypt=True)
+    c1 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.2/24"))
+    c2 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.3/24"))
+    net.up(c1, A1)
+    net.up(c2, A2)
+    c1.tun_packet(ip_packet("10.0.0.9", "10.0.0.3"), net.now)
+    net.up(c1, A1)
+    assert net.server.outbox == []
+    assert net.server.drops["spoofed-source"] == 1
+
+
+def test_replayed_data_from_another_endpoint_moves_nothing():
+    net = Net(encrypt=True)
+    c1 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.2/24"))
+    c2 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.3/24"))
+    net.up(c1, A1)
+    net.up(c2, A2)
+    c1.tun_packet(ip_packet("10.0.0.2", "10.0.0.3"), net.now)
+    net.up(c1, A1)
+    net.server.outbox.clear()
+    data, _ = net.captured[-1]
+    net.server.datagram_received(data, EVIL, net.now)
+    assert net.server.by_ip[ipaddress.IPv4Address("10.0.0.2").packed].endpoint == A1
+    assert net.server.outbox == []
+    # And from the right endpoint the replay is dropped by the window.
+    net.server.datagram_received(data, A1, net.now)
+    assert net.server.outbox == []
+    assert net.server.drops["replay"] == 1
+
+
+def test_replayed_register_changes_nothing_and_reopens_no_replay():
+    """Flaw 2: a replayed REGISTER reset the C server's window."""
+    net = Net(encrypt=True)
+    c1 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.2/24"))
+    c2 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.3/24"))
+    net.up(c1, A1)
+    net.up(c2, A2)
+    register, _ = net.captured[0]
+    c1.tun_packet(ip_packet("10.0.0.2", "10.0.0.3"), net.now)
+    net.up(c1, A1)
+    old_data, _ = net.captured[-1]
+    net.server.outbox.clear()
+    for src in (EVIL, A1):
+        net.server.datagram_received(register, src, net.now)
+        net.server.datagram_received(old_data, src, net.now)
+    assert net.server.outbox == []
+    assert net.server.by_ip[ipaddress.IPv4Address("10.0.0.2").packed].endpoint == A1
+    assert EVIL not in net.server.by_endpoint
+
+
+def test_key_of_one_client_cannot_claim_another_clients_id_or_address():
+    """Flaw 3: any key was accepted for any client ID or address."""
+    net = Net(encrypt=True, config_text=DB)
+    # The global key asks for C2's profile (C2 has its own psk).
+    evil = net.client(GLOBAL, auto=True, client_id="C2")
+    net.up(evil, EVIL)
+    assert net.server.by_endpoint == {} and net.server.outbox == []
+    # The global key asks for C2's address in manual mode.
+    evil2 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.3/24"))
+    net.up(evil2, EVIL)
+    assert net.server.by_endpoint == {}
+    # C2's key asks for C1's profile or another address.
+    evil3 = net.client(C2PSK, auto=True, client_id="C1")
+    net.up(evil3, EVIL)
+    evil4 = net.client(C2PSK, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.9/24"))
+    net.up(evil4, EVIL)
+    assert net.server.by_endpoint == {}
+    assert net.server.drops["register-refused"] == 4
+
+
+def test_live_address_is_not_taken_by_another_key():
+    net = Net(encrypt=True, config_text=DB)
+    c2 = net.client(C2PSK, auto=True, client_id="C2")
+    net.up(c2, A2)
+    evil = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.3/24"))
+    net.up(evil, EVIL)
+    assert net.server.by_ip[ipaddress.IPv4Address("10.0.0.3").packed].endpoint == A2
+
+
+def test_reload_revokes_a_removed_passphrase_at_once():
+    net = Net(encrypt=True, config_text=DB)
+    c1 = net.client(GLOBAL, auto=True, client_id="C1")
+    c2 = net.client(C2PSK, auto=True, client_id="C2")
+    net.up(c1, A1)
+    net.up(c2, A2)
+    net.down({A1: c1, A2: c2})
+    net.server.reload(parse_config(DB.replace("psk=per-client-secret-c2", ""), "t"),
+                      codec.derive_key(GLOBAL))
+    assert A2 not in net.server.by_endpoint and A1 in net.server.by_endpoint
+    c2.tun_packet(ip_packet("10.0.0.3", "10.0.0.2"), net.now)
+    c2._register(net.now)
+    net.up(c2, A2)
+    assert net.server.outbox == []
+    assert A2 not in net.server.by_endpoint
+
+
+def test_reconnect_from_new_port_keeps_the_address_and_the_server_counter():
+    net = Net(encrypt=True)
+    c1 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.2/24"))
+    c2 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.3/24"))
+    net.up(c1, A1)
+    net.up(c2, A2)
+    for _ in range(3):
+        c2.tun_packet(ip_packet("10.0.0.3", "10.0.0.2"), net.now)
+    net.up(c2, A2)
+    net.down({A1: c1, A2: c2})
+    seq_before = net.server.by_endpoint[A1].tx_seq
+    # 20 s later c1 reconnects from a new port.
+    net.now += 21
+    c1.on_timer(net.now)
+    assert any(isinstance(e, Reconnect) for e in c1.events)
+    new_a1 = (A1[0], 50000)
+    c1.connected(net.now)
+    net.up(c1, new_a1)
+    assert A1 not in net.server.by_endpoint
+    assert net.server.by_endpoint[new_a1].tx_seq == seq_before
+    c2.tun_packet(ip_packet("10.0.0.3", "10.0.0.2"), net.now)
+    net.up(c2, A2)
+    assert [a for _, a in net.server.outbox] == [new_a1]
+
+
+def test_client_accepts_a_restarted_server():
+    """Flaw 5: the C client's window was never reset."""
+    net = Net(encrypt=True)
+    c1 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.2/24"))
+    c2 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.3/24"))
+    net.up(c1, A1)
+    net.up(c2, A2)
+    for _ in range(100):
+        c2.tun_packet(ip_packet("10.0.0.3", "10.0.0.2"), net.now)
+    net.up(c2, A2)
+    net.down({A1: c1, A2: c2})
+    assert len(c1.to_tun) == 100
+    c1.to_tun.clear()
+    # New server process: new prefixes, counters from 0.
+    net.server = LegacyServer(encrypt=True, global_key=codec.derive_key(GLOBAL),
+                              rng=lambda n: b"\xee" * n)
+    c1._register(net.now)
+    c2._register(net.now)
+    net.up(c1, A1)
+    net.up(c2, A2)
+    pkt = ip_packet("10.0.0.3", "10.0.0.2")
+    c2.tun_packet(pkt, net.now)
+    net.up(c2, A2)
+    net.down({A1: c1, A2: c2})
+    assert c1.to_tun == [pkt]
+
+
+def test_idle_client_expires():
+    net = Net(encrypt=False)
+    c1 = net.client(None, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.2/24"))
+    net.up(c1, A1)
+    net.server.on_timer(net.now + IDLE_TIMEOUT - 1)
+    assert A1 in net.server.by_endpoint
+    net.server.on_timer(net.now + IDLE_TIMEOUT + 10)
+    assert net.server.by_endpoint == {} and net.server.by_ip == {}
+
+
+def test_old_bare_register_form_is_accepted():
+    net = Net(encrypt=False)
+    net.server.datagram_received(b"CX2P REGISTER 10.0.0.7\n", A1, net.now)
+    assert net.server.by_endpoint[A1].ip_text == "10.0.0.7"
+
+
+@pytest.mark.parametrize("junk", [b"", b"\x45", b"CX2P", b"CX2P \xff\xfe", b"CX2P CONFIG X=1\n",
+                                  b"CX2P REGISTER MODE=AUTO CLIENT_ID=nobody\n",
+                                  b"CX2P REGISTER MODE=MANUAL LOCAL_IP=0.0.0.0\n",
+                                  b"CX2P REGISTER MODE=MANUAL LOCAL_IP=10.0.0.300\n",
+                                  b"\x60" + bytes(47)])
+def test_plain_server_survives_junk(junk):
+    net = Net(encrypt=False, config_text=DB)
+    net.server.datagram_received(junk, EVIL, net.now)
+    assert net.server.by_endpoint == {} and net.server.outbox == []
+
+
+def test_auto_client_retries_register_until_config_then_every_30s():
+    net = Net(encrypt=False, config_text=DB)
+    c1 = net.client(None, auto=True, client_id="C1")
+    c1.to_net.clear()
+    t0 = net.now
+    assert c1.next_deadline() == t0 + 5
+    c1.on_timer(t0 + 5)
+    assert len(c1.to_net) == 1
+    net.now = t0 + 5
+    net.up(c1, A1)
+    net.down({A1: c1})
+    assert c1.config is not None
+    assert c1.next_deadline() == t0 + 5 + 20  # silence check before the 30 s REGISTER
