@@ -1,0 +1,318 @@
+"""The server configuration file (the auto-mode database) and the value checks
+it shares with the command line.
+
+Format (spec "Server configuration file"): flat ``key=value`` lines in
+``[defaults]`` and ``[client <ID>]`` sections; blank lines and lines starting
+with ``#`` or ``;`` are ignored. Every error names the file and the line, so an
+operator editing /etc/camex/camex.conf on a camera can find the mistake; a
+SIGHUP reload that fails keeps the old configuration (the daemon's choice),
+which is why nothing here is half-applied: parse_config returns a complete
+ServerConfig or raises.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+from camex.legacy.codec import (MAX_CLIENT_ID_LEN, MAX_MTU, MAX_ROUTES, MIN_MTU,
+                                PASSPHRASE_MAX, PASSPHRASE_MIN)
+
+DEFAULT_PATH = "/etc/camex/camex.conf"
+
+# ------------------------------------------------------------ value checks
+# Shared with camex.options. Each raises ValueError with a message that does
+# not repeat where the value came from; the caller prefixes the option name or
+# "FILE:LINE: key". Messages quote user text with repr() so that they stay on
+# one line whatever the input holds.
+
+_DECIMAL = re.compile(r"[0-9]+")
+
+
+def _quote(text: str) -> str:
+    return repr(text)
+
+
+def parse_int(text: str, lo: int, hi: int, what: str) -> int:
+    # int() would accept "+5", " 5", "5_000" and non-ASCII digits; a config
+    # value or an option should be plain decimal.
+    if not (text.isascii() and _DECIMAL.fullmatch(text)):
+        raise ValueError(f"{_quote(text)} is not a number ({what} {lo}..{hi})")
+    value = int(text)
+    if not lo <= value <= hi:
+        raise ValueError(f"{value} is out of range {lo}..{hi}")
+    return value
+
+
+def parse_mtu(text: str) -> int:
+    return parse_int(text, MIN_MTU, MAX_MTU, "MTU")
+
+
+def parse_ipv4(text: str) -> IPv4Address:
+    if ":" in text:
+        raise ValueError(f"{_quote(text)} is IPv6; camex runs over IPv4 only")
+    try:
+        return IPv4Address(text)
+    except ValueError:
+        raise ValueError(f"{_quote(text)} is not an IPv4 address") from None
+
+
+def _split_cidr(text: str) -> tuple[str, int]:
+    addr, sep, prefix = text.partition("/")
+    if not sep:
+        raise ValueError(f"{_quote(text)} has no prefix length (write it as a.b.c.d/nn)")
+    if not (prefix.isascii() and _DECIMAL.fullmatch(prefix)) or int(prefix) > 32:
+        raise ValueError(f"{_quote(text)} has a bad prefix length (0..32)")
+    parse_ipv4(addr)
+    return addr, int(prefix)
+
+
+def parse_host_cidr(text: str) -> IPv4Interface:
+    """A tunnel address with its prefix, e.g. 10.0.0.2/24 (not 10.0.0.0/24)."""
+    addr, prefix = _split_cidr(text)
+    iface = IPv4Interface(f"{addr}/{prefix}")
+    ip, net = iface.ip, iface.network
+    if ip.is_unspecified or ip.is_multicast or ip == IPv4Address("255.255.255.255"):
+        raise ValueError(f"{_quote(text)} is not a usable host address")
+    if prefix == 0:
+        raise ValueError(f"{_quote(text)}: prefix length 0 is not a tunnel subnet")
+    if prefix < 31 and ip == net.network_address:
+        raise ValueError(f"{_quote(text)} is the network address; give the host's "
+                         f"own address, e.g. {net.network_address + 1}/{prefix}")
+    if prefix < 31 and ip == net.broadcast_address:
+        raise ValueError(f"{_quote(text)} is the broadcast address of {net}")
+    return iface
+
+
+def parse_route(text: str) -> IPv4Network:
+    """A destination network routed into the tunnel, e.g. 10.251.0.0/24."""
+    addr, prefix = _split_cidr(text)
+    try:
+        return IPv4Network(f"{addr}/{prefix}")
+    except ValueError:
+        # Host bits set: the kernel would refuse the route, so say so now.
+        net = IPv4Network(f"{addr}/{prefix}", strict=False)
+        raise ValueError(f"{_quote(text)} has host bits set (did you mean {net}?)") from None
+
+
+def parse_psk(raw: bytes) -> bytes:
+    """A legacy passphrase: 1..63 raw bytes. Never echoes the value."""
+    if not PASSPHRASE_MIN <= len(raw) <= PASSPHRASE_MAX:
+        raise ValueError(f"passphrase must be {PASSPHRASE_MIN}..{PASSPHRASE_MAX} "
+                         f"bytes, got {len(raw)}")
+    return raw
+
+
+# A client ID as a server accepts it from a [client ID] header: an unmodified
+# C client may send any token, so only what cannot travel in a control
+# message is refused (space and '=' break the KEY=VALUE line).
+_ID_CHARS = re.compile(r"[!-~]+")
+
+
+def parse_client_id(text: str) -> str:
+    if not text:
+        raise ValueError("client ID is empty")
+    if len(text) > MAX_CLIENT_ID_LEN:
+        raise ValueError(f"client ID {_quote(text)} is longer than "
+                         f"{MAX_CLIENT_ID_LEN} characters")
+    if not (text.isascii() and _ID_CHARS.fullmatch(text)) or "=" in text:
+        raise ValueError(f"client ID {_quote(text)} may hold only printable ASCII "
+                         f"without spaces or '='")
+    return text
+
+
+# ------------------------------------------------------------ data model
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used. str() is "FILE:LINE: message"
+    (or "FILE: message" when the whole file is at fault, e.g. missing)."""
+
+    def __init__(self, path: str, line: int | None, message: str):
+        self.path, self.line, self.message = path, line, message
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass
+class Profile:
+    local_cidr: IPv4Interface | None = None
+    gateway_ip: IPv4Address | None = None
+    routes: list[IPv4Network] = field(default_factory=list)
+    mtu: int | None = None
+
+
+@dataclass
+class ClientSection:
+    id: str                              # as written in the file
+    profile: Profile = field(default_factory=Profile)   # this section only
+    psk: bytes | None = field(default=None, repr=False)
+    line: int = 0                        # line of the [client ...] header
+
+    def __repr__(self) -> str:
+        # Never the passphrase, not even in a traceback or a debug log.
+        return (f"ClientSection(id={self.id!r}, profile={self.profile!r}, "
+                f"psk={'<set>' if self.psk else None}, line={self.line})")
+
+
+@dataclass
+class ServerConfig:
+    path: str = "<string>"
+    defaults: Profile = field(default_factory=Profile)
+    clients: dict[str, ClientSection] = field(default_factory=dict)  # lowercased id
+    warnings: list[str] = field(default_factory=list)
+
+    def client(self, client_id: str) -> ClientSection | None:
+        return self.clients.get(client_id.lower())
+
+    def profile_for(self, client_id: str) -> Profile | None:
+        """[defaults] overlaid by [client ID]; None if there is no such section.
+        Routes: those of [defaults], then the client's own (a route listed in
+        both appears once: installing it twice would fail)."""
+        section = self.client(client_id)
+        if section is None:
+            return None
+        return merge(self.defaults, section.profile)
+
+    def psk_entries(self) -> list[tuple[str, bytes]]:
+        """(lowercased client id, passphrase) of every client section with psk=.
+        The global passphrase is not here: it comes from the command line."""
+        return [(key, sec.psk) for key, sec in self.clients.items() if sec.psk]
+
+
+def merge(defaults: Profile, own: Profile) -> Profile:
+    routes = list(defaults.routes)
+    routes += [r for r in own.routes if r not in routes]
+    return Profile(
+        local_cidr=own.local_cidr if own.local_cidr is not None else defaults.local_cidr,
+        gateway_ip=own.gateway_ip if own.gateway_ip is not None else defaults.gateway_ip,
+        routes=routes,
+        mtu=own.mtu if own.mtu is not None else defaults.mtu,
+    )
+
+
+# ------------------------------------------------------------ parser
+
+_SINGLE_KEYS = ("local_cidr", "gateway_ip", "mtu", "psk")
+_KNOWN_KEYS = _SINGLE_KEYS + ("route_cidr",)
+
+
+def load_config(path: str) -> ServerConfig:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError(path, None, f"cannot read: {e.strerror or e}") from None
+    # surrogateescape keeps any byte of a psk= value exactly as written.
+    return parse_config(data.decode("utf-8", "surrogateescape"), path)
+
+
+def parse_config(text: str, path: str = "<string>") -> ServerConfig:
+    cfg = ServerConfig(path=path)
+    # None: before any section header; otherwise the Profile being filled and
+    # its ClientSection (None for [defaults]).
+    current: Profile | None = None
+    section: ClientSection | None = None
+    seen_keys: dict[str, int] = {}
+    defaults_line = 0
+
+    def fail(lineno: int, message: str):
+        raise ConfigError(path, lineno, message)
+
+    if text.startswith("\ufeff"):       # an editor's byte-order mark
+        text = text[1:]
+    # split("\n") rather than splitlines(): line numbers must match what an
+    # editor shows, and splitlines() also breaks at \f, \x1c, U+2028 ...
+    for lineno, raw in enumerate(text.split("\n"), 1):
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+
+        if line.startswith("["):
+            if not line.endswith("]"):
+                fail(lineno, f"section header {line!r} has no closing ']'")
+            name = line[1:-1].strip()
+            parts = name.split(None, 1)
+            word = parts[0] if parts else ""
+            rest = parts[1] if len(parts) > 1 else ""
+            seen_keys = {}
+            if name.lower() == "defaults":
+                if defaults_line:
+                    fail(lineno, f"duplicate section [defaults] (first at line {defaults_line})")
+                defaults_line = lineno
+                current, section = cfg.defaults, None
+            elif word.lower() == "client":
+                try:
+                    cid = parse_client_id(rest)
+                except ValueError as e:
+                    fail(lineno, f"section [{name}]: {e}")
+                old = cfg.clients.get(cid.lower())
+                if old is not None:
+                    fail(lineno, f"duplicate section [client {cid}] "
+                                 f"(first at line {old.line}, IDs ignore case)")
+                section = ClientSection(id=cid, line=lineno)
+                cfg.clients[cid.lower()] = section
+                current = section.profile
+            else:
+                fail(lineno, f"unknown section [{name}] (expected [defaults] or [client ID])")
+            continue
+
+        key, sep, value = line.partition("=")
+        key, value = key.strip().lower(), value.strip()
+        if not sep:
+            fail(lineno, f"expected key=value, got {line!r}")
+        if current is None:
+            fail(lineno, f"key {key!r} outside a section ([defaults] or [client ID] first)")
+        if not key:
+            fail(lineno, "missing key before '='")
+        if key not in _KNOWN_KEYS:
+            cfg.warnings.append(f"{path}:{lineno}: unknown key {key!r} ignored")
+            continue
+        if not value:
+            fail(lineno, f"{key}: empty value")
+        if key in _SINGLE_KEYS:
+            if key in seen_keys:
+                fail(lineno, f"{key}: given twice in this section (first at line {seen_keys[key]})")
+            seen_keys[key] = lineno
+        try:
+            _apply(cfg, current, section, key, value)
+        except ValueError as e:
+            fail(lineno, f"{key}: {e}")
+
+    _check_merged_routes(cfg)
+    return cfg
+
+
+def _apply(cfg: ServerConfig, prof: Profile, section: ClientSection | None,
+           key: str, value: str) -> None:
+    if key == "local_cidr":
+        prof.local_cidr = parse_host_cidr(value)
+    elif key == "gateway_ip":
+        prof.gateway_ip = parse_ipv4(value)
+    elif key == "mtu":
+        prof.mtu = parse_mtu(value)
+    elif key == "psk":
+        if section is None:
+            raise ValueError("only allowed in [client ID] sections (the global "
+                             "passphrase is given on the command line)")
+        section.psk = parse_psk(value.encode("utf-8", "surrogateescape"))
+    elif key == "route_cidr":
+        route = parse_route(value)
+        if route in prof.routes:
+            raise ValueError(f"{route} is listed twice in this section")
+        if len(prof.routes) >= MAX_ROUTES:
+            raise ValueError(f"more than {MAX_ROUTES} routes in this section")
+        prof.routes.append(route)
+
+
+def _check_merged_routes(cfg: ServerConfig) -> None:
+    # A CONFIG message carries at most 16 routes; a merged profile with more
+    # would be silently cut on the wire, so refuse the file instead.
+    for sec in cfg.clients.values():
+        merged = merge(cfg.defaults, sec.profile)
+        if len(merged.routes) > MAX_ROUTES:
+            raise ConfigError(cfg.path, sec.line,
+                              f"[client {sec.id}]: {len(merged.routes)} routes with "
+                              f"those of [defaults], at most {MAX_ROUTES}")
