@@ -32,6 +32,9 @@ def main(argv=None) -> int:
     from .options import UsageError, parse_args
 
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("status", "reload"):
+        from .status import main as status_main
+        return status_main(argv)
     try:
         opts = parse_args(argv)
     except UsageError as e:

@@ -19,6 +19,7 @@ import signal
 import socket
 import time
 
+from .control import ControlServer
 from .core.client import IfConfig, LegacyClient, Reconnect
 from .core.server import LegacyServer
 from .io import netlink, udp
@@ -99,6 +100,7 @@ class Loop:
         self.sel = selectors.DefaultSelector()
         self.stopping = False
         self.reload_requested = False
+        self._control = None
         self._rsig, self._wsig = socket.socketpair()
         self._rsig.setblocking(False)
         self._wsig.setblocking(False)
@@ -140,7 +142,27 @@ class Loop:
             if now >= deadline_fn():
                 timer_fn(now)
 
+    def serve_control(self, path: str, handlers: dict):
+        """Open the control socket; a daemon runs without it if that fails."""
+        if not path:
+            return None
+        try:
+            ctl = ControlServer(path, handlers)
+        except OSError as e:
+            LOG.warning("no control socket at %s: %s", path, e.strerror)
+            return None
+        self.sel.register(ctl, selectors.EVENT_READ, ctl.on_readable)
+        self._control = ctl
+        LOG.debug("control socket %s", ctl.path)
+        return ctl
+
+    def request_reload(self) -> dict:
+        self.reload_requested = True
+        return {"ok": True, "reload": "requested"}
+
     def close(self) -> None:
+        if self._control is not None:
+            self._control.close()
         signal.set_wakeup_fd(self._old_wakeup)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
@@ -193,6 +215,7 @@ class ClientDaemon:
                      ", encrypted, key fingerprint " + codec.fingerprint(self.key)
                      if self.key else ", plaintext")
             self.loop.sel.register(self.tun, selectors.EVENT_READ, self._tun_readable)
+            self.loop.serve_control(self.opts.control_socket, {"status": self.status})
             now = self.loop.now()
             self.core.start(now)
             self._flush()
@@ -307,6 +330,27 @@ class ClientDaemon:
                  "".join(f" route {r}" for r in cfg.routes))
         self.up = True
 
+    def status(self) -> dict:
+        core = self.core
+        now = self.loop.now()
+        return {
+            "mode": "client",
+            "protocol": "legacy",
+            "encrypted": self.key is not None,
+            "client_id": core.client_id,
+            "interface": self.tun.name if self.tun else None,
+            "address": str(core.config.address) if core.config else None,
+            "mtu": core.config.mtu if core.config else None,
+            "server": f"{self.server[0]}:{self.server[1]}" if self.server else
+                      f"{self.opts.server_host}:{self.opts.port}",
+            "local_port": self.sock.getsockname()[1] if self.sock else None,
+            "last_received_ago": None if core.last_rx is None else round(now - core.last_rx, 3),
+            "last_register_ago": round(now - core.last_register, 3),
+            "tx_packets": core.tx_packets, "tx_bytes": core.tx_bytes,
+            "rx_packets": core.rx_packets, "rx_bytes": core.rx_bytes,
+            "drops": dict(core.drops),
+        }
+
     def _shutdown(self) -> None:
         if self.link is not None:
             self.link.clear()
@@ -344,6 +388,8 @@ class ServerDaemon:
                                    f"{' on ' + self.opts.bind_ip if self.opts.bind_ip else ''}"
                                    f": {e.strerror}") from None
             self.loop.sel.register(self.sock, selectors.EVENT_READ, self._sock_readable)
+            self.loop.serve_control(self.opts.control_socket,
+                                    {"status": self.status, "reload": self.loop.request_reload})
             addr = self.sock.getsockname()
             LOG.info("listening on %s:%d (%s%s)", addr[0], addr[1],
                      "encrypted" if self.key else "plaintext",
@@ -355,6 +401,26 @@ class ServerDaemon:
             if self.sock is not None:
                 self.sock.close()
             self.loop.close()
+
+    def status(self) -> dict:
+        now = self.loop.now()
+        clients = []
+        for p in self.core.by_endpoint.values():
+            clients.append({
+                "client_id": p.client_id,
+                "address": p.ip_text,
+                "endpoint": f"{p.endpoint[0]}:{p.endpoint[1]}",
+                "protocol": "legacy",
+                "mode": p.mode,
+                "key": None if p.key is None else ("global" if p.key.client_id is None
+                                                   else p.key.name),
+                "registered_ago": round(now - p.registered_at, 3),
+                "last_received_ago": round(now - p.last_rx, 3),
+                "rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,
+                "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes,
+            })
+        return {"mode": "server", "port": self.opts.port, "encrypted": self.key is not None,
+                "clients": clients, "drops": dict(self.core.drops)}
 
     def _reload(self) -> None:
         try:

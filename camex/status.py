@@ -1,0 +1,94 @@
+"""`camex status` and `camex reload`: talk to running daemons.
+
+Like `wg show`: one block per daemon, one line per client with its ID,
+tunnel address, endpoint, protocol, last registration, traffic and drops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import sys
+
+from .control import request
+
+RUN_DIR = "/run/camex"
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _ago(seconds) -> str:
+    if seconds is None:
+        return "never"
+    return f"{seconds:.0f} s ago" if seconds >= 1 else "just now"
+
+
+def format_status(path: str, st: dict) -> str:
+    lines = []
+    drops = ", ".join(f"{k} {v}" for k, v in sorted(st.get("drops", {}).items())) or "none"
+    if st.get("mode") == "server":
+        lines.append(f"server: port {st['port']} ({'encrypted' if st['encrypted'] else 'plaintext'}),"
+                     f" {len(st['clients'])} client(s)   [{path}]")
+        lines.append(f"  drops: {drops}")
+        for c in sorted(st["clients"], key=lambda c: c["address"]):
+            lines.append(f"  client {c['client_id'] or '-'}")
+            lines.append(f"    address: {c['address']}   endpoint: {c['endpoint']}")
+            lines.append(f"    protocol: {c['protocol']} ({c['mode']})   key: {c['key'] or 'none'}")
+            lines.append(f"    registered: {_ago(c['registered_ago'])}   "
+                         f"last datagram: {_ago(c['last_received_ago'])}")
+            lines.append(f"    transfer: {_human(c['rx_bytes'])} received "
+                         f"({c['rx_packets']} pkts), {_human(c['tx_bytes'])} sent "
+                         f"({c['tx_packets']} pkts)")
+    else:
+        lines.append(f"client {st.get('client_id') or '-'}: interface {st.get('interface')} "
+                     f"address {st.get('address')} mtu {st.get('mtu')}   [{path}]")
+        lines.append(f"  server: {st['server']} from port {st.get('local_port')}   "
+                     f"protocol: {st['protocol']} "
+                     f"({'encrypted' if st['encrypted'] else 'plaintext'})")
+        lines.append(f"  last datagram: {_ago(st.get('last_received_ago'))}   "
+                     f"last register: {_ago(st.get('last_register_ago'))}")
+        lines.append(f"  transfer: {_human(st['rx_bytes'])} received ({st['rx_packets']} pkts), "
+                     f"{_human(st['tx_bytes'])} sent ({st['tx_packets']} pkts)")
+        lines.append(f"  drops: {drops}")
+    return "\n".join(lines)
+
+
+def main(argv) -> int:
+    cmd, argv = argv[0], argv[1:]
+    p = argparse.ArgumentParser(prog=f"camex {cmd}")
+    p.add_argument("--control-socket", metavar="PATH",
+                   help=f"the daemon's socket (default: every socket in {RUN_DIR})")
+    if cmd == "status":
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+    args = p.parse_args(argv)
+    paths = [args.control_socket] if args.control_socket else \
+        sorted(glob.glob(f"{RUN_DIR}/*.sock"))
+    if not paths:
+        print(f"camex {cmd}: no running camex daemon (no socket in {RUN_DIR})", file=sys.stderr)
+        return 1
+    results, rc = {}, 0
+    for path in paths:
+        try:
+            results[path] = request(path, cmd)
+        except PermissionError:
+            print(f"camex {cmd}: {path}: permission denied (root only)", file=sys.stderr)
+            rc = 1
+        except (OSError, ValueError) as e:
+            print(f"camex {cmd}: {path}: no answer ({e})", file=sys.stderr)
+            rc = 1
+    if cmd == "status":
+        if args.json:
+            print(json.dumps(results, indent=2))
+        else:
+            print("\n\n".join(format_status(p, st) for p, st in results.items()))
+    else:
+        for path, reply in results.items():
+            print(f"{path}: {'reload requested' if reply.get('ok') else reply.get('error')}")
+    return rc
