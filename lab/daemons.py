@@ -1,0 +1,151 @@
+"""Starting camex daemons in lab namespaces, with readiness by log lines.
+
+Follows the daemon CLI of notes/CONTRACTS.md:
+  server: "listening on ..." once its UDP socket is bound;
+  client: "tunnel up: dev tunX ..." once address, MTU and routes are set
+          (in auto mode after the server's CONFIG).
+Used by lab/demo.py, tests/integration and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from typing import Iterable, Optional
+
+from .netns import PORT, LabError, LabProcess, Namespace, StarTopology
+
+GLOBAL_PSK = "demo-global-secret"
+C2_PSK = "per-client-secret-c2"
+
+SERVER_READY = r"listening on"
+CLIENT_READY = r"tunnel up: dev ([A-Za-z0-9_.-]+)"
+
+
+def camex_binary() -> str:
+    """The `camex` console script: $CAMEX, else the one beside this Python
+    (the project venv), else the one on PATH."""
+    env = os.environ.get("CAMEX")
+    if env:
+        return env
+    beside = os.path.join(os.path.dirname(sys.executable), "camex")
+    if os.path.exists(beside):
+        return beside
+    found = shutil.which("camex")
+    if not found:
+        raise LabError("camex is not installed (run `make` to build the venv)")
+    return found
+
+
+def auto_config(clients: dict[str, dict], defaults: Optional[dict] = None) -> str:
+    """Text of a server configuration file (spec section).
+
+    ``clients`` maps a client ID to its keys, e.g.
+    {"C1": {"local_cidr": "10.0.0.2/24"}, "C2": {"local_cidr": ..., "psk": ...}};
+    a list value repeats the key (route_cidr).
+    """
+    if defaults is None:
+        defaults = {"gateway_ip": "10.0.0.1", "mtu": 1500, "route_cidr": "10.251.0.0/24"}
+    lines = ["# written by lab/daemons.py", "[defaults]"]
+    lines += _keys(defaults)
+    for cid, keys in clients.items():
+        lines += ["", f"[client {cid}]"] + _keys(keys)
+    return "\n".join(lines) + "\n"
+
+
+def _keys(keys: dict) -> list[str]:
+    out = []
+    for k, v in keys.items():
+        for item in v if isinstance(v, (list, tuple)) else [v]:
+            out.append(f"{k}={item}")
+    return out
+
+
+def vectors_config(c2_psk: Optional[str] = C2_PSK) -> str:
+    """The server database of shared/vectors/README.md (C2 with its own key)."""
+    c2 = {"local_cidr": "10.0.0.3/24"}
+    if c2_psk:
+        c2["psk"] = c2_psk
+    return auto_config({"C1": {"local_cidr": "10.0.0.2/24"}, "C2": c2})
+
+
+class Camex:
+    """Starts camex server and clients in a StarTopology.
+
+    Every process is owned by the lab (stopped at its cleanup). ``log_level``
+    is passed to every daemon; tests use debug to have more to read on a
+    failure.
+    """
+
+    def __init__(self, lab: StarTopology, port: int = PORT, log_level: str = "info"):
+        self.lab = lab
+        self.port = port
+        self.log_level = log_level
+        self.binary = camex_binary()
+
+    # -- files
+    def write_config(self, text: str, name: str = "camex.conf") -> str:
+        path = os.path.join(self.lab.logdir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    # -- server
+    def server_argv(self, encrypt: bool = False, psk: Optional[str] = None,
+                    config: Optional[str] = None, extra: Iterable = ()) -> list[str]:
+        argv = [self.binary, "-M", "server", "-p", str(self.port), "--log-level", self.log_level]
+        if config:
+            argv += ["-f", config]
+        if psk:
+            argv += ["-k", psk]
+        if encrypt:
+            argv += ["-e"]
+        return argv + [str(a) for a in extra]
+
+    def start_server(self, encrypt: bool = False, psk: Optional[str] = None,
+                     config: Optional[str] = None, extra: Iterable = (),
+                     wait: bool = True, timeout: float = 15.0) -> LabProcess:
+        proc = self.lab.server.spawn(self.server_argv(encrypt, psk, config, extra), name="camex-server")
+        if wait:
+            proc.wait_for_line(SERVER_READY, timeout=timeout)
+            self.lab.server.wait_port(self.port, "udp", timeout=timeout)
+        return proc
+
+    # -- clients
+    def client_argv(self, ns: Namespace, auto: bool = False, name: Optional[str] = None,
+                    encrypt: bool = False, psk: Optional[str] = None,
+                    local_cidr: Optional[str] = None, gateway: Optional[str] = None,
+                    routes: Iterable[str] = (), extra: Iterable = ()) -> list[str]:
+        argv = [self.binary, "-M", "client", "-s", ns.server_ip, "-p", str(self.port),
+                "--log-level", self.log_level]
+        if auto:
+            argv += ["-a", "-n", name or ns.client_id]
+        else:
+            argv += ["-l", local_cidr or f"{ns.tunnel_ip}/24"]
+            if gateway:
+                argv += ["-g", gateway]
+        for r in routes:
+            argv += ["-c", r]
+        if psk:
+            argv += ["-k", psk]
+        if encrypt:
+            argv += ["-e"]
+        return argv + [str(a) for a in extra]
+
+    def start_client(self, ns: Namespace, wait: bool = True, timeout: float = 20.0, **kw) -> LabProcess:
+        proc = ns.spawn(self.client_argv(ns, **kw), name="camex-client")
+        if wait:
+            self.wait_client(proc, timeout=timeout)
+        return proc
+
+    def wait_client(self, proc: LabProcess, timeout: float = 20.0) -> str:
+        """Wait for "tunnel up"; return the TUN device name it reports."""
+        m = proc.wait_for_line(CLIENT_READY, timeout=timeout)
+        return m.group(1)
+
+    @staticmethod
+    def tun_dev(proc: LabProcess) -> Optional[str]:
+        m = proc.find(CLIENT_READY)
+        return m.group(1) if m else None
+
