@@ -41,7 +41,9 @@ def main(argv=None) -> int:
         print(f"camex: {e}", file=sys.stderr)
         return 1
     log.setup(opts.log_level)
-    from .daemon import ClientDaemon, PidFile, ServerDaemon, StartupError, harden_process
+    from .client_daemon import ClientDaemon
+    from .loop import PidFile, StartupError, harden_process
+    from .server_daemon import ServerDaemon
 
     harden_process()
     try:
