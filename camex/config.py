@@ -203,8 +203,8 @@ def load_config(path: str) -> ServerConfig:
     try:
         with open(path, "rb") as f:
             data = f.read()
-    except OSError as e:
-        raise ConfigError(path, None, f"cannot read: {e.strerror or e}") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        raise ConfigError(path, None, f"cannot read: {getattr(e, 'strerror', None) or e}") from None
     # surrogateescape keeps any byte of a psk= value exactly as written.
     return parse_config(data.decode("utf-8", "surrogateescape"), path)
 

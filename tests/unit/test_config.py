@@ -186,6 +186,13 @@ def test_missing_file(tmp_path):
     assert str(exc.value) == f"{path}: cannot read: No such file or directory"
 
 
+def test_nul_in_path_is_a_config_error():
+    # Regression: a NUL in the path raised ValueError from open().
+    with pytest.raises(ConfigError) as exc:
+        load_config("bad\x00path")
+    assert str(exc.value) == "bad\x00path: cannot read: embedded null byte"
+
+
 def test_directory_is_not_a_file(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_config(str(tmp_path))
