@@ -14,10 +14,10 @@ def _config_loader(opts):
     The default path may be absent on a server that serves manual clients
     only; a path given with --config must exist.
     """
-    from .config import DEFAULT_PATH, load_config
+    from .config import load_config
 
     def load():
-        if opts.config == DEFAULT_PATH and not os.path.exists(opts.config):
+        if not opts.config_given and not os.path.exists(opts.config):
             return None
         config = load_config(opts.config)
         for warning in config.warnings:

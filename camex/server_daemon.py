@@ -11,6 +11,7 @@ from .io import udp
 from .legacy import codec
 from .log import LOG, Throttle
 from .loop import BATCH, Loop, StartupError
+from .options import read_psk_file
 
 
 class ServerDaemon:
@@ -72,9 +73,17 @@ class ServerDaemon:
     def _reload(self) -> None:
         try:
             config = self.load_config()
+            key = self.key
+            if self.opts.encrypt and self.opts.psk_source == "--psk-file":
+                # The global passphrase file is re-read too, so that
+                # rotating it takes effect without a restart.
+                key = codec.derive_key(read_psk_file(self.opts.psk_file))
         except Exception as e:  # a bad file must not take the server down
             LOG.error("reload failed, keeping the old configuration: %s", e)
             return
+        if key != self.key:
+            LOG.info("global passphrase changed, key fingerprint %s", codec.fingerprint(key))
+            self.key = key
         self.core.reload(config, self.key)
         LOG.info("configuration reloaded: %d client section(s)",
                  len(config.clients) if config else 0)
