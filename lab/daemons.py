@@ -91,10 +91,33 @@ class Camex:
             f.write(text)
         return path
 
+    def control_socket(self, ns: Namespace) -> str:
+        """Per-daemon control socket in the lab's run directory: the default
+        /run/camex/<mode>-<port>.sock is shared by every namespace (and by
+        parallel test workers)."""
+        return os.path.join(self.lab.rundir, f"{ns.role}.sock")
+
+    def pid_file(self, ns: Namespace) -> str:
+        return os.path.join(self.lab.rundir, f"{ns.role}.pid")
+
+    def status(self, ns: Namespace) -> dict:
+        """`camex status --json` of the daemon in ``ns`` (via its control socket)."""
+        import json
+
+        import subprocess
+
+        path = self.control_socket(ns)
+        res = subprocess.run([self.binary, "status", "--json", "--control-socket", path],
+                             capture_output=True, text=True, timeout=10)
+        if res.returncode != 0:
+            raise LabError(f"camex status failed ({res.returncode}): {res.stdout}{res.stderr}")
+        return json.loads(res.stdout)[path]
+
     # -- server
     def server_argv(self, encrypt: bool = False, psk: Optional[str] = None,
                     config: Optional[str] = None, extra: Iterable = ()) -> list[str]:
-        argv = [self.binary, "-M", "server", "-p", str(self.port), "--log-level", self.log_level]
+        argv = [self.binary, "-M", "server", "-p", str(self.port), "--log-level", self.log_level,
+                "--control-socket", self.control_socket(self.lab.server)]
         if config:
             argv += ["-f", config]
         if psk:
@@ -118,7 +141,7 @@ class Camex:
                     local_cidr: Optional[str] = None, gateway: Optional[str] = None,
                     routes: Iterable[str] = (), extra: Iterable = ()) -> list[str]:
         argv = [self.binary, "-M", "client", "-s", ns.server_ip, "-p", str(self.port),
-                "--log-level", self.log_level]
+                "--log-level", self.log_level, "--control-socket", self.control_socket(ns)]
         if auto:
             argv += ["-a", "-n", name or ns.client_id]
         else:

@@ -29,6 +29,7 @@ import ipaddress
 import itertools
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -566,9 +567,15 @@ class Lab:
         clean_stale()
         n = next(_lab_counter)
         self.prefix = f"cx{os.getpid()}" + (f"k{n}" if n else "")
+        # A log directory we made ourselves is removed at cleanup unless
+        # keep_logs is set (or the `with` block ends in an exception).
         self._own_logdir = logdir is None
+        self.keep_logs = False
         self.logdir = logdir or tempfile.mkdtemp(prefix=f"{self.prefix}-")
         os.makedirs(self.logdir, exist_ok=True)
+        # Short per-lab directory for Unix sockets (108-byte path limit) and
+        # pid files; a pytest tmp_path logdir can be too long for sockets.
+        self.rundir = tempfile.mkdtemp(prefix=f"{self.prefix}-run-")
         self.namespaces: dict[str, Namespace] = {}
         self.processes: list[LabProcess] = []
         self._names = itertools.count()
@@ -581,7 +588,9 @@ class Lab:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.keep_logs = True
         self.cleanup()
         return False
 
@@ -627,6 +636,9 @@ class Lab:
             for ns in self.namespaces.values():
                 _kill_ns_processes(ns.name)
                 _remove_ns(ns.name)
+            shutil.rmtree(self.rundir, ignore_errors=True)
+            if self._own_logdir and not self.keep_logs:
+                shutil.rmtree(self.logdir, ignore_errors=True)
         finally:
             with _live_lock:
                 _live_labs.discard(self)

@@ -1,0 +1,166 @@
+"""`make demo`: the camex tunnel in a three-namespace lab, end to end.
+
+Builds server + two client namespaces (the captures' lab: C1 10.250.0.2,
+C2 10.250.1.2, server 10.250.0.1 / 10.250.1.1, tunnel 10.0.0.2 / 10.0.0.3),
+then for each mode starts `camex` on all three, pings C2 from C1 through the
+server, runs iperf3 C1 -> C2 through the tunnel, and stops the daemons. A
+table at the end compares the modes with the bare veth. Everything is torn
+down on exit, Ctrl-C and SIGTERM included.
+
+    .venv/bin/python -m lab.demo [--seconds N] [--pings N] [--keep-logs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from typing import Callable, Optional
+
+from .daemons import C2_PSK, GLOBAL_PSK, Camex, vectors_config
+from .netns import LabError, StarTopology
+from .traffic import iperf3
+
+
+@dataclasses.dataclass
+class Row:
+    mode: str
+    crypto: str
+    loss: Optional[float] = None
+    rtt_ms: Optional[float] = None
+    gbps: Optional[float] = None
+    retrans: Optional[int] = None
+    error: Optional[str] = None
+
+
+def _start_manual(cx: Camex, lab: StarTopology, encrypt: bool):
+    psk = GLOBAL_PSK if encrypt else None
+    cx.start_server(encrypt=encrypt, psk=psk)
+    for c in lab.clients:
+        cx.start_client(c, encrypt=encrypt, psk=psk, routes=["10.251.0.0/24"] if c is lab.c1 else ())
+
+
+def _start_auto(cx: Camex, lab: StarTopology, encrypt: bool):
+    # The captures' database: C2 has its own passphrase, C1 uses the global one.
+    config = cx.write_config(vectors_config(c2_psk=C2_PSK if encrypt else None))
+    cx.start_server(encrypt=encrypt, psk=GLOBAL_PSK if encrypt else None, config=config)
+    # Both clients at the same instant (the legacy server mixed them up).
+    procs = [
+        cx.start_client(lab.c1, wait=False, auto=True, encrypt=encrypt, psk=GLOBAL_PSK if encrypt else None),
+        cx.start_client(lab.c2, wait=False, auto=True, encrypt=encrypt, psk=C2_PSK if encrypt else None),
+    ]
+    for p in procs:
+        cx.wait_client(p)
+
+
+SCENARIOS: list[tuple[str, str, Callable]] = [
+    ("manual", "plaintext", lambda cx, lab: _start_manual(cx, lab, False)),
+    ("manual", "ChaCha20-Poly1305, global key", lambda cx, lab: _start_manual(cx, lab, True)),
+    ("auto", "plaintext, config file", lambda cx, lab: _start_auto(cx, lab, False)),
+    ("auto", "ChaCha20-Poly1305, C2 own key", lambda cx, lab: _start_auto(cx, lab, True)),
+]
+
+
+def measure(lab: StarTopology, row: Row, dst_ns, dst_ip: str, pings: int, seconds: float) -> None:
+    src = lab.c1
+    # Readiness: the first answered ping (no fixed sleep), then the series.
+    src.wait_ping(dst_ip, timeout=20)
+    p = src.ping(dst_ip, count=pings, interval=0.1, wait=1)
+    row.loss, row.rtt_ms = p.loss_pct, p.rtt_avg_ms
+    r = iperf3(src, dst_ns, dst_ip, seconds=seconds)
+    row.gbps, row.retrans = r.gbps, r.retransmits
+
+
+def run_scenario(lab: StarTopology, mode: str, crypto: str, start: Callable, pings: int, seconds: float) -> Row:
+    row = Row(mode, crypto)
+    print(f"== {mode}, {crypto}", flush=True)
+    before = len(lab.processes)
+    try:
+        cx = Camex(lab)
+        start(cx, lab)
+        for p in lab.processes[before:]:
+            dev = Camex.tun_dev(p)
+            if dev:
+                print(f"   {p.ns.role}: {p.find(r'tunnel up: .*').group(0)}", flush=True)
+        measure(lab, row, lab.c2, lab.c2.tunnel_ip, pings, seconds)
+    except LabError as e:
+        row.error = str(e).splitlines()[0]
+        lab.keep_logs = True
+        print(f"   FAILED: {e}", flush=True)
+    finally:
+        # Stop this mode's daemons (clients first) and check they left no
+        # TUN behind, so the next mode starts from a clean lab.
+        for p in reversed(lab.processes[before:]):
+            rc = p.stop()
+            if rc not in (0, None) and row.error is None and p.name.split("-")[1] == "camex":
+                row.error = f"{p.name} exited with {rc}"
+                lab.keep_logs = True
+        for c in lab.clients:
+            leftover = [n for n in c.links() if n.startswith("tun")]
+            if leftover and row.error is None:
+                row.error = f"{c.role}: {leftover} left after exit"
+    if row.error is None:
+        print(f"   ping {row.loss:.0f}% loss, rtt {row.rtt_ms:.2f} ms; iperf3 {row.gbps:.2f} Gbit/s", flush=True)
+    return row
+
+
+def baseline(lab: StarTopology, pings: int, seconds: float) -> Row:
+    """The bare veth C1 -> server, for scale."""
+    row = Row("veth", "no tunnel, C1 -> server")
+    print("== veth without tunnel (C1 -> server)", flush=True)
+    try:
+        measure(lab, row, lab.server, lab.c1.server_ip, pings, seconds)
+    except LabError as e:
+        row.error = str(e).splitlines()[0]
+    return row
+
+
+def table(rows: list[Row]) -> str:
+    head = ("mode", "tunnel", "ping loss", "rtt avg", "iperf3", "retrans")
+    lines = []
+    for r in rows:
+        if r.error:
+            lines.append((r.mode, r.crypto, "-", "-", "FAILED: " + r.error[:60], ""))
+        else:
+            lines.append((
+                r.mode, r.crypto, f"{r.loss:.0f}%",
+                f"{r.rtt_ms:.3f} ms" if r.rtt_ms is not None else "-",
+                f"{r.gbps:.2f} Gbit/s",
+                str(r.retrans) if r.retrans is not None else "-",
+            ))
+    widths = [max(len(str(x[i])) for x in [head] + lines) for i in range(len(head))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*x) for x in lines]
+    return "\n".join(out)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lab.demo", description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=3.0, help="iperf3 run time per mode (default 3)")
+    ap.add_argument("--pings", type=int, default=20, help="pings per mode, 0.1 s apart (default 20)")
+    ap.add_argument("--keep-logs", action="store_true", help="keep the daemons' logs")
+    args = ap.parse_args(argv)
+
+    t0 = time.monotonic()
+    rows = []
+    with StarTopology() as lab:
+        lab.keep_logs = args.keep_logs
+        print(f"lab: {lab.server.name} ({', '.join(lab.server.links())}), "
+              f"{lab.c1.name} {lab.c1.underlay}, {lab.c2.name} {lab.c2.underlay}", flush=True)
+        rows.append(baseline(lab, args.pings, args.seconds))
+        for mode, crypto, start in SCENARIOS:
+            rows.append(run_scenario(lab, mode, crypto, start, args.pings, args.seconds))
+        logdir = lab.logdir if lab.keep_logs else None
+    print()
+    print(table(rows))
+    print(f"\n{len(rows) - 1} modes in {time.monotonic() - t0:.0f} s; lab torn down.")
+    if logdir:
+        print(f"logs: {logdir}")
+    failed = [r for r in rows if r.error]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
