@@ -7,6 +7,9 @@ from __future__ import annotations
 import selectors
 import socket
 
+from dataclasses import dataclass
+from typing import Callable
+
 from .core.client import IfConfig, LegacyClient, Reconnect
 from .io import netlink, udp
 from .io.tun import open_tun
@@ -15,9 +18,22 @@ from .log import LOG, Throttle
 from .loop import BATCH, RESOLVE_RETRY, Loop, StartupError
 
 
+@dataclass
+class ClientIO:
+    """The client's narrow view of the system; camex.io.fake has stand-ins."""
+
+    open_tun: Callable = open_tun
+    link: Callable = netlink.LinkConfig
+    resolve: Callable = udp.resolve
+    connect: Callable = udp.client_socket
+    prepare_interface: Callable = netlink.disable_ipv6
+    signals: bool = True
+
+
 class ClientDaemon:
-    def __init__(self, opts):
+    def __init__(self, opts, io: ClientIO | None = None):
         self.opts = opts
+        self.io = io or ClientIO()
         self.key = codec.derive_key(opts.psk) if opts.encrypt else None
         client_id = opts.name
         if opts.auto and not client_id:
@@ -39,15 +55,15 @@ class ClientDaemon:
         self.up = False
 
     def run(self) -> int:
-        self.loop = Loop()
+        self.loop = Loop(signals=self.io.signals)
         try:
             try:
-                self.tun = open_tun(self.opts.tun_dev)
+                self.tun = self.io.open_tun(self.opts.tun_dev)
             except OSError as e:
                 raise StartupError(str(e)) from None
-            netlink.disable_ipv6(self.tun.name)
+            self.io.prepare_interface(self.tun.name)
             try:
-                self.link = netlink.LinkConfig(self.tun.name)
+                self.link = self.io.link(self.tun.name)
             except netlink.NetlinkConfigError as e:
                 raise StartupError(str(e)) from None
             LOG.info("client %s: TUN %s (%s), server %s:%d%s", self.core.client_id or
@@ -75,8 +91,8 @@ class ClientDaemon:
             self.sock.close()
             self.sock = None
         try:
-            self.server = udp.resolve(self.opts.server_host, self.opts.port)
-            self.sock = udp.client_socket(self.server, self.opts.bind_ip, self.opts.bind_dev)
+            self.server = self.io.resolve(self.opts.server_host, self.opts.port)
+            self.sock = self.io.connect(self.server, self.opts.bind_ip, self.opts.bind_dev)
         except (OSError, socket.gaierror) as e:
             self.throttle.warning("connect", "cannot reach server %s:%d: %s; retrying "
                                   "every %.0f s", self.opts.server_host, self.opts.port,

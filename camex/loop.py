@@ -89,8 +89,9 @@ def _alive(pid: int) -> bool:
 class Loop:
     """Selector, clock and signals shared by both roles."""
 
-    def __init__(self):
+    def __init__(self, signals: bool = True):
         self.sel = selectors.DefaultSelector()
+        self.signals = signals
         self.stopping = False
         self.reload_requested = False
         self._control = None
@@ -98,9 +99,10 @@ class Loop:
         self._rsig.setblocking(False)
         self._wsig.setblocking(False)
         self.sel.register(self._rsig, selectors.EVENT_READ, self._drain_signals)
-        self._old_wakeup = signal.set_wakeup_fd(self._wsig.fileno())
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, self._on_signal)
+        if signals:  # only the main thread may; tests run loops in threads
+            self._old_wakeup = signal.set_wakeup_fd(self._wsig.fileno())
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, self._on_signal)
 
     @staticmethod
     def now() -> float:
@@ -149,6 +151,14 @@ class Loop:
         LOG.debug("control socket %s", ctl.path)
         return ctl
 
+    def stop(self) -> None:
+        """Stop from another thread (tests); signals do this in the daemon."""
+        self.stopping = True
+        try:
+            self._wsig.send(b"\0")
+        except OSError:
+            pass
+
     def request_reload(self) -> dict:
         self.reload_requested = True
         return {"ok": True, "reload": "requested"}
@@ -156,9 +166,10 @@ class Loop:
     def close(self) -> None:
         if self._control is not None:
             self._control.close()
-        signal.set_wakeup_fd(self._old_wakeup)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
+        if self.signals:
+            signal.set_wakeup_fd(self._old_wakeup)
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
         self.sel.close()
         self._rsig.close()
         self._wsig.close()

@@ -1,0 +1,111 @@
+"""The client daemon's event loop over in-memory fakes of the TUN device,
+netlink and the transport: no root, no namespaces, real selector."""
+
+import ipaddress
+import threading
+import time
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from camex.client_daemon import ClientDaemon, ClientIO
+from camex.io.fake import FakeLink, FakeTransport, FakeTun
+from camex.legacy import codec
+from camex.options import parse_args
+
+
+def ip_packet(src, dst, payload=b"hello-through-the-tunnel"):
+    total = 20 + len(payload)
+    return (bytes([0x45, 0]) + total.to_bytes(2, "big") + bytes(4) + bytes([64, 17, 0, 0])
+            + ipaddress.IPv4Address(src).packed + ipaddress.IPv4Address(dst).packed + payload)
+
+
+def recv(sock, timeout=5.0):
+    sock.settimeout(timeout)
+    return sock.recv(65535)
+
+
+@pytest.fixture
+def running():
+    started = []
+
+    def start(argv):
+        tun, transport, links = FakeTun(), FakeTransport(), []
+
+        def link(name):
+            links.append(FakeLink(name))
+            return links[-1]
+
+        io = ClientIO(open_tun=lambda path: tun, link=link, resolve=transport.resolve,
+                      connect=transport.connect, prepare_interface=lambda name: None,
+                      signals=False)
+        opts = parse_args(argv)
+        opts.control_socket = ""  # no socket in /run for a unit test
+        daemon = ClientDaemon(opts, io)
+        thread = threading.Thread(target=daemon.run, daemon=True)
+        thread.start()
+        started.append((daemon, thread))
+        deadline = time.monotonic() + 5
+        while not transport.servers and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return daemon, tun, transport, links
+
+    yield start
+    for daemon, thread in started:
+        daemon.loop.stop()
+        thread.join(5)
+        assert not thread.is_alive()
+
+
+def test_auto_client_registers_configures_and_moves_packets(running):
+    daemon, tun, transport, links = running(
+        ["-M", "client", "-a", "-n", "C1", "-s", "server.example", "-p", "7000"])
+    server = transport.servers[0]
+    assert recv(server) == b"CX2P REGISTER MODE=AUTO CLIENT_ID=C1\n"
+    server.send(codec.config_message("C1", 1400, "10.0.0.2/24", "10.0.0.1", ["10.251.0.0/24"]))
+    deadline = time.monotonic() + 5
+    while not links[0].applied and time.monotonic() < deadline:
+        time.sleep(0.01)
+    cfg = links[0].applied[0]
+    assert str(cfg.address) == "10.0.0.2/24" and cfg.mtu == 1400
+    assert [str(r) for r in cfg.routes] == ["10.251.0.0/24"]
+    out = ip_packet("10.0.0.2", "10.0.0.3")
+    tun.peer.send(out)
+    assert recv(server) == out
+    back = ip_packet("10.0.0.3", "10.0.0.2")
+    server.send(back)
+    assert recv(tun.peer) == back
+    # IPv6 from the stack never enters a legacy tunnel.
+    tun.peer.send(b"\x60" + bytes(47))
+    tun.peer.send(out)
+    assert recv(server) == out
+    daemon.loop.stop()
+    time.sleep(0.2)
+    assert links[0].cleared
+
+
+def test_encrypted_manual_client_seals_and_rejects_forgeries(running):
+    daemon, tun, transport, links = running(
+        ["-M", "client", "-l", "10.0.0.2/24", "-s", "10.250.0.1", "-p", "7000",
+         "-e", "-k", "demo-global-secret"])
+    server = transport.servers[0]
+    aead = ChaCha20Poly1305(codec.derive_key(b"demo-global-secret"))
+    reg = recv(server)
+    assert codec.open_datagram(aead, reg) == b"CX2P REGISTER MODE=MANUAL LOCAL_IP=10.0.0.2\n"
+    assert links[0].applied[0].mtu == 1500 - 28 - 43
+    pkt = ip_packet("10.0.0.3", "10.0.0.2")
+    forged = codec.seal(ChaCha20Poly1305(codec.derive_key(b"wrong")), codec.T_DATA,
+                        b"SRVR", 0, ip_packet("10.0.0.3", "10.0.0.2", b"forged"))
+    server.send(forged)
+    good = codec.seal(aead, codec.T_DATA, b"SRVR", 0, pkt)
+    server.send(good)
+    server.send(good)  # a replay
+    server.send(codec.seal(aead, codec.T_DATA, b"SRVR", 1, pkt))
+    assert recv(tun.peer) == pkt
+    assert recv(tun.peer) == pkt
+    tun.peer.settimeout(0.3)
+    with pytest.raises(TimeoutError):
+        tun.peer.recv(65535)
+    st = daemon.status()
+    assert st["drops"] == {"auth": 1, "replay": 1}
+    assert st["rx_packets"] == 2
