@@ -7,10 +7,11 @@ never moves the window.
 
 
 class ReplayWindow:
-    __slots__ = ("size", "top", "bitmap")
+    __slots__ = ("size", "mask", "top", "bitmap")
 
     def __init__(self, size: int = 64):
         self.size = size
+        self.mask = (1 << size) - 1
         self.top = -1  # highest sequence accepted so far
         self.bitmap = 0  # bit i set: sequence top - i was seen
 
@@ -28,7 +29,9 @@ class ReplayWindow:
         authenticated."""
         if seq > self.top:
             shift = seq - self.top
-            self.bitmap = ((self.bitmap << shift) | 1) & ((1 << self.size) - 1)
+            # A jump past the window clears it; never shift by a huge count
+            # (a peer may send any 64-bit sequence).
+            self.bitmap = 1 if shift >= self.size else ((self.bitmap << shift) | 1) & self.mask
             self.top = seq
         else:
             self.bitmap |= 1 << (self.top - seq)

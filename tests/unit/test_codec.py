@@ -164,3 +164,11 @@ def test_replay_window_check_does_not_update():
     assert not w.check(5)
     w.update(5000)
     assert not w.check(5000 - 2048) and w.check(5000 - 2047)
+
+
+def test_replay_window_survives_a_huge_jump():
+    w = ReplayWindow(64)
+    assert w.accept(3)
+    assert w.accept(2**64 - 1)
+    assert not w.check(2**64 - 1) and not w.check(3)
+    assert w.accept(2**64 - 2)
