@@ -4,10 +4,13 @@ file and the control socket."""
 from __future__ import annotations
 
 import errno
+import ipaddress
 import selectors
 
+from .core.client import IfConfig, default_mtu
 from .core.server import LegacyServer
-from .io import udp
+from .io import netlink, udp
+from .io.tun import open_tun
 from .legacy import codec
 from .log import LOG, Throttle
 from .loop import BATCH, Loop, StartupError
@@ -20,10 +23,49 @@ class ServerDaemon:
         self.load_config = load_config  # () -> ServerConfig | None, raises on errors
         self.key = codec.derive_key(opts.psk) if opts.encrypt else None
         config = load_config()
-        self.core = LegacyServer(encrypt=opts.encrypt, global_key=self.key, config=config)
+        self.core = LegacyServer(encrypt=opts.encrypt, global_key=self.key, config=config,
+                                 local_delivery=opts.server_tun)
+        self.tun_config = self._tun_config(config) if opts.server_tun else None
         self.loop = None
         self.sock = None
+        self.tun = None
+        self.link = None
         self.throttle = Throttle()
+
+    def _tun_config(self, config):
+        """The server TUN's address: -l, else the gateway of [defaults]."""
+        address = self.opts.local_cidr
+        if address is None:
+            gw = config.defaults.gateway_ip if config else None
+            if gw is None:
+                raise StartupError("--server-tun: needs -l A.B.C.D/NN or gateway_ip "
+                                   "in the [defaults] of the configuration file")
+            local = config.defaults.local_cidr
+            prefix = local.network.prefixlen if local is not None else 24
+            address = ipaddress.IPv4Interface(f"{gw}/{prefix}")
+        return IfConfig(address, self.opts.mtu or default_mtu(self.opts.encrypt), None,
+                        list(self.opts.routes))
+
+    def _open_tun(self) -> None:
+        try:
+            self.tun = open_tun(self.opts.tun_dev)
+            netlink.disable_ipv6(self.tun.name)
+            self.link = netlink.LinkConfig(self.tun.name)
+            self.link.apply(self.tun_config)
+        except (OSError, netlink.NetlinkConfigError) as e:
+            raise StartupError(f"--server-tun: {e}") from None
+        self.loop.sel.register(self.tun, selectors.EVENT_READ, self._tun_readable)
+        LOG.info("server TUN %s address %s mtu %d", self.tun.name, self.tun_config.address,
+                 self.tun_config.mtu)
+
+    def _tun_readable(self) -> None:
+        core, tun = self.core, self.tun
+        for _ in range(BATCH):
+            pkt = tun.read()
+            if pkt is None:
+                break
+            core.tun_packet(pkt)
+        self._flush()
 
     def run(self) -> int:
         self.loop = Loop()
@@ -36,6 +78,8 @@ class ServerDaemon:
                                    f"{' on ' + self.opts.bind_ip if self.opts.bind_ip else ''}"
                                    f": {e.strerror}") from None
             self.loop.sel.register(self.sock, selectors.EVENT_READ, self._sock_readable)
+            if self.tun_config is not None:
+                self._open_tun()
             self.loop.serve_control(self.opts.control_socket,
                                     {"status": self.status, "reload": self.loop.request_reload})
             addr = self.sock.getsockname()
@@ -46,6 +90,11 @@ class ServerDaemon:
             LOG.info("stopping")
             return 0
         finally:
+            if self.link is not None:
+                self.link.clear()
+                self.link.close()
+            if self.tun is not None:
+                self.tun.close()
             if self.sock is not None:
                 self.sock.close()
             self.loop.close()
@@ -110,6 +159,11 @@ class ServerDaemon:
         self._flush()
 
     def _flush(self) -> None:
+        if self.core.to_tun:
+            write = self.tun.write
+            for p in self.core.to_tun:
+                write(p)
+            self.core.to_tun.clear()
         out = self.core.outbox
         if not out:
             return

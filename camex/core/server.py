@@ -85,8 +85,13 @@ class Peer:
 
 class LegacyServer:
     def __init__(self, *, encrypt: bool, global_key: bytes | None = None,
-                 config=None, rng=os.urandom, idle_timeout: float = IDLE_TIMEOUT):
+                 config=None, rng=os.urandom, idle_timeout: float = IDLE_TIMEOUT,
+                 local_delivery: bool = False):
         self.encrypt = encrypt
+        # With a server TUN (--server-tun), packets for no client go to the
+        # server host's stack (itself, or networks routed behind it).
+        self.local_delivery = local_delivery
+        self.to_tun: list = []
         self.rng = rng
         self.idle_timeout = idle_timeout
         self.by_endpoint: dict = {}
@@ -399,7 +404,25 @@ class LegacyServer:
             self.drops["spoofed-source"] += 1
             return
         dst = self.by_ip.get(bytes(packet[16:20]))
-        if dst is None or dst is src:
+        if dst is None:
+            if self.local_delivery:
+                self.to_tun.append(packet)
+            else:
+                self.drops["no-route"] += 1
+            return
+        if dst is src:
+            self.drops["no-route"] += 1
+            return
+        self._send(dst, codec.T_DATA, packet)
+
+    def tun_packet(self, packet) -> None:
+        """A packet from the server's own TUN: to the client that holds its
+        destination address."""
+        if len(packet) < 20 or packet[0] >> 4 != 4:
+            self.drops["not-ipv4"] += 1
+            return
+        dst = self.by_ip.get(bytes(packet[16:20]))
+        if dst is None:
             self.drops["no-route"] += 1
             return
         self._send(dst, codec.T_DATA, packet)

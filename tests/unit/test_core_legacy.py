@@ -353,3 +353,20 @@ def test_auto_client_retries_register_until_config_then_every_30s():
     net.down({A1: c1})
     assert c1.config is not None
     assert c1.next_deadline() == t0 + 5 + 20  # silence check before the 30 s REGISTER
+
+
+def test_server_tun_gets_packets_for_no_client_and_answers_reach_clients():
+    net = Net(encrypt=True)
+    net.server.local_delivery = True
+    c1 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.2/24"))
+    net.up(c1, A1)
+    ping = ip_packet("10.0.0.2", "10.0.0.1")
+    c1.tun_packet(ping, net.now)
+    net.up(c1, A1)
+    assert net.server.to_tun == [ping] and net.server.outbox == []
+    pong = ip_packet("10.0.0.1", "10.0.0.2")
+    net.server.tun_packet(pong)
+    net.down({A1: c1})
+    assert c1.to_tun == [pong]
+    net.server.tun_packet(ip_packet("10.0.0.1", "10.0.0.77"))
+    assert net.server.outbox == [] and net.server.drops["no-route"] == 1
