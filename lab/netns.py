@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -441,6 +442,23 @@ class Namespace:
             ports.add(int(local.rsplit(":", 1)[1], 16))
         return ports
 
+    def snmp(self) -> dict[str, int]:
+        """Counters of /proc/net/snmp here, as "Ip.FragCreates" -> value."""
+        with _thread_in_ns(self.name):
+            with open("/proc/thread-self/net/snmp") as f:
+                lines = f.read().splitlines()
+        out = {}
+        for head, vals in zip(lines[::2], lines[1::2]):
+            proto, names = head.split(":", 1)
+            for k, v in zip(names.split(), vals.split(":", 1)[1].split()):
+                out[f"{proto}.{k}"] = int(v)
+        return out
+
+    def socket(self, family: int, type: int, proto: int = 0) -> socket.socket:
+        """A socket that lives in this namespace (e.g. AF_PACKET to watch a veth)."""
+        with _thread_in_ns(self.name):
+            return socket.socket(family, type, proto)
+
     # -- processes
     def spawn(self, argv: Iterable, name: Optional[str] = None, env: Optional[dict] = None) -> LabProcess:
         """Start a long-running process here; the lab stops it at cleanup."""
@@ -467,11 +485,13 @@ class Namespace:
         return res
 
     # -- readiness and traffic
-    def ping(self, dst: str, count: int = 1, interval: float = 0.2, wait: float = 1.0, size: Optional[int] = None) -> PingResult:
+    def ping(self, dst: str, count: int = 1, interval: float = 0.2, wait: float = 1.0,
+             size: Optional[int] = None, extra: Iterable = ()) -> PingResult:
         """ping from this namespace; never raises on loss."""
         argv = ["ping", "-n", "-q", "-c", count, "-i", interval, "-W", wait]
         if size is not None:
             argv += ["-s", size]
+        argv += list(extra)
         deadline = count * interval + wait + 5
         res = self.run(argv + [dst], timeout=deadline)
         return parse_ping(res.stdout + res.stderr)

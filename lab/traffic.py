@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
+import struct
 from typing import Optional
 
 from .netns import LabError, Namespace
@@ -78,3 +80,51 @@ def iperf3(
         return parse_iperf3(res.stdout)
     finally:
         srv.stop(timeout=2)
+
+
+class UdpSniffer:
+    """Watches IPv4 UDP datagrams of one port on one link of a namespace
+    (AF_PACKET, no tcpdump): open it, make traffic, then read payloads().
+
+    Used to check what camex puts on the wire (plaintext vs CX2P frames).
+    Only unfragmented datagrams are returned; fragments are counted.
+    """
+
+    ETH_P_ALL = 0x0003  # outgoing packets reach ETH_P_ALL taps only
+    ETH_P_IP = 0x0800
+
+    def __init__(self, ns: Namespace, ifname: str, port: int):
+        self.port = port
+        self.fragments = 0
+        self.sock = ns.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(self.ETH_P_ALL))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.bind((ifname, self.ETH_P_ALL))
+        self.sock.setblocking(False)
+
+    def payloads(self) -> list[bytes]:
+        out = []
+        while True:
+            try:
+                pkt, addr = self.sock.recvfrom(65535)
+            except BlockingIOError:
+                break
+            if addr[1] != self.ETH_P_IP or len(pkt) < 28 or pkt[0] >> 4 != 4 or pkt[9] != 17:
+                continue
+            ihl = (pkt[0] & 15) * 4
+            frag = struct.unpack("!H", pkt[6:8])[0]
+            if frag & 0x3FFF:  # MF set or offset != 0
+                self.fragments += 1
+                continue
+            sport, dport = struct.unpack("!HH", pkt[ihl:ihl + 4])
+            if self.port in (sport, dport):
+                out.append(bytes(pkt[ihl + 8:]))
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

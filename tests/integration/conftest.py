@@ -1,0 +1,63 @@
+"""Fixtures of the integration tests: a fresh namespace lab per test (real
+namespaces, real TUN, real UDP) and a launcher for camex daemons in it.
+
+Namespaces are named after the pytest worker's PID, so `pytest -n 2` is
+safe. When a test fails, the last lines of every daemon's log are printed
+(pytest shows them under "Captured stdout teardown"); all logs stay in the
+test's tmp_path.
+"""
+
+import os
+
+import pytest
+
+from lab.daemons import Camex
+from lab.netns import StarTopology
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/integration/" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.lab)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def _lab(request, tmp_path, clients):
+    if os.geteuid() != 0:
+        pytest.fail("the namespace lab needs root (namespaces, TUN)")
+    with StarTopology(clients=clients, logdir=str(tmp_path)) as lab:
+        yield lab
+        rep = getattr(request.node, "rep_call", None)
+        if rep is None or rep.failed:
+            for proc in lab.processes:
+                if "camex" in proc.name:
+                    print(proc.tail(40))
+            print(f"logs in {lab.logdir}")
+
+
+@pytest.fixture
+def star(request, tmp_path):
+    """Server namespace + clients C1 (10.250.0.2) and C2 (10.250.1.2)."""
+    yield from _lab(request, tmp_path, 2)
+
+
+@pytest.fixture
+def star3(request, tmp_path):
+    """Like star, plus C3 (10.250.2.2, tunnel 10.0.0.4)."""
+    yield from _lab(request, tmp_path, 3)
+
+
+@pytest.fixture
+def camex(star):
+    return Camex(star)
+
+
+@pytest.fixture
+def camex3(star3):
+    return Camex(star3)
