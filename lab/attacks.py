@@ -1,0 +1,261 @@
+"""Attack traffic for the lab: datagrams an adversary on the path can build.
+
+Everything here runs in the test process but opens its sockets inside a lab
+namespace (`ns_socket`), so forged traffic never leaves the lab. Datagrams
+are built with camex.legacy.codec, i.e. byte for byte what a legacy peer
+sends; `Forger` sends them with any source address and port (raw IPv4
+socket with a header of our own), `Sniffer` records what crosses a link
+(AF_PACKET), so that a test can replay a real client's datagrams.
+
+Used by tests/integration/test_attack_*.py and lab/loadgen.py.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import os
+import random
+import socket
+import struct
+import threading
+import time
+from typing import Callable, NamedTuple, Optional
+
+from camex.legacy import codec
+
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+ETH_P_IP = 0x0800
+
+
+# ------------------------------------------------------------ namespaces
+
+
+def in_ns(ns_name: str, fn: Callable):
+    """Run ``fn()`` in a short-lived thread that joined namespace ``ns_name``.
+
+    setns(2) acts on the calling thread only; a socket keeps the namespace
+    it was created in, so sockets made here can be used from any thread.
+    """
+    box = {}
+
+    def run():
+        fd = os.open(f"/run/netns/{ns_name}", os.O_RDONLY)
+        try:
+            if _libc.setns(fd, _CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err))
+        finally:
+            os.close(fd)
+        try:
+            box["v"] = fn()
+        except BaseException as e:  # re-raised in the caller
+            box["e"] = e
+
+    t = threading.Thread(target=run, name=f"in-{ns_name}")
+    t.start()
+    t.join()
+    if "e" in box:
+        raise box["e"]
+    return box.get("v")
+
+
+def ns_socket(ns, family=socket.AF_INET, type=socket.SOCK_DGRAM, proto=0,
+              bind: Optional[tuple] = None) -> socket.socket:
+    """A socket that lives in lab namespace ``ns`` (a lab.netns.Namespace)."""
+
+    def make():
+        s = socket.socket(family, type, proto)
+        if bind is not None:
+            s.bind(bind)
+        return s
+
+    return in_ns(ns.name, make)
+
+
+# ------------------------------------------------------------ IPv4 bytes
+
+
+def _csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def ipv4(src: str, dst: str, proto: int, payload: bytes, ident: int = 0,
+         df: bool = False, ttl: int = 64) -> bytes:
+    """An IPv4 packet (20-byte header, valid checksum) around ``payload``."""
+    s, d = socket.inet_aton(src), socket.inet_aton(dst)
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident & 0xFFFF,
+                      0x4000 if df else 0, ttl, proto, 0, s, d)
+    hdr = hdr[:10] + struct.pack("!H", _csum(hdr)) + hdr[12:]
+    return hdr + payload
+
+
+def udp_packet(src: str, sport: int, dst: str, dport: int, payload: bytes,
+               ident: int = 0) -> bytes:
+    """IPv4 + UDP with a correct UDP checksum."""
+    length = 8 + len(payload)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 17, length)
+    hdr = struct.pack("!HHHH", sport, dport, length, 0)
+    c = _csum(pseudo + hdr + payload) or 0xFFFF
+    hdr = struct.pack("!HHHH", sport, dport, length, c)
+    return ipv4(src, dst, 17, hdr + payload, ident)
+
+
+def icmp_echo(src: str, dst: str, ident: int = 0x4341, seq: int = 1,
+              data: bytes = b"camex-attack") -> bytes:
+    body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + data
+    body = body[:2] + struct.pack("!H", _csum(body)) + body[4:]
+    return ipv4(src, dst, 1, body, ident=seq)
+
+
+def parse_udp(packet: bytes):
+    """(src, sport, dst, dport, payload) of an IPv4/UDP packet, else None."""
+    if len(packet) < 28 or packet[0] >> 4 != 4 or packet[9] != 17:
+        return None
+    ihl = (packet[0] & 0xF) * 4
+    if struct.unpack_from("!H", packet, 6)[0] & 0x3FFF:
+        return None  # a fragment: not a whole datagram
+    sport, dport, length = struct.unpack_from("!HHH", packet, ihl)
+    return (socket.inet_ntoa(packet[12:16]), sport, socket.inet_ntoa(packet[16:20]), dport,
+            packet[ihl + 8:ihl + length])
+
+
+# ------------------------------------------------------ legacy datagrams
+
+
+class Sealer:
+    """Encrypts legacy datagrams under one passphrase, like a legacy sender
+    with one sender prefix and a counter from 0."""
+
+    def __init__(self, passphrase: bytes, prefix: Optional[bytes] = None):
+        from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+        self.key = codec.derive_key(passphrase)
+        self.aead = ChaCha20Poly1305(self.key)
+        self.prefix = prefix if prefix is not None else os.urandom(4)
+        self.seq = 0
+
+    def seal(self, ptype: int, payload: bytes) -> bytes:
+        out = codec.seal(self.aead, ptype, self.prefix, self.seq, payload)
+        self.seq += 1
+        return out
+
+    def open(self, datagram: bytes) -> tuple[int, bytes]:
+        hdr = codec.parse_header(datagram)
+        return hdr.type, codec.open_datagram(self.aead, datagram, hdr)
+
+
+def junk(rng: random.Random, n: int, valid_header_share: float = 0.5):
+    """``n`` junk datagrams: random bytes, and (share) datagrams with a
+    well-formed encrypted header (magic, type, consistent length) but a
+    random body, which cost the server an AEAD attempt per key."""
+    for _ in range(n):
+        if rng.random() < valid_header_share:
+            length = rng.randrange(0, 200)
+            hdr = codec.pack_header(rng.choice((1, 2, 3)), rng.randbytes(4),
+                                    rng.getrandbits(64), length)
+            yield hdr + rng.randbytes(length + codec.TAG_LEN)
+        else:
+            yield rng.randbytes(rng.randrange(1, 1400))
+
+
+# ------------------------------------------------------------- sending
+
+
+class Forger:
+    """Sends UDP datagrams with any source address and port from namespace
+    ``ns`` (raw socket, IP_HDRINCL): spoofed endpoints within the lab."""
+
+    def __init__(self, ns):
+        self.sock = ns_socket(ns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        self.sent = 0
+        self.sent_bytes = 0
+
+    def send(self, src: str, sport: int, dst: str, dport: int, payload: bytes) -> None:
+        pkt = udp_packet(src, sport, dst, dport, payload, ident=self.sent)
+        while True:
+            try:
+                self.sock.sendto(pkt, (dst, 0))
+                break
+            except (BlockingIOError, OSError) as e:
+                if getattr(e, "errno", None) not in (11, 105):  # EAGAIN, ENOBUFS
+                    raise
+                time.sleep(0.0005)
+        self.sent += 1
+        self.sent_bytes += len(payload)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Captured(NamedTuple):
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    payload: bytes
+
+
+class Sniffer:
+    """Records the UDP datagrams that cross link ``ifname`` of ``ns`` (both
+    directions) in a background thread, like tcpdump would."""
+
+    def __init__(self, ns, ifname: str, port: Optional[int] = None):
+        self.port = port
+        self.sock = ns_socket(ns, socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP),
+                              bind=(ifname, ETH_P_IP))
+        self.sock.settimeout(0.1)
+        self.packets: list[Captured] = []
+        self._lock = threading.Lock()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop:
+            try:
+                pkt = self.sock.recv(65535)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            u = parse_udp(pkt)
+            if u is None or (self.port and self.port not in (u[1], u[3])):
+                continue
+            with self._lock:
+                self.packets.append(Captured(*u))
+
+    def matching(self, pred: Callable[[Captured], bool]) -> list[Captured]:
+        with self._lock:
+            return [p for p in self.packets if pred(p)]
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(1)
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def encrypted_type(payload: bytes) -> Optional[int]:
+    try:
+        return codec.parse_header(payload).type
+    except codec.CodecError:
+        return None
+
+
+def random_lab_source(rng: random.Random, net: str) -> str:
+    """A random host address of ``net`` (for spoofed sources)."""
+    n = ipaddress.IPv4Network(net)
+    return str(n.network_address + rng.randrange(2, n.num_addresses - 1))

@@ -1,0 +1,313 @@
+"""Faults for the lab: nftables rules (loss, counters, NAT), a reordering
+relay, and the small measurements the fault, attack and load tests share.
+
+What the kernel offers here and what it does not: this kernel has no netem,
+so loss is an nftables rule (`numgen random mod 100 < N drop`), NAT is
+nftables snat with conntrack, and reordering is done by `ReorderRelay`, a
+userspace UDP relay in a middle namespace that holds back a random share of
+datagrams and sends them after later ones (real reordering on the wire,
+produced in userspace; stated so in the tests that use it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import select
+import socket
+import threading
+import time
+from typing import Optional
+
+from camex.control import request
+
+from .attacks import in_ns, ns_socket
+from .daemons import Camex
+from .netns import Lab, LabError, Namespace, wait_until
+
+# ---------------------------------------------------------------- nftables
+
+
+def nft(ns: Namespace, script: str) -> None:
+    """Load an nft script in namespace ``ns`` (raises with nft's message)."""
+    path = os.path.join(ns.lab.logdir, f"nft-{ns.role}-{time.monotonic_ns()}.nft")
+    with open(path, "w") as f:
+        f.write(script)
+    ns.run(["nft", "-f", path], check=True)
+
+
+def nft_counters(ns: Namespace, table: str = "cxlab", family: str = "inet") -> dict:
+    """name -> {"packets", "bytes"} of the named counters of a table."""
+    res = ns.run(["nft", "-j", "list", "counters", "table", family, table], check=True)
+    out = {}
+    for item in json.loads(res.stdout)["nftables"]:
+        c = item.get("counter")
+        if c:
+            out[c["name"]] = {"packets": c["packets"], "bytes": c["bytes"]}
+    return out
+
+
+def loss_rules(ifname: str, percent: int, table: str = "cxlab") -> str:
+    """Drop ``percent`` % of the UDP datagrams entering and leaving link
+    ``ifname`` (both directions of the tunnel's underlay), counted."""
+    return f"""
+table inet {table} {{
+    counter lost_in {{}}
+    counter lost_out {{}}
+    counter seen_in {{}}
+    counter seen_out {{}}
+    chain in {{
+        type filter hook prerouting priority -150; policy accept;
+        iifname "{ifname}" meta l4proto udp counter name seen_in
+        iifname "{ifname}" meta l4proto udp numgen random mod 100 < {percent} counter name lost_in drop
+    }}
+    chain out {{
+        type filter hook postrouting priority 150; policy accept;
+        oifname "{ifname}" meta l4proto udp counter name seen_out
+        oifname "{ifname}" meta l4proto udp numgen random mod 100 < {percent} counter name lost_out drop
+    }}
+}}
+"""
+
+
+def byte_counter_rules(ifname: str, table: str = "cxlab") -> str:
+    """Count UDP bytes and packets in and out of link ``ifname``, and IPv4
+    fragments in either direction (non-zero offset or more-fragments)."""
+    return f"""
+table inet {table} {{
+    counter udp_in {{}}
+    counter udp_out {{}}
+    counter frags {{}}
+    chain in {{
+        type filter hook prerouting priority -400; policy accept;
+        iifname "{ifname}" ip frag-off & 0x3fff != 0 counter name frags
+        iifname "{ifname}" meta l4proto udp counter name udp_in
+    }}
+    chain out {{
+        type filter hook output priority -400; policy accept;
+        oifname "{ifname}" ip frag-off & 0x3fff != 0 counter name frags
+        oifname "{ifname}" meta l4proto udp counter name udp_out
+    }}
+    chain fwd {{
+        type filter hook forward priority -400; policy accept;
+        oifname "{ifname}" ip frag-off & 0x3fff != 0 counter name frags
+    }}
+}}
+"""
+
+
+# ----------------------------------------------------------- daemon state
+
+
+def status(sock_path: str, timeout: float = 5.0) -> dict:
+    """The daemon's status document (the JSON `camex status --json` prints
+    per daemon), read over its control socket."""
+    return request(sock_path, "status", timeout=timeout)
+
+
+def server_clients(sock_path: str) -> list[dict]:
+    return status(sock_path)["clients"]
+
+
+def client_entry(sock_path: str, address: str) -> Optional[dict]:
+    for c in server_clients(sock_path):
+        if c["address"] == address:
+            return c
+    return None
+
+
+def vm_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise LabError(f"no VmRSS for pid {pid}")
+
+
+def ctl_path(lab: Lab, name: str) -> str:
+    return os.path.join(lab.logdir, f"{name}.sock")
+
+
+# ------------------------------------------------------------------ traffic
+
+
+class UdpListener:
+    """A UDP socket bound in a namespace that collects what arrives."""
+
+    def __init__(self, ns: Namespace, addr: str, port: int):
+        self.sock = ns_socket(ns, bind=(addr, port))
+        self.sock.setblocking(False)
+
+    def drain(self, wait: float = 0.3) -> list[bytes]:
+        out = []
+        deadline = time.monotonic() + wait
+        while True:
+            left = deadline - time.monotonic()
+            r, _, _ = select.select([self.sock], [], [], max(0.0, left))
+            if not r:
+                if left <= 0:
+                    return out
+                continue
+            try:
+                out.append(self.sock.recv(65535))
+            except BlockingIOError:
+                pass
+
+    def close(self):
+        self.sock.close()
+
+
+def tcp_transfer(src: Namespace, dst: Namespace, dst_ip: str, size: int,
+                 port: int = 5301, timeout: float = 60.0) -> dict:
+    """Send ``size`` random bytes over TCP from ``src`` to ``dst_ip`` in
+    ``dst``; return {seconds, bytes, ok (sha256 equal)}."""
+    data = random.Random(size).randbytes(size)
+    lsock = ns_socket(dst, socket.AF_INET, socket.SOCK_STREAM, bind=(dst_ip, port))
+    lsock.listen(1)
+    lsock.settimeout(timeout)
+    got = {}
+
+    def receive():
+        try:
+            conn, _ = lsock.accept()
+            conn.settimeout(timeout)
+            h, n = hashlib.sha256(), 0
+            with conn:
+                while True:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    h.update(chunk)
+                    n += len(chunk)
+            got["digest"], got["n"] = h.hexdigest(), n
+        except OSError as e:
+            got["error"] = e
+
+    t = threading.Thread(target=receive, daemon=True)
+    t.start()
+    csock = ns_socket(src, socket.AF_INET, socket.SOCK_STREAM)
+    csock.settimeout(timeout)
+    t0 = time.monotonic()
+    try:
+        csock.connect((dst_ip, port))
+        csock.sendall(data)
+        csock.shutdown(socket.SHUT_WR)
+        t.join(timeout)
+    finally:
+        csock.close()
+        lsock.close()
+    seconds = time.monotonic() - t0
+    return {"seconds": seconds, "bytes": got.get("n", 0),
+            "ok": got.get("digest") == hashlib.sha256(data).hexdigest(),
+            "error": got.get("error")}
+
+
+def time_until_ping(ns: Namespace, dst: str, timeout: float, since: float) -> float:
+    """Poll with single pings until ``dst`` answers; seconds since ``since``."""
+    wait_until(lambda: ns.ping(dst, count=1, wait=0.3).ok, timeout, f"ping {dst} from {ns.name}",
+               interval=0.05)
+    return time.monotonic() - since
+
+
+def camex_with_ctl(lab, log_level: str = "info") -> Camex:
+    return Camex(lab, log_level=log_level)
+
+
+# --------------------------------------------------------------- reorder
+
+
+class ReorderRelay:
+    """A UDP relay in namespace ``ns`` between clients and one server that
+    reorders: each datagram is, with probability ``share``, held back and
+    sent after the next ``hold`` datagrams of the same direction. One
+    upstream socket per client endpoint, as a NAT would have.
+
+    Listens on (listen_ip, port), forwards to (server_ip, port).
+    """
+
+    def __init__(self, ns: Namespace, listen_ip: str, server_ip: str, port: int,
+                 share: float = 0.05, hold: int = 3, seed: int = 7):
+        self.ns = ns
+        self.server = (server_ip, port)
+        self.share, self.hold = share, hold
+        self.rng = random.Random(seed)
+        self.front = ns_socket(ns, bind=(listen_ip, port))
+        self.front.setblocking(False)
+        self.up: dict = {}  # client endpoint -> upstream socket
+        self.back: dict = {}  # upstream fd -> client endpoint
+        self.forwarded = 0
+        self.reordered = 0
+        self._held: dict = {}  # direction key -> [(countdown, sendfn, data)]
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _send(self, key, fn, data):
+        held = self._held.setdefault(key, [])
+        still = []
+        for countdown, f, d in held:
+            if countdown <= 1:
+                f(d)
+            else:
+                still.append((countdown - 1, f, d))
+        if self.rng.random() < self.share:
+            still.append((self.hold, fn, data))
+            self.reordered += 1
+        else:
+            fn(data)
+        self._held[key] = still
+        self.forwarded += 1
+
+    def _flush_old(self):
+        # Nothing else came: release what is held (a reorder, not a loss).
+        for key, held in self._held.items():
+            for _, f, d in held:
+                f(d)
+            held.clear()
+
+    def _upstream(self, client):
+        s = self.up.get(client)
+        if s is None:
+            s = ns_socket(self.ns)
+            s.connect(self.server)
+            s.setblocking(False)
+            self.up[client] = s
+            self.back[s.fileno()] = (client, s)
+        return s
+
+    def _run(self):
+        while not self._stop:
+            socks = [self.front] + [s for _, s in self.back.values()]
+            r, _, _ = select.select(socks, [], [], 0.05)
+            if not r:
+                self._flush_old()
+                continue
+            for s in r:
+                try:
+                    if s is self.front:
+                        data, client = s.recvfrom(65535)
+                        up = self._upstream(client)
+                        self._send(("up", client), lambda d, up=up: _quiet(up.send, d), data)
+                    else:
+                        data = s.recv(65535)
+                        client, _ = self.back[s.fileno()]
+                        self._send(("down", client),
+                                   lambda d, c=client: _quiet(self.front.sendto, d, c), data)
+                except (BlockingIOError, ConnectionRefusedError):
+                    pass
+
+    def close(self):
+        self._stop = True
+        self._thread.join(1)
+        self.front.close()
+        for s in self.up.values():
+            s.close()
+
+
+def _quiet(fn, *args):
+    try:
+        fn(*args)
+    except (BlockingIOError, ConnectionRefusedError):
+        pass
