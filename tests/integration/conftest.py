@@ -61,3 +61,16 @@ def camex(star):
 @pytest.fixture
 def camex3(star3):
     return Camex(star3)
+
+
+@pytest.fixture
+def measure(record_property):
+    """Record a measurement (e.g. recovery time, Gbit/s) for the summary that
+    ends the test run; works under pytest-xdist via user_properties."""
+
+    def record(text: str) -> None:
+        print(text)
+        record_property("lab-measurement", text)
+
+    return record
+

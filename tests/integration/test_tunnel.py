@@ -43,7 +43,7 @@ IDS = ["manual-plain", "manual-enc", "auto-plain", "auto-enc"]
 
 
 @pytest.mark.parametrize("mode,encrypted", MODES, ids=IDS)
-def test_ping_and_iperf3_between_clients(camex, star, mode, encrypted):
+def test_ping_and_iperf3_between_clients(camex, star, mode, encrypted, measure):
     srv, c1, c2 = start_tunnel(camex, star, mode, encrypted)
 
     for ns, proc in ((star.c1, c1), (star.c2, c2)):
@@ -58,8 +58,8 @@ def test_ping_and_iperf3_between_clients(camex, star, mode, encrypted):
     assert (r.transmitted, r.received) == (10, 10), r.output
 
     res = iperf3(star.c1, star.c2, star.c2.tunnel_ip, seconds=2)
-    print(f"{mode} {'encrypted' if encrypted else 'plaintext'}: iperf3 C1->C2 "
-          f"{res.gbps:.3f} Gbit/s, {res.retransmits} retransmits")
+    measure(f"iperf3 C1->C2 {res.gbps:.3f} Gbit/s ({res.retransmits} retransmits), "
+            f"ping rtt {r.rtt_avg_ms:.3f} ms")
     assert res.received_bytes > 1 << 20
 
     for proc in (srv, c1, c2):
