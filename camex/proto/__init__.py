@@ -23,7 +23,7 @@ import importlib
 
 from camex.proto import registry
 from camex.proto.legacy import (CX2PConfig, CX2PControl, CX2PControlBody,
-                                CX2PData, CX2PEncrypted, CX2PParam,
+                                CX2PData, CX2PEncrypted, CX2PMalformed, CX2PParam,
                                 CX2PRegister, CX2PSealed, CX2PSealedConfig,
                                 CX2PSealedData, CX2PSealedRegister, params)
 from camex.proto.crypto import KeyRing, LegacyKey, NoKeyError, decrypt, seal
@@ -64,7 +64,7 @@ def scapy_ext(plg) -> None:
 
 
 __all__ = [
-    "CX2PConfig", "CX2PControl", "CX2PControlBody", "CX2PData", "CX2PEncrypted",
+    "CX2PConfig", "CX2PControl", "CX2PControlBody", "CX2PData", "CX2PEncrypted", "CX2PMalformed",
     "CX2PParam", "CX2PRegister", "CX2PSealed", "CX2PSealedConfig",
     "CX2PSealedData", "CX2PSealedRegister", "KeyRing", "LegacyKey",
     "NoKeyError", "classify", "decrypt", "get_ports", "params", "seal",

@@ -84,10 +84,13 @@ def _keyring(keys) -> KeyRing:
 
 def plaintext_layer(ptype: int, plaintext: bytes) -> Packet:
     """The plaintext of a datagram as a layer: control text or inner packet."""
-    if ptype in (codec.T_REGISTER, codec.T_CONFIG) and plaintext[:5] == b"CX2P ":
-        return CX2PControl(plaintext)
-    if ptype == codec.T_DATA:
-        return inner_class(plaintext)(plaintext)
+    try:
+        if ptype in (codec.T_REGISTER, codec.T_CONFIG) and plaintext[:5] == b"CX2P ":
+            return CX2PControl(plaintext)
+        if ptype == codec.T_DATA:
+            return inner_class(plaintext)(plaintext)
+    except Exception:  # Scapy raises on a top-level packet too short for its header
+        pass
     return Raw(plaintext)
 
 

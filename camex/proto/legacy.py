@@ -40,11 +40,12 @@ TYPES = dict(codec.TYPE_NAMES)
 
 def inner_class(data: bytes):
     """Layer class for an inner packet, from its IP version nibble."""
+    # Too short for the version's header: Raw (Scapy's IP would raise).
     if data:
         version = data[0] >> 4
-        if version == 4:
+        if version == 4 and len(data) >= 20:
             return IP
-        if version == 6:
+        if version == 6 and len(data) >= 40:
             return IPv6
     return Raw
 
@@ -198,6 +199,16 @@ class CX2PEncrypted(Packet):
         return bytes(self.prefix) + int(seq).to_bytes(8, "big")
 
 
+class CX2PMalformed(Packet):
+    """A datagram with the CX2P magic that is too short for the 27-byte header."""
+
+    name = "CX2P malformed"
+    fields_desc = [StrField("data", b"")]
+
+    def mysummary(self):
+        return f"CX2P malformed ({len(self.data)} bytes)"
+
+
 class CX2PSealed(Packet):
     """Ciphertext and Poly1305 tag (decrypt with camex.proto.crypto)."""
 
@@ -252,11 +263,13 @@ def classify(udp, payload: bytes, on_port: bool):
     """Legacy classifier for registry: which CX2P layer a UDP payload is."""
     if payload[:5] == b"CX2P ":
         return CX2PControl
-    if payload[:4] == codec.MAGIC and len(payload) >= 5:
+    if payload[:4] == codec.MAGIC:
         # Off the camex ports, insist on a known type and a whole header: a
         # 5-byte signature is strong, but random UDP may start with "CX2P".
-        if on_port or (payload[4] in TYPES and len(payload) >= codec.HEADER_LEN):
+        if len(payload) >= codec.HEADER_LEN and (on_port or payload[4] in TYPES):
             return CX2PEncrypted
+        if on_port:
+            return CX2PMalformed
     if on_port:
         return CX2PData
     return None
