@@ -58,12 +58,12 @@ table inet {table} {{
     counter lost_out {{}}
     counter seen_in {{}}
     counter seen_out {{}}
-    chain in {{
+    chain inbound {{
         type filter hook prerouting priority -150; policy accept;
         iifname "{ifname}" meta l4proto udp counter name seen_in
         iifname "{ifname}" meta l4proto udp numgen random mod 100 < {percent} counter name lost_in drop
     }}
-    chain out {{
+    chain outbound {{
         type filter hook postrouting priority 150; policy accept;
         oifname "{ifname}" meta l4proto udp counter name seen_out
         oifname "{ifname}" meta l4proto udp numgen random mod 100 < {percent} counter name lost_out drop
@@ -80,17 +80,17 @@ table inet {table} {{
     counter udp_in {{}}
     counter udp_out {{}}
     counter frags {{}}
-    chain in {{
+    chain inbound {{
         type filter hook prerouting priority -400; policy accept;
         iifname "{ifname}" ip frag-off & 0x3fff != 0 counter name frags
         iifname "{ifname}" meta l4proto udp counter name udp_in
     }}
-    chain out {{
+    chain outbound {{
         type filter hook output priority -400; policy accept;
         oifname "{ifname}" ip frag-off & 0x3fff != 0 counter name frags
         oifname "{ifname}" meta l4proto udp counter name udp_out
     }}
-    chain fwd {{
+    chain forwarded {{
         type filter hook forward priority -400; policy accept;
         oifname "{ifname}" ip frag-off & 0x3fff != 0 counter name frags
     }}

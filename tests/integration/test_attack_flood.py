@@ -1,0 +1,181 @@
+"""Floods against a camex server: junk datagrams and REGISTERs from forged
+sources. The server must stay up, honest clients keep working, memory stays
+bounded, and nothing is amplified: every byte the server sends towards the
+attacker's link is counted by nftables in the server's namespace.
+
+Sizes: CAMEX_FLOOD_N junk datagrams (default 100,000; `make flood` runs a
+million) and CAMEX_FLOOD_REGISTERS forged REGISTERs (default 30,000).
+"""
+
+import os
+import random
+import threading
+import time
+
+import pytest
+
+from lab import attacks as A
+from lab import faults as F
+from lab.daemons import C2_PSK, GLOBAL_PSK, vectors_config
+
+pytestmark = pytest.mark.lab
+
+PORT = 7000
+ATTACKER = "10.250.2.2"
+SERVER_ON_ATTACKER_LINK = "10.250.2.1"
+FLOOD_N = int(os.environ.get("CAMEX_FLOOD_N", "100000"))
+REGISTERS_N = int(os.environ.get("CAMEX_FLOOD_REGISTERS", "30000"))
+RSS_GROWTH_MAX_KIB = 8 * 1024
+
+
+def _setup(lab, cx, encrypt=True, sniff=False):
+    ctl = F.ctl_path(lab, "srv")
+    conf = cx.write_config(vectors_config(c2_psk=C2_PSK if encrypt else None))
+    srv = cx.start_server(encrypt=encrypt, psk=GLOBAL_PSK if encrypt else None,
+                          extra=["--control-socket", ctl, "-f", conf])
+    F.nft(lab.server, F.byte_counter_rules("c3"))
+    sniffer = A.Sniffer(lab.server, "c1", PORT) if sniff else None
+    cx.start_client(lab.c1, auto=True, encrypt=encrypt, psk=GLOBAL_PSK if encrypt else None)
+    cx.start_client(lab.c2, auto=True, encrypt=encrypt, psk=C2_PSK if encrypt else None)
+    lab.c1.wait_ping("10.0.0.3", timeout=10)
+    return srv, ctl, sniffer
+
+
+class _Pinger:
+    """Pings C1 -> C2 through the tunnel for as long as the flood lasts."""
+
+    def __init__(self, lab, seconds):
+        self.result = None
+        count = max(5, int(seconds / 0.05))
+        self.t = threading.Thread(target=lambda: setattr(
+            self, "result", lab.c1.ping("10.0.0.3", count=count, interval=0.05, wait=1)))
+        self.t.start()
+
+    def join(self):
+        self.t.join()
+        return self.result
+
+
+def _sent_to_attacker(lab):
+    c = F.nft_counters(lab.server)
+    return c["udp_in"], c["udp_out"]
+
+
+def test_junk_flood(star3, camex3):
+    lab, cx = star3, camex3
+    srv, ctl, _ = _setup(lab, cx)
+    rss0 = F.vm_rss_kib(srv.pid)
+    socks = [A.ns_socket(lab.clients[2], bind=(ATTACKER, 0)) for _ in range(16)]
+    rng = random.Random(1)
+    datagrams = list(A.junk(rng, min(FLOOD_N, 20000)))
+    pinger = _Pinger(lab, seconds=max(2.0, FLOOD_N / 60000))
+    t0 = time.monotonic()
+    for i in range(FLOOD_N):
+        try:
+            socks[i & 15].sendto(datagrams[i % len(datagrams)], (SERVER_ON_ATTACKER_LINK, PORT))
+        except OSError:
+            pass  # ENOBUFS: the flood outruns the veth; not the server's doing
+    send_s = time.monotonic() - t0
+    during = pinger.join()
+    for s in socks:
+        s.close()
+    assert srv.running(), srv.tail()
+    rss1 = F.vm_rss_kib(srv.pid)
+    st = F.status(ctl)
+    seen = sum(st["drops"].values())
+    (udp_in, udp_out) = _sent_to_attacker(lab)
+    after = lab.c1.ping("10.0.0.3", count=5, interval=0.1)
+    print(f"\njunk flood: {FLOOD_N} datagrams ({udp_in['bytes']} bytes on the wire) in "
+          f"{send_s:.1f} s ({FLOOD_N / send_s:.0f}/s); server judged {seen} (rest dropped by "
+          f"the socket buffer), drops {st['drops']}; to the attacker: {udp_out['packets']} "
+          f"datagrams, {udp_out['bytes']} bytes; ping during the flood "
+          f"{during.received}/{during.transmitted}, after 5/{after.received}; "
+          f"VmRSS {rss0} -> {rss1} KiB")
+    assert udp_in["packets"] >= FLOOD_N * 0.9
+    assert udp_out["packets"] == 0 and udp_out["bytes"] == 0
+    assert seen > 0
+    assert during.received > 0
+    assert after.received == 5
+    assert rss1 - rss0 <= RSS_GROWTH_MAX_KIB
+    assert sorted(c["address"] for c in st["clients"]) == ["10.0.0.2", "10.0.0.3"]
+
+
+def test_forged_register_flood_encrypted(star3, camex3):
+    """REGISTERs that look valid (C1's real REGISTER replayed, REGISTERs
+    sealed with a wrong passphrase, well-formed headers with random
+    bodies) from thousands of forged sources: no entry, no answer."""
+    lab, cx = star3, camex3
+    srv, ctl, sniffer = _setup(lab, cx, sniff=True)
+    time.sleep(0.1)
+    sniffer.close()
+    real = [p.payload for p in sniffer.packets
+            if p.src == "10.250.0.2" and A.encrypted_type(p.payload) == 1]
+    assert real, "no REGISTER of C1 captured"
+    c1_before = F.client_entry(ctl, "10.0.0.2")
+    rss0 = F.vm_rss_kib(srv.pid)
+    rng = random.Random(2)
+    wrong = A.Sealer(b"not-the-passphrase")
+    payloads = real + [wrong.seal(1, b"CX2P REGISTER MODE=AUTO CLIENT_ID=C%d\n" % i)
+                       for i in range(50)] + list(A.junk(rng, 50, valid_header_share=1.0))
+    forger = A.Forger(lab.clients[2])
+    pinger = _Pinger(lab, seconds=max(2.0, REGISTERS_N / 25000))
+    t0 = time.monotonic()
+    for i in range(REGISTERS_N):
+        src = A.random_lab_source(rng, "10.250.2.0/24")
+        forger.send(src, rng.randrange(1024, 65536), SERVER_ON_ATTACKER_LINK, PORT,
+                    payloads[i % len(payloads)])
+    send_s = time.monotonic() - t0
+    during = pinger.join()
+    forger.close()
+    assert srv.running(), srv.tail()
+    rss1 = F.vm_rss_kib(srv.pid)
+    st = F.status(ctl)
+    udp_in, udp_out = _sent_to_attacker(lab)
+    print(f"\nforged REGISTER flood (encrypted): {REGISTERS_N} from random sources in "
+          f"10.250.2.0/24 in {send_s:.1f} s, {forger.sent_bytes} payload bytes; drops "
+          f"{st['drops']}; answers towards the attacker's link: {udp_out['packets']} "
+          f"datagrams, {udp_out['bytes']} bytes; ping during {during.received}/"
+          f"{during.transmitted}; VmRSS {rss0} -> {rss1} KiB; clients {len(st['clients'])}")
+    assert udp_out["packets"] == 0
+    assert sorted(c["address"] for c in st["clients"]) == ["10.0.0.2", "10.0.0.3"]
+    assert F.client_entry(ctl, "10.0.0.2")["endpoint"] == c1_before["endpoint"]
+    assert st["drops"].get("replay", 0) > 0 and st["drops"].get("auth", 0) > 0
+    assert during.received > 0
+    assert lab.c1.ping("10.0.0.3", count=5, interval=0.1).received == 5
+    assert rss1 - rss0 <= RSS_GROWTH_MAX_KIB
+
+
+def test_forged_register_flood_plaintext(star3, camex3):
+    """Plaintext mode authenticates nothing, so forged manual REGISTERs do
+    create entries: each costs bounded memory, gets no answer (no
+    amplification), and cannot take an address an honest client holds."""
+    lab, cx = star3, camex3
+    srv, ctl, _ = _setup(lab, cx, encrypt=False)
+    n = min(REGISTERS_N, 20000)
+    rss0 = F.vm_rss_kib(srv.pid)
+    rng = random.Random(3)
+    forger = A.Forger(lab.clients[2])
+    pinger = _Pinger(lab, seconds=max(2.0, n / 25000))
+    for i in range(n):
+        src = A.random_lab_source(rng, "10.250.2.0/24")
+        ip = f"10.{100 + i // 65536}.{(i // 256) % 256}.{i % 256 or 1}"
+        forger.send(src, rng.randrange(1024, 65536), SERVER_ON_ATTACKER_LINK, PORT,
+                    f"CX2P REGISTER MODE=MANUAL LOCAL_IP={ip}\n".encode())
+    during = pinger.join()
+    forger.close()
+    time.sleep(0.5)
+    assert srv.running(), srv.tail()
+    rss1 = F.vm_rss_kib(srv.pid)
+    st = F.status(ctl)
+    entries = len(st["clients"]) - 2
+    udp_in, udp_out = _sent_to_attacker(lab)
+    per_entry = (rss1 - rss0) * 1024 / max(entries, 1)
+    print(f"\nforged REGISTER flood (plaintext, manual): {n} sent, {entries} entries made "
+          f"(plaintext cannot tell them from clients; they expire after 120 s idle); "
+          f"VmRSS {rss0} -> {rss1} KiB = {per_entry:.0f} bytes per entry; answers towards "
+          f"the attacker: {udp_out['packets']}; ping during {during.received}/{during.transmitted}")
+    assert entries > 0
+    assert udp_out["packets"] == 0
+    assert per_entry <= 4096
+    assert during.received > 0
+    assert lab.c1.ping("10.0.0.3", count=5, interval=0.1).received == 5
