@@ -1,0 +1,42 @@
+"""What the v2 state machines hand back to the daemon.
+
+The client's outputs all go to its one server, so its Send has addr None.
+"""
+
+from typing import NamedTuple, Any
+
+
+class Send(NamedTuple):
+    data: bytes
+    addr: Any = None          # (host, port); None on the client: "to the server"
+
+
+class Deliver(NamedTuple):
+    packets: list             # inner IP packets, already source-checked on the server
+    peer: Any = None          # server: the Peer they came from
+
+
+class Up(NamedTuple):
+    """Client: a session is established (first time, or with a new config).
+    Server: a peer's first session is confirmed, or its grant changed."""
+    config: Any = None        # client: wire.Config (auto-mode parameters) or None
+    peer: Any = None          # server: the Peer
+
+
+class Down(NamedTuple):
+    """Client: no usable session any more. Server: a peer is gone."""
+    reason: str
+    peer: Any = None
+
+
+class Refused(NamedTuple):
+    """Client: the server authenticated and refused us (wire.ERR_*)."""
+    code: int
+    message: str
+
+
+class Roamed(NamedTuple):
+    """Server: an authenticated, replay-checked packet came from a new endpoint."""
+    peer: Any
+    old: Any
+    new: Any

@@ -1,0 +1,454 @@
+"""The v2 server state machine (sans-I/O).
+
+    srv = V2Server(psk_for, authorize)
+    actions = srv.receive(datagram, addr, now)   # Send / Deliver / Up / Down / Roamed
+    pairs = srv.send(peer, packets, now)         # fast path: [(datagram, addr)]
+    peer = srv.route(dst_ip)                     # which peer owns a tunnel address
+    t = srv.next_timer(); actions = srv.on_timer(now)
+    actions = srv.close(now)                     # CLOSE to every peer (shutdown)
+    actions = srv.reload(psk_for, authorize, now)
+
+`psk_for(client_id) -> bytes | None` is the key store (kdf.KeyStore):
+exactly one PSK per client ID, computed beforehand, so each INIT costs one
+MAC check and at most one AEAD open. `authorize(client_id, request) ->
+Grant | wire.Refusal` is the profile lookup (see `grant_for`).
+
+A DATA datagram names its session by index: one dict lookup, one AEAD
+attempt. Peers are keyed by their client ID (lower-cased) or, for a client
+without an ID, by its tunnel address; a peer's endpoint moves only after an
+authenticated, replay-checked DATA datagram.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from . import wire
+from .cookie import CookieMaker, LoadMeter
+from .events import Deliver, Down, Roamed, Send, Up
+from .noise import HandshakeState, NoiseError
+from .session import FORGED, Session, Timers
+
+LOAD_THRESHOLD = 50      # DH handshakes per second before cookies are required
+MAX_PENDING = 4096       # handshakes answered but not yet confirmed
+REPLAY_CACHE = 8192      # INIT ephemerals remembered (replayed INITs cost no DH)
+NOSESSION_INTERVAL = 1.0  # per source address
+NOSESSION_PER_SECOND = 100
+
+
+@dataclass
+class Grant:
+    """What a client may do: its tunnel address, the inner source networks
+    it may use (its address and networks behind it), and the configuration
+    pushed to it in the RESP (auto mode; None for a manual client)."""
+    address: ipaddress.IPv4Address
+    allowed: list = field(default_factory=list)
+    config: wire.Config | None = None
+
+    def __post_init__(self):
+        host = ipaddress.IPv4Network((self.address, 32))
+        if host not in self.allowed:
+            self.allowed = [host] + list(self.allowed)
+
+
+def grant_for(request: wire.Request, profile, behind=()):
+    """The default policy, from a config.Profile (or None) and the networks
+    configured behind the client:
+    - auto: the profile must give local_cidr and gateway_ip; they, its
+      routes and MTU are pushed to the client;
+    - manual: the client names its address; if the profile pins one, it
+      must be that one."""
+    pinned = getattr(profile, "local_cidr", None)
+    if request.auto:
+        if pinned is None or getattr(profile, "gateway_ip", None) is None:
+            return wire.Refusal(wire.ERR_CONFIG, "no local_cidr/gateway_ip for this client")
+        cfg = wire.Config(pinned, profile.gateway_ip, list(profile.routes or []), profile.mtu)
+        return Grant(pinned.ip, list(behind), cfg)
+    if request.local_cidr is None:
+        return wire.Refusal(wire.ERR_REQUEST, "manual client without an address")
+    if pinned is not None and pinned.ip != request.local_cidr.ip:
+        return wire.Refusal(wire.ERR_ADDRESS, "address not allowed for this client")
+    mtu = getattr(profile, "mtu", None)
+    return Grant(request.local_cidr.ip, list(behind), wire.Config(mtu=mtu) if mtu else None)
+
+
+class Peer:
+    """A client as the server knows it, across its successive sessions."""
+
+    __slots__ = ("key", "client_id", "psk", "request", "grant", "endpoint",
+                 "current", "previous", "ack_due", "_allowed", "stats")
+
+    def __init__(self, key, client_id, psk, request, grant):
+        self.key, self.client_id, self.psk, self.request = key, client_id, psk, request
+        self.endpoint = None
+        self.current: Session | None = None
+        self.previous: Session | None = None
+        self.ack_due = None
+        self.stats = {"rx": 0, "tx": 0, "spoofed": 0, "replay": 0, "forged": 0}
+        self.set_grant(grant)
+
+    def set_grant(self, grant: Grant) -> None:
+        self.grant = grant
+        self._allowed = [(int(n.network_address), int(n.netmask)) for n in grant.allowed]
+
+    def allows_source(self, packet) -> bool:
+        """Identity binding: may this peer send an inner packet with this
+        source address? Only IPv4 with a source inside its grant."""
+        if len(packet) < 20 or packet[0] >> 4 != 4:
+            return False
+        src = int.from_bytes(packet[12:16], "big")
+        for net, mask in self._allowed:
+            if src & mask == net:
+                return True
+        return False
+
+    def describe(self) -> str:
+        who = self.client_id or "-"
+        ep = f"{self.endpoint[0]}:{self.endpoint[1]}" if self.endpoint else "?"
+        return f"{who} {self.grant.address} at {ep}"
+
+
+class _Pending:
+    """A session answered with a RESP and waiting for the client's first DATA."""
+    __slots__ = ("session", "key", "client_id", "psk", "request", "grant")
+
+    def __init__(self, session, key, client_id, psk, request, grant):
+        self.session, self.key, self.client_id = session, key, client_id
+        self.psk, self.request, self.grant = psk, request, grant
+
+
+def peer_key(client_id: str, grant: Grant) -> str:
+    return client_id.lower() if client_id else f"addr:{grant.address}"
+
+
+class V2Server:
+    def __init__(self, psk_for, authorize, *, timers: Timers | None = None,
+                 rng=os.urandom, load_threshold: int = LOAD_THRESHOLD,
+                 max_datagram: int = 1472):
+        self.psk_for = psk_for
+        self.authorize = authorize
+        self.t = timers or Timers()
+        self.rng = rng
+        self.max_plain = max_datagram - wire.DATA_MIN
+        self.load = LoadMeter(load_threshold)
+        self.cookies = CookieMaker(rng, self.t.cookie_secret_life)
+        self.peers: dict[str, Peer] = {}
+        self.by_address: dict[int, Peer] = {}
+        self.sessions: dict[int, object] = {}   # local index -> Peer or _Pending
+        self.pending_by_key: dict[str, int] = {}
+        self.seen_e: OrderedDict = OrderedDict()  # INIT ephemeral -> time
+        self.hinted: dict = {}                     # addr -> time of last NOSESSION
+        self.hint_second, self.hint_count = None, 0
+        self._mac1_keys: dict[bytes, bytes] = {}
+        self.stats = {"no_key": 0, "bad_mac1": 0, "cookie_sent": 0, "init_replay": 0,
+                      "bad_init": 0, "refused": 0, "handshakes": 0, "unknown_index": 0,
+                      "stale": 0, "replay": 0, "forged": 0, "spoofed": 0, "malformed": 0}
+
+    # --- public API -------------------------------------------------------
+
+    def receive(self, datagram, addr, now: float) -> list:
+        kind = wire.msg_type(datagram)
+        if kind == wire.T_DATA:
+            return self._on_data(datagram, addr, now)
+        if kind == wire.T_INIT:
+            return self._on_init(datagram, addr, now)
+        self.stats["malformed"] += 1   # RESP/COOKIE/NOSESSION are not for a server
+        return []
+
+    def send(self, peer: Peer, packets, now: float) -> list:
+        """Inner packets for `peer` -> [(datagram, addr)]; [] if it has no
+        usable session (the packets are dropped: the client will be back)."""
+        s = peer.current
+        if s is None or not s.can_send() or s.age(now) >= self.t.reject_after_time:
+            return []
+        flags = self._rekey_flag(s, now)
+        peer.ack_due = None
+        peer.stats["tx"] += len(packets)
+        return [(d, peer.endpoint) for d in s.seal_packets(packets, now, self.max_plain, flags)]
+
+    def route(self, dst) -> Peer | None:
+        """The peer whose grant holds `dst` (4 bytes or IPv4Address): its
+        tunnel address first, then the longest network behind a client."""
+        n = int.from_bytes(dst, "big") if isinstance(dst, (bytes, bytearray, memoryview)) else int(dst)
+        peer = self.by_address.get(n)
+        if peer is not None:
+            return peer
+        best, best_len = None, -1
+        for p in self.peers.values():
+            for net in p.grant.allowed:
+                if net.prefixlen > best_len and (n & int(net.netmask)) == int(net.network_address):
+                    best, best_len = p, net.prefixlen
+        return best
+
+    def next_timer(self) -> float | None:
+        t = []
+        for p in self.peers.values():
+            if p.ack_due is not None:
+                t.append(p.ack_due)
+            for s in (p.current, p.previous):
+                if s is not None:
+                    t.append(s.created + self.t.reject_after_time)
+        for idx in self.pending_by_key.values():
+            t.append(self.sessions[idx].session.created + self.t.rekey_after_time)
+        return min(t) if t else None
+
+    def on_timer(self, now: float) -> list:
+        out = []
+        limit = self.t.reject_after_time
+        for p in list(self.peers.values()):
+            if p.previous is not None and p.previous.age(now) >= limit:
+                self.sessions.pop(p.previous.local_index, None)
+                p.previous = None
+            if p.current is not None and p.current.age(now) >= limit:
+                out += self._drop_peer(p, "session expired")
+                continue
+            s = p.current
+            if p.ack_due is not None and now >= p.ack_due and s is not None and s.can_send():
+                # Passive keepalive: the client sent data and we had nothing
+                # to say for a while; tell it we are alive.
+                out.append(Send(s.seal(b"", now, self._rekey_flag(s, now)), p.endpoint))
+                p.ack_due = None
+        for key, idx in list(self.pending_by_key.items()):
+            if self.sessions[idx].session.age(now) >= self.t.rekey_after_time:
+                self._forget_pending(key)
+        horizon = now - self.t.reject_after_time
+        while self.seen_e and next(iter(self.seen_e.values())) < horizon:
+            self.seen_e.popitem(last=False)
+        return out
+
+    def close(self, now: float) -> list:
+        """Shutdown: an authenticated CLOSE to every peer, so that clients
+        start knocking at once and are back as soon as we are."""
+        out = []
+        for p in self.peers.values():
+            s = p.current
+            if s is not None and s.can_send() and p.endpoint is not None:
+                out.append(Send(s.seal(b"", now, wire.FLAG_CLOSE), p.endpoint))
+        for p in list(self.peers.values()):
+            out += self._drop_peer(p, "server shutdown")
+        for key in list(self.pending_by_key):
+            self._forget_pending(key)
+        return [a for a in out if isinstance(a, Send)]
+
+    def reload(self, psk_for, authorize, now: float) -> list:
+        """New key store / profiles (SIGHUP). Peers whose key changed or went
+        away, or whose address is no longer granted, are dropped at once
+        (they handshake again under the new rules); others get the new
+        grant (allowed networks, config)."""
+        self.psk_for, self.authorize = psk_for, authorize
+        self._mac1_keys.clear()
+        out = []
+        for key in list(self.pending_by_key):
+            self._forget_pending(key)
+        for p in list(self.peers.values()):
+            psk = psk_for(p.client_id)
+            grant = authorize(p.client_id, p.request) if psk is not None else None
+            if psk != p.psk or not isinstance(grant, Grant) or grant.address != p.grant.address:
+                out += self._drop_peer(p, "key or profile changed on reload")
+            elif grant != p.grant:
+                p.set_grant(grant)
+                out.append(Up(grant.config, p))
+        return out
+
+    # --- handshake --------------------------------------------------------
+
+    def _mac1_key(self, psk: bytes) -> bytes:
+        k = self._mac1_keys.get(psk)
+        if k is None:
+            k = self._mac1_keys[psk] = wire.mac1_key(psk)
+        return k
+
+    def _on_init(self, datagram, addr, now: float) -> list:
+        init = wire.parse_init(datagram)
+        if init is None:
+            self.stats["malformed"] += 1
+            return []
+        psk = self.psk_for(init.client_id)
+        if psk is None:
+            self.stats["no_key"] += 1
+            return []
+        if not wire.equal(wire.mac(self._mac1_key(psk), init.mac1_span), init.mac1):
+            self.stats["bad_mac1"] += 1   # wrong passphrase (or junk)
+            return []
+        # Only now is the INIT worth counting: it passed a keyed MAC.
+        if self.load.hit(now) and not self.cookies.mac2_ok(init, addr, now):
+            self.stats["cookie_sent"] += 1
+            return [Send(self.cookies.reply(init, psk, addr, now), addr)]
+        hs = HandshakeState("NNpsk0", False, init.prologue, psk)
+        try:
+            payload = hs.read_message(init.noise)
+        except NoiseError:
+            self.stats["bad_init"] += 1
+            return []
+        if hs.re in self.seen_e:
+            self.stats["init_replay"] += 1   # replayed INIT: no DH, no state
+            return []
+        self.seen_e[hs.re] = now
+        if len(self.seen_e) > REPLAY_CACHE:
+            self.seen_e.popitem(last=False)
+        request = wire.decode_request(payload)
+        result = (self.authorize(init.client_id, request) if request is not None
+                  else wire.Refusal(wire.ERR_REQUEST, "malformed request"))
+        if isinstance(result, Grant):
+            key = peer_key(init.client_id, result)
+            holder = self.by_address.get(int(result.address))
+            if holder is not None and holder.key != key:
+                result = wire.Refusal(wire.ERR_ADDRESS, "address in use by another client")
+        index = self._new_index()
+        if isinstance(result, Grant):
+            body = struct.pack("<I", index) + wire.encode_config(result.config)
+        else:
+            self.stats["refused"] += 1
+            body = struct.pack("<I", 0) + wire.encode_config(None, result)
+        try:
+            msg = hs.write_message(body)
+        except NoiseError:
+            self.stats["bad_init"] += 1
+            return []
+        resp = wire.pack_resp(init.sender, msg, self._mac1_key(psk))
+        if isinstance(result, Grant):
+            send_cs, recv_cs = hs.split()
+            s = Session(index, init.sender, send_cs.key, recv_cs.key, False, now, self.t)
+            self._forget_pending(key)
+            if len(self.pending_by_key) >= MAX_PENDING:
+                self._forget_pending(next(iter(self.pending_by_key)))
+            self.sessions[index] = _Pending(s, key, init.client_id, psk, request, result)
+            self.pending_by_key[key] = index
+            self.stats["handshakes"] += 1
+        return [Send(resp, addr)]
+
+    def _new_index(self) -> int:
+        while True:
+            i = struct.unpack("<I", self.rng(4))[0]
+            if i and i not in self.sessions:
+                return i
+
+    def _forget_pending(self, key) -> None:
+        idx = self.pending_by_key.pop(key, None)
+        if idx is not None:
+            self.sessions.pop(idx, None)
+
+    # --- transport --------------------------------------------------------
+
+    def _nosession(self, receiver: int, addr, now: float) -> list:
+        # The sender may be a client whose session we lost (restart): tell
+        # it, but no more than once a second per address and 100/s overall;
+        # 8 bytes in answer to at least 32: no amplification.
+        self.stats["unknown_index"] += 1
+        if now - self.hinted.get(addr, -1e18) < NOSESSION_INTERVAL:
+            return []
+        sec = int(now)
+        if sec != self.hint_second:
+            self.hint_second, self.hint_count = sec, 0
+        if self.hint_count >= NOSESSION_PER_SECOND:
+            return []
+        self.hint_count += 1
+        if len(self.hinted) > 4096:
+            self.hinted.clear()
+        self.hinted[addr] = now
+        return [Send(wire.pack_nosession(receiver), addr)]
+
+    def _on_data(self, datagram, addr, now: float) -> list:
+        flags, receiver, counter = wire.parse_data_header(datagram)
+        owner = self.sessions.get(receiver)
+        if owner is None:
+            return self._nosession(receiver, addr, now)
+        s = owner.session if isinstance(owner, _Pending) else (
+            owner.current if owner.current is not None and owner.current.local_index == receiver
+            else owner.previous)
+        if s is None or s.age(now) >= self.t.reject_after_time:
+            self.stats["stale"] += 1
+            return []
+        plain = s.open(datagram, counter, now)
+        if isinstance(plain, str):
+            self.stats["forged" if plain == FORGED else "replay"] += 1
+            return []
+        out = []
+        if isinstance(owner, _Pending):
+            peer, out = self._confirm(owner, addr, now)
+        else:
+            peer = owner
+        if addr != peer.endpoint:
+            # Roaming: only here, after authentication and the replay check.
+            old, peer.endpoint = peer.endpoint, addr
+            if old is not None:
+                out.append(Roamed(peer, old, addr))
+        if flags & wire.FLAG_CLOSE:
+            return out + self._drop_peer(peer, "client closed the session")
+        packets = wire.parse_records(plain)
+        if packets is None:
+            self.stats["malformed"] += 1
+            return out
+        cur = peer.current
+        if not packets:
+            # A keepalive: answer it, so that an idle client knows we are here.
+            if cur is not None and cur.can_send():
+                out.append(Send(cur.seal(b"", now, self._rekey_flag(cur, now)), peer.endpoint))
+                peer.ack_due = None
+            return out
+        good = [p for p in packets if peer.allows_source(p)]
+        if len(good) != len(packets):
+            n = len(packets) - len(good)
+            peer.stats["spoofed"] += n
+            self.stats["spoofed"] += n
+        if good:
+            peer.stats["rx"] += len(good)
+            if peer.ack_due is None:
+                peer.ack_due = now + self.t.passive_keepalive
+            out.append(Deliver(good, peer))
+        return out
+
+    def _confirm(self, pend: _Pending, addr, now: float):
+        """The client's first DATA on a new session: it holds the keys, so the
+        session becomes the peer's current one (a rekey, or a new peer)."""
+        self.pending_by_key.pop(pend.key, None)
+        s = pend.session
+        s.confirmed = True
+        out = []
+        peer = self.peers.get(pend.key)
+        # Someone else may have taken the address since the RESP went out.
+        holder = self.by_address.get(int(pend.grant.address))
+        if holder is not None and holder is not peer:
+            out += self._drop_peer(holder, "address taken over")
+        if peer is None:
+            peer = Peer(pend.key, pend.client_id, pend.psk, pend.request, pend.grant)
+            self.peers[pend.key] = peer
+            changed = True
+        else:
+            changed = pend.grant != peer.grant
+            if changed and pend.grant.address != peer.grant.address:
+                self.by_address.pop(int(peer.grant.address), None)
+            peer.psk, peer.request = pend.psk, pend.request
+            peer.set_grant(pend.grant)
+            if peer.previous is not None:
+                self.sessions.pop(peer.previous.local_index, None)
+        self.by_address[int(peer.grant.address)] = peer
+        peer.previous, peer.current = peer.current, s
+        self.sessions[s.local_index] = peer
+        peer.endpoint = addr if peer.endpoint is None else peer.endpoint
+        if changed:
+            out.append(Up(peer.grant.config, peer))
+        return peer, out
+
+    def _drop_peer(self, peer: Peer, reason: str) -> list:
+        for s in (peer.current, peer.previous):
+            if s is not None:
+                self.sessions.pop(s.local_index, None)
+        peer.current = peer.previous = None
+        self._forget_pending(peer.key)
+        if self.peers.get(peer.key) is peer:
+            del self.peers[peer.key]
+        if self.by_address.get(int(peer.grant.address)) is peer:
+            del self.by_address[int(peer.grant.address)]
+        return [Down(reason, peer)]
+
+    def _rekey_flag(self, s: Session, now: float) -> int:
+        # The responder cannot start a handshake; it asks the client to.
+        if (s.send_counter >= self.t.rekey_after_messages
+                or s.age(now) >= self.t.rekey_after_time + 2 * self.t.handshake_retry):
+            return wire.FLAG_REKEY
+        return 0

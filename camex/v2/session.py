@@ -1,0 +1,117 @@
+"""One established v2 session: per-direction keys, counters, replay window.
+
+A session is what one completed handshake yields. The initiator (client)
+sends with the first key of Noise's Split and receives with the second; the
+responder the other way round. The 64-bit counter in each DATA datagram is
+the ChaCha20-Poly1305 nonce; it starts at 0 with fresh keys and only ever
+grows, so a (key, nonce) pair is never used twice. Rekeying is a new
+handshake, hence a new session with new keys - never a counter reset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from . import wire
+from .noise import nonce_bytes
+from .replay import ReplayWindow
+
+
+@dataclass
+class Timers:
+    """Protocol timing (seconds) and message limits; defaults as documented
+    in docs/PROTOCOL.md. Tests shrink them; deployments leave them alone,
+    except `keepalive` (--keepalive)."""
+    rekey_after_time: float = 120.0
+    reject_after_time: float = 180.0
+    rekey_after_messages: int = 2**60
+    reject_after_messages: int = 2**64 - 2**13 - 1
+    handshake_retry: float = 1.0
+    handshake_jitter: float = 0.125
+    keepalive: float = 25.0
+    passive_keepalive: float = 10.0
+    dead_after: float = 15.0
+    cookie_life: float = 110.0
+    cookie_secret_life: float = 120.0
+
+
+# Results of Session.open besides the plaintext.
+REPLAY = "replay"
+FORGED = "forged"
+TOO_OLD = "reject-after-messages"
+
+
+class Session:
+    __slots__ = ("local_index", "remote_index", "send_aead", "recv_aead",
+                 "send_counter", "window", "created", "initiator", "confirmed",
+                 "last_sent", "last_received", "send_limit", "recv_limit")
+
+    def __init__(self, local_index: int, remote_index: int, send_key: bytes,
+                 recv_key: bytes, initiator: bool, now: float, timers: Timers):
+        self.local_index = local_index
+        self.remote_index = remote_index
+        self.send_aead = ChaCha20Poly1305(send_key)
+        self.recv_aead = ChaCha20Poly1305(recv_key)
+        self.send_counter = 0
+        self.window = ReplayWindow()
+        self.created = now
+        self.initiator = initiator
+        # The responder may send only once the initiator proved it holds the
+        # keys (its first DATA): message 1 alone can be a replay.
+        self.confirmed = initiator
+        self.last_sent = -1e18
+        self.last_received = -1e18
+        self.send_limit = timers.reject_after_messages
+        self.recv_limit = timers.reject_after_messages
+
+    def age(self, now: float) -> float:
+        return now - self.created
+
+    def can_send(self) -> bool:
+        return self.confirmed and self.send_counter < self.send_limit
+
+    def seal(self, plaintext: bytes, now: float, flags: int = 0) -> bytes:
+        counter = self.send_counter
+        if counter >= self.send_limit:
+            raise OverflowError("session exhausted")  # callers check can_send
+        self.send_counter = counter + 1
+        header = wire.data_header(self.remote_index, counter, flags)
+        self.last_sent = now
+        return header + self.send_aead.encrypt(nonce_bytes(counter), plaintext, header)
+
+    def seal_packets(self, packets, now: float, max_plain: int, flags: int = 0) -> list:
+        """Pack inner packets into as few DATA datagrams as fit: each carries
+        records whose total is at most `max_plain` bytes (a packet larger
+        than that travels alone)."""
+        out = []
+        batch, size = [], 0
+        for p in packets:
+            need = len(p) + 2
+            if batch and size + need > max_plain:
+                out.append(self.seal(wire.pack_records(batch), now, flags))
+                batch, size = [], 0
+            batch.append(p)
+            size += need
+        if batch:
+            out.append(self.seal(wire.pack_records(batch), now, flags))
+        return out
+
+    def open(self, datagram, counter: int, now: float):
+        """The plaintext of an authenticated, fresh DATA datagram, or one of
+        REPLAY / FORGED / TOO_OLD. The window moves only on success."""
+        if counter >= self.recv_limit:
+            return TOO_OLD
+        if not self.window.check(counter):
+            return REPLAY
+        header = bytes(datagram[:wire.HEADER_DATA])
+        try:
+            plain = self.recv_aead.decrypt(nonce_bytes(counter),
+                                           bytes(datagram[wire.HEADER_DATA:]), header)
+        except InvalidTag:
+            return FORGED
+        self.window.update(counter)
+        self.last_received = now
+        return plain

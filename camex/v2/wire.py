@@ -1,0 +1,356 @@
+"""Every camex v2 message, byte by byte (docs/PROTOCOL.md has the tables).
+
+All v2 datagrams start with the byte 0xC2 and a message type 1..5. Legacy
+datagrams start with 0x4X/0x6X (plaintext IPv4/IPv6) or "CX2P" (0x43...),
+so the first byte alone tells the protocols apart on a shared port.
+
+    INIT      C2 01 00 00 | sender u32 | idlen u8 | id | e[32] | enc(payload) | mac1[16] | mac2[16]
+    RESP      C2 02 00 00 | receiver u32 | e[32] | enc(sender u32 | payload) | mac1[16]
+    COOKIE    C2 03 00 00 | receiver u32 | nonce[12] | enc(cookie[16])
+    DATA      C2 04 flags 00 | receiver u32 | counter u64 | enc(records)
+    NOSESSION C2 05 00 00 | index u32
+
+Integers are little-endian (as the Noise nonce), except inside payloads
+(TLV and record lengths, MTU: network byte order). Parsing functions
+return None for anything malformed; they never raise on network input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import re
+import struct
+from dataclasses import dataclass, field
+
+MARK = 0xC2
+T_INIT, T_RESP, T_COOKIE, T_DATA, T_NOSESSION = 1, 2, 3, 4, 5
+TYPE_NAMES = {T_INIT: "INIT", T_RESP: "RESP", T_COOKIE: "COOKIE",
+              T_DATA: "DATA", T_NOSESSION: "NOSESSION"}
+
+FLAG_CLOSE = 0x01  # DATA: the sender ends this session (shutdown): handshake again
+FLAG_REKEY = 0x02  # DATA from the responder: "please start a new handshake"
+
+KEYLEN = 32
+TAGLEN = 16
+MACLEN = 16
+COOKIELEN = 16
+NONCELEN = 12
+MAX_ID = 31
+ID_RE = re.compile(rb"[A-Za-z0-9._:-]*\Z")
+
+HEADER_DATA = 16  # C2 04 flags 00, receiver, counter: the AEAD's associated data
+INIT_MIN = 4 + 4 + 1 + KEYLEN + TAGLEN + 2 * MACLEN  # 89 + len(id) + payload
+RESP_MIN = 4 + 4 + KEYLEN + 4 + TAGLEN + MACLEN  # 76 + payload
+COOKIE_LEN = 4 + 4 + NONCELEN + COOKIELEN + TAGLEN  # 52
+DATA_MIN = HEADER_DATA + TAGLEN  # 32: a keepalive
+NOSESSION_LEN = 8
+OVERHEAD = DATA_MIN + 2  # one inner packet: header, tag, record length
+
+PROTOCOL_NAME = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s"
+PROLOGUE_LABEL = b"camex v2"
+MAC1_LABEL = b"camex v2 mac1"
+COOKIE_LABEL = b"camex v2 cookie"
+
+_U32 = struct.Struct("<I")
+_DATA_HDR = struct.Struct("<BBBBIQ")
+
+
+def msg_type(datagram) -> int:
+    """The v2 message type of a datagram, 0 if it is not a v2 datagram."""
+    if len(datagram) >= 8 and datagram[0] == MARK and 1 <= datagram[1] <= 5:
+        return datagram[1]
+    return 0
+
+
+def is_v2(datagram) -> bool:
+    return msg_type(datagram) != 0
+
+
+# --- keyed hashes ---------------------------------------------------------
+
+def mac(key: bytes, data) -> bytes:
+    return hashlib.blake2s(data, key=key, digest_size=MACLEN).digest()
+
+
+def mac1_key(psk: bytes) -> bytes:
+    return hashlib.blake2s(MAC1_LABEL + psk).digest()
+
+
+def cookie_key(psk: bytes) -> bytes:
+    return hashlib.blake2s(COOKIE_LABEL + psk).digest()
+
+
+def equal(a, b) -> bool:
+    return hmac.compare_digest(bytes(a), bytes(b))
+
+
+# --- INIT -----------------------------------------------------------------
+
+@dataclass
+class Init:
+    sender: int
+    client_id: str
+    prologue: bytes   # PROLOGUE_LABEL + the bytes before e (header .. id)
+    noise: bytes      # e || encrypted payload: Noise message 1
+    mac1: bytes
+    mac2: bytes
+    mac1_span: bytes  # everything before mac1
+    mac2_span: bytes  # everything before mac2
+
+
+def init_head(sender: int, client_id: str) -> bytes:
+    cid = client_id.encode("ascii")
+    return bytes((MARK, T_INIT, 0, 0)) + _U32.pack(sender) + bytes((len(cid),)) + cid
+
+
+def pack_init(head: bytes, noise_msg: bytes, mac1_k: bytes, cookie: bytes | None) -> bytes:
+    body = head + noise_msg
+    m1 = mac(mac1_k, body)
+    m2 = mac(cookie, body + m1) if cookie else bytes(MACLEN)
+    return body + m1 + m2
+
+
+def parse_init(d) -> Init | None:
+    d = bytes(d)
+    if len(d) < INIT_MIN or d[1] != T_INIT:
+        return None
+    n = d[8]
+    if n > MAX_ID or len(d) < INIT_MIN + n:
+        return None
+    cid = d[9:9 + n]
+    if not ID_RE.match(cid):
+        return None
+    head = d[:9 + n]
+    return Init(sender=_U32.unpack_from(d, 4)[0], client_id=cid.decode("ascii"),
+                prologue=PROLOGUE_LABEL + head, noise=d[9 + n:-2 * MACLEN],
+                mac1=d[-2 * MACLEN:-MACLEN], mac2=d[-MACLEN:],
+                mac1_span=d[:-2 * MACLEN], mac2_span=d[:-MACLEN])
+
+
+# --- RESP -----------------------------------------------------------------
+
+@dataclass
+class Resp:
+    receiver: int
+    noise: bytes      # e || encrypted (sender index || payload): Noise message 2
+    mac1: bytes
+    mac1_span: bytes
+
+
+def pack_resp(receiver: int, noise_msg: bytes, mac1_k: bytes) -> bytes:
+    body = bytes((MARK, T_RESP, 0, 0)) + _U32.pack(receiver) + noise_msg
+    return body + mac(mac1_k, body)
+
+
+def parse_resp(d) -> Resp | None:
+    d = bytes(d)
+    if len(d) < RESP_MIN or d[1] != T_RESP:
+        return None
+    return Resp(receiver=_U32.unpack_from(d, 4)[0], noise=d[8:-MACLEN],
+                mac1=d[-MACLEN:], mac1_span=d[:-MACLEN])
+
+
+# --- COOKIE ---------------------------------------------------------------
+
+def pack_cookie(receiver: int, nonce: bytes, sealed: bytes) -> bytes:
+    return bytes((MARK, T_COOKIE, 0, 0)) + _U32.pack(receiver) + nonce + sealed
+
+
+def parse_cookie(d):
+    """(receiver, nonce, sealed cookie) or None."""
+    d = bytes(d)
+    if len(d) != COOKIE_LEN or d[1] != T_COOKIE:
+        return None
+    return _U32.unpack_from(d, 4)[0], d[8:20], d[20:]
+
+
+# --- DATA -----------------------------------------------------------------
+
+def data_header(receiver: int, counter: int, flags: int = 0) -> bytes:
+    return _DATA_HDR.pack(MARK, T_DATA, flags, 0, receiver, counter)
+
+
+def parse_data_header(d):
+    """(flags, receiver, counter) or None."""
+    if len(d) < DATA_MIN or d[1] != T_DATA:
+        return None
+    _, _, flags, _, receiver, counter = _DATA_HDR.unpack_from(d, 0)
+    return flags, receiver, counter
+
+
+def pack_records(packets) -> bytes:
+    """Inner packets as records: u16 length (big-endian), then the bytes."""
+    out = bytearray()
+    for p in packets:
+        out += len(p).to_bytes(2, "big")
+        out += p
+    return bytes(out)
+
+
+def parse_records(plain) -> list | None:
+    """Split a DATA plaintext into packets. A zero length ends the list
+    (what follows is padding). None if a record overruns the plaintext."""
+    out = []
+    mv = memoryview(plain)
+    pos, end = 0, len(mv)
+    while pos + 2 <= end:
+        n = (mv[pos] << 8) | mv[pos + 1]
+        if n == 0:
+            return out
+        pos += 2
+        if pos + n > end:
+            return None
+        out.append(bytes(mv[pos:pos + n]))
+        pos += n
+    if pos != end:
+        return None  # a stray byte: not something a camex peer sends
+    return out
+
+
+# --- NOSESSION ------------------------------------------------------------
+
+def pack_nosession(index: int) -> bytes:
+    return bytes((MARK, T_NOSESSION, 0, 0)) + _U32.pack(index)
+
+
+def parse_nosession(d):
+    if len(d) != NOSESSION_LEN or d[1] != T_NOSESSION:
+        return None
+    return _U32.unpack_from(bytes(d), 4)[0]
+
+
+# --- handshake payloads (inside the Noise AEAD) -----------------------------
+
+TLV_MODE = 1        # u8: 0 manual, 1 auto                       (INIT)
+TLV_LOCAL_CIDR = 2  # 4-byte address + u8 prefix length          (INIT manual, RESP)
+TLV_GATEWAY = 3     # 4-byte address                             (RESP)
+TLV_ROUTE = 4       # 4-byte network + u8 prefix, repeatable     (RESP)
+TLV_MTU = 5         # u16 big-endian, 576..9000                  (INIT manual, RESP)
+TLV_ERROR = 6       # u8 code + UTF-8 text: the server refuses   (RESP)
+
+ERR_UNKNOWN_CLIENT = 1
+ERR_ADDRESS = 2      # address not allowed for this ID, or held by another client
+ERR_CONFIG = 3       # no usable profile for an auto client
+ERR_REQUEST = 4      # malformed or unsupported request
+MAX_ROUTES = 16
+
+
+@dataclass
+class Request:
+    """What a client asks for in its INIT."""
+    auto: bool = False
+    local_cidr: ipaddress.IPv4Interface | None = None
+    mtu: int | None = None
+
+
+@dataclass
+class Config:
+    """What the server grants, sent back in the RESP (auto-mode CONFIG)."""
+    local_cidr: ipaddress.IPv4Interface | None = None
+    gateway_ip: ipaddress.IPv4Address | None = None
+    routes: list = field(default_factory=list)
+    mtu: int | None = None
+
+
+@dataclass
+class Refusal:
+    code: int
+    message: str = ""
+
+
+def _tlv(t: int, v: bytes) -> bytes:
+    return bytes((t, len(v))) + v
+
+
+def _cidr(i: ipaddress.IPv4Interface) -> bytes:
+    return i.ip.packed + bytes((i.network.prefixlen,))
+
+
+def encode_request(req: Request) -> bytes:
+    out = _tlv(TLV_MODE, bytes((1 if req.auto else 0,)))
+    if req.local_cidr is not None:
+        out += _tlv(TLV_LOCAL_CIDR, _cidr(req.local_cidr))
+    if req.mtu is not None:
+        out += _tlv(TLV_MTU, req.mtu.to_bytes(2, "big"))
+    return out
+
+
+def encode_config(cfg: Config | None, refusal: Refusal | None = None) -> bytes:
+    if refusal is not None:
+        return _tlv(TLV_ERROR, bytes((refusal.code,)) + refusal.message.encode()[:200])
+    out = b""
+    if cfg is None:
+        return out
+    if cfg.local_cidr is not None:
+        out += _tlv(TLV_LOCAL_CIDR, _cidr(cfg.local_cidr))
+    if cfg.gateway_ip is not None:
+        out += _tlv(TLV_GATEWAY, cfg.gateway_ip.packed)
+    for r in cfg.routes[:MAX_ROUTES]:
+        out += _tlv(TLV_ROUTE, r.network_address.packed + bytes((r.prefixlen,)))
+    if cfg.mtu is not None:
+        out += _tlv(TLV_MTU, cfg.mtu.to_bytes(2, "big"))
+    return out
+
+
+def _tlvs(data: bytes):
+    pos = 0
+    while pos + 2 <= len(data):
+        t, n = data[pos], data[pos + 1]
+        v = data[pos + 2:pos + 2 + n]
+        if len(v) != n:
+            raise ValueError("truncated TLV")
+        yield t, v
+        pos += 2 + n
+    if pos != len(data):
+        raise ValueError("stray byte after TLVs")
+
+
+def _iface(v: bytes) -> ipaddress.IPv4Interface:
+    if len(v) != 5 or v[4] > 32:
+        raise ValueError("bad CIDR")
+    return ipaddress.IPv4Interface((ipaddress.IPv4Address(v[:4]), v[4]))
+
+
+def _mtu(v: bytes) -> int:
+    m = int.from_bytes(v, "big")
+    if len(v) != 2 or not 576 <= m <= 9000:
+        raise ValueError("bad MTU")
+    return m
+
+
+def decode_request(data: bytes) -> Request | None:
+    req = Request()
+    try:
+        for t, v in _tlvs(data):
+            if t == TLV_MODE and len(v) == 1:
+                req.auto = v[0] == 1
+            elif t == TLV_LOCAL_CIDR:
+                req.local_cidr = _iface(v)
+            elif t == TLV_MTU:
+                req.mtu = _mtu(v)
+    except ValueError:
+        return None
+    return req
+
+
+def decode_config(data: bytes):
+    """A Config, a Refusal, or None if malformed."""
+    cfg = Config()
+    try:
+        for t, v in _tlvs(data):
+            if t == TLV_ERROR and len(v) >= 1:
+                return Refusal(v[0], v[1:].decode("utf-8", "replace"))
+            if t == TLV_LOCAL_CIDR:
+                cfg.local_cidr = _iface(v)
+            elif t == TLV_GATEWAY and len(v) == 4:
+                cfg.gateway_ip = ipaddress.IPv4Address(v)
+            elif t == TLV_ROUTE:
+                if len(cfg.routes) < MAX_ROUTES:
+                    cfg.routes.append(_iface(v).network)
+            elif t == TLV_MTU:
+                cfg.mtu = _mtu(v)
+    except ValueError:
+        return None
+    return cfg
