@@ -1,0 +1,65 @@
+"""Build camex.ko out of tree against one unpacked kernel tree.
+
+The sources are copied into lab/vm/cache/build/<release>/ so that builds for
+several kernels never share object files with each other or with kmod/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from .kernels import CACHE, KernelTree, debian_cc
+
+KMOD_SRC = Path(__file__).resolve().parents[2] / "kmod"
+SOURCES = ("camex-k.c", "Kbuild")
+
+
+@dataclasses.dataclass
+class BuildResult:
+    release: str
+    ko: Path | None
+    log: str
+    warnings: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return self.ko is not None and self.ko.exists()
+
+    @property
+    def status(self) -> str:
+        if not self.ok:
+            return "FAIL"
+        return f"{len(self.warnings)} warn" if self.warnings else "ok"
+
+
+def build(tree: KernelTree, cc: str | None = None, arch: str | None = None,
+          cross_compile: str | None = None, outdir: Path | None = None) -> BuildResult:
+    """Build with W=1; `cc` overrides the compiler Debian used."""
+    out = outdir or CACHE / "build" / tree.release
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for name in SOURCES:
+        shutil.copy2(KMOD_SRC / name, out / name)
+    cmd = ["make", "-C", str(tree.kdir), f"M={out}", "W=1",
+           f"-j{os.cpu_count() or 1}", "modules"]
+    want = cc or debian_cc(tree)
+    if want and shutil.which(want) is None:
+        want = "gcc"   # e.g. gcc-10 for bullseye's 5.10 is not in bookworm
+    if want:
+        cmd.append(f"CC={(cross_compile or '') + want if cross_compile else want}")
+    if arch:
+        cmd.append(f"ARCH={arch}")
+    if cross_compile:
+        cmd.append(f"CROSS_COMPILE={cross_compile}")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    log = proc.stdout + proc.stderr
+    (out / "build.log").write_text(" ".join(cmd) + "\n" + log)
+    warnings = [line for line in log.splitlines()
+                if "warning:" in line and "BTF" not in line]
+    ko = out / "camex.ko"
+    return BuildResult(tree.release, ko if proc.returncode == 0 and ko.exists() else None,
+                       log, warnings)

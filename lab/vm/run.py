@@ -1,0 +1,91 @@
+"""One VM lab run: fetch a kernel, build camex.ko for it, boot it once and
+run a whole guest suite in that one boot, then read the results back."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from . import build as kbuild
+from . import kernels, vm
+
+GUEST_SH = Path(__file__).resolve().parent / "guest.sh"
+
+
+@dataclasses.dataclass
+class CaseResult:
+    name: str          # "vmcase_contract.py::test_x"
+    outcome: str       # passed | failed | error | skipped
+    message: str = ""
+
+
+@dataclasses.dataclass
+class LabRun:
+    kernel: str
+    release: str = ""
+    build: kbuild.BuildResult | None = None
+    boot: vm.BootResult | None = None
+    cases: dict[str, CaseResult] = dataclasses.field(default_factory=dict)
+    outdir: Path | None = None
+    error: str = ""
+
+    @property
+    def passed(self) -> int:
+        return sum(c.outcome == "passed" for c in self.cases.values())
+
+    @property
+    def guest_uptime(self) -> float | None:
+        try:
+            return float((self.outdir / "uptime").read_text())
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def file(self, name: str) -> str:
+        try:
+            return (self.outdir / name).read_text(errors="replace")
+        except (OSError, TypeError):
+            return ""
+
+
+def parse_junit(path: Path) -> dict[str, CaseResult]:
+    results: dict[str, CaseResult] = {}
+    if not path.exists():
+        return results
+    for case in ET.parse(path).getroot().iter("testcase"):
+        module = case.get("classname", "").rsplit(".", 1)[-1]
+        name = f"{module}.py::{case.get('name')}"
+        outcome, message = "passed", ""
+        for tag in ("failure", "error", "skipped"):
+            el = case.find(tag)
+            if el is not None:
+                outcome = {"failure": "failed"}.get(tag, tag)
+                message = (el.get("message") or "") + "\n" + (el.text or "")
+                break
+        results[name] = CaseResult(name, outcome, message.strip())
+    return results
+
+
+def run(kernel: str, suite: str = "contract", extra: list[str] | None = None,
+        timeout: float = 900) -> LabRun:
+    """Fetch, build and boot `kernel` (a KERNELS key), run `suite` in it."""
+    lab = LabRun(kernel)
+    tree = kernels.fetch(kernel)
+    lab.release = tree.release
+    lab.build = kbuild.build(tree, cc=kernels.KERNELS[kernel].cc)
+    if not lab.build.ok:
+        lab.error = "build failed"
+        return lab
+    outdir = kernels.CACHE / "runs" / f"{tree.release}-{suite}"
+    shutil.rmtree(outdir, ignore_errors=True)
+    outdir.mkdir(parents=True)
+    lab.outdir = outdir
+    cmd = vm.guest_command(GUEST_SH, outdir, lab.build.ko, suite, *(extra or []))
+    lab.boot = vm.boot(tree, cmd, outdir, timeout=timeout)
+    lab.cases = parse_junit(outdir / "junit.xml")
+    if lab.boot.timed_out:
+        lab.error = f"VM timed out after {timeout:.0f} s"
+    elif not (outdir / "rc").exists():
+        lab.error = "guest script did not finish (see console.log)"
+    return lab
