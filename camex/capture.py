@@ -493,6 +493,9 @@ class PcapWriter:
         self.count = 0
 
     def write(self, time: float, data: bytes, wirelen: int | None = None) -> None:
+        # pcap holds 32-bit seconds; pcapng input can have any 64-bit time
+        if not 0 <= time < 2**32 - 1:
+            time = 0.0
         sec = int(time)
         usec = int(round((time - sec) * 1e6))
         if usec >= 1000000:

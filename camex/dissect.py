@@ -111,7 +111,7 @@ class Dissector:
                "dst": d.dst, "dport": d.dport, "size": d.udp_length}
         if d.fragments > 1:
             rec["fragments"] = d.fragments
-        if cls is p.CX2PEncrypted:
+        if cls is p.CX2PEncrypted or cls is p.CX2PMalformed:
             self._encrypted(d, rec)
         elif cls is p.CX2PControl:
             self._control(d, rec, d.payload, plaintext=True)
@@ -120,9 +120,12 @@ class Dissector:
                        status="ok" if d.complete else "incomplete")
             self._inner(rec, d.payload, d.complete)
         else:  # a later protocol version's layer: show what Scapy makes of it
+            try:
+                summary = cls(d.payload).summary()
+            except Exception:  # top-level Scapy dissection raises on short input
+                summary = f"{len(d.payload)} bytes"
             rec.update(mode=cls.__name__, type="?", seq=None, length=d.udp_length,
-                       status="ok" if d.complete else "incomplete",
-                       summary=cls(d.payload).summary())
+                       status="ok" if d.complete else "incomplete", summary=summary)
         if not d.complete:
             rec["detail"] = (f"{len(d.payload)} of {d.udp_length} bytes captured "
                              "(IP fragments missing from the capture)")
@@ -231,7 +234,11 @@ def p_NoKey():
 
 
 def fmt_time(t: float) -> str:
-    return _time.strftime("%H:%M:%S", _time.gmtime(t)) + f".{int(round(t % 1 * 1e6)) % 1000000:06d}"
+    """UTC time of day like tcpdump; raw seconds if the capture's clock is absurd."""
+    try:
+        return _time.strftime("%H:%M:%S", _time.gmtime(t)) + f".{int(round(t % 1 * 1e6)) % 1000000:06d}"
+    except (OverflowError, ValueError, OSError):  # pcapng timestamps are 64-bit
+        return f"{t:.6f}"
 
 
 def text_line(rec) -> str:
