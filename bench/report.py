@@ -1,0 +1,303 @@
+"""Turning bench results into the markdown table, the goal ratios and the chart.
+
+Input is the JSON document bench/run.py writes (results/NAME.json), so a
+report can be re-made without measuring again:
+
+    python -m bench.report bench/results/latest.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from typing import Optional
+
+PACKAGES = ("iperf3", "wireguard-go", "wireguard-tools", "openvpn", "fastd", "tinc")
+
+
+# ---------------------------------------------------------------- machine
+
+
+def _cmd(argv) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def machine_info() -> dict:
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    osname = "?"
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    osname = line.split("=", 1)[1].strip().strip('"')
+    except FileNotFoundError:
+        pass
+    versions = {}
+    for p in PACKAGES:
+        v = _cmd(["dpkg-query", "-W", "-f=${Version}", p])
+        versions[p] = v or "not installed"
+    py = {}
+    for mod in ("camex", "cryptography", "pyroute2"):
+        try:
+            from importlib.metadata import version
+            py[mod] = version(mod)
+        except Exception:
+            py[mod] = "?"
+    here = os.path.dirname(os.path.abspath(__file__))
+    commit = _cmd(["git", "-C", here, "rev-parse", "--short", "HEAD"])
+    dirty = _cmd(["git", "-C", here, "status", "--porcelain", "--untracked-files=no", "--", "camex"])
+    with open("/proc/meminfo") as f:
+        mem_kib = int(f.readline().split()[1])
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(mem_kib / 2**20, 1),
+        "kernel": platform.release(), "os": osname,
+        "python": platform.python_version(), "python_packages": py,
+        "debian_packages": versions,
+        "camex_commit": commit + ("+local changes" if dirty else ""),
+    }
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _get(r: dict, *path):
+    for p in path:
+        if not isinstance(r, dict) or r.get(p) is None:
+            return None
+        r = r[p]
+    return r
+
+
+def peak_rss_mib(r: dict) -> Optional[float]:
+    vals = [d["peak_rss_kib"] for d in (r.get("daemons") or {}).values() if d.get("peak_rss_kib")]
+    return max(vals) / 1024 if vals else None
+
+
+def figures(r: dict) -> dict:
+    """The numbers of one table row (None where there is none)."""
+    return {
+        "tcp1": _get(r, "tcp1", "gbps"),
+        "tcp4": _get(r, "tcp4", "gbps"),
+        "kpps": (_get(r, "udp64", "rx_pps") or 0) / 1e3 if _get(r, "udp64", "rx_pps") is not None else None,
+        "rtt": _get(r, "ping", "rtt_avg_ms"),
+        "rss": peak_rss_mib(r),
+        "cpu_gb": _get(r, "tcp1", "cpu_s_per_gb"),
+        "startup": r.get("startup_s") if r.get("group") != "baseline" else None,
+        "other": r.get("other_tenants_cores"),
+    }
+
+
+def _f(v, fmt) -> str:
+    return "–" if v is None else fmt % v
+
+
+def one_line(r: dict) -> str:
+    if r["status"] != "ok" and "tcp1" not in r:
+        return f"{r['status']}: {r.get('note', '')}"
+    f = figures(r)
+    return (f"tcp1 {_f(f['tcp1'], '%.3f')} Gbit/s, tcp4 {_f(f['tcp4'], '%.3f')}, "
+            f"udp64 {_f(f['kpps'], '%.1f')} kpps, rtt {_f(f['rtt'], '%.3f')} ms, "
+            f"rss {_f(f['rss'], '%.1f')} MiB, {_f(f['cpu_gb'], '%.1f')} cpu-s/GB, "
+            f"startup {_f(f['startup'], '%.3f')} s, other tenants {_f(f['other'], '%.2f')} cores"
+            + (f" [{r['note']}]" if r.get("note") else ""))
+
+
+COLUMNS = ("| tunnel | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | UDP 64 B rx kpps | "
+           "RTT idle ms | peak RSS MiB | CPU s per GB | start-up s | other load (cores) |")
+
+
+def table(doc: dict) -> str:
+    lines = [COLUMNS, "|" + "---|" * (COLUMNS.count("|") - 1)]
+    for r in doc["entries"]:
+        if r["status"] != "ok" and "tcp1" not in r:
+            lines.append(f"| {r['name']} | {r['status']}: {r.get('note', '')} |" + " |" * 7)
+            continue
+        f = figures(r)
+        lines.append("| " + " | ".join([
+            r["name"] + ("" if r["status"] == "ok" else f" ({r['status']})"),
+            _f(f["tcp1"], "%.3f"), _f(f["tcp4"], "%.3f"), _f(f["kpps"], "%.1f"),
+            _f(f["rtt"], "%.3f"), _f(f["rss"], "%.1f"), _f(f["cpu_gb"], "%.1f"),
+            _f(f["startup"], "%.3f"), _f(f["other"], "%.2f")]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _best_peer(doc, key, better=max):
+    vals = [(figures(r)[key], r["name"]) for r in doc["entries"]
+            if r["group"] == "peer" and figures(r).get(key) is not None]
+    return better(vals) if vals else (None, None)
+
+
+def _row(doc, name) -> Optional[dict]:
+    for r in doc["entries"]:
+        if r["name"] == name and "tcp1" in r:
+            return figures(r)
+    return None
+
+
+def goals(doc: dict) -> str:
+    """The ratios issue 6 asks for, from this run only."""
+    out = []
+    p2p, relay = _row(doc, "camex-v2-p2p"), _row(doc, "camex-v2-relay")
+    legacy = _row(doc, "camex-relay-enc")
+    best_tcp, best_tcp_name = _best_peer(doc, "tcp1")
+    best_rtt, best_rtt_name = _best_peer(doc, "rtt", min)
+    best_pps, best_pps_name = _best_peer(doc, "kpps")
+
+    def ratio(a, b):
+        return None if a is None or b in (None, 0) else a / b
+
+    def line(goal, value, ok):
+        mark = "n/a" if ok is None else ("met" if ok else "NOT met")
+        out.append(f"| {goal} | {value} | {mark} |")
+
+    out.append("| goal (issue 6) | this run | |")
+    out.append("|---|---|---|")
+    x = ratio(p2p and p2p["tcp1"], best_tcp)
+    line("camex v2 TCP 1 stream >= 5 x best peer"
+         + (f" ({best_tcp_name} {best_tcp:.3f} Gbit/s)" if best_tcp else ""),
+         "camex-v2-p2p not available" if p2p is None else f"{x:.2f} x", None if x is None else x >= 5)
+    x = ratio(relay and relay["tcp1"], p2p and p2p["tcp1"])
+    line("camex relay >= 0.6 x camex point to point (TCP 1)",
+         "needs camex-v2-p2p and camex-v2-relay" if x is None else f"{x:.2f} x",
+         None if x is None else x >= 0.6)
+    for name, row in (("camex-v2-p2p", p2p), ("camex-relay-enc", legacy)):
+        if row is None:
+            continue
+        line(f"{name} idle RTT <= best peer ({best_rtt_name} {_f(best_rtt, '%.3f')} ms)",
+             f"{_f(row['rtt'], '%.3f')} ms",
+             None if row["rtt"] is None or best_rtt is None else row["rtt"] <= best_rtt)
+        line(f"{name} UDP 64 B pps >= best peer ({best_pps_name} {_f(best_pps, '%.1f')} kpps)",
+             f"{_f(row['kpps'], '%.1f')} kpps",
+             None if row["kpps"] is None or best_pps is None else row["kpps"] >= best_pps)
+    for r in doc["entries"]:
+        if r["group"] != "camex" or "daemons" not in r:
+            continue
+        worst = peak_rss_mib(r)
+        line(f"{r['name']}: each daemon <= 20 MiB resident", f"max {worst:.1f} MiB",
+             worst <= 20)
+        s = r.get("startup_s")
+        line(f"{r['name']}: start to usable tunnel < 0.5 s", _f(s, "%.3f s"),
+             None if s is None else s < 0.5)
+    return "\n".join(out) + "\n"
+
+
+def markdown(doc: dict, png_name: str) -> str:
+    m = doc["machine"]
+    s = doc["settings"]
+    deb = ", ".join(f"{k} {v}" for k, v in m["debian_packages"].items())
+    pyp = ", ".join(f"{k} {v}" for k, v in m["python_packages"].items())
+    parts = [
+        "# camex bench: tunnels side by side",
+        "",
+        f"Run {doc['started']} ({doc['minutes']} min): `{doc['command'].strip()}`.",
+        f"Machine: {m['cores']} cores ({m['cpu']}), {m['mem_gib']} GiB, kernel {m['kernel']}, "
+        f"{m['os']}; Python {m['python']} ({pyp}); camex at {m['camex_commit']}.",
+        f"Packages: {deb}.",
+        "",
+        table(doc),
+        f"Three namespaces c1 - srv - c2 over veth (MTU 1500); every tunnel has inner MTU "
+        f"{s['inner_mtu']}. Point-to-point tunnels run c1 -> srv; camex relays c1 -> srv -> c2 "
+        f"(raw-routed is that path without a tunnel). TCP: iperf3 {s['tcp_seconds']:g} s, "
+        f"receiver goodput. UDP: iperf3 -u -b 0 -l {s['udp_payload']} for {s['udp_seconds']:g} s, "
+        f"packets/s that reached the receiver. RTT: {s['ping_count']} pings 20 ms apart on the "
+        "idle tunnel. Peak RSS: VmHWM of the largest daemon of the tunnel. CPU s per GB: "
+        "utime+stime of all the tunnel's daemons (two for point to point, three for a relay) "
+        "during the TCP 1-stream run, per GB received. Start-up: daemons launched (camex: "
+        "clients launched, server already listening) to the first echo reply through the tunnel. "
+        "Other load: cores that processes outside the bench kept busy meanwhile (this machine "
+        "is shared; a high value means noisy figures).",
+        "",
+        f"![chart]({png_name})",
+        "",
+        "## Goals of issue 6 (ratios from this run)",
+        "",
+        goals(doc),
+        "## Configurations",
+        "",
+    ]
+    for r in doc["entries"]:
+        text = r.get("desc") or r.get("note") or ""
+        extra = ""
+        if r.get("daemons"):
+            extra = "; peak RSS per daemon: " + ", ".join(
+                f"{role} {d['peak_rss_kib'] / 1024:.1f} MiB" for role, d in r["daemons"].items()
+                if d.get("peak_rss_kib"))
+        if r.get("server_ready_s") is not None:
+            extra += f"; server listening {r['server_ready_s']:.3f} s after launch"
+        note = f" — {r['note']}" if r.get("note") and r.get("desc") else ""
+        parts.append(f"- **{r['name']}** ({r['status']}): {text}{extra}{note}")
+    return "\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------- chart
+
+_COLORS = {"baseline": "#9e9e9e", "camex": "#d62728", "peer": "#1f77b4"}
+
+
+def chart(doc: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in doc["entries"] if "tcp1" in r]
+    names = [r["name"] for r in rows]
+    panels = [
+        ("tcp1", "TCP 1 stream, Gbit/s (log)", True),
+        ("tcp4", "TCP 4 streams, Gbit/s (log)", True),
+        ("kpps", "UDP 64 B received, kpps", False),
+        ("rtt", "idle RTT, ms (lower is better)", False),
+        ("rss", "peak RSS of a daemon, MiB", False),
+        ("cpu_gb", "daemon CPU s per GB (TCP 1)", False),
+    ]
+    fig, axes = plt.subplots(2, 3, figsize=(16, 0.42 * len(rows) * 2 + 2.5))
+    colors = [_COLORS.get(r["group"], "#333") for r in rows]
+    y = list(range(len(rows)))
+    for ax, (key, title, log) in zip(axes.flat, panels):
+        vals = [figures(r)[key] for r in rows]
+        ax.barh(y, [v or 0 for v in vals], color=colors)
+        ax.set_yticks(y)
+        ax.set_yticklabels(names, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(title, fontsize=10)
+        if log and any(v for v in vals):
+            ax.set_xscale("log")
+        for yi, v in zip(y, vals):
+            ax.text(v or 0, yi, " n/a" if v is None else f" {v:.3g}", va="center", fontsize=7)
+        ax.margins(x=0.25)
+    m = doc["machine"]
+    fig.suptitle(f"camex bench {doc['started']}: {m['cores']} x {m['cpu']}, kernel {m['kernel']}",
+                 fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        print("usage: python -m bench.report RESULTS.json", file=sys.stderr)
+        return 1
+    with open(argv[0]) as f:
+        doc = json.load(f)
+    base = argv[0][:-5] if argv[0].endswith(".json") else argv[0]
+    with open(base + ".md", "w") as f:
+        f.write(markdown(doc, os.path.basename(base) + ".png"))
+    chart(doc, base + ".png")
+    print(table(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""`make bench`: every tunnel of bench/tunnels.py measured the same way.
+
+For each entry, in a fresh three-namespace lab (see tunnels.py):
+  1. bring the tunnel up; start-up = daemons launched -> first echo reply;
+  2. ping RTT on the idle tunnel (PING_COUNT pings, 20 ms apart);
+  3. iperf3 TCP, one stream, then four streams (-P 4);
+  4. iperf3 UDP with 64-byte payloads at full speed (-b 0): packets per
+     second that reached the receiver;
+  5. the daemons' peak resident memory (VmHWM) and their CPU seconds
+     (utime+stime) during each iperf3 run, per GB that crossed.
+Also recorded: how many cores other tenants of the machine kept busy
+meanwhile (the machine may be shared; figures under load are noisy).
+
+    python -m bench.run [--quick] [--only a,b] [--skip a,b] [--list] [--out NAME]
+
+Writes bench/results/NAME.{json,md,png} (NAME: latest for a full run, quick
+for --quick or --only, unless --out says otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+import traceback
+
+from lab.netns import LabError, StarTopology
+from lab.traffic import iperf3
+
+from . import procstat, report
+from .tunnels import BY_NAME, ENTRIES, INNER_MTU, NotAvailable
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+PING_COUNT = 30
+
+
+class Durations:
+    def __init__(self, quick: bool):
+        # Seconds per iperf3 run. The full run keeps the whole bench (eleven
+        # entries, about 25 s each) well under ten minutes.
+        self.tcp = 2.0 if quick else 5.0
+        self.udp = 2.0 if quick else 4.0
+        self.ping = 10 if quick else PING_COUNT
+
+
+def _cpu(daemons) -> dict:
+    return {role: procstat.cpu_seconds(p.pid) for role, p in daemons}
+
+
+def _iperf(up, seconds: float, extra: tuple, udp: bool = False) -> dict:
+    """One iperf3 run through the tunnel, with the daemons' CPU around it."""
+    before = _cpu(up.daemons)
+    t0 = time.monotonic()
+    try:
+        res = iperf3(up.client, up.server, up.target, seconds=seconds, extra=extra)
+    except (LabError, OSError, ValueError) as e:
+        return {"error": str(e).splitlines()[0][:200]}
+    wall = time.monotonic() - t0
+    after = _cpu(up.daemons)
+    cpu = sum((after[r] or 0) - (before[r] or 0) for r in before)
+    out = {"seconds": round(res.seconds, 3), "received_bytes": res.received_bytes,
+           "sent_bytes": res.sent_bytes, "gbps": round(res.received_bps / 1e9, 4),
+           "daemon_cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
+           "daemon_cpu_by_role": {r: round((after[r] or 0) - (before[r] or 0), 3) for r in before}}
+    if res.retransmits is not None:
+        out["retransmits"] = res.retransmits
+    if res.received_bytes:
+        out["cpu_s_per_gb"] = round(cpu / (res.received_bytes / 1e9), 2) if up.daemons else None
+    if udp:
+        recv = res.raw["end"]["sum_received"]
+        sent = res.raw["end"]["sum_sent"]
+        payload = 64
+        rx_packets = recv["bytes"] // payload
+        out.update({"rx_packets": rx_packets, "tx_packets": sent["packets"],
+                    "rx_pps": round(rx_packets / recv["seconds"]) if recv["seconds"] else 0,
+                    "tx_pps": round(sent["packets"] / sent["seconds"]) if sent["seconds"] else 0,
+                    "lost_percent": round(recv.get("lost_percent", 0.0), 2)})
+    return out
+
+
+def wait_quiet(max_cores: float, max_wait: float, log) -> float:
+    """Wait (at most ``max_wait`` s) until other tenants of the machine keep
+    at most ``max_cores`` busy over a 1-s window; return the last load seen."""
+    t_end = time.monotonic() + max_wait
+    load = 0.0
+    while True:
+        b0, o0, w0 = procstat.machine_busy_seconds(), procstat.own_cpu_seconds(), time.monotonic()
+        time.sleep(1.0)
+        load = ((procstat.machine_busy_seconds() - b0) - (procstat.own_cpu_seconds() - o0)) \
+            / (time.monotonic() - w0)
+        if load <= max_cores or time.monotonic() >= t_end:
+            break
+    if load > max_cores:
+        log(f"other tenants still keep {load:.2f} cores busy; measuring anyway")
+    return round(load, 2)
+
+
+def measure(entry, dur: Durations, log, attempts: int = 2) -> dict:
+    """Measure one entry; a setup that fails is retried once (peers that
+    race their own handshakes sometimes stall for longer than we wait)."""
+    for attempt in range(attempts):
+        r = _measure(entry, dur, log)
+        if r["status"] != "failed" or "tcp1" in r or attempt == attempts - 1:
+            return r
+        log(f"{entry.name}: retrying the setup once")
+    return r
+
+
+def _measure(entry, dur: Durations, log) -> dict:
+    r = {"name": entry.name, "group": entry.group, "status": "ok"}
+    busy0, own0, w0 = procstat.machine_busy_seconds(), procstat.own_cpu_seconds(), time.monotonic()
+    with StarTopology(clients=2) as lab:
+        try:
+            up = entry.up(lab)
+        except NotAvailable as e:
+            r.update(status="not available", note=str(e))
+            log(f"{entry.name}: not available: {e}")
+            return r
+        except Exception as e:  # a peer that fails to come up must not stop the bench
+            lab.keep_logs = True
+            r.update(status="failed", note=f"setup: {str(e).splitlines()[0][:200]}",
+                     logs=lab.logdir)
+            log(f"{entry.name}: setup failed ({type(e).__name__}): {e}\n(logs kept in {lab.logdir})")
+            return r
+        r["desc"] = up.desc
+        r["startup_s"] = None if up.startup_s is None else round(up.startup_s, 4)
+        r.update(up.extra)
+        time.sleep(0.3)
+        ping = up.client.ping(up.target, count=dur.ping, interval=0.02, wait=1.0)
+        r["ping"] = {"transmitted": ping.transmitted, "received": ping.received,
+                     "rtt_min_ms": ping.rtt_min_ms, "rtt_avg_ms": ping.rtt_avg_ms,
+                     "rtt_max_ms": ping.rtt_max_ms}
+        r["tcp1"] = _iperf(up, dur.tcp, ())
+        r["tcp4"] = _iperf(up, dur.tcp, ("-P", "4"))
+        r["udp64"] = _iperf(up, dur.udp, ("-u", "-b", "0", "-l", "64"), udp=True)
+        r["daemons"] = {role: {"pid": p.pid, "cmd": os.path.basename(p.argv[0]),
+                               "peak_rss_kib": procstat.peak_rss_kib(p.pid),
+                               "rss_kib": procstat.rss_kib(p.pid),
+                               "cpu_s_total": procstat.cpu_seconds(p.pid),
+                               "alive": p.running()}
+                        for role, p in up.daemons}
+        dead = [role for role, d in r["daemons"].items() if not d["alive"]]
+        if dead:
+            r["status"] = "failed"
+            r["note"] = f"daemon died during the run: {', '.join(dead)}"
+            lab.keep_logs = True
+            r["logs"] = lab.logdir
+        errors = [f"{k}: {r[k]['error']}" for k in ("tcp1", "tcp4", "udp64") if "error" in r[k]]
+        if errors:
+            r["note"] = "; ".join(([r["note"]] if "note" in r else []) + errors)
+    wall = time.monotonic() - w0
+    other = (procstat.machine_busy_seconds() - busy0) - (procstat.own_cpu_seconds() - own0)
+    r["other_tenants_cores"] = round(max(other, 0.0) / wall, 2)
+    r["wall_s"] = round(wall, 1)
+    log(f"{entry.name}: " + report.one_line(r))
+    return r
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="2-second iperf3 runs, 10 pings")
+    ap.add_argument("--only", help="comma-separated entry names (see --list)")
+    ap.add_argument("--skip", help="comma-separated entry names to leave out")
+    ap.add_argument("--list", action="store_true", help="list the entries and exit")
+    ap.add_argument("--quiet-max", type=float, default=0.3,
+                    help="before each entry wait until other tenants use at most this "
+                         "many cores (default 0.3)")
+    ap.add_argument("--quiet-wait", type=float, default=None,
+                    help="seconds to wait for that at most (default 20, 0 with --quick)")
+    ap.add_argument("--out", help="results name under bench/results (default latest, "
+                                  "or quick with --quick/--only)")
+    args = ap.parse_args(argv)
+    if args.list:
+        for e in ENTRIES:
+            print(f"{e.name:24} {e.group}")
+        return 0
+    if os.geteuid() != 0:
+        print("bench: needs root (network namespaces)", file=sys.stderr)
+        return 1
+    names = [e.name for e in ENTRIES]
+    if args.only:
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+    if args.skip:
+        names = [n for n in names if n not in {s.strip() for s in args.skip.split(",")}]
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown:
+        print(f"bench: unknown entry {', '.join(unknown)} (known: {', '.join(BY_NAME)})",
+              file=sys.stderr)
+        return 1
+    out = args.out or ("quick" if (args.quick or args.only) else "latest")
+    dur = Durations(args.quick)
+
+    def log(msg):
+        print(f"[{datetime.datetime.now(datetime.timezone.utc):%H:%M:%S}] {msg}", flush=True)
+
+    t0 = time.monotonic()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    results = []
+    for name in names:
+        entry = BY_NAME[name]
+        quiet_wait = args.quiet_wait if args.quiet_wait is not None else (0 if args.quick else 20)
+        before = wait_quiet(args.quiet_max, quiet_wait, log) if quiet_wait > 0 else None
+        try:
+            results.append(measure(entry, dur, log))
+            results[-1]["other_tenants_before"] = before
+        except Exception as e:
+            traceback.print_exc()
+            results.append({"name": name, "group": entry.group, "status": "failed",
+                            "note": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
+    doc = {
+        "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "minutes": round((time.monotonic() - t0) / 60, 1),
+        "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "settings": {"tcp_seconds": dur.tcp, "udp_seconds": dur.udp, "ping_count": dur.ping,
+                     "inner_mtu": INNER_MTU, "udp_payload": 64},
+        "machine": report.machine_info(),
+        "entries": results,
+    }
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    base = os.path.join(RESULTS_DIR, out)
+    with open(base + ".json", "w") as f:
+        json.dump(doc, f, indent=1)
+    with open(base + ".md", "w") as f:
+        f.write(report.markdown(doc, os.path.basename(base) + ".png"))
+    try:
+        report.chart(doc, base + ".png")
+    except ImportError as e:
+        log(f"no chart: {e}")
+    log(f"wrote {base}.md, .json, .png ({doc['minutes']} min)")
+    print(report.table(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,479 @@
+"""The tunnels the bench compares, one small entry each.
+
+Every entry brings its tunnel up in a fresh StarTopology (lab/netns.py):
+
+    c1 (10.250.0.2) ---veth--- srv (10.250.0.1 | 10.250.1.1) ---veth--- c2 (10.250.1.2)
+
+Point-to-point tunnels run between c1 (client side, where iperf3 and ping
+run) and srv (server side); camex relays run c1 -> srv -> c2. Every tunnel
+gets the same inner MTU (INNER_MTU) so that all carry the same TCP segment
+size over the 1500-byte veth path.
+
+An entry's up() returns an Up: where to send traffic, which daemon processes
+to charge CPU and memory to, a one-line description of the configuration,
+and the start-up time (daemons launched -> first echo reply through the
+tunnel). It raises NotAvailable when the tunnel cannot be had here (a
+missing package, a camex protocol not built yet); the report prints that
+instead of figures.
+
+Adding a camex mode is one CamexEntry(...) line at the end of this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import time
+from typing import Callable, Optional
+
+from lab.daemons import CLIENT_READY, SERVER_READY, camex_binary
+from lab.netns import LabError, LabProcess, Namespace, StarTopology, wait_until
+
+from .probe import first_reply
+
+# Largest inner MTU that all tunnels fit into a 1500-byte path (wireguard
+# needs 60+20 bytes of overhead, OpenVPN and tinc more with their padding);
+# camex legacy encrypted would allow 1429, plaintext 1472.
+INNER_MTU = 1420
+# Inner addresses of the point-to-point peers: server side .1, client side .2.
+PEER_NET = "10.252.0.{}"
+PEER_SERVER_IN = PEER_NET.format(1)
+PEER_CLIENT_IN = PEER_NET.format(2)
+PSK = "camex-bench-passphrase"
+CAMEX_PORT = 7000
+UP_TIMEOUT = 20.0
+
+
+class NotAvailable(Exception):
+    """The tunnel cannot be brought up here; str() says why (one line)."""
+
+
+@dataclasses.dataclass
+class Up:
+    client: Namespace  # iperf3 client and ping run here
+    server: Namespace  # iperf3 server runs here
+    target: str  # address of the server side through the tunnel
+    daemons: list  # [(role, LabProcess)]: charged with CPU and memory
+    desc: str
+    startup_s: Optional[float] = None  # daemons launched -> first echo reply
+    extra: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Entry:
+    name: str
+    group: str  # "baseline" | "camex" | "peer"
+    packages: tuple = ()  # Debian packages it needs (versions go in the report)
+
+    def up(self, lab: StarTopology) -> Up:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _need(*programs: str) -> None:
+    for p in programs:
+        if shutil.which(p) is None:
+            raise NotAvailable(f"{p} is not installed (make bench installs it)")
+
+
+def _configure_link(ns: Namespace, ifname: str, cidr: str, mtu: int = INNER_MTU,
+                    timeout: float = UP_TIMEOUT) -> None:
+    """Wait for a daemon's TUN to appear, then address it, set its MTU and
+    bring it up (pyroute2, not the daemon's `ip` hooks)."""
+    wait_until(lambda: ifname in ns.links(), timeout, f"link {ifname} in {ns.name}")
+    with ns.ipr() as ipr:
+        idx = ipr.link_lookup(ifname=ifname)[0]
+        ipr.link("set", index=idx, mtu=mtu)
+    ns.add_address(ifname, cidr)
+    ns.link_up(ifname)
+
+
+def _alive_or_fail(procs: list) -> None:
+    for p in procs:
+        if not p.running():
+            raise LabError(f"{p.name} exited\n{p.tail(15)}")
+
+
+def _startup(ns: Namespace, target: str, t0: float, procs: list) -> float:
+    """Seconds from t0 to the first echo reply; fails if a daemon died."""
+    s = first_reply(ns.name, target, t0, timeout=UP_TIMEOUT)
+    if s is None:
+        _alive_or_fail(procs)
+        raise LabError(f"no echo reply from {target} within {UP_TIMEOUT:g} s of start\n"
+                       + "\n".join(p.tail(10) for p in procs))
+    return s
+
+
+def _tool(argv: list, input_text: Optional[str] = None) -> str:
+    """Run a setup tool on the host (key and certificate generation); its stdout."""
+    res = subprocess.run([str(a) for a in argv], capture_output=True, text=True,
+                         input=input_text, stdin=None if input_text else subprocess.DEVNULL,
+                         timeout=60)
+    if res.returncode != 0:
+        raise LabError(f"{' '.join(map(str, argv))} failed: {res.stderr.strip()[:300]}")
+    return res.stdout
+
+
+def _write(path: str, text: str, mode: int = 0o600) -> str:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+def _ifname(lab: StarTopology, tag: str) -> str:
+    """Interface name unique to this lab (global objects such as wireguard-go's
+    UAPI socket are named after it); at most 15 characters."""
+    return f"{tag}{os.getpid() % 100000}{lab.prefix[-1] if 'k' in lab.prefix else ''}"[:15]
+
+
+# ---------------------------------------------------------------- baselines
+
+
+class Raw(Entry):
+    """The veth between c1 and srv without a tunnel: the ceiling."""
+
+    def up(self, lab):
+        return Up(lab.c1, lab.server, lab.c1.server_ip, [],
+                  "no tunnel: veth c1 <-> srv, MTU 1500, kernel defaults (GRO/TSO on)", 0.0)
+
+
+class RawRouted(Entry):
+    """c1 -> srv -> c2 by kernel IP forwarding: the ceiling of a relay."""
+
+    def up(self, lab):
+        lab.server.sysctl("net.ipv4.ip_forward", "1")
+        for ns, other in ((lab.c1, lab.c2), (lab.c2, lab.c1)):
+            net = other.underlay.rsplit(".", 1)[0] + ".0/24"
+            with ns.ipr() as ipr:
+                ipr.route("add", dst=net, gateway=ns.server_ip)
+        return Up(lab.c1, lab.c2, lab.c2.underlay, [],
+                  "no tunnel: c1 -> srv -> c2 by kernel forwarding over two veths, MTU 1500", 0.0)
+
+
+# ---------------------------------------------------------------- camex
+
+
+@dataclasses.dataclass
+class CamexEntry(Entry):
+    """A camex mode: the server's and the clients' extra arguments.
+
+    ``topology`` "relay": server in srv, clients in c1 and c2, traffic
+    c1 -> c2 through the server. "p2p": server in srv owning a TUN (v2
+    --server-tun, gateway 10.0.0.1), one client in c1, traffic c1 -> srv.
+    ``server_args``/``client_args`` may use {psk}, {mtu}, {gateway}.
+    """
+
+    topology: str = "relay"
+    server_args: tuple = ()
+    client_args: tuple = ()
+    label: str = ""
+    # The protocol the client must report in `camex status --json`: an
+    # option the daemon accepts but does not implement yet must not pass
+    # for the real thing.
+    protocol: str = "legacy"
+
+    def _fmt(self, args) -> list:
+        return [a.format(psk=PSK, mtu=INNER_MTU, gateway="10.0.0.1") for a in args]
+
+    def up(self, lab):
+        camex = camex_binary()
+        conf = _write(os.path.join(lab.logdir, "camex.conf"),
+                      "# camex bench: the server TUN's address (--server-tun)\n[defaults]\n"
+                      f"gateway_ip=10.0.0.1\nmtu={INNER_MTU}\n")
+
+        def ctl(ns):
+            return os.path.join(lab.rundir, f"{ns.role}.sock")
+
+        def client(ns):
+            return ns.spawn([camex, "-M", "client", "-s", ns.server_ip, "-p", CAMEX_PORT,
+                             "-l", f"{ns.tunnel_ip}/24", "-t", INNER_MTU,
+                             "--control-socket", ctl(ns), *self._fmt(self.client_args)],
+                            name="camex-client")
+
+        t_srv = time.monotonic()
+        srv = lab.server.spawn([camex, "-M", "server", "-p", CAMEX_PORT, "-f", conf,
+                                "--control-socket", ctl(lab.server),
+                                *self._fmt(self.server_args)], name="camex-server")
+        try:
+            srv.wait_for_line(SERVER_READY, timeout=UP_TIMEOUT)
+        except LabError as e:
+            raise NotAvailable(_first_error(srv, e)) from None
+        server_ready = time.monotonic() - t_srv
+        daemons = [("server", srv)]
+        if self.topology == "p2p":
+            server_ns, target = lab.server, "10.0.0.1"
+        else:
+            # The far client first: start-up is then one client's launch to
+            # a usable tunnel, as for point to point.
+            server_ns, target = lab.c2, lab.c2.tunnel_ip
+            far = client(lab.c2)
+            daemons.append(("client c2", far))
+            try:
+                far.wait_for_line(CLIENT_READY, timeout=UP_TIMEOUT)
+            except LabError as e:
+                raise NotAvailable(_first_error(srv, e, [far])) from None
+        t0 = time.monotonic()
+        near = client(lab.c1)
+        daemons.insert(1, ("client c1", near))
+        procs = [p for _, p in daemons]
+        try:
+            startup = _startup(lab.c1, target, t0, procs)
+        except LabError as e:
+            raise NotAvailable(_first_error(srv, e, procs[1:])) from None
+        spoken = _camex_protocol(camex, ctl(lab.c1))
+        if spoken != self.protocol:
+            raise NotAvailable(f"the client reports protocol {spoken!r}, not {self.protocol!r}: "
+                               f"`{' '.join(self._fmt(self.client_args))}` is not implemented yet")
+        path = "c1 -> srv" if self.topology == "p2p" else "c1 -> srv -> c2 (relay)"
+        desc = (f"camex {self.label}, {path}, tun MTU {INNER_MTU}; server "
+                f"`{' '.join(self._fmt(self.server_args)) or '(defaults)'}`, clients "
+                f"`-l ... -t {INNER_MTU} {' '.join(self._fmt(self.client_args))}`")
+        return Up(lab.c1, server_ns, target, daemons, desc, startup,
+                  {"server_ready_s": round(server_ready, 4), "protocol": spoken})
+
+
+def _camex_protocol(camex: str, control_socket: str) -> str:
+    """What a running camex client says it speaks (`camex status --json`)."""
+    res = subprocess.run([camex, "status", "--json", "--control-socket", control_socket],
+                         capture_output=True, text=True, timeout=10)
+    try:
+        return json.loads(res.stdout)[control_socket].get("protocol", "?")
+    except (ValueError, KeyError, AttributeError):
+        return f"? (camex status: {(res.stdout + res.stderr).strip()[:100]})"
+
+
+def _first_error(srv: LabProcess, err: Exception, procs=()) -> str:
+    """One line for the report: the first error a daemon printed, else the wait's."""
+    for p in (srv, *procs):
+        if not p.running():
+            lines = [l for l in p.output().splitlines() if l.strip()]
+            msg = lines[-1] if lines else f"exited with {p.returncode}"
+            return f"{p.name.split('-', 1)[1].rsplit('-', 1)[0]}: {msg[:200]}"
+    return str(err).splitlines()[0][:200]
+
+
+# ---------------------------------------------------------------- peers
+
+
+class WireguardGo(Entry):
+    def up(self, lab):
+        _need("wireguard-go", "wg")
+        d = lab.logdir
+        ifs = {"s": _ifname(lab, "wgs"), "c": _ifname(lab, "wgc")}
+        keys = {}
+        for side in ("s", "c"):
+            priv = _tool(["wg", "genkey"]).strip()
+            pub = _tool(["wg", "pubkey"], priv + "\n").strip()
+            keys[side] = (_write(os.path.join(d, f"wg-{side}.key"), priv + "\n"), pub)
+        env = {"WG_PROCESS_FOREGROUND": "1"}
+        t0 = time.monotonic()
+        ps = lab.server.spawn(["wireguard-go", "-f", ifs["s"]], name="wireguard-go", env=env)
+        pc = lab.c1.spawn(["wireguard-go", "-f", ifs["c"]], name="wireguard-go", env=env)
+        for side, ns, me, peer_ip, peer_in in (
+                ("s", lab.server, lab.c1.server_ip, lab.c1.underlay, PEER_CLIENT_IN),
+                ("c", lab.c1, lab.c1.underlay, lab.c1.server_ip, PEER_SERVER_IN)):
+            other = "c" if side == "s" else "s"
+            sock = f"/var/run/wireguard/{ifs[side]}.sock"
+            wait_until(lambda: os.path.exists(sock), UP_TIMEOUT, sock)
+            ns.run(["wg", "set", ifs[side], "private-key", keys[side][0], "listen-port", 51820,
+                    "peer", keys[other][1], "endpoint", f"{peer_ip}:51820",
+                    "allowed-ips", f"{peer_in}/32"], check=True)
+            _configure_link(ns, ifs[side], f"{PEER_SERVER_IN if side == 's' else PEER_CLIENT_IN}/24")
+        startup = _startup(lab.c1, PEER_SERVER_IN, t0, [ps, pc])
+        return Up(lab.c1, lab.server, PEER_SERVER_IN, [("server", ps), ("client", pc)],
+                  f"wireguard-go {pkg_version('wireguard-go')} (Debian), keys from wg genkey, "
+                  f"UDP 51820, MTU {INNER_MTU} (Noise_IK, ChaCha20-Poly1305)", startup)
+
+
+@dataclasses.dataclass
+class OpenVPN(Entry):
+    cipher: str = "CHACHA20-POLY1305"
+
+    def up(self, lab):
+        _need("openvpn", "openssl")
+        d = lab.logdir
+        fps = {}
+        for side in ("s", "c"):
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                            "-subj", f"/CN=bench-{side}", "-keyout", f"{d}/ovpn-{side}.key",
+                            "-out", f"{d}/ovpn-{side}.crt"], capture_output=True, check=True)
+            out = subprocess.run(["openssl", "x509", "-in", f"{d}/ovpn-{side}.crt", "-noout",
+                                  "-fingerprint", "-sha256"], capture_output=True, text=True,
+                                 check=True).stdout
+            fps[side] = out.strip().split("=", 1)[1]
+        subprocess.run(["openvpn", "--genkey", "tls-crypt", f"{d}/ovpn-tc.key"],
+                       capture_output=True, check=True)
+        procs = {}
+        t0 = time.monotonic()
+        for side, ns, me, peer, inner in (
+                ("s", lab.server, lab.c1.server_ip, lab.c1.underlay, PEER_SERVER_IN),
+                ("c", lab.c1, lab.c1.underlay, lab.c1.server_ip, PEER_CLIENT_IN)):
+            other = "c" if side == "s" else "s"
+            role = "tls-server\ndh none" if side == "s" else "tls-client"
+            conf = _write(f"{d}/ovpn-{side}.conf", f"""\
+dev {_ifname(lab, 'ov' + side)}
+dev-type tun
+topology subnet
+ifconfig {inner} 255.255.255.0
+tun-mtu {INNER_MTU}
+proto udp4
+local {me}
+lport 1194
+remote {peer} 1194
+{role}
+cert {d}/ovpn-{side}.crt
+key {d}/ovpn-{side}.key
+peer-fingerprint {fps[other]}
+tls-crypt {d}/ovpn-tc.key
+tls-version-min 1.3
+data-ciphers {self.cipher}
+disable-dco
+verb 3
+""")
+            procs[side] = ns.spawn(["openvpn", "--config", conf], name="openvpn")
+        for p in procs.values():
+            p.wait_for_line("Initialization Sequence Completed", timeout=UP_TIMEOUT)
+        m = procs["c"].find(r"Data Channel: cipher '([^']*)'")
+        if not m or m.group(1) != self.cipher:
+            raise LabError(f"openvpn negotiated {m.group(1) if m else '?'}, wanted {self.cipher}")
+        startup = _startup(lab.c1, PEER_SERVER_IN, t0, list(procs.values()))
+        return Up(lab.c1, lab.server, PEER_SERVER_IN,
+                  [("server", procs["s"]), ("client", procs["c"])],
+                  f"OpenVPN {pkg_version('openvpn')} p2p UDP, TLS 1.3 with self-signed P-256 "
+                  f"certs + peer-fingerprint, tls-crypt, data channel {m.group(1)}, "
+                  f"tun-mtu {INNER_MTU}, disable-dco", startup)
+
+
+@dataclasses.dataclass
+class Fastd(Entry):
+    method: str = "salsa2012+umac"
+
+    def up(self, lab):
+        _need("fastd")
+        d = lab.logdir
+        keys = {}
+        for side in ("s", "c"):
+            sec = subprocess.run(["fastd", "--generate-key", "--machine-readable"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+            only = _write(f"{d}/fastd-{side}.secret", f'secret "{sec}";\n')
+            pub = subprocess.run(["fastd", "-c", only, "--show-key", "--machine-readable"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+            keys[side] = (sec, pub)
+        procs, ifs = {}, {}
+        t0 = time.monotonic()
+        for side, ns, me, peer in (("s", lab.server, lab.c1.server_ip, lab.c1.underlay),
+                                   ("c", lab.c1, lab.c1.underlay, lab.c1.server_ip)):
+            other = "c" if side == "s" else "s"
+            ifs[side] = _ifname(lab, "fd" + side)
+            conf = _write(f"{d}/fastd-{side}.conf", f"""\
+log level warn;
+interface "{ifs[side]}";
+mode tun;
+method "{self.method}";
+mtu {INNER_MTU};
+secret "{keys[side][0]}";
+bind {me}:10000;
+peer "bench-{other}" {{
+    key "{keys[other][1]}";
+    remote {peer}:10000;
+}}
+""")
+            procs[side] = ns.spawn(["fastd", "-c", conf], name="fastd")
+            if side == "s":
+                # A handshake that meets a closed port makes fastd back off
+                # for tens of seconds: let the server side bind first.
+                ns.wait_port(10000, "udp", timeout=UP_TIMEOUT)
+        _configure_link(lab.server, ifs["s"], f"{PEER_SERVER_IN}/24")
+        _configure_link(lab.c1, ifs["c"], f"{PEER_CLIENT_IN}/24")
+        startup = _startup(lab.c1, PEER_SERVER_IN, t0, list(procs.values()))
+        return Up(lab.c1, lab.server, PEER_SERVER_IN,
+                  [("server", procs["s"]), ("client", procs["c"])],
+                  f"fastd {pkg_version('fastd')} mode tun, method \"{self.method}\", "
+                  f"UDP 10000, mtu {INNER_MTU}", startup)
+
+
+class Tinc(Entry):
+    def up(self, lab):
+        _need("tincd")
+        d = lab.logdir
+        names = {"s": "benchs", "c": "benchc"}
+        ifs = {}
+        for side, me, inner in (("s", lab.c1.server_ip, PEER_SERVER_IN),
+                                ("c", lab.c1.underlay, PEER_CLIENT_IN)):
+            top = f"{d}/tinc-{side}"
+            os.makedirs(f"{top}/hosts", exist_ok=True)
+            ifs[side] = _ifname(lab, "tc" + side)
+            lines = [f"Name = {names[side]}", "Mode = router", f"Interface = {ifs[side]}",
+                     "Device = /dev/net/tun", "AddressFamily = ipv4", f"BindToAddress = {me}",
+                     "Port = 655"]
+            if side == "c":
+                lines.append(f"ConnectTo = {names['s']}")
+            _write(f"{top}/tinc.conf", "\n".join(lines) + "\n", 0o644)
+            # PMTU discovery off: with it on, tinc 1.0 sends packets above the
+            # probed minimum over its TCP meta connection for the first tens
+            # of seconds; the inner MTU is known to fit, so go straight to UDP.
+            _write(f"{top}/hosts/{names[side]}",
+                   f"Address = {me}\nPort = 655\nSubnet = {inner}/32\nCipher = aes-256-cbc\n"
+                   f"Digest = sha256\nMACLength = 16\nPMTUDiscovery = no\n", 0o644)
+            subprocess.run(["tincd", "-c", top, "-K2048"], stdin=subprocess.DEVNULL,
+                           capture_output=True, check=True)
+        shutil.copy(f"{d}/tinc-s/hosts/{names['s']}", f"{d}/tinc-c/hosts/{names['s']}")
+        shutil.copy(f"{d}/tinc-c/hosts/{names['c']}", f"{d}/tinc-s/hosts/{names['c']}")
+        t0 = time.monotonic()
+        ps = lab.server.spawn(["tincd", "-c", f"{d}/tinc-s", "-D", "-d1",
+                               f"--pidfile={d}/tinc-s/pid"], name="tincd")
+        pc = lab.c1.spawn(["tincd", "-c", f"{d}/tinc-c", "-D", "-d1",
+                           f"--pidfile={d}/tinc-c/pid"], name="tincd")
+        _configure_link(lab.server, ifs["s"], f"{PEER_SERVER_IN}/24")
+        _configure_link(lab.c1, ifs["c"], f"{PEER_CLIENT_IN}/24")
+        startup = _startup(lab.c1, PEER_SERVER_IN, t0, [ps, pc])
+        return Up(lab.c1, lab.server, PEER_SERVER_IN, [("server", ps), ("client", pc)],
+                  f"tinc {pkg_version('tinc')} Mode = router, RSA-2048 host keys, aes-256-cbc + "
+                  f"sha256 (MACLength 16), UDP 655, PMTUDiscovery = no, tun MTU {INNER_MTU}",
+                  startup)
+
+
+def pkg_version(pkg: str) -> str:
+    res = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True)
+    return res.stdout.strip() or "?"
+
+
+# ---------------------------------------------------------------- the list
+
+ENC = ("-e", "-k", "{psk}")
+V2 = ("--protocol", "v2")
+LEGACY = ("--protocol", "legacy")
+
+ENTRIES: list[Entry] = [
+    Raw("raw", "baseline"),
+    RawRouted("raw-routed", "baseline"),
+    CamexEntry("camex-v2-p2p", "camex", topology="p2p", protocol="v2",
+               label="v2 point to point (encrypted), server owns a TUN",
+               server_args=(*V2, "--server-tun", *ENC), client_args=(*V2, *ENC)),
+    CamexEntry("camex-v2-relay", "camex", protocol="v2", label="v2 relay (encrypted)",
+               server_args=(*V2, *ENC), client_args=(*V2, *ENC)),
+    CamexEntry("camex-p2p-enc", "camex", topology="p2p",
+               label="legacy encrypted, point to point (server --server-tun)",
+               server_args=("--server-tun", *ENC), client_args=(*LEGACY, *ENC)),
+    CamexEntry("camex-p2p-plain", "camex", topology="p2p",
+               label="legacy plaintext, point to point (server --server-tun)",
+               server_args=("--server-tun",), client_args=LEGACY),
+    CamexEntry("camex-relay-enc", "camex", label="legacy relay, encrypted",
+               server_args=ENC, client_args=(*LEGACY, *ENC)),
+    CamexEntry("camex-relay-plain", "camex", label="legacy relay, plaintext",
+               client_args=LEGACY),
+    WireguardGo("wireguard-go", "peer", ("wireguard-go", "wireguard-tools")),
+    OpenVPN("openvpn-chacha20", "peer", ("openvpn",), cipher="CHACHA20-POLY1305"),
+    Fastd("fastd-salsa2012-umac", "peer", ("fastd",), method="salsa2012+umac"),
+    Fastd("fastd-null", "peer", ("fastd",), method="null"),
+    Tinc("tinc", "peer", ("tinc",)),
+]
+
+BY_NAME = {e.name: e for e in ENTRIES}

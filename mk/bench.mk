@@ -1,0 +1,32 @@
+# Benchmarks (owner: bench). `make bench` measures raw veth, camex and the
+# peer tunnels side by side and writes bench/results/latest.{md,json,png}.
+# Other areas add suites with BENCH_SUITES += their-target (e.g. bench-vm).
+#   make bench BENCH_ARGS="--quick --only camex-relay-enc,wireguard-go"
+#   make bench-list              names of the entries
+#   make bench-load LOADGEN_ARGS="--clients 10000"
+#   make bench-profile           py-spy of the camex relay under iperf3 load
+
+APT_BENCH := iperf3 iputils-ping openssl procps wireguard-go wireguard-tools openvpn fastd tinc
+BENCH_ARGS ?=
+LOADGEN_ARGS ?=
+PROFILE_ARGS ?=
+
+.PHONY: bench bench-net bench-deps bench-list bench-load bench-profile
+
+bench: bench-net $(BENCH_SUITES)
+
+bench-deps:
+	sh scripts/install-deps.sh $(APT_BENCH)
+
+bench-net: venv deps bench-deps
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-list: venv
+	$(PY) -m bench.run --list
+
+bench-load: venv deps
+	$(PY) -m bench.loadgen $(LOADGEN_ARGS)
+
+bench-profile: venv deps
+	$(VENV)/bin/pip install -q py-spy
+	$(PY) -m bench.profile $(PROFILE_ARGS)
