@@ -281,7 +281,11 @@ class ClientSession:
         return None
 
     def _on_data(self, datagram, now: float) -> list:
-        flags, receiver, counter = wire.parse_data_header(datagram)
+        hdr = wire.parse_data_header(datagram)
+        if hdr is None:
+            self.stats["malformed"] += 1
+            return []
+        flags, receiver, counter = hdr
         s = self._session_for(receiver)
         if s is None or s.age(now) >= self.t.reject_after_time:
             self.stats["stale"] += 1

@@ -353,7 +353,11 @@ class V2Server:
         return [Send(wire.pack_nosession(receiver), addr)]
 
     def _on_data(self, datagram, addr, now: float) -> list:
-        flags, receiver, counter = wire.parse_data_header(datagram)
+        hdr = wire.parse_data_header(datagram)
+        if hdr is None:
+            self.stats["malformed"] += 1
+            return []
+        flags, receiver, counter = hdr
         owner = self.sessions.get(receiver)
         if owner is None:
             return self._nosession(receiver, addr, now)
