@@ -13,6 +13,8 @@ Modules:
 - session: one established session: per-direction keys, counters, batching;
 - cookie:  WireGuard-style stateless cookies (server) and their use (client);
 - client:  ClientSession, the client's state machine;
-- server:  V2Server, the server's state machine, peers, identity binding.
+- server:  V2Server, the server's state machine, peers, identity binding;
+- events:  what the state machines return (Send, Deliver, Up, Down, ...);
+- memlab:  an in-memory network for tests and sample traffic.
 docs/PROTOCOL.md is the specification.
 """

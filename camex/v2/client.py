@@ -28,7 +28,7 @@ from . import wire
 from .cookie import open_cookie
 from .events import Deliver, Down, Refused, Send, Up
 from .noise import HandshakeState, NoiseError
-from .session import Session, Timers
+from .session import Session, Timers, keylog_lines
 
 REFUSED_RETRY = 30.0  # after an authenticated refusal, ask again this late
 QUEUE_MAX = 256       # inner packets kept while no session is up
@@ -44,7 +44,7 @@ class _Pending:
 class ClientSession:
     def __init__(self, psks, client_id: str = "", request: wire.Request | None = None,
                  *, timers: Timers | None = None, rng=os.urandom,
-                 max_datagram: int = 1472):
+                 max_datagram: int = 1472, keylog=None):
         if not psks:
             raise ValueError("v2 needs a passphrase")
         if len(client_id) > wire.MAX_ID or not wire.ID_RE.match(client_id.encode("ascii")):
@@ -55,6 +55,7 @@ class ClientSession:
         self.request = request or wire.Request()
         self.t = timers or Timers()
         self.rng = rng
+        self.keylog = keylog  # callable(line) for session keys, or None
         self.max_plain = max_datagram - wire.DATA_MIN
         self.current: Session | None = None
         self.previous: Session | None = None
@@ -235,6 +236,9 @@ class ClientSession:
         send_cs, recv_cs = hs.split()
         server_index = struct.unpack_from("<I", payload)[0]
         s = Session(r.receiver, server_index, send_cs.key, recv_cs.key, True, now, self.t)
+        if self.keylog is not None:
+            for line in keylog_lines(r.receiver, server_index, send_cs.key, recv_cs.key):
+                self.keylog(line)
         self.previous, self.current = self.current, s
         self.first_unanswered = None
         self.stats["handshakes"] += 1

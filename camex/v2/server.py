@@ -31,7 +31,7 @@ from . import wire
 from .cookie import CookieMaker, LoadMeter
 from .events import Deliver, Down, Roamed, Send, Up
 from .noise import HandshakeState, NoiseError
-from .session import FORGED, Session, Timers
+from .session import FORGED, Session, Timers, keylog_lines
 
 LOAD_THRESHOLD = 50      # DH handshakes per second before cookies are required
 MAX_PENDING = 4096       # handshakes answered but not yet confirmed
@@ -128,11 +128,12 @@ def peer_key(client_id: str, grant: Grant) -> str:
 class V2Server:
     def __init__(self, psk_for, authorize, *, timers: Timers | None = None,
                  rng=os.urandom, load_threshold: int = LOAD_THRESHOLD,
-                 max_datagram: int = 1472):
+                 max_datagram: int = 1472, keylog=None):
         self.psk_for = psk_for
         self.authorize = authorize
         self.t = timers or Timers()
         self.rng = rng
+        self.keylog = keylog  # callable(line) for session keys, or None
         self.max_plain = max_datagram - wire.DATA_MIN
         self.load = LoadMeter(load_threshold)
         self.cookies = CookieMaker(rng, self.t.cookie_secret_life)
@@ -313,6 +314,9 @@ class V2Server:
         if isinstance(result, Grant):
             send_cs, recv_cs = hs.split()
             s = Session(index, init.sender, send_cs.key, recv_cs.key, False, now, self.t)
+            if self.keylog is not None:
+                for line in keylog_lines(index, init.sender, send_cs.key, recv_cs.key):
+                    self.keylog(line)
             self._forget_pending(key)
             if len(self.pending_by_key) >= MAX_PENDING:
                 self._forget_pending(next(iter(self.pending_by_key)))

@@ -38,6 +38,16 @@ class Timers:
     cookie_secret_life: float = 120.0
 
 
+def keylog_lines(local_index: int, remote_index: int, send_key: bytes,
+                 recv_key: bytes) -> list:
+    """SSLKEYLOGFILE-style lines for a new session (for camex-dissect):
+    "CAMEX_V2 <receiver index> <key>" - DATA datagrams whose receiver index
+    field holds that value (printed as 8 hex digits of the u32) open with
+    that key. Both directions of the session, one line each."""
+    return [f"CAMEX_V2 {local_index:08x} {recv_key.hex()}",
+            f"CAMEX_V2 {remote_index:08x} {send_key.hex()}"]
+
+
 # Results of Session.open besides the plaintext.
 REPLAY = "replay"
 FORGED = "forged"

@@ -254,3 +254,23 @@ def test_records_parsing_rejects_overruns():
     assert wire.parse_records(b"\x00\x05abc") is None
     assert wire.parse_records(b"\x00\x01a\x00\x00pad") == [b"a"]
     assert wire.parse_records(b"") == []
+
+
+def test_keylog_lines_open_the_data_of_both_directions():
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+    from camex.v2.noise import nonce_bytes
+    lines = []
+    lab = MemLab(make_server(global_psk=G, profiles=PROFILES, keylog=lines.append))
+    lab.add("c", ClientSession([G], "cam1", wire.Request(auto=True)), ADDR)
+    lab.start("c")
+    lab.send_from("c", [pkt(1)])
+    lab.send_to("c", [pkt(2, "10.251.0.9", "10.0.0.2")])
+    keys = {}
+    for line in lines:
+        tag, idx, key = line.split()
+        assert tag == "CAMEX_V2"
+        keys[int(idx, 16)] = bytes.fromhex(key)
+    for d in lab.sent("c2s", kind=wire.T_DATA) + lab.sent("s2c", kind=wire.T_DATA):
+        _, idx, ctr = wire.parse_data_header(d)
+        plain = ChaCha20Poly1305(keys[idx]).decrypt(nonce_bytes(ctr), d[16:], d[:16])
+        assert wire.parse_records(plain) is not None
