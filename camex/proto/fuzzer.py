@@ -63,6 +63,7 @@ class DatagramFuzzer:
         self.tunnel_net = ipaddress.IPv4Network(tunnel_net)
         self.categories = BASE_CATEGORIES + (AUTH_CATEGORIES if self.key else ())
         self.pool: list[tuple[str, bytes]] = []
+        self._plain: dict[int, tuple[int, bytes]] = {}  # pool index -> (type, plaintext)
         self._state = random.getstate()
         try:
             # Scapy's fuzz() draws from the global random module: seed it for
@@ -184,11 +185,13 @@ class DatagramFuzzer:
         text = self._control_text()
         ptype = self.rng.choice([codec.T_REGISTER, codec.T_REGISTER, codec.T_CONFIG,
                                  codec.T_DATA])
+        self._plain[len(self.pool)] = (ptype, text)
         return self._seal(ptype, text)
 
     def _gen_auth_data(self) -> bytes:
         inner = self._inner() if self.rng.random() < 0.8 else self.rng.randbytes(
             self.rng.randrange(0, 300))
+        self._plain[len(self.pool)] = (codec.T_DATA, inner)
         return self._seal(codec.T_DATA, inner)
 
     # -- mutation
@@ -225,13 +228,17 @@ class DatagramFuzzer:
     def datagrams(self, n: int, mutate_share: float = 0.3) -> Iterator[tuple[str, bytes]]:
         """`n` (category, datagram) pairs: pool entries, a share mutated anew.
 
-        Mutating an authentic datagram breaks its tag, so those are sent as
-        they are (each was sealed with its own random prefix/sequence).
+        Authentic datagrams are sealed afresh each time (new random prefix
+        and sequence), so the server judges their content instead of
+        dropping a replay; mutating them would only break the tag.
         """
         r = self.rng
         pool = self.pool
         for _ in range(n):
-            cat, data = pool[r.randrange(len(pool))]
-            if cat not in AUTH_CATEGORIES and r.random() < mutate_share:
+            i = r.randrange(len(pool))
+            cat, data = pool[i]
+            if cat in AUTH_CATEGORIES:
+                data = self._seal(*self._plain[i])
+            elif r.random() < mutate_share:
                 data = self.mutate(data)
             yield cat, data

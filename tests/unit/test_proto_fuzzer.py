@@ -38,7 +38,7 @@ def test_authentic_categories_open_and_spare_honest_clients(fz):
     ring = KeyRing([PASS])
     protected = {ipaddress.IPv4Address(a) for a in ("10.0.0.1", "10.0.0.2", "10.0.0.3")}
     n = 0
-    for cat, data in fz.pool:
+    for cat, data in list(fz.pool) + list(fz.datagrams(2000)):
         if cat not in AUTH_CATEGORIES:
             continue
         opened = ring.open(data)
@@ -53,7 +53,12 @@ def test_authentic_categories_open_and_spare_honest_clients(fz):
                 continue
             assert (c.get("CLIENT_ID") or "").lower() not in {"c1", "c2"}
             assert c.get("LOCAL_IP") not in {"10.0.0.2", "10.0.0.3"}
-    assert n >= 90
+    assert n >= 500
+
+
+def test_authentic_datagrams_are_fresh_not_replays(fz):
+    seen = collections.Counter((d[5:17]) for c, d in fz.datagrams(3000) if c in AUTH_CATEGORIES)
+    assert len(seen) > 0.95 * sum(seen.values())  # distinct (prefix, seq) nonces
 
 
 def test_mutated_valid_datagrams_fail_authentication(fz):

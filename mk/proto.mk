@@ -1,0 +1,39 @@
+# Scapy layers, camex-dissect and fuzzing (owner: proto). Included by the top Makefile.
+#
+#   make fuzz            live fuzz: a million malformed datagrams at a camex server in
+#                        the namespace lab while two clients ping; prints datagrams/s
+#                        and the server's peak memory (CAMEX_FUZZ_LIVE_N to change)
+#   make fuzz-parsers    long property-based fuzzing of the codec, layers and
+#                        camex-dissect (CAMEX_FUZZ_EXAMPLES per property, default 20000)
+#   make vectors         regenerate tests/vectors/legacy.json from the spec and the
+#                        captures in ../shared/vectors (CAMEX_VECTORS to override)
+#   make dissect-captures  camex-dissect every capture of ../shared/vectors
+#
+# The regular suites need no target here: tests/unit/test_proto*.py,
+# test_dissect*.py, test_fuzz_*.py run in `make test-unit` (bounded number of
+# examples) and tests/integration/test_fuzz_live.py (100,000 datagrams) in
+# `make test-integration`.
+
+CAMEX_FUZZ_LIVE_N ?= 1000000
+CAMEX_FUZZ_EXAMPLES ?= 20000
+VECTORS_DIR ?= $(or $(CAMEX_VECTORS),$(CURDIR)/../shared/vectors)
+
+.PHONY: fuzz fuzz-parsers vectors dissect-captures
+
+fuzz: deps venv
+	CAMEX_FUZZ_LIVE_N=$(CAMEX_FUZZ_LIVE_N) $(PYTEST) -q -s -p no:cacheprovider \
+	  tests/integration/test_fuzz_live.py -k encrypted
+
+fuzz-parsers: venv
+	CAMEX_FUZZ_EXAMPLES=$(CAMEX_FUZZ_EXAMPLES) $(PYTEST) -q -n 4 -p no:cacheprovider \
+	  tests/unit/test_fuzz_codec.py tests/unit/test_fuzz_layers.py tests/unit/test_fuzz_dissect.py
+
+vectors: venv
+	$(PY) tests/vectors/gen_legacy.py $(VECTORS_DIR)
+
+dissect-captures: venv
+	for f in $(VECTORS_DIR)/*.pcap; do \
+	  $(VENV)/bin/camex-dissect "$$f" --psk demo-global-secret --psk per-client-secret-c2 \
+	    --no-summary -q || exit 1; \
+	  $(VENV)/bin/camex-dissect "$$f" --psk demo-global-secret --psk per-client-secret-c2 | tail -4; \
+	done
