@@ -38,6 +38,7 @@ MAX_PENDING = 4096       # handshakes answered but not yet confirmed
 REPLAY_CACHE = 8192      # INIT ephemerals remembered (replayed INITs cost no DH)
 NOSESSION_INTERVAL = 1.0  # per source address
 NOSESSION_PER_SECOND = 100
+INITS_PER_ADDRESS = 10   # under load: DH handshakes per second per source IP
 
 
 @dataclass
@@ -144,9 +145,10 @@ class V2Server:
         self.seen_e: OrderedDict = OrderedDict()  # INIT ephemeral -> time
         self.hinted: dict = {}                     # addr -> time of last NOSESSION
         self.hint_second, self.hint_count = None, 0
+        self.init_second, self.init_counts = None, {}   # under load: source IP -> count
         self._mac1_keys: dict[bytes, bytes] = {}
         self.stats = {"no_key": 0, "bad_mac1": 0, "cookie_sent": 0, "init_replay": 0,
-                      "bad_init": 0, "refused": 0, "handshakes": 0, "unknown_index": 0,
+                      "bad_init": 0, "refused": 0, "rate_limited": 0, "handshakes": 0, "unknown_index": 0,
                       "stale": 0, "replay": 0, "forged": 0, "spoofed": 0, "malformed": 0}
 
     # --- public API -------------------------------------------------------
@@ -236,10 +238,11 @@ class V2Server:
         return [a for a in out if isinstance(a, Send)]
 
     def reload(self, psk_for, authorize, now: float) -> list:
-        """New key store / profiles (SIGHUP). Peers whose key changed or went
-        away, or whose address is no longer granted, are dropped at once
-        (they handshake again under the new rules); others get the new
-        grant (allowed networks, config)."""
+        """New key store / profiles (SIGHUP). A peer whose key changed or went
+        away, whose address is no longer granted, or whose pushed config
+        changed gets a CLOSE and is dropped: it handshakes again at once
+        under the new rules (and learns the new config). A change of the
+        networks behind a peer only updates its grant."""
         self.psk_for, self.authorize = psk_for, authorize
         self._mac1_keys.clear()
         out = []
@@ -248,7 +251,11 @@ class V2Server:
         for p in list(self.peers.values()):
             psk = psk_for(p.client_id)
             grant = authorize(p.client_id, p.request) if psk is not None else None
-            if psk != p.psk or not isinstance(grant, Grant) or grant.address != p.grant.address:
+            if (psk != p.psk or not isinstance(grant, Grant)
+                    or grant.address != p.grant.address or grant.config != p.grant.config):
+                s = p.current
+                if s is not None and s.can_send() and p.endpoint is not None:
+                    out.append(Send(s.seal(b"", now, wire.FLAG_CLOSE), p.endpoint))
                 out += self._drop_peer(p, "key or profile changed on reload")
             elif grant != p.grant:
                 p.set_grant(grant)
@@ -276,9 +283,20 @@ class V2Server:
             self.stats["bad_mac1"] += 1   # wrong passphrase (or junk)
             return []
         # Only now is the INIT worth counting: it passed a keyed MAC.
-        if self.load.hit(now) and not self.cookies.mac2_ok(init, addr, now):
-            self.stats["cookie_sent"] += 1
-            return [Send(self.cookies.reply(init, psk, addr, now), addr)]
+        if self.load.hit(now):
+            if not self.cookies.mac2_ok(init, addr, now):
+                self.stats["cookie_sent"] += 1
+                return [Send(self.cookies.reply(init, psk, addr, now), addr)]
+            # A valid cookie proves the source address, not good intent:
+            # still at most INITS_PER_ADDRESS DHs per second per address.
+            sec = int(now)
+            if sec != self.init_second:
+                self.init_second, self.init_counts = sec, {}
+            n = self.init_counts.get(addr[0], 0)
+            if n >= INITS_PER_ADDRESS:
+                self.stats["rate_limited"] += 1
+                return []
+            self.init_counts[addr[0]] = n + 1
         hs = HandshakeState("NNpsk0", False, init.prologue, psk)
         try:
             payload = hs.read_message(init.noise)

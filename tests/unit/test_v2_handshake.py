@@ -160,5 +160,22 @@ def test_reload_dropping_a_key_drops_the_peer():
     lab.start("c")
     peer = lab.peer("c")
     acts = lab.server.reload(lambda cid: None, lab.server.authorize, lab.now)
-    assert [type(a) for a in acts] == [Down] and acts[0].peer is peer
+    downs = [a for a in acts if isinstance(a, Down)]
+    assert len(downs) == 1 and downs[0].peer is peer
     assert lab.server.peers == {} and lab.server.route(b"\x0a\x00\x00\x02") is None
+    lab.server_actions(acts)          # the CLOSE makes the client knock again...
+    lab.run(3.0)
+    assert not lab.clients["c"].established   # ...in vain: its key is gone
+    assert lab.server.stats["no_key"] >= 2
+
+
+def test_reload_with_a_new_profile_pushes_the_new_config_at_once():
+    lab = auto_lab()
+    lab.start("c")
+    new = {"cam1": Profile("10.0.0.2/24", "10.0.0.1", [], 1300)}
+    srv2 = make_server(global_psk=G, profiles=new)
+    acts = lab.server.reload(srv2.psk_for, srv2.authorize, lab.now)
+    lab.server_actions(acts)
+    ups = [e for e in lab.client_events["c"] if isinstance(e, Up)]
+    assert [u.config.mtu for u in ups] == [1400, 1300]
+    assert lab.clients["c"].established and lab.peer("c").grant.config.mtu == 1300

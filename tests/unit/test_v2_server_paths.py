@@ -25,10 +25,20 @@ def add(lab, name, cid, addr):
 
 # --- cookies ------------------------------------------------------------------
 
-def test_under_load_the_server_answers_with_a_cookie_first():
+def test_under_load_the_server_answers_with_a_cookie_first(monkeypatch):
     lab = new_lab(load_threshold=0)   # every INIT counts as "under load"
     add(lab, "c", "cam1", ADDR)
-    lab.start("c")
+    c = lab.clients["c"]
+    init = c.start(lab.now)[0].data
+    from camex.v2 import noise
+
+    def no_dh(*a):
+        raise AssertionError("DH work before the cookie check")
+
+    with monkeypatch.context() as m:   # the server must not touch X25519 now
+        m.setattr(noise.X25519PrivateKey, "generate", no_dh)
+        m.setattr(noise, "dh", no_dh)
+        lab.to_server(init, ADDR)
     first = lab.sent("s2c")
     assert len(first) == 1 and first[0][1] == wire.T_COOKIE
     init = lab.sent("c2s", kind=wire.T_INIT)[0]
@@ -37,6 +47,21 @@ def test_under_load_the_server_answers_with_a_cookie_first():
     lab.run(1.5)                     # the retry carries mac2 and gets through
     assert lab.clients["c"].established
     assert lab.sent("c2s", kind=wire.T_INIT)[-1][-16:] != bytes(16)
+
+
+def test_under_load_a_cookie_holder_is_still_rate_limited_per_address():
+    from camex.v2.server import INITS_PER_ADDRESS
+    lab = new_lab(load_threshold=0)
+    add(lab, "c", "cam1", ADDR)
+    lab.start("c")
+    lab.run(1.5)
+    c = lab.clients["c"]
+    before = lab.server.stats["handshakes"]
+    for _ in range(3 * INITS_PER_ADDRESS):      # a PSK holder hammering
+        for d in c._send_inits(lab.now):
+            lab.server.receive(d, ADDR, lab.now)
+    assert lab.server.stats["handshakes"] - before <= INITS_PER_ADDRESS
+    assert lab.server.stats["rate_limited"] > 0
 
 
 def test_a_cookie_is_useless_from_another_address():
