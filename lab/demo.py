@@ -70,6 +70,8 @@ def measure(lab: StarTopology, row: Row, dst_ns, dst_ip: str, pings: int, second
     row.loss, row.rtt_ms = p.loss_pct, p.rtt_avg_ms
     r = iperf3(src, dst_ns, dst_ip, seconds=seconds)
     row.gbps, row.retrans = r.gbps, r.retransmits
+    if r.received_bytes < 1 << 20:
+        raise LabError(f"iperf3 stalled: {r.received_bytes // 1024} KiB in {r.seconds:.0f} s")
 
 
 def run_scenario(lab: StarTopology, mode: str, crypto: str, start: Callable, pings: int, seconds: float) -> Row:
@@ -89,6 +91,12 @@ def run_scenario(lab: StarTopology, mode: str, crypto: str, start: Callable, pin
         lab.keep_logs = True
         print(f"   FAILED: {e}", flush=True)
     finally:
+        # Warnings and errors of the daemons (throttled, so few) tell why.
+        for p in lab.processes[before:]:
+            if "camex" in p.name:
+                bad = [l for l in p.output().splitlines() if " WARNING " in l or " ERROR " in l]
+                for line in bad[:3]:
+                    print(f"   {p.ns.role}: {line}", flush=True)
         # Stop this mode's daemons (clients first) and check they left no
         # TUN behind, so the next mode starts from a clean lab.
         for p in reversed(lab.processes[before:]):
@@ -120,13 +128,13 @@ def table(rows: list[Row]) -> str:
     head = ("mode", "tunnel", "ping loss", "rtt avg", "iperf3", "retrans")
     lines = []
     for r in rows:
+        loss = f"{r.loss:.0f}%" if r.loss is not None else "-"
+        rtt = f"{r.rtt_ms:.3f} ms" if r.rtt_ms is not None else "-"
         if r.error:
-            lines.append((r.mode, r.crypto, "-", "-", "FAILED: " + r.error[:60], ""))
+            lines.append((r.mode, r.crypto, loss, rtt, "FAILED: " + r.error[:60], ""))
         else:
             lines.append((
-                r.mode, r.crypto, f"{r.loss:.0f}%",
-                f"{r.rtt_ms:.3f} ms" if r.rtt_ms is not None else "-",
-                f"{r.gbps:.2f} Gbit/s",
+                r.mode, r.crypto, loss, rtt, f"{r.gbps:.2f} Gbit/s",
                 str(r.retrans) if r.retrans is not None else "-",
             ))
     widths = [max(len(str(x[i])) for x in [head] + lines) for i in range(len(head))]
