@@ -118,7 +118,7 @@ class ClientSession:
             t.append(s.created + self.t.reject_after_time)
             if not self.handshaking:
                 t.append(s.created + self.t.rekey_after_time)
-            if s.can_send():
+            if s.can_send() and self.t.keepalive > 0:
                 t.append(s.last_sent + self.t.keepalive)
         if self.previous is not None:
             t.append(self.previous.created + self.t.reject_after_time)
@@ -151,7 +151,7 @@ class ClientSession:
         s = self.current
         if s is not None and s.can_send():
             if (self.ack_due is not None and now >= self.ack_due) or \
-                    now - s.last_sent >= self.t.keepalive:
+                    (self.t.keepalive > 0 and now - s.last_sent >= self.t.keepalive):
                 out.append(Send(s.seal(b"", now)))
                 self._sent(now)
         return out

@@ -31,7 +31,7 @@ class Timers:
     reject_after_messages: int = 2**64 - 2**13 - 1
     handshake_retry: float = 1.0
     handshake_jitter: float = 0.125
-    keepalive: float = 25.0
+    keepalive: float = 25.0          # 0: no NAT keepalives (--keepalive 0)
     passive_keepalive: float = 10.0
     dead_after: float = 15.0
     cookie_life: float = 110.0

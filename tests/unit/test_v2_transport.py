@@ -274,3 +274,12 @@ def test_keylog_lines_open_the_data_of_both_directions():
         _, idx, ctr = wire.parse_data_header(d)
         plain = ChaCha20Poly1305(keys[idx]).decrypt(nonce_bytes(ctr), d[16:], d[:16])
         assert wire.parse_records(plain) is not None
+
+
+def test_keepalive_zero_disables_idle_keepalives():
+    t = Timers(keepalive=0)
+    lab = lab_up(timers=t)
+    lab.run(100.0)
+    kas = [d for d in lab.sent("c2s", kind=wire.T_DATA) if len(d) == wire.DATA_MIN]
+    assert len(kas) == 1            # only the key confirmation
+    assert lab.clients["c"].established
