@@ -16,7 +16,7 @@ KMOD_ARGS := -C $(KDIR) M=$(KMOD_DIR) \
 # What the VM lab needs on a fresh Debian machine: QEMU (TCG), virtme-ng's
 # initramfs tools, a compiler and kbuild's helpers for the Debian headers.
 VM_APT := qemu-system-x86 busybox-static file binutils kmod xz-utils zstd \
-	make gcc-12 libc6-dev bc flex bison libelf-dev iproute2 iperf3 iputils-ping
+	make gcc-12 libc6-dev bc flex bison libelf-dev dwarves iproute2 iperf3 iputils-ping
 
 .PHONY: kmod kmod-install kmod-clean kmod-check-kdir vm-deps test-vm kmatrix bench-vm vm-clean
 

@@ -57,7 +57,8 @@ def cmd_matrix(args) -> int:
 
 def cmd_bench(args) -> int:
     from . import bench
-    return bench.main(args.kernel, seconds=args.seconds)
+    return bench.main(args.kernel, seconds=args.seconds, rounds=args.rounds,
+                      queue_len=args.queue_len)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     s.set_defaults(fn=cmd_matrix)
     s = sub.add_parser("bench")
     s.add_argument("kernel", nargs="?", default="6.12", choices=names)
-    s.add_argument("--seconds", type=int, default=10)
+    s.add_argument("--seconds", type=int, default=8)
+    s.add_argument("--rounds", type=int, default=3)
+    s.add_argument("--queue-len", type=int, default=None,
+                   help="camex.ko queue_len for the run (default: the module's)")
     s.set_defaults(fn=cmd_bench)
     args = p.parse_args(argv)
     return args.fn(args)

@@ -20,7 +20,7 @@ all)      files="$g/vmcase_contract.py $g/vmcase_roundtrip.py $g/vmcase_e2e.py $
 bench)    files="" ;;
 *)        echo "unknown suite $suite" >"$out/error"; exit 2 ;;
 esac
-export CAMEX_KO="$ko" CAMEX_OUT="$out" PYTHONDONTWRITEBYTECODE=1
+export CAMEX_KO="$ko" CAMEX_OUT="$out" PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$repo"
 if [ "$suite" = bench ]; then
     .venv/bin/python -m lab.vm.bench_guest "$out" "$@" >"$out/bench.log" 2>&1
 else

@@ -112,9 +112,11 @@ class PrivateApt:
     otherwise change the host's packages.
     """
 
-    def __init__(self, suite: Suite, base: Path = CACHE / "apt"):
+    def __init__(self, suite: Suite, base: Path = CACHE / "apt",
+                 archs: tuple[str, ...] = ("amd64",)):
         self.suite = suite
-        self.dir = base / suite.name
+        self.archs = archs
+        self.dir = base / "-".join((suite.name, *archs[1:]))
         self.sources = self.dir / "sources.list"
 
     def _opts(self) -> list[str]:
@@ -125,7 +127,7 @@ class PrivateApt:
             "-o", f"Dir::Cache={self.dir / 'cache'}",
             "-o", "Acquire::Languages=none",
             "-o", "APT::Architecture=amd64",
-            "-o", "APT::Architectures=amd64",
+            *[a for arch in self.archs for a in ("-o", f"APT::Architectures::={arch}")],
             "-o", "APT::Sandbox::User=root",
             "-q",
         ]
