@@ -72,9 +72,16 @@ table inet {table} {{
 """
 
 
-def byte_counter_rules(ifname: str, table: str = "cxlab") -> str:
-    """Count UDP bytes and packets in and out of link ``ifname``, and IPv4
-    fragments in either direction (non-zero offset or more-fragments)."""
+def _ifset(ifnames) -> str:
+    names = [ifnames] if isinstance(ifnames, str) else list(ifnames)
+    return "{ " + ", ".join(f'"{n}"' for n in names) + " }"
+
+
+def byte_counter_rules(ifnames, table: str = "cxlab") -> str:
+    """Count UDP bytes and packets in and out of the links ``ifnames`` (a
+    name or a list), and IPv4 fragments crossing them in either direction
+    (non-zero offset or more-fragments set)."""
+    ifs = _ifset(ifnames)
     return f"""
 table inet {table} {{
     counter udp_in {{}}
@@ -82,17 +89,17 @@ table inet {table} {{
     counter frags {{}}
     chain inbound {{
         type filter hook prerouting priority -400; policy accept;
-        iifname "{ifname}" ip frag-off & 0x3fff != 0 counter name frags
-        iifname "{ifname}" meta l4proto udp counter name udp_in
+        iifname {ifs} ip frag-off & 0x3fff != 0 counter name frags
+        iifname {ifs} meta l4proto udp counter name udp_in
     }}
     chain outbound {{
         type filter hook output priority -400; policy accept;
-        oifname "{ifname}" ip frag-off & 0x3fff != 0 counter name frags
-        oifname "{ifname}" meta l4proto udp counter name udp_out
+        oifname {ifs} ip frag-off & 0x3fff != 0 counter name frags
+        oifname {ifs} meta l4proto udp counter name udp_out
     }}
     chain forwarded {{
         type filter hook forward priority -400; policy accept;
-        oifname "{ifname}" ip frag-off & 0x3fff != 0 counter name frags
+        oifname {ifs} ip frag-off & 0x3fff != 0 counter name frags
     }}
 }}
 """
@@ -195,6 +202,8 @@ def tcp_transfer(src: Namespace, dst: Namespace, dst_ip: str, size: int,
         csock.sendall(data)
         csock.shutdown(socket.SHUT_WR)
         t.join(timeout)
+    except OSError as e:  # a stalled transfer is a result, not a crash
+        got.setdefault("error", e)
     finally:
         csock.close()
         lsock.close()
@@ -311,3 +320,79 @@ def _quiet(fn, *args):
         fn(*args)
     except (BlockingIOError, ConnectionRefusedError):
         pass
+
+
+# ---------------------------------------------------------------- topology
+
+
+class ChainTopology(Lab):
+    """Like the star lab, but client C1 sits behind a middle namespace:
+
+        c1 (192.168.1.2) -- mid (lan 192.168.1.1, wan 10.250.0.2) -- srv (10.250.0.1)
+        c2 (10.250.1.2) ------------------------------------------- srv (10.250.1.1)
+
+    ``mid`` forwards (a router): add NAT rules with `snat_rules`, or run a
+    `ReorderRelay` there and point C1 at 192.168.1.1. Tunnel addresses as in
+    the star lab (C1 10.0.0.2, C2 10.0.0.3); Camex(lab) works on it.
+    """
+
+    def __init__(self, logdir: Optional[str] = None):
+        super().__init__(logdir=logdir)
+        try:
+            self.server = self.add_ns("srv")
+            self.mid = self.add_ns("mid")
+            c1, c2 = self.add_ns("c1"), self.add_ns("c2")
+            self.clients = [c1, c2]
+            self.veth(self.server, "mid", "10.250.0.1/24", self.mid, "wan", "10.250.0.2/24")
+            self.veth(self.mid, "lan", "192.168.1.1/24", c1, "eth0", "192.168.1.2/24")
+            self.veth(self.server, "c2", "10.250.1.1/24", c2, "eth0", "10.250.1.2/24")
+            with c1.ipr() as ipr:
+                ipr.route("add", dst="0.0.0.0/0", gateway="192.168.1.1")
+            self.mid.sysctl("net.ipv4.ip_forward", "1")
+            c1.underlay, c1.server_ip, c1.tunnel_ip, c1.client_id = \
+                "192.168.1.2", "10.250.0.1", "10.0.0.2", "C1"
+            c2.underlay, c2.server_ip, c2.tunnel_ip, c2.client_id = \
+                "10.250.1.2", "10.250.1.1", "10.0.0.3", "C2"
+        except BaseException:
+            self.cleanup()
+            raise
+
+    @property
+    def c1(self) -> Namespace:
+        return self.clients[0]
+
+    @property
+    def c2(self) -> Namespace:
+        return self.clients[1]
+
+
+def snat_rules(first_port: int, last_port: int, table: str = "cxnat") -> str:
+    """Masquerade what leaves ``wan`` to source ports first..last (UDP)."""
+    return f"""
+table ip {table} {{
+    chain post {{
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "wan" meta l4proto udp snat to 10.250.0.2:{first_port}-{last_port}
+    }}
+}}
+"""
+
+
+def rebind_nat(ns: Namespace, first_port: int, last_port: int, table: str = "cxnat") -> None:
+    """NAT rebinding: new port range, and every existing mapping forgotten
+    (conntrack flushed), as a home router does after a reboot or timeout."""
+    nft(ns, f"delete table ip {table}\n" + snat_rules(first_port, last_port, table))
+    flush_conntrack(ns)
+
+
+def flush_conntrack(ns: Namespace) -> None:
+    from pyroute2 import Conntrack
+
+    def flush():
+        ct = Conntrack()
+        try:
+            ct.flush()
+        finally:
+            ct.close()
+
+    in_ns(ns.name, flush)
