@@ -15,6 +15,8 @@ Modules:
 - client:  ClientSession, the client's state machine;
 - server:  V2Server, the server's state machine, peers, identity binding;
 - events:  what the state machines return (Send, Deliver, Up, Down, ...);
+- core:    V2ClientCore / AutoClientCore / V2ServerCore: the same surface as
+           the legacy cores in camex/core, for the daemons;
 - memlab:  an in-memory network for tests and sample traffic.
 docs/PROTOCOL.md is the specification.
 """

@@ -80,6 +80,19 @@ class ClientSession:
     def start(self, now: float) -> list:
         return [Send(d) for d in self._begin_handshake(now)]
 
+    def probe(self, now: float) -> list:
+        """One round of INITs (datagrams) without arming the retry timer:
+        for a caller that decides itself when to try (protocol probing)."""
+        self.handshaking = True
+        out = self._send_inits(now)
+        self.next_handshake = None
+        return out
+
+    @property
+    def answered(self) -> bool:
+        """Has a v2 server holding our key ever answered (RESP or COOKIE)?"""
+        return self.good_psk is not None or self.stats["cookies"] > 0
+
     def encrypt(self, packets, now: float) -> list:
         """Inner packets -> DATA datagrams (several small packets may share
         one). Without a usable session the packets wait (bounded) and a

@@ -1,0 +1,392 @@
+"""v2 behind the interface of the legacy cores, for the daemons.
+
+camex.client_daemon and camex.server_daemon drive a core through a small
+surface (see camex/core/client.py and server.py): `datagram_received`,
+`tun_packet`, `on_timer`, `next_deadline`, and the lists `to_net` /
+`outbox`, `to_tun`, `events` that the loop drains. The classes here give
+the v2 state machines that same surface:
+
+- V2ClientCore: drop-in for LegacyClient (IfConfig events, no Reconnect:
+  v2 roams, a new source port needs no new registration);
+- AutoClientCore: `--protocol auto` on a client: v2 first, legacy after
+  `fallback_after` seconds without any v2 answer, and back to v2 as soon as
+  a v2 answer comes (it keeps probing every PROBE_INTERVAL). Once v2 has
+  answered it never falls back (a dropped v2 datagram is not a downgrade);
+- V2ServerCore: the v2 half of a server; the daemon hands it the datagrams
+  whose first byte says v2 (wire.is_v2) and gives it `relay_other` to reach
+  clients of the other protocol (and calls `deliver` the other way).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections import Counter
+
+from ..core.client import IfConfig
+from ..log import LOG, Throttle
+from . import kdf, wire
+from .client import ClientSession
+from .events import Deliver, Down, Refused, Roamed, Send, Up
+from .server import Grant, V2Server, grant_for
+from .session import Timers
+
+PATH_MTU = 1500
+DEFAULT_MTU = PATH_MTU - 28 - wire.OVERHEAD   # 1438: one packet per datagram, unfragmented
+FALLBACK_AFTER = 3.0   # --protocol auto: seconds without a v2 answer before legacy
+PROBE_INTERVAL = 30.0  # on legacy, how often to try v2 again
+INF = float("inf")
+
+_ERRORS = {wire.ERR_UNKNOWN_CLIENT: "unknown client", wire.ERR_ADDRESS: "address refused",
+           wire.ERR_CONFIG: "no configuration for this client", wire.ERR_REQUEST: "bad request"}
+
+
+class V2ClientCore:
+    def __init__(self, *, auto: bool, passphrase: bytes, client_id: str | None = None,
+                 local_cidr=None, gateway=None, routes=(), mtu: int | None = None,
+                 keepalive: float = 25.0, rng=os.urandom, keylog=None,
+                 timers: Timers | None = None):
+        if not auto and local_cidr is None:
+            raise ValueError("a manual client needs its local address")
+        if not passphrase:
+            raise ValueError("v2 needs a passphrase")
+        self.auto = auto
+        self.client_id = client_id
+        self.local_cidr = local_cidr
+        self.gateway = gateway
+        self.routes = list(routes)
+        self.mtu_override = mtu
+        t = timers or Timers()
+        t.keepalive = keepalive
+        request = wire.Request(auto=auto, local_cidr=None if auto else local_cidr,
+                               mtu=None if auto else mtu)
+        # scrypt, once: the own-section key and the global one.
+        self.session = ClientSession(kdf.client_candidates(passphrase, client_id or None),
+                                     client_id or "", request, timers=t, rng=rng,
+                                     keylog=keylog)
+        self.to_net: list = []
+        self.to_tun: list = []
+        self.events: list = []
+        self.drops = Counter()
+        self.throttle = Throttle()
+        self.config: IfConfig | None = None
+        self.started = False
+        self.last_rx = None
+        self.last_register = -1e9     # time of the last handshake start (status)
+        self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
+
+    # ------------------------------------------------------- lifecycle
+
+    def start(self, now: float) -> None:
+        if not self.auto:
+            self._configure(IfConfig(self.local_cidr, self.mtu_override or DEFAULT_MTU,
+                                     self.gateway, list(self.routes)))
+
+    def connected(self, now: float) -> None:
+        """A socket to the server exists. The first time: handshake. Later
+        (a new socket): nothing to do, the server follows our new port after
+        our next authenticated packet."""
+        if not self.started:
+            self.started = True
+            self.last_register = now
+            self._handle(self.session.start(now))
+
+    def close(self, now: float) -> None:
+        """Before exiting: an authenticated CLOSE frees our address at once."""
+        self.to_net.extend(self.session.close(now))
+
+    # ------------------------------------------------------- data path
+
+    def tun_packet(self, packet, now: float) -> None:
+        if len(packet) < 20 or packet[0] >> 4 != 4:
+            self.drops["not-ipv4"] += 1
+            return
+        if self.auto and self.config is None:
+            self.drops["not-configured"] += 1
+            return
+        self.tx_packets += 1
+        self.tx_bytes += len(packet)
+        before = self.session.handshaking
+        self.to_net.extend(self.session.encrypt((packet,), now))
+        if self.session.handshaking and not before:
+            self.last_register = now
+
+    def datagram_received(self, data, now: float) -> None:
+        if not wire.is_v2(data):
+            self.drops["not-v2"] += 1
+            return
+        self._handle(self.session.receive(data, now))
+        s = self.session.current
+        if s is not None and s.last_received == now:
+            self.last_rx = now
+
+    def next_deadline(self) -> float:
+        t = self.session.next_timer()
+        return INF if t is None else t
+
+    def on_timer(self, now: float) -> None:
+        before = self.session.stats["inits"]
+        self._handle(self.session.on_timer(now))
+        if self.session.stats["inits"] != before:
+            self.last_register = now
+
+    # ---------------------------------------------------------- events
+
+    def _handle(self, events) -> None:
+        for ev in events:
+            if isinstance(ev, Send):
+                self.to_net.append(ev.data)
+            elif isinstance(ev, Deliver):
+                for p in ev.packets:
+                    if len(p) < 20 or p[0] >> 4 != 4:
+                        self.drops["not-ipv4"] += 1
+                        continue
+                    self.rx_packets += 1
+                    self.rx_bytes += len(p)
+                    self.to_tun.append(p)
+            elif isinstance(ev, Up):
+                self._up(ev.config)
+            elif isinstance(ev, Down):
+                LOG.info("v2 session lost (%s); handshaking again", ev.reason)
+            elif isinstance(ev, Refused):
+                self.throttle.log(40, "refused", "the server refused us: %s%s",
+                                  _ERRORS.get(ev.code, f"error {ev.code}"),
+                                  f" ({ev.message})" if ev.message else "")
+
+    def _up(self, cfg) -> None:
+        LOG.info("v2 session up with the server")
+        if not self.auto:
+            return
+        if cfg is None or cfg.local_cidr is None or cfg.gateway_ip is None:
+            self.throttle.warning("config", "the server sent no usable configuration")
+            return
+        mtu = self.mtu_override or cfg.mtu or DEFAULT_MTU
+        routes = list(cfg.routes) + [r for r in self.routes if r not in cfg.routes]
+        self._configure(IfConfig(cfg.local_cidr, mtu, cfg.gateway_ip, routes))
+
+    def _configure(self, cfg: IfConfig) -> None:
+        if cfg != self.config:
+            self.config = cfg
+            self.events.append(cfg)
+
+    @property
+    def established(self) -> bool:
+        return self.session.established
+
+
+class AutoClientCore:
+    """`--protocol auto`: v2 first; legacy only while v2 never answered."""
+
+    def __init__(self, v2: V2ClientCore, make_legacy, fallback_after: float = FALLBACK_AFTER):
+        self.v2 = v2
+        self.make_legacy = make_legacy   # () -> LegacyClient
+        self.legacy = None
+        self.active = v2
+        self.fallback_after = fallback_after
+        self.fallback_at = INF
+        self.next_probe = INF
+
+    protocol = property(lambda self: "v2" if self.active is self.v2 else "legacy")
+
+    def __getattr__(self, name):          # to_net, to_tun, events, config, drops, ...
+        return getattr(self.active, name)
+
+    def start(self, now: float) -> None:
+        self.v2.start(now)
+
+    def connected(self, now: float) -> None:
+        self.active.connected(now)
+        if self.active is self.v2 and not self.v2.session.answered and self.fallback_at == INF:
+            self.fallback_at = now + self.fallback_after
+
+    def close(self, now: float) -> None:
+        if self.active is self.v2:
+            self.v2.close(now)
+
+    def tun_packet(self, packet, now: float) -> None:
+        self.active.tun_packet(packet, now)
+
+    def datagram_received(self, data, now: float) -> None:
+        if wire.is_v2(data):
+            self.v2.datagram_received(data, now)
+            if self.v2.session.answered:
+                self._settle_on_v2(now)
+        elif self.active is not self.v2:
+            self.active.datagram_received(data, now)
+        else:
+            self.v2.drops["legacy-while-v2"] += 1
+
+    def next_deadline(self) -> float:
+        if self.active is self.v2:
+            t = self.v2.next_deadline()
+            return t if self.v2.session.answered else min(t, self.fallback_at)
+        return min(self.legacy.next_deadline(), self.next_probe)
+
+    def on_timer(self, now: float) -> None:
+        if self.active is self.v2:
+            if not self.v2.session.answered and now >= self.fallback_at:
+                self._fall_back(now)
+            else:
+                self.v2.on_timer(now)
+            return
+        self.legacy.on_timer(now)
+        if now >= self.next_probe:
+            # Still try v2 now and then: an outage of the server at our
+            # start must not pin us to legacy for good.
+            self.next_probe = now + PROBE_INTERVAL
+            self.legacy.to_net.extend(self.v2.session.probe(now))
+
+    def _fall_back(self, now: float) -> None:
+        LOG.info("no v2 answer from the server in %.0f s: using the legacy protocol "
+                 "(trying v2 again every %.0f s)", self.fallback_after, PROBE_INTERVAL)
+        self.legacy = self.make_legacy()
+        self.active = self.legacy
+        self.v2.session.next_handshake = None   # probes only, from now on
+        self.fallback_at = INF
+        self.next_probe = now + PROBE_INTERVAL
+        self.legacy.start(now)
+        self.legacy.connected(now)
+
+    def _settle_on_v2(self, now: float) -> None:
+        self.fallback_at = self.next_probe = INF
+        if self.active is self.v2:
+            return
+        LOG.info("the server answers v2: leaving the legacy protocol")
+        self.active = self.v2
+        if not self.v2.auto:
+            self.v2.config = None     # announce the v2 MTU to the interface again
+            self.v2.start(now)
+
+
+class V2ServerCore:
+    """The v2 half of a server, with LegacyServer's surface."""
+
+    def __init__(self, *, global_passphrase: bytes | None, config=None,
+                 local_delivery: bool = False, relay_other=None, behind_for=None,
+                 rng=os.urandom, keylog=None, timers: Timers | None = None,
+                 load_threshold: int | None = None):
+        self.local_delivery = local_delivery
+        self.relay_other = relay_other     # (packet) -> bool: a client of the other protocol took it
+        self.behind_for = behind_for or _behind_from_profile
+        self.config = config
+        self.outbox: list = []
+        self.to_tun: list = []
+        self.drops = Counter()
+        self.throttle = Throttle()
+        kw = {} if load_threshold is None else {"load_threshold": load_threshold}
+        self.server = V2Server(self._keystore(global_passphrase, config), self._authorize,
+                               rng=rng, keylog=keylog, timers=timers, **kw)
+        self.now = 0.0
+
+    @staticmethod
+    def _keystore(global_passphrase, config):
+        per_client = {}
+        if config is not None:
+            for section in config.clients.values():
+                if section.psk:
+                    per_client[section.id] = section.psk
+        return kdf.KeyStore(global_passphrase, per_client)
+
+    def _authorize(self, client_id: str, request: wire.Request):
+        profile = self.config.profile_for(client_id) if (self.config and client_id) else None
+        return grant_for(request, profile, self.behind_for(profile))
+
+    # ------------------------------------------------------------- I/O
+
+    def datagram_received(self, data, addr, now: float) -> None:
+        self.now = now
+        stats = self.server.stats
+        bad = stats["bad_mac1"] + stats["no_key"]
+        self._handle(self.server.receive(data, addr, now), now)
+        if stats["bad_mac1"] + stats["no_key"] != bad:
+            self.drops["no-key"] += 1
+            self.throttle.info("nokey", "rejected a v2 handshake from %s:%d: no key opens it",
+                               addr[0], addr[1])
+
+    def tun_packet(self, packet, now: float | None = None) -> None:
+        """A packet from the server's own TUN."""
+        if not self.deliver(packet, self.now if now is None else now):
+            self.drops["no-route"] += 1
+
+    def deliver(self, packet, now: float) -> bool:
+        """Send an IPv4 packet to the v2 client owning its destination;
+        False if there is none (the caller tries elsewhere)."""
+        if len(packet) < 20 or packet[0] >> 4 != 4:
+            return False
+        peer = self.server.route(bytes(packet[16:20]))
+        if peer is None:
+            return False
+        self.outbox.extend(self.server.send(peer, (packet,), now))
+        return True
+
+    def next_deadline(self) -> float:
+        t = self.server.next_timer()
+        return INF if t is None else t
+
+    def on_timer(self, now: float) -> None:
+        self.now = now
+        self._handle(self.server.on_timer(now), now)
+
+    def reload(self, config, global_passphrase: bytes | None, now: float | None = None) -> None:
+        now = self.now if now is None else now
+        self.config = config
+        self._handle(self.server.reload(self._keystore(global_passphrase, config),
+                                        self._authorize, now), now)
+
+    def close(self, now: float) -> None:
+        self._handle(self.server.close(now), now)
+
+    # ---------------------------------------------------------- events
+
+    def _handle(self, actions, now: float) -> None:
+        for a in actions:
+            if isinstance(a, Send):
+                self.outbox.append((a.data, a.addr))
+            elif isinstance(a, Deliver):
+                for p in a.packets:
+                    self._relay(p, a.peer, now)
+            elif isinstance(a, Up):
+                LOG.info("client %s registered (v2, %s)", a.peer.describe(),
+                         "auto" if a.peer.request.auto else "manual")
+            elif isinstance(a, Down):
+                LOG.info("client %s gone (v2): %s", a.peer.describe(), a.reason)
+            elif isinstance(a, Roamed):
+                self.throttle.info(("roam", a.peer.key), "client %s moved from %s:%d",
+                                   a.peer.describe(), a.old[0], a.old[1])
+
+    def _relay(self, packet, src, now: float) -> None:
+        dst = self.server.route(bytes(packet[16:20]))
+        if dst is src:
+            self.drops["no-route"] += 1
+        elif dst is not None:
+            self.outbox.extend(self.server.send(dst, (packet,), now))
+        elif self.relay_other is not None and self.relay_other(packet):
+            pass
+        elif self.local_delivery:
+            self.to_tun.append(packet)
+        else:
+            self.drops["no-route"] += 1
+
+    def status(self, now: float) -> list:
+        out = []
+        for p in self.server.peers.values():
+            s = p.current
+            out.append({
+                "client_id": p.client_id or None,
+                "address": str(p.grant.address),
+                "endpoint": f"{p.endpoint[0]}:{p.endpoint[1]}" if p.endpoint else None,
+                "protocol": "v2",
+                "mode": "auto" if p.request.auto else "manual",
+                "session_age": round(now - s.created, 3) if s else None,
+                "last_received_ago": round(now - s.last_received, 3) if s else None,
+                "rx_packets": p.stats["rx"], "tx_packets": p.stats["tx"],
+                "spoofed": p.stats["spoofed"],
+            })
+        return out
+
+
+def _behind_from_profile(profile) -> list:
+    """Networks behind a client, if the configuration defines them (a
+    `subnets` list on the profile); none otherwise."""
+    nets = getattr(profile, "subnets", None) or []
+    return [ipaddress.IPv4Network(n) for n in nets]
