@@ -84,8 +84,38 @@ def peak_rss_mib(r: dict) -> Optional[float]:
     return max(vals) / 1024 if vals else None
 
 
+def combine(runs: list) -> dict:
+    """One record per entry from its runs: the first measured run carries
+    the description and the daemons; all runs stay under "runs"."""
+    measured = [r for r in runs if "tcp1" in r]
+    base = dict(measured[0] if measured else runs[0])
+    base["runs"] = runs
+    if measured:
+        base["status"] = "ok" if any(r["status"] == "ok" for r in measured) else base["status"]
+    return base
+
+
 def figures(r: dict) -> dict:
-    """The numbers of one table row (None where there is none)."""
+    """The numbers of one table row (None where there is none): medians over
+    the runs that measured something (peak RSS: the largest)."""
+    runs = [x for x in r.get("runs", []) if "tcp1" in x]
+    if len(runs) <= 1:
+        return _figures_one(r)
+    per = [_figures_one(x) for x in runs]
+    out = {}
+    for key in per[0]:
+        vals = sorted(v[key] for v in per if v[key] is not None)
+        if not vals:
+            out[key] = None
+        elif key == "rss":
+            out[key] = vals[-1]
+        else:
+            mid = len(vals) // 2
+            out[key] = vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+    return out
+
+
+def _figures_one(r: dict) -> dict:
     return {
         "tcp1": _get(r, "tcp1", "gbps"),
         "tcp4": _get(r, "tcp4", "gbps"),
@@ -197,6 +227,8 @@ def markdown(doc: dict, png_name: str) -> str:
     s = doc["settings"]
     deb = ", ".join(f"{k} {v}" for k, v in m["debian_packages"].items())
     pyp = ", ".join(f"{k} {v}" for k, v in m["python_packages"].items())
+    runs_note = (f" Figures are medians of {s['runs']} interleaved runs (peak RSS: the "
+                 "largest)." if s.get("runs", 1) > 1 else "")
     parts = [
         "# camex bench: tunnels side by side",
         "",
@@ -216,7 +248,7 @@ def markdown(doc: dict, png_name: str) -> str:
         "during the TCP 1-stream run, per GB received. Start-up: daemons launched (camex: "
         "clients launched, server already listening) to the first echo reply through the tunnel. "
         "Other load: cores that processes outside the bench kept busy meanwhile (this machine "
-        "is shared; a high value means noisy figures).",
+        "is shared; a high value means noisy figures)." + runs_note,
         "",
         f"![chart]({png_name})",
         "",
@@ -250,6 +282,7 @@ def chart(doc: dict, path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     rows = [r for r in doc["entries"] if "tcp1" in r]
     names = [r["name"] for r in rows]
@@ -270,9 +303,14 @@ def chart(doc: dict, path: str) -> None:
         ax.set_yticks(y)
         ax.set_yticklabels(names, fontsize=8)
         ax.invert_yaxis()
-        ax.set_title(title, fontsize=10)
-        if log and any(v for v in vals):
+        pos = [v for v in vals if v]
+        if log and pos and max(pos) / min(pos) > 20:
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+            ax.set_title(title, fontsize=10)
+        else:
+            ax.set_title(title.replace(" (log)", ""), fontsize=10)
         for yi, v in zip(y, vals):
             ax.text(v or 0, yi, " n/a" if v is None else f" {v:.3g}", va="center", fontsize=7)
         ax.margins(x=0.25)

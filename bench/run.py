@@ -165,11 +165,14 @@ def main(argv=None) -> int:
     ap.add_argument("--only", help="comma-separated entry names (see --list)")
     ap.add_argument("--skip", help="comma-separated entry names to leave out")
     ap.add_argument("--list", action="store_true", help="list the entries and exit")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="measure every entry this many times (interleaved); the table "
+                         "shows medians")
     ap.add_argument("--quiet-max", type=float, default=0.3,
                     help="before each entry wait until other tenants use at most this "
                          "many cores (default 0.3)")
     ap.add_argument("--quiet-wait", type=float, default=None,
-                    help="seconds to wait for that at most (default 20, 0 with --quick)")
+                    help="seconds to wait for that at most (default 10, 0 with --quick)")
     ap.add_argument("--out", help="results name under bench/results (default latest, "
                                   "or quick with --quick/--only)")
     args = ap.parse_args(argv)
@@ -198,23 +201,33 @@ def main(argv=None) -> int:
 
     t0 = time.monotonic()
     started = datetime.datetime.now(datetime.timezone.utc)
-    results = []
-    for name in names:
-        entry = BY_NAME[name]
-        quiet_wait = args.quiet_wait if args.quiet_wait is not None else (0 if args.quick else 20)
-        before = wait_quiet(args.quiet_max, quiet_wait, log) if quiet_wait > 0 else None
-        try:
-            results.append(measure(entry, dur, log))
-            results[-1]["other_tenants_before"] = before
-        except Exception as e:
-            traceback.print_exc()
-            results.append({"name": name, "group": entry.group, "status": "failed",
-                            "note": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
+    quiet_wait = args.quiet_wait if args.quiet_wait is not None else (0 if args.quick else 10)
+    by_name: dict = {n: [] for n in names}
+    for rnd in range(args.runs):
+        # Interleaved rounds, the order rotated each round, so that a noisy
+        # minute on a shared machine does not hit all runs of one tunnel.
+        order = names[rnd % len(names):] + names[:rnd % len(names)]
+        for name in order:
+            entry = BY_NAME[name]
+            if by_name[name] and by_name[name][-1]["status"] == "not available":
+                continue
+            before = wait_quiet(args.quiet_max, quiet_wait, log) if quiet_wait > 0 else None
+            try:
+                rec = measure(entry, dur, log)
+            except Exception as e:
+                traceback.print_exc()
+                rec = {"name": name, "group": entry.group, "status": "failed",
+                       "note": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+            rec["other_tenants_before"] = before
+            rec["round"] = rnd + 1
+            by_name[name].append(rec)
+    results = [report.combine(by_name[n]) for n in names]
     doc = {
         "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "minutes": round((time.monotonic() - t0) / 60, 1),
         "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "settings": {"tcp_seconds": dur.tcp, "udp_seconds": dur.udp, "ping_count": dur.ping,
+        "settings": {"runs": args.runs, "quiet_max": args.quiet_max, "quiet_wait": quiet_wait,
+                     "tcp_seconds": dur.tcp, "udp_seconds": dur.udp, "ping_count": dur.ping,
                      "inner_mtu": INNER_MTU, "udp_payload": 64},
         "machine": report.machine_info(),
         "entries": results,

@@ -28,5 +28,4 @@ bench-load: venv deps
 	$(PY) -m bench.loadgen $(LOADGEN_ARGS)
 
 bench-profile: venv deps
-	$(VENV)/bin/pip install -q py-spy
 	$(PY) -m bench.profile $(PROFILE_ARGS)
