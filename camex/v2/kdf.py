@@ -16,9 +16,9 @@ A client cannot know whether the server holds its passphrase as the global
 one or in its own `[client ID]` section, so it derives both candidates
 (`client_candidates`) and offers both until one is answered.
 
-Why scrypt and not Argon2id: `cryptography` exposes Argon2id only from
-version 44 and only with some OpenSSL builds; scrypt is in every version
-camex supports (>= 41), and both ends must derive the same key.
+Why scrypt and not Argon2id: only recent `cryptography` releases expose
+Argon2id (and only over an OpenSSL that provides it); scrypt is in every
+version camex supports (>= 41), and both ends must derive the same key.
 """
 
 from __future__ import annotations
