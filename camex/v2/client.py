@@ -44,7 +44,7 @@ class _Pending:
 class ClientSession:
     def __init__(self, psks, client_id: str = "", request: wire.Request | None = None,
                  *, timers: Timers | None = None, rng=os.urandom,
-                 max_datagram: int = 1472, keylog=None):
+                 max_datagram: int = 1472, keylog=None, keygen=None):
         if not psks:
             raise ValueError("v2 needs a passphrase")
         if len(client_id) > wire.MAX_ID or not wire.ID_RE.match(client_id.encode("ascii")):
@@ -56,6 +56,7 @@ class ClientSession:
         self.t = timers or Timers()
         self.rng = rng
         self.keylog = keylog  # callable(line) for session keys, or None
+        self.keygen = keygen  # () -> X25519PrivateKey; None: fresh random keys
         self.max_plain = max_datagram - wire.DATA_MIN
         self.current: Session | None = None
         self.previous: Session | None = None
@@ -212,7 +213,8 @@ class ClientSession:
         for k in cands:
             idx = self._new_index()
             head = wire.init_head(idx, self.client_id)
-            hs = HandshakeState("NNpsk0", True, wire.PROLOGUE_LABEL + head, self.psks[k])
+            hs = HandshakeState("NNpsk0", True, wire.PROLOGUE_LABEL + head, self.psks[k],
+                                self.keygen() if self.keygen else None)
             d = wire.pack_init(head, hs.write_message(wire.encode_request(self.request)),
                                self.mac1_keys[k], cookie)
             self.pending[idx] = _Pending(hs, k, d[-2 * wire.MACLEN:-wire.MACLEN], now)

@@ -162,3 +162,45 @@ def make_server(global_psk=None, client_psks=None, profiles=None, behind=None, *
         return grant_for(request, profiles.get(cid.lower()), behind.get(cid.lower(), ()))
 
     return V2Server(psk_for, authorize, **kw)
+
+
+def sample_traffic(seed: bytes = b"camex v2 sample") -> dict:
+    """A short, reproducible v2 conversation (fixed randomness and ephemeral
+    keys): INIT, COOKIE, INIT with mac2, RESP, DATA both ways, keepalives,
+    NOSESSION. For dissector and layer tests. Returns {"psk", "keylog",
+    "datagrams": [(direction, hex)]} - the PSK is the raw 32-byte key."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from . import wire
+    from .client import ClientSession
+
+    counter = [0]
+
+    def rng(n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            counter[0] += 1
+            out += hashlib.blake2s(seed + counter[0].to_bytes(8, "big")).digest()
+        return out[:n]
+
+    def keygen():
+        return X25519PrivateKey.from_private_bytes(rng(32))
+
+    psk = hashlib.blake2s(seed + b" psk").digest()
+    keylog = []
+    srv = make_server(global_psk=psk, profiles={"cam1": Profile("10.0.0.2/24", "10.0.0.1",
+                                                                ["10.251.0.0/24"], 1400)},
+                      rng=rng, keygen=keygen, keylog=keylog.append, load_threshold=0)
+    lab = MemLab(srv)
+    lab.add("c", ClientSession([psk], "cam1", wire.Request(auto=True), rng=rng,
+                               keygen=keygen, keylog=keylog.append), ("192.0.2.10", 40000))
+    lab.start("c")                       # INIT -> COOKIE (server "under load")
+    lab.run(1.2)                         # INIT with mac2 -> RESP -> keepalive (+ echo)
+    lab.send_from("c", [ipv4("10.0.0.2", "10.251.0.9", b"ping"),
+                        ipv4("10.0.0.2", "10.251.0.9", b"ping2")])
+    lab.send_to("c", [ipv4("10.251.0.9", "10.0.0.2", b"pong")])
+    lab.to_server(wire.data_header(0x01020304, 0) + bytes(16), ("192.0.2.10", 40000))
+    return {"psk": psk.hex(), "keylog": keylog,
+            "datagrams": [(d, data.hex()) for _, d, _, data in lab.log]}

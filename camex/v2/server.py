@@ -129,12 +129,13 @@ def peer_key(client_id: str, grant: Grant) -> str:
 class V2Server:
     def __init__(self, psk_for, authorize, *, timers: Timers | None = None,
                  rng=os.urandom, load_threshold: int = LOAD_THRESHOLD,
-                 max_datagram: int = 1472, keylog=None):
+                 max_datagram: int = 1472, keylog=None, keygen=None):
         self.psk_for = psk_for
         self.authorize = authorize
         self.t = timers or Timers()
         self.rng = rng
         self.keylog = keylog  # callable(line) for session keys, or None
+        self.keygen = keygen  # () -> X25519PrivateKey; None: fresh random keys
         self.max_plain = max_datagram - wire.DATA_MIN
         self.load = LoadMeter(load_threshold)
         self.cookies = CookieMaker(rng, self.t.cookie_secret_life)
@@ -297,7 +298,8 @@ class V2Server:
                 self.stats["rate_limited"] += 1
                 return []
             self.init_counts[addr[0]] = n + 1
-        hs = HandshakeState("NNpsk0", False, init.prologue, psk)
+        hs = HandshakeState("NNpsk0", False, init.prologue, psk,
+                            self.keygen() if self.keygen else None)
         try:
             payload = hs.read_message(init.noise)
         except NoiseError:

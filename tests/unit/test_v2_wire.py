@@ -103,3 +103,12 @@ def test_any_flipped_byte_is_rejected(which, pos, xor):
     # restarts (a valid NOSESSION-like header), which changes no delivery.
     assert len(lab.server_got) == got_s and len(lab.client_got["c"]) == got_c
     assert lab.server.peers == peers
+
+
+def test_sample_traffic_is_reproducible_and_complete():
+    from camex.v2.memlab import sample_traffic
+    a, b = sample_traffic(), sample_traffic()
+    assert a == b and sample_traffic(b"other") != a
+    kinds = {bytes.fromhex(h)[1] for _, h in a["datagrams"]}
+    assert kinds == {wire.T_INIT, wire.T_COOKIE, wire.T_RESP, wire.T_DATA, wire.T_NOSESSION}
+    assert len(a["keylog"]) == 4 and all(l.startswith("CAMEX_V2 ") for l in a["keylog"])
