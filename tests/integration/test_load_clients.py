@@ -1,0 +1,75 @@
+"""1,000 legacy clients at once against one camex server (lab/loadgen.py,
+one socket per client from the load namespace): every one registered (as
+`camex status --json` shows), the relay correct for a random sample, and
+the server's memory within the bound of issue 6 (4 KiB per client).
+
+CAMEX_LOAD_N changes the number of clients (default 1000).
+"""
+
+import json
+import os
+import time
+
+import pytest
+
+from lab import faults as F
+from lab import loadgen
+from lab.daemons import GLOBAL_PSK
+
+pytestmark = pytest.mark.lab
+
+N = int(os.environ.get("CAMEX_LOAD_N", "1000"))
+PER_CLIENT_MAX = 4096  # bytes, issue 6
+
+
+@pytest.mark.parametrize("encrypt,auto", [(False, False), (True, True)],
+                         ids=["plaintext-manual", "encrypted-auto"])
+def test_thousand_clients(star3, camex3, encrypt, auto):
+    lab, cx = star3, camex3
+    ctl = F.ctl_path(lab, "srv")
+    extra = ["--control-socket", ctl]
+    if auto:
+        extra += ["-f", cx.write_config(loadgen.auto_config_text(N))]
+    srv = cx.start_server(encrypt=encrypt, psk=GLOBAL_PSK if encrypt else None, extra=extra)
+    # Two real clients beside the load: they must keep working.
+    cx.start_client(lab.c1, encrypt=encrypt, psk=GLOBAL_PSK if encrypt else None,
+                    local_cidr="10.64.200.1/16")
+    cx.start_client(lab.c2, encrypt=encrypt, psk=GLOBAL_PSK if encrypt else None,
+                    local_cidr="10.64.200.2/16")
+    lab.c1.wait_ping("10.64.200.2", timeout=10)
+    load = loadgen.LegacyLoad(lab.clients[2], ("10.250.2.1", 7000), N,
+                              passphrase=GLOBAL_PSK.encode() if encrypt else None, auto=auto)
+    try:
+        F.status(ctl)  # the status path warmed up before the baseline
+        rss0 = F.vm_rss_kib(srv.pid)
+        reg_s = load.register_all()
+        configured = load.wait_configs() if auto else None
+        if not auto:
+            load.collect(0.5)
+        rss1 = F.vm_rss_kib(srv.pid)  # before the big status document exists
+
+        r = lab.server.run([cx.binary, "status", "--json", "--control-socket", ctl], timeout=30)
+        assert r.returncode == 0, r.stderr
+        st = json.loads(r.stdout)[ctl]
+        registered = {c["address"] for c in st["clients"]}
+        sample = load.relay_sample(100)
+        ping = lab.c1.ping("10.64.200.2", count=5, interval=0.05)
+    finally:
+        load.close()
+    per_client = (rss1 - rss0) * 1024 / N
+    print(f"\n{N} clients ({'encrypted' if encrypt else 'plaintext'}, "
+          f"{'auto' if auto else 'manual'}): REGISTERs sent in {reg_s:.2f} s, "
+          f"{len(registered & set(loadgen.addresses(N)))} registered"
+          f"{f', {configured} got their CONFIG' if auto else ''}; relay sample "
+          f"{sample['correct']}/{sample['sent']} correct, {sample['stray']} stray; server VmRSS "
+          f"{rss0} -> {rss1} KiB = {per_client:.0f} bytes per client (bound {PER_CLIENT_MAX}); "
+          f"real clients' ping {ping.received}/5")
+    assert registered >= set(loadgen.addresses(N))
+    assert len(st["clients"]) == N + 2
+    if auto:
+        assert configured == N
+        ids = {c["address"]: c["client_id"] for c in st["clients"]}
+        assert all(ids[a] == f"L{i:05d}" for i, a in enumerate(loadgen.addresses(N)))
+    assert sample["correct"] == sample["sent"] and sample["stray"] == 0
+    assert per_client <= PER_CLIENT_MAX
+    assert ping.received == 5
