@@ -152,6 +152,27 @@ class Namespace:
             idx = _lookup(ipr, ifname, self.name)
             ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
 
+    def add_route(self, dst: str, gateway: Optional[str] = None, ifname: Optional[str] = None) -> None:
+        """Add an IPv4 route ("default" or a CIDR) via a gateway and/or link."""
+        kw = {}
+        if dst != "default":
+            net = ipaddress.IPv4Network(dst)
+            kw.update(dst=str(net.network_address), dst_len=net.prefixlen)
+        else:
+            kw.update(dst="0.0.0.0", dst_len=0)
+        if gateway:
+            kw["gateway"] = gateway
+        with self.ipr() as ipr:
+            if ifname:
+                kw["oif"] = _lookup(ipr, ifname, self.name)
+            ipr.route("add", **kw)
+
+    def mac(self, ifname: str) -> str:
+        """The link-layer address of a link, as aa:bb:cc:dd:ee:ff."""
+        with self.ipr() as ipr:
+            idx = _lookup(ipr, ifname, self.name)
+            return ipr.get_links(idx)[0].get("address")
+
     # -- /proc of the namespace
     def sysctl(self, key: str, value: Optional[str] = None) -> str:
         """Read (and with ``value`` write) a net sysctl of this namespace."""
