@@ -35,6 +35,7 @@ PATH_MTU = 1500
 DEFAULT_MTU = PATH_MTU - 28 - wire.OVERHEAD   # 1438: one packet per datagram, unfragmented
 FALLBACK_AFTER = 3.0   # --protocol auto: seconds without a v2 answer before legacy
 PROBE_INTERVAL = 30.0  # on legacy, how often to try v2 again
+REJECT_REPORT_DELAY = 2.0  # wait this long before logging "no key opens it"
 INF = float("inf")
 
 _ERRORS = {wire.ERR_UNKNOWN_CLIENT: "unknown client", wire.ERR_ADDRESS: "address refused",
@@ -277,6 +278,10 @@ class V2ServerCore:
         self.server = V2Server(self._keystore(global_passphrase, config), self._authorize,
                                rng=rng, keylog=keylog, timers=timers, **kw)
         self.now = 0.0
+        # Source addresses whose INIT no key opened, waiting to be reported:
+        # a client offers one INIT per candidate key (kdf.client_candidates)
+        # and one of them failing is normal if the other one is answered.
+        self._rejected: dict = {}
 
     @staticmethod
     def _keystore(global_passphrase, config):
@@ -300,8 +305,8 @@ class V2ServerCore:
         self._handle(self.server.receive(data, addr, now), now)
         if stats["bad_mac1"] + stats["no_key"] != bad:
             self.drops["no-key"] += 1
-            self.throttle.info("nokey", "rejected a v2 handshake from %s:%d: no key opens it",
-                               addr[0], addr[1])
+            if len(self._rejected) < 1024:
+                self._rejected.setdefault(addr, now)
 
     def tun_packet(self, packet, now: float | None = None) -> None:
         """A packet from the server's own TUN."""
@@ -321,11 +326,19 @@ class V2ServerCore:
 
     def next_deadline(self) -> float:
         t = self.server.next_timer()
-        return INF if t is None else t
+        t = INF if t is None else t
+        if self._rejected:
+            t = min(t, min(self._rejected.values()) + REJECT_REPORT_DELAY)
+        return t
 
     def on_timer(self, now: float) -> None:
         self.now = now
         self._handle(self.server.on_timer(now), now)
+        for addr, t in list(self._rejected.items()):
+            if now - t >= REJECT_REPORT_DELAY:
+                del self._rejected[addr]
+                self.throttle.info("nokey", "rejected a v2 handshake from %s:%d: no key "
+                                   "opens it", addr[0], addr[1])
 
     def reload(self, config, global_passphrase: bytes | None, now: float | None = None) -> None:
         now = self.now if now is None else now
@@ -342,6 +355,8 @@ class V2ServerCore:
         for a in actions:
             if isinstance(a, Send):
                 self.outbox.append((a.data, a.addr))
+                if a.data[1] in (wire.T_RESP, wire.T_COOKIE):
+                    self._rejected.pop(a.addr, None)   # another candidate key worked
             elif isinstance(a, Deliver):
                 for p in a.packets:
                     self._relay(p, a.peer, now)

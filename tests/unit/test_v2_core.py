@@ -74,12 +74,16 @@ def setup(local_delivery=False, relay_other=None):
 def test_auto_clients_get_their_interface_config(caplog):
     with caplog.at_level(logging.INFO, logger="camex"):
         w, srv, c1, c2 = setup()
+        w.tick(3.0)
     assert c1.events == [IfConfig(ipaddress.IPv4Interface("10.0.0.2/24"), 1400,
                                   ipaddress.IPv4Address("10.0.0.1"),
                                   [ipaddress.IPv4Network("10.251.0.0/24")])]
     assert c2.config.address == ipaddress.IPv4Interface("10.0.0.3/24")
     assert c2.config.mtu == DEFAULT_MTU == 1438
     assert caplog.text.count("registered (v2, auto)") == 2
+    # Each client offered two candidate keys (own section, global); the
+    # one the server does not hold is counted, not reported.
+    assert srv.drops["no-key"] == 2 and "no key opens it" not in caplog.text
 
 
 def test_client_to_client_and_to_the_server_tun():
