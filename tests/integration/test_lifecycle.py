@@ -120,3 +120,15 @@ def test_restarted_client_is_accepted_at_once(camex, star, mode, measure):
     measure(f"restarted client passes traffic {took:.2f} s after start")
     st = camex.status(star.server)
     assert sorted(c["address"] for c in st["clients"]) == ["10.0.0.2", "10.0.0.3"]
+
+
+def test_auto_client_sigterm_removes_routes_from_config(camex, star):
+    """Routes that came in the server's CONFIG go with the client, too."""
+    camex.start_server(config=camex.write_config(vectors_config(c2_psk=None)))
+    c1 = camex.start_client(star.c1, auto=True)
+    dev = camex.tun_dev(c1)
+    assert ("10.251.0.0/24", dev) in {(r["dst"], r["dev"]) for r in star.c1.routes()}
+    rc, _ = _exit_time(c1, signal.SIGTERM)
+    assert rc == 0, c1.tail()
+    assert [r for r in star.c1.routes() if r["dev"] != "eth0"] == []
+    assert dev not in star.c1.links()
