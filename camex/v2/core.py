@@ -282,6 +282,7 @@ class V2ServerCore:
         # a client offers one INIT per candidate key (kdf.client_candidates)
         # and one of them failing is normal if the other one is answered.
         self._rejected: dict = {}
+        self._answered: dict = {}   # address -> time of the last RESP/COOKIE sent there
 
     @staticmethod
     def _keystore(global_passphrase, config):
@@ -305,7 +306,8 @@ class V2ServerCore:
         self._handle(self.server.receive(data, addr, now), now)
         if stats["bad_mac1"] + stats["no_key"] != bad:
             self.drops["no-key"] += 1
-            if len(self._rejected) < 1024:
+            if now - self._answered.get(addr, -INF) > REJECT_REPORT_DELAY \
+                    and len(self._rejected) < 1024:
                 self._rejected.setdefault(addr, now)
 
     def tun_packet(self, packet, now: float | None = None) -> None:
@@ -357,6 +359,9 @@ class V2ServerCore:
                 self.outbox.append((a.data, a.addr))
                 if a.data[1] in (wire.T_RESP, wire.T_COOKIE):
                     self._rejected.pop(a.addr, None)   # another candidate key worked
+                    if len(self._answered) > 4096:
+                        self._answered.clear()
+                    self._answered[a.addr] = now
             elif isinstance(a, Deliver):
                 for p in a.packets:
                     self._relay(p, a.peer, now)
