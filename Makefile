@@ -27,7 +27,7 @@ test-unit: venv
 	$(PYTEST) -q -n 2 tests/unit
 
 test-integration: deps venv
-	$(PYTEST) -q tests/integration
+	$(PYTEST) -q tests/integration $(INTEGRATION_EXCLUDE)
 
 demo: deps venv
 	$(PY) -m lab.demo
