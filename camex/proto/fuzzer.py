@@ -55,8 +55,15 @@ class DatagramFuzzer:
                  pool_size: int = 3000,
                  protected_ips=("10.0.0.1", "10.0.0.2", "10.0.0.3"),
                  protected_ids=("C1", "C2"),
-                 tunnel_net: str = "10.0.0.0/24"):
+                 tunnel_net: str = "10.0.0.0/24", prefixes: int | None = 1024):
         self.rng = random.Random(seed)
+        # Authentic datagrams come from `prefixes` senders (None: a new random
+        # prefix every time). Each sender counts up like an honest one, so
+        # the server's replay window accepts them and the content is judged;
+        # a bounded number of senders keeps the server's per-sender state
+        # (replay windows) bounded too, so memory growth means a leak.
+        self._senders = [self.rng.randbytes(4) for _ in range(prefixes)] if prefixes else None
+        self._next_seq: dict[bytes, int] = {}
         self.key = LegacyKey.from_passphrase(passphrase) if passphrase else None
         self.protected_ips = {ipaddress.IPv4Address(a) for a in protected_ips}
         self.protected_ids = {i.lower() for i in protected_ids}
@@ -64,6 +71,7 @@ class DatagramFuzzer:
         self.categories = BASE_CATEGORIES + (AUTH_CATEGORIES if self.key else ())
         self.pool: list[tuple[str, bytes]] = []
         self._plain: dict[int, tuple[int, bytes]] = {}  # pool index -> (type, plaintext)
+        self._orig: dict[int, bytes] = {}  # pool index -> valid datagram it mutates
         self._state = random.getstate()
         try:
             # Scapy's fuzz() draws from the global random module: seed it for
@@ -95,6 +103,13 @@ class DatagramFuzzer:
 
     def _seal(self, ptype: int, plaintext: bytes, prefix: bytes | None = None,
               seq: int | None = None) -> bytes:
+        if prefix is None and self._senders is not None:
+            prefix = self.rng.choice(self._senders)
+            if seq is None:
+                # mostly the next number, sometimes a jump (slides the window)
+                step = 1 if self.rng.random() < 0.9 else self.rng.choice([2, 64, 1000, 2**32])
+                seq = min(self._next_seq.get(prefix, -1) + step, 2**64 - 1)
+                self._next_seq[prefix] = seq
         prefix = prefix if prefix is not None else self.rng.randbytes(4)
         seq = seq if seq is not None else self.rng.choice(
             [0, 1, self.rng.getrandbits(8), self.rng.getrandbits(32), self.rng.getrandbits(64),
@@ -150,6 +165,7 @@ class DatagramFuzzer:
         else:
             base = codec.pack_header(2, self.rng.randbytes(4), self.rng.getrandbits(64), 20) + \
                 self.rng.randbytes(36)
+        self._orig[len(self.pool)] = base
         return self.mutate(base, force=True)
 
     def _control_text(self) -> bytes:
@@ -228,9 +244,9 @@ class DatagramFuzzer:
     def datagrams(self, n: int, mutate_share: float = 0.3) -> Iterator[tuple[str, bytes]]:
         """`n` (category, datagram) pairs: pool entries, a share mutated anew.
 
-        Authentic datagrams are sealed afresh each time (new random prefix
-        and sequence), so the server judges their content instead of
-        dropping a replay; mutating them would only break the tag.
+        Authentic datagrams are sealed afresh each time (next sequence number
+        of one of the senders), so the server judges their content instead
+        of dropping a replay; mutating them would only break the tag.
         """
         r = self.rng
         pool = self.pool
@@ -240,5 +256,8 @@ class DatagramFuzzer:
             if cat in AUTH_CATEGORIES:
                 data = self._seal(*self._plain[i])
             elif r.random() < mutate_share:
-                data = self.mutate(data)
+                again = self.mutate(data)
+                # a second edit can undo the first: never send the valid original
+                if again != self._orig.get(i):
+                    data = again
             yield cat, data
