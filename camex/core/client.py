@@ -81,6 +81,7 @@ class LegacyClient:
         self.config: IfConfig | None = None
         self.last_rx = None
         self.last_register = -1e9
+        self.last_data_tx = None
         self.connected_at = 0.0
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
 
@@ -138,6 +139,7 @@ class LegacyClient:
             return
         self.tx_packets += 1
         self.tx_bytes += len(packet)
+        self.last_data_tx = now
         self._send(codec.T_DATA, packet)
 
     # --------------------------------------------------------- receive
@@ -242,16 +244,25 @@ class LegacyClient:
 
     # ---------------------------------------------------------- timers
 
-    def next_deadline(self) -> float:
+    def _silent_since(self) -> float:
+        return self.last_rx if self.last_rx is not None else self.connected_at
+
+    def _next_register(self) -> float:
         if self.auto and self.config is None:
-            reg = self.last_register + REGISTER_RETRY
-        else:
-            reg = self.last_register + REGISTER_INTERVAL
-        silent_since = self.last_rx if self.last_rx is not None else self.connected_at
-        return min(reg, silent_since + SILENCE_RECONNECT)
+            return self.last_register + REGISTER_RETRY
+        silent_since = self._silent_since()
+        if self.last_data_tx is not None and self.last_data_tx > silent_since:
+            # We send and hear nothing back: the server may have restarted
+            # and forgotten us. Register again in 5 s rather than 30 s (a C
+            # server ignores REGISTERs closer than 5 s, harmlessly).
+            return max(self.last_register, silent_since) + REGISTER_RETRY
+        return self.last_register + REGISTER_INTERVAL
+
+    def next_deadline(self) -> float:
+        return min(self._next_register(), self._silent_since() + SILENCE_RECONNECT)
 
     def on_timer(self, now: float) -> None:
-        silent_since = self.last_rx if self.last_rx is not None else self.connected_at
+        silent_since = self._silent_since()
         if now - silent_since >= SILENCE_RECONNECT:
             self.events.append(Reconnect(f"nothing from the server for "
                                          f"{now - silent_since:.0f} s"))
@@ -259,6 +270,5 @@ class LegacyClient:
             self.connected_at = now
             self.last_rx = None
             return
-        interval = REGISTER_RETRY if self.auto and self.config is None else REGISTER_INTERVAL
-        if now - self.last_register >= interval:
+        if now >= self._next_register():
             self._register(now)

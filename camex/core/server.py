@@ -34,7 +34,8 @@ IDLE_TIMEOUT = 120.0  # an entry silent this long expires (as the C server)
 SWEEP_INTERVAL = 5.0
 CONFIG_MIN_INTERVAL = 1.0  # answer at most this often per peer (CONFIG is larger than REGISTER)
 REPLAY_STATE_MAX = 65536  # (key, prefix) windows remembered beyond live peers
-GLOBAL = "*global*"  # name of the global key in the key store
+GLOBAL = "*global*"
+PLAIN_TAKEOVER_GUARD = 15.0  # plaintext: a live holder keeps its address this long  # name of the global key in the key store
 
 
 class KeyEntry:
@@ -320,6 +321,14 @@ class LegacyServer:
             if h_identity != identity and alive:
                 self._drop("register-refused", addr,
                            f"{holder.ip_text} is in use by another client")
+                return
+            if key is None and holder.endpoint[0] != addr[0] and \
+                    now - holder.last_rx < PLAIN_TAKEOVER_GUARD:
+                # Plaintext authenticates nothing; at least a client that is
+                # talking right now keeps its address against other hosts.
+                # A reconnect comes from the same host with a new port.
+                self._drop("register-refused", addr,
+                           f"{holder.ip_text} is in use by a live client at another address")
                 return
         peer = self.by_endpoint.get(addr)
         if peer is not None and (peer.ip != packed or peer.identity[0] != identity[0]

@@ -370,3 +370,31 @@ def test_server_tun_gets_packets_for_no_client_and_answers_reach_clients():
     assert c1.to_tun == [pong]
     net.server.tun_packet(ip_packet("10.0.0.1", "10.0.0.77"))
     assert net.server.outbox == [] and net.server.drops["no-route"] == 1
+
+
+def test_client_registers_again_soon_when_its_traffic_gets_no_answer():
+    """A restarted server forgot us: re-register in 5 s, not 30 s."""
+    net = Net(encrypt=False)
+    c1 = net.client(None, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.2/24"))
+    c1.to_net.clear()
+    t0 = net.now
+    assert c1.next_deadline() == t0 + 20  # idle: only the silence check
+    c1.tun_packet(ip_packet("10.0.0.2", "10.0.0.3"), t0 + 1)
+    c1.to_net.clear()
+    assert c1.next_deadline() == t0 + 5
+    c1.on_timer(t0 + 5)
+    assert c1.to_net == [codec.register_manual("10.0.0.2")]
+    # Once the server answers, the normal 30 s period is back.
+    c1.datagram_received(ip_packet("10.0.0.3", "10.0.0.2"), t0 + 6)
+    assert c1.next_deadline() == t0 + 6 + 20
+
+
+def test_plaintext_live_address_is_not_moved_by_another_host():
+    net = Net(encrypt=False)
+    c1 = net.client(None, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.2/24"))
+    net.up(c1, A1)
+    net.server.datagram_received(codec.register_manual("10.0.0.2"), EVIL, net.now + 1)
+    assert net.server.by_ip[ipaddress.IPv4Address("10.0.0.2").packed].endpoint == A1
+    # The same host from a new port (a legacy reconnect) moves it at once.
+    net.server.datagram_received(codec.register_manual("10.0.0.2"), (A1[0], 1234), net.now + 2)
+    assert net.server.by_ip[ipaddress.IPv4Address("10.0.0.2").packed].endpoint == (A1[0], 1234)
