@@ -26,8 +26,10 @@ deps:
 test-unit: venv
 	$(PYTEST) -q -n 2 tests/unit
 
+# Namespace labs are PID-named, so two workers run side by side; -rA
+# prints each lab test's measured figures.
 test-integration: deps venv
-	$(PYTEST) -q tests/integration $(INTEGRATION_EXCLUDE)
+	$(PYTEST) -q -n 2 tests/integration $(INTEGRATION_EXCLUDE)
 
 demo: deps venv
 	$(PY) -m lab.demo
@@ -41,5 +43,10 @@ distclean: clean
 
 include $(wildcard mk/*.mk)
 
-# `make test` runs every suite; mk/*.mk add theirs to TEST_SUITES.
+# `make test` runs every suite; mk/*.mk add theirs to TEST_SUITES (and
+# benchmarks to BENCH_SUITES). Prerequisites are expanded when a rule is
+# read, so these rules come after the includes.
 test: test-unit test-integration $(TEST_SUITES)
+
+.PHONY: bench
+bench: $(BENCH_SUITES)
