@@ -339,7 +339,7 @@ class V2ServerCore:
         for addr, t in list(self._rejected.items()):
             if now - t >= REJECT_REPORT_DELAY:
                 del self._rejected[addr]
-                self.throttle.info("nokey", "rejected a v2 handshake from %s:%d: no key "
+                self.throttle.warning("nokey", "rejected a v2 handshake from %s:%d: no key "
                                    "opens it", addr[0], addr[1])
 
     def reload(self, config, global_passphrase: bytes | None, now: float | None = None) -> None:
