@@ -142,6 +142,9 @@ class Profile:
     gateway_ip: IPv4Address | None = None
     routes: list[IPv4Network] = field(default_factory=list)
     mtu: int | None = None
+    # Networks behind the client whose addresses it may use as inner
+    # sources (v2 identity binding). A C server warns and ignores the key.
+    allowed: list[IPv4Network] = field(default_factory=list)
 
 
 @dataclass
@@ -190,13 +193,14 @@ def merge(defaults: Profile, own: Profile) -> Profile:
         gateway_ip=own.gateway_ip if own.gateway_ip is not None else defaults.gateway_ip,
         routes=routes,
         mtu=own.mtu if own.mtu is not None else defaults.mtu,
+        allowed=list(own.allowed),
     )
 
 
 # ------------------------------------------------------------ parser
 
 _SINGLE_KEYS = ("local_cidr", "gateway_ip", "mtu", "psk")
-_KNOWN_KEYS = _SINGLE_KEYS + ("route_cidr",)
+_KNOWN_KEYS = _SINGLE_KEYS + ("route_cidr", "allowed_cidr")
 
 
 def load_config(path: str) -> ServerConfig:
@@ -298,6 +302,14 @@ def _apply(cfg: ServerConfig, prof: Profile, section: ClientSection | None,
             raise ValueError("only allowed in [client ID] sections (the global "
                              "passphrase is given on the command line)")
         section.psk = parse_psk(value.encode("utf-8", "surrogateescape"))
+    elif key == "allowed_cidr":
+        if section is None:
+            raise ValueError("only allowed in [client ID] sections (networks "
+                             "behind that client)")
+        net = parse_route(value)
+        if net in prof.allowed:
+            raise ValueError(f"{net} is listed twice in this section")
+        prof.allowed.append(net)
     elif key == "route_cidr":
         route = parse_route(value)
         if route in prof.routes:

@@ -226,3 +226,12 @@ def test_any_text_gives_config_or_config_error(text):
         prof = cfg.profile_for(key)
         assert prof is not None and len(prof.routes) <= 16
         assert section.psk is None or 1 <= len(section.psk) <= 63
+
+
+def test_allowed_cidr_lists_networks_behind_a_client():
+    from camex.config import ConfigError, parse_config
+    cfg = parse_config("[client cam7]\nlocal_cidr=10.0.0.7/24\nallowed_cidr=192.168.7.0/24\n"
+                       "allowed_cidr=192.168.8.0/24\n", "t.conf")
+    assert [str(n) for n in cfg.profile_for("CAM7").allowed] == ["192.168.7.0/24", "192.168.8.0/24"]
+    with pytest.raises(ConfigError, match=r"t\.conf:2: .*client"):
+        parse_config("[defaults]\nallowed_cidr=192.168.7.0/24\n", "t.conf")
