@@ -11,18 +11,19 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .core.client import IfConfig, LegacyClient, Reconnect
-from .io import netlink, udp
-from .io.tun import open_tun
+from .io import gso, netlink, offload, udp
 from .legacy import codec
 from .log import LOG, Throttle
 from .loop import BATCH, RESOLVE_RETRY, Loop, StartupError
+
+FLUSH_AT = 64  # datagrams/packets queued before a mid-batch flush (bounds memory)
 
 
 @dataclass
 class ClientIO:
     """The client's narrow view of the system; camex.io.fake has stand-ins."""
 
-    open_tun: Callable = open_tun
+    open_tun: Callable = offload.open_tun
     link: Callable = netlink.LinkConfig
     resolve: Callable = udp.resolve
     connect: Callable = udp.client_socket
@@ -53,6 +54,9 @@ class ClientDaemon:
         self.next_connect = 0.0
         self.throttle = Throttle()
         self.up = False
+        self.features = gso.probe()
+        self.sender = None
+        self._recv = None
 
     def run(self) -> int:
         self.loop = Loop(signals=self.io.signals)
@@ -71,6 +75,10 @@ class ClientDaemon:
                      self.opts.server_host, self.opts.port,
                      ", encrypted, key fingerprint " + codec.fingerprint(self.key)
                      if self.key else ", plaintext")
+            LOG.info("data path: %s, UDP GSO %s, UDP GRO %s",
+                     getattr(self.tun, "why", "") or "TUN plain",
+                     "on" if self.features.udp_gso else "off (kernel < 4.18)",
+                     "on" if self.features.udp_gro else "off (kernel < 5.0)")
             self.loop.sel.register(self.tun, selectors.EVENT_READ, self._tun_readable)
             self.loop.serve_control(self.opts.control_socket, {"status": self.status})
             now = self.loop.now()
@@ -100,6 +108,10 @@ class ClientDaemon:
             self.next_connect = now + RESOLVE_RETRY
             return
         self.next_connect = 0.0
+        if self.features.udp_gro and hasattr(self.sock, "setsockopt"):
+            gso.enable_gro(self.sock)
+        self.sender = gso.Sender(self.sock, self.features.udp_gso, self._send_error)
+        self._recv = gso.receiver(self.sock)
         self.loop.sel.register(self.sock, selectors.EVENT_READ, self._sock_readable)
         LOG.debug("connected to %s:%d from port %d", *self.server,
                   self.sock.getsockname()[1])
@@ -124,19 +136,30 @@ class ClientDaemon:
     def _tun_readable(self) -> None:
         core, tun = self.core, self.tun
         now = self.loop.now()
+        # A TUN with offloads returns a whole super-packet per read, cut
+        # into packets with correct checksums (camex.io.offload).
+        read = getattr(tun, "read_packets", None)
         for _ in range(BATCH):
-            pkt = tun.read()
-            if pkt is None:
+            if read is not None:
+                pkts = read()
+            else:
+                pkt = tun.read()
+                pkts = None if pkt is None else (pkt,)
+            if pkts is None:
                 break
-            core.tun_packet(pkt, now)
+            for pkt in pkts:
+                core.tun_packet(pkt, now)
+            if len(core.to_net) >= FLUSH_AT:
+                self._flush()
         self._flush()
 
     def _sock_readable(self) -> None:
-        core, sock = self.core, self.sock
+        core, recv = self.core, self._recv
         now = self.loop.now()
         for _ in range(BATCH):
             try:
-                data = sock.recv(udp.MAX_DATAGRAM)
+                # With UDP GRO one receive may hold many datagrams.
+                datagrams, _addr = recv()
             except BlockingIOError:
                 break
             except ConnectionRefusedError:
@@ -146,26 +169,34 @@ class ClientDaemon:
             except OSError as e:
                 self.throttle.warning("recv", "receive error: %s", e)
                 break
-            core.datagram_received(data, now)
+            for data in datagrams:
+                core.datagram_received(data, now)
+            if len(core.to_tun) >= FLUSH_AT:
+                self._flush()
         self._flush()
+
+    def _send_error(self, e, addr) -> None:
+        self.throttle.warning("send", "send error: %s", e)
 
     def _flush(self) -> None:
         core = self.core
         if core.to_net:
-            sock = self.sock
-            if sock is not None:
-                for d in core.to_net:
-                    try:
-                        sock.send(d)
-                    except (BlockingIOError, ConnectionRefusedError):
-                        pass
-                    except OSError as e:
-                        self.throttle.warning("send", "send error: %s", e)
+            if self.sock is not None:
+                # Equal-sized datagrams go out in one sendmsg (UDP GSO).
+                self.sender.send(core.to_net)
+                if self.sender.fallback_reason:
+                    LOG.warning("%s", self.sender.fallback_reason)
+                    self.sender.fallback_reason = None
             core.to_net.clear()
         if core.to_tun:
-            write = self.tun.write
-            for p in core.to_tun:
-                write(p)
+            tun = self.tun
+            batch = getattr(tun, "write_batch", None)
+            if batch is not None:
+                # In-order TCP segments of one flow become one GSO write.
+                batch(core.to_tun)
+            else:
+                for p in core.to_tun:
+                    tun.write(p)
             core.to_tun.clear()
         if core.events:
             events, core.events = core.events, []

@@ -9,12 +9,14 @@ import selectors
 
 from .core.client import IfConfig, default_mtu
 from .core.server import LegacyServer
-from .io import netlink, udp
+from .io import gso, netlink, udp
 from .io.tun import open_tun
 from .legacy import codec
 from .log import LOG, Throttle
 from .loop import BATCH, Loop, StartupError
 from .options import read_psk_file
+
+FLUSH_AT = 128  # datagrams queued before a mid-batch flush (bounds memory)
 
 
 class ServerDaemon:
@@ -31,6 +33,9 @@ class ServerDaemon:
         self.tun = None
         self.link = None
         self.throttle = Throttle()
+        self.features = gso.probe()
+        self.sender = None
+        self._recv = None
 
     def _tun_config(self, config):
         """The server TUN's address: -l, else the gateway of [defaults]."""
@@ -77,6 +82,13 @@ class ServerDaemon:
                 raise StartupError(f"--port: cannot bind UDP port {self.opts.port}"
                                    f"{' on ' + self.opts.bind_ip if self.opts.bind_ip else ''}"
                                    f": {e.strerror}") from None
+            if self.features.udp_gro:
+                gso.enable_gro(self.sock)
+            self.sender = gso.Sender(self.sock, self.features.udp_gso, self._send_error)
+            self._recv = gso.receiver(self.sock)
+            LOG.info("data path: UDP GSO %s, UDP GRO %s",
+                     "on" if self.features.udp_gso else "off (kernel < 4.18)",
+                     "on" if self.features.udp_gro else "off (kernel < 5.0)")
             self.loop.sel.register(self.sock, selectors.EVENT_READ, self._sock_readable)
             if self.tun_config is not None:
                 self._open_tun()
@@ -142,11 +154,13 @@ class ServerDaemon:
         self._flush()
 
     def _sock_readable(self) -> None:
-        core, sock = self.core, self.sock
+        core, recv = self.core, self._recv
         now = self.loop.now()
         for _ in range(BATCH):
             try:
-                data, addr = sock.recvfrom(udp.MAX_DATAGRAM)
+                # With UDP GRO one receive may hold many datagrams of one
+                # sender (equal size, cut apart by gso.receiver).
+                datagrams, addr = recv()
             except BlockingIOError:
                 break
             except OSError as e:
@@ -155,8 +169,14 @@ class ServerDaemon:
                                    errno.ENETUNREACH):
                     self.throttle.warning("recv", "receive error: %s", e)
                 continue
-            core.datagram_received(data, addr, now)
+            for data in datagrams:
+                core.datagram_received(data, addr, now)
+            if len(core.outbox) >= FLUSH_AT:
+                self._flush()
         self._flush()
+
+    def _send_error(self, e, addr) -> None:
+        self.throttle.warning("send", "send to %s:%d failed: %s", addr[0], addr[1], e)
 
     def _flush(self) -> None:
         if self.core.to_tun:
@@ -167,12 +187,9 @@ class ServerDaemon:
         out = self.core.outbox
         if not out:
             return
-        sendto = self.sock.sendto
-        for data, addr in out:
-            try:
-                sendto(data, addr)
-            except BlockingIOError:
-                pass
-            except OSError as e:
-                self.throttle.warning("send", "send to %s:%d failed: %s", addr[0], addr[1], e)
+        # Per destination, equal-sized datagrams go out in one sendmsg (GSO).
+        self.sender.send_grouped(out)
+        if self.sender.fallback_reason:
+            LOG.warning("%s", self.sender.fallback_reason)
+            self.sender.fallback_reason = None
         out.clear()

@@ -1,0 +1,322 @@
+"""Batched UDP and the virtio-net header: the kernel's segmentation offloads.
+
+Three things live here, shared by the legacy fast path and by v2:
+
+- the virtio_net_hdr that a TUN device opened with IFF_VNET_HDR puts in
+  front of every packet (pack/parse);
+- UDP GSO: one sendmsg() with a UDP_SEGMENT control message hands the
+  kernel a run of datagrams that all have `size` bytes except the last,
+  which may be shorter (Linux >= 4.18);
+- UDP GRO: with UDP_GRO on a socket, one recvmsg() may return several
+  datagrams of one sender glued together plus a control message giving
+  their size; `split()` cuts them apart again (Linux >= 5.0).
+
+`probe()` tells which of these the running kernel has, so the daemons can
+fall back to one datagram per syscall on older kernels (cameras).
+No I/O happens at import time; nothing here knows about camex framing.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+import sys
+
+SOL_UDP = 17
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+UDP_GRO = getattr(socket, "UDP_GRO", 104)
+
+# The kernel refuses more than UDP_MAX_SEGMENTS datagrams in one GSO send
+# (64 before Linux 6.2?, 128 after); 64 is safe everywhere.
+MAX_SEGMENTS = 64
+# One GSO send is one UDP datagram for the IP layer until it is segmented:
+# its payload cannot exceed 65535 - 20 (IPv4) - 8 (UDP).
+MAX_GSO_BYTES = 65507
+# Room for the largest coalesced read plus its control message.
+RECV_BUF = 65536 + 4096
+GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 64
+
+# ---------------------------------------------------------- virtio_net_hdr
+
+# struct virtio_net_hdr { u8 flags; u8 gso_type; u16 hdr_len; u16 gso_size;
+#                         u16 csum_start; u16 csum_offset; }
+# A TUN device uses the host's byte order (legacy virtio) unless told
+# otherwise with TUNSETVNETLE/BE, which we never do.
+VNET_HDR = struct.Struct("=BBHHHH")
+VNET_HDR_LEN = VNET_HDR.size  # 10
+
+F_NEEDS_CSUM = 1  # the checksum at csum_start+csum_offset is still to be done
+F_DATA_VALID = 2  # the checksum was verified (receive path)
+
+GSO_NONE = 0
+GSO_TCPV4 = 1
+GSO_UDP = 3  # UFO, obsolete
+GSO_TCPV6 = 4
+GSO_UDP_L4 = 5  # USO
+GSO_ECN = 0x80
+
+# A plain packet: no offload asked, checksums already complete.
+PLAIN_VNET_HDR = VNET_HDR.pack(0, GSO_NONE, 0, 0, 0, 0)
+
+
+class VnetHdr(tuple):
+    """Parsed virtio_net_hdr: (flags, gso_type, hdr_len, gso_size,
+    csum_start, csum_offset). A tuple subclass: cheap to make, fields by name."""
+
+    __slots__ = ()
+    flags = property(lambda s: s[0])
+    gso_type = property(lambda s: s[1])
+    hdr_len = property(lambda s: s[2])
+    gso_size = property(lambda s: s[3])
+    csum_start = property(lambda s: s[4])
+    csum_offset = property(lambda s: s[5])
+
+
+def pack_vnet(flags: int = 0, gso_type: int = GSO_NONE, hdr_len: int = 0,
+              gso_size: int = 0, csum_start: int = 0, csum_offset: int = 0) -> bytes:
+    return VNET_HDR.pack(flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
+
+
+def parse_vnet(buf) -> VnetHdr:
+    if len(buf) < VNET_HDR_LEN:
+        raise ValueError(f"{len(buf)} bytes is shorter than a virtio_net_hdr")
+    return VnetHdr(VNET_HDR.unpack_from(buf))
+
+
+# ------------------------------------------------------------- UDP GSO/GRO
+
+
+def runs(datagrams, limit: int = MAX_SEGMENTS, max_bytes: int = MAX_GSO_BYTES):
+    """Cut a list of datagrams into GSO-sendable runs, order kept.
+
+    A run is datagrams of one size, optionally ended by one shorter datagram,
+    at most `limit` long and `max_bytes` in total. Yields (size, [datagrams]).
+    """
+    run: list = []
+    size = total = 0
+    for d in datagrams:
+        n = len(d)
+        if run and (n != size or len(run) >= limit or total + n > max_bytes):
+            if n < size and len(run) < limit and total + n <= max_bytes:
+                run.append(d)  # a shorter tail closes the run
+                yield size, run
+                run, size, total = [], 0, 0
+                continue
+            yield size, run
+            run, size, total = [], 0, 0
+        if not run:
+            size = n
+        run.append(d)
+        total += n
+    if run:
+        yield size, run
+
+
+def set_gso_size(sock: socket.socket, size: int) -> None:
+    """Socket-wide UDP_SEGMENT (0 turns it off); the per-call cmsg overrides it."""
+    sock.setsockopt(SOL_UDP, UDP_SEGMENT, size)
+
+
+def send_gso(sock: socket.socket, datagrams, size: int, addr=None) -> int:
+    """Send `datagrams` (one run from `runs()`) with one sendmsg.
+
+    The list is passed as the iovec, so nothing is joined in Python. A run
+    of one datagram is sent without the cmsg (the kernel rejects a GSO size
+    larger than the payload on some versions).
+    """
+    if len(datagrams) == 1:
+        if addr is None:
+            return sock.send(datagrams[0])
+        return sock.sendto(datagrams[0], addr)
+    anc = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
+    if addr is None:
+        return sock.sendmsg(datagrams, anc)
+    return sock.sendmsg(datagrams, anc, 0, addr)
+
+
+def enable_gro(sock: socket.socket) -> bool:
+    """Ask for coalesced receives; False if the kernel does not know UDP_GRO."""
+    try:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+    except OSError:
+        return False
+    return True
+
+
+def gro_size(ancdata) -> int:
+    """The segment size of a coalesced receive, or 0 for a single datagram."""
+    for level, typ, data in ancdata:
+        if level == SOL_UDP and typ == UDP_GRO and len(data) >= 2:
+            # The kernel puts an int here; its low 16 bits are the size.
+            return struct.unpack_from("=i", data.ljust(4, b"\0"))[0] & 0xFFFF
+    return 0
+
+
+def split(data, size: int):
+    """The datagrams of one coalesced receive (memoryviews of `data`)."""
+    n = len(data)
+    if not size or size >= n:
+        return [data]
+    mv = memoryview(data)
+    return [mv[i:i + size] for i in range(0, n, size)]
+
+
+def recv_gro(sock: socket.socket, bufsize: int = RECV_BUF):
+    """One recvmsg: (list of datagrams, address). Raises BlockingIOError
+    when empty, like recv()."""
+    data, anc, _flags, addr = sock.recvmsg(bufsize, GRO_CMSG_SPACE)
+    return split(data, gro_size(anc) if anc else 0), addr
+
+
+# --------------------------------------------------- what the daemons use
+
+
+class Sender:
+    """Sends lists of datagrams with as few syscalls as the kernel allows.
+
+    With `gso` on, each run of equal-sized datagrams (see runs()) is one
+    sendmsg(). If the kernel refuses a GSO send (EIO: the route's device
+    cannot checksum; EINVAL/ENOPROTOOPT: no UDP_SEGMENT), GSO is switched
+    off for good and the run is sent one datagram at a time. A full socket
+    buffer drops the rest of the run, as a NIC queue would. Other errors go
+    to `on_error(exc, addr)` (the daemon throttles its log).
+    """
+
+    def __init__(self, sock, gso: bool, on_error=None):
+        self.sock = sock
+        self.gso = gso and hasattr(sock, "sendmsg")
+        self.on_error = on_error
+        self.sends = 0  # syscalls, for status and benchmarks
+        self.fallback_reason = None
+        # Largest datagram GSO may carry: GSO cannot IP-fragment, so
+        # datagrams above the path MTU (EMSGSIZE) go one by one and the
+        # kernel fragments each, as without GSO.
+        self.max_size = 65535
+
+    def send(self, datagrams, addr=None) -> None:
+        if not self.gso:
+            self._one_by_one(datagrams, addr)
+            return
+        for size, run in runs(datagrams):
+            if size > self.max_size and len(run) > 1:
+                self._one_by_one(run, addr)
+                continue
+            self.sends += 1
+            try:
+                send_gso(self.sock, run, size, addr)
+            except (BlockingIOError, ConnectionRefusedError):
+                pass
+            except OSError as e:
+                if len(run) > 1 and e.errno == errno.EMSGSIZE:
+                    self.max_size = size - 1
+                    self._one_by_one(run, addr)
+                elif len(run) > 1 and e.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT,
+                                                  errno.EOPNOTSUPP):
+                    self.gso = False
+                    self.fallback_reason = f"UDP GSO refused ({e.strerror}), sending one by one"
+                    self._one_by_one(run, addr)
+                elif self.on_error is not None:
+                    self.on_error(e, addr)
+
+    def send_grouped(self, pairs) -> None:
+        """(datagram, address) pairs, batched per address (order kept per
+        address; different addresses are independent flows anyway)."""
+        if len(pairs) == 1 or not self.gso:
+            for d, addr in pairs:
+                self._one_by_one((d,), addr)
+            return
+        groups: dict = {}
+        for d, addr in pairs:
+            g = groups.get(addr)
+            if g is None:
+                groups[addr] = [d]
+            else:
+                g.append(d)
+        for addr, ds in groups.items():
+            self.send(ds, addr)
+
+    def _one_by_one(self, datagrams, addr) -> None:
+        sock = self.sock
+        for d in datagrams:
+            self.sends += 1
+            try:
+                if addr is None:
+                    sock.send(d)
+                else:
+                    sock.sendto(d, addr)
+            except (BlockingIOError, ConnectionRefusedError):
+                pass
+            except OSError as e:
+                if self.on_error is not None:
+                    self.on_error(e, addr)
+
+
+def receiver(sock, bufsize: int = RECV_BUF):
+    """A function that does one receive on `sock` and returns (datagrams,
+    address): a GRO-coalesced read split into its datagrams when the socket
+    can (recvmsg), else one recvfrom(). Raises what recv raises."""
+    if hasattr(sock, "recvmsg"):
+        recvmsg, space = sock.recvmsg, GRO_CMSG_SPACE
+
+        def recv():
+            data, anc, _flags, addr = recvmsg(bufsize, space)
+            if anc:
+                return split(data, gro_size(anc)), addr
+            return (data,), addr
+        return recv
+    if hasattr(sock, "recvfrom"):
+        recvfrom = sock.recvfrom
+
+        def recv_from():
+            data, addr = recvfrom(bufsize)
+            return (data,), addr
+        return recv_from
+    plain = sock.recv
+
+    def recv_plain():
+        return (plain(bufsize),), None
+    return recv_plain
+
+
+# ------------------------------------------------------------------ probe
+
+
+class Features:
+    """What the running kernel offers the data path (found by trying)."""
+
+    def __init__(self, udp_gso: bool, udp_gro: bool):
+        self.udp_gso = udp_gso
+        self.udp_gro = udp_gro
+
+    def __repr__(self):
+        return f"Features(udp_gso={self.udp_gso}, udp_gro={self.udp_gro})"
+
+
+def disabled(word: str) -> bool:
+    """True if $CAMEX_FASTPATH (comma-separated) names `word` or "off":
+    a switch for benchmarks and for ruling the fast path out when a bug
+    is suspected, e.g. CAMEX_FASTPATH=nogso,notso."""
+    words = os.environ.get("CAMEX_FASTPATH", "").replace(" ", "").split(",")
+    return word in words or "off" in words
+
+
+def probe() -> Features:
+    """Try UDP_SEGMENT and UDP_GRO on a throwaway socket (no traffic)."""
+    if not sys.platform.startswith("linux"):
+        return Features(False, False)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        try:
+            s.setsockopt(SOL_UDP, UDP_SEGMENT, 1400)
+            s.setsockopt(SOL_UDP, UDP_SEGMENT, 0)
+            gso = True
+        except OSError as e:
+            if e.errno not in (errno.ENOPROTOOPT, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            gso = False
+        gro = enable_gro(s)
+    finally:
+        s.close()
+    return Features(gso and not disabled("nogso"), gro and not disabled("nogro"))

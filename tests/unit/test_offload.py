@@ -1,0 +1,255 @@
+"""Segmentation, merging and checksums of camex.io.offload, checked against
+Scapy, which computes its checksums independently (RFC 1071 word sums)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.packet import Raw
+
+from camex.io import gso, offload
+
+SRC, DST = "10.0.0.2", "10.0.0.3"
+
+
+def scapy_valid(pkt: bytes) -> bool:
+    """Scapy's own verdict: rebuilding the packet with checksums left to
+    Scapy gives back the same bytes."""
+    p = IP(pkt)
+    del p[IP].chksum
+    if TCP in p:
+        del p[TCP].chksum
+    if UDP in p:
+        del p[UDP].chksum
+    return bytes(p) == bytes(pkt)
+
+
+def tcp_super(payload: bytes, flags="PA", seq=1000, options=()) -> bytes:
+    """What a TSO TUN read returns: one header, all the payload, IP total
+    length over everything, and the TCP checksum field holding only the
+    pseudo-header sum (NEEDS_CSUM); the last is irrelevant to segment()."""
+    p = IP(src=SRC, dst=DST, id=7, flags="DF", ttl=64) / TCP(
+        sport=40000, dport=5201, seq=seq, ack=55, flags=flags, window=502,
+        options=list(options)) / Raw(payload)
+    b = bytearray(bytes(p))
+    b[36:38] = b"\x12\x34"  # garbage where the partial sum sits
+    return bytes(b)
+
+
+# ------------------------------------------------------------- checksums
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=0, max_size=3000), st.sampled_from(["tcp", "udp"]))
+def test_l4_checksum_matches_scapy(payload, proto):
+    l4 = TCP(sport=1, dport=2, flags="A") if proto == "tcp" else UDP(sport=1, dport=2)
+    ref = bytes(IP(src=SRC, dst=DST) / l4 / Raw(payload))
+    b = bytearray(ref)
+    at = 36 if proto == "tcp" else 26
+    b[at:at + 2] = b"\0\0"
+    c = offload.l4_checksum(b, 20, offload.PROTO_TCP if proto == "tcp" else offload.PROTO_UDP)
+    assert c == int.from_bytes(ref[at:at + 2], "big")
+    assert offload.l4_valid(ref, 20, ref[9])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=20, max_size=20))
+def test_ip_checksum_matches_scapy(hdr):
+    h = bytearray(hdr)
+    h[0] = 0x45
+    h[10:12] = b"\0\0"
+    p = IP(bytes(h))
+    del p.chksum
+    want = IP(bytes(p)).chksum
+    assert offload.ip_checksum(h) == want
+
+
+def test_checksum_zero_and_ffff_cases():
+    # Data whose word sum is 0xFFFF: the checksum is 0 (TCP) but UDP must
+    # send 0xFFFF, since a UDP checksum of 0 means "none".
+    assert offload.fold(offload.sum16(b"\xff\xff")) == 0
+    assert offload.fold(offload.sum16(b"\x12\x34")) == 0xFFFF - 0x1234
+    # Odd length: the last byte is the high half of a word.
+    assert offload.sum16(b"\x01") == 0x0100
+
+
+# ---------------------------------------------------------- segmentation
+
+
+@pytest.mark.parametrize("mss", [1389, 1388, 536, 1])
+def test_segment_tcp_like_the_kernel(mss):
+    payload = os.urandom(3 * 1389 + 100) if mss > 1 else os.urandom(5)
+    sup = tcp_super(payload, flags="FPA",
+                    options=[("NOP", None), ("NOP", None), ("Timestamp", (1, 2))])
+    hdr = gso.VnetHdr((gso.F_NEEDS_CSUM, gso.GSO_TCPV4, 52, mss, 20, 16))
+    segs = offload.segment(hdr, sup)
+    assert len(segs) == -(-len(payload) // mss)
+    got = b""
+    for i, s in enumerate(segs):
+        s = bytes(s)
+        assert scapy_valid(s), f"segment {i} has a wrong checksum"
+        p = IP(s)
+        assert p[IP].id == (7 + i) & 0xFFFF
+        assert p[IP].len == len(s)
+        assert p[TCP].seq == 1000 + len(got)
+        assert p[TCP].options == [("NOP", None), ("NOP", None), ("Timestamp", (1, 2))]
+        last = i == len(segs) - 1
+        assert bool(p[TCP].flags.F) == last and bool(p[TCP].flags.P) == last
+        assert p[TCP].flags.A
+        got += bytes(p[TCP].payload)
+    assert got == payload
+
+
+def test_segment_tcp_cwr_only_on_first():
+    sup = tcp_super(os.urandom(3000), flags="CA")
+    hdr = gso.VnetHdr((gso.F_NEEDS_CSUM, gso.GSO_TCPV4 | gso.GSO_ECN, 40, 1000, 20, 16))
+    segs = [IP(bytes(s)) for s in offload.segment(hdr, sup)]
+    assert [bool(s[TCP].flags.C) for s in segs] == [True, False, False]
+
+
+def test_segment_udp_uso():
+    payload = os.urandom(4000)
+    p = IP(src=SRC, dst=DST, id=100) / UDP(sport=9, dport=10) / Raw(payload)
+    hdr = gso.VnetHdr((gso.F_NEEDS_CSUM, gso.GSO_UDP_L4, 28, 1472, 20, 6))
+    segs = [bytes(s) for s in offload.segment(hdr, bytes(p))]
+    assert [len(s) - 28 for s in segs] == [1472, 1472, 1056]
+    assert all(scapy_valid(s) for s in segs)
+    assert b"".join(s[28:] for s in segs) == payload
+    assert [IP(s)[UDP].len for s in segs] == [1480, 1480, 1064]
+
+
+def test_segment_completes_a_partial_checksum():
+    ref = bytes(IP(src=SRC, dst=DST) / UDP(sport=5, dport=6) / Raw(b"hello, world!"))
+    b = bytearray(ref)
+    # The field holds the folded pseudo-header sum, as the kernel leaves it.
+    ps = offload.pseudo4(b, 17, len(b) - 20) % 0xFFFF
+    b[26:28] = ps.to_bytes(2, "big")
+    hdr = gso.VnetHdr((gso.F_NEEDS_CSUM, gso.GSO_NONE, 0, 0, 20, 6))
+    (out,) = offload.segment(hdr, bytes(b))
+    assert bytes(out) == ref
+
+
+def test_segment_rejects_what_it_cannot_cut():
+    hdr = gso.VnetHdr((gso.F_NEEDS_CSUM, gso.GSO_TCPV4, 40, 1000, 20, 16))
+    with pytest.raises(offload.OffloadError):
+        offload.segment(hdr, b"\x60" + bytes(60))  # IPv6
+    bad = bytearray(tcp_super(os.urandom(100)))
+    bad[2:4] = (5000).to_bytes(2, "big")  # total length beyond the data
+    with pytest.raises(offload.OffloadError):
+        offload.segment(hdr, bytes(bad))
+    with pytest.raises(offload.OffloadError):
+        offload.segment(gso.VnetHdr((0, 99, 0, 0, 0, 0)), tcp_super(b"x"))
+
+
+# -------------------------------------------------------------- merging
+
+
+def train(n=5, mss=1389, last=700, seq=5000, flags_last="A"):
+    pays = [os.urandom(mss) for _ in range(n - 1)] + [os.urandom(last)]
+    out, s = [], seq
+    for i, pay in enumerate(pays):
+        f = flags_last if i == n - 1 else "A"
+        out.append(bytes(IP(src=SRC, dst=DST, id=i, flags="DF") / TCP(
+            sport=40000, dport=5201, seq=s, ack=9, flags=f, window=500,
+            options=[("NOP", None), ("NOP", None), ("Timestamp", (11, 22))]) / Raw(pay)))
+        s += len(pay)
+    return out, b"".join(pays)
+
+
+def merged_packet(bufs) -> bytes:
+    return b"".join(bytes(b) for b in bufs)
+
+
+@pytest.mark.parametrize("mss", [1389, 1388])
+def test_coalesce_merges_a_train_with_a_valid_checksum(mss):
+    pkts, payload = train(mss=mss, flags_last="PA")
+    writes = list(offload.coalesce(pkts))
+    assert len(writes) == 1
+    vnet, bufs = writes[0]
+    h = gso.parse_vnet(vnet)
+    assert (h.gso_type, h.gso_size, h.hdr_len) == (gso.GSO_TCPV4, mss, 52)
+    # No "checksum valid" flag: the kernel verifies the merged packet.
+    assert h.flags == 0
+    m = merged_packet(bufs)
+    assert scapy_valid(m)
+    p = IP(m)
+    assert bytes(p[TCP].payload) == payload
+    assert p[TCP].seq == 5000 and p[TCP].flags == "PA" and p[IP].len == len(m)
+
+
+def test_coalesce_merged_checksum_exposes_a_corrupt_segment():
+    pkts, _ = train()
+    bad = bytearray(pkts[2])
+    bad[100] ^= 0x40  # payload bit flip, checksum field left as it was
+    pkts[2] = bytes(bad)
+    (vnet, bufs), = list(offload.coalesce(pkts))
+    assert not scapy_valid(merged_packet(bufs))
+
+
+def test_coalesce_keeps_apart_what_must_not_merge():
+    pkts, _ = train(n=4, last=1389)
+    gap = list(pkts)
+    gap.pop(1)  # a hole in the sequence
+    writes = list(offload.coalesce(gap))
+    assert [gso.parse_vnet(v).gso_type for v, _ in writes] == [gso.GSO_NONE, gso.GSO_TCPV4]
+    other_flow = bytearray(pkts[1])
+    other_flow[22:24] = (5202).to_bytes(2, "big")
+    writes = list(offload.coalesce([pkts[0], bytes(other_flow)]))
+    assert [gso.parse_vnet(v).gso_type for v, _ in writes] == [gso.GSO_NONE] * 2
+    push_first = train(n=3, flags_last="A")[0]
+    p0 = bytearray(push_first[0])
+    p0[33] |= offload.TCP_PSH
+    writes = list(offload.coalesce([bytes(p0)] + push_first[1:]))
+    assert gso.parse_vnet(writes[0][0]).gso_type == gso.GSO_NONE
+    assert len(writes) == 2  # the other two merge
+    udp = bytes(IP(src=SRC, dst=DST) / UDP() / Raw(b"x" * 100))
+    writes = list(offload.coalesce([udp, udp]))
+    assert [merged_packet(b) for _, b in writes] == [udp, udp]
+
+
+def test_coalesce_in_order_of_arrival():
+    pkts, _ = train(n=3, last=1389)
+    udp = bytes(IP(src=SRC, dst=DST) / UDP() / Raw(b"y"))
+    seq = [udp] + pkts + [udp]
+    writes = list(offload.coalesce(seq))
+    assert len(writes) == 3
+    assert merged_packet(writes[0][1]) == udp and merged_packet(writes[2][1]) == udp
+
+
+def test_segment_then_coalesce_gives_back_the_super_packet():
+    payload = os.urandom(40 * 1389 + 3)
+    sup = tcp_super(payload, flags="A")
+    hdr = gso.VnetHdr((gso.F_NEEDS_CSUM, gso.GSO_TCPV4, 40, 1389, 20, 16))
+    (vnet, bufs), = list(offload.coalesce(offload.segment(hdr, sup)))
+    m = merged_packet(bufs)
+    assert scapy_valid(m) and m[40:] == payload
+
+
+# ------------------------------------------------------------ vnet + runs
+
+
+def test_vnet_header_roundtrip():
+    b = gso.pack_vnet(gso.F_NEEDS_CSUM, gso.GSO_TCPV4, 52, 1389, 20, 16)
+    assert len(b) == 10
+    h = gso.parse_vnet(b + b"payload")
+    assert (h.flags, h.gso_type, h.hdr_len, h.gso_size, h.csum_start, h.csum_offset) == (
+        1, 1, 52, 1389, 20, 16)
+    with pytest.raises(ValueError):
+        gso.parse_vnet(b"\0" * 9)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([1, 52, 1400, 1429, 1472]), max_size=200))
+def test_runs_are_gso_sendable_and_keep_order(sizes):
+    ds = [bytes([i % 256]) * n for i, n in enumerate(sizes)]
+    flat = []
+    for size, run in gso.runs(ds):
+        assert 1 <= len(run) <= gso.MAX_SEGMENTS
+        assert sum(map(len, run)) <= gso.MAX_GSO_BYTES
+        assert all(len(d) == size for d in run[:-1]) and 0 < len(run[-1]) <= size
+        flat += run
+    assert flat == ds
