@@ -233,7 +233,9 @@ def main(argv=None) -> int:
         "entries": results,
     }
     os.makedirs(RESULTS_DIR, exist_ok=True)
-    base = os.path.join(RESULTS_DIR, out)
+    # A bare name goes under bench/results; a path is taken as given.
+    base = out if os.sep in out else os.path.join(RESULTS_DIR, out)
+    os.makedirs(os.path.dirname(os.path.abspath(base)), exist_ok=True)
     with open(base + ".json", "w") as f:
         json.dump(doc, f, indent=1)
     with open(base + ".md", "w") as f:

@@ -29,3 +29,9 @@ bench-load: venv deps
 
 bench-profile: venv deps
 	$(PY) -m bench.profile $(PROFILE_ARGS)
+
+# The harness and report checks (run by `make test`).
+TEST_SUITES += bench-selftest
+.PHONY: bench-selftest
+bench-selftest: venv deps bench-deps
+	$(PYTEST) -q -p no:cacheprovider bench/tests

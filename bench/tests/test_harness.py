@@ -1,0 +1,56 @@
+"""The harness end to end on two cheap entries (root: network namespaces).
+
+Asserts what `make bench` shows a user: a row with figures for the raw
+path and for a camex relay, and the files it promises. No figure is
+compared with a threshold: performance is judged by reading the results,
+not by tests.
+"""
+
+import json
+import os
+
+import pytest
+
+from bench import run
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.fail("the bench harness test needs root (network namespaces)")
+    base = str(tmp_path_factory.mktemp("bench") / "selftest")
+    assert run.main(["--quick", "--only", "raw,camex-relay-plain", "--out", base]) == 0
+    with open(base + ".json") as f:
+        return base, json.load(f)
+
+
+def test_every_requested_entry_has_figures(results):
+    _, doc = results
+    by = {e["name"]: e for e in doc["entries"]}
+    assert set(by) == {"raw", "camex-relay-plain"}
+    for name in by:
+        e = by[name]
+        assert e["status"] == "ok", e.get("note")
+        assert e["tcp1"]["gbps"] > 0 and e["tcp4"]["gbps"] > 0
+        assert e["udp64"]["rx_pps"] > 0
+        assert e["ping"]["received"] == e["ping"]["transmitted"]
+
+
+def test_camex_daemons_are_charged(results):
+    _, doc = results
+    e = next(x for x in doc["entries"] if x["name"] == "camex-relay-plain")
+    assert set(e["daemons"]) == {"server", "client c1", "client c2"}
+    assert all(d["peak_rss_kib"] > 1024 for d in e["daemons"].values())
+    assert e["tcp1"]["cpu_s_per_gb"] > 0
+    assert 0 < e["startup_s"] < 20
+
+
+def test_report_files_are_written(results):
+    base, doc = results
+    text = open(base + ".md").read()
+    assert "| camex-relay-plain |" in text and "## Goals of issue 6" in text
+    assert doc["machine"]["kernel"] in text
+    with open(base + ".png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"

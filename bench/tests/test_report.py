@@ -1,0 +1,77 @@
+"""The bench's report: what a reader of results/latest.md sees."""
+
+from bench import report
+from bench.profile import summarise
+
+
+def _run(name, tcp1, rss_kib, group="camex", rtt=0.5, pps=20000, startup=0.3):
+    return {
+        "name": name, "group": group, "status": "ok", "startup_s": startup,
+        "ping": {"rtt_avg_ms": rtt},
+        "tcp1": {"gbps": tcp1, "cpu_s_per_gb": 10.0},
+        "tcp4": {"gbps": tcp1 * 1.5},
+        "udp64": {"rx_pps": pps},
+        "daemons": {"server": {"peak_rss_kib": rss_kib}, "client": {"peak_rss_kib": 1024}},
+        "other_tenants_cores": 0.1,
+    }
+
+
+def _doc(entries):
+    return {
+        "started": "2026-01-01T00:00:00Z", "minutes": 1.0, "command": "python -m bench.run",
+        "settings": {"runs": 1, "tcp_seconds": 5, "udp_seconds": 4, "ping_count": 30,
+                     "inner_mtu": 1420, "udp_payload": 64},
+        "machine": {"cores": 2, "cpu": "X", "mem_gib": 1, "kernel": "k", "os": "o",
+                    "python": "3", "python_packages": {}, "debian_packages": {},
+                    "camex_commit": "abc"},
+        "entries": entries,
+    }
+
+
+def test_runs_combine_to_medians_and_largest_rss():
+    rec = report.combine([_run("a", 0.1, 2048), _run("a", 0.3, 4096), _run("a", 0.2, 1024)])
+    f = report.figures(rec)
+    assert f["tcp1"] == 0.2
+    assert f["rss"] == 4.0  # MiB: the largest peak of all runs
+
+
+def test_unavailable_row_says_why():
+    doc = _doc([{"name": "camex-v2-p2p", "group": "camex", "status": "not available",
+                 "note": "the client reports protocol 'legacy'"}])
+    table = report.table(doc)
+    assert "| camex-v2-p2p | not available: the client reports protocol 'legacy' |" in table
+
+
+def test_goals_compare_with_the_best_peer():
+    doc = _doc([
+        _run("camex-v2-p2p", 2.0, 30 * 1024, rtt=0.2, pps=30000, startup=0.2),
+        _run("camex-v2-relay", 1.0, 10 * 1024),
+        _run("wireguard-go", 0.3, 50 * 1024, group="peer", rtt=0.3, pps=25000),
+        _run("fastd-null", 0.4, 4 * 1024, group="peer", rtt=0.25, pps=35000),
+    ])
+    goals = report.goals(doc)
+    assert "best peer (fastd-null 0.400 Gbit/s) | 5.00 x | met |" in goals
+    assert "| camex relay >= 0.6 x camex point to point (TCP 1) | 0.50 x | NOT met |" in goals
+    assert "camex-v2-p2p UDP 64 B pps >= best peer (fastd-null 35.0 kpps) | 30.0 kpps | NOT met |" in goals
+    assert "| camex-v2-p2p: each daemon <= 20 MiB resident | max 30.0 MiB | NOT met |" in goals
+    assert "| camex-v2-relay: each daemon <= 20 MiB resident | max 10.0 MiB | met |" in goals
+
+
+def test_goals_without_v2_are_not_available():
+    doc = _doc([_run("wireguard-go", 0.3, 1024, group="peer")])
+    goals = report.goals(doc)
+    assert "| camex-v2-p2p not available | n/a |" in goals
+
+
+def test_profile_summary_separates_waiting(tmp_path):
+    raw = tmp_path / "p.raw"
+    raw.write_text(
+        "<module> (camex:1);run (/x/camex/loop.py:10);select (/usr/lib/python3.11/selectors.py:468) 0\n"
+        "<module> (camex:1);run (/x/camex/loop.py:10);EpollSelector.select (/usr/lib/python3.11/selectors.py:468) 60\n"
+        "<module> (camex:1);run (/x/camex/loop.py:10);seal (/x/camex/legacy/codec.py:104) 30\n"
+        "<module> (camex:1);run (/x/camex/loop.py:12);write (/x/camex/io/tun.py:51) 10\n")
+    s = summarise(str(raw))
+    assert s["samples"] == 100
+    assert abs(s["idle_share"] - 0.6) < 1e-9
+    assert s["self"][0] == ("seal (camex/legacy/codec.py:104)", 0.75)
+    assert ("run (camex/loop.py)", 1.0) not in s["inclusive"]  # on every busy stack: not shown
