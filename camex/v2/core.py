@@ -43,6 +43,8 @@ _ERRORS = {wire.ERR_UNKNOWN_CLIENT: "unknown client", wire.ERR_ADDRESS: "address
 
 
 class V2ClientCore:
+    protocol = "v2"
+
     def __init__(self, *, auto: bool, passphrase: bytes, client_id: str | None = None,
                  local_cidr=None, gateway=None, routes=(), mtu: int | None = None,
                  keepalive: float = 25.0, rng=os.urandom, keylog=None,
