@@ -141,6 +141,7 @@ class V2Server:
         self.cookies = CookieMaker(rng, self.t.cookie_secret_life)
         self.peers: dict[str, Peer] = {}
         self.by_address: dict[int, Peer] = {}
+        self._behind = None   # networks behind clients, longest prefix first
         self.sessions: dict[int, object] = {}   # local index -> Peer or _Pending
         self.pending_by_key: dict[str, int] = {}
         self.seen_e: OrderedDict = OrderedDict()  # INIT ephemeral -> time
@@ -181,12 +182,15 @@ class V2Server:
         peer = self.by_address.get(n)
         if peer is not None:
             return peer
-        best, best_len = None, -1
-        for p in self.peers.values():
-            for net in p.grant.allowed:
-                if net.prefixlen > best_len and (n & int(net.netmask)) == int(net.network_address):
-                    best, best_len = p, net.prefixlen
-        return best
+        if self._behind is None:   # rebuilt lazily after any change of peers
+            self._behind = sorted(
+                ((net.prefixlen, int(net.netmask), int(net.network_address), p)
+                 for p in self.peers.values() for net in p.grant.allowed
+                 if net.prefixlen < 32), key=lambda x: -x[0])
+        for _, mask, net, p in self._behind:   # longest prefix first
+            if n & mask == net:
+                return p
+        return None
 
     def next_timer(self) -> float | None:
         t = []
@@ -260,6 +264,7 @@ class V2Server:
                 out += self._drop_peer(p, "key or profile changed on reload")
             elif grant != p.grant:
                 p.set_grant(grant)
+                self._behind = None
                 out.append(Up(grant.config, p))
         return out
 
@@ -455,6 +460,7 @@ class V2Server:
             if peer.previous is not None:
                 self.sessions.pop(peer.previous.local_index, None)
         self.by_address[int(peer.grant.address)] = peer
+        self._behind = None
         peer.previous, peer.current = peer.current, s
         self.sessions[s.local_index] = peer
         peer.endpoint = addr if peer.endpoint is None else peer.endpoint
@@ -472,6 +478,7 @@ class V2Server:
             del self.peers[peer.key]
         if self.by_address.get(int(peer.grant.address)) is peer:
             del self.by_address[int(peer.grant.address)]
+        self._behind = None
         return [Down(reason, peer)]
 
     def _rekey_flag(self, s: Session, now: float) -> int:
