@@ -267,3 +267,19 @@ def test_silent_server_makes_the_client_knock_again():
         [x for x in lab.log if x[1] == "c2s" and x[3][1] == wire.T_INIT][2:])]
     assert gaps and all(0.95 <= g <= 1.25 for g in gaps)
     assert not any(isinstance(e, Up) for e in lab.client_events["c"][1:])
+
+
+def test_reload_changing_only_networks_behind_keeps_the_session():
+    lab = new_lab()
+    add(lab, "a", "cam1", ADDR)
+    lab.start("a")
+    peer = lab.peer("a")
+    assert lab.server.route(bytes([192, 168, 50, 1])) is peer
+    assert lab.server.route(bytes([172, 16, 0, 1])) is None
+    other = make_server(global_psk=G, profiles=PROFILES, behind={"cam1": ["172.16.0.0/16"]})
+    acts = lab.server.reload(other.psk_for, other.authorize, lab.now)
+    assert [type(a) for a in acts] == [Up] and lab.peer("a") is peer
+    assert lab.server.route(bytes([172, 16, 0, 1])) is peer
+    assert lab.server.route(bytes([192, 168, 50, 1])) is None
+    assert peer.allows_source(ipv4("172.16.3.4", "10.0.0.3"))
+    assert not peer.allows_source(ipv4("192.168.50.7", "10.0.0.3"))
