@@ -191,8 +191,19 @@ class AutoClientCore:
 
     protocol = property(lambda self: "v2" if self.active is self.v2 else "legacy")
 
-    def __getattr__(self, name):          # to_net, to_tun, events, config, drops, ...
+    def __getattr__(self, name):          # config, drops, counters, ... of the active core
         return getattr(self.active, name)
+
+    # The loop drains these and may rebind them (`core.events = []`): they
+    # must stay those of the active core, never become the wrapper's own.
+    def _delegate(name):
+        return property(lambda self: getattr(self.active, name),
+                        lambda self, value: setattr(self.active, name, value))
+
+    to_net = _delegate("to_net")
+    to_tun = _delegate("to_tun")
+    events = _delegate("events")
+    del _delegate
 
     def start(self, now: float) -> None:
         self.v2.start(now)

@@ -216,3 +216,19 @@ def test_auto_never_falls_back_once_v2_answered():
     w.server = V2ServerCore(global_passphrase=b"other", config=None)  # now nothing answers
     w.tick(10.0)
     assert core.protocol == "v2"
+
+
+def test_auto_core_lists_stay_the_active_cores_when_the_loop_rebinds_them():
+    srv = V2ServerCore(global_passphrase=PW, config=None)
+    core = AutoClientCore(manual_v2(), legacy_factory)
+    w = Wire(srv, {A1: core})
+    core.start(w.now)
+    events, core.events = core.events, []       # what the daemon's flush does
+    assert events and core.events is core.v2.events
+    core.connected(w.now)
+    w.pump()
+    core.to_tun = []
+    srv.deliver(ipv4("10.0.0.1", "10.0.0.9", b"x"), w.now)
+    w.pump()
+    assert core.v2.to_tun is core.to_tun and len(core.to_tun) == 1
+    assert "events" not in vars(core) and "to_tun" not in vars(core)
