@@ -124,6 +124,7 @@ def _figures_one(r: dict) -> dict:
         "rss": peak_rss_mib(r),
         "cpu_gb": _get(r, "tcp1", "cpu_s_per_gb"),
         "startup": r.get("startup_s") if r.get("group") != "baseline" else None,
+        "cpu_pkt": _get(r, "udp64", "cpu_us_per_packet"),
         "other": r.get("other_tenants_cores"),
     }
 
@@ -144,21 +145,22 @@ def one_line(r: dict) -> str:
 
 
 COLUMNS = ("| tunnel | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | UDP 64 B rx kpps | "
-           "RTT idle ms | peak RSS MiB | CPU s per GB | start-up s | other load (cores) |")
+           "RTT idle ms | peak RSS MiB | CPU s per GB | CPU µs per 64 B packet | start-up s | "
+           "other load (cores) |")
 
 
 def table(doc: dict) -> str:
     lines = [COLUMNS, "|" + "---|" * (COLUMNS.count("|") - 1)]
     for r in doc["entries"]:
         if r["status"] != "ok" and "tcp1" not in r:
-            lines.append(f"| {r['name']} | {r['status']}: {r.get('note', '')} |" + " |" * 7)
+            lines.append(f"| {r['name']} | {r['status']}: {r.get('note', '')} |" + " |" * 8)
             continue
         f = figures(r)
         lines.append("| " + " | ".join([
             r["name"] + ("" if r["status"] == "ok" else f" ({r['status']})"),
             _f(f["tcp1"], "%.3f"), _f(f["tcp4"], "%.3f"), _f(f["kpps"], "%.1f"),
             _f(f["rtt"], "%.3f"), _f(f["rss"], "%.1f"), _f(f["cpu_gb"], "%.1f"),
-            _f(f["startup"], "%.3f"), _f(f["other"], "%.2f")]) + " |")
+            _f(f["cpu_pkt"], "%.1f"), _f(f["startup"], "%.3f"), _f(f["other"], "%.2f")]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -245,7 +247,8 @@ def markdown(doc: dict, png_name: str) -> str:
         f"packets/s that reached the receiver. RTT: {s['ping_count']} pings 20 ms apart on the "
         "idle tunnel. Peak RSS: VmHWM of the largest daemon of the tunnel. CPU s per GB: "
         "utime+stime of all the tunnel's daemons (two for point to point, three for a relay) "
-        "during the TCP 1-stream run, per GB received. Start-up: daemons launched (camex: "
+        "during the TCP 1-stream run, per GB received; CPU µs per packet: the same during the "
+        "UDP run, per packet received. Start-up: daemons launched (camex: "
         "clients launched, server already listening) to the first echo reply through the tunnel. "
         "Other load: cores that processes outside the bench kept busy meanwhile (this machine "
         "is shared; a high value means noisy figures)." + runs_note,
@@ -267,9 +270,33 @@ def markdown(doc: dict, png_name: str) -> str:
                 if d.get("peak_rss_kib"))
         if r.get("server_ready_s") is not None:
             extra += f"; server listening {r['server_ready_s']:.3f} s after launch"
+        if r.get("tunnel_up_logged_s") is not None:
+            extra += (f"; client logged \"tunnel up\" {r['tunnel_up_logged_s']:.3f} s after "
+                      f"launch, first echo reply at {r['startup_s']:.3f} s")
         note = f" — {r['note']}" if r.get("note") and r.get("desc") else ""
         parts.append(f"- **{r['name']}** ({r['status']}): {text}{extra}{note}")
     return "\n".join(parts) + "\n"
+
+
+def update_readme(doc: dict, path: str) -> None:
+    """Quote the table and the goals of a full run in bench/README.md,
+    between two `<!-- latest-summary -->` markers."""
+    marker = "<!-- latest-summary -->"
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return
+    parts = text.split(marker)
+    if len(parts) not in (2, 3):
+        return
+    m = doc["machine"]
+    block = (f"\n\nFrom `results/latest.md`, run {doc['started']} ({m['cores']} x {m['cpu']}, "
+             f"kernel {m['kernel']}, camex at {m['camex_commit']}):\n\n"
+             + table(doc) + "\n" + goals(doc) + "\n")
+    tail = parts[2] if len(parts) == 3 else parts[1]
+    with open(path, "w") as f:
+        f.write(parts[0] + marker + block + marker + tail)
 
 
 # ---------------------------------------------------------------- chart

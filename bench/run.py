@@ -34,6 +34,7 @@ from . import procstat, report
 from .tunnels import BY_NAME, ENTRIES, INNER_MTU, NotAvailable
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md")
 PING_COUNT = 30
 
 
@@ -78,6 +79,8 @@ def _iperf(up, seconds: float, extra: tuple, udp: bool = False) -> dict:
                     "rx_pps": round(rx_packets / recv["seconds"]) if recv["seconds"] else 0,
                     "tx_pps": round(sent["packets"] / sent["seconds"]) if sent["seconds"] else 0,
                     "lost_percent": round(recv.get("lost_percent", 0.0), 2)})
+        if up.daemons and rx_packets:
+            out["cpu_us_per_packet"] = round(cpu / rx_packets * 1e6, 2)
     return out
 
 
@@ -244,6 +247,8 @@ def main(argv=None) -> int:
         report.chart(doc, base + ".png")
     except ImportError as e:
         log(f"no chart: {e}")
+    if out == "latest":
+        report.update_readme(doc, README)
     log(f"wrote {base}.md, .json, .png ({doc['minutes']} min)")
     print(report.table(doc))
     return 0

@@ -218,7 +218,7 @@ class CamexEntry(Entry):
                 far.wait_for_line(CLIENT_READY, timeout=UP_TIMEOUT)
             except LabError as e:
                 raise NotAvailable(_first_error(srv, e, [far])) from None
-        t0 = time.monotonic()
+        t0, t0_wall = time.monotonic(), time.time()
         near = client(lab.c1)
         daemons.insert(1, ("client c1", near))
         procs = [p for _, p in daemons]
@@ -234,8 +234,22 @@ class CamexEntry(Entry):
         desc = (f"camex {self.label}, {path}, tun MTU {INNER_MTU}; server "
                 f"`{' '.join(self._fmt(self.server_args)) or '(defaults)'}`, clients "
                 f"`-l ... -t {INNER_MTU} {' '.join(self._fmt(self.client_args))}`")
-        return Up(lab.c1, server_ns, target, daemons, desc, startup,
-                  {"server_ready_s": round(server_ready, 4), "protocol": spoken})
+        extra = {"server_ready_s": round(server_ready, 4), "protocol": spoken}
+        up_at = _log_time(near, CLIENT_READY)
+        if up_at is not None:
+            # Launch -> "tunnel up" logged (interpreter start, imports, TUN and
+            # netlink set-up); the rest of start-up is the first exchange.
+            extra["tunnel_up_logged_s"] = round(up_at - t0_wall, 4)
+        return Up(lab.c1, server_ns, target, daemons, desc, startup, extra)
+
+
+def _log_time(proc: LabProcess, pattern: str) -> Optional[float]:
+    """Wall-clock time (epoch s) of the first log line matching ``pattern``;
+    camex log lines start with `YYYY-MM-DD HH:MM:SS,mmm`."""
+    m = proc.find(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) .*" + pattern)
+    if not m:
+        return None
+    return time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1000
 
 
 def _camex_protocol(camex: str, control_socket: str) -> str:

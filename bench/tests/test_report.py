@@ -75,3 +75,15 @@ def test_profile_summary_separates_waiting(tmp_path):
     assert abs(s["idle_share"] - 0.6) < 1e-9
     assert s["self"][0] == ("seal (camex/legacy/codec.py:104)", 0.75)
     assert ("run (camex/loop.py)", 1.0) not in s["inclusive"]  # on every busy stack: not shown
+
+
+def test_readme_quotes_the_latest_run_and_replaces_the_old_quote(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# bench\n\n<!-- latest-summary -->\n\n## Next\n")
+    doc = _doc([_run("wireguard-go", 0.3, 1024, group="peer")])
+    report.update_readme(doc, str(readme))
+    doc["entries"][0]["tcp1"]["gbps"] = 0.7
+    report.update_readme(doc, str(readme))
+    text = readme.read_text()
+    assert text.count("| wireguard-go | 0.700 |") == 1 and "| wireguard-go | 0.300 |" not in text
+    assert text.startswith("# bench\n") and text.endswith("## Next\n")
