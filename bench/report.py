@@ -265,9 +265,17 @@ def markdown(doc: dict, png_name: str) -> str:
         text = r.get("desc") or r.get("note") or ""
         extra = ""
         if r.get("daemons"):
-            extra = "; peak RSS per daemon: " + ", ".join(
-                f"{role} {d['peak_rss_kib'] / 1024:.1f} MiB" for role, d in r["daemons"].items()
-                if d.get("peak_rss_kib"))
+            extra = "; RSS per daemon, peak (VmHWM) / at the end: " + ", ".join(
+                f"{role} {d['peak_rss_kib'] / 1024:.1f} / {(d.get('rss_kib') or 0) / 1024:.1f} MiB"
+                for role, d in r["daemons"].items() if d.get("peak_rss_kib"))
+        after = r.get("peak_rss_kib_after") or {}
+        if after.get("idle") and after.get("udp64"):
+            grew = [f"{role} {after['idle'][role] / 1024:.1f} idle -> "
+                    + " -> ".join(f"{after[ph][role] / 1024:.1f}" for ph in ("tcp1", "tcp4", "udp64")
+                                  if after.get(ph) and after[ph].get(role))
+                    for role in after["idle"] if after["idle"].get(role)]
+            if grew:
+                extra += "; VmHWM MiB idle -> after TCP x1, x4, UDP: " + ", ".join(grew)
         if r.get("server_ready_s") is not None:
             extra += f"; server listening {r['server_ready_s']:.3f} s after launch"
         if r.get("tunnel_up_logged_s") is not None:

@@ -51,6 +51,10 @@ def _cpu(daemons) -> dict:
     return {role: procstat.cpu_seconds(p.pid) for role, p in daemons}
 
 
+def _hwm(daemons) -> dict:
+    return {role: procstat.peak_rss_kib(p.pid) for role, p in daemons}
+
+
 def _iperf(up, seconds: float, extra: tuple, udp: bool = False) -> dict:
     """One iperf3 run through the tunnel, with the daemons' CPU around it."""
     before = _cpu(up.daemons)
@@ -136,9 +140,15 @@ def _measure(entry, dur: Durations, log) -> dict:
         r["ping"] = {"transmitted": ping.transmitted, "received": ping.received,
                      "rtt_min_ms": ping.rtt_min_ms, "rtt_avg_ms": ping.rtt_avg_ms,
                      "rtt_max_ms": ping.rtt_max_ms}
+        # VmHWM after each phase shows which load grows a daemon's memory.
+        hwm = {"idle": _hwm(up.daemons)}
         r["tcp1"] = _iperf(up, dur.tcp, ())
+        hwm["tcp1"] = _hwm(up.daemons)
         r["tcp4"] = _iperf(up, dur.tcp, ("-P", "4"))
+        hwm["tcp4"] = _hwm(up.daemons)
         r["udp64"] = _iperf(up, dur.udp, ("-u", "-b", "0", "-l", "64"), udp=True)
+        hwm["udp64"] = _hwm(up.daemons)
+        r["peak_rss_kib_after"] = hwm
         r["daemons"] = {role: {"pid": p.pid, "cmd": os.path.basename(p.argv[0]),
                                "peak_rss_kib": procstat.peak_rss_kib(p.pid),
                                "rss_kib": procstat.rss_kib(p.pid),
