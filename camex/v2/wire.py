@@ -192,9 +192,12 @@ def pack_records(packets) -> bytes:
 def parse_records(plain) -> list | None:
     """Split a DATA plaintext into packets. A zero length ends the list
     (what follows is padding). None if a record overruns the plaintext."""
+    end = len(plain)
+    if end >= 2 and ((plain[0] << 8) | plain[1]) == end - 2 and end > 2:
+        return [plain[2:]]   # the common case: exactly one packet
     out = []
     mv = memoryview(plain)
-    pos, end = 0, len(mv)
+    pos = 0
     while pos + 2 <= end:
         n = (mv[pos] << 8) | mv[pos + 1]
         if n == 0:
