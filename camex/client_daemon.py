@@ -11,12 +11,32 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .core.client import IfConfig, LegacyClient, Reconnect
+from .core.client_mux import ClientMux
 from .io import gso, netlink, offload, udp
 from .legacy import codec
 from .log import LOG, Throttle
 from .loop import BATCH, RESOLVE_RETRY, Loop, StartupError
+from .v2 import kdf
+from .v2 import wire as v2wire
+from .v2.client import ClientSession
+from .v2.session import Timers
 
 FLUSH_AT = 64  # datagrams/packets queued before a mid-batch flush (bounds memory)
+
+
+def make_core(opts, client_id, key):
+    """The client core for --protocol: legacy alone, v2 alone, or v2 with a
+    legacy fallback (auto, when there is a passphrase for v2)."""
+    legacy = LegacyClient(auto=opts.auto, client_id=client_id, local_cidr=opts.local_cidr,
+                          gateway=opts.gateway_ip, routes=opts.routes, mtu=opts.mtu, key=key)
+    if opts.protocol == "legacy" or not opts.psk:
+        return legacy
+    v2 = ClientSession(kdf.client_candidates(opts.psk, client_id), client_id or "",
+                       v2wire.Request(auto=opts.auto, local_cidr=opts.local_cidr, mtu=opts.mtu),
+                       timers=Timers(keepalive=opts.keepalive))
+    return ClientMux(v2=v2, legacy=None if opts.protocol == "v2" else legacy, auto=opts.auto,
+                     local_cidr=opts.local_cidr, gateway=opts.gateway_ip, routes=opts.routes,
+                     mtu=opts.mtu)
 
 
 @dataclass
@@ -43,9 +63,7 @@ class ClientDaemon:
                 raise StartupError("--name: not given and no default-route interface "
                                    "with a MAC address to derive it from")
             LOG.info("client ID %s (MAC of the default-route interface)", client_id)
-        self.core = LegacyClient(auto=opts.auto, client_id=client_id,
-                                 local_cidr=opts.local_cidr, gateway=opts.gateway_ip,
-                                 routes=opts.routes, mtu=opts.mtu, key=self.key)
+        self.core = make_core(opts, client_id, self.key)
         self.loop = None
         self.tun = None
         self.link = None
@@ -87,6 +105,9 @@ class ClientDaemon:
             self._connect(now)
             self.loop.run(self._deadline, self._timer)
             LOG.info("stopping")
+            if isinstance(self.core, ClientMux) and self.sock is not None:
+                self.core.close(self.loop.now())  # v2: the server frees us at once
+                self._flush()
             return 0
         finally:
             self._shutdown()
@@ -223,7 +244,7 @@ class ClientDaemon:
         now = self.loop.now()
         return {
             "mode": "client",
-            "protocol": "legacy",
+            "protocol": getattr(core, "protocol", "legacy"),
             "encrypted": self.key is not None,
             "client_id": core.client_id,
             "interface": self.tun.name if self.tun else None,

@@ -8,13 +8,13 @@ import ipaddress
 import selectors
 
 from .core.client import IfConfig, default_mtu
-from .core.server import LegacyServer
-from .io import gso, netlink, udp
-from .io.tun import open_tun
+from .core.server_mux import ServerMux
+from .io import gso, netlink, offload, udp
 from .legacy import codec
 from .log import LOG, Throttle
 from .loop import BATCH, Loop, StartupError
 from .options import read_psk_file
+from .v2.session import Timers
 
 FLUSH_AT = 128  # datagrams queued before a mid-batch flush (bounds memory)
 
@@ -24,9 +24,19 @@ class ServerDaemon:
         self.opts = opts
         self.load_config = load_config  # () -> ServerConfig | None, raises on errors
         self.key = codec.derive_key(opts.psk) if opts.encrypt else None
+        self.passphrase = opts.psk
         config = load_config()
-        self.core = LegacyServer(encrypt=opts.encrypt, global_key=self.key, config=config,
-                                 local_delivery=opts.server_tun)
+        legacy = opts.legacy and opts.protocol != "v2"
+        # v2 needs a passphrase: the global one or a [client ID] psk.
+        v2 = opts.protocol != "legacy" and bool(
+            opts.psk or (config is not None and config.psk_entries()))
+        if not legacy and not v2:
+            raise StartupError("--no-legacy: v2 needs a passphrase (-k, --psk-file, or "
+                               "psk= in client sections)")
+        self.protocols = [name for name, on in (("v2", v2), ("legacy", legacy)) if on]
+        self.core = ServerMux(passphrase=opts.psk, encrypt=opts.encrypt, config=config,
+                              legacy=legacy, v2=v2, local_delivery=opts.server_tun,
+                              timers=Timers(keepalive=opts.keepalive))
         self.tun_config = self._tun_config(config) if opts.server_tun else None
         self.loop = None
         self.sock = None
@@ -53,23 +63,26 @@ class ServerDaemon:
 
     def _open_tun(self) -> None:
         try:
-            self.tun = open_tun(self.opts.tun_dev)
+            self.tun = offload.open_tun(self.opts.tun_dev)
             netlink.disable_ipv6(self.tun.name)
             self.link = netlink.LinkConfig(self.tun.name)
             self.link.apply(self.tun_config)
         except (OSError, netlink.NetlinkConfigError) as e:
             raise StartupError(f"--server-tun: {e}") from None
         self.loop.sel.register(self.tun, selectors.EVENT_READ, self._tun_readable)
-        LOG.info("server TUN %s address %s mtu %d", self.tun.name, self.tun_config.address,
-                 self.tun_config.mtu)
+        LOG.info("server TUN %s address %s mtu %d (%s)", self.tun.name,
+                 self.tun_config.address, self.tun_config.mtu, self.tun.why)
 
     def _tun_readable(self) -> None:
-        core, tun = self.core, self.tun
+        core, read = self.core, self.tun.read_packets
         for _ in range(BATCH):
-            pkt = tun.read()
-            if pkt is None:
+            pkts = read()
+            if pkts is None:
                 break
-            core.tun_packet(pkt)
+            for pkt in pkts:
+                core.tun_packet(pkt)
+            if len(core.outbox) >= FLUSH_AT:
+                self._flush()
         self._flush()
 
     def run(self) -> int:
@@ -95,11 +108,16 @@ class ServerDaemon:
             self.loop.serve_control(self.opts.control_socket,
                                     {"status": self.status, "reload": self.loop.request_reload})
             addr = self.sock.getsockname()
-            LOG.info("listening on %s:%d (%s%s)", addr[0], addr[1],
+            LOG.info("listening on %s:%d (%s; legacy %s%s)", addr[0], addr[1],
+                     " and ".join(self.protocols),
                      "encrypted" if self.key else "plaintext",
                      ", key fingerprint " + codec.fingerprint(self.key) if self.key else "")
             self.loop.run(self.core.next_deadline, self._timer, self._reload)
             LOG.info("stopping")
+            # v2 clients get a CLOSE, so they knock again at once and are
+            # back as soon as a new server is.
+            self.core.close(self.loop.now())
+            self._flush()
             return 0
         finally:
             if self.link is not None:
@@ -113,39 +131,28 @@ class ServerDaemon:
 
     def status(self) -> dict:
         now = self.loop.now()
-        clients = []
-        for p in self.core.by_endpoint.values():
-            clients.append({
-                "client_id": p.client_id,
-                "address": p.ip_text,
-                "endpoint": f"{p.endpoint[0]}:{p.endpoint[1]}",
-                "protocol": "legacy",
-                "mode": p.mode,
-                "key": None if p.key is None else ("global" if p.key.client_id is None
-                                                   else p.key.name),
-                "registered_ago": round(now - p.registered_at, 3),
-                "last_received_ago": round(now - p.last_rx, 3),
-                "rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,
-                "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes,
-            })
         return {"mode": "server", "port": self.opts.port, "encrypted": self.key is not None,
-                "clients": clients, "drops": dict(self.core.drops)}
+                "protocols": self.protocols, "clients": self.core.status_clients(now),
+                "drops": self.core.drops()}
 
     def _reload(self) -> None:
         try:
             config = self.load_config()
-            key = self.key
-            if self.opts.encrypt and self.opts.psk_source == "--psk-file":
+            passphrase = self.passphrase
+            if self.opts.psk_source == "--psk-file":
                 # The global passphrase file is re-read too, so that
                 # rotating it takes effect without a restart.
-                key = codec.derive_key(read_psk_file(self.opts.psk_file))
+                passphrase = read_psk_file(self.opts.psk_file)
         except Exception as e:  # a bad file must not take the server down
             LOG.error("reload failed, keeping the old configuration: %s", e)
             return
-        if key != self.key:
-            LOG.info("global passphrase changed, key fingerprint %s", codec.fingerprint(key))
-            self.key = key
-        self.core.reload(config, self.key)
+        if passphrase != self.passphrase:
+            self.passphrase = passphrase
+            if self.opts.encrypt:
+                self.key = codec.derive_key(passphrase)
+                LOG.info("global passphrase changed, key fingerprint %s",
+                         codec.fingerprint(self.key))
+        self.core.reload(config, self.passphrase, self.loop.now())
         LOG.info("configuration reloaded: %d client section(s)",
                  len(config.clients) if config else 0)
 
@@ -171,7 +178,7 @@ class ServerDaemon:
                 continue
             for data in datagrams:
                 core.datagram_received(data, addr, now)
-            if len(core.outbox) >= FLUSH_AT:
+            if len(core.outbox) + len(core.to_tun) >= FLUSH_AT:
                 self._flush()
         self._flush()
 
@@ -180,9 +187,8 @@ class ServerDaemon:
 
     def _flush(self) -> None:
         if self.core.to_tun:
-            write = self.tun.write
-            for p in self.core.to_tun:
-                write(p)
+            # In-order TCP segments of one flow become one GSO write.
+            self.tun.write_batch(self.core.to_tun)
             self.core.to_tun.clear()
         out = self.core.outbox
         if not out:

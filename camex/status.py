@@ -16,7 +16,9 @@ from .control import request
 RUN_DIR = "/run/camex"
 
 
-def _human(n: int) -> str:
+def _human(n) -> str:
+    if n is None:
+        return "-"
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"

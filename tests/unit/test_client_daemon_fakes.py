@@ -87,7 +87,7 @@ def test_auto_client_registers_configures_and_moves_packets(running):
 def test_encrypted_manual_client_seals_and_rejects_forgeries(running):
     daemon, tun, transport, links = running(
         ["-M", "client", "-l", "10.0.0.2/24", "-s", "10.250.0.1", "-p", "7000",
-         "-e", "-k", "demo-global-secret"])
+         "-e", "-k", "demo-global-secret", "--protocol", "legacy"])
     server = transport.servers[0]
     aead = ChaCha20Poly1305(codec.derive_key(b"demo-global-secret"))
     reg = recv(server)
@@ -109,3 +109,26 @@ def test_encrypted_manual_client_seals_and_rejects_forgeries(running):
     st = daemon.status()
     assert st["drops"] == {"auth": 1, "replay": 1}
     assert st["rx_packets"] == 2
+
+
+def test_auto_protocol_offers_v2_then_falls_back_to_legacy_for_a_silent_server(running):
+    """What a C server sees: v2 INITs it drops, then the legacy REGISTER."""
+    daemon, tun, transport, links = running(
+        ["-M", "client", "-l", "10.0.0.2/24", "-s", "10.250.0.1", "-p", "7000",
+         "-e", "-k", "demo-global-secret"])
+    server = transport.servers[0]
+    first = recv(server)
+    assert first[0] == 0xC2  # a v2 INIT
+    aead = ChaCha20Poly1305(codec.derive_key(b"demo-global-secret"))
+    t0 = time.monotonic()
+    while True:
+        d = recv(server, 6)
+        if d[:4] == codec.MAGIC:
+            break
+    assert time.monotonic() - t0 < 5
+    assert codec.open_datagram(aead, d) == b"CX2P REGISTER MODE=MANUAL LOCAL_IP=10.0.0.2\n"
+    # Legacy traffic flows from then on.
+    pkt = ip_packet("10.0.0.3", "10.0.0.2")
+    server.send(codec.seal(aead, codec.T_DATA, b"SRVR", 0, pkt))
+    assert recv(tun.peer) == pkt
+    assert daemon.status()["protocol"] == "legacy"

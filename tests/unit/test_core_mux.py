@@ -1,0 +1,129 @@
+"""One server, both protocols: v2 and legacy clients share one address
+space on one port (camex.core.server_mux, camex.core.client_mux)."""
+
+import ipaddress
+
+from camex.config import parse_config
+from camex.core.client import LegacyClient
+from camex.core.client_mux import ClientMux
+from camex.core.server_mux import ServerMux
+from camex.legacy import codec
+from camex.v2 import kdf, wire
+from camex.v2.client import ClientSession
+
+PASS = b"demo-global-secret"
+C2PASS = b"per-client-secret-c2"
+DB = """
+[defaults]
+gateway_ip=10.0.0.1
+route_cidr=10.251.0.0/24
+
+[client C1]
+local_cidr=10.0.0.2/24
+
+[client C2]
+local_cidr=10.0.0.3/24
+psk=per-client-secret-c2
+"""
+A1, A2, A3 = ("10.250.0.2", 4001), ("10.250.1.2", 4002), ("10.250.2.2", 4003)
+
+
+def ip_packet(src, dst, payload=b"p" * 16):
+    total = 20 + len(payload)
+    return (bytes([0x45, 0]) + total.to_bytes(2, "big") + bytes(4) + bytes([64, 17, 0, 0])
+            + ipaddress.IPv4Address(src).packed + ipaddress.IPv4Address(dst).packed + payload)
+
+
+class World:
+    def __init__(self, **kw):
+        self.now = 1000.0
+        self.server = ServerMux(passphrase=PASS, encrypt=True,
+                                config=parse_config(DB, "t.conf"), **kw)
+        self.clients = {}
+
+    def add(self, addr, core):
+        self.clients[addr] = core
+        core.start(self.now)
+        core.connected(self.now)
+        self.pump()
+
+    def pump(self, rounds=6):
+        for _ in range(rounds):
+            for addr, c in self.clients.items():
+                out, c.to_net = list(c.to_net), []
+                for d in out:
+                    self.server.datagram_received(d, addr, self.now)
+            out, self.server.outbox[:] = list(self.server.outbox), []
+            for d, addr in out:
+                if addr in self.clients:
+                    self.clients[addr].datagram_received(d, self.now)
+
+
+def v2_client(client_id, passphrase, auto=True, local=None):
+    v2 = ClientSession(kdf.client_candidates(passphrase, client_id), client_id,
+                       wire.Request(auto=auto, local_cidr=local))
+    legacy = LegacyClient(auto=auto, client_id=client_id, local_cidr=local,
+                          key=codec.derive_key(passphrase))
+    return ClientMux(v2=v2, legacy=legacy, auto=auto, local_cidr=local)
+
+
+def test_v2_and_legacy_clients_relay_to_each_other():
+    w = World()
+    c1 = v2_client("C1", PASS)
+    c2 = LegacyClient(auto=True, client_id="C2", key=codec.derive_key(C2PASS))
+    w.add(A1, c1)
+    w.add(A2, c2)
+    assert c1.active == "v2"
+    assert str(c1.config.address) == "10.0.0.2/24"
+    assert str(c2.config.address) == "10.0.0.3/24"
+    p12 = ip_packet("10.0.0.2", "10.0.0.3")
+    c1.tun_packet(p12, w.now)
+    w.pump()
+    assert c2.to_tun == [p12]
+    p21 = ip_packet("10.0.0.3", "10.0.0.2")
+    c2.tun_packet(p21, w.now)
+    w.pump()
+    assert c1.to_tun == [p21]
+    protos = {c["address"]: c["protocol"] for c in w.server.status_clients(w.now)}
+    assert protos == {"10.0.0.2": "v2", "10.0.0.3": "legacy"}
+
+
+def test_legacy_client_cannot_take_a_v2_clients_address():
+    w = World()
+    w.add(A1, v2_client("C1", PASS))
+    thief = LegacyClient(auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.2/24"),
+                         key=codec.derive_key(PASS))
+    w.add(A3, thief)
+    assert A3 not in w.server.legacy.by_endpoint
+    assert w.server.legacy.drops["register-refused"] == 1
+
+
+def test_v2_client_with_the_global_key_cannot_claim_c2s_address():
+    w = World()
+    thief = v2_client("", PASS, auto=False, local=ipaddress.IPv4Interface("10.0.0.3/24"))
+    w.add(A3, thief)
+    assert w.server.v2.peers == {}
+    assert thief.active != "v2"
+
+
+def test_server_without_legacy_ignores_legacy_clients():
+    w = World(legacy=False)
+    c2 = LegacyClient(auto=True, client_id="C2", key=codec.derive_key(C2PASS))
+    w.add(A2, c2)
+    assert c2.config is None
+    assert w.server.drops() == {"legacy-refused": 1}
+
+
+def test_legacy_client_upgrades_to_v2_with_the_same_address():
+    """A client that first registered over legacy and comes back over v2
+    keeps its address: the legacy entry is dropped."""
+    w = World()
+    old = LegacyClient(auto=True, client_id="C1", key=codec.derive_key(PASS))
+    w.add(A1, old)
+    assert A1 in w.server.legacy.by_endpoint
+    del w.clients[A1]
+    new = v2_client("C1", PASS)
+    w.add((A1[0], 5000), new)
+    assert new.active == "v2"
+    assert w.server.legacy.by_endpoint == {}
+    assert [c["protocol"] for c in w.server.status_clients(w.now)] == ["v2"]
