@@ -93,6 +93,12 @@ class LegacyServer:
         # server host's stack (itself, or networks routed behind it).
         self.local_delivery = local_delivery
         self.to_tun: list = []
+        # Set by a server that also speaks v2 (camex.core.server_mux):
+        # `foreign(packet) -> bool` takes packets for addresses that another
+        # protocol's clients hold; `holder_elsewhere(ip4) -> identity | None`
+        # says who holds an address there.
+        self.foreign = None
+        self.holder_elsewhere = None
         self.rng = rng
         self.idle_timeout = idle_timeout
         self.by_endpoint: dict = {}
@@ -312,8 +318,14 @@ class LegacyServer:
         if refusal:
             self._drop("register-refused", addr, refusal)
             return
-        holder = self.by_ip.get(packed)
         identity = (key.name if key else None, client_id.lower() if client_id else None)
+        if self.holder_elsewhere is not None:
+            other = self.holder_elsewhere(packed)
+            if other is not None and not self._same_client(other, identity):
+                self._drop("register-refused", addr,
+                           f"{ipaddress.IPv4Address(packed)} is in use by a v2 client")
+                return
+        holder = self.by_ip.get(packed)
         if holder is not None and holder.endpoint != addr:
             h_identity = (holder.identity[0],
                           holder.client_id.lower() if holder.client_id else None)
@@ -357,6 +369,30 @@ class LegacyServer:
         if mode == "AUTO" and now - peer.last_config >= CONFIG_MIN_INTERVAL:
             peer.last_config = now
             self._send_config(peer, client_id)
+
+    @staticmethod
+    def _same_client(other, identity) -> bool:
+        """`other` = (key name, lower-cased client ID or None) of a client
+        of another protocol: the same client if the IDs match, or, without
+        IDs, if they hold the same key."""
+        if other[1] is not None or identity[1] is not None:
+            return other[1] == identity[1]
+        return other[0] == identity[0]
+
+    def identity_of(self, packed: bytes):
+        """(key name, lower-cased client ID) of the live holder of an address."""
+        peer = self.by_ip.get(packed)
+        if peer is None:
+            return None
+        return (peer.key.name if peer.key else None,
+                peer.client_id.lower() if peer.client_id else None)
+
+    def evict(self, packed: bytes, why: str) -> None:
+        """Forget the holder of an address (it came back over v2)."""
+        peer = self.by_ip.get(packed)
+        if peer is not None:
+            LOG.info("client %s: %s", peer.describe(), why)
+            self._remove(peer)
 
     def _required_key_name(self, client_id: str):
         section = self.config.client(client_id) if self.config else None
@@ -414,6 +450,8 @@ class LegacyServer:
             return
         dst = self.by_ip.get(bytes(packet[16:20]))
         if dst is None:
+            if self.foreign is not None and self.foreign(packet):
+                return
             if self.local_delivery:
                 self.to_tun.append(packet)
             else:
@@ -423,6 +461,11 @@ class LegacyServer:
             self.drops["no-route"] += 1
             return
         self._send(dst, codec.T_DATA, packet)
+
+    def send_data(self, peer, packet) -> None:
+        """Send an inner packet to a legacy client (from another protocol's
+        client or the server TUN)."""
+        self._send(peer, codec.T_DATA, packet)
 
     def tun_packet(self, packet) -> None:
         """A packet from the server's own TUN: to the client that holds its
