@@ -15,7 +15,7 @@ KMOD_ARGS := -C $(KDIR) M=$(KMOD_DIR) \
 	$(if $(CC_KMOD),CC=$(CC_KMOD))
 # What the VM lab needs on a fresh Debian machine: QEMU (TCG), virtme-ng's
 # initramfs tools, a compiler and kbuild's helpers for the Debian headers.
-VM_APT := qemu-system-x86 busybox-static file binutils kmod xz-utils zstd \
+VM_APT := qemu-system-x86 busybox-static file binutils kmod xz-utils zstd debootstrap \
 	make gcc-12 libc6-dev bc flex bison libelf-dev dwarves iproute2 iperf3 iputils-ping
 
 .PHONY: kmod kmod-install kmod-clean kmod-check-kdir vm-deps test-vm kmatrix bench-vm vm-clean
@@ -46,14 +46,16 @@ vm-deps:
 test-vm: vm-deps venv
 	$(PYTEST) -q -p no:cacheprovider tests/lab
 
+# The cross build of the matrix uses Debian's arm64 cross compiler.
 kmatrix: vm-deps venv
+	sh scripts/install-deps.sh gcc-12-aarch64-linux-gnu
 	$(PY) -m lab.vm matrix
 
 bench-vm: vm-deps venv
 	$(PY) -m lab.vm bench
 
 vm-clean:
-	rm -rf lab/vm/cache
+	rm -rf --one-file-system lab/vm/cache   # never through a live chroot bind mount
 
 distclean: kmod-clean vm-clean
 

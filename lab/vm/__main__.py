@@ -24,7 +24,8 @@ def cmd_fetch(args) -> int:
 
 def cmd_build(args) -> int:
     tree = kernels.fetch(args.kernel)
-    res = kbuild.build(tree, cc=kernels.KERNELS[args.kernel].cc)
+    spec = kernels.KERNELS[args.kernel]
+    res = kbuild.build(tree, cc=spec.cc, chroot_suite=spec.chroot)
     sys.stdout.write("\n".join(res.warnings) + ("\n" if res.warnings else ""))
     print(f"{tree.release}: {res.status} {res.ko or ''}")
     return 0 if res.ok and not res.warnings else 1

@@ -37,8 +37,13 @@ class BuildResult:
 
 
 def build(tree: KernelTree, cc: str | None = None, arch: str | None = None,
-          cross_compile: str | None = None, outdir: Path | None = None) -> BuildResult:
-    """Build with W=1; `cc` overrides the compiler Debian used."""
+          cross_compile: str | None = None, outdir: Path | None = None,
+          chroot_suite: str | None = None) -> BuildResult:
+    """Build with W=1; `cc` overrides the compiler Debian used.
+
+    With `chroot_suite` the build runs in that Debian chroot (chroot.py)
+    with the kernel's own compiler, as its headers' Makefile names it.
+    """
     out = outdir or CACHE / "build" / tree.release
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -46,8 +51,8 @@ def build(tree: KernelTree, cc: str | None = None, arch: str | None = None,
         shutil.copy2(KMOD_SRC / name, out / name)
     cmd = ["make", "-C", str(tree.kdir), f"M={out}", "W=1",
            f"-j{os.cpu_count() or 1}", "modules"]
-    want = cc or debian_cc(tree)
-    if want and shutil.which(want) is None:
+    want = None if chroot_suite else (cc or debian_cc(tree))
+    if want and shutil.which((cross_compile or "") + want) is None:
         want = "gcc"   # e.g. gcc-10 for bullseye's 5.10 is not in bookworm
     if want:
         cmd.append(f"CC={(cross_compile or '') + want if cross_compile else want}")
@@ -55,7 +60,11 @@ def build(tree: KernelTree, cc: str | None = None, arch: str | None = None,
         cmd.append(f"ARCH={arch}")
     if cross_compile:
         cmd.append(f"CROSS_COMPILE={cross_compile}")
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if chroot_suite:
+        from . import chroot
+        proc = chroot.run(chroot_suite, cmd)
+    else:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
     log = proc.stdout + proc.stderr
     (out / "build.log").write_text(" ".join(cmd) + "\n" + log)
     warnings = [line for line in log.splitlines()

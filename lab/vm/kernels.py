@@ -36,6 +36,7 @@ class Suite:
 
     name: str
     sources: tuple[tuple[str, str, str], ...]  # (uri, suite, keyring file)
+    default_release: str | None = None          # e.g. prefer backports
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,9 @@ class KernelSpec:
     image_meta: str        # metapackage naming the current image
     cc: str | None = None  # compiler override when Debian's is not on the host
     note: str = ""
+    # Debian suite of a build chroot (lab/vm/chroot.py) for kernels whose
+    # kbuild helpers and compiler need a newer libc than the host's.
+    chroot: str | None = None
 
 
 DEB = "http://deb.debian.org/debian"
@@ -62,6 +66,12 @@ BULLSEYE = Suite("bullseye", (
     (SEC, "bullseye-security", "debian-archive-bullseye-security-automatic.gpg"),
 ))
 
+TRIXIE_BPO = Suite("trixie-backports", (
+    (DEB, "trixie", "debian-archive-trixie-stable.gpg"),
+    (DEB, "trixie-backports", "debian-archive-trixie-automatic.gpg"),
+    (SEC, "trixie-security", "debian-archive-trixie-security-automatic.gpg"),
+), default_release="trixie-backports")
+
 KERNELS: dict[str, KernelSpec] = {
     k.name: k for k in (
         KernelSpec("5.10", BULLSEYE, "linux-image-amd64", cc="gcc-12",
@@ -71,6 +81,8 @@ KERNELS: dict[str, KernelSpec] = {
                    note="bookworm / bookworm-security"),
         KernelSpec("6.12", BOOKWORM, "linux-image-6.12-amd64",
                    note="bookworm-security (the trixie kernel backported)"),
+        KernelSpec("7.x", TRIXIE_BPO, "linux-image-amd64", chroot="trixie",
+                   note="trixie-backports; built in a trixie chroot (gcc-14)"),
     )
 }
 
@@ -89,6 +101,11 @@ class KernelTree:
 
     @property
     def vmlinuz(self) -> Path:
+        for path in (self.root / "boot" / f"vmlinuz-{self.release}",
+                     self.root / "usr/lib/modules" / self.release / "vmlinuz",
+                     self.root / "lib/modules" / self.release / "vmlinuz"):
+            if path.exists():
+                return path
         return self.root / "boot" / f"vmlinuz-{self.release}"
 
     @property
@@ -129,6 +146,8 @@ class PrivateApt:
             "-o", "APT::Architecture=amd64",
             *[a for arch in self.archs for a in ("-o", f"APT::Architectures::={arch}")],
             "-o", "APT::Sandbox::User=root",
+            *(["-o", f"APT::Default-Release={self.suite.default_release}"]
+              if self.suite.default_release else []),
             "-q",
         ]
 
@@ -149,7 +168,7 @@ class PrivateApt:
     def depends(self, pkg: str) -> list[str]:
         out = subprocess.run(["apt-cache", *self._opts(), "depends", pkg],
                              check=True, capture_output=True, text=True).stdout
-        return re.findall(r"^\s+\|?Depends: (\S+)", out, re.M)
+        return re.findall(r"^\s+\|?Depends: <?([^\s<>]+)", out, re.M)
 
     def version(self, pkg: str) -> str:
         out = subprocess.run(["apt-cache", *self._opts(), "policy", pkg],
@@ -179,10 +198,14 @@ def resolve(spec: KernelSpec, apt: PrivateApt) -> tuple[str, list[str]]:
         raise LookupError(f"{spec.image_meta}: depends on no linux-image")
     image = images[0]
     release = image[len("linux-image-"):].removesuffix("-unsigned")
+    # Newer Debian kernels split the image into linux-binary-<rel> (the
+    # vmlinuz), linux-modules-<rel> and linux-base-<rel>.
+    parts = [d for d in apt.depends(image)
+             if re.fullmatch(rf"linux-(binary|modules|base)-{re.escape(release)}", d)]
     headers = f"linux-headers-{release}"
     extra = [d for d in apt.depends(headers)
              if re.match(r"linux-(headers|kbuild)-", d)]
-    return release, [image, headers, *extra]
+    return release, [image, *parts, headers, *extra]
 
 
 def fetch(name: str, refresh: bool = False) -> KernelTree:
@@ -224,7 +247,9 @@ def _relocate(tree: KernelTree) -> None:
     """
     mk = tree.kdir / "Makefile"
     text = mk.read_text()
-    mk.write_text(text.replace(" /usr/src/", f" {tree.root}/usr/src/"))
+    for sep in (" ", "="):    # "include /usr/src/..." and "KBUILD_OUTPUT=/usr/src/..."
+        text = text.replace(f"{sep}/usr/src/", f"{sep}{tree.root}/usr/src/")
+    mk.write_text(text)
     for link in ("build", "source"):
         path = tree.moddir / link
         if path.is_symlink() and os.readlink(path).startswith("/"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -67,13 +68,24 @@ def parse_junit(path: Path) -> dict[str, CaseResult]:
     return results
 
 
+def _want_virtiofsd() -> None:
+    """Set up virtio-fs sharing if we can; 9p (slower) otherwise."""
+    from . import chroot
+    if chroot.available():
+        try:
+            chroot.install_virtiofsd()
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+            print(f"lab.vm: no virtiofsd ({exc}); sharing the root over 9p")
+
+
 def run(kernel: str, suite: str = "contract", extra: list[str] | None = None,
         timeout: float = 900) -> LabRun:
     """Fetch, build and boot `kernel` (a KERNELS key), run `suite` in it."""
     lab = LabRun(kernel)
     tree = kernels.fetch(kernel)
     lab.release = tree.release
-    lab.build = kbuild.build(tree, cc=kernels.KERNELS[kernel].cc)
+    spec = kernels.KERNELS[kernel]
+    lab.build = kbuild.build(tree, cc=spec.cc, chroot_suite=spec.chroot)
     if not lab.build.ok:
         lab.error = "build failed"
         return lab
@@ -81,6 +93,7 @@ def run(kernel: str, suite: str = "contract", extra: list[str] | None = None,
     shutil.rmtree(outdir, ignore_errors=True)
     outdir.mkdir(parents=True)
     lab.outdir = outdir
+    _want_virtiofsd()
     cmd = vm.guest_command(GUEST_SH, outdir, lab.build.ko, suite, *(extra or []))
     lab.boot = vm.boot(tree, cmd, outdir, timeout=timeout)
     lab.cases = parse_junit(outdir / "junit.xml")

@@ -28,9 +28,9 @@ def star():
                 idx = ipr.link_lookup(ifname=IFNAME)[0]
                 ipr.link("set", index=idx, net_ns_fd=lab.c1.name)
             cx = Camex(lab, log_level="info")
-            cx.start_server(timeout=60)
-            c1 = cx.start_client(lab.c1, timeout=60, extra=["--tun-dev", "/dev/camex"])
-            c2 = cx.start_client(lab.c2, timeout=60, extra=["--tun-dev", "/dev/net/tun"])
+            cx.start_server(timeout=180)
+            c1 = cx.start_client(lab.c1, timeout=180, extra=["--tun-dev", "/dev/camex"])
+            c2 = cx.start_client(lab.c2, timeout=180, extra=["--tun-dev", "/dev/net/tun"])
             yield lab, cx, c1, c2
 
 
@@ -45,7 +45,7 @@ def test_daemon_over_camex_ko_and_tun_ko_ping_and_iperf3(star):
     assert Camex.tun_dev(c2).startswith("tun")
     assert lab.c1.link_of(lab.c1.tunnel_ip) == "camex"
 
-    res = lab.c1.wait_ping(lab.c2.tunnel_ip, timeout=30)
+    res = lab.c1.wait_ping(lab.c2.tunnel_ip, timeout=60)
     assert res.ok, res.output
     res = lab.c2.ping(lab.c1.tunnel_ip, count=3)
     assert res.received == 3, res.output

@@ -1,0 +1,91 @@
+"""A Debian trixie build chroot under lab/vm/cache/chroot/, made by debootstrap.
+
+Two things the bookworm host cannot do on its own need it:
+
+* Kernels from trixie-backports (7.x) ship kbuild helpers linked against
+  trixie's glibc and were built with gcc-14; camex.ko is built for them
+  inside the chroot, with the kernel cache bind-mounted at the same path so
+  the unpacked headers' absolute paths stay valid.
+* trixie's Rust virtiofsd (bookworm only has QEMU's old C one, which
+  virtme-ng refuses) lets virtme-ng share the root filesystem over
+  virtio-fs instead of 9p; Python start-up in a TCG guest is 2-3x faster.
+  It runs on the host through the chroot's own dynamic loader (wrapper in
+  cache/bin/virtiofsd, which vm.py puts on PATH).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from .kernels import CACHE
+
+MIRROR = "http://deb.debian.org/debian"
+PACKAGES = ("gcc-14", "make", "libc6-dev", "dwarves", "bc", "virtiofsd")
+
+
+def ensure(suite: str = "trixie") -> Path:
+    """The chroot of `suite`, created once (debootstrap, ~2 min)."""
+    root = CACHE / "chroot" / suite
+    if (root / ".camex-ready").exists():
+        return root
+    if shutil.which("debootstrap") is None:
+        raise FileNotFoundError("debootstrap is not installed (make vm-deps)")
+    shutil.rmtree(root, ignore_errors=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+                    suite, str(root), MIRROR], check=True,
+                   stdout=subprocess.DEVNULL)
+    (root / ".camex-ready").touch()
+    return root
+
+
+def install_virtiofsd(suite: str = "trixie") -> Path:
+    """Write cache/bin/virtiofsd, running the chroot's virtiofsd on the host."""
+    root = ensure(suite)
+    wrapper = CACHE / "bin" / "virtiofsd"
+    if wrapper.exists():
+        return wrapper
+    wrapper.parent.mkdir(parents=True, exist_ok=True)
+    libs = f"{root}/lib/x86_64-linux-gnu:{root}/usr/lib/x86_64-linux-gnu"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        "# trixie's Rust virtiofsd, run with trixie's loader and libraries\n"
+        f'exec {root}/lib64/ld-linux-x86-64.so.2 --library-path {libs} '
+        f'{root}/usr/libexec/virtiofsd "$@"\n')
+    wrapper.chmod(0o755)
+    if subprocess.run([str(wrapper), "--version"], capture_output=True).returncode != 0:
+        wrapper.unlink()
+        raise RuntimeError("virtiofsd from the chroot does not run on this host")
+    return wrapper
+
+
+@contextlib.contextmanager
+def mounted(root: Path):
+    """Bind /proc, /dev and the lab cache into the chroot (same paths)."""
+    targets = []
+    try:
+        for src in ("/proc", "/dev", str(CACHE)):
+            dst = Path(str(root) + src)
+            dst.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["mount", "--bind", src, str(dst)], check=True)
+            targets.append(dst)
+        yield
+    finally:
+        for dst in reversed(targets):
+            subprocess.run(["umount", "-l", str(dst)])
+
+
+def run(suite: str, argv: list[str]) -> subprocess.CompletedProcess:
+    root = ensure(suite)
+    with mounted(root):
+        return subprocess.run(["chroot", str(root), *argv], capture_output=True,
+                              text=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                                              "HOME": "/root", "LANG": "C.UTF-8"})
+
+
+def available() -> bool:
+    return os.geteuid() == 0 and shutil.which("debootstrap") is not None
