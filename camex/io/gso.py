@@ -320,3 +320,91 @@ def probe() -> Features:
     finally:
         s.close()
     return Features(gso and not disabled("nogso"), gro and not disabled("nogro"))
+
+
+# ------------------------------------------- frames cut into GSO datagrams
+#
+# Transport-level help for a framing that seals a whole super-packet once and
+# spreads it over several datagrams (the BULK proposal, notes/fastpath-v2.md):
+# the sender cuts, the receiver glues. Nothing here knows the header layout
+# beyond "byte 3 is the fragment index"; the protocol module owns the rest.
+
+INDEX_AT = 3  # offset of the fragment index in a fragment header
+
+
+def cut_frame(header, body, size: int) -> list:
+    """Datagrams of `size` bytes (the last one shorter) carrying `body`,
+    each led by `header` with byte INDEX_AT set to its index.
+
+    `header` is the fragment header with index 0 (bytes). The result is
+    one GSO run: pass it to Sender.send() as is. Raises ValueError if the
+    frame would need more than MAX_SEGMENTS datagrams."""
+    hl = len(header)
+    room = size - hl
+    if room <= 0:
+        raise ValueError("datagram size leaves no room after the header")
+    n = -(-len(body) // room) or 1
+    if n > MAX_SEGMENTS:
+        raise ValueError(f"frame of {len(body)} bytes needs {n} datagrams (max {MAX_SEGMENTS})")
+    mv = memoryview(body)
+    h = bytearray(header)
+    out = []
+    for i in range(n):
+        h[INDEX_AT] = i
+        out.append(bytes(h) + mv[i * room:(i + 1) * room])
+    return out
+
+
+class Reassembly:
+    """Slots that collect the fragments of frames until each is complete.
+
+    Keyed by whatever identifies a frame (e.g. (receiver, counter)); a
+    fragment brings its index and the frame's fragment count. Bounded: at
+    most `max_slots` frames open, the oldest dropped first, and a slot older
+    than `timeout` seconds is dropped when the next fragment arrives. A
+    fragment that disagrees with its slot (another count, an index out of
+    range) discards the slot: it cannot be the same frame.
+    """
+
+    def __init__(self, max_slots: int = 32, timeout: float = 1.0):
+        self.max_slots = max_slots
+        self.timeout = timeout
+        self.slots: dict = {}  # key -> [created, count, parts(list), have]
+        self.dropped = 0
+
+    def add(self, key, index: int, count: int, payload, now: float):
+        """Store one fragment; the frame's payload (bytes) once complete,
+        else None."""
+        if not 0 <= index < count:
+            self.slots.pop(key, None)
+            return None
+        if count == 1:
+            return bytes(payload)
+        slot = self.slots.get(key)
+        if slot is not None and (slot[1] != count or now - slot[0] > self.timeout):
+            del self.slots[key]
+            self.dropped += 1
+            slot = None
+        if slot is None:
+            self._make_room(now)
+            slot = self.slots[key] = [now, count, [None] * count, 0]
+        parts = slot[2]
+        if parts[index] is None:
+            parts[index] = bytes(payload)
+            slot[3] += 1
+        if slot[3] < count:
+            return None
+        del self.slots[key]
+        return b"".join(parts)
+
+    def _make_room(self, now: float) -> None:
+        if len(self.slots) < self.max_slots:
+            return
+        stale = [k for k, s in self.slots.items() if now - s[0] > self.timeout]
+        for k in stale:
+            del self.slots[k]
+        self.dropped += len(stale)
+        while len(self.slots) >= self.max_slots:
+            # dicts keep insertion order: the first is the oldest
+            del self.slots[next(iter(self.slots))]
+            self.dropped += 1

@@ -253,3 +253,40 @@ def test_runs_are_gso_sendable_and_keep_order(sizes):
         assert all(len(d) == size for d in run[:-1]) and 0 < len(run[-1]) <= size
         flat += run
     assert flat == ds
+
+
+# ------------------------------------------------ frames over datagrams
+
+
+def test_cut_frame_and_reassemble_in_any_order():
+    body = os.urandom(60000)
+    head = bytes([0xC2, 6, 0, 0]) + bytes(16)
+    ds = gso.cut_frame(head, body, 1472)
+    assert len(ds) == -(-60000 // 1452)
+    assert all(len(d) == 1472 for d in ds[:-1]) and len(ds[-1]) <= 1472
+    assert [d[3] for d in ds] == list(range(len(ds)))
+    (size, run), = list(gso.runs(ds))  # one GSO send
+    r = gso.Reassembly()
+    order = list(range(len(ds)))
+    order = order[1::2] + order[0::2]
+    out = None
+    for k, i in enumerate(order):
+        out = r.add(("peer", 7), ds[i][3], len(ds), ds[i][20:], now=0.0)
+        assert (out is None) == (k < len(order) - 1)
+    assert out == body and not r.slots
+
+
+def test_reassembly_bounds_and_mismatches():
+    r = gso.Reassembly(max_slots=2, timeout=1.0)
+    assert r.add("a", 0, 3, b"x", 0.0) is None
+    assert r.add("b", 0, 3, b"x", 0.0) is None
+    assert r.add("c", 0, 3, b"x", 0.1) is None  # evicts "a", the oldest
+    assert set(r.slots) == {"b", "c"} and r.dropped == 1
+    assert r.add("b", 1, 4, b"y", 0.2) is None  # another count: not the same frame
+    assert r.slots["b"][1] == 4
+    assert r.add("c", 1, 3, b"y", 5.0) is None  # too old: starts again
+    assert r.slots["c"][3] == 1
+    assert r.add("d", 3, 3, b"z", 5.0) is None and "d" not in r.slots  # index out of range
+    assert r.add("e", 0, 1, b"whole", 5.0) == b"whole"
+    with pytest.raises(ValueError):
+        gso.cut_frame(bytes(20), bytes(65 * 1452), 1472)
