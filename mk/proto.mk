@@ -5,6 +5,9 @@
 #                        and the server's peak memory (CAMEX_FUZZ_LIVE_N to change)
 #   make fuzz-parsers    long property-based fuzzing of the codec, layers and
 #                        camex-dissect (CAMEX_FUZZ_EXAMPLES per property, default 20000)
+#   make fuzz-atheris    coverage-guided fuzzing (atheris/libFuzzer) of codec, layers
+#                        and capture reader, FUZZ_SECONDS each (default 120); crashes
+#                        are written as crash-* files in the current directory
 #   make vectors         regenerate tests/vectors/legacy.json from the spec and the
 #                        captures in ../shared/vectors (CAMEX_VECTORS to override)
 #   make dissect-captures  camex-dissect every capture of ../shared/vectors
@@ -18,7 +21,9 @@ CAMEX_FUZZ_LIVE_N ?= 1000000
 CAMEX_FUZZ_EXAMPLES ?= 20000
 VECTORS_DIR ?= $(or $(CAMEX_VECTORS),$(CURDIR)/../shared/vectors)
 
-.PHONY: fuzz fuzz-parsers vectors dissect-captures
+FUZZ_SECONDS ?= 120
+
+.PHONY: fuzz fuzz-parsers fuzz-atheris vectors dissect-captures
 
 fuzz: deps venv
 	CAMEX_FUZZ_LIVE_N=$(CAMEX_FUZZ_LIVE_N) $(PYTEST) -q -s -p no:cacheprovider \
@@ -27,6 +32,13 @@ fuzz: deps venv
 fuzz-parsers: venv
 	CAMEX_FUZZ_EXAMPLES=$(CAMEX_FUZZ_EXAMPLES) $(PYTEST) -q -n 4 -p no:cacheprovider \
 	  tests/unit/test_fuzz_codec.py tests/unit/test_fuzz_layers.py tests/unit/test_fuzz_dissect.py
+
+fuzz-atheris: venv
+	$(PY) -c "import atheris" 2>/dev/null || $(VENV)/bin/pip install -q atheris
+	for t in codec layers capture; do \
+	  $(PY) tests/fuzz/fuzz_parsers.py $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    2>&1 | grep -E "^(Done|stat::number_of_executed_units)|crash-|Error" || exit 1; \
+	done
 
 vectors: venv
 	$(PY) tests/vectors/gen_legacy.py $(VECTORS_DIR)
