@@ -396,3 +396,21 @@ def flush_conntrack(ns: Namespace) -> None:
             ct.close()
 
     in_ns(ns.name, flush)
+
+
+# ------------------------------------------------------------ legacy only
+
+
+class LegacyCamex(Camex):
+    """Camex whose clients speak the legacy protocol only (`--protocol
+    legacy`): the fault, attack and load suites are about the legacy wire
+    format and its timers, whatever the default protocol becomes."""
+
+    def client_argv(self, ns, **kw):
+        extra = list(kw.pop("extra", ())) + ["--protocol", "legacy"]
+        return super().client_argv(ns, extra=extra, **kw)
+
+
+def legacy(cx: Camex) -> LegacyCamex:
+    """The same launcher (lab, port, log level), legacy clients."""
+    return LegacyCamex(cx.lab, port=cx.port, log_level=cx.log_level)

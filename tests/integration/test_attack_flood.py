@@ -62,7 +62,7 @@ def _sent_to_attacker(lab):
 
 
 def test_junk_flood(star3, camex3):
-    lab, cx = star3, camex3
+    lab, cx = star3, F.legacy(camex3)
     srv, ctl, _ = _setup(lab, cx)
     rss0 = F.vm_rss_kib(srv.pid)
     socks = [A.ns_socket(lab.clients[2], bind=(ATTACKER, 0)) for _ in range(16)]
@@ -104,7 +104,7 @@ def test_forged_register_flood_encrypted(star3, camex3):
     """REGISTERs that look valid (C1's real REGISTER replayed, REGISTERs
     sealed with a wrong passphrase, well-formed headers with random
     bodies) from thousands of forged sources: no entry, no answer."""
-    lab, cx = star3, camex3
+    lab, cx = star3, F.legacy(camex3)
     srv, ctl, sniffer = _setup(lab, cx, sniff=True)
     time.sleep(0.1)
     sniffer.close()
@@ -149,7 +149,7 @@ def test_forged_register_flood_plaintext(star3, camex3):
     """Plaintext mode authenticates nothing, so forged manual REGISTERs do
     create entries: each costs bounded memory, gets no answer (no
     amplification), and cannot take an address an honest client holds."""
-    lab, cx = star3, camex3
+    lab, cx = star3, F.legacy(camex3)
     srv, ctl, _ = _setup(lab, cx, encrypt=False)
     n = min(REGISTERS_N, 20000)
     rss0 = F.vm_rss_kib(srv.pid)

@@ -15,7 +15,7 @@ import pytest
 
 from lab import attacks as A
 from lab import faults as F
-from lab.daemons import Camex, GLOBAL_PSK, vectors_config
+from lab.daemons import GLOBAL_PSK, vectors_config
 from lab.netns import wait_until
 
 pytestmark = pytest.mark.lab
@@ -35,7 +35,7 @@ def chain(request, tmp_path):
 
 
 def _start(lab, encrypt=True, auto=True):
-    cx = Camex(lab)
+    cx = F.LegacyCamex(lab)
     ctl = F.ctl_path(lab, "srv")
     conf = cx.write_config(vectors_config(c2_psk=None))
     psk = GLOBAL_PSK if encrypt else None
@@ -111,7 +111,7 @@ def test_mtu_full_size_unfragmented_and_oversize_answered(star, camex, encrypt, 
     """The TUN MTU leaves room for the tunnel's overhead (flaw 7 of the
     spec), also when the server's configuration offers `mtu=1500` (the
     link MTU) to an auto client."""
-    lab, cx = star, camex
+    lab, cx = star, F.legacy(camex)
     # A LAN behind C1 whose packets C1 forwards into the tunnel.
     lan = lab.add_ns("lan")
     lab.veth(lab.c1, "lan", "192.168.50.1/24", lan, "eth0", "192.168.50.2/24")

@@ -32,7 +32,7 @@ def _start(lab, cx, encrypt=True, auto=True):
 def test_server_restart(star, camex, auto):
     """The server loses every entry; legacy clients get no word of it and
     re-register when 20 s of silence make them open a new socket."""
-    lab, cx = star, camex
+    lab, cx = star, F.legacy(camex)
     srv, srv_argv, ctl, clients, _ = _start(lab, cx, auto=auto)
     assert lab.c1.ping("10.0.0.3", count=3, interval=0.1).received == 3
     srv.signal(signal.SIGTERM)
@@ -54,7 +54,7 @@ def test_server_restart(star, camex, auto):
 
 @pytest.mark.parametrize("auto", [False, True], ids=["manual", "auto"])
 def test_client_restart(star, camex, auto):
-    lab, cx = star, camex
+    lab, cx = star, F.legacy(camex)
     srv, _, ctl, (c1, c2), kw = _start(lab, cx, auto=auto)
     routes_before = {r["dst"] for r in lab.c1.routes()}
     t_stop = time.monotonic()
@@ -74,7 +74,7 @@ def test_client_restart(star, camex, auto):
 
 
 def test_server_sighup_costs_no_traffic(star, camex):
-    lab, cx = star, camex
+    lab, cx = star, F.legacy(camex)
     srv, _, ctl, clients, _ = _start(lab, cx, auto=True)
     before = {c["address"]: c["endpoint"] for c in F.server_clients(ctl)}
     result = {}

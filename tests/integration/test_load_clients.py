@@ -25,7 +25,7 @@ PER_CLIENT_MAX = 4096  # bytes, issue 6
 @pytest.mark.parametrize("encrypt,auto", [(False, False), (True, True)],
                          ids=["plaintext-manual", "encrypted-auto"])
 def test_thousand_clients(star3, camex3, encrypt, auto):
-    lab, cx = star3, camex3
+    lab, cx = star3, F.legacy(camex3)
     ctl = F.ctl_path(lab, "srv")
     extra = ["--control-socket", ctl]
     if auto:

@@ -35,7 +35,7 @@ def _status_json(ns, cx, sock):
 
 
 def test_status_lists_clients_and_counts_traffic(star, camex):
-    lab, cx = star, camex
+    lab, cx = star, F.legacy(camex)
     srv_sock, c1_sock = F.ctl_path(lab, "srv"), F.ctl_path(lab, "c1")
     cx.start_server(encrypt=True, psk=GLOBAL_PSK, extra=["--control-socket", srv_sock])
     cx.start_client(lab.c1, encrypt=True, psk=GLOBAL_PSK, extra=["--control-socket", c1_sock])
@@ -79,7 +79,7 @@ def test_status_lists_clients_and_counts_traffic(star, camex):
 
 
 def test_control_socket_is_root_only(star, camex):
-    lab, cx = star, camex
+    lab, cx = star, F.legacy(camex)
     # A directory everyone may traverse, so that only the socket's own mode
     # decides (tmp_path's parents are root-only).
     d = tempfile.mkdtemp(prefix="camex-ctl-")
@@ -108,7 +108,7 @@ def test_control_socket_is_root_only(star, camex):
 def test_reload_applies_a_config_change(star, camex):
     """`camex reload` re-reads the configuration file: a client section
     added lets a waiting auto client in, one removed drops its client."""
-    lab, cx = star, camex
+    lab, cx = star, F.legacy(camex)
     sock = F.ctl_path(lab, "srv")
     conf = cx.write_config(auto_config({"C1": {"local_cidr": "10.0.0.2/24"}}))
     cx.start_server(extra=["--control-socket", sock, "-f", conf])
@@ -133,7 +133,7 @@ def test_reload_applies_a_config_change(star, camex):
 
 
 def test_stale_pid_file_does_not_stop_a_restart(star, camex):
-    lab, cx = star, camex
+    lab, cx = star, F.legacy(camex)
     pidfile = os.path.join(lab.logdir, "run", "camex-server.pid")
     os.makedirs(os.path.dirname(pidfile))
     dead = subprocess.Popen(["true"])
@@ -160,7 +160,7 @@ def test_stale_pid_file_does_not_stop_a_restart(star, camex):
 
 
 def test_psk_file_readable_by_others_is_refused(star, camex):
-    lab, cx = star, camex
+    lab, cx = star, F.legacy(camex)
     path = os.path.join(lab.logdir, "psk")
     with open(path, "w") as f:
         f.write(GLOBAL_PSK + "\n")
