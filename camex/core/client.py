@@ -102,9 +102,14 @@ class LegacyClient:
     def _mtu(self, offered):
         if self.mtu_override:
             return self.mtu_override
+        room = default_mtu(self.aead is not None)
         if offered:
-            return offered
-        return default_mtu(self.aead is not None)
+            # A server's MTU=1500 names the link, not what is left of it
+            # (flaw 7): never more than fits a 1500-byte path with our
+            # overhead, or full-size packets fragment (or, with DF/GSO,
+            # do not leave at all). -t still sets any MTU.
+            return min(offered, room)
+        return room
 
     def _configure(self, cfg: IfConfig) -> None:
         if cfg != self.config:
