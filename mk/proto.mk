@@ -37,7 +37,10 @@ fuzz-atheris: venv
 	$(PY) -c "import atheris" 2>/dev/null || $(VENV)/bin/pip install -q atheris
 	for t in codec layers capture; do \
 	  $(PY) tests/fuzz/fuzz_parsers.py $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-	    2>&1 | grep -E "^(Done|stat::number_of_executed_units)|crash-|Error" || exit 1; \
+	    > fuzz-$$t.log 2>&1; rc=$$?; \
+	  grep -E "^(Done|stat::number_of_executed_units)|crash-|Error" fuzz-$$t.log; \
+	  [ $$rc -eq 0 ] || { echo "fuzz-atheris: $$t crashed, see fuzz-$$t.log"; exit 1; }; \
+	  rm -f fuzz-$$t.log; \
 	done
 
 vectors: venv
