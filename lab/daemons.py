@@ -78,10 +78,15 @@ class Camex:
     failure.
     """
 
-    def __init__(self, lab: StarTopology, port: int = PORT, log_level: str = "info"):
+    def __init__(self, lab: StarTopology, port: int = PORT, log_level: str = "info",
+                 protocol: Optional[str] = None):
         self.lab = lab
         self.port = port
         self.log_level = log_level
+        # Clients' --protocol (None: the daemon's default, auto = v2 when
+        # there is a passphrase, with legacy fallback). An explicit
+        # --protocol in a call's `extra` comes later and wins.
+        self.protocol = protocol
         self.binary = camex_binary()
 
     # -- files
@@ -142,6 +147,8 @@ class Camex:
                     routes: Iterable[str] = (), extra: Iterable = ()) -> list[str]:
         argv = [self.binary, "-M", "client", "-s", ns.server_ip, "-p", str(self.port),
                 "--log-level", self.log_level, "--control-socket", self.control_socket(ns)]
+        if self.protocol:
+            argv += ["--protocol", self.protocol]
         if auto:
             argv += ["-a", "-n", name or ns.client_id]
         else:

@@ -38,12 +38,19 @@ def start_tunnel(camex, star, mode, encrypted):
     return srv, c1, c2
 
 
-MODES = [("manual", False), ("manual", True), ("auto", False), ("auto", True)]
-IDS = ["manual-plain", "manual-enc", "auto-plain", "auto-enc"]
+# (mode, encrypted, protocol): the legacy protocol in every mode, plus the
+# daemon's default with a passphrase (v2, legacy fallback) for comparison.
+MODES = [
+    ("manual", False, "legacy"), ("manual", True, "legacy"),
+    ("auto", False, "legacy"), ("auto", True, "legacy"),
+    ("manual", True, None), ("auto", True, None),
+]
+IDS = ["manual-plain", "manual-enc", "auto-plain", "auto-enc", "manual-enc-default", "auto-enc-default"]
 
 
-@pytest.mark.parametrize("mode,encrypted", MODES, ids=IDS)
-def test_ping_and_iperf3_between_clients(camex, star, mode, encrypted, measure):
+@pytest.mark.parametrize("mode,encrypted,protocol", MODES, ids=IDS)
+def test_ping_and_iperf3_between_clients(camex, star, mode, encrypted, protocol, measure):
+    camex.protocol = protocol
     srv, c1, c2 = start_tunnel(camex, star, mode, encrypted)
 
     for ns, proc in ((star.c1, c1), (star.c2, c2)):
@@ -70,19 +77,30 @@ def test_ping_and_iperf3_between_clients(camex, star, mode, encrypted, measure):
         assert len(proc.output().splitlines()) < 40, proc.tail(60)
     if encrypted:
         assert f"key fingerprint {GLOBAL_FINGERPRINT}" in srv.output()
+    expected = protocol or ("v2" if encrypted else "legacy")
+    assert {c["protocol"] for c in camex.status(star.server)["clients"]} == {expected}
 
 
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "enc"])
 def test_auto_client_takes_profile_from_server_config(camex, star, encrypted):
-    srv, c1, c2 = start_tunnel(camex, star, "auto", encrypted)
+    # The database of the captures, with an MTU that fits the path in both
+    # modes, so that the server's value is taken as it is.
+    text = vectors_config(c2_psk=C2_PSK if encrypted else None).replace("mtu=1500", "mtu=1400")
+    config = camex.write_config(text)
+    psk = GLOBAL_PSK if encrypted else None
+    camex.start_server(encrypt=encrypted, psk=psk, config=config)
+    c1 = camex.start_client(star.c1, wait=False, auto=True, encrypt=encrypted, psk=psk)
+    c2 = camex.start_client(star.c2, wait=False, auto=True, encrypt=encrypted,
+                            psk=C2_PSK if encrypted else None)
     for ns, proc in ((star.c1, c1), (star.c2, c2)):
-        dev = camex.tun_dev(proc)
-        # [defaults] mtu=1500, route_cidr=10.251.0.0/24; [client Cn] local_cidr.
-        assert ns.links()[dev]["mtu"] == 1500
+        dev = camex.wait_client(proc)
+        # [defaults] mtu, route_cidr, gateway_ip; [client Cn] local_cidr.
+        assert ns.links()[dev]["mtu"] == 1400
         assert ns.addresses(dev) == [ipaddress.IPv4Interface(f"{ns.tunnel_ip}/24")]
         routes = {(r["dst"], r["dev"]) for r in ns.routes()}
         assert ("10.251.0.0/24", dev) in routes
         assert ("10.0.0.0/24", dev) in routes
+        assert "gateway 10.0.0.1" in proc.find(r"tunnel up: .*").group(0)
     st = camex.status(star.server)
     by_id = {c["client_id"].upper(): c for c in st["clients"]}
     assert by_id["C1"]["address"] == "10.0.0.2" and by_id["C2"]["address"] == "10.0.0.3"
