@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     s.set_defaults(fn=cmd_test)
     s = sub.add_parser("matrix")
     s.add_argument("kernels", nargs="*", choices=names + [[]], default=[])
-    s.add_argument("--suite", default="contract", choices=["contract", "e2e", "all"])
+    s.add_argument("--suite", default="all", choices=["contract", "e2e", "all"])
     s.add_argument("--no-cross", action="store_true")
     s.set_defaults(fn=cmd_matrix)
     s = sub.add_parser("bench")
