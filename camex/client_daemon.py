@@ -11,15 +11,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .core.client import IfConfig, LegacyClient, Reconnect
-from .core.client_mux import ClientMux
 from .io import gso, netlink, offload, udp
 from .legacy import codec
 from .log import LOG, Throttle
 from .loop import BATCH, RESOLVE_RETRY, Loop, StartupError
-from .v2 import kdf
-from .v2 import wire as v2wire
-from .v2.client import ClientSession
-from .v2.session import Timers
+from .v2.core import AutoClientCore, V2ClientCore
 
 FLUSH_AT = 64  # datagrams/packets queued before a mid-batch flush (bounds memory)
 
@@ -27,16 +23,16 @@ FLUSH_AT = 64  # datagrams/packets queued before a mid-batch flush (bounds memor
 def make_core(opts, client_id, key):
     """The client core for --protocol: legacy alone, v2 alone, or v2 with a
     legacy fallback (auto, when there is a passphrase for v2)."""
-    legacy = LegacyClient(auto=opts.auto, client_id=client_id, local_cidr=opts.local_cidr,
-                          gateway=opts.gateway_ip, routes=opts.routes, mtu=opts.mtu, key=key)
+    def legacy():
+        return LegacyClient(auto=opts.auto, client_id=client_id, local_cidr=opts.local_cidr,
+                            gateway=opts.gateway_ip, routes=opts.routes, mtu=opts.mtu, key=key)
+
     if opts.protocol == "legacy" or not opts.psk:
-        return legacy
-    v2 = ClientSession(kdf.client_candidates(opts.psk, client_id), client_id or "",
-                       v2wire.Request(auto=opts.auto, local_cidr=opts.local_cidr, mtu=opts.mtu),
-                       timers=Timers(keepalive=opts.keepalive))
-    return ClientMux(v2=v2, legacy=None if opts.protocol == "v2" else legacy, auto=opts.auto,
-                     local_cidr=opts.local_cidr, gateway=opts.gateway_ip, routes=opts.routes,
-                     mtu=opts.mtu)
+        return legacy()
+    v2 = V2ClientCore(auto=opts.auto, passphrase=opts.psk, client_id=client_id,
+                      local_cidr=opts.local_cidr, gateway=opts.gateway_ip, routes=opts.routes,
+                      mtu=opts.mtu, keepalive=opts.keepalive)
+    return v2 if opts.protocol == "v2" else AutoClientCore(v2, legacy)
 
 
 @dataclass
@@ -105,7 +101,7 @@ class ClientDaemon:
             self._connect(now)
             self.loop.run(self._deadline, self._timer)
             LOG.info("stopping")
-            if isinstance(self.core, ClientMux) and self.sock is not None:
+            if hasattr(self.core, "close") and self.sock is not None:
                 self.core.close(self.loop.now())  # v2: the server frees us at once
                 self._flush()
             return 0

@@ -475,7 +475,8 @@ class LegacyServer:
             return
         dst = self.by_ip.get(bytes(packet[16:20]))
         if dst is None:
-            self.drops["no-route"] += 1
+            if self.foreign is None or not self.foreign(packet):
+                self.drops["no-route"] += 1
             return
         self._send(dst, codec.T_DATA, packet)
 

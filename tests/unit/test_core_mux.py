@@ -5,11 +5,9 @@ import ipaddress
 
 from camex.config import parse_config
 from camex.core.client import LegacyClient
-from camex.core.client_mux import ClientMux
 from camex.core.server_mux import ServerMux
 from camex.legacy import codec
-from camex.v2 import kdf, wire
-from camex.v2.client import ClientSession
+from camex.v2.core import AutoClientCore, V2ClientCore
 
 PASS = b"demo-global-secret"
 C2PASS = b"per-client-secret-c2"
@@ -60,11 +58,11 @@ class World:
 
 
 def v2_client(client_id, passphrase, auto=True, local=None):
-    v2 = ClientSession(kdf.client_candidates(passphrase, client_id), client_id,
-                       wire.Request(auto=auto, local_cidr=local))
-    legacy = LegacyClient(auto=auto, client_id=client_id, local_cidr=local,
-                          key=codec.derive_key(passphrase))
-    return ClientMux(v2=v2, legacy=legacy, auto=auto, local_cidr=local)
+    """What the daemon runs with --protocol auto and a passphrase."""
+    v2 = V2ClientCore(auto=auto, passphrase=passphrase, client_id=client_id, local_cidr=local)
+    return AutoClientCore(v2, lambda: LegacyClient(auto=auto, client_id=client_id,
+                                                   local_cidr=local,
+                                                   key=codec.derive_key(passphrase)))
 
 
 def test_v2_and_legacy_clients_relay_to_each_other():
@@ -73,7 +71,7 @@ def test_v2_and_legacy_clients_relay_to_each_other():
     c2 = LegacyClient(auto=True, client_id="C2", key=codec.derive_key(C2PASS))
     w.add(A1, c1)
     w.add(A2, c2)
-    assert c1.active == "v2"
+    assert c1.protocol == "v2"
     assert str(c1.config.address) == "10.0.0.2/24"
     assert str(c2.config.address) == "10.0.0.3/24"
     p12 = ip_packet("10.0.0.2", "10.0.0.3")
@@ -102,8 +100,8 @@ def test_v2_client_with_the_global_key_cannot_claim_c2s_address():
     w = World()
     thief = v2_client("", PASS, auto=False, local=ipaddress.IPv4Interface("10.0.0.3/24"))
     w.add(A3, thief)
-    assert w.server.v2.peers == {}
-    assert thief.active != "v2"
+    assert w.server.v2.server.peers == {}
+    assert not thief.v2.established
 
 
 def test_server_without_legacy_ignores_legacy_clients():
@@ -124,6 +122,6 @@ def test_legacy_client_upgrades_to_v2_with_the_same_address():
     del w.clients[A1]
     new = v2_client("C1", PASS)
     w.add((A1[0], 5000), new)
-    assert new.active == "v2"
+    assert new.protocol == "v2"
     assert w.server.legacy.by_endpoint == {}
     assert [c["protocol"] for c in w.server.status_clients(w.now)] == ["v2"]
