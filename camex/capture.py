@@ -72,6 +72,7 @@ class Datagram:
     udp_length: int     # payload length the UDP header declares
     complete: bool = True
     fragments: int = 1  # IP fragments it was made of (1: not fragmented)
+    why_incomplete: str = ""
 
     @property
     def missing(self) -> int:
@@ -310,7 +311,9 @@ def _udp_from(index, time, src, dst, l4: bytes, complete: bool, fragments: int =
         body = body[:declared]  # drop link-layer padding
     elif complete:
         complete = False  # header claims more than there is
-    return Datagram(index, time, src, sport, dst, dport, bytes(body), declared, complete, fragments)
+    why = "" if complete else "cut short by the capture (snapshot length)"
+    return Datagram(index, time, src, sport, dst, dport, bytes(body), declared, complete,
+                    fragments, why)
 
 
 class Reassembler:
@@ -432,6 +435,7 @@ class Reassembler:
             dg = _udp_from(fs.index, fs.time, fs.src, fs.dst, self._contiguous(fs), False, fs.count)
             if dg is not None:
                 dg.complete = False
+                dg.why_incomplete = "IP fragments missing from the capture"
                 self.stats.udp += 1
             fs.slot[0] = dg or False
         else:

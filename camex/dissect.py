@@ -128,7 +128,7 @@ class Dissector:
                        status="ok" if d.complete else "incomplete", summary=summary)
         if not d.complete:
             rec["detail"] = (f"{len(d.payload)} of {d.udp_length} bytes captured "
-                             "(IP fragments missing from the capture)")
+                             f"({d.why_incomplete or 'incomplete'})")
         client, direction = self._client_of(d, rec.get("mode"), rec.get("type"))
         rec["client"], rec["direction"] = client, direction
         self._account(rec, d)

@@ -298,3 +298,16 @@ def test_missing_file_and_directory(tmp_path, capsys):
     assert "No such file" in capsys.readouterr().err
     assert dissect.main([str(tmp_path)]) == 1
     assert "directory" in capsys.readouterr().err
+
+
+def test_snaplen_truncated_frames_reported_incomplete(tmp_path, capsys):
+    full = bytes(outer(enc_datagram(3, size=400)))
+    cut = full[:200]
+    path = tmp_path / "snap.pcap"
+    path.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 200, 101)
+                     + struct.pack("<IIII", 5, 0, len(cut), len(full)) + cut)
+    rc, recs, summary, _ = run(capsys, path, "--psk", PASS)
+    assert rc == 0
+    (rec,) = recs
+    assert rec["status"] == "incomplete" and rec["seq"] == 3
+    assert "snapshot length" in rec["detail"] and summary["failures"] == 0
