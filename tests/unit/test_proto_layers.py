@@ -159,3 +159,20 @@ def test_library_does_not_star_import_scapy_all():
     for f in list(root.glob("*.py")) + [root.parent / "dissect.py", root.parent / "capture.py"]:
         if f.exists():
             assert "from scapy.all import *" not in f.read_text(), f
+
+
+def test_sniff_dissects_captures(tmp_path):
+    """Scapy's sniff() (here on a capture file) yields CX2P layers, port or not."""
+    from scapy.sendrecv import sniff
+    from scapy.utils import wrpcap
+    pkts = [IP(src="10.250.0.2", dst="10.250.0.1") / UDP(sport=40000, dport=7000) /
+            proto.seal(INNER, "pw", b"abcd", 1),
+            IP(src="10.250.0.2", dst="10.250.0.1") / UDP(sport=40000, dport=7000) / bytes(INNER),
+            IP(src="10.250.0.2", dst="10.250.0.1") / UDP(sport=40000, dport=4242) /
+            codec.register_auto("C9")]
+    path = tmp_path / "s.pcap"
+    wrpcap(str(path), pkts)
+    got = sniff(offline=str(path))
+    assert got[0].haslayer(CX2PSealedData) and got[0][CX2PEncrypted].seq == 1
+    assert got[1][CX2PData].haslayer(ICMP)
+    assert got[2][CX2PRegister].get("CLIENT_ID") == "C9"
