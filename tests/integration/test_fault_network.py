@@ -93,8 +93,10 @@ def test_nat_rebinding(chain):
     took = F.time_until_ping(lab.c1, "10.0.0.3", 45, t0)
     after = F.client_entry(ctl, "10.0.0.2")["endpoint"]
     print(f"\nNAT rebinding (encrypted, auto): endpoint {before} -> {after}, traffic resumed "
-          f"{took:.1f} s after the rebinding (the client opens a new socket after 20 s "
-          f"without a datagram from the server)")
+          f"{took:.1f} s after the rebinding")
+    # The client registers again after 5 s of unanswered traffic (the C
+    # client waited for 20 s of silence).
+    assert took <= 10.0
     assert re.fullmatch(r"10\.250\.0\.2:300\d\d", after), after
     assert [c["address"] for c in F.server_clients(ctl)].count("10.0.0.2") == 1
     assert lab.c2.ping("10.0.0.2", count=3, interval=0.1).received == 3

@@ -31,7 +31,8 @@ def _start(lab, cx, encrypt=True, auto=True):
 @pytest.mark.parametrize("auto", [False, True], ids=["manual", "auto"])
 def test_server_restart(star, camex, auto):
     """The server loses every entry; legacy clients get no word of it and
-    re-register when 20 s of silence make them open a new socket."""
+    register again once their traffic goes unanswered for 5 s (the C
+    client waited for 20 s of silence)."""
     lab, cx = star, F.legacy(camex)
     srv, srv_argv, ctl, clients, _ = _start(lab, cx, auto=auto)
     assert lab.c1.ping("10.0.0.3", count=3, interval=0.1).received == 3
@@ -43,6 +44,7 @@ def test_server_restart(star, camex, auto):
     took = F.time_until_ping(lab.c1, "10.0.0.3", 45, t0)
     print(f"\nserver restart (encrypted, {'auto' if auto else 'manual'}): new server up in "
           f"{up:.2f} s, tunnel traffic again after {took:.1f} s")
+    assert took <= 10.0
     assert sorted(c["address"] for c in F.server_clients(ctl)) == ["10.0.0.2", "10.0.0.3"]
     # The clients accept the new server's counter at once (flaw 5): no
     # replay drops although its sequence numbers start at 0 again.
@@ -74,27 +76,35 @@ def test_client_restart(star, camex, auto):
 
 
 def test_server_sighup_costs_no_traffic(star, camex):
+    """A burst of pings with SIGHUPs in the middle loses no more than the
+    same burst without them (the lab shares its CPUs with other work, so
+    the baseline is measured, not assumed)."""
     lab, cx = star, F.legacy(camex)
     srv, _, ctl, clients, _ = _start(lab, cx, auto=True)
     before = {c["address"]: c["endpoint"] for c in F.server_clients(ctl)}
-    result = {}
     n = 200
-    t = threading.Thread(target=lambda: result.setdefault(
-        "ping", lab.c1.ping("10.0.0.3", count=n, interval=0.01, wait=1)))
-    t.start()
+
+    def burst(hups: int):
+        result = {}
+        t = threading.Thread(target=lambda: result.setdefault(
+            "ping", lab.c1.ping("10.0.0.3", count=n, interval=0.01, wait=2)))
+        t.start()
+        sent = 0
+        while sent < hups:
+            time.sleep(0.3)
+            srv.signal(signal.SIGHUP)
+            sent += 1
+        t.join()
+        return result["ping"]
+
+    base = burst(0)
     mark = srv.mark()
-    hups = 0
-    deadline = time.monotonic() + n * 0.01
-    while time.monotonic() < deadline and hups < 5:
-        time.sleep(0.3)
-        srv.signal(signal.SIGHUP)
-        hups += 1
-    t.join()
-    ping = result["ping"]
+    hup = burst(5)
     srv.wait_for_line(r"configuration reloaded", timeout=5, start=mark)
     reloads = len(re.findall(r"configuration reloaded", srv.output()[mark:]))
-    print(f"\nserver SIGHUP: {hups} SIGHUPs ({reloads} reloads logged) during {n} pings at "
-          f"10 ms: {ping.received}/{ping.transmitted} answered, rtt max {ping.rtt_max_ms} ms")
-    assert reloads >= 1
-    assert ping.received == n
+    print(f"\nserver SIGHUP: {n} pings at 10 ms: {base.received} answered without SIGHUP "
+          f"(rtt max {base.rtt_max_ms} ms), {hup.received} with 5 SIGHUPs ({reloads} reloads "
+          f"logged; rtt max {hup.rtt_max_ms} ms)")
+    assert reloads == 5
+    assert hup.received >= base.received - 2
     assert {c["address"]: c["endpoint"] for c in F.server_clients(ctl)} == before
