@@ -179,3 +179,35 @@ def test_forged_register_flood_plaintext(star3, camex3):
     assert per_entry <= 4096
     assert during.received > 0
     assert lab.c1.ping("10.0.0.3", count=5, interval=0.1).received == 5
+
+
+def test_forged_auto_registers_plaintext_not_amplified(star3, camex3):
+    """Forged auto REGISTERs (plaintext: nothing to authenticate) for a
+    live client's ID and for an offline client's ID, from thousands of
+    forged sources: the live client keeps its entry, and the server sends
+    fewer bytes towards the forged sources than it received."""
+    lab, cx = star3, F.legacy(camex3)
+    ctl = F.ctl_path(lab, "srv")
+    conf = cx.write_config(vectors_config(c2_psk=None))
+    srv = cx.start_server(extra=["--control-socket", ctl, "-f", conf])
+    F.nft(lab.server, F.byte_counter_rules("c3"))
+    cx.start_client(lab.c1, auto=True)
+    c1_before = F.client_entry(ctl, "10.0.0.2")["endpoint"]
+    rng = random.Random(4)
+    forger = A.Forger(lab.clients[2])
+    n = min(REGISTERS_N, 10000)
+    for i in range(n):
+        forger.send(A.random_lab_source(rng, "10.250.2.0/24"), rng.randrange(1024, 65536),
+                    SERVER_ON_ATTACKER_LINK, PORT,
+                    b"CX2P REGISTER MODE=AUTO CLIENT_ID=%s\n" % (b"C1" if i % 2 else b"C2"))
+    forger.close()
+    time.sleep(0.5)
+    udp_in, udp_out = _sent_to_attacker(lab)
+    st = F.status(ctl)
+    print(f"\nforged auto REGISTERs (plaintext): {n} for C1 (live) and C2 (offline): "
+          f"{udp_in['bytes']} bytes in, {udp_out['packets']} answers / {udp_out['bytes']} bytes "
+          f"out towards the forged sources; C1 {c1_before} -> "
+          f"{F.client_entry(ctl, '10.0.0.2')['endpoint']}; drops {st['drops']}")
+    assert srv.running()
+    assert F.client_entry(ctl, "10.0.0.2")["endpoint"] == c1_before
+    assert udp_out["bytes"] < udp_in["bytes"] / 10
