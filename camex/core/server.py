@@ -33,7 +33,9 @@ from ..replay import ReplayWindow
 IDLE_TIMEOUT = 120.0  # an entry silent this long expires (as the C server)
 SWEEP_INTERVAL = 5.0
 CONFIG_MIN_INTERVAL = 1.0  # answer at most this often per peer (CONFIG is larger than REGISTER)
-REPLAY_STATE_MAX = 65536  # (key, prefix) windows remembered beyond live peers
+# (key, sender prefix) windows remembered beyond live peers: about 320 bytes
+# each, so a key holder inventing prefixes costs at most ~1.3 MiB.
+REPLAY_STATE_MAX = 4096
 GLOBAL = "*global*"
 PLAIN_TAKEOVER_GUARD = 15.0  # plaintext: a live holder keeps its address this long  # name of the global key in the key store
 
@@ -106,6 +108,7 @@ class LegacyServer:
         self.outbox: list = []
         self.drops = Counter()
         self.throttle = Throttle()
+        self.register_log = Throttle(interval=0.05)
         self._replay: OrderedDict = OrderedDict()
         self._next_sweep = 0.0
         self.config = None
@@ -358,9 +361,12 @@ class LegacyServer:
                 LOG.debug("client %s moved to %s:%s", holder.describe(), *addr)
                 self._remove(holder)
             else:
-                LOG.info("client %s registered (%s%s)", peer.describe(), mode.lower(),
-                         ", key " + ("global" if key.client_id is None else key.name)
-                         if key else "")
+                # One line per registration, but a key holder looping
+                # REGISTERs must not flood the log: at most 20 lines a second.
+                self.register_log.info("registered", "client %s registered (%s%s)",
+                                       peer.describe(), mode.lower(),
+                                       ", key " + ("global" if key.client_id is None
+                                                   else key.name) if key else "")
             self.by_endpoint[addr] = peer
             self.by_ip[packed] = peer
         if prefix is not None and peer.rx_prefix != prefix:
