@@ -16,8 +16,17 @@ from .legacy import codec
 from .log import LOG, Throttle
 from .loop import BATCH, RESOLVE_RETRY, Loop, StartupError
 from .v2.core import AutoClientCore, V2ClientCore
+from .v2.session import Timers
 
 FLUSH_AT = 64  # datagrams/packets queued before a mid-batch flush (bounds memory)
+
+
+def v2_timers(opts) -> Timers:
+    """v2 timers from the options: --keepalive, and --rekey-after with the
+    rejection limit kept 60 s beyond it (120/180 s by default, as documented)."""
+    return Timers(rekey_after_time=float(opts.rekey_after),
+                  reject_after_time=float(opts.rekey_after) + 60.0,
+                  keepalive=float(opts.keepalive))
 
 
 def make_core(opts, client_id, key):
@@ -31,7 +40,7 @@ def make_core(opts, client_id, key):
         return legacy()
     v2 = V2ClientCore(auto=opts.auto, passphrase=opts.psk, client_id=client_id,
                       local_cidr=opts.local_cidr, gateway=opts.gateway_ip, routes=opts.routes,
-                      mtu=opts.mtu, keepalive=opts.keepalive)
+                      mtu=opts.mtu, keepalive=opts.keepalive, timers=v2_timers(opts))
     return v2 if opts.protocol == "v2" else AutoClientCore(v2, legacy)
 
 

@@ -30,6 +30,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 PROTOCOLS = ("auto", "legacy", "v2")
 DEFAULT_KEEPALIVE = 25
 MAX_KEEPALIVE = 3600
+DEFAULT_REKEY_AFTER = 120   # v2 REKEY_AFTER_TIME (docs/PROTOCOL.md section 7)
+MIN_REKEY_AFTER = 10
+MAX_REKEY_AFTER = 3600
 IFNAMSIZ = 16  # Linux interface names are at most 15 bytes
 
 # What camex itself sends as CLIENT_ID: conservative, so it survives any
@@ -66,6 +69,7 @@ class Options:
     legacy: bool = True
     server_tun: bool = False
     keepalive: int = DEFAULT_KEEPALIVE
+    rekey_after: int = DEFAULT_REKEY_AFTER   # --rekey-after (v2; lab tests shorten it)
     control_socket: str = ""
     extra: dict = field(default_factory=dict)
     # Beyond CONTRACTS.md (compatible additions):
@@ -158,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--no-legacy", action="store_true", help="server: refuse legacy-protocol clients")
     a("--server-tun", action="store_true", help="server: own a TUN with the gateway address (v2)")
     a("--keepalive", metavar="SECONDS", help=f"v2 NAT keepalive, 0 disables (default {DEFAULT_KEEPALIVE})")
+    a("--rekey-after", metavar="SECONDS", help=f"v2 session renewal interval, "
+      f"{MIN_REKEY_AFTER}..{MAX_REKEY_AFTER} (default {DEFAULT_REKEY_AFTER}); both ends")
     a("--control-socket", metavar="PATH", help="default /run/camex/<mode>-<port>.sock")
     return p
 
@@ -320,6 +326,9 @@ def parse_args(argv: list[str] | None = None, environ=None) -> Options:
     if args.keepalive is not None:
         o.keepalive = _check("--keepalive",
                              lambda v: parse_int(v, 0, MAX_KEEPALIVE, "seconds"), args.keepalive)
+    if args.rekey_after is not None:
+        o.rekey_after = _check("--rekey-after", lambda v: parse_int(
+            v, MIN_REKEY_AFTER, MAX_REKEY_AFTER, "seconds"), args.rekey_after)
     if args.control_socket is not None:
         o.control_socket = _nonempty("--control-socket", args.control_socket)
     else:

@@ -36,7 +36,9 @@ class ServerDaemon:
         self.protocols = [name for name, on in (("v2", v2), ("legacy", legacy)) if on]
         self.core = ServerMux(passphrase=opts.psk, encrypt=opts.encrypt, config=config,
                               legacy=legacy, v2=v2, local_delivery=opts.server_tun,
-                              timers=Timers(keepalive=opts.keepalive))
+                              timers=Timers(keepalive=opts.keepalive,
+                                            rekey_after_time=float(opts.rekey_after),
+                                            reject_after_time=opts.rekey_after + 60.0))
         self.tun_config = self._tun_config(config) if opts.server_tun else None
         self.loop = None
         self.sock = None

@@ -70,6 +70,12 @@ def test_server_extras():
     assert o.keepalive == 0 and o.control_socket == "/tmp/s.sock"
 
 
+def test_rekey_after():
+    assert parse(SERVER).rekey_after == 120
+    o = parse(CLIENT + ["-l", "10.0.0.2/24", "--rekey-after", "10"])
+    assert o.rekey_after == 10
+
+
 def test_sixteen_routes_are_allowed():
     routes = sum((["-c", f"10.{i}.0.0/16"] for i in range(16)), [])
     o = parse(CLIENT + ["-l", "10.0.0.2/24"] + routes)
@@ -229,6 +235,8 @@ BAD = [
     (CLIENT + M + ["--server-tun"], "--server-tun: only for a server"),
     (SERVER + ["--no-legacy", "--protocol", "legacy"], "--no-legacy: contradicts --protocol legacy"),
     (SERVER + ["--keepalive", "3601"], "--keepalive: 3601 is out of range 0..3600"),
+    (SERVER + ["--rekey-after", "9"], "--rekey-after: 9 is out of range 10..3600"),
+    (SERVER + ["--rekey-after", "3601"], "--rekey-after: 3601 is out of range 10..3600"),
     (SERVER + ["--control-socket", ""], "--control-socket: empty value"),
     (SERVER + ["--bogus"], "--bogus: unknown option"),
     (SERVER + ["--bogus=1"], "--bogus: unknown option"),
