@@ -231,6 +231,9 @@ def markdown(doc: dict, png_name: str) -> str:
     pyp = ", ".join(f"{k} {v}" for k, v in m["python_packages"].items())
     runs_note = (f" Figures are medians of {s['runs']} interleaved runs (peak RSS: the "
                  "largest)." if s.get("runs", 1) > 1 else "")
+    if s.get("nice"):
+        runs_note += (f" The bench and all it started ran at nice {s['nice']}, so that other "
+                      "tenants at nice 0 disturbed less.")
     parts = [
         "# camex bench: tunnels side by side",
         "",
