@@ -14,7 +14,7 @@ import pytest
 
 from lab import faults as F
 from lab import loadgen
-from lab.daemons import GLOBAL_PSK
+from lab.daemons import Camex, GLOBAL_PSK
 
 pytestmark = pytest.mark.lab
 
@@ -73,3 +73,60 @@ def test_thousand_clients(star3, camex3, encrypt, auto):
     assert sample["correct"] == sample["sent"] and sample["stray"] == 0
     assert per_client <= PER_CLIENT_MAX
     assert ping.received == 5
+
+
+SOURCES = 200  # source addresses of the v2 load (many sites, a few clients each)
+
+
+@pytest.mark.parametrize("auto", [False, True], ids=["v2-manual", "v2-auto"])
+def test_thousand_v2_clients(star3, auto):
+    """The same with the v2 protocol (Noise handshake per client). The v2
+    server limits handshakes per source address when it is busy, so the
+    load comes from 200 addresses of the load namespace (5 clients each),
+    as cameras at many sites would."""
+    lab = star3
+    cx = Camex(lab, protocol="v2")
+    ctl = F.ctl_path(lab, "srv")
+    extra = ["--control-socket", ctl]
+    if auto:
+        extra += ["-f", cx.write_config(loadgen.auto_config_text(N))]
+    srv = cx.start_server(encrypt=True, psk=GLOBAL_PSK, extra=extra)
+    cx.start_client(lab.c1, encrypt=True, psk=GLOBAL_PSK, local_cidr="10.64.200.1/16")
+    cx.start_client(lab.c2, encrypt=True, psk=GLOBAL_PSK, local_cidr="10.64.200.2/16")
+    lab.c1.wait_ping("10.64.200.2", timeout=10)
+    ips = [f"10.250.2.{i}" for i in range(3, 3 + SOURCES)]
+    with lab.clients[2].ipr() as ipr:
+        idx = ipr.link_lookup(ifname="eth0")[0]
+        for ip in ips:
+            ipr.addr("add", index=idx, address=ip, prefixlen=24)
+    load = loadgen.V2Load(lab.clients[2], ("10.250.2.1", 7000), N, GLOBAL_PSK.encode(),
+                          auto=auto, bind_ips=ips)
+    try:
+        F.status(ctl)
+        rss0 = F.vm_rss_kib(srv.pid)
+        t0 = time.monotonic()
+        load.start_all()
+        up = load.wait_up(timeout=60)
+        up_s = time.monotonic() - t0
+        load.collect(1.0)  # key confirmations reach the server
+        rss1 = F.vm_rss_kib(srv.pid)
+        r = lab.server.run([cx.binary, "status", "--json", "--control-socket", ctl], timeout=30)
+        assert r.returncode == 0, r.stderr
+        st = json.loads(r.stdout)[ctl]
+        sample = load.relay_sample(100)
+        ping = lab.c1.ping("10.64.200.2", count=5, interval=0.05)
+    finally:
+        load.close()
+    registered = {c["address"] for c in st["clients"] if c["protocol"] == "v2"}
+    per_client = (rss1 - rss0) * 1024 / N
+    print(f"\n{N} v2 clients ({'auto' if auto else 'manual'}, from {SOURCES} addresses): "
+          f"{up} sessions up in {up_s:.1f} s, {len(registered & set(loadgen.addresses(N)))} "
+          f"in the server's status; relay sample {sample['correct']}/{sample['sent']} correct, "
+          f"{sample['stray']} stray; server drops {st['drops']}; VmRSS {rss0} -> {rss1} KiB = "
+          f"{per_client:.0f} bytes per client (bound {PER_CLIENT_MAX}); real clients' ping "
+          f"{ping.received}/5")
+    assert up == N
+    assert registered >= set(loadgen.addresses(N))
+    assert sample["correct"] == sample["sent"] and sample["stray"] == 0
+    assert ping.received == 5
+    assert per_client <= PER_CLIENT_MAX
