@@ -50,6 +50,12 @@ from .proc import (  # noqa: F401
     wait_until,
 )
 
+__all__ = [
+    "Lab", "StarTopology", "PointToPoint", "Namespace", "LabProcess", "PingResult",
+    "LabError", "LabTimeout", "wait_until", "parse_ping", "clean_stale", "lab_namespaces",
+    "PORT", "TUNNEL_GATEWAY", "TUNNEL_C1", "TUNNEL_C2", "TUNNEL_NET",
+]
+
 # Addresses of the captures' lab (shared/vectors/README.md).
 SERVER_UNDERLAY = ("10.250.0.1", "10.250.1.1")
 CLIENT_UNDERLAY = ("10.250.0.2", "10.250.1.2")

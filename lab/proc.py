@@ -225,20 +225,38 @@ class LabProcess:
             raise LabTimeout(f"{self.name} still running after {timeout:g} s\n{self.tail()}") from None
 
     def stop(self, timeout: float = 3.0) -> Optional[int]:
-        """SIGTERM the process group, SIGKILL it after ``timeout``; reap."""
-        if self.popen.poll() is None:
-            _killpg(self.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        # Children left in the group (or a process that ignored SIGTERM).
+        """SIGTERM the process group, SIGKILL what is left after ``timeout``;
+        reap. Idempotent.
+
+        PIDs wrap quickly on a busy test machine (pid_max 32768), so signals
+        go only to a group whose leader we have not reaped yet: until then
+        its PID, and so the group ID, cannot belong to anybody else. The
+        leader is waited for without reaping (WNOWAIT), the group is
+        SIGKILLed for leftovers, and only then is the leader reaped.
+        """
+        if self.popen.returncode is not None:
+            return self.popen.returncode  # reaped earlier: hands off the PID
+        _killpg(self.pid, signal.SIGTERM)
+        try:
+            wait_until(self._leader_exited, timeout, f"{self.name} to exit", interval=0.01)
+        except LabTimeout:
+            pass
         _killpg(self.pid, signal.SIGKILL)
         try:
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             pass
-        return self.popen.poll()
+        return self.popen.returncode
+
+    def _leader_exited(self) -> bool:
+        """True once the leader is dead (a zombie still holds its PID)."""
+        if self.popen.returncode is not None:
+            return True
+        try:
+            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return True
+        return info is not None
 
 
 def _killpg(pgid: int, sig: int) -> None:
