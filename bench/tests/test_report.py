@@ -87,3 +87,12 @@ def test_readme_quotes_the_latest_run_and_replaces_the_old_quote(tmp_path):
     text = readme.read_text()
     assert text.count("| wireguard-go | 0.700 |") == 1 and "| wireguard-go | 0.300 |" not in text
     assert text.startswith("# bench\n") and text.endswith("## Next\n")
+
+
+def test_goals_judge_the_median_run_not_the_first():
+    rec = report.combine([_run("camex-p2p-enc", 0.2, 30 * 1024, startup=0.9),
+                          _run("camex-p2p-enc", 0.2, 10 * 1024, startup=0.3),
+                          _run("camex-p2p-enc", 0.2, 10 * 1024, startup=0.2)])
+    goals = report.goals(_doc([rec]))
+    assert "| camex-p2p-enc: start to usable tunnel < 0.5 s | 0.300 s | met |" in goals
+    assert "| camex-p2p-enc: each daemon <= 20 MiB resident | max 30.0 MiB | NOT met |" in goals
