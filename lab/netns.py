@@ -436,15 +436,29 @@ class Lab:
 
 def _kill_ns_processes(name: str) -> None:
     """SIGKILL anything still inside one of our namespaces (e.g. a child that
-    escaped its process group); a live process would keep the namespace."""
-    pids = netns.ns_pids().get(name, [])
-    for pid in pids:
+    escaped its process group); a live process would keep the namespace.
+
+    Each PID is pinned with a pidfd and checked to be in that namespace
+    before the signal, so a PID reused by an outside process is spared.
+    """
+    try:
+        ns_ino = os.stat(_ns_path(name)).st_ino
+    except FileNotFoundError:
+        return
+    for pid in netns.ns_pids().get(name, []):
         if pid == os.getpid():
             continue
         try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
+            fd = os.pidfd_open(pid)
+        except (ProcessLookupError, OSError):
+            continue
+        try:
+            if os.stat(f"/proc/{pid}/ns/net").st_ino == ns_ino:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
             pass
+        finally:
+            os.close(fd)
 
 
 def _remove_ns(name: str) -> None:

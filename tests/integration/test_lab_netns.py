@@ -171,3 +171,15 @@ def test_sigkilled_lab_leaves_stale_namespaces_that_clean_stale_removes(tmp_path
     removed = L.clean_stale()
     assert stale <= set(removed)
     assert not set(names) & set(L.lab_namespaces())
+
+
+def test_cleanup_kills_a_process_that_escaped_its_group(tmp_path):
+    with L.StarTopology(logdir=str(tmp_path)) as lab:
+        # setsid: the grandchild leaves the process group that stop() kills,
+        # and PDEATHSIG is not inherited across fork.
+        sh = lab.c1.spawn(["sh", "-c", "setsid sleep 600 & echo $!; wait"], name="escaper")
+        m = sh.wait_for_line(r"^(\d+)$", timeout=10)
+        escaped = int(m.group(1))
+        assert not _gone(escaped)
+        assert os.getpgid(escaped) != sh.pid
+    assert _gone(escaped)
