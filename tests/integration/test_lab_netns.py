@@ -177,9 +177,10 @@ def test_cleanup_kills_a_process_that_escaped_its_group(tmp_path):
     with L.StarTopology(logdir=str(tmp_path)) as lab:
         # setsid: the grandchild leaves the process group that stop() kills,
         # and PDEATHSIG is not inherited across fork.
-        sh = lab.c1.spawn(["sh", "-c", "setsid sleep 600 & echo $!; wait"], name="escaper")
-        m = sh.wait_for_line(r"^(\d+)$", timeout=10)
-        escaped = int(m.group(1))
+        script = ("import subprocess, time; p = subprocess.Popen(['sleep', '600'], "
+                  "start_new_session=True); print(p.pid, flush=True); time.sleep(600)")
+        parent = lab.c1.spawn([sys.executable, "-c", script], name="escaper")
+        escaped = int(parent.wait_for_line(r"^(\d+)$", timeout=10).group(1))
         assert not _gone(escaped)
-        assert os.getpgid(escaped) != sh.pid
+        assert os.getpgid(escaped) != parent.pid
     assert _gone(escaped)
