@@ -1,0 +1,404 @@
+"""Scapy layers of the camex v2 protocol (docs/PROTOCOL.md §4).
+
+Every v2 datagram starts with 0xC2 and a message type 1..5; `CamexV2` is
+that common start (mark, type, and the byte that DATA uses for flags and the
+other messages keep zero), and `type` dispatches to one layer per message,
+as in Scapy's WireGuard contrib:
+
+    CamexV2 / CamexV2Init       C2 01 00 00 | sender | idlen | id | e | enc | mac1 | mac2
+    CamexV2 / CamexV2Resp       C2 02 00 00 | receiver | e | enc | mac1
+    CamexV2 / CamexV2Cookie     C2 03 00 00 | receiver | nonce | enc(cookie)
+    CamexV2 / CamexV2Data       C2 04 flags 00 | receiver | counter | ciphertext | tag
+    CamexV2 / CamexV2NoSession  C2 05 00 00 | index
+
+Indices and the counter are little-endian (XLEIntField, XLELongField); the
+INIT's ID length is filled in from the ID when left at None. The plaintext
+of a DATA datagram is `CamexV2Records` (u16be length + inner packet, a zero
+length ends the list); `KeyLog` opens DATA with the keys of a key log
+(`CAMEX_V2 <index> <key>` lines, PROTOCOL.md §10), and `seal_data` /
+`sign_init` / `sign_resp` build valid datagrams from the layers.
+
+Dissection is by content on any port (registered with registry.py ahead of
+the legacy classifier, which would otherwise take anything on a camex port
+for plaintext DATA): first byte 0xC2, type 1..5, at least 8 bytes - the
+same test as the daemon's camex.v2.wire.is_v2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Iterable, NamedTuple
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from scapy.fields import (ByteEnumField, FieldLenField, FlagsField,
+                          PacketListField, ShortField, StrField, StrLenField,
+                          XByteField, XLEIntField, XLELongField, XStrField,
+                          XStrFixedLenField)
+from scapy.layers.inet import UDP
+from scapy.packet import Packet, Padding, bind_layers, bind_top_down
+
+from camex.proto import registry
+from camex.proto.fields import TailField
+from camex.proto.legacy import inner_class
+from camex.v2 import wire
+from camex.v2.noise import nonce_bytes
+
+TYPES = dict(wire.TYPE_NAMES)
+FLAG_NAMES = ["CLOSE", "REKEY"]  # bit 0, bit 1 of DATA's byte 2
+
+
+class XTailField(TailField):
+    """TailField shown in hex (ciphertexts, encrypted payloads)."""
+
+    def i2repr(self, pkt, x):
+        return XStrField.i2repr(self, pkt, x)
+
+
+class _Fixed(Packet):
+    """A message of fixed layout: bytes past it are padding, not a payload."""
+
+    def default_payload_class(self, payload):
+        return Padding
+
+
+# ------------------------------------------------------------ common start
+
+
+class CamexV2(Packet):
+    """The first four bytes of every v2 datagram."""
+
+    name = "camex v2"
+    fields_desc = [
+        XByteField("mark", wire.MARK),
+        ByteEnumField("type", wire.T_DATA, TYPES),
+        # DATA: flags (CLOSE, REKEY); every other message: reserved, zero.
+        FlagsField("flags", 0, 8, FLAG_NAMES),
+        XByteField("reserved", 0),
+    ]
+
+    def mysummary(self):
+        if self.type == wire.T_DATA and self.flags:
+            return self.sprintf("camex v2 %type% [%flags%]")
+        return self.sprintf("camex v2 %type%")
+
+
+# ------------------------------------------------------------ messages
+
+
+class CamexV2Init(Packet):
+    """INIT (client -> server): the Noise message 1 between a clear header
+    (sender index, client ID) and the two MACs."""
+
+    name = "camex v2 INIT"
+    fields_desc = [
+        XLEIntField("sender_index", 0),
+        FieldLenField("id_len", None, length_of="client_id", fmt="B"),
+        StrLenField("client_id", b"", length_from=lambda p: p.id_len),
+        XStrFixedLenField("ephemeral", b"\0" * wire.KEYLEN, wire.KEYLEN),
+        # the request payload, Noise-encrypted, its tag included
+        XTailField("encrypted_payload", b"\0" * wire.TAGLEN, 2 * wire.MACLEN),
+        XStrFixedLenField("mac1", b"\0" * wire.MACLEN, wire.MACLEN),
+        XStrFixedLenField("mac2", b"\0" * wire.MACLEN, wire.MACLEN),
+    ]
+
+    def extract_padding(self, s):
+        return b"", s
+
+    def mysummary(self):
+        cid = bytes(self.client_id).decode("ascii", "backslashreplace")
+        cookie = "" if bytes(self.mac2) == bytes(wire.MACLEN) else " mac2"
+        return f"camex v2 INIT sender={self.sender_index:08x} id={cid!r}{cookie}"
+
+
+class CamexV2Resp(Packet):
+    """RESP (server -> client): Noise message 2 (the server's index is inside
+    the encrypted part) and mac1."""
+
+    name = "camex v2 RESP"
+    fields_desc = [
+        XLEIntField("receiver_index", 0),
+        XStrFixedLenField("ephemeral", b"\0" * wire.KEYLEN, wire.KEYLEN),
+        # Noise-encrypted: server index (u32le) + config payload, tag included
+        XTailField("encrypted_payload", b"\0" * (4 + wire.TAGLEN), wire.MACLEN),
+        XStrFixedLenField("mac1", b"\0" * wire.MACLEN, wire.MACLEN),
+    ]
+
+    def extract_padding(self, s):
+        return b"", s
+
+    def mysummary(self):
+        return f"camex v2 RESP receiver={self.receiver_index:08x}"
+
+
+class CamexV2Cookie(_Fixed):
+    """COOKIE (server -> client): the cookie sealed for the INIT's sender."""
+
+    name = "camex v2 COOKIE"
+    fields_desc = [
+        XLEIntField("receiver_index", 0),
+        XStrFixedLenField("nonce", b"\0" * wire.NONCELEN, wire.NONCELEN),
+        XStrFixedLenField("encrypted_cookie", b"\0" * (wire.COOKIELEN + wire.TAGLEN),
+                          wire.COOKIELEN + wire.TAGLEN),
+    ]
+
+    def mysummary(self):
+        return f"camex v2 COOKIE receiver={self.receiver_index:08x}"
+
+
+class CamexV2Data(Packet):
+    """DATA (both ways): receiver index and counter (the nonce), then the
+    sealed records. The 16 bytes up to the counter are the AEAD's AD."""
+
+    name = "camex v2 DATA"
+    fields_desc = [
+        XLEIntField("receiver_index", 0),
+        XLELongField("counter", 0),
+        XTailField("ciphertext", b"", wire.TAGLEN),
+        XStrFixedLenField("tag", b"\0" * wire.TAGLEN, wire.TAGLEN),
+    ]
+
+    def extract_padding(self, s):
+        return b"", s
+
+    def mysummary(self):
+        what = "keepalive" if not self.ciphertext else f"{len(self.ciphertext)} bytes sealed"
+        flags = ""
+        if isinstance(self.underlayer, CamexV2) and self.underlayer.flags:
+            flags = self.underlayer.sprintf(" [%flags%]")
+        return (f"camex v2 DATA receiver={self.receiver_index:08x} "
+                f"counter={self.counter}{flags} ({what})")
+
+
+class CamexV2NoSession(_Fixed):
+    """NOSESSION (server -> client): the index a DATA named that the server
+    does not know (unauthenticated by design, PROTOCOL.md §4.5)."""
+
+    name = "camex v2 NOSESSION"
+    fields_desc = [XLEIntField("index", 0)]
+
+    def mysummary(self):
+        return f"camex v2 NOSESSION index={self.index:08x}"
+
+
+MESSAGE_CLASSES = {wire.T_INIT: CamexV2Init, wire.T_RESP: CamexV2Resp,
+                   wire.T_COOKIE: CamexV2Cookie, wire.T_DATA: CamexV2Data,
+                   wire.T_NOSESSION: CamexV2NoSession}
+for _t, _cls in MESSAGE_CLASSES.items():
+    bind_layers(CamexV2, _cls, type=_t)
+# Building IP()/UDP()/CamexV2() fills in the reference port; dissection is by
+# content (classify below), on any port.
+bind_top_down(UDP, CamexV2, dport=registry.DEFAULT_PORTS[0])
+
+
+# ------------------------------------------------------------ DATA plaintext
+
+
+class CamexV2Record(Packet):
+    """One record of a DATA plaintext: u16be length, then the inner packet
+    (the layer's payload, dissected as IP/IPv6 by its version nibble)."""
+
+    name = "camex v2 record"
+    fields_desc = [ShortField("length", None)]
+
+    def post_build(self, p, pay):
+        if self.length is None:
+            p = len(pay).to_bytes(2, "big") + p[2:]
+        return p + pay
+
+    def extract_padding(self, s):
+        n = self.length or 0
+        return s[:n], s[n:]
+
+    def guess_payload_class(self, payload):
+        return inner_class(payload)
+
+    def mysummary(self):
+        return f"record {self.length}"
+
+
+def _next_record(pkt, lst, cur, remain):
+    # A record follows while two length bytes remain and the length is not 0
+    # (a zero length ends the list; what follows is padding).
+    if len(remain) >= 2 and (remain[0] or remain[1]):
+        return CamexV2Record
+    return None
+
+
+class CamexV2Records(Packet):
+    """The decrypted content of a DATA datagram: zero or more records (none:
+    a keepalive), then optional end marker and padding."""
+
+    name = "camex v2 records"
+    fields_desc = [
+        PacketListField("records", [], next_cls_cb=_next_record),
+        StrField("padding", b""),
+    ]
+
+    def packets(self) -> list:
+        """The inner packets (Scapy packets: IP, IPv6 or Raw)."""
+        return [r.payload for r in self.records]
+
+    def mysummary(self):
+        if not self.records:
+            return "camex v2 keepalive"
+        return " ; ".join(r.payload.summary() for r in self.records)
+
+
+def records(packets: Iterable) -> CamexV2Records:
+    """Records layer holding the given inner packets (Scapy packets or bytes)."""
+    out = []
+    for p in packets:
+        if isinstance(p, (bytes, bytearray, memoryview)):
+            data = bytes(p)
+            p = inner_class(data)(data)
+        out.append(CamexV2Record() / p)
+    return CamexV2Records(records=out)
+
+
+# ------------------------------------------------------------ keys
+
+
+class KeyLogError(ValueError):
+    """A key log line that is not `CAMEX_V2 <8 hex digits> <64 hex digits>`."""
+
+
+class Opened(NamedTuple):
+    index: int
+    key: bytes
+    plaintext: bytes
+
+    @property
+    def label(self) -> str:
+        """Short name of the key (first 8 hex digits of BLAKE2s(key))."""
+        return hashlib.blake2s(self.key).hexdigest()[:8]
+
+
+_LINE = re.compile(r"CAMEX_V2\s+([0-9A-Fa-f]{1,8})\s+([0-9A-Fa-f]{64})\s*\Z")
+
+
+class KeyLog:
+    """Session keys from key log lines, by receiver index.
+
+    An index normally has one key; a key log spanning daemon restarts may
+    repeat an index with another key, so each index keeps a list and a DATA
+    datagram is tried with the keys of its own index only (never all keys).
+    Lines that are empty or start with `#` are skipped."""
+
+    def __init__(self, lines: Iterable[str] = ()):
+        self.keys: dict[int, list[bytes]] = {}
+        self._aead: dict[bytes, ChaCha20Poly1305] = {}
+        for n, line in enumerate(lines, 1):
+            self.add_line(line, n)
+
+    @classmethod
+    def from_file(cls, path) -> "KeyLog":
+        log = cls()
+        log.load(path)
+        return log
+
+    def load(self, path) -> int:
+        """Add the lines of a key log file; returns how many keys it added.
+        Raises OSError, or KeyLogError naming FILE:LINE."""
+        before = len(self)
+        with open(path, encoding="ascii", errors="replace") as fh:
+            for n, line in enumerate(fh, 1):
+                try:
+                    self.add_line(line)
+                except KeyLogError as exc:
+                    raise KeyLogError(f"{path}:{n}: {exc}") from None
+        return len(self) - before
+
+    def add_line(self, line: str, lineno: int | None = None) -> None:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            return
+        m = _LINE.match(line)
+        if not m:
+            where = f"line {lineno}: " if lineno else ""
+            raise KeyLogError(f"{where}not a key log line: {line[:60]!r}")
+        self.add(int(m.group(1), 16), bytes.fromhex(m.group(2)))
+
+    def add(self, index: int, key: bytes) -> None:
+        keys = self.keys.setdefault(index, [])
+        if key not in keys:
+            keys.append(key)
+            self._aead.setdefault(key, ChaCha20Poly1305(key))
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.keys.values())
+
+    def has_index(self, index: int) -> bool:
+        return index in self.keys
+
+    def open(self, datagram) -> Opened | None:
+        """Plaintext of a DATA datagram (bytes or a CamexV2 packet) with the
+        key logged for its receiver index; None if no logged key opens it."""
+        d = bytes(datagram)
+        hdr = wire.parse_data_header(d)
+        if hdr is None or d[0] != wire.MARK:
+            return None
+        _flags, receiver, counter = hdr
+        head = d[:wire.HEADER_DATA]
+        for key in self.keys.get(receiver, ()):
+            try:
+                plain = self._aead[key].decrypt(nonce_bytes(counter), d[wire.HEADER_DATA:], head)
+            except InvalidTag:
+                continue
+            return Opened(receiver, key, plain)
+        return None
+
+
+def decrypt(pkt, keylog: KeyLog) -> CamexV2Records | None:
+    """The records of a DATA datagram, or None if no logged key opens it."""
+    opened = keylog.open(pkt)
+    return None if opened is None else CamexV2Records(opened.plaintext)
+
+
+def seal_data(receiver: int, counter: int, key: bytes, packets: Iterable = (),
+              flags: int = 0) -> Packet:
+    """A valid DATA datagram (CamexV2/CamexV2Data) carrying `packets` under
+    `key` - what a peer holding that session key would send."""
+    hdr = CamexV2(flags=flags) / CamexV2Data(receiver_index=receiver, counter=counter)
+    head = bytes(hdr)[:wire.HEADER_DATA]
+    sealed = ChaCha20Poly1305(key).encrypt(nonce_bytes(counter), bytes(records(packets)), head)
+    hdr[CamexV2Data].ciphertext = sealed[:-wire.TAGLEN]
+    hdr[CamexV2Data].tag = sealed[-wire.TAGLEN:]
+    return hdr
+
+
+def sign_init(pkt: Packet, psk: bytes, cookie: bytes | None = None) -> Packet:
+    """Set an INIT's mac1 (and mac2 from a cookie, else zeros) for `psk`."""
+    init = pkt[CamexV2Init]
+    init.mac1 = wire.mac(wire.mac1_key(psk), bytes(pkt)[:-2 * wire.MACLEN])
+    init.mac2 = wire.mac(cookie, bytes(pkt)[:-wire.MACLEN]) if cookie else bytes(wire.MACLEN)
+    return pkt
+
+
+def sign_resp(pkt: Packet, psk: bytes) -> Packet:
+    """Set a RESP's mac1 for `psk`."""
+    pkt[CamexV2Resp].mac1 = wire.mac(wire.mac1_key(psk), bytes(pkt)[:-wire.MACLEN])
+    return pkt
+
+
+# ------------------------------------------------------------ classifier
+
+
+def classify(udp, payload: bytes, on_port: bool):
+    """v2 classifier for registry: any port, by content (wire.is_v2)."""
+    if wire.is_v2(payload):
+        return CamexV2
+    return None
+
+
+def register() -> None:
+    # Ahead of the legacy classifier (100), which claims every payload on a
+    # camex port as plaintext DATA.
+    registry.register_classifier("v2", classify, priority=50)
+
+
+__all__ = ["CamexV2", "CamexV2Init", "CamexV2Resp", "CamexV2Cookie", "CamexV2Data",
+           "CamexV2NoSession", "CamexV2Record", "CamexV2Records", "KeyLog",
+           "KeyLogError", "Opened", "decrypt", "records", "seal_data", "sign_init",
+           "sign_resp", "classify", "register", "MESSAGE_CLASSES"]
