@@ -27,6 +27,7 @@ from .traffic import iperf3
 class Row:
     mode: str
     crypto: str
+    protocol: str = "-"
     loss: Optional[float] = None
     rtt_ms: Optional[float] = None
     gbps: Optional[float] = None
@@ -34,14 +35,16 @@ class Row:
     error: Optional[str] = None
 
 
-def _start_manual(cx: Camex, lab: StarTopology, encrypt: bool):
+def _start_manual(cx: Camex, lab: StarTopology, encrypt: bool, protocol: Optional[str] = None):
+    cx.protocol = protocol
     psk = GLOBAL_PSK if encrypt else None
     cx.start_server(encrypt=encrypt, psk=psk)
     for c in lab.clients:
         cx.start_client(c, encrypt=encrypt, psk=psk, routes=["10.251.0.0/24"] if c is lab.c1 else ())
 
 
-def _start_auto(cx: Camex, lab: StarTopology, encrypt: bool):
+def _start_auto(cx: Camex, lab: StarTopology, encrypt: bool, protocol: Optional[str] = None):
+    cx.protocol = protocol
     # The captures' database: C2 has its own passphrase, C1 uses the global one.
     config = cx.write_config(vectors_config(c2_psk=C2_PSK if encrypt else None))
     cx.start_server(encrypt=encrypt, psk=GLOBAL_PSK if encrypt else None, config=config)
@@ -54,11 +57,14 @@ def _start_auto(cx: Camex, lab: StarTopology, encrypt: bool):
         cx.wait_client(p)
 
 
+# The legacy protocol (what an unmodified C peer speaks) in each mode, then
+# the daemon's default with a passphrase: the secure protocol v2.
 SCENARIOS: list[tuple[str, str, Callable]] = [
     ("manual", "plaintext", lambda cx, lab: _start_manual(cx, lab, False)),
-    ("manual", "ChaCha20-Poly1305, global key", lambda cx, lab: _start_manual(cx, lab, True)),
+    ("manual", "encrypted, global key", lambda cx, lab: _start_manual(cx, lab, True, "legacy")),
     ("auto", "plaintext, config file", lambda cx, lab: _start_auto(cx, lab, False)),
-    ("auto", "ChaCha20-Poly1305, C2 own key", lambda cx, lab: _start_auto(cx, lab, True)),
+    ("auto", "encrypted, C2 own key", lambda cx, lab: _start_auto(cx, lab, True, "legacy")),
+    ("auto", "encrypted, default protocol", lambda cx, lab: _start_auto(cx, lab, True)),
 ]
 
 
@@ -85,6 +91,8 @@ def run_scenario(lab: StarTopology, mode: str, crypto: str, start: Callable, pin
             dev = Camex.tun_dev(p)
             if dev:
                 print(f"   {p.ns.role}: {p.find(r'tunnel up: .*').group(0)}", flush=True)
+        # What the server says it speaks with the clients (camex status).
+        row.protocol = "/".join(sorted({c["protocol"] for c in cx.status(lab.server)["clients"]})) or "-"
         measure(lab, row, lab.c2, lab.c2.tunnel_ip, pings, seconds)
     except LabError as e:
         row.error = str(e).splitlines()[0]
@@ -125,16 +133,16 @@ def baseline(lab: StarTopology, pings: int, seconds: float) -> Row:
 
 
 def table(rows: list[Row]) -> str:
-    head = ("mode", "tunnel", "ping loss", "rtt avg", "iperf3", "retrans")
+    head = ("mode", "tunnel", "protocol", "ping loss", "rtt avg", "iperf3", "retrans")
     lines = []
     for r in rows:
         loss = f"{r.loss:.0f}%" if r.loss is not None else "-"
         rtt = f"{r.rtt_ms:.3f} ms" if r.rtt_ms is not None else "-"
         if r.error:
-            lines.append((r.mode, r.crypto, loss, rtt, "FAILED: " + r.error[:60], ""))
+            lines.append((r.mode, r.crypto, r.protocol, loss, rtt, "FAILED: " + r.error[:60], ""))
         else:
             lines.append((
-                r.mode, r.crypto, loss, rtt, f"{r.gbps:.2f} Gbit/s",
+                r.mode, r.crypto, r.protocol, loss, rtt, f"{r.gbps:.2f} Gbit/s",
                 str(r.retrans) if r.retrans is not None else "-",
             ))
     widths = [max(len(str(x[i])) for x in [head] + lines) for i in range(len(head))]
@@ -163,6 +171,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         logdir = lab.logdir if lab.keep_logs else None
     print()
     print(table(rows))
+    print("(legacy: the CX2P protocol of the deployed C camex; v2: camex's secure protocol)")
     print(f"\n{len(rows) - 1} modes in {time.monotonic() - t0:.0f} s; lab torn down.")
     if logdir:
         print(f"logs: {logdir}")
