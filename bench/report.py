@@ -120,7 +120,8 @@ def _figures_one(r: dict) -> dict:
         "tcp1": _get(r, "tcp1", "gbps"),
         "tcp4": _get(r, "tcp4", "gbps"),
         "kpps": (_get(r, "udp64", "rx_pps") or 0) / 1e3 if _get(r, "udp64", "rx_pps") is not None else None,
-        "rtt": _get(r, "ping", "rtt_avg_ms"),
+        # Median of the replies when recorded (older results: ping's average).
+        "rtt": _get(r, "ping", "rtt_median_ms") or _get(r, "ping", "rtt_avg_ms"),
         "rss": peak_rss_mib(r),
         "cpu_gb": _get(r, "tcp1", "cpu_s_per_gb"),
         "startup": r.get("startup_s") if r.get("group") != "baseline" else None,
@@ -145,7 +146,7 @@ def one_line(r: dict) -> str:
 
 
 COLUMNS = ("| tunnel | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | UDP 64 B rx kpps | "
-           "RTT idle ms | peak RSS MiB | CPU s per GB | CPU µs per 64 B packet | start-up s | "
+           "RTT idle ms (median) | peak RSS MiB | CPU s per GB | CPU µs per 64 B packet | start-up s | "
            "other load (cores) |")
 
 
@@ -253,8 +254,8 @@ def markdown(doc: dict, png_name: str) -> str:
         f"{s['inner_mtu']}. Point-to-point tunnels run c1 -> srv; camex relays c1 -> srv -> c2 "
         f"(raw-routed is that path without a tunnel). TCP: iperf3 {s['tcp_seconds']:g} s, "
         f"receiver goodput. UDP: iperf3 -u -b 0 -l {s['udp_payload']} for {s['udp_seconds']:g} s, "
-        f"packets/s that reached the receiver. RTT: {s['ping_count']} pings 20 ms apart on the "
-        "idle tunnel. Peak RSS: VmHWM of the largest daemon of the tunnel. CPU s per GB: "
+        f"packets/s that reached the receiver. RTT: median of {s['ping_count']} pings 20 ms apart "
+        "on the idle tunnel. Peak RSS: VmHWM of the largest daemon of the tunnel. CPU s per GB: "
         "utime+stime of all the tunnel's daemons (two for point to point, three for a relay) "
         "during the TCP 1-stream run, per GB received; CPU µs per packet: the same during the "
         "UDP run, per packet received. Start-up: daemons launched (camex: "
