@@ -53,7 +53,7 @@ def cmd_test(args) -> int:
 def cmd_matrix(args) -> int:
     from . import matrix
     return matrix.main(args.kernels or list(kernels.KERNELS), suite=args.suite,
-                       cross=not args.no_cross)
+                       cross_build=not args.no_cross)
 
 
 def cmd_bench(args) -> int:

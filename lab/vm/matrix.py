@@ -28,10 +28,7 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def main(names: list[str], suite: str = "contract", cross_build: bool = True,
-         cross: bool | None = None) -> int:
-    if cross is not None:
-        cross_build = cross
+def main(names: list[str], suite: str = "all", cross_build: bool = True) -> int:
     rows, failed = [], False
     for name in names:
         start = time.monotonic()
