@@ -1,15 +1,18 @@
 """camex-dissect: read a capture and explain every camex datagram in it.
 
-    camex-dissect capture.pcap [--psk PASS]... [--psk-file F]... [--port 7000,...]
-                  [--json] [-w inner.pcap] [--no-summary]
+    camex-dissect capture.pcap [--psk PASS]... [--psk-file F]... [--keylog F]...
+                  [--port 7000,...] [--json] [-w inner.pcap] [--no-summary]
 
 One line per camex datagram (time, endpoints, type, sequence, length, inner
-packet). With passphrases, encrypted datagrams are authenticated and
+packet). With passphrases, legacy encrypted datagrams are authenticated and
 decrypted with the daemon's codec; those no key opens, replayed sequence
 numbers (per sender prefix, 64-entry window as in the spec), malformed ones
 and ones whose IP fragments are missing from the capture are reported as
-such. A summary per client ends the output. Exit 1 (one error line) when the
-input cannot be read or an option is wrong; 0 otherwise.
+such. v2 datagrams (camex/dissect_v2.py) show type, indices, counter and
+the client ID of an INIT; with key logs (`camex --keylog`), v2 DATA is
+decrypted the same way. A summary per client (and per v2 session) ends the
+output. Exit 1 (one error line) when the input cannot be read or an option
+is wrong; 0 otherwise.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import time as _time
 from dataclasses import dataclass, field
 
 from camex import capture
+from camex.dissect_v2 import V2Dissector
+from camex.dissect_v2 import text_fields as v2_text_fields
 from camex.legacy import codec
 
 REPLAY_WINDOW = 64
@@ -75,10 +80,13 @@ class ClientStats:
 class Dissector:
     """Turns capture Datagrams into records (dicts); keeps replay state and stats."""
 
-    def __init__(self, keyring, ports):
+    def __init__(self, keyring, ports, keylog=None):
         from camex import proto  # Scapy is loaded only by the dissector itself
+        from camex.proto import v2 as proto_v2
 
         self.proto = proto
+        self.v2_layer = proto_v2.CamexV2
+        self.v2 = V2Dissector(keylog, ports)
         self.keyring = keyring
         self.ports = frozenset(ports)
         proto.set_ports(self.ports)
@@ -89,9 +97,14 @@ class Dissector:
 
     # -- classification
 
-    def _client_of(self, d, kind, ptype):
-        """Which endpoint is the client: the one not on a camex port."""
+    def _client_of(self, d, kind, ptype, hint=None):
+        """Which endpoint is the client: the one not on a camex port (v2:
+        the one the message type or the session says)."""
         src, dst = f"{d.src}:{d.sport}", f"{d.dst}:{d.dport}"
+        if hint == "c2s":
+            return src, "c2s"
+        if hint == "s2c":
+            return dst, "s2c"
         if d.dport in self.ports and d.sport not in self.ports:
             return src, "c2s"
         if d.sport in self.ports and d.dport not in self.ports:
@@ -119,6 +132,8 @@ class Dissector:
             rec.update(mode="plaintext", type="DATA", seq=None, length=d.udp_length,
                        status="ok" if d.complete else "incomplete")
             self._inner(rec, d.payload, d.complete)
+        elif cls is self.v2_layer:
+            self.v2.record(d, rec, self._inner_summary)
         else:  # a later protocol version's layer: show what Scapy makes of it
             try:
                 summary = cls(d.payload).summary()
@@ -129,7 +144,8 @@ class Dissector:
         if not d.complete:
             rec["detail"] = (f"{len(d.payload)} of {d.udp_length} bytes captured "
                              f"({d.why_incomplete or 'incomplete'})")
-        client, direction = self._client_of(d, rec.get("mode"), rec.get("type"))
+        client, direction = self._client_of(d, rec.get("mode"), rec.get("type"),
+                                            rec.pop("_dir", None))
         rec["client"], rec["direction"] = client, direction
         self._account(rec, d)
         return rec
@@ -191,16 +207,19 @@ class Dissector:
         rec["_inner_bytes"] = None
 
     def _inner(self, rec, data, complete):
+        rec["summary"] = self._inner_summary(data)
+        rec["_inner_bytes"] = bytes(data)
+
+    @staticmethod
+    def _inner_summary(data) -> str:
         from scapy.packet import Raw
 
         from camex.proto.legacy import inner_class
         cls = inner_class(data)
         try:
-            summary = cls(data).summary() if data else "(empty)"
+            return cls(data).summary() if data else "(empty)"
         except Exception:  # Scapy should not raise, but a line must still print
-            summary = Raw(data).summary()
-        rec["summary"] = summary
-        rec["_inner_bytes"] = bytes(data)
+            return Raw(data).summary()
 
     def _account(self, rec, d):
         self.count += 1
@@ -214,8 +233,12 @@ class Dissector:
         c.by_status[st] = c.by_status.get(st, 0) + 1
         if st in FAILURES:
             c.failures += 1
-        if rec.get("key"):
+        if rec.get("key") and rec["mode"] != "v2":  # v2 keys change every session
             c.keys.add(rec["key"])
+        if rec["mode"] == "v2":
+            self.v2.account(rec)
+            if rec.get("client_id") and rec["type"] == "INIT":
+                c.names.add(rec["client_id"])
         ctl = rec.get("control")
         if ctl and ctl["verb"] == "REGISTER" and rec["direction"] == "c2s":
             fields = dict(tuple(f) for f in ctl["fields"])
@@ -243,22 +266,29 @@ def fmt_time(t: float) -> str:
 
 def text_line(rec) -> str:
     parts = [fmt_time(rec["time"]), f"{rec['src']}:{rec['sport']} > {rec['dst']}:{rec['dport']}"]
-    mode = "enc" if rec["mode"] == "encrypted" else "plain"
-    parts.append(f"{mode} {rec['type']}")
+    if rec["mode"] == "v2":
+        parts.append(f"v2 {rec['type']}")
+        parts += v2_text_fields(rec)
+    else:
+        mode = "enc" if rec["mode"] == "encrypted" else "plain"
+        parts.append(f"{mode} {rec['type']}")
     if rec.get("seq") is not None:
         parts.append(f"seq={rec['seq']}")
     if rec.get("length") is not None:
         parts.append(f"len={rec['length']}")
     st = rec["status"]
+    v2 = rec["mode"] == "v2"
     if st != "ok":
-        parts.append({"no-key": "NO KEY OPENS IT", "replay": "REPLAYED",
+        parts.append({"no-key": "NO LOGGED KEY OPENS IT" if v2 else "NO KEY OPENS IT",
+                      "replay": "REPLAYED",
                       "malformed": "MALFORMED", "incomplete": "INCOMPLETE",
-                      "sealed": "(not decrypted: no passphrase)"}.get(st, st.upper()))
-    if rec.get("key"):
+                      "sealed": "(not decrypted: no key log)" if v2 else
+                      "(not decrypted: no passphrase)"}.get(st, st.upper()))
+    if rec.get("key") and not v2:
         parts.append(f"key={rec['key']}")
     if rec.get("summary"):
         parts.append("| " + rec["summary"])
-    if rec.get("detail") and st != "no-key":
+    if rec.get("detail") and (st != "no-key" or v2):
         parts.append(f"[{rec['detail']}]")
     return " ".join(parts)
 
@@ -283,6 +313,7 @@ def summary_lines(dis: Dissector, stats: capture.Stats) -> list[str]:
         keys = f" key {', '.join(sorted(c.keys))}" if c.keys else ""
         out.append(f"  client {c.endpoint}{name}:{keys} {c.datagrams} datagrams, "
                    f"{c.bytes} bytes, {c.failures} failures")
+    out += dis.v2.summary_lines()
     return out
 
 
@@ -333,6 +364,25 @@ def _keyring(args):
     return ring
 
 
+def _keylog(args):
+    """A camex.proto.v2.KeyLog of every --keylog file, or None without any."""
+    if not args.keylog:
+        return None
+    from camex.proto.v2 import KeyLog, KeyLogError
+
+    log = KeyLog()
+    for path in args.keylog:
+        if os.path.isdir(path):
+            raise UsageError(f"--keylog: {path}: is a directory")
+        try:
+            log.load(path)
+        except OSError as exc:
+            raise UsageError(f"--keylog: {path}: {exc.strerror or exc}") from None
+        except KeyLogError as exc:
+            raise UsageError(f"--keylog: {exc}") from None
+    return log
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="camex-dissect",
@@ -343,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="passphrase to try (repeatable: one per client key)")
     ap.add_argument("--psk-file", action="append", metavar="FILE",
                     help="file of passphrases, one per line (repeatable)")
+    ap.add_argument("--keylog", action="append", metavar="FILE",
+                    help="camex v2 key log (written by `camex --keylog FILE`; lines "
+                         "'CAMEX_V2 <index> <key>'): decrypt v2 DATA (repeatable)")
     ap.add_argument("-p", "--port", action="append", metavar="PORT[,PORT]",
                     help="camex UDP port(s) where plaintext DATA is expected "
                          "(default 7000; encrypted and control datagrams are also "
@@ -369,6 +422,7 @@ def main(argv=None) -> int:
         args = ap.parse_args(argv)
         ports = _ports(args.port)
         ring = _keyring(args)
+        keylog = _keylog(args)
         writer = capture.PcapWriter(args.write) if args.write else None
     except UsageError as exc:
         print(f"camex-dissect: {exc}", file=sys.stderr)
@@ -376,7 +430,7 @@ def main(argv=None) -> int:
     except capture.CaptureError as exc:
         print(f"camex-dissect: -w: {exc}", file=sys.stderr)
         return 1
-    dis = Dissector(ring, ports)
+    dis = Dissector(ring, ports, keylog)
     stats = capture.Stats()
     rc = 0
     try:
@@ -391,7 +445,8 @@ def main(argv=None) -> int:
                 if writer is not None and inner and rec["status"] in ("ok", "incomplete", "replay") \
                         and rec["type"] == "DATA":
                     wirelen = d.udp_length if rec["mode"] == "plaintext" else None
-                    writer.write(d.time, inner, wirelen)
+                    for packet in (inner if isinstance(inner, list) else [inner]):
+                        writer.write(d.time, packet, wirelen)
                 if args.quiet:
                     continue
                 if args.json:
@@ -417,6 +472,7 @@ def main(argv=None) -> int:
                               "incomplete": stats.incomplete,
                               "orphans": stats.orphan_fragments},
                 "written": writer.count if writer else 0,
+                "v2": dis.v2.as_dict(),
                 "clients": [c.as_dict() for c in sorted(dis.clients.values(),
                                                         key=lambda c: c.endpoint)]}}
             out.write(json.dumps(summary) + "\n")

@@ -1,0 +1,303 @@
+"""The camex v2 half of camex-dissect (camex/dissect.py calls it).
+
+Turns a v2 datagram (docs/PROTOCOL.md §4) into the fields of a dissector
+record: type, sender/receiver index, counter, flags, the client ID of an
+INIT (it travels in clear), and - given a key log (`--keylog`, lines
+`CAMEX_V2 <index> <key>` written by `camex --keylog`) - the inner packets
+of DATA. DATA that no logged key opens and replayed counters (a 2048-wide
+window per receiver index, as the daemon's) are reported.
+
+Sessions. A handshake is INIT (sender = the client's index C) answered by
+RESP (receiver = C); the server's index S is inside the RESP's encrypted
+part, so the dissector links S to C the way the protocol does: the client
+sends its first DATA on a new session right after the RESP, so the first
+DATA to an index not seen before, from the endpoint the RESP went to,
+names S. DATA to C (server -> client) and to S (client -> server) are
+then counted to the session C/S.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from camex.v2 import wire
+from camex.v2.replay import WINDOW, ReplayWindow
+
+
+def hexidx(i: int | None) -> str | None:
+    return None if i is None else f"{i:08x}"
+
+
+@dataclass
+class V2Session:
+    client_index: int | None
+    server_index: int | None = None
+    client_id: str | None = None
+    client: str | None = None        # client endpoint "ip:port"
+    server: str | None = None
+    first: float = 0.0
+    last: float = 0.0
+    data_c2s: int = 0
+    data_s2c: int = 0
+    keepalives: int = 0
+    packets: int = 0                 # inner packets decrypted
+    decrypted: int = 0               # DATA datagrams opened
+    bytes: int = 0
+    failures: int = 0
+    by_status: dict = field(default_factory=dict)
+    closed: bool = False             # a CLOSE was seen
+    rekey_requests: int = 0          # DATA with the REKEY flag
+
+    @property
+    def label(self) -> str:
+        return f"{hexidx(self.client_index) or '?'}/{hexidx(self.server_index) or '?'}"
+
+    def as_dict(self) -> dict:
+        return {"session": self.label, "client_index": hexidx(self.client_index),
+                "server_index": hexidx(self.server_index), "client_id": self.client_id,
+                "client": self.client, "server": self.server, "first": round(self.first, 6),
+                "last": round(self.last, 6), "data_c2s": self.data_c2s,
+                "data_s2c": self.data_s2c, "keepalives": self.keepalives,
+                "decrypted": self.decrypted, "packets": self.packets, "bytes": self.bytes,
+                "failures": self.failures, "status": dict(sorted(self.by_status.items())),
+                "closed": self.closed, "rekey_requests": self.rekey_requests}
+
+
+def _flag_names(flags: int) -> list:
+    names = [n for bit, n in ((wire.FLAG_CLOSE, "CLOSE"), (wire.FLAG_REKEY, "REKEY"))
+             if flags & bit]
+    rest = flags & ~(wire.FLAG_CLOSE | wire.FLAG_REKEY)
+    return names + ([f"0x{rest:02x}"] if rest else [])
+
+
+class V2Dissector:
+    """v2 state of one camex-dissect run: key log, replay windows, sessions."""
+
+    def __init__(self, keylog=None, ports=()):
+        self.keylog = keylog          # camex.proto.v2.KeyLog or None (no --keylog)
+        self.ports = frozenset(ports)
+        self.windows: dict[int, ReplayWindow] = {}
+        self.inits: dict[int, tuple] = {}          # client index -> (client id, endpoint)
+        self.by_client: dict[int, V2Session] = {}  # client index -> session
+        self.by_server: dict[int, V2Session] = {}  # server index -> session
+        self.sessions: list[V2Session] = []
+        self.messages: dict[str, int] = {}
+
+    # -- one datagram
+
+    def record(self, d, rec: dict, inner_summary) -> None:
+        """Fill `rec` for the v2 datagram `d`; `inner_summary(bytes) -> str`."""
+        buf = d.payload
+        t = wire.msg_type(buf)
+        name = wire.TYPE_NAMES.get(t, f"type{t}")
+        self.messages[name] = self.messages.get(name, 0) + 1
+        src, dst = f"{d.src}:{d.sport}", f"{d.dst}:{d.dport}"
+        rec.update(mode="v2", type=name, seq=None, length=d.udp_length, status="ok")
+        if not d.complete:
+            rec["status"] = "incomplete"
+        rec["_dir"] = "c2s" if t == wire.T_INIT else "s2c"  # DATA: set by _data
+        if t == wire.T_INIT:
+            self._init(buf, rec, src, d)
+        elif t == wire.T_RESP:
+            self._resp(buf, rec, dst, src, d)
+        elif t == wire.T_COOKIE:
+            parsed = wire.parse_cookie(buf)
+            rec["receiver"] = hexidx(int.from_bytes(buf[4:8], "little"))
+            if parsed is None:
+                self._malformed(rec, f"COOKIE must be {wire.COOKIE_LEN} bytes")
+            rec["summary"] = "cookie reply: server under load, INIT again with mac2"
+        elif t == wire.T_NOSESSION:
+            index = wire.parse_nosession(buf)
+            rec["index"] = hexidx(int.from_bytes(buf[4:8], "little"))
+            if index is None:
+                self._malformed(rec, f"NOSESSION must be {wire.NOSESSION_LEN} bytes")
+            rec["summary"] = "the server knows no session with that index"
+        elif t == wire.T_DATA:
+            self._data(buf, rec, src, dst, d, inner_summary)
+
+    def _malformed(self, rec, why):
+        if rec["status"] == "ok":
+            rec.update(status="malformed", detail=why)
+
+    def _init(self, buf, rec, src, d):
+        rec["sender"] = hexidx(int.from_bytes(buf[4:8], "little"))
+        init = wire.parse_init(buf) if rec["status"] == "ok" else None
+        if init is None:
+            self._malformed(rec, "not a valid INIT (length or client ID)")
+            return
+        rec["client_id"] = init.client_id
+        rec["cookie"] = init.mac2 != bytes(wire.MACLEN)  # mac2 set: answering a COOKIE
+        self.inits[init.sender] = (init.client_id, src)
+        rec["summary"] = f"handshake from client ID {init.client_id!r}" if init.client_id \
+            else "handshake from a client without ID"
+
+    def _resp(self, buf, rec, client, server, d):
+        receiver = int.from_bytes(buf[4:8], "little")
+        rec["receiver"] = hexidx(receiver)
+        if wire.parse_resp(buf) is None:
+            self._malformed(rec, "RESP too short")
+            return
+        cid, _ep = self.inits.get(receiver, (None, None))
+        s = self.by_client.get(receiver)
+        if s is None:
+            s = self._new(receiver, d.time)
+            s.client_id = cid
+        s.client, s.server = client, server
+        rec["session"] = s.label
+        if cid is not None:
+            rec["client_id"] = cid
+        rec["summary"] = "handshake answer" + (f" to {cid!r}" if cid else "")
+
+    def _new(self, client_index, now) -> V2Session:
+        s = V2Session(client_index, first=now, last=now)
+        if client_index is not None:
+            self.by_client[client_index] = s
+        self.sessions.append(s)
+        return s
+
+    def _session_for_data(self, receiver, src, dst, now) -> tuple:
+        """(session, direction) of a DATA datagram to `receiver`."""
+        s = self.by_client.get(receiver)
+        if s is not None:
+            return s, "s2c"
+        s = self.by_server.get(receiver)
+        if s is not None:
+            return s, "c2s"
+        # A first DATA to an unknown index: the server index of the newest
+        # unlinked session whose client sent it (the client's key confirmation).
+        for cand in reversed(self.sessions):
+            if cand.server_index is None and cand.client == src and cand.client_index is not None:
+                cand.server_index = receiver
+                self.by_server[receiver] = cand
+                return cand, "c2s"
+        # Handshake not in the capture: a session known by this index only.
+        s = V2Session(None, server_index=receiver, first=now, last=now)
+        self.by_server[receiver] = s
+        self.sessions.append(s)
+        return s, None
+
+    def _data(self, buf, rec, src, dst, d, inner_summary):
+        hdr = wire.parse_data_header(buf) if len(buf) >= wire.DATA_MIN else None
+        if hdr is None:
+            rec["receiver"] = hexidx(int.from_bytes(buf[4:8], "little"))
+            self._malformed(rec, f"DATA shorter than {wire.DATA_MIN} bytes")
+            return
+        flags, receiver, counter = hdr
+        rec.update(receiver=hexidx(receiver), counter=counter, flags=_flag_names(flags))
+        s, direction = self._session_for_data(receiver, src, dst, d.time)
+        if direction is None:  # no handshake seen: the camex port tells
+            direction = "s2c" if d.sport in self.ports and d.dport not in self.ports else "c2s"
+        rec["_dir"] = direction
+        if s.client is None and direction == "c2s":
+            s.client, s.server = src, dst
+        elif s.client is None and direction == "s2c":
+            s.client, s.server = dst, src
+        rec["session"] = s.label
+        if s.client_id:
+            rec["client_id"] = s.client_id
+        s.last = d.time
+        s.bytes += d.udp_length
+        if direction == "s2c":
+            s.data_s2c += 1
+        else:
+            s.data_c2s += 1
+        if flags & wire.FLAG_CLOSE:
+            s.closed = True
+        if flags & wire.FLAG_REKEY:
+            s.rekey_requests += 1
+        rec["_session"] = s
+        if rec["status"] != "ok":
+            return
+        if self.keylog is None:
+            rec["status"] = "sealed"
+            return
+        opened = self.keylog.open(buf)
+        if opened is None:
+            why = ("the logged key does not open it" if self.keylog.has_index(receiver)
+                   else f"no key logged for index {receiver:08x}")
+            rec.update(status="no-key", detail=why)
+            return
+        rec["key"] = opened.label
+        win = self.windows.setdefault(receiver, ReplayWindow())
+        if win.check(counter):
+            win.update(counter)
+        else:
+            behind = win.top - counter
+            rec.update(status="replay", detail=(
+                f"replay: counter={counter} already seen" if behind < WINDOW else
+                f"replay: counter={counter} is {behind} behind {win.top} "
+                f"(outside the {WINDOW} window)"))
+        s.decrypted += 1
+        packets = wire.parse_records(opened.plaintext)
+        if packets is None:
+            rec["detail"] = "records overrun the plaintext"
+            if rec["status"] == "ok":
+                rec["status"] = "malformed"
+            return
+        if not packets:
+            if flags & wire.FLAG_CLOSE:
+                rec["summary"] = "session closed by its sender"
+            elif flags & wire.FLAG_REKEY:
+                rec["summary"] = "server asks for a new handshake"
+            else:
+                s.keepalives += 1
+                rec["summary"] = "keepalive"
+            rec["packets"] = []
+            rec["_inner_bytes"] = []
+            return
+        s.packets += len(packets)
+        summaries = [inner_summary(p) for p in packets]
+        rec["packets"] = summaries
+        rec["summary"] = " ; ".join(summaries)
+        rec["_inner_bytes"] = packets
+
+    # -- accounting and summary
+
+    def account(self, rec) -> None:
+        s = rec.pop("_session", None)
+        if s is None:
+            return
+        st = rec["status"]
+        s.by_status[st] = s.by_status.get(st, 0) + 1
+        if st in ("no-key", "replay", "malformed"):
+            s.failures += 1
+
+    def summary_lines(self) -> list:
+        if not self.messages:
+            return []
+        counts = ", ".join(f"{self.messages[n]} {n}" for n in wire.TYPE_NAMES.values()
+                           if n in self.messages)
+        keys = "no key log" if self.keylog is None else f"{len(self.keylog)} logged keys"
+        out = [f"  v2: {counts}; {len(self.sessions)} sessions ({keys})"]
+        for s in self.sessions:
+            who = f" {s.client_id!r}" if s.client_id else ""
+            ends = f" {s.client} <-> {s.server}" if s.client else ""
+            flags = (" closed" if s.closed else "") + \
+                (f" {s.rekey_requests} rekey requests" if s.rekey_requests else "")
+            out.append(f"  v2 session {s.label}{who}{ends}: DATA {s.data_c2s} c2s / "
+                       f"{s.data_s2c} s2c, {s.decrypted} decrypted, {s.packets} inner packets, "
+                       f"{s.keepalives} keepalives, {s.bytes} bytes, {s.failures} failures"
+                       f"{flags}")
+        return out
+
+    def as_dict(self) -> dict:
+        return {"messages": dict(sorted(self.messages.items())),
+                "keys": None if self.keylog is None else len(self.keylog),
+                "sessions": [s.as_dict() for s in self.sessions]}
+
+
+def text_fields(rec) -> list:
+    """The v2 part of a text line, after "v2 TYPE"."""
+    parts = []
+    for key in ("sender", "receiver", "index"):
+        if rec.get(key) is not None:
+            parts.append(f"{key}={rec[key]}")
+    if rec.get("client_id") is not None and rec["type"] == "INIT":
+        parts.append(f"id={rec['client_id']}")
+    if rec.get("counter") is not None:
+        parts.append(f"counter={rec['counter']}")
+    if rec.get("flags"):
+        parts.append("[" + ",".join(rec["flags"]) + "]")
+    if rec.get("cookie"):
+        parts.append("mac2")
+    return parts
