@@ -8,6 +8,7 @@ both clients and of the server."""
 
 import pytest
 
+from lab.attacks import Sniffer
 from lab.daemons import auto_config
 from lab.traffic import iperf3
 from lab.v2lab import GLOBAL, PER_CLIENT, V2Camex
@@ -201,3 +202,23 @@ def _fallback_seconds(proc) -> float:
     first = next(l for l in lines if " camex[" in l)
     fb = next(l for l in lines if "no v2 answer" in l)
     return (stamp(fb) - stamp(first)).total_seconds()
+
+
+def test_auto_configuration_travels_encrypted(cx, star):
+    """The auto-mode profile (address, gateway, routes, MTU) reaches the
+    client inside the handshake's encrypted RESP: on the wire there is no
+    trace of it, neither as legacy CONFIG text nor as v2 TLV bytes."""
+    config = cx.write_config(config_text(per_client=False))
+    cx.start_server(encrypt=True, psk=GLOBAL, config=config)
+    with Sniffer(star.c1, "eth0", cx.port) as sniff:
+        c1 = cx.start_client(star.c1, auto=True, encrypt=True, psk=GLOBAL)
+        assert "route 10.251.0.0/24" in c1.find(r"tunnel up: .*").group(0)
+        star.c1.wait_ping("10.0.0.2", timeout=2)
+        got = [p.payload for p in sniff.packets if p.src == "10.250.0.1"]
+    resps = [p for p in got if p[:2] == b"\xc2\x02"]
+    assert resps, got
+    secrets = [b"10.251.0.0", b"10.0.0.2/24", bytes([4, 5, 10, 251, 0, 0, 24]),
+               bytes([3, 4, 10, 0, 0, 1]), bytes([2, 5, 10, 0, 0, 2, 24])]
+    for p in got:
+        for s in secrets:
+            assert s not in p, (s, p.hex())
