@@ -12,7 +12,7 @@ import time
 import pytest
 
 from lab import faults as F
-from lab.daemons import GLOBAL_PSK, auto_config
+from lab.daemons import Camex, GLOBAL_PSK, auto_config
 from lab.netns import wait_until
 
 pytestmark = pytest.mark.lab
@@ -175,3 +175,29 @@ def test_psk_file_readable_by_others_is_refused(star, camex):
     srv = cx.start_server(encrypt=True, extra=["--psk-file", path,
                                                "--control-socket", F.ctl_path(lab, "s")])
     assert "key fingerprint beeba85739952129851313a1f979fafc" in srv.output()
+
+
+def test_status_of_v2_clients_counts_bytes_and_packets(star):
+    """The same status for clients on the v2 protocol: each with its
+    endpoint, protocol v2, and traffic each way in bytes and packets."""
+    lab = star
+    cx = Camex(lab, protocol="v2")
+    sock = F.ctl_path(lab, "srv")
+    cx.start_server(encrypt=True, psk=GLOBAL_PSK, extra=["--control-socket", sock])
+    for ns in (lab.c1, lab.c2):
+        cx.start_client(ns, encrypt=True, psk=GLOBAL_PSK,
+                        extra=["--control-socket", F.ctl_path(lab, ns.role)])
+    lab.c1.wait_ping("10.0.0.3", timeout=10)
+    before = {c["address"]: c for c in _status_json(lab.server, cx, sock)["clients"]}
+    assert lab.c1.ping("10.0.0.3", count=10, interval=0.02, size=1000).received == 10
+    after = {c["address"]: c for c in _status_json(lab.server, cx, sock)["clients"]}
+    text = _camex(lab.server, cx, "status", "--control-socket", sock).stdout
+    print("\n" + text)
+    assert set(after) == {"10.0.0.2", "10.0.0.3"}
+    for a, c in after.items():
+        port = F.status(F.ctl_path(lab, "c1" if a == "10.0.0.2" else "c2"))["local_port"]
+        assert c["protocol"] == "v2" and c["endpoint"].endswith(f":{port}")
+        for k in ("rx_packets", "tx_packets"):
+            assert c[k] - before[a][k] >= 10, (a, k)
+        for k in ("rx_bytes", "tx_bytes"):
+            assert isinstance(c[k], int) and c[k] - (before[a][k] or 0) >= 10 * 1028, (a, k, c[k])
