@@ -70,6 +70,7 @@ class Options:
     server_tun: bool = False
     keepalive: int = DEFAULT_KEEPALIVE
     rekey_after: int = DEFAULT_REKEY_AFTER   # --rekey-after (v2; lab tests shorten it)
+    keylog: str | None = None         # --keylog FILE: append v2 session keys (camex-dissect)
     control_socket: str = ""
     extra: dict = field(default_factory=dict)
     # Beyond CONTRACTS.md (compatible additions):
@@ -164,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--keepalive", metavar="SECONDS", help=f"v2 NAT keepalive, 0 disables (default {DEFAULT_KEEPALIVE})")
     a("--rekey-after", metavar="SECONDS", help=f"v2 session renewal interval, "
       f"{MIN_REKEY_AFTER}..{MAX_REKEY_AFTER} (default {DEFAULT_REKEY_AFTER}); both ends")
+    a("--keylog", metavar="FILE", help="append v2 session keys to FILE (mode 600) for "
+      "camex-dissect --keylog; anyone who reads FILE reads the traffic: debugging only")
     a("--control-socket", metavar="PATH", help="default /run/camex/<mode>-<port>.sock")
     return p
 
@@ -329,6 +332,10 @@ def parse_args(argv: list[str] | None = None, environ=None) -> Options:
     if args.rekey_after is not None:
         o.rekey_after = _check("--rekey-after", lambda v: parse_int(
             v, MIN_REKEY_AFTER, MAX_REKEY_AFTER, "seconds"), args.rekey_after)
+    if args.keylog is not None:
+        o.keylog = _nonempty("--keylog", args.keylog)
+        if os.path.isdir(o.keylog):
+            raise UsageError(f"--keylog: {o.keylog} is a directory")
     if args.control_socket is not None:
         o.control_socket = _nonempty("--control-socket", args.control_socket)
     else:

@@ -76,6 +76,13 @@ def test_rekey_after():
     assert o.rekey_after == 10
 
 
+def test_keylog():
+    assert parse(SERVER).keylog is None
+    o = parse(CLIENT + ["-l", "10.0.0.2/24", "--keylog", "/tmp/camex.keys"])
+    assert o.keylog == "/tmp/camex.keys"
+    assert "keylog=/tmp/camex.keys" in o.describe()
+
+
 def test_sixteen_routes_are_allowed():
     routes = sum((["-c", f"10.{i}.0.0/16"] for i in range(16)), [])
     o = parse(CLIENT + ["-l", "10.0.0.2/24"] + routes)
@@ -238,6 +245,8 @@ BAD = [
     (SERVER + ["--rekey-after", "9"], "--rekey-after: 9 is out of range 10..3600"),
     (SERVER + ["--rekey-after", "3601"], "--rekey-after: 3601 is out of range 10..3600"),
     (SERVER + ["--control-socket", ""], "--control-socket: empty value"),
+    (SERVER + ["--keylog", ""], "--keylog: empty value"),
+    (SERVER + ["--keylog", "/tmp"], "--keylog: /tmp is a directory"),
     (SERVER + ["--bogus"], "--bogus: unknown option"),
     (SERVER + ["--bogus=1"], "--bogus: unknown option"),
     (SERVER + ["--por", "1"], "--por: unknown option"),   # no abbreviations
