@@ -43,14 +43,6 @@
 #error "camex.ko needs Linux 4.14 or newer"
 #endif
 
-/* Since 5.18 netif_rx() may be called from any context; before, process
- * context (our write()) had to use netif_rx_ni() to run pending softirqs. */
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 18, 0)
-#define camex_netif_rx(skb)		netif_rx(skb)
-#else
-#define camex_netif_rx(skb)		netif_rx_ni(skb)
-#endif
-
 /* 5.4 renamed nf_reset() and added the lockless emptiness test that
  * poll() and the wait condition use without taking the queue lock. */
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 4, 0)
@@ -305,6 +297,7 @@ static ssize_t camex_write(struct file *file, const char __user *buf,
 	struct sk_buff *skb;
 	u8 version_ihl;
 	unsigned int len;
+	int ret;
 
 	/* Validate from user memory before allocating anything, so that
 	 * garbage costs no skb. */
@@ -334,8 +327,14 @@ static ssize_t camex_write(struct file *file, const char __user *buf,
 	skb_reset_mac_header(skb);
 	skb_reset_network_header(skb);
 
+	/* Deliver synchronously, as tun.ko does, rather than through the
+	 * per-CPU backlog of netif_rx(): one softirq round trip less per
+	 * packet, and no backlog to overflow.  BHs must be off around it. */
 	len = skb->len;
-	if (camex_netif_rx(skb) == NET_RX_SUCCESS) {
+	local_bh_disable();
+	ret = netif_receive_skb(skb);
+	local_bh_enable();
+	if (ret == NET_RX_SUCCESS) {
 		atomic64_inc(&priv->rx_packets);
 		atomic64_add(len, &priv->rx_bytes);
 	} else {

@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     s.set_defaults(fn=cmd_matrix)
     s = sub.add_parser("bench")
     s.add_argument("kernel", nargs="?", default="6.12", choices=names)
-    s.add_argument("--seconds", type=int, default=8)
-    s.add_argument("--rounds", type=int, default=3)
+    s.add_argument("--seconds", type=int, default=10)
+    s.add_argument("--rounds", type=int, default=5)
     s.add_argument("--queue-len", type=int, default=None,
                    help="camex.ko queue_len for the run (default: the module's)")
     s.set_defaults(fn=cmd_bench)

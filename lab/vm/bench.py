@@ -16,7 +16,7 @@ from . import run
 from .kernels import CACHE
 
 
-def main(kernel: str = "6.12", seconds: int = 8, rounds: int = 3,
+def main(kernel: str = "6.12", seconds: int = 10, rounds: int = 5,
          queue_len: int | None = None) -> int:
     extra = [str(seconds), str(rounds)] + ([str(queue_len)] if queue_len else [])
     lab = run.run(kernel, "bench", extra=extra, timeout=1200)
@@ -33,6 +33,7 @@ def main(kernel: str = "6.12", seconds: int = 8, rounds: int = 3,
           f"{data['seconds']:.0f} s, TCP iperf3 through a userspace relay):")
     for kind in ("camex", "tun"):
         runs = ", ".join(f"{b / 1e6:.0f}" for b in data["runs_bps"][kind])
+        runs += "; retransmits " + ", ".join(str(r) for r in data.get("retransmits", {}).get(kind, []))
         print(f"  {kind + '.ko':9} median {med[kind] / 1e6:7.1f} Mbit/s  (runs: {runs})")
     print(f"  ratio camex/tun = {data['ratio']:.2f}  (target >= 0.90)   [{keep}]")
     return 0

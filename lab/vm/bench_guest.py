@@ -27,8 +27,8 @@ from lab.traffic import iperf3
 A_IP, B_IP, PREFIX = "10.88.0.1", "10.88.0.2", 24
 
 
-def one_run(kind: str, seconds: float) -> float:
-    """Bits per second received through the relay with side A = kind."""
+def one_run(kind: str, seconds: float) -> tuple[float, int | None]:
+    """(bits per second received, TCP retransmits) with side A = kind."""
     relay = subprocess.Popen([sys.executable, "-m", "lab.vm.relay", kind],
                              stdout=subprocess.PIPE, text=True)
     try:
@@ -47,7 +47,7 @@ def one_run(kind: str, seconds: float) -> float:
             b.link_up(b_if)
             a.wait_ping(B_IP, timeout=20)
             res = iperf3(a, b, B_IP, seconds=seconds)
-            return res.received_bps
+            return res.received_bps, res.retransmits
     finally:
         relay.kill()
         relay.wait()
@@ -63,12 +63,14 @@ def main(argv: list[str]) -> int:
     params = [f"queue_len={queue_len}"] if queue_len else []
     subprocess.run(["insmod", os.environ["CAMEX_KO"], *params], check=True)
     results: dict[str, list[float]] = {"camex": [], "tun": []}
+    retrans: dict[str, list] = {"camex": [], "tun": []}
     try:
         for _ in range(rounds):
             for kind in ("camex", "tun"):
-                bps = one_run(kind, seconds)
+                bps, rtx = one_run(kind, seconds)
                 results[kind].append(bps)
-                print(f"{kind}: {bps / 1e6:.1f} Mbit/s", flush=True)
+                retrans[kind].append(rtx)
+                print(f"{kind}: {bps / 1e6:.1f} Mbit/s, {rtx} retransmits", flush=True)
                 time.sleep(0.5)
     finally:
         subprocess.run(["rmmod", "camex"])
@@ -76,7 +78,7 @@ def main(argv: list[str]) -> int:
     summary = {
         "kernel": os.uname().release,
         "seconds": seconds, "rounds": rounds, "queue_len": queue_len or "default",
-        "runs_bps": results, "median_bps": med,
+        "runs_bps": results, "median_bps": med, "retransmits": retrans,
         "ratio": med["camex"] / med["tun"] if med["tun"] else None,
     }
     with open(os.path.join(outdir, "bench.json"), "w") as f:

@@ -62,6 +62,8 @@ def build(tree: KernelTree, cc: str | None = None, arch: str | None = None,
         cmd.append(f"CROSS_COMPILE={cross_compile}")
     if chroot_suite:
         from . import chroot
+        # The kernel's own compiler (gcc-14 for trixie, newer for sid).
+        chroot.ensure_packages(chroot_suite, [debian_cc(tree) or "gcc"])
         proc = chroot.run(chroot_suite, cmd)
     else:
         proc = subprocess.run(cmd, capture_output=True, text=True)

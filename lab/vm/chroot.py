@@ -24,7 +24,8 @@ from pathlib import Path
 from .kernels import CACHE
 
 MIRROR = "http://deb.debian.org/debian"
-PACKAGES = ("gcc-14", "make", "libc6-dev", "dwarves", "bc", "virtiofsd")
+# The compiler is added per kernel (build.py), virtiofsd by install_virtiofsd.
+PACKAGES = ("make", "libc6-dev", "dwarves", "bc")
 
 
 def ensure(suite: str = "trixie") -> Path:
@@ -43,12 +44,27 @@ def ensure(suite: str = "trixie") -> Path:
     return root
 
 
+def ensure_packages(suite: str, packages: list[str]) -> None:
+    """apt-get install `packages` in the chroot unless already there."""
+    root = ensure(suite)
+    missing = [p for p in packages
+               if run(suite, ["dpkg-query", "-W", "-f=${Status}", p]).stdout
+               .find("ok installed") < 0]
+    if missing:
+        for argv in (["apt-get", "update", "-qq"],
+                     ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]):
+            res = run(suite, argv)
+            if res.returncode != 0:
+                raise RuntimeError(f"chroot {root}: {' '.join(argv)}: {res.stderr[-500:]}")
+
+
 def install_virtiofsd(suite: str = "trixie") -> Path:
     """Write cache/bin/virtiofsd, running the chroot's virtiofsd on the host."""
-    root = ensure(suite)
     wrapper = CACHE / "bin" / "virtiofsd"
     if wrapper.exists():
         return wrapper
+    root = ensure(suite)
+    ensure_packages(suite, ["virtiofsd"])
     wrapper.parent.mkdir(parents=True, exist_ok=True)
     libs = f"{root}/lib/x86_64-linux-gnu:{root}/usr/lib/x86_64-linux-gnu"
     wrapper.write_text(

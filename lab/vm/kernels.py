@@ -72,6 +72,8 @@ TRIXIE_BPO = Suite("trixie-backports", (
     (SEC, "trixie-security", "debian-archive-trixie-security-automatic.gpg"),
 ), default_release="trixie-backports")
 
+SID = Suite("sid", ((DEB, "sid", "debian-archive-keyring.gpg"),))
+
 KERNELS: dict[str, KernelSpec] = {
     k.name: k for k in (
         KernelSpec("5.10", BULLSEYE, "linux-image-amd64", cc="gcc-12",
@@ -83,6 +85,8 @@ KERNELS: dict[str, KernelSpec] = {
                    note="bookworm-security (the trixie kernel backported)"),
         KernelSpec("7.x", TRIXIE_BPO, "linux-image-amd64", chroot="trixie",
                    note="trixie-backports; built in a trixie chroot (gcc-14)"),
+        KernelSpec("7.x-sid", SID, "linux-image-amd64", chroot="sid",
+                   note="sid (unstable); built in a sid chroot with its gcc"),
     )
 }
 

@@ -49,6 +49,8 @@ def main() -> int:
                     pkt = read(fd, 65535)
                 except BlockingIOError:
                     break
+                except OSError:
+                    return 0      # the interface went away: the run is over
                 try:
                     write(out, pkt)
                 except OSError:
