@@ -93,10 +93,13 @@ def test_clients_recover_after_server_restart(camex, star, mode, encrypted, meas
     star.c2.wait_ping("10.0.0.2", timeout=60)
     both = time.monotonic() - t0
     measure(f"recovered after server restart: C1->C2 in {took:.1f} s, both ways in {both:.1f} s")
+    # Both clients are back in the new server's table (its log may
+    # rate-limit registration lines, so ask `camex status`).
+    wait_until(lambda: sorted(c["address"] for c in camex.status(star.server)["clients"])
+               == ["10.0.0.2", "10.0.0.3"], 60, "both clients in the new server's table")
     r = star.c1.ping("10.0.0.3", count=20, interval=0.02)
-    assert r.received == 20, r.output
-    assert c1.running() and c2.running()
-    assert srv2.count(r"registered") >= 2
+    assert r.received == 20, r.output + "\n" + srv2.tail() + "\n" + c1.tail() + "\n" + c2.tail()
+    assert c1.running() and c2.running() and srv2.running()
 
 
 @pytest.mark.parametrize("mode", ["manual", "auto"])
@@ -118,8 +121,8 @@ def test_restarted_client_is_accepted_at_once(camex, star, mode, measure):
     star.c1.wait_ping("10.0.0.3", timeout=10)
     took = time.monotonic() - t0
     measure(f"restarted client passes traffic {took:.2f} s after start")
-    st = camex.status(star.server)
-    assert sorted(c["address"] for c in st["clients"]) == ["10.0.0.2", "10.0.0.3"]
+    wait_until(lambda: sorted(c["address"] for c in camex.status(star.server)["clients"])
+               == ["10.0.0.2", "10.0.0.3"], 60, "both clients in the new server's table")
 
 
 def test_auto_client_sigterm_removes_routes_from_config(camex, star):
