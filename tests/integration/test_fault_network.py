@@ -34,8 +34,8 @@ def chain(request, tmp_path):
                     print(proc.tail(40))
 
 
-def _start(lab, encrypt=True, auto=True):
-    cx = F.LegacyCamex(lab)
+def _start(lab, encrypt=True, auto=True, protocol="legacy"):
+    cx = F.LegacyCamex(lab) if protocol == "legacy" else Camex(lab, protocol=protocol)
     ctl = F.ctl_path(lab, "srv")
     conf = cx.write_config(vectors_config(c2_psk=None))
     psk = GLOBAL_PSK if encrypt else None
@@ -79,12 +79,13 @@ def test_loss_and_reordering(chain):
     assert c1_drops.get("replay", 0) == 0 and srv_drops.get("replay", 0) == 0
 
 
-def test_nat_rebinding(chain):
+@pytest.mark.parametrize("protocol", ["legacy", "v2"])
+def test_nat_rebinding(chain, protocol):
     """The NAT in front of C1 forgets its mapping and picks a new source
     port mid-stream; traffic resumes."""
     lab = chain
     F.nft(lab.mid, F.snat_rules(20000, 20099))
-    cx, srv, ctl, c1, c2 = _start(lab)
+    cx, srv, ctl, c1, c2 = _start(lab, protocol=protocol)
     before = F.client_entry(ctl, "10.0.0.2")["endpoint"]
     assert re.fullmatch(r"10\.250\.0\.2:200\d\d", before), before
     assert lab.c1.ping("10.0.0.3", count=3, interval=0.1).received == 3
@@ -92,7 +93,7 @@ def test_nat_rebinding(chain):
     F.rebind_nat(lab.mid, 30000, 30099)
     took = F.time_until_ping(lab.c1, "10.0.0.3", 45, t0)
     after = F.client_entry(ctl, "10.0.0.2")["endpoint"]
-    print(f"\nNAT rebinding (encrypted, auto): endpoint {before} -> {after}, traffic resumed "
+    print(f"\nNAT rebinding ({protocol}, encrypted, auto): endpoint {before} -> {after}, traffic resumed "
           f"{took:.1f} s after the rebinding")
     # The client registers again after 5 s of unanswered traffic (the C
     # client waited for 20 s of silence).

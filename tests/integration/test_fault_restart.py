@@ -10,16 +10,18 @@ import time
 import pytest
 
 from lab import faults as F
-from lab.daemons import GLOBAL_PSK, vectors_config
+from lab.daemons import Camex, GLOBAL_PSK, vectors_config
 
 pytestmark = pytest.mark.lab
 
 
 def _start(lab, cx, encrypt=True, auto=True):
     ctl = F.ctl_path(lab, "srv")
-    conf = cx.write_config(vectors_config(c2_psk=None))
     psk = GLOBAL_PSK if encrypt else None
-    srv_argv = dict(encrypt=encrypt, psk=psk, extra=["--control-socket", ctl, "-f", conf])
+    extra = ["--control-socket", ctl]
+    if auto:  # manual clients get no file: its sections would bind their addresses (v2)
+        extra += ["-f", cx.write_config(vectors_config(c2_psk=None))]
+    srv_argv = dict(encrypt=encrypt, psk=psk, extra=extra)
     srv = cx.start_server(**srv_argv)
     kw = dict(auto=auto, encrypt=encrypt, psk=psk)
     clients = [cx.start_client(ns, extra=["--control-socket", F.ctl_path(lab, ns.role)], **kw)
@@ -28,12 +30,14 @@ def _start(lab, cx, encrypt=True, auto=True):
     return srv, srv_argv, ctl, clients, kw
 
 
+@pytest.mark.parametrize("protocol", ["legacy", "v2"])
 @pytest.mark.parametrize("auto", [False, True], ids=["manual", "auto"])
-def test_server_restart(star, camex, auto):
+def test_server_restart(star, camex, auto, protocol):
     """The server loses every entry; legacy clients get no word of it and
     register again once their traffic goes unanswered for 5 s (the C
     client waited for 20 s of silence)."""
-    lab, cx = star, F.legacy(camex)
+    lab = star
+    cx = F.legacy(camex) if protocol == "legacy" else Camex(lab, protocol=protocol)
     srv, srv_argv, ctl, clients, _ = _start(lab, cx, auto=auto)
     assert lab.c1.ping("10.0.0.3", count=3, interval=0.1).received == 3
     srv.signal(signal.SIGTERM)
@@ -42,7 +46,7 @@ def test_server_restart(star, camex, auto):
     srv2 = cx.start_server(**srv_argv)
     up = time.monotonic() - t0
     took = F.time_until_ping(lab.c1, "10.0.0.3", 45, t0)
-    print(f"\nserver restart (encrypted, {'auto' if auto else 'manual'}): new server up in "
+    print(f"\nserver restart ({protocol}, encrypted, {'auto' if auto else 'manual'}): new server up in "
           f"{up:.2f} s, tunnel traffic again after {took:.1f} s")
     assert took <= 10.0
     assert sorted(c["address"] for c in F.server_clients(ctl)) == ["10.0.0.2", "10.0.0.3"]
@@ -54,9 +58,11 @@ def test_server_restart(star, camex, auto):
     assert srv2.running()
 
 
+@pytest.mark.parametrize("protocol", ["legacy", "v2"])
 @pytest.mark.parametrize("auto", [False, True], ids=["manual", "auto"])
-def test_client_restart(star, camex, auto):
-    lab, cx = star, F.legacy(camex)
+def test_client_restart(star, camex, auto, protocol):
+    lab = star
+    cx = F.legacy(camex) if protocol == "legacy" else Camex(lab, protocol=protocol)
     srv, _, ctl, (c1, c2), kw = _start(lab, cx, auto=auto)
     routes_before = {r["dst"] for r in lab.c1.routes()}
     t_stop = time.monotonic()
@@ -67,7 +73,7 @@ def test_client_restart(star, camex, auto):
     t0 = time.monotonic()
     c1b = cx.start_client(lab.c1, extra=["--control-socket", F.ctl_path(lab, "c1b")], **kw)
     took = F.time_until_ping(lab.c2, "10.0.0.2", 15, t0)
-    print(f"\nclient restart (encrypted, {'auto' if auto else 'manual'}): clean exit in "
+    print(f"\nclient restart ({protocol}, encrypted, {'auto' if auto else 'manual'}): clean exit in "
           f"{stop_s:.2f} s, traffic again {took:.2f} s after the new start")
     assert stop_s < 1.0
     assert {r["dst"] for r in lab.c1.routes()} == routes_before
