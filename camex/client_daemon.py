@@ -12,6 +12,7 @@ from typing import Callable
 
 from .core.client import IfConfig, LegacyClient, Reconnect
 from .io import gso, netlink, offload, udp
+from .keylog import open_keylog
 from .legacy import codec
 from .log import LOG, Throttle
 from .loop import BATCH, RESOLVE_RETRY, Loop, StartupError
@@ -29,9 +30,10 @@ def v2_timers(opts) -> Timers:
                   keepalive=float(opts.keepalive))
 
 
-def make_core(opts, client_id, key):
+def make_core(opts, client_id, key, keylog=None):
     """The client core for --protocol: legacy alone, v2 alone, or v2 with a
-    legacy fallback (auto, when there is a passphrase for v2)."""
+    legacy fallback (auto, when there is a passphrase for v2). `keylog`:
+    callable(line) for v2 session keys (--keylog)."""
     def legacy():
         return LegacyClient(auto=opts.auto, client_id=client_id, local_cidr=opts.local_cidr,
                             gateway=opts.gateway_ip, routes=opts.routes, mtu=opts.mtu, key=key)
@@ -40,7 +42,8 @@ def make_core(opts, client_id, key):
         return legacy()
     v2 = V2ClientCore(auto=opts.auto, passphrase=opts.psk, client_id=client_id,
                       local_cidr=opts.local_cidr, gateway=opts.gateway_ip, routes=opts.routes,
-                      mtu=opts.mtu, keepalive=opts.keepalive, timers=v2_timers(opts))
+                      mtu=opts.mtu, keepalive=opts.keepalive, timers=v2_timers(opts),
+                      keylog=keylog)
     return v2 if opts.protocol == "v2" else AutoClientCore(v2, legacy)
 
 
@@ -68,7 +71,8 @@ class ClientDaemon:
                 raise StartupError("--name: not given and no default-route interface "
                                    "with a MAC address to derive it from")
             LOG.info("client ID %s (MAC of the default-route interface)", client_id)
-        self.core = make_core(opts, client_id, self.key)
+        self.keylog = open_keylog(opts.keylog)
+        self.core = make_core(opts, client_id, self.key, self.keylog)
         self.loop = None
         self.tun = None
         self.link = None
@@ -164,7 +168,7 @@ class ClientDaemon:
         now = self.loop.now()
         # A TUN with offloads returns a whole super-packet per read, cut
         # into packets with correct checksums (camex.io.offload).
-        read = getattr(tun, "read_packets", None)
+        read = getattr(tun, "read_items", None)
         for _ in range(BATCH):
             if read is not None:
                 pkts = read()
@@ -174,7 +178,10 @@ class ClientDaemon:
             if pkts is None:
                 break
             for pkt in pkts:
-                core.tun_packet(pkt, now)
+                if type(pkt) is tuple:
+                    self._super_packet(pkt, now)
+                else:
+                    core.tun_packet(pkt, now)
             if len(core.to_net) >= FLUSH_AT:
                 self._flush()
         self._flush()
@@ -201,6 +208,20 @@ class ClientDaemon:
                 self._flush()
         self._flush()
 
+    def _super_packet(self, item, now: float) -> None:
+        """A TSO read (VnetHdr, packet): sealed whole by a core that can
+        (v2 BULK: `bulk_ready`, `tun_super`), else cut here."""
+        core = self.core
+        if getattr(core, "bulk_ready", False):
+            core.tun_super(item[0], item[1], now)
+            return
+        try:
+            segs = offload.segment(item[0], item[1])
+        except offload.OffloadError:
+            return
+        for seg in segs:
+            core.tun_packet(seg, now)
+
     def _send_error(self, e, addr) -> None:
         self.throttle.warning("send", "send error: %s", e)
 
@@ -214,8 +235,12 @@ class ClientDaemon:
                     LOG.warning("%s", self.sender.fallback_reason)
                     self.sender.fallback_reason = None
             core.to_net.clear()
+        tun = self.tun
+        if getattr(tun, "offload", False) and getattr(core, "bulk_ready", False) != tun.tso:
+            # TSO only while the core carries super-packets whole: for
+            # one-packet-per-datagram framings the kernel cuts faster.
+            LOG.info("TUN TSO %s", "on" if tun.set_tso(not tun.tso) else "off")
         if core.to_tun:
-            tun = self.tun
             batch = getattr(tun, "write_batch", None)
             if batch is not None:
                 # In-order TCP segments of one flow become one GSO write.

@@ -10,6 +10,7 @@ import selectors
 from .core.client import IfConfig, default_mtu
 from .core.server_mux import ServerMux
 from .io import gso, netlink, offload, udp
+from .keylog import open_keylog
 from .legacy import codec
 from .log import LOG, Throttle
 from .loop import BATCH, Loop, StartupError
@@ -34,8 +35,10 @@ class ServerDaemon:
             raise StartupError("--no-legacy: v2 needs a passphrase (-k, --psk-file, or "
                                "psk= in client sections)")
         self.protocols = [name for name, on in (("v2", v2), ("legacy", legacy)) if on]
+        self.keylog = open_keylog(opts.keylog) if v2 else None
         self.core = ServerMux(passphrase=opts.psk, encrypt=opts.encrypt, config=config,
                               legacy=legacy, v2=v2, local_delivery=opts.server_tun,
+                              keylog=self.keylog,
                               timers=Timers(keepalive=opts.keepalive,
                                             rekey_after_time=float(opts.rekey_after),
                                             reject_after_time=opts.rekey_after + 60.0))
@@ -76,13 +79,16 @@ class ServerDaemon:
                  self.tun_config.address, self.tun_config.mtu, self.tun.why)
 
     def _tun_readable(self) -> None:
-        core, read = self.core, self.tun.read_packets
+        core, read = self.core, self.tun.read_items
         for _ in range(BATCH):
             pkts = read()
             if pkts is None:
                 break
             for pkt in pkts:
-                core.tun_packet(pkt)
+                if type(pkt) is tuple:
+                    self._super_packet(pkt)
+                else:
+                    core.tun_packet(pkt)
             if len(core.outbox) >= FLUSH_AT:
                 self._flush()
         self._flush()
@@ -184,10 +190,27 @@ class ServerDaemon:
                 self._flush()
         self._flush()
 
+    def _super_packet(self, item) -> None:
+        """A TSO read (VnetHdr, packet): sealed whole by a core that can
+        (v2 BULK: `bulk_ready`, `tun_super`), else cut here."""
+        core = self.core
+        if getattr(core, "bulk_ready", False):
+            core.tun_super(item[0], item[1])
+            return
+        try:
+            segs = offload.segment(item[0], item[1])
+        except offload.OffloadError:
+            return
+        for seg in segs:
+            core.tun_packet(seg)
+
     def _send_error(self, e, addr) -> None:
         self.throttle.warning("send", "send to %s:%d failed: %s", addr[0], addr[1], e)
 
     def _flush(self) -> None:
+        tun = self.tun
+        if tun is not None and tun.offload and getattr(self.core, "bulk_ready", False) != tun.tso:
+            LOG.info("TUN TSO %s", "on" if tun.set_tso(not tun.tso) else "off")
         if self.core.to_tun:
             # In-order TCP segments of one flow become one GSO write.
             self.tun.write_batch(self.core.to_tun)
