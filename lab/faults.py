@@ -77,15 +77,19 @@ def _ifset(ifnames) -> str:
     return "{ " + ", ".join(f'"{n}"' for n in names) + " }"
 
 
-def byte_counter_rules(ifnames, table: str = "cxlab") -> str:
+def byte_counter_rules(ifnames, table: str = "cxlab", larger_than: int = 65535) -> str:
     """Count UDP bytes and packets in and out of the links ``ifnames`` (a
-    name or a list), and IPv4 fragments crossing them in either direction
-    (non-zero offset or more-fragments set)."""
+    name or a list), IPv4 fragments crossing them in either direction
+    (non-zero offset or more-fragments set), and (`big_out`) UDP packets
+    sent out longer than ``larger_than`` bytes (IP length). Output is
+    counted before neighbour resolution, so answers to forged sources that
+    do not exist are counted too."""
     ifs = _ifset(ifnames)
     return f"""
 table inet {table} {{
     counter udp_in {{}}
     counter udp_out {{}}
+    counter big_out {{}}
     counter frags {{}}
     chain inbound {{
         type filter hook prerouting priority -400; policy accept;
@@ -96,6 +100,7 @@ table inet {table} {{
         type filter hook output priority -400; policy accept;
         oifname {ifs} ip frag-off & 0x3fff != 0 counter name frags
         oifname {ifs} meta l4proto udp counter name udp_out
+        oifname {ifs} meta l4proto udp ip length > {larger_than} counter name big_out
     }}
     chain forwarded {{
         type filter hook forward priority -400; policy accept;

@@ -16,7 +16,7 @@ import pytest
 
 from lab import attacks as A
 from lab import faults as F
-from lab.daemons import C2_PSK, GLOBAL_PSK, vectors_config
+from lab.daemons import C2_PSK, Camex, GLOBAL_PSK, vectors_config
 
 pytestmark = pytest.mark.lab
 
@@ -211,3 +211,55 @@ def test_forged_auto_registers_plaintext_not_amplified(star3, camex3):
     assert srv.running()
     assert F.client_entry(ctl, "10.0.0.2")["endpoint"] == c1_before
     assert udp_out["bytes"] < udp_in["bytes"] / 10
+
+
+def test_forged_v2_handshake_flood(star3):
+    """v2: a real INIT (captured off C1's link) replayed from thousands of
+    forged sources, plus INIT-shaped junk: no session, no answer larger
+    than the request, honest v2 clients keep working, memory bounded."""
+    from camex.v2 import wire
+
+    lab = star3
+    cx = Camex(lab, protocol="v2")
+    ctl = F.ctl_path(lab, "srv")
+    srv = cx.start_server(encrypt=True, psk=GLOBAL_PSK, extra=["--control-socket", ctl])
+    with A.Sniffer(lab.server, "c1", PORT) as sniff:
+        for ns in (lab.c1, lab.c2):
+            cx.start_client(ns, encrypt=True, psk=GLOBAL_PSK)
+        lab.c1.wait_ping("10.0.0.3", timeout=10)
+        time.sleep(0.1)
+    inits = [p.payload for p in sniff.packets
+             if p.src == "10.250.0.2" and wire.is_v2(p.payload)
+             and wire.msg_type(p.payload) == wire.T_INIT]
+    assert inits, "no INIT of C1 captured"
+    rng = random.Random(5)
+    junk = [inits[0][:1] + rng.randbytes(len(inits[0]) - 1) for _ in range(50)]
+    payloads = inits + junk
+    # Any answer longer than the INIT (IP length) is counted in big_out.
+    F.nft(lab.server, F.byte_counter_rules("c3", larger_than=len(inits[0]) + 28))
+    rss0 = F.vm_rss_kib(srv.pid)
+    forger = A.Forger(lab.clients[2])
+    pinger = _Pinger(lab, seconds=max(2.0, REGISTERS_N / 25000))
+    for i in range(REGISTERS_N):
+        forger.send(A.random_lab_source(rng, "10.250.2.0/24"), rng.randrange(1024, 65536),
+                    SERVER_ON_ATTACKER_LINK, PORT, payloads[i % len(payloads)])
+    during = pinger.join()
+    forger.close()
+    time.sleep(0.5)
+    assert srv.running(), srv.tail()
+    rss1 = F.vm_rss_kib(srv.pid)
+    st = F.status(ctl)
+    udp_in, udp_out = _sent_to_attacker(lab)
+    bigger = F.nft_counters(lab.server)["big_out"]["packets"]
+    print(f"\nforged v2 handshake flood: {REGISTERS_N} INITs ({len(inits[0])} bytes; a real one "
+          f"replayed and junk) from forged sources; {udp_out['packets']} answers "
+          f"({udp_out['bytes']} bytes, {bigger} longer than an INIT) for {udp_in['bytes']} "
+          f"bytes in; "
+          f"drops {st['drops']}; ping during {during.received}/{during.transmitted}; "
+          f"VmRSS {rss0} -> {rss1} KiB; clients {len(st['clients'])}")
+    assert bigger == 0
+    assert udp_out["bytes"] <= udp_in["bytes"] / 10
+    assert sorted(c["address"] for c in st["clients"]) == ["10.0.0.2", "10.0.0.3"]
+    assert during.received > 0
+    assert lab.c1.ping("10.0.0.3", count=5, interval=0.1).received == 5
+    assert rss1 - rss0 <= RSS_GROWTH_MAX_KIB
