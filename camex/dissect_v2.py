@@ -292,7 +292,7 @@ def text_fields(rec) -> list:
     for key in ("sender", "receiver", "index"):
         if rec.get(key) is not None:
             parts.append(f"{key}={rec[key]}")
-    if rec.get("client_id") is not None and rec["type"] == "INIT":
+    if rec.get("client_id") and rec["type"] == "INIT":  # a manual client may have none
         parts.append(f"id={rec['client_id']}")
     if rec.get("counter") is not None:
         parts.append(f"counter={rec['counter']}")
