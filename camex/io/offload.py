@@ -360,17 +360,32 @@ class BatchTun(TunDevice):
 
     offload = False
     uso = False
+    tso = False
     why = ""
+
+    def set_tso(self, on: bool) -> bool:
+        return False  # no vnet header: no offloads
 
     def read_packets(self):
         """The packets of one read as a list, or None when the queue is empty."""
         p = self.read()
         return None if p is None else [p]
 
+    read_items = read_packets
+
     def write_batch(self, packets) -> None:
+        """Write packets; a (vnet header, super-packet) pair is cut here,
+        since this device takes no GSO header."""
         write = self.write
         for p in packets:
-            write(p)
+            if type(p) is tuple:
+                try:
+                    for seg in segment(gso.parse_vnet(p[0]), p[1]):
+                        write(seg)
+                except (OffloadError, ValueError):
+                    pass
+            else:
+                write(p)
 
 
 class OffloadTun(BatchTun):
@@ -386,6 +401,27 @@ class OffloadTun(BatchTun):
         self.errors = 0  # super-packets that could not be cut
         self.coalesced = 0  # segments merged into GSO writes
         self._pending = collections.deque()
+
+    def set_tso(self, on: bool) -> bool:
+        """Turn TSO (and USO where the kernel has it) on or off; allowed at
+        any time, e.g. when a v2 session that carries super-packets whole
+        comes up or goes. Without TSO the vnet header stays, so merged
+        writes keep working. Returns the new state."""
+        if on == self.tso:
+            return on
+        if on:
+            base = TUN_F_CSUM | TUN_F_TSO4
+            try:
+                fcntl.ioctl(self.fd, TUNSETOFFLOAD, base | TUN_F_USO4 | TUN_F_USO6)
+                self.uso = True
+            except OSError:
+                self.uso = False  # before Linux 6.2
+                fcntl.ioctl(self.fd, TUNSETOFFLOAD, base)
+        else:
+            fcntl.ioctl(self.fd, TUNSETOFFLOAD, 0)
+            self.uso = False
+        self.tso = on
+        return on
 
     def read_super(self):
         """(VnetHdr, packet) of one read, or None when the queue is empty."""
@@ -404,6 +440,24 @@ class OffloadTun(BatchTun):
         hdr, pkt = r
         if not hdr[0] and not hdr[1]:
             return [pkt]
+        try:
+            return segment(hdr, pkt)
+        except OffloadError:
+            self.errors += 1
+            return []
+
+    def read_items(self):
+        """Like read_packets(), but with TSO on a super-packet comes back
+        whole, as a (VnetHdr, packet) pair, for a framing that seals it
+        once (v2 BULK); None when the queue is empty."""
+        r = self.read_super()
+        if r is None:
+            return None
+        hdr, pkt = r
+        if not hdr[0] and not hdr[1]:
+            return [pkt]
+        if hdr[1] & ~gso.GSO_ECN in (gso.GSO_TCPV4, gso.GSO_UDP_L4) and pkt[0] >> 4 == 4:
+            return [(hdr, pkt)]
         try:
             return segment(hdr, pkt)
         except OffloadError:
@@ -430,6 +484,13 @@ class OffloadTun(BatchTun):
         """One write: a vnet header and the buffers of one (super-)packet."""
         self.writev([vnet] + list(parts))
 
+    def _write_mixed(self, items) -> None:
+        for r in _runs_of_packets(items):
+            if type(r) is tuple:
+                self.writev([r[0], r[1]])
+            else:
+                self.write_batch(r)
+
     def writev(self, bufs) -> None:
         try:
             os.writev(self.fd, bufs)
@@ -440,7 +501,12 @@ class OffloadTun(BatchTun):
                 raise
 
     def write_batch(self, packets) -> None:
+        """Write packets, merging TCP trains. An item may also be a
+        (vnet header bytes, packet) pair: a super-packet written as is."""
         writev = self.writev
+        if any(type(p) is tuple for p in packets):
+            self._write_mixed(packets)
+            return
         if not self.coalescing:
             plain = gso.PLAIN_VNET_HDR
             for p in packets:
@@ -452,28 +518,34 @@ class OffloadTun(BatchTun):
             writev([vnet] + bufs)
 
 
+def _runs_of_packets(items):
+    """Split a mixed list into runs of plain packets and single pairs."""
+    run: list = []
+    for p in items:
+        if type(p) is tuple:
+            if run:
+                yield run
+                run = []
+            yield p
+        else:
+            run.append(p)
+    if run:
+        yield run
+
+
 def _open_offload(path: str, tso: bool, name: str = "tun%d") -> OffloadTun:
     fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         ifr = struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI | IFF_VNET_HDR)
         ifr = fcntl.ioctl(fd, TUNSETIFF, ifr)
         fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", gso.VNET_HDR_LEN))
-        uso = False
+        dev = OffloadTun(fd, ifr[:16].rstrip(b"\0").decode(), path, False)
+        dev.tso = False
         if tso:
-            # Without TSO the vnet header stays: we can still write merged
-            # TCP trains (GSO writes need no TUNSETOFFLOAD).
-            base = TUN_F_CSUM | TUN_F_TSO4
-            uso = True
-            try:
-                fcntl.ioctl(fd, TUNSETOFFLOAD, base | TUN_F_USO4 | TUN_F_USO6)
-            except OSError:
-                uso = False  # before Linux 6.2
-                fcntl.ioctl(fd, TUNSETOFFLOAD, base)
+            dev.set_tso(True)
     except OSError:
         os.close(fd)
         raise
-    dev = OffloadTun(fd, ifr[:16].rstrip(b"\0").decode(), path, uso)
-    dev.tso = tso
     return dev
 
 

@@ -290,3 +290,46 @@ def test_reassembly_bounds_and_mismatches():
     assert r.add("e", 0, 1, b"whole", 5.0) == b"whole"
     with pytest.raises(ValueError):
         gso.cut_frame(bytes(20), bytes(65 * 1452), 1472)
+
+
+# ---------------------------------------- devices (over a socket pair)
+
+
+def _device(cls):
+    import socket
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs.settimeout(1)
+    if cls is offload.OffloadTun:
+        dev = cls(os.dup(ours.fileno()), "t0", "test", False)
+    else:
+        dev = cls(os.dup(ours.fileno()), "t0", "test")
+    ours.close()
+    return dev, theirs
+
+
+def test_plain_device_cuts_super_packet_items():
+    dev, peer = _device(offload.BatchTun)
+    payload = os.urandom(2500)
+    sup = tcp_super(payload, flags="A")
+    vnet = gso.pack_vnet(gso.F_NEEDS_CSUM, gso.GSO_TCPV4, 40, 1000, 20, 16)
+    small = bytes(IP(src=SRC, dst=DST) / UDP() / Raw(b"q"))
+    dev.write_batch([small, (vnet, sup), small])
+    got = [peer.recv(70000) for _ in range(5)]
+    assert got[0] == small and got[-1] == small
+    assert [len(g) - 40 for g in got[1:4]] == [1000, 1000, 500]
+    assert all(scapy_valid(g) for g in got[1:4])
+    dev.close()
+
+
+def test_offload_device_writes_pairs_whole_and_merges_the_rest():
+    dev, peer = _device(offload.OffloadTun)
+    pkts, payload = train(n=3, last=1389)
+    sup = tcp_super(os.urandom(3000), flags="A")
+    vnet = gso.pack_vnet(gso.F_NEEDS_CSUM, gso.GSO_TCPV4, 40, 1000, 20, 16)
+    dev.write_batch(pkts + [(vnet, sup)] + pkts)
+    msgs = [peer.recv(70000) for _ in range(3)]
+    h = [gso.parse_vnet(m) for m in msgs]
+    assert [x.gso_type for x in h] == [gso.GSO_TCPV4] * 3
+    assert msgs[1] == vnet + sup  # the pair, untouched
+    assert msgs[0][10:] == msgs[2][10:] and scapy_valid(msgs[0][10:])
+    dev.close()

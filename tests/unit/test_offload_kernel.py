@@ -161,6 +161,27 @@ CHILD = textwrap.dedent(r'''
         if rst:
             out[key + "_rst_seq"] = IP(rst[0])[TCP].seq
             out[key + "_rst_ack"] = IP(rst[0])[TCP].ack
+
+    # 3. TSO/USO can be switched at run time: off, the kernel cuts the same
+    #    burst itself (ten reads, no GSO type); on again, one read, kept
+    #    whole by read_items() as a (header, super-packet) pair.
+    tun.set_tso(False)
+    read_all(0.2)
+    gso.Sender(u, True).send([bytes([i]) * 1000 for i in range(10)])
+    r = [(h, p) for h, p in read_all(0.5) if p[0] >> 4 == 4 and p[9] == 17]
+    out["off_reads"] = len(r)
+    out["off_types"] = sorted({h[1] for h, _ in r})
+    tun.set_tso(True)
+    gso.Sender(u, True).send([bytes([i]) * 1000 for i in range(10)])
+    items = []
+    end = time.time() + 0.5
+    while time.time() < end:
+        got = tun.read_items()
+        if got is None:
+            time.sleep(0.01)
+            continue
+        items += [x for x in got if type(x) is tuple or (x[0] >> 4 == 4 and x[9] == 17)]
+    out["on_items"] = [type(x).__name__ for x in items]
     print(json.dumps(out))
 ''')
 
@@ -185,3 +206,6 @@ def test_tun_offloads_in_a_private_namespace():
     assert out["valid_rst_seq"] == 1
     # The corrupted one is dropped by the kernel's checksum check.
     assert out["corrupt_rst"] == 0 and out["corrupt_csum_errors"] >= 1
+    # TSO/USO off at run time: ten plain datagrams; on again: one pair.
+    assert out["off_reads"] == 10 and out["off_types"] == [gso.GSO_NONE]
+    assert out["on_items"] == ["tuple"]
