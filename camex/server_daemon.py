@@ -79,13 +79,16 @@ class ServerDaemon:
                  self.tun_config.address, self.tun_config.mtu, self.tun.why)
 
     def _tun_readable(self) -> None:
-        core, read = self.core, self.tun.read_packets
+        core, read = self.core, self.tun.read_items
         for _ in range(BATCH):
             pkts = read()
             if pkts is None:
                 break
             for pkt in pkts:
-                core.tun_packet(pkt)
+                if type(pkt) is tuple:
+                    self._super_packet(pkt)
+                else:
+                    core.tun_packet(pkt)
             if len(core.outbox) >= FLUSH_AT:
                 self._flush()
         self._flush()
@@ -187,10 +190,27 @@ class ServerDaemon:
                 self._flush()
         self._flush()
 
+    def _super_packet(self, item) -> None:
+        """A TSO read (VnetHdr, packet): sealed whole by a core that can
+        (v2 BULK: `bulk_ready`, `tun_super`), else cut here."""
+        core = self.core
+        if getattr(core, "bulk_ready", False):
+            core.tun_super(item[0], item[1])
+            return
+        try:
+            segs = offload.segment(item[0], item[1])
+        except offload.OffloadError:
+            return
+        for seg in segs:
+            core.tun_packet(seg)
+
     def _send_error(self, e, addr) -> None:
         self.throttle.warning("send", "send to %s:%d failed: %s", addr[0], addr[1], e)
 
     def _flush(self) -> None:
+        tun = self.tun
+        if tun is not None and tun.offload and getattr(self.core, "bulk_ready", False) != tun.tso:
+            LOG.info("TUN TSO %s", "on" if tun.set_tso(not tun.tso) else "off")
         if self.core.to_tun:
             # In-order TCP segments of one flow become one GSO write.
             self.tun.write_batch(self.core.to_tun)
