@@ -168,7 +168,7 @@ class ClientDaemon:
         now = self.loop.now()
         # A TUN with offloads returns a whole super-packet per read, cut
         # into packets with correct checksums (camex.io.offload).
-        read = getattr(tun, "read_packets", None)
+        read = getattr(tun, "read_items", None)
         for _ in range(BATCH):
             if read is not None:
                 pkts = read()
@@ -178,7 +178,10 @@ class ClientDaemon:
             if pkts is None:
                 break
             for pkt in pkts:
-                core.tun_packet(pkt, now)
+                if type(pkt) is tuple:
+                    self._super_packet(pkt, now)
+                else:
+                    core.tun_packet(pkt, now)
             if len(core.to_net) >= FLUSH_AT:
                 self._flush()
         self._flush()
@@ -205,6 +208,20 @@ class ClientDaemon:
                 self._flush()
         self._flush()
 
+    def _super_packet(self, item, now: float) -> None:
+        """A TSO read (VnetHdr, packet): sealed whole by a core that can
+        (v2 BULK: `bulk_ready`, `tun_super`), else cut here."""
+        core = self.core
+        if getattr(core, "bulk_ready", False):
+            core.tun_super(item[0], item[1], now)
+            return
+        try:
+            segs = offload.segment(item[0], item[1])
+        except offload.OffloadError:
+            return
+        for seg in segs:
+            core.tun_packet(seg, now)
+
     def _send_error(self, e, addr) -> None:
         self.throttle.warning("send", "send error: %s", e)
 
@@ -218,8 +235,12 @@ class ClientDaemon:
                     LOG.warning("%s", self.sender.fallback_reason)
                     self.sender.fallback_reason = None
             core.to_net.clear()
+        tun = self.tun
+        if getattr(tun, "offload", False) and getattr(core, "bulk_ready", False) != tun.tso:
+            # TSO only while the core carries super-packets whole: for
+            # one-packet-per-datagram framings the kernel cuts faster.
+            LOG.info("TUN TSO %s", "on" if tun.set_tso(not tun.tso) else "off")
         if core.to_tun:
-            tun = self.tun
             batch = getattr(tun, "write_batch", None)
             if batch is not None:
                 # In-order TCP segments of one flow become one GSO write.
@@ -280,5 +301,3 @@ class ClientDaemon:
             self.tun.close()
         if self.loop is not None:
             self.loop.close()
-
-
