@@ -125,6 +125,25 @@ def test_server_tun_makes_the_server_a_host(cx, star, measure):
             f"{back.gbps:.3f} Gbit/s, ping C1->server rtt {r.rtt_avg_ms:.3f} ms")
 
 
+def test_a_passphrase_alone_means_v2(cx, star):
+    """v2 needs a passphrase, not -e: with -k alone (legacy would run
+    plaintext) both ends speak v2, the wire shows only v2 datagrams and
+    status says encrypted."""
+    cx.start_server(psk=GLOBAL)
+    with Sniffer(star.server, "c1", cx.port) as sniff:
+        cx.start_client(star.c1, psk=GLOBAL)
+        cx.start_client(star.c2, psk=GLOBAL)
+        star.c1.wait_ping(star.c2.tunnel_ip, timeout=10)
+        r = star.c1.ping(star.c2.tunnel_ip, count=5, interval=0.05)
+        assert r.received == 5, r.output
+        firsts = {p.payload[:1] for p in sniff.packets if p.src == "10.250.0.2"}
+    assert firsts == {b"\xc2"}
+    for ns in (star.c1, star.c2):
+        st = cx.status(ns)
+        assert (st["protocol"], st["encrypted"]) == ("v2", True), st
+    assert {c["protocol"] for c in cx.clients().values()} == {"v2"}
+
+
 # ------------------------------------------------------------ mixed
 
 
