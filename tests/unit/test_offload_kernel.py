@@ -182,6 +182,18 @@ CHILD = textwrap.dedent(r'''
             continue
         items += [x for x in got if type(x) is tuple or (x[0] >> 4 == 4 and x[9] == 17)]
     out["on_items"] = [type(x).__name__ for x in items]
+
+    # 4. GSO cannot IP-fragment: datagrams above the path MTU fail with
+    #    EMSGSIZE; the Sender then sends them one by one (the kernel
+    #    fragments each) and remembers the limit.
+    tun.set_tso(False)
+    read_all(0.2)
+    snd = gso.Sender(u, True)
+    snd.send([bytes([i]) * 1600 for i in range(5)])
+    frags = [p for h, p in read_all(0.5) if p[0] >> 4 == 4 and p[9] == 17]
+    out["big_max_size"] = snd.max_size
+    out["big_fragments"] = len(frags)
+    out["big_gso_still_on"] = snd.gso
     print(json.dumps(out))
 ''')
 
@@ -209,3 +221,7 @@ def test_tun_offloads_in_a_private_namespace():
     # TSO/USO off at run time: ten plain datagrams; on again: one pair.
     assert out["off_reads"] == 10 and out["off_types"] == [gso.GSO_NONE]
     assert out["on_items"] == ["tuple"]
+    # Over the MTU: GSO refused, the five datagrams still leave (2 fragments
+    # each), and GSO stays on for sizes that fit.
+    assert out["big_max_size"] == 1599 and out["big_fragments"] == 10
+    assert out["big_gso_still_on"]
