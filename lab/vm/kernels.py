@@ -147,6 +147,8 @@ class PrivateApt:
             "-o", f"Dir::State::Lists={self.dir / 'lists'}",
             "-o", f"Dir::Cache={self.dir / 'cache'}",
             "-o", "Acquire::Languages=none",
+            # sid's Release may be past Valid-Until on a lagging mirror.
+            "-o", "Acquire::Check-Valid-Until=false",
             "-o", "APT::Architecture=amd64",
             *[a for arch in self.archs for a in ("-o", f"APT::Architectures::={arch}")],
             "-o", "APT::Sandbox::User=root",
