@@ -254,22 +254,23 @@ def _tcp_info(p):
     return thl, flags
 
 
-def _head(p, hl: int) -> bytes:
-    """The bytes two segments of one train share: version/IHL/TOS, DF/TTL/
-    protocol, addresses and ports, ack, data offset, window, urgent pointer
-    and options (not length, IP ID, checksums, sequence or flags)."""
-    return b"".join((p[0:2], p[6:10], p[12:24], p[28:33], p[34:36], p[38:hl]))
+_MASKS: dict = {}
 
 
-def _payload_residue(q, hl: int, addrs: int) -> int:
-    """Residue of a TCP segment's payload sum, from its checksum field.
-
-    A valid segment satisfies pseudo + header (checksum field included) +
-    payload = 0 (mod 0xFFFF), so the payload's sum follows from 32 header
-    bytes instead of 1400 payload bytes. If the field lies, the result is
-    wrong and so is the merged checksum: the kernel then drops the merged
-    packet, as it would have dropped the bad segment."""
-    return -(addrs + PROTO_TCP + len(q) - 20 + int.from_bytes(q[20:hl], "big"))
+def _masks(hl: int):
+    """For a header of `hl` bytes (IPv4 without options + TCP): the mask of
+    the bytes two segments of one train share (version/IHL/TOS, DF/TTL/
+    protocol, addresses, ports, ack, data offset, window, urgent pointer,
+    options; not length, IP ID, checksums, sequence or flags), and the bit
+    shifts of the total length, sequence number and flags."""
+    m = _MASKS.get(hl)
+    if m is None:
+        keep = bytearray(b"\xff" * hl)
+        for lo, hi in ((2, 6), (10, 12), (24, 28), (33, 34), (36, 38)):
+            keep[lo:hi] = bytes(hi - lo)
+        shift = lambda end: (hl - end) * 8  # noqa: E731 (bit offset of a field ending at `end`)
+        m = _MASKS[hl] = (int.from_bytes(keep, "big"), (shift(4), shift(28), shift(34)))
+    return m
 
 
 def coalesce(packets):
@@ -281,8 +282,12 @@ def coalesce(packets):
     the last) becomes one GSO_TCPV4 write, the way the kernel's GRO hands a
     train to TCP. Its TCP checksum is the full checksum of the merged
     packet, computed from the segments' own checksums (no payload bytes are
-    read); no "checksum valid" flag is set, so the kernel still verifies
-    everything it delivers. Anything else is written alone, unchanged.
+    read): a valid segment satisfies pseudo + header (checksum field
+    included) + payload = 0 (mod 0xFFFF), so its payload's sum follows from
+    its header. If a field lies, the merged checksum is wrong too, and the
+    kernel, which is given no "checksum valid" flag, drops the merged packet
+    as it would have dropped the bad segment. Anything else is written
+    alone, unchanged.
     """
     i, n = 0, len(packets)
     plain = gso.PLAIN_VNET_HDR
@@ -300,31 +305,35 @@ def coalesce(packets):
             yield plain, [p]
             i += 1
             continue
-        # Everything that must be equal, except length/id/csum/seq/flags.
-        head = _head(p, hl)
+        # The whole header as one integer: what must be equal is compared
+        # under a mask, the rest (length, seq, flags, checksum) is read
+        # from it with shifts. One C call per segment.
+        mask, sh = _masks(hl)
+        hp = int.from_bytes(p[:hl], "big")
+        tmpl = hp & mask
+        tcp_bits = (1 << (thl * 8)) - 1
         addrs = int.from_bytes(p[12:20], "big")
-        seq = int.from_bytes(p[24:28], "big") + mss
+        base = addrs + PROTO_TCP - 20
+        seq = ((hp >> sh[1]) & 0xFFFFFFFF) + mss
         total = len(p)
         parts = [p[hl:]]
-        residue = _payload_residue(p, hl, addrs)
+        residue = -(base + total + (hp & tcp_bits))
         last_flags = flags
         j = i + 1
         while j < n and len(parts) < MAX_COALESCE_SEGS:
             q = packets[j]
-            qi = _tcp_info(q)
-            if qi is None or qi[0] != thl:
-                break
-            qlen = len(q) - hl
+            ql = len(q)
+            qlen = ql - hl
             if qlen <= 0 or qlen > mss or total + qlen > MAX_COALESCED:
                 break
-            qf = qi[1]
+            hq = int.from_bytes(q[:hl], "big")
+            if hq & mask != tmpl or (hq >> sh[0]) & 0xFFFF != ql \
+                    or (hq >> sh[1]) & 0xFFFFFFFF != seq & 0xFFFFFFFF:
+                break
+            qf = (hq >> sh[2]) & 0xFF
             if qf & ~TCP_PSH != flags:
                 break
-            if int.from_bytes(q[24:28], "big") != seq & 0xFFFFFFFF:
-                break
-            if _head(q, hl) != head:
-                break
-            r = _payload_residue(q, hl, addrs)
+            r = -(base + ql + (hq & tcp_bits))
             # A payload that starts at an odd offset of the merged payload
             # has its bytes swapped within 16-bit words: x*256 (mod 0xFFFF).
             residue += r << 8 if (total - hl) & 1 else r
