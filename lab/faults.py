@@ -225,10 +225,6 @@ def time_until_ping(ns: Namespace, dst: str, timeout: float, since: float) -> fl
     return time.monotonic() - since
 
 
-def camex_with_ctl(lab, log_level: str = "info") -> Camex:
-    return Camex(lab, log_level=log_level)
-
-
 # --------------------------------------------------------------- reorder
 
 

@@ -65,6 +65,7 @@ def test_junk_flood(star3, camex3):
     lab, cx = star3, F.legacy(camex3)
     srv, ctl, _ = _setup(lab, cx)
     rss0 = F.vm_rss_kib(srv.pid)
+    mark = srv.mark()
     socks = [A.ns_socket(lab.clients[2], bind=(ATTACKER, 0)) for _ in range(16)]
     rng = random.Random(1)
     datagrams = list(A.junk(rng, min(FLOOD_N, 20000)))
@@ -85,12 +86,14 @@ def test_junk_flood(star3, camex3):
     seen = sum(st["drops"].values())
     (udp_in, udp_out) = _sent_to_attacker(lab)
     after = lab.c1.ping("10.0.0.3", count=5, interval=0.1)
-    print(f"\njunk flood: {FLOOD_N} datagrams ({udp_in['bytes']} bytes on the wire) in "
+    log_lines = srv.output()[mark:].count("\n")
+    print(f"\njunk flood: {log_lines} log lines during the flood (throttled); {FLOOD_N} datagrams ({udp_in['bytes']} bytes on the wire) in "
           f"{send_s:.1f} s ({FLOOD_N / send_s:.0f}/s); server judged {seen} (rest dropped by "
           f"the socket buffer), drops {st['drops']}; to the attacker: {udp_out['packets']} "
           f"datagrams, {udp_out['bytes']} bytes; ping during the flood "
           f"{during.received}/{during.transmitted}, after 5/{after.received}; "
           f"VmRSS {rss0} -> {rss1} KiB")
+    assert log_lines <= 2 + send_s / 10 * 4  # first of each kind, then one per 10 s per kind
     assert udp_in["packets"] >= FLOOD_N * 0.9
     assert udp_out["packets"] == 0 and udp_out["bytes"] == 0
     assert seen > 0

@@ -201,3 +201,24 @@ def test_status_of_v2_clients_counts_bytes_and_packets(star):
             assert c[k] - before[a][k] >= 10, (a, k)
         for k in ("rx_bytes", "tx_bytes"):
             assert isinstance(c[k], int) and c[k] - (before[a][k] or 0) >= 10 * 1028, (a, k, c[k])
+
+
+def test_logs_under_systemd_carry_syslog_priorities(star, camex):
+    """Under systemd (JOURNAL_STREAM set) every line starts with a <N>
+    syslog priority and has no time stamp of its own, so journald keeps
+    levels; one line per event."""
+    lab, cx = star, F.legacy(camex)
+    srv = lab.server.spawn(cx.server_argv(extra=["--control-socket", F.ctl_path(lab, "s")]),
+                           name="camex-server", env={"JOURNAL_STREAM": "8:12345"})
+    srv.wait_for_line(r"listening on", timeout=15)
+    bad = lab.server.run(cx.server_argv(extra=["-p", "7000", "--control-socket",
+                                               F.ctl_path(lab, "t")]))
+    srv.stop()
+    lines = srv.output().splitlines()
+    print("\n" + "\n".join(lines))
+    assert lines and all(re.match(r"<[0-7]>(DEBUG|INFO|WARNING|ERROR) \S", ln) for ln in lines)
+    assert any(ln.startswith("<6>INFO listening on") for ln in lines)
+    # Without systemd: time stamp, program and pid, level; an error is one line.
+    err = bad.stderr.strip().splitlines()
+    assert bad.returncode == 1 and len(err) == 1
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ camex\[\d+\] ERROR --port: ", err[0]), err

@@ -132,7 +132,7 @@ def test_unit_command_lines_make_a_tunnel(star, camex, tmp_path):
     for p in procs:
         cx.wait_client(p)
     r = lab.c1.ping("10.0.0.3", count=3, interval=0.1)
-    print(f"\nunit command lines: server {' '.join(argv[:1])} ...; ping through the tunnel "
+    print(f"\nunit command lines (client: {' '.join(argv)}); ping through the tunnel "
           f"{r.received}/3; pid files {sorted(os.listdir(run))}")
     assert r.received == 3
     assert "encrypted" in srv.output()
