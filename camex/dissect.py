@@ -86,7 +86,7 @@ class Dissector:
 
         self.proto = proto
         self.v2_layer = proto_v2.CamexV2
-        self.v2 = V2Dissector(keylog, ports)
+        self.v2 = V2Dissector(keylog, ports, getattr(keyring, "passphrases", ()))
         self.keyring = keyring
         self.ports = frozenset(ports)
         proto.set_ports(self.ports)
@@ -279,7 +279,8 @@ def text_line(rec) -> str:
     st = rec["status"]
     v2 = rec["mode"] == "v2"
     if st != "ok":
-        parts.append({"no-key": "NO LOGGED KEY OPENS IT" if v2 else "NO KEY OPENS IT",
+        parts.append({"no-key": "NO LOGGED KEY OPENS IT" if v2 and rec["type"] == "DATA"
+                      else "NO KEY OPENS IT",
                       "replay": "REPLAYED",
                       "malformed": "MALFORMED", "incomplete": "INCOMPLETE",
                       "sealed": "(not decrypted: no key log)" if v2 else
@@ -342,6 +343,9 @@ def _ports(values) -> list[int]:
 
 
 def _keyring(args):
+    """The legacy KeyRing of every --psk / --psk-file passphrase; the raw
+    passphrases stay in `ring.passphrases` (v2 handshakes derive their own
+    keys from them)."""
     from camex.proto.crypto import KeyRing
 
     ring = KeyRing()
@@ -361,6 +365,7 @@ def _keyring(args):
             raise UsageError(f"{opt}: passphrase must be {codec.PASSPHRASE_MIN} to "
                              f"{codec.PASSPHRASE_MAX} bytes, got {len(pw)}")
         ring.add(pw)
+    ring.passphrases = [pw for pw, _ in passes]
     return ring
 
 

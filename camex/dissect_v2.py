@@ -14,14 +14,28 @@ sends its first DATA on a new session right after the RESP, so the first
 DATA to an index not seen before, from the endpoint the RESP went to,
 names S. DATA to C (server -> client) and to S (client -> server) are
 then counted to the session C/S.
+
+Passphrases (`--psk`, `--psk-file`) authenticate handshakes: the v2 key of
+a passphrase is scrypt-salted with the client ID when it sits in a
+`[client ID]` section, else global (PROTOCOL.md §2), so for an INIT both
+are tried (one scrypt each, cached; per-ID derivations are capped at
+MAX_IDS distinct IDs so a capture full of invented IDs stays cheap). The
+key whose mac1 matches opens the INIT's request (Noise NNpsk0 encrypts
+message 1 under the PSK alone: mode, requested address, MTU); RESP mac1 and
+COOKIE are checked with the key of the INIT they answer. The RESP's
+content (the auto configuration) needs the ephemeral DH and stays closed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from camex.v2 import wire
+from camex.v2 import kdf, wire
+from camex.v2.cookie import open_cookie
+from camex.v2.noise import HandshakeState, NoiseError
 from camex.v2.replay import WINDOW, ReplayWindow
+
+MAX_IDS = 256  # distinct client IDs for which per-ID keys are derived
 
 
 def hexidx(i: int | None) -> str | None:
@@ -73,9 +87,13 @@ def _flag_names(flags: int) -> list:
 class V2Dissector:
     """v2 state of one camex-dissect run: key log, replay windows, sessions."""
 
-    def __init__(self, keylog=None, ports=()):
+    def __init__(self, keylog=None, ports=(), passphrases=()):
         self.keylog = keylog          # camex.proto.v2.KeyLog or None (no --keylog)
         self.ports = frozenset(ports)
+        self.passphrases = list(passphrases)
+        self._psks: dict = {}                      # (passphrase no., id or None) -> psk
+        self._ids: set = set()
+        self.init_keys: dict[int, tuple] = {}      # INIT sender -> (psk, label, mac1)
         self.windows: dict[int, ReplayWindow] = {}
         self.inits: dict[int, tuple] = {}          # client index -> (client id, endpoint)
         self.by_client: dict[int, V2Session] = {}  # client index -> session
@@ -103,9 +121,13 @@ class V2Dissector:
         elif t == wire.T_COOKIE:
             parsed = wire.parse_cookie(buf)
             rec["receiver"] = hexidx(int.from_bytes(buf[4:8], "little"))
+            rec["summary"] = "cookie reply: server under load, INIT again with mac2"
             if parsed is None:
                 self._malformed(rec, f"COOKIE must be {wire.COOKIE_LEN} bytes")
-            rec["summary"] = "cookie reply: server under load, INIT again with mac2"
+            else:
+                self._check_answer(int.from_bytes(buf[4:8], "little"), rec,
+                                   lambda psk, m1: open_cookie(psk, m1, parsed[1], parsed[2])
+                                   is not None)
         elif t == wire.T_NOSESSION:
             index = wire.parse_nosession(buf)
             rec["index"] = hexidx(int.from_bytes(buf[4:8], "little"))
@@ -130,13 +152,75 @@ class V2Dissector:
         self.inits[init.sender] = (init.client_id, src)
         rec["summary"] = f"handshake from client ID {init.client_id!r}" if init.client_id \
             else "handshake from a client without ID"
+        if self.passphrases:
+            self._open_init(init, rec)
+
+    # -- passphrases (handshake authentication)
+
+    def _candidates(self, client_id: str):
+        """(psk, label) for every passphrase: the [client ID] key, then the global one."""
+        ids = []
+        if client_id and (client_id.lower() in self._ids or len(self._ids) < MAX_IDS):
+            self._ids.add(client_id.lower())
+            ids.append(client_id)
+        ids.append(None)
+        for n, pw in enumerate(self.passphrases, 1):
+            for cid in ids:
+                key = (n, cid.lower() if cid else None)
+                if key not in self._psks:
+                    self._psks[key] = kdf.derive_psk(pw, cid)
+                where = f"[{cid}]" if cid else "global"
+                yield self._psks[key], (where if len(self.passphrases) == 1
+                                        else f"psk{n} {where}")
+
+    def _open_init(self, init, rec):
+        for psk, label in self._candidates(init.client_id):
+            if wire.equal(wire.mac(wire.mac1_key(psk), init.mac1_span), init.mac1):
+                break
+        else:
+            rec.update(status="no-key", detail="no passphrase matches its mac1")
+            return
+        rec["psk"] = label
+        self.init_keys[init.sender] = (psk, label, init.mac1)
+        if len(self.init_keys) > 65536:  # bounded, whatever the capture holds
+            self.init_keys.pop(next(iter(self.init_keys)))
+        try:
+            payload = HandshakeState("NNpsk0", False, init.prologue, psk).read_message(init.noise)
+        except NoiseError:
+            rec.update(status="malformed", detail="mac1 matches but the request does not open")
+            return
+        req = wire.decode_request(payload)
+        if req is None:
+            rec.update(status="malformed", detail="undecodable request payload")
+            return
+        rec["request"] = {"mode": "auto" if req.auto else "manual",
+                          "local_cidr": str(req.local_cidr) if req.local_cidr else None,
+                          "mtu": req.mtu}
+        what = "auto" if req.auto else f"manual {req.local_cidr or '(no address)'}"
+        if req.mtu:
+            what += f" mtu {req.mtu}"
+        rec["summary"] += f": asks for {what}"
+
+    def _check_answer(self, receiver, rec, check) -> None:
+        """RESP / COOKIE: verified with the key of the INIT it answers."""
+        known = self.init_keys.get(receiver)
+        if not self.passphrases or known is None:
+            return
+        psk, label, init_mac1 = known
+        if check(psk, init_mac1):
+            rec["psk"] = label
+        else:
+            rec.update(status="no-key", detail="does not match the key of the INIT it answers")
 
     def _resp(self, buf, rec, client, server, d):
         receiver = int.from_bytes(buf[4:8], "little")
         rec["receiver"] = hexidx(receiver)
-        if wire.parse_resp(buf) is None:
+        resp = wire.parse_resp(buf)
+        if resp is None:
             self._malformed(rec, "RESP too short")
             return
+        self._check_answer(receiver, rec, lambda psk, _m: wire.equal(
+            wire.mac(wire.mac1_key(psk), resp.mac1_span), resp.mac1))
         cid, _ep = self.inits.get(receiver, (None, None))
         s = self.by_client.get(receiver)
         if s is None:
@@ -300,4 +384,6 @@ def text_fields(rec) -> list:
         parts.append("[" + ",".join(rec["flags"]) + "]")
     if rec.get("cookie"):
         parts.append("mac2")
+    if rec.get("psk"):
+        parts.append(f"psk={rec['psk']}")
     return parts
