@@ -200,8 +200,6 @@ class ServerMux:
                 name = self.key_name(entry["client_id"])
                 entry.setdefault("key", "global" if name == GLOBAL else name)
                 entry.setdefault("registered_ago", entry.get("session_age"))
-                entry.setdefault("rx_bytes", None)
-                entry.setdefault("tx_bytes", None)
                 out.append(entry)
         return out
 

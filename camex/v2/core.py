@@ -163,7 +163,9 @@ class V2ClientCore:
         if cfg is None or cfg.local_cidr is None or cfg.gateway_ip is None:
             self.throttle.warning("config", "the server sent no usable configuration")
             return
-        mtu = self.mtu_override or cfg.mtu or DEFAULT_MTU
+        # As the legacy client does (flaw 7): an offered MTU never exceeds
+        # what fits a 1500-byte path with the v2 overhead; -t sets any MTU.
+        mtu = self.mtu_override or (min(cfg.mtu, DEFAULT_MTU) if cfg.mtu else DEFAULT_MTU)
         routes = list(cfg.routes) + [r for r in self.routes if r not in cfg.routes]
         self._configure(IfConfig(cfg.local_cidr, mtu, cfg.gateway_ip, routes))
 
@@ -413,6 +415,7 @@ class V2ServerCore:
                 "session_age": round(now - s.created, 3) if s else None,
                 "last_received_ago": round(now - s.last_received, 3) if s else None,
                 "rx_packets": p.stats["rx"], "tx_packets": p.stats["tx"],
+                "rx_bytes": p.stats["rx_bytes"], "tx_bytes": p.stats["tx_bytes"],
                 "spoofed": p.stats["spoofed"],
             })
         return out

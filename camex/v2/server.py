@@ -89,7 +89,8 @@ class Peer:
         self.current: Session | None = None
         self.previous: Session | None = None
         self.ack_due = None
-        self.stats = {"rx": 0, "tx": 0, "spoofed": 0, "replay": 0, "forged": 0}
+        self.stats = {"rx": 0, "tx": 0, "rx_bytes": 0, "tx_bytes": 0,
+                      "spoofed": 0, "replay": 0, "forged": 0}
         self.set_grant(grant)
 
     def set_grant(self, grant: Grant) -> None:
@@ -173,6 +174,7 @@ class V2Server:
         flags = self._rekey_flag(s, now)
         peer.ack_due = None
         peer.stats["tx"] += len(packets)
+        peer.stats["tx_bytes"] += sum(map(len, packets))
         return [(d, peer.endpoint) for d in s.seal_packets(packets, now, self.max_plain, flags)]
 
     def route(self, dst) -> Peer | None:
@@ -430,6 +432,7 @@ class V2Server:
             self.stats["spoofed"] += n
         if good:
             peer.stats["rx"] += len(good)
+            peer.stats["rx_bytes"] += sum(map(len, good))
             if peer.ack_due is None:
                 peer.ack_due = now + self.t.passive_keepalive
             out.append(Deliver(good, peer))
