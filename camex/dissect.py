@@ -395,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "decrypt them with the given passphrases.")
     ap.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap or pcapng file")
     ap.add_argument("-k", "--psk", action="append", metavar="PASS",
-                    help="passphrase to try (repeatable: one per client key)")
+                    help="passphrase to try (repeatable: one per client key); legacy: "
+                         "decrypts; v2: authenticates handshakes and shows the INIT's request")
     ap.add_argument("--psk-file", action="append", metavar="FILE",
                     help="file of passphrases, one per line (repeatable)")
     ap.add_argument("--keylog", action="append", metavar="FILE",

@@ -124,6 +124,14 @@ def test_dissect_decodes_icmp_inside_a_live_v2_tunnel(star, tmp_path):
         echo = [p for p in written if p.haslayer(ICMP) and p[ICMP].type == 8]
         assert len(echo) >= PINGS and all(p[IP].src == star.c1.tunnel_ip for p in echo)
 
+    # With the passphrase: the handshake authenticates and its request opens.
+    recs, _ = json_records(dissect(pcap, "--json", "--psk", GLOBAL_PSK))
+    init = next(r for r in recs if r["mode"] == "v2" and r["type"] == "INIT")
+    assert init["status"] == "ok" and init["psk"] == "global"
+    assert init["request"] == {"mode": "manual", "local_cidr": f"{star.c1.tunnel_ip}/24",
+                               "mtu": None}
+    assert next(r for r in recs if r["type"] == "RESP")["psk"] == "global"
+
     # The text lines a user reads.
     res = dissect(pcap, "--keylog", server_keys)
     assert res.returncode == 0
