@@ -101,7 +101,8 @@ class UdpSniffer:
         self.sock.bind((ifname, self.ETH_P_ALL))
         self.sock.setblocking(False)
 
-    def payloads(self) -> list[bytes]:
+    def datagrams(self) -> list[tuple[str, int, str, int, bytes]]:
+        """(src, sport, dst, dport, payload) of each datagram seen so far."""
         out = []
         while True:
             try:
@@ -117,8 +118,12 @@ class UdpSniffer:
                 continue
             sport, dport = struct.unpack("!HH", pkt[ihl:ihl + 4])
             if self.port in (sport, dport):
-                out.append(bytes(pkt[ihl + 8:]))
+                src, dst = socket.inet_ntoa(pkt[12:16]), socket.inet_ntoa(pkt[16:20])
+                out.append((src, sport, dst, dport, bytes(pkt[ihl + 8:])))
         return out
+
+    def payloads(self) -> list[bytes]:
+        return [d[4] for d in self.datagrams()]
 
     def close(self) -> None:
         self.sock.close()

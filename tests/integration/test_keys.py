@@ -3,18 +3,17 @@ log line, a per-client passphrase works for its client only, and SIGHUP
 revocation cuts a connected client off at once while the others keep
 talking."""
 
-import hashlib
 import os
 import re
 import signal
 import socket
-import struct
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from lab.daemons import C2_PSK, GLOBAL_PSK, auto_config, vectors_config
 from lab.netns import wait_until
+
+import spec_wire  # beside this file (pytest puts tests/integration on sys.path)
 
 pytestmark = pytest.mark.lab
 
@@ -52,19 +51,11 @@ def test_wrong_passphrase_is_rejected_with_a_clear_log_line(camex, star, mode):
     assert c1.running() and c2.running()
 
 
-def _sealed_register(passphrase: str, prefix: bytes, seq: int, text: bytes) -> bytes:
-    """An encrypted REGISTER built from the spec alone (not camex's codec):
-    BLAKE2b-256 key, 27-byte header as associated data, nonce = prefix + seq."""
-    key = hashlib.blake2b(passphrase.encode(), digest_size=32).digest()
-    header = b"CX2P" + bytes([1]) + prefix + struct.pack("!Q", seq) + struct.pack("!H", len(text)) \
-        + struct.pack("!Q", seq)
-    return header + ChaCha20Poly1305(key).encrypt(prefix + struct.pack("!Q", seq), text, header)
-
-
 def test_rejections_are_throttled_not_logged_per_packet(camex, star):
     """300 REGISTERs under a wrong passphrase: every one is counted, a few
-    lines are logged. A REGISTER built the same way with the right
-    passphrase registers, so the rejections are about the key alone."""
+    lines are logged. A REGISTER built the same way (from the spec alone,
+    spec_wire.py) with the right passphrase registers, so the rejections
+    are about the key alone."""
     srv = camex.start_server(encrypt=True, psk=GLOBAL_PSK)
     text = b"CX2P REGISTER MODE=MANUAL LOCAL_IP=10.0.0.9\n"
     prefix = os.urandom(4)
@@ -72,10 +63,10 @@ def test_rejections_are_throttled_not_logged_per_packet(camex, star):
     try:
         sock.connect(("10.250.0.1", 7000))
         for seq in range(300):
-            sock.send(_sealed_register(WRONG_PSK, prefix, seq, text))
+            sock.send(spec_wire.seal(spec_wire.key(WRONG_PSK), spec_wire.REGISTER, prefix, seq, text))
         wait_until(lambda: camex.status(star.server)["drops"].get("auth", 0) >= 300, 15,
                    "300 rejections counted")
-        sock.send(_sealed_register(GLOBAL_PSK, prefix, 300, text))
+        sock.send(spec_wire.seal(spec_wire.key(GLOBAL_PSK), spec_wire.REGISTER, prefix, 300, text))
         srv.wait_for_line(r"client 10\.0\.0\.9 at 10\.250\.0\.2:\d+ registered \(manual, key global\)", timeout=10)
     finally:
         sock.close()

@@ -12,6 +12,8 @@ import pytest
 from lab.daemons import C2_PSK, GLOBAL_PSK, vectors_config
 from lab.traffic import UdpSniffer, iperf3
 
+import spec_wire  # beside this file (pytest puts tests/integration on sys.path)
+
 pytestmark = pytest.mark.lab
 
 # BLAKE2b-128 of the key of `demo-global-secret` (spec, encrypted mode).
@@ -154,3 +156,65 @@ def test_default_mtu_sends_full_size_packets_unfragmented(camex, star, encrypted
     assert after == before
     assert sniff.fragments == 0
     assert max(len(p) for p in payloads) == mtu + (43 if encrypted else 0)
+
+
+@pytest.mark.parametrize("mode,encrypted", [("manual", False), ("manual", True), ("auto", False), ("auto", True)],
+                         ids=["manual-plain", "manual-enc", "auto-plain", "auto-enc"])
+def test_wire_conforms_to_the_spec(camex, star, mode, encrypted):
+    """Everything C1 and the server exchange, read with a codec written from
+    the spec alone (tests/integration/spec_wire.py): REGISTER and CONFIG
+    lines byte for byte, every encrypted frame opens under the key derived
+    from the passphrase, sequence numbers rise, C1 keeps one sender prefix."""
+    auto = mode == "auto"
+    psk = GLOBAL_PSK if encrypted else None
+    config = camex.write_config(vectors_config(c2_psk=C2_PSK if encrypted else None)) if auto else None
+    camex.start_server(encrypt=encrypted, psk=psk, config=config)
+    with UdpSniffer(star.server, "c1", 7000) as sniff:
+        camex.start_client(star.c1, auto=auto, encrypt=encrypted, psk=psk)
+        camex.start_client(star.c2, auto=auto, encrypt=encrypted,
+                           psk=(C2_PSK if auto else GLOBAL_PSK) if encrypted else None)
+        star.c1.wait_ping("10.0.0.3", timeout=15)
+        star.c1.ping("10.0.0.3", count=5, interval=0.05)
+        grams = sniff.datagrams()
+    up = [g[4] for g in grams if g[0] == "10.250.0.2"]
+    down = [g[4] for g in grams if g[0] == "10.250.0.1"]
+    assert up and down
+
+    if encrypted:
+        k = spec_wire.key(GLOBAL_PSK)
+        frames = []
+        for direction, payloads in (("up", up), ("down", down)):
+            opened = [spec_wire.open_frame(k, p) for p in payloads]  # raises if any does not open
+            frames.append(opened)
+            by_prefix = {}
+            for _, prefix, seq, _ in opened:
+                by_prefix.setdefault(prefix, []).append(seq)
+            for seqs in by_prefix.values():
+                assert seqs == sorted(set(seqs)), f"{direction}: sequence numbers must rise"
+        up_frames, down_frames = frames
+        assert len({f[1] for f in up_frames}) == 1, "a client keeps one sender prefix per process"
+        controls_up = [(t, pt) for t, _, _, pt in up_frames if t != spec_wire.DATA]
+        controls_down = [(t, pt) for t, _, _, pt in down_frames if t != spec_wire.DATA]
+        data_up = [pt for t, _, _, pt in up_frames if t == spec_wire.DATA]
+    else:
+        controls_up = [(None, p) for p in up if p[:4] == b"CX2P"]
+        controls_down = [(None, p) for p in down if p[:4] == b"CX2P"]
+        data_up = [p for p in up if p[:4] != b"CX2P"]
+
+    register = (b"CX2P REGISTER MODE=AUTO CLIENT_ID=C1\n" if auto
+                else b"CX2P REGISTER MODE=MANUAL LOCAL_IP=10.0.0.2\n")
+    assert controls_up[0][1] == register
+    assert all(pt == register for _, pt in controls_up)
+    if encrypted:
+        assert {t for t, _ in controls_up} == {spec_wire.REGISTER}
+    if auto:
+        config_line = (b"CX2P CONFIG CLIENT_ID=C1 MTU=1500 LOCAL_CIDR=10.0.0.2/24 "
+                       b"GATEWAY_IP=10.0.0.1 ROUTE_CIDR=10.251.0.0/24\n")
+        assert controls_down and all(pt == config_line for _, pt in controls_down)
+        if encrypted:
+            assert {t for t, _ in controls_down} == {spec_wire.CONFIG}
+    else:
+        assert controls_down == [], "a manual REGISTER gets no answer"
+    # DATA is the bare inner IPv4 packet: C1's pings to C2 are in there.
+    echo = [p for p in data_up if p[0] == 0x45 and p[9] == 1 and p[16:20] == bytes([10, 0, 0, 3])]
+    assert len(echo) >= 5
