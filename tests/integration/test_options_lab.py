@@ -82,3 +82,18 @@ def test_client_keeps_retrying_while_server_name_does_not_resolve(camex, star):
     assert c1.running()
     assert c1.count(r"cannot reach server") <= 2
     assert len(c1.output()) - mark < 2000
+
+
+def test_client_bind_ip_and_bind_dev(camex, star):
+    """-b on a client picks the source address of its socket (here a second
+    address of C1's link, which the kernel would not choose by itself); -d
+    binds it to the link."""
+    star.c1.add_address("eth0", "10.250.0.3/24")
+    camex.start_server()
+    camex.start_client(star.c1, extra=["-b", "10.250.0.3", "-d", "eth0"])
+    camex.start_client(star.c2, extra=["-d", "eth0"])
+    star.c1.wait_ping("10.0.0.3", timeout=10)
+    port = camex.status(star.c1)["local_port"]
+    endpoints = {c["address"]: c["endpoint"] for c in camex.status(star.server)["clients"]}
+    assert endpoints["10.0.0.2"] == f"10.250.0.3:{port}"
+    assert endpoints["10.0.0.3"].startswith("10.250.1.2:")
