@@ -1,5 +1,5 @@
 """Options that only show their effect on a live network: --bind-ip and
---bind-dev on the server, the auto-mode client ID taken from the MAC of the
+--bind-dev on server and client, the auto-mode client ID taken from the MAC of the
 default-route interface, and a client that keeps retrying while its server
 is down or its name does not resolve."""
 
