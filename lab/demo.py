@@ -180,4 +180,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        # The lab's `with` block has torn everything down on the way out.
+        print("\ninterrupted; lab torn down", file=sys.stderr)
+        sys.exit(130)
