@@ -7,9 +7,10 @@ tests and the dissector all check themselves against the same functions.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from typing import NamedTuple
+
+from ..blake2 import blake2b
 
 MAGIC = b"CX2P"
 T_REGISTER = 1
@@ -48,12 +49,12 @@ def derive_key(passphrase: bytes) -> bytes:
             f"passphrase must be {PASSPHRASE_MIN} to {PASSPHRASE_MAX} bytes, "
             f"got {len(passphrase)}"
         )
-    return hashlib.blake2b(passphrase, digest_size=32).digest()
+    return blake2b(passphrase, digest_size=32).digest()
 
 
 def fingerprint(key: bytes) -> str:
     """What the legacy daemon prints at start-up: BLAKE2b-128 of the key."""
-    return hashlib.blake2b(key, digest_size=16).hexdigest()
+    return blake2b(key, digest_size=16).hexdigest()
 
 
 # ------------------------------------------------------ encrypted framing

@@ -19,14 +19,16 @@ HKDF and HMAC are those of the Noise spec (HMAC-BLAKE2s, RFC 2104 with a
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import (
     X25519PrivateKey, X25519PublicKey)
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.hashes import BLAKE2s
+from cryptography.hazmat.primitives.hmac import HMAC
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from .. import blake2
 
 HASHLEN = 32
 DHLEN = 32
@@ -45,11 +47,13 @@ class NoiseError(Exception):
 
 
 def blake2s(data: bytes) -> bytes:
-    return hashlib.blake2s(data).digest()
+    return blake2.blake2s(data).digest()
 
 
 def hmac_blake2s(key: bytes, data: bytes) -> bytes:
-    return hmac.new(key, data, hashlib.blake2s).digest()
+    h = HMAC(key, BLAKE2s(32))
+    h.update(data)
+    return h.finalize()
 
 
 def hkdf(ck: bytes, ikm: bytes, outputs: int):

@@ -17,12 +17,12 @@ return None for anything malformed; they never raise on network input.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import re
 import struct
 from dataclasses import dataclass, field
+
+from ..blake2 import blake2s, compare_digest
 
 MARK = 0xC2
 T_INIT, T_RESP, T_COOKIE, T_DATA, T_NOSESSION = 1, 2, 3, 4, 5
@@ -71,19 +71,19 @@ def is_v2(datagram) -> bool:
 # --- keyed hashes ---------------------------------------------------------
 
 def mac(key: bytes, data) -> bytes:
-    return hashlib.blake2s(data, key=key, digest_size=MACLEN).digest()
+    return blake2s(data, key=key, digest_size=MACLEN).digest()
 
 
 def mac1_key(psk: bytes) -> bytes:
-    return hashlib.blake2s(MAC1_LABEL + psk).digest()
+    return blake2s(MAC1_LABEL + psk).digest()
 
 
 def cookie_key(psk: bytes) -> bytes:
-    return hashlib.blake2s(COOKIE_LABEL + psk).digest()
+    return blake2s(COOKIE_LABEL + psk).digest()
 
 
 def equal(a, b) -> bool:
-    return hmac.compare_digest(bytes(a), bytes(b))
+    return compare_digest(bytes(a), bytes(b))
 
 
 # --- INIT -----------------------------------------------------------------
