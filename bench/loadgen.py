@@ -132,14 +132,18 @@ class FakeClients:
         self.sock.close()
 
 
-def _status(camex: str, sock: str) -> dict:
+def _status(camex: str, sock: str, tries: int = 5) -> dict:
+    """`camex status --json` of the server; a server busy with a burst of
+    REGISTERs may miss the control socket's deadline, so try again."""
     import subprocess
 
-    res = subprocess.run([camex, "status", "--json", "--control-socket", sock],
-                         capture_output=True, text=True, timeout=60)
-    if res.returncode != 0:
-        raise LabError(f"camex status: {res.stdout}{res.stderr}")
-    return json.loads(res.stdout)[sock]
+    for attempt in range(tries):
+        res = subprocess.run([camex, "status", "--json", "--control-socket", sock],
+                             capture_output=True, text=True, timeout=60)
+        if res.returncode == 0:
+            return json.loads(res.stdout)[sock]
+        time.sleep(0.5 * (attempt + 1))
+    raise LabError(f"camex status failed {tries} times: {res.stdout}{res.stderr}".strip())
 
 
 def _relay_run(lab, seconds: float) -> dict:
