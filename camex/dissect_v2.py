@@ -352,7 +352,8 @@ class V2Dissector:
         counts = ", ".join(f"{self.messages[n]} {n}" for n in wire.TYPE_NAMES.values()
                            if n in self.messages)
         keys = "no key log" if self.keylog is None else f"{len(self.keylog)} logged keys"
-        out = [f"  v2: {counts}; {len(self.sessions)} sessions ({keys})"]
+        n = len(self.sessions)
+        out = [f"  v2: {counts}; {n} session{'' if n == 1 else 's'} ({keys})"]
         for s in self.sessions:
             who = f" {s.client_id!r}" if s.client_id else ""
             ends = f" {s.client} <-> {s.server}" if s.client else ""
