@@ -51,6 +51,7 @@ TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK, TCP_URG, TCP_ECE, TCP_CWR = (
 READ_SIZE = gso.VNET_HDR_LEN + 65535 + 1
 MAX_COALESCED = 65535  # IPv4 total length of a coalesced write
 MAX_COALESCE_SEGS = 64
+MAX_UDP_MERGE = 256  # largest datagram merged into a USO write (see _udp_train)
 
 _IP_ID = struct.Struct("!H")
 
@@ -273,7 +274,56 @@ def _masks(hl: int):
     return m
 
 
-def coalesce(packets):
+def _udp_train(packets, i: int):
+    """Merge small same-flow UDP datagrams from packets[i] into one USO
+    write (yielded); returns the index after the train, or i if none.
+
+    USO writes need NEEDS_CSUM (the kernel's UDP segmentation takes nothing
+    else), so the kernel would not check the datagrams' own checksums: they
+    are checked here first, which is cheap for small datagrams (hence
+    MAX_UDP_MERGE); a datagram that fails ends the train and is written
+    alone for the kernel to drop."""
+    p = packets[i]
+    n = len(packets)
+    size = len(p)
+    if size < 29 or p[0] != 0x45 or p[6] & 0x3F or p[7] or \
+            (p[2] << 8 | p[3]) != size or (p[24] << 8 | p[25]) != size - 20 \
+            or not l4_valid(p, 20, PROTO_UDP):
+        return i
+    key = bytes(p[0:2]) + bytes(p[6:10]) + bytes(p[12:24])
+    parts = [p[28:]]
+    total = size
+    j = i + 1
+    while j < n and j - i < MAX_COALESCE_SEGS:
+        q = packets[j]
+        ql = len(q)
+        if ql > size or ql < 29 or total + ql - 28 > MAX_COALESCED or q[9] != PROTO_UDP:
+            break
+        if bytes(q[0:2]) + bytes(q[6:10]) + bytes(q[12:24]) != key \
+                or (q[2] << 8 | q[3]) != ql or (q[24] << 8 | q[25]) != ql - 20 \
+                or not l4_valid(q, 20, PROTO_UDP):
+            break
+        parts.append(q[28:])
+        total += ql - 28
+        j += 1
+        if ql < size:
+            break
+    if j - i < 2:
+        return i
+    hdr = bytearray(p[:28])
+    hdr[2:4] = _IP_ID.pack(total)
+    hdr[10] = hdr[11] = 0
+    c = ip_checksum(hdr[:20])
+    hdr[10], hdr[11] = c >> 8, c & 0xFF
+    hdr[24:26] = _IP_ID.pack(total - 20)
+    # NEEDS_CSUM: the field holds the folded pseudo-header sum.
+    ps = pseudo4(hdr, PROTO_UDP, total - 20) % 0xFFFF or 0xFFFF
+    hdr[26], hdr[27] = ps >> 8, ps & 0xFF
+    yield gso.pack_vnet(gso.F_NEEDS_CSUM, gso.GSO_UDP_L4, 28, size - 28, 20, 6), [hdr] + parts
+    return j
+
+
+def coalesce(packets, udp: bool = True):
     """Group complete IPv4 packets for TUN writes, order kept.
 
     Yields (vnet header bytes, [buffers]) per write. A run of in-order TCP
@@ -295,6 +345,11 @@ def coalesce(packets):
         p = packets[i]
         info = _tcp_info(p) if i + 1 < n else None
         if info is None:
+            if udp and i + 1 < n and len(p) <= MAX_UDP_MERGE and p[9] == PROTO_UDP:
+                j = yield from _udp_train(packets, i)
+                if j > i:
+                    i = j
+                    continue
             yield plain, [p]
             i += 1
             continue
@@ -403,6 +458,7 @@ class OffloadTun(BatchTun):
     offload = True
     tso = True
     coalescing = True
+    uso_writes = False  # the kernel takes GSO_UDP_L4 writes (Linux >= 6.2)
 
     def __init__(self, fd: int, name: str, path: str, uso: bool):
         super().__init__(fd, name, path)
@@ -521,7 +577,7 @@ class OffloadTun(BatchTun):
             for p in packets:
                 writev([plain, p])
             return
-        for vnet, bufs in coalesce(packets):
+        for vnet, bufs in coalesce(packets, self.uso_writes):
             if len(bufs) > 2:
                 self.coalesced += len(bufs) - 1
             writev([vnet] + bufs)
@@ -550,6 +606,14 @@ def _open_offload(path: str, tso: bool, name: str = "tun%d") -> OffloadTun:
         fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", gso.VNET_HDR_LEN))
         dev = OffloadTun(fd, ifr[:16].rstrip(b"\0").decode(), path, False)
         dev.tso = False
+        # Can this kernel take USO (GSO_UDP_L4) writes? Same version as USO
+        # offload (Linux 6.2): ask for it once, then set it back.
+        try:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_USO4 | TUN_F_USO6)
+            dev.uso_writes = True
+        except OSError:
+            dev.uso_writes = False
+        fcntl.ioctl(fd, TUNSETOFFLOAD, 0)
         if tso:
             dev.set_tso(True)
     except OSError:

@@ -206,9 +206,10 @@ def test_coalesce_keeps_apart_what_must_not_merge():
     writes = list(offload.coalesce([bytes(p0)] + push_first[1:]))
     assert gso.parse_vnet(writes[0][0]).gso_type == gso.GSO_NONE
     assert len(writes) == 2  # the other two merge
-    udp = bytes(IP(src=SRC, dst=DST) / UDP() / Raw(b"x" * 100))
-    writes = list(offload.coalesce([udp, udp]))
-    assert [merged_packet(b) for _, b in writes] == [udp, udp]
+    udp = bytes(IP(src=SRC, dst=DST) / UDP(sport=1) / Raw(b"x" * 100))
+    udp2 = bytes(IP(src=SRC, dst=DST) / UDP(sport=2) / Raw(b"x" * 100))
+    writes = list(offload.coalesce([udp, udp2]))  # two flows: not merged
+    assert [merged_packet(b) for _, b in writes] == [udp, udp2]
 
 
 def test_coalesce_in_order_of_arrival():
@@ -333,3 +334,24 @@ def test_offload_device_writes_pairs_whole_and_merges_the_rest():
     assert msgs[1] == vnet + sup  # the pair, untouched
     assert msgs[0][10:] == msgs[2][10:] and scapy_valid(msgs[0][10:])
     dev.close()
+
+
+def test_coalesce_merges_small_udp_of_one_flow_only():
+    def dg(i, n=36, sport=5, corrupt=False):
+        b = bytearray(bytes(IP(src=SRC, dst=DST, id=i) / UDP(sport=sport, dport=6)
+                            / Raw(bytes([i]) * n)))
+        if corrupt:
+            b[-1] ^= 1
+        return bytes(b)
+    seq = [dg(0), dg(1), dg(2, n=10), dg(3), dg(4, sport=9), dg(5, corrupt=True), dg(6),
+           dg(7, n=400), dg(8, n=400)]
+    writes = list(offload.coalesce(seq))
+    kinds = [(gso.parse_vnet(v).gso_type, len(b)) for v, b in writes]
+    # 0,1 and the shorter 2 merge; 3 alone (next is another flow); 4 alone;
+    # the corrupt 5 alone; 6 alone; datagrams over MAX_UDP_MERGE are not merged.
+    assert kinds == [(gso.GSO_UDP_L4, 4), (0, 1), (0, 1), (0, 1), (0, 1), (0, 1), (0, 1)]
+    vnet, bufs = writes[0]
+    segs = offload.segment(gso.parse_vnet(vnet), merged_packet(bufs))
+    assert [bytes(s)[28:] for s in segs] == [d[28:] for d in seq[:3]]
+    assert all(scapy_valid(bytes(s)) for s in segs)
+    assert list(offload.coalesce(seq, udp=False))[0][1] == [seq[0]]

@@ -162,6 +162,32 @@ CHILD = textwrap.dedent(r'''
             out[key + "_rst_seq"] = IP(rst[0])[TCP].seq
             out[key + "_rst_ack"] = IP(rst[0])[TCP].ack
 
+    # 2b. Small UDP datagrams of one flow merge into one USO write; the
+    #     kernel hands them to the socket one by one. A corrupt one is not
+    #     merged (its checksum is checked first) and the kernel drops it.
+    def udp_snmp(key):
+        lines = [l.split() for l in open("/proc/net/snmp") if l.startswith("Udp:")]
+        return int(lines[1][lines[0].index(key)])
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("10.9.0.1", 7777))
+    rx.settimeout(0.5)
+    dgrams = [bytes(IP(src="10.9.0.2", dst="10.9.0.1", id=i) / UDP(sport=6666, dport=7777)
+                    / Raw(bytes([48 + i]) * 40)) for i in range(6)]
+    bad = bytearray(dgrams[4]); bad[-1] ^= 1; dgrams[4] = bytes(bad)
+    writes = list(offload.coalesce(dgrams))
+    out["udp_merge_writes"] = [(gso.parse_vnet(v).gso_type, len(b)) for v, b in writes]
+    before = udp_snmp("InCsumErrors")
+    tun.write_batch(dgrams)
+    got = []
+    try:
+        while True:
+            got.append(rx.recv(100))
+    except socket.timeout:
+        pass
+    out["udp_merge_got"] = [g[:1].decode() + str(len(g)) for g in got]
+    out["udp_merge_csum_errors"] = udp_snmp("InCsumErrors") - before
+    out["uso_writes"] = tun.uso_writes
+
     # 3. TSO/USO can be switched at run time: off, the kernel cuts the same
     #    burst itself (ten reads, no GSO type); on again, one read, kept
     #    whole by read_items() as a (header, super-packet) pair.
@@ -218,6 +244,14 @@ def test_tun_offloads_in_a_private_namespace():
     assert out["valid_rst_seq"] == 1
     # The corrupted one is dropped by the kernel's checksum check.
     assert out["corrupt_rst"] == 0 and out["corrupt_csum_errors"] >= 1
+    # UDP: 0-3 merged into one USO write (header + 4 payloads), the corrupt
+    # 4 alone, 5 alone;
+    # the socket gets 0, 1, 2, 3 and 5 (40 bytes each), 4 is dropped.
+    assert out["uso_writes"]
+    assert out["udp_merge_writes"] == [[gso.GSO_UDP_L4, 5], [gso.GSO_NONE, 1],
+                                       [gso.GSO_NONE, 1]]
+    assert out["udp_merge_got"] == ["040", "140", "240", "340", "540"]
+    assert out["udp_merge_csum_errors"] == 1
     # TSO/USO off at run time: ten plain datagrams; on again: one pair.
     assert out["off_reads"] == 10 and out["off_types"] == [gso.GSO_NONE]
     assert out["on_items"] == ["tuple"]
