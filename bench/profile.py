@@ -32,7 +32,7 @@ from . import procstat, report
 from .tunnels import BY_NAME
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-DEFAULT = ("camex-relay-enc", "camex-relay-plain", "camex-p2p-enc")
+DEFAULT = ("camex-relay-enc", "camex-relay-plain", "camex-p2p-enc", "camex-v2-p2p", "camex-v2-relay")
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*)(?::(?P<line>\d+))?\)$")
 
 
