@@ -16,6 +16,7 @@ tests need and nobody else does:
 
 from __future__ import annotations
 
+import datetime
 import time
 from typing import Optional
 
@@ -64,6 +65,16 @@ class V2Camex(Camex):
             raise AssertionError(f"server exited {rc} on SIGTERM\n{proc.tail()}")
         new = self.start_server(**start_kw)
         return new, time.monotonic()
+
+
+def log_time(proc: LabProcess, pattern: str) -> float:
+    """Wall-clock time (epoch seconds) of the first log line of ``proc``
+    matching ``pattern``: the daemon's time stamps (1 ms resolution) date an
+    event better than polling the log from the test does."""
+    m = proc.find(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*" + pattern)
+    if m is None:
+        raise AssertionError(f"no /{pattern}/ in {proc.name}\n{proc.tail()}")
+    return datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 # ------------------------------------------------------------- wire view
@@ -167,6 +178,6 @@ def udp_send_from(ns: Namespace, src: tuple, dst: tuple, payload: bytes) -> None
         s.close()
 
 
-__all__ = ["V2Camex", "GLOBAL", "PER_CLIENT", "WRONG", "is_data", "carries_packets",
+__all__ = ["V2Camex", "log_time", "GLOBAL", "PER_CLIENT", "WRONG", "is_data", "carries_packets",
            "receiver_index", "data_from", "source_port_rules", "move_source_port", "Marker",
            "interval_bps", "udp_send_from"]

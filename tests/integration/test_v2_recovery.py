@@ -8,7 +8,6 @@ source port of its datagrams (and the destination port of the replies),
 statelessly: what the server sees is what a NAT rebinding looks like, and
 the client process keeps running with its socket untouched."""
 
-import datetime
 import threading
 import time
 
@@ -17,7 +16,8 @@ import pytest
 from lab.attacks import Forger, Sniffer
 from lab.netns import wait_until
 from lab.traffic import iperf3
-from lab.v2lab import GLOBAL, Marker, V2Camex, data_from, interval_bps, move_source_port
+from lab.v2lab import (GLOBAL, Marker, V2Camex, data_from, interval_bps, log_time,
+                       move_source_port)
 
 pytestmark = pytest.mark.lab
 
@@ -35,14 +35,6 @@ def up(cx, star, server_extra=(), client_extra=()):
     c2 = cx.start_client(star.c2, encrypt=True, psk=GLOBAL, extra=list(client_extra))
     star.c1.wait_ping(star.c2.tunnel_ip, timeout=10)
     return srv, c1, c2
-
-
-def log_time(proc, pattern: str) -> float:
-    """Wall-clock time (epoch seconds) of the first log line matching
-    ``pattern`` (the daemon's time stamps have 1 ms resolution)."""
-    m = proc.find(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*" + pattern)
-    assert m, f"no /{pattern}/ in {proc.name}"
-    return datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 def until_both_ways(star, timeout: float) -> float:
