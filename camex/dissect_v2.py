@@ -15,6 +15,15 @@ DATA to an index not seen before, from the endpoint the RESP went to,
 names S. DATA to C (server -> client) and to S (client -> server) are
 then counted to the session C/S.
 
+JSON fields of a v2 record (besides frame, time, endpoints, size, client,
+direction, status, detail, summary): mode "v2", type INIT|RESP|COOKIE|
+DATA|NOSESSION, length; sender (INIT), receiver (RESP, COOKIE, DATA) or
+index (NOSESSION) as 8 hex digits like the key log; client_id and cookie
+(mac2 present) for INIT; counter and flags (["CLOSE", "REKEY"]) for DATA;
+session "client index/server index"; packets (inner packet summaries) for
+decrypted DATA; psk and request (mode, local_cidr, mtu) with --psk. The
+summary has "v2": {messages, keys, sessions: [...]}.
+
 Passphrases (`--psk`, `--psk-file`) authenticate handshakes: the v2 key of
 a passphrase is scrypt-salted with the client ID when it sits in a
 `[client ID]` section, else global (PROTOCOL.md §2), so for an INIT both

@@ -18,6 +18,10 @@ length ends the list); `KeyLog` opens DATA with the keys of a key log
 (`CAMEX_V2 <index> <key>` lines, PROTOCOL.md §10), and `seal_data` /
 `sign_init` / `sign_resp` build valid datagrams from the layers.
 
+In Scapy: `from camex.proto.v2 import *` (importing camex.proto already
+hooks the dissection); e.g. `rdpcap(f)[0][CamexV2Data].counter`,
+`decrypt(pkt[CamexV2], KeyLog.from_file("camex.keys")).packets()`.
+
 Dissection is by content on any port (registered with registry.py ahead of
 the legacy classifier, which would otherwise take anything on a camex port
 for plaintext DATA): first byte 0xC2, type 1..5, at least 8 bytes - the
