@@ -41,7 +41,8 @@ def test_vectors_are_what_the_generator_makes_now():
     spec = importlib.util.spec_from_file_location("gen_v2", ROOT / "tests/vectors/gen_v2.py")
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
-    assert gen.build() == VECTORS
+    assert gen.build() == VECTORS, ("tests/vectors/v2.json is stale: memlab.sample_traffic "
+                                    "changed; run .venv/bin/python tests/vectors/gen_v2.py")
 
 
 @pytest.mark.parametrize("v", ALL, ids=ids(ALL))
