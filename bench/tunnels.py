@@ -454,6 +454,32 @@ class Tinc(Entry):
                   startup)
 
 
+class NaivePython(Entry):
+    """bench/naive_tunnel.py: one packet per system call, no crypto."""
+
+    def up(self, lab):
+        import sys
+
+        ifs = {"s": _ifname(lab, "nvs"), "c": _ifname(lab, "nvc")}
+        me = {"s": lab.c1.server_ip, "c": lab.c1.underlay}
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {"PYTHONPATH": root}
+        t0 = time.monotonic()
+        procs = {}
+        for side, ns, other in (("s", lab.server, "c"), ("c", lab.c1, "s")):
+            procs[side] = ns.spawn([sys.executable, "-m", "bench.naive_tunnel", ifs[side],
+                                    f"{me[side]}:9000", f"{me[other]}:9000"],
+                                   name="naive-tunnel", env=env)
+        _configure_link(lab.server, ifs["s"], f"{PEER_SERVER_IN}/24")
+        _configure_link(lab.c1, ifs["c"], f"{PEER_CLIENT_IN}/24")
+        startup = _startup(lab.c1, PEER_SERVER_IN, t0, list(procs.values()))
+        return Up(lab.c1, lab.server, PEER_SERVER_IN,
+                  [("server", procs["s"]), ("client", procs["c"])],
+                  f"bench/naive_tunnel.py: Python {sys.version.split()[0]} select loop, one "
+                  f"read/send and recv/write per packet, plaintext, UDP 9000, MTU {INNER_MTU}",
+                  startup)
+
+
 def pkg_version(pkg: str) -> str:
     res = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True)
     return res.stdout.strip() or "?"
@@ -468,6 +494,7 @@ LEGACY = ("--protocol", "legacy")
 ENTRIES: list[Entry] = [
     Raw("raw", "baseline"),
     RawRouted("raw-routed", "baseline"),
+    NaivePython("naive-python", "baseline"),
     CamexEntry("camex-v2-p2p", "camex", topology="p2p", protocol="v2",
                label="v2 point to point (encrypted), server owns a TUN",
                server_args=(*V2, "--server-tun", *ENC), client_args=(*V2, *ENC)),
