@@ -8,7 +8,7 @@
 Inside Scapy's shell (with camex installed): `load_contrib("camex")` after
 `conf.exts.load("camex")`, or simply `from camex import proto`.
 
-One module per protocol version (legacy.py; v2.py later). Each registers a
+One module per protocol version (legacy.py, v2.py). Each registers a
 classifier with registry.py, which hooks Scapy's UDP dissection once. To add
 a version: write camex/proto/<name>.py with layers and a `register()`
 function, and list it in VERSIONS below.
@@ -28,6 +28,9 @@ from camex.proto.legacy import (CX2PConfig, CX2PControl, CX2PControlBody,
                                 CX2PSealedData, CX2PSealedRegister, params)
 from camex.proto.crypto import KeyRing, LegacyKey, NoKeyError, decrypt, seal
 from camex.proto.registry import classify, get_ports, set_ports
+from camex.proto.v2 import (CamexV2, CamexV2Cookie, CamexV2Data, CamexV2Init,
+                            CamexV2NoSession, CamexV2Record, CamexV2Records, CamexV2Resp,
+                            KeyLog)
 
 # Protocol-version modules; each has register(). Optional ones may be absent.
 VERSIONS = ("camex.proto.legacy", "camex.proto.v2")
@@ -69,4 +72,6 @@ __all__ = [
     "CX2PSealedData", "CX2PSealedRegister", "KeyRing", "LegacyKey",
     "NoKeyError", "classify", "decrypt", "get_ports", "params", "seal",
     "set_ports", "scapy_ext", "loaded_versions",
+    "CamexV2", "CamexV2Cookie", "CamexV2Data", "CamexV2Init", "CamexV2NoSession",
+    "CamexV2Record", "CamexV2Records", "CamexV2Resp", "KeyLog",
 ]
