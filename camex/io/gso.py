@@ -28,8 +28,8 @@ SOL_UDP = 17
 UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
 UDP_GRO = getattr(socket, "UDP_GRO", 104)
 
-# The kernel refuses more than UDP_MAX_SEGMENTS datagrams in one GSO send
-# (64 before Linux 6.2?, 128 after); 64 is safe everywhere.
+# The kernel refuses more than UDP_MAX_SEGMENTS datagrams in one GSO send;
+# that limit was 64 for years and is higher on recent kernels: 64 is safe.
 MAX_SEGMENTS = 64
 # One GSO send is one UDP datagram for the IP layer until it is segmented:
 # its payload cannot exceed 65535 - 20 (IPv4) - 8 (UDP).

@@ -1,14 +1,16 @@
-"""TUN segmentation offloads: big reads, big writes, Internet checksums.
+"""TUN segmentation offloads: big reads, merged writes, Internet checksums.
 
-With IFF_VNET_HDR and TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4 [| USO]) the
-kernel treats the TUN like a NIC that can segment: one read returns a
-virtio_net_hdr and up to 64 KiB of one TCP (or UDP) flow with one set of
-headers (a "super-packet"), and the checksum may be left for us to finish.
-The legacy wire format wants one complete IPv4 packet per datagram, so the
-sender cuts super-packets into MSS-sized packets with correct checksums
-(`segment`). The receiver does the reverse of what the kernel's GRO does:
-consecutive in-order TCP segments of one flow become one write with a GSO
-header (`coalesce`), so the kernel's TCP sees one skb instead of ~45.
+A TUN opened with IFF_VNET_HDR puts a virtio_net_hdr before every packet,
+which lets us hand the kernel one GSO "super-packet" per write: a train of
+in-order TCP segments of one flow (or small datagrams of one UDP flow)
+merged as the kernel's GRO would (`coalesce`), so its TCP sees one skb
+instead of ~45. With TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4 [| USO]) the
+kernel also READS up to 64 KiB of one flow at once, checksum left to us;
+`segment` cuts such a super-packet into MSS-sized packets with correct
+checksums, as tcp_gso_segment would. For the legacy framing (one packet per
+datagram) that costs more in Python than the kernel's own segmentation, so
+TSO is off unless asked for (`set_tso`, for framings that carry
+super-packets whole: docs/FASTPATH.md).
 
 Checksums are computed with int.from_bytes(): 2**16 = 1 (mod 0xFFFF), so a
 byte string read as one big-endian number is congruent, mod 0xFFFF, to the
@@ -16,9 +18,9 @@ sum of its 16-bit words, which is its ones'-complement sum up to the
 0 / 0xFFFF ambiguity (a ones'-complement sum of nonzero data is never 0,
 so a residue of 0 means 0xFFFF). One C call per packet.
 
-`open_tun` tries the offloads and falls back to the plain device; both
-kinds of device offer read_packets() / write_batch(), so the daemons do not
-care which one they got.
+`open_tun` tries the vnet header and falls back to the plain device; both
+kinds of device offer read_packets()/read_items()/write_batch(), so the
+daemons do not care which one they got.
 """
 
 from __future__ import annotations
