@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import ipaddress
 import itertools
+import math
 import os
 import re
 import shutil
@@ -254,13 +255,20 @@ class Namespace:
     # -- readiness and traffic
     def ping(self, dst: str, count: int = 1, interval: float = 0.2, wait: float = 1.0,
              size: Optional[int] = None, extra: Iterable = ()) -> PingResult:
-        """ping from this namespace; never raises on loss."""
-        argv = ["ping", "-n", "-q", "-c", count, "-i", interval, "-W", wait]
+        """ping from this namespace; never raises on loss.
+
+        -W alone does not wait for a late reply once others came back
+        (iputils then waits two RTTs only), so a busy machine would turn a
+        slow reply into a loss; -w gives every reply until the deadline of
+        ``count * interval + wait`` seconds, and ping still ends as soon as
+        all replies are in.
+        """
+        deadline = max(1, math.ceil(count * interval + wait))
+        argv = ["ping", "-n", "-q", "-c", count, "-i", interval, "-W", wait, "-w", deadline]
         if size is not None:
             argv += ["-s", size]
         argv += list(extra)
-        deadline = count * interval + wait + 5
-        res = self.run(argv + [dst], timeout=deadline)
+        res = self.run(argv + [dst], timeout=deadline + 5)
         return parse_ping(res.stdout + res.stderr)
 
     def wait_ping(self, dst: str, timeout: float = 10.0) -> PingResult:

@@ -118,8 +118,9 @@ def test_wire_format(camex, star, encrypted):
     start_tunnel(camex, star, "manual", encrypted)
     star.c1.wait_ping(star.c2.tunnel_ip, timeout=15)
     with UdpSniffer(star.server, "c1", 7000) as sniff:
-        star.c1.ping(star.c2.tunnel_ip, count=5, interval=0.05)
+        r = star.c1.ping(star.c2.tunnel_ip, count=5, interval=0.05)
         payloads = sniff.payloads()
+    assert r.received == 5, r.output
     # 5 requests from C1 and 5 replies to it.
     assert len(payloads) >= 10
     c2_ip = bytes([10, 0, 0, 3])
