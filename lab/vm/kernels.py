@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 VM_DIR = Path(__file__).resolve().parent
@@ -192,7 +193,6 @@ class PrivateApt:
 
 
 def _age(path: Path) -> float:
-    import time
     return time.time() - path.stat().st_mtime
 
 

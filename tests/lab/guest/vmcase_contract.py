@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from vmlib import (DEV, IFNAME, LOCAL, PEER, carrier, drain, icmp_echo, insmod,
+from vmlib import (DEV, IFNAME, LOCAL, PEER, carrier, drain, insmod,
                    link, loaded, module_loaded, open_dev, oserror, parse_ipv4,
                    read_nonblock, rmmod, send_to_peer, stats, udp, wait_for)
 

@@ -16,7 +16,7 @@ from pyroute2 import IPRoute
 from lab.daemons import Camex
 from lab.netns import StarTopology
 from lab.traffic import iperf3
-from vmlib import IFNAME, loaded, stats, wait_for
+from vmlib import IFNAME, loaded
 
 
 @pytest.fixture
