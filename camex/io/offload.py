@@ -501,29 +501,29 @@ class OffloadTun(BatchTun):
         return gso.VnetHdr(gso.VNET_HDR.unpack_from(b)), memoryview(b)[gso.VNET_HDR_LEN:]
 
     def read_packets(self):
-        r = self.read_super()
-        if r is None:
-            return None
-        hdr, pkt = r
-        if not hdr[0] and not hdr[1]:
-            return [pkt]
-        try:
-            return segment(hdr, pkt)
-        except OffloadError:
-            self.errors += 1
-            return []
+        return self._read_items(False)
 
     def read_items(self):
         """Like read_packets(), but with TSO on a super-packet comes back
         whole, as a (VnetHdr, packet) pair, for a framing that seals it
         once (v2 BULK); None when the queue is empty."""
-        r = self.read_super()
-        if r is None:
+        return self._read_items(True)
+
+    def _read_items(self, whole: bool):
+        try:
+            b = os.read(self.fd, READ_SIZE)
+        except BlockingIOError:
             return None
-        hdr, pkt = r
-        if not hdr[0] and not hdr[1]:
-            return [pkt]
-        if hdr[1] & ~gso.GSO_ECN in (gso.GSO_TCPV4, gso.GSO_UDP_L4) and pkt[0] >> 4 == 4:
+        if len(b) <= gso.VNET_HDR_LEN:
+            return []
+        if not b[0] and not b[1]:
+            # No offload flag, no GSO type: a complete packet (the usual
+            # case with TSO off), no header object needed.
+            return [memoryview(b)[gso.VNET_HDR_LEN:]]
+        hdr = gso.VnetHdr(gso.VNET_HDR.unpack_from(b))
+        pkt = memoryview(b)[gso.VNET_HDR_LEN:]
+        if whole and hdr[1] & ~gso.GSO_ECN in (gso.GSO_TCPV4, gso.GSO_UDP_L4) \
+                and pkt[0] >> 4 == 4:
             return [(hdr, pkt)]
         try:
             return segment(hdr, pkt)
