@@ -45,11 +45,28 @@ class Throttle:
     """Rate-limit repeated log lines per key (e.g. per drop reason)."""
 
     def __init__(self, logger: logging.Logger = LOG, interval: float = 10.0,
-                 clock=time.monotonic):
+                 clock=time.monotonic, rate: float | None = None, burst: int = 20):
         self.logger = logger
         self.interval = interval
         self.clock = clock
         self._last: dict = {}  # key -> (time of last line, suppressed count)
+        # Optional budget over all keys (lines per second, token bucket):
+        # keys taken from the network (a source address) must not let a
+        # flood from many sources through one line each.
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._refilled = clock()
+
+    def _budget(self, now: float) -> bool:
+        if self.rate is None:
+            return True
+        self._tokens = min(self.burst, self._tokens + (now - self._refilled) * self.rate)
+        self._refilled = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
 
     def log(self, level: int, key, msg: str, *args) -> None:
         if not self.logger.isEnabledFor(level):
@@ -61,6 +78,10 @@ class Throttle:
             return
         if len(self._last) > 1024:  # keys come from the network: stay bounded
             self._last.clear()
+            last = None
+        if not self._budget(now):
+            self._last[key] = (last[0] if last else -1e18, (last[1] if last else 0) + 1)
+            return
         suppressed = last[1] if last else 0
         if suppressed:
             msg += " (%d similar suppressed)"

@@ -107,8 +107,12 @@ class LegacyServer:
         self.by_ip: dict = {}
         self.outbox: list = []
         self.drops = Counter()
-        self.throttle = Throttle()
-        self.register_log = Throttle(interval=0.05)
+        # Rejections: one line per reason and source host every 10 s, and
+        # at most ~2 a second over all of them (sources can be forged).
+        self.throttle = Throttle(rate=2, burst=10)
+        # Registrations: every one logged, but a key holder looping
+        # REGISTERs gets at most ~20 lines a second.
+        self.register_log = Throttle(interval=0, rate=20, burst=50)
         self._replay: OrderedDict = OrderedDict()
         self._next_sweep = 0.0
         self.config = None
@@ -176,7 +180,8 @@ class LegacyServer:
         self.drops[reason] += 1
         if reason in ("auth", "register-refused", "unknown-client", "malformed-control"):
             where = f" from {addr[0]}:{addr[1]}" if addr else ""
-            self.throttle.warning(reason, "rejected datagram%s: %s", where,
+            self.throttle.warning((reason, addr[0] if addr else None),
+                                  "rejected datagram%s: %s", where,
                                   detail or reason)
 
     def _receive_plain(self, data, addr, now) -> None:
@@ -361,9 +366,7 @@ class LegacyServer:
                 LOG.debug("client %s moved to %s:%s", holder.describe(), *addr)
                 self._remove(holder)
             else:
-                # One line per registration, but a key holder looping
-                # REGISTERs must not flood the log: at most 20 lines a second.
-                self.register_log.info("registered", "client %s registered (%s%s)",
+                self.register_log.info(addr, "client %s registered (%s%s)",
                                        peer.describe(), mode.lower(),
                                        ", key " + ("global" if key.client_id is None
                                                    else key.name) if key else "")

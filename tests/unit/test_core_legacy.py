@@ -398,3 +398,28 @@ def test_plaintext_live_address_is_not_moved_by_another_host():
     # The same host from a new port (a legacy reconnect) moves it at once.
     net.server.datagram_received(codec.register_manual("10.0.0.2"), (A1[0], 1234), net.now + 2)
     assert net.server.by_ip[ipaddress.IPv4Address("10.0.0.2").packed].endpoint == (A1[0], 1234)
+
+
+def test_throttle_lets_distinct_sources_through_within_a_global_budget():
+    from camex.log import Throttle
+    lines = []
+
+    class Sink:
+        def isEnabledFor(self, level):
+            return True
+
+        def log(self, level, msg, *args):
+            lines.append(msg % args)
+
+    now = [0.0]
+    t = Throttle(Sink(), interval=10, clock=lambda: now[0], rate=2, burst=3)
+    for host in ("a", "b", "c"):
+        t.warning(("auth", host), "rejected from %s", host)
+    assert lines == ["rejected from a", "rejected from b", "rejected from c"]
+    for i in range(100):  # a flood from forged sources
+        t.warning(("auth", f"x{i}"), "rejected from %s", f"x{i}")
+    assert len(lines) == 3
+    now[0] = 1.0  # the budget refills: two more lines a second
+    t.warning(("auth", "d"), "rejected from %s", "d")
+    t.warning(("auth", "a"), "rejected from %s", "a")  # still inside a's 10 s
+    assert lines[3:] == ["rejected from d"]
