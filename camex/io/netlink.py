@@ -16,6 +16,9 @@ from pyroute2.netlink.exceptions import NetlinkError
 from ..log import LOG
 
 
+TX_QUEUE_LEN = 2000
+
+
 class NetlinkConfigError(RuntimeError):
     pass
 
@@ -35,7 +38,9 @@ class LinkConfig:
     def apply(self, cfg) -> None:
         """Make the interface match `cfg` (an IfConfig), changing only what differs."""
         try:
-            self.ipr.link("set", index=self.index, mtu=cfg.mtu)
+            # A deeper queue than tun's default 500: bursts of GSO-sized
+            # receives otherwise overflow it and TCP sees losses.
+            self.ipr.link("set", index=self.index, mtu=cfg.mtu, txqlen=TX_QUEUE_LEN)
             if cfg.address != self.address:
                 if self.address is not None:
                     self._del_addr(self.address)
