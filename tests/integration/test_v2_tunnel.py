@@ -11,7 +11,7 @@ import pytest
 from lab.attacks import Sniffer
 from lab.daemons import auto_config
 from lab.traffic import iperf3
-from lab.v2lab import GLOBAL, PER_CLIENT, V2Camex, log_time
+from lab.v2lab import GLOBAL, PER_CLIENT, V2Camex, log_time, pings
 
 pytestmark = pytest.mark.lab
 
@@ -73,10 +73,8 @@ def assert_v2_everywhere(cx, star):
 def test_v2_tunnel_between_clients(cx, star, mode, keys, measure):
     srv, c1, c2 = start(cx, star, mode, keys)
     star.c1.wait_ping(star.c2.tunnel_ip, timeout=10)
-    r = star.c1.ping(star.c2.tunnel_ip, count=10, interval=0.05)
-    assert (r.transmitted, r.received) == (10, 10), r.output
-    r2 = star.c2.ping(star.c1.tunnel_ip, count=10, interval=0.05)
-    assert (r2.transmitted, r2.received) == (10, 10), r2.output
+    r = pings(star.c1, star.c2.tunnel_ip)
+    pings(star.c2, star.c1.tunnel_ip)
     res = iperf3(star.c1, star.c2, star.c2.tunnel_ip, seconds=2)
     assert res.received_bytes > 1 << 20
     assert_v2_everywhere(cx, star)
@@ -109,12 +107,9 @@ def test_server_tun_makes_the_server_a_host(cx, star, measure):
     assert "10.0.0.1" in [str(a.ip) for a in star.server.addresses(m.group(1))]
 
     star.c1.wait_ping("10.0.0.1", timeout=10)
-    r = star.c1.ping("10.0.0.1", count=10, interval=0.05)
-    assert r.received == 10, r.output
-    r_srv = star.server.ping(star.c2.tunnel_ip, count=10, interval=0.05)
-    assert r_srv.received == 10, r_srv.output
-    r_relay = star.c1.ping(star.c2.tunnel_ip, count=10, interval=0.05)
-    assert r_relay.received == 10, r_relay.output
+    r = pings(star.c1, "10.0.0.1")
+    pings(star.server, star.c2.tunnel_ip)
+    pings(star.c1, star.c2.tunnel_ip)
 
     res = iperf3(star.c1, star.server, "10.0.0.1", seconds=2)
     assert res.received_bytes > 1 << 20
@@ -134,8 +129,7 @@ def test_a_passphrase_alone_means_v2(cx, star):
         cx.start_client(star.c1, psk=GLOBAL)
         cx.start_client(star.c2, psk=GLOBAL)
         star.c1.wait_ping(star.c2.tunnel_ip, timeout=10)
-        r = star.c1.ping(star.c2.tunnel_ip, count=5, interval=0.05)
-        assert r.received == 5, r.output
+        pings(star.c1, star.c2.tunnel_ip, count=5)
         firsts = {p.payload[:1] for p in sniff.packets if p.src == "10.250.0.2"}
     assert firsts == {b"\xc2"}
     for ns in (star.c1, star.c2):
@@ -152,10 +146,8 @@ def test_v2_and_legacy_clients_relay_to_each_other(cx, star, measure):
     c1 = cx.start_client(star.c1, encrypt=True, psk=GLOBAL)
     c2 = cx.start_client(star.c2, encrypt=True, psk=GLOBAL, extra=["--protocol", "legacy"])
     star.c1.wait_ping(star.c2.tunnel_ip, timeout=10)
-    r = star.c1.ping(star.c2.tunnel_ip, count=10, interval=0.05)
-    assert r.received == 10, r.output
-    r2 = star.c2.ping(star.c1.tunnel_ip, count=10, interval=0.05)
-    assert r2.received == 10, r2.output
+    r = pings(star.c1, star.c2.tunnel_ip)
+    pings(star.c2, star.c1.tunnel_ip)
     res = iperf3(star.c2, star.c1, star.c1.tunnel_ip, seconds=2)
     assert res.received_bytes > 1 << 20
     assert cx.status(star.c1)["protocol"] == "v2"
@@ -199,8 +191,7 @@ def test_auto_client_falls_back_to_a_legacy_server(cx, star, measure):
         p.wait_for_line(r"no v2 answer from the server in 3 s: using the legacy protocol",
                         timeout=10)
     star.c1.wait_ping(star.c2.tunnel_ip, timeout=10)
-    r = star.c1.ping(star.c2.tunnel_ip, count=10, interval=0.05)
-    assert r.received == 10, r.output
+    pings(star.c1, star.c2.tunnel_ip)
     for ns in (star.c1, star.c2):
         assert cx.status(ns)["protocol"] == "legacy"
     assert {c["protocol"] for c in cx.clients().values()} == {"legacy"}
