@@ -115,7 +115,7 @@ def open_datagram(aead, buf, header: Header | None = None) -> bytes:
 
 def looks_encrypted(buf) -> bool:
     """True if the datagram has the shape of an encrypted one (magic + binary type)."""
-    return len(buf) >= 5 and buf[:4] == MAGIC and buf[4] in TYPE_NAMES
+    return len(buf) >= 5 and buf[0] == 0x43 and bytes(buf[:4]) == MAGIC and buf[4] in TYPE_NAMES
 
 
 # ------------------------------------------------------- control messages
@@ -140,7 +140,10 @@ class Control(NamedTuple):
 
 def is_control(buf) -> bool:
     """Plaintext mode: control text starts with CX2P followed by a space."""
-    return len(buf) >= 5 and buf[:5] == b"CX2P "
+    # The first byte decides almost every time (IPv4 data starts 0x45) and
+    # costs an int compare; slicing a memoryview to compare it with bytes
+    # cost a third of a plaintext relay's time on 64-byte packets.
+    return len(buf) >= 5 and buf[0] == 0x43 and bytes(buf[:5]) == b"CX2P "
 
 
 def parse_control(buf) -> Control:
