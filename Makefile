@@ -36,7 +36,8 @@ demo: deps venv
 
 clean:
 	rm -rf build *.egg-info camex.egg-info .pytest_cache
-	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	find . -path ./lab/vm/cache -prune -o -path ./$(VENV) -prune -o \
+		-name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
 	rm -rf $(VENV)
