@@ -83,7 +83,9 @@ def test_roaming_follows_only_authenticated_packets(cx, star, measure):
     move_source_port(star.c1, port, 40002, cx.port)
     t.join(30)
     r = box["r"]
-    assert r.transmitted == 200 and r.received >= 196, r.output
+    # (ping's -w deadline makes it send on until 200 replies are in, so
+    # the losses are transmitted - received.)
+    assert r.received >= 196 and r.transmitted - r.received <= 4, r.output
     assert cx.clients()["10.0.0.2"]["endpoint"] == f"{C1_UNDERLAY}:40002"
     assert cx.status(star.c1)["local_port"] == port   # the client's socket never changed
     assert c1.running()
