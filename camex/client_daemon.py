@@ -97,11 +97,13 @@ class ClientDaemon:
                 self.link = self.io.link(self.tun.name)
             except netlink.NetlinkConfigError as e:
                 raise StartupError(str(e)) from None
-            LOG.info("client %s: TUN %s (%s), server %s:%d%s", self.core.client_id or
-                     self.opts.local_cidr, self.tun.name, self.tun.path,
-                     self.opts.server_host, self.opts.port,
-                     ", encrypted, key fingerprint " + codec.fingerprint(self.key)
-                     if self.key else ", plaintext")
+            protocol = {"legacy": "legacy", "v2": "v2", "auto": "v2, else legacy"}[
+                self.opts.protocol] if self.opts.psk else "legacy"
+            LOG.info("client %s: TUN %s (%s), server %s:%d, protocol %s%s",
+                     self.core.client_id or self.opts.local_cidr, self.tun.name,
+                     self.tun.path, self.opts.server_host, self.opts.port, protocol,
+                     ", legacy encrypted, key fingerprint " + codec.fingerprint(self.key)
+                     if self.key else ", legacy plaintext" if protocol != "v2" else "")
             LOG.info("data path: %s, UDP GSO %s, UDP GRO %s",
                      getattr(self.tun, "why", "") or "TUN plain",
                      "on" if self.features.udp_gso else "off (kernel < 4.18)",
@@ -288,8 +290,19 @@ class ClientDaemon:
             "last_register_ago": round(now - core.last_register, 3),
             "tx_packets": core.tx_packets, "tx_bytes": core.tx_bytes,
             "rx_packets": core.rx_packets, "rx_bytes": core.rx_bytes,
-            "drops": dict(core.drops),
+            "drops": self._drops(),
         }
+
+    def _drops(self) -> dict:
+        drops = dict(self.core.drops)
+        # What the v2 session refused (replays, forgeries aimed at us).
+        session = getattr(self.core, "session", None) or \
+            getattr(getattr(self.core, "v2", None), "session", None)
+        if session is not None:
+            for k in ("replay", "forged", "stale", "malformed"):
+                if session.stats.get(k):
+                    drops[f"v2-{k}"] = session.stats[k]
+        return drops
 
     def _shutdown(self) -> None:
         if self.link is not None:

@@ -145,6 +145,8 @@ class ServerDaemon:
         now = self.loop.now()
         return {"mode": "server", "port": self.opts.port, "encrypted": self.key is not None,
                 "protocols": self.protocols, "clients": self.core.status_clients(now),
+                "v2_cookies_sent": self.core.v2.server.stats["cookie_sent"]
+                if self.core.v2 is not None else None,
                 "drops": self.core.drops()}
 
     def _reload(self) -> None:

@@ -111,8 +111,8 @@ class LegacyServer:
         # at most ~2 a second over all of them (sources can be forged).
         self.throttle = Throttle(rate=2, burst=10)
         # Registrations: every one logged, but a key holder looping
-        # REGISTERs gets at most ~20 lines a second.
-        self.register_log = Throttle(interval=0, rate=20, burst=50)
+        # REGISTERs gets at most ~15 lines a second.
+        self.register_log = Throttle(interval=0, rate=15, burst=20)
         self._replay: OrderedDict = OrderedDict()
         self._next_sweep = 0.0
         self.config = None

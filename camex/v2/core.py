@@ -28,7 +28,7 @@ from ..log import LOG, Throttle
 from . import kdf, wire
 from .client import ClientSession
 from .events import Deliver, Down, Refused, Roamed, Send, Up
-from .server import Grant, V2Server, grant_for
+from .server import V2Server, grant_for
 from .session import Timers
 
 PATH_MTU = 1500
@@ -288,7 +288,7 @@ class V2ServerCore:
         self.outbox: list = []
         self.to_tun: list = []
         self.drops = Counter()
-        self.throttle = Throttle()
+        self.throttle = Throttle(rate=2, burst=10)  # per sender, forged sources bounded
         kw = {} if load_threshold is None else {"load_threshold": load_threshold}
         self.server = V2Server(self._keystore(global_passphrase, config), self._authorize,
                                rng=rng, keylog=keylog, timers=timers, **kw)
@@ -354,7 +354,7 @@ class V2ServerCore:
         for addr, t in list(self._rejected.items()):
             if now - t >= REJECT_REPORT_DELAY:
                 del self._rejected[addr]
-                self.throttle.warning("nokey", "rejected a v2 handshake from %s:%d: no key "
+                self.throttle.warning(("nokey", addr[0]), "rejected a v2 handshake from %s:%d: no key "
                                    "opens it", addr[0], addr[1])
 
     def reload(self, config, global_passphrase: bytes | None, now: float | None = None) -> None:
