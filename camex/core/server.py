@@ -105,6 +105,7 @@ class LegacyServer:
         self.idle_timeout = idle_timeout
         self.by_endpoint: dict = {}
         self.by_ip: dict = {}
+        self.by_prefix: dict = {}  # encrypted: sender prefix -> peer, for roaming
         self.outbox: list = []
         self.drops = Counter()
         # Rejections: one line per reason and source host every 10 s, and
@@ -228,6 +229,9 @@ class LegacyServer:
                 if hdr.type != codec.T_REGISTER:
                     self._drop("auth", addr, "no key opens it")
                     return
+        if plaintext is None and peer is None and hdr.type == codec.T_DATA:
+            self._roam(data, hdr, addr, now)
+            return
         if plaintext is None:
             # Only a REGISTER may introduce an endpoint: nothing else from
             # an unknown endpoint could be routed, so it costs no trial.
@@ -269,6 +273,35 @@ class LegacyServer:
             self._handle_control(msg, addr, key, now, hdr.prefix, window)
         else:
             self.drops["unexpected-type"] += 1
+
+    def _roam(self, data, hdr, addr, now) -> None:
+        """DATA from an unknown endpoint: a registered client whose NAT
+        mapping changed. Its sender prefix names the one candidate; it moves
+        only after the datagram authenticated with that client's key and
+        passed its replay window (the C server moved it before: flaw 1)."""
+        peer = self.by_prefix.get(hdr.prefix)
+        if peer is None or peer.rx_window is None:
+            self.drops["unknown-endpoint"] += 1
+            return
+        if not peer.rx_window.check(hdr.seq):
+            self.drops["replay"] += 1
+            return
+        try:
+            plaintext = codec.open_datagram(peer.key.aead, data, hdr)
+        except InvalidTag:
+            self.drops["unknown-endpoint"] += 1
+            return
+        peer.rx_window.update(hdr.seq)
+        LOG.debug("client %s roamed to %s:%d", peer.describe(), *addr)
+        if self.by_endpoint.get(peer.endpoint) is peer:
+            del self.by_endpoint[peer.endpoint]
+        old = self.by_endpoint.get(addr)
+        if old is not None:
+            self._remove(old)
+        peer.endpoint = addr
+        self.by_endpoint[addr] = peer
+        peer.last_rx = now
+        self._relay(plaintext, peer)
 
     def _window(self, key, prefix: bytes) -> ReplayWindow:
         """The replay window of (key, sender prefix), created if new; call
@@ -373,7 +406,10 @@ class LegacyServer:
             self.by_endpoint[addr] = peer
             self.by_ip[packed] = peer
         if prefix is not None and peer.rx_prefix != prefix:
+            if self.by_prefix.get(peer.rx_prefix) is peer:
+                del self.by_prefix[peer.rx_prefix]
             peer.rx_prefix, peer.rx_window = prefix, window
+            self.by_prefix[prefix] = peer
         peer.last_rx = now
         if mode == "AUTO" and now - peer.last_config >= CONFIG_MIN_INTERVAL:
             peer.last_config = now
@@ -509,6 +545,8 @@ class LegacyServer:
             del self.by_endpoint[peer.endpoint]
         if self.by_ip.get(peer.ip) is peer:
             del self.by_ip[peer.ip]
+        if self.by_prefix.get(peer.rx_prefix) is peer:
+            del self.by_prefix[peer.rx_prefix]
         if peer.rx_window is not None and peer.key is not None:
             # Keep its window: a replay of its datagrams stays a replay.
             self._replay[(peer.key.client_id or GLOBAL, peer.rx_prefix)] = peer.rx_window

@@ -8,6 +8,7 @@ import ipaddress
 import itertools
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from camex.config import parse_config
 from camex.core.client import IfConfig, LegacyClient, Reconnect, default_mtu
@@ -189,10 +190,10 @@ def test_replayed_data_from_another_endpoint_moves_nothing():
     net.server.datagram_received(data, EVIL, net.now)
     assert net.server.by_ip[ipaddress.IPv4Address("10.0.0.2").packed].endpoint == A1
     assert net.server.outbox == []
-    # And from the right endpoint the replay is dropped by the window.
+    # And from the right endpoint the replay is dropped by the window too.
     net.server.datagram_received(data, A1, net.now)
     assert net.server.outbox == []
-    assert net.server.drops["replay"] == 1
+    assert net.server.drops["replay"] == 2
 
 
 def test_replayed_register_changes_nothing_and_reopens_no_replay():
@@ -423,3 +424,29 @@ def test_throttle_lets_distinct_sources_through_within_a_global_budget():
     t.warning(("auth", "d"), "rejected from %s", "d")
     t.warning(("auth", "a"), "rejected from %s", "a")  # still inside a's 10 s
     assert lines[3:] == ["rejected from d"]
+
+
+def test_encrypted_client_roams_on_authenticated_fresh_data_only():
+    """NAT rebinding: the client's next DATA comes from a new port."""
+    net = Net(encrypt=True)
+    c1 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.2/24"))
+    c2 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.3/24"))
+    net.up(c1, A1)
+    net.up(c2, A2)
+    moved = (A1[0], 40999)
+    ping = ip_packet("10.0.0.2", "10.0.0.3")
+    c1.tun_packet(ping, net.now)
+    net.up(c1, moved)
+    assert [a for _, a in net.server.outbox] == [A2]
+    assert net.server.by_ip[ipaddress.IPv4Address("10.0.0.2").packed].endpoint == moved
+    net.server.outbox.clear()
+    c2.tun_packet(ip_packet("10.0.0.3", "10.0.0.2"), net.now)
+    net.up(c2, A2)
+    assert [a for _, a in net.server.outbox] == [moved]
+    # A forged datagram with that prefix from elsewhere moves nothing.
+    net.server.outbox.clear()
+    forged = codec.seal(ChaCha20Poly1305(codec.derive_key(b"not-the-key")), codec.T_DATA,
+                        c1.tx_prefix, c1.tx_seq + 5, ping)
+    net.server.datagram_received(forged, EVIL, net.now)
+    assert net.server.by_ip[ipaddress.IPv4Address("10.0.0.2").packed].endpoint == moved
+    assert net.server.outbox == []
