@@ -13,18 +13,11 @@ import pytest
 from lab.daemons import GLOBAL_PSK
 from lab.netns import wait_until
 
+from lab.attacks import _csum  # the Internet checksum, RFC 1071
+
 import spec_wire  # beside this file (pytest puts tests/integration on sys.path)
 
 pytestmark = pytest.mark.lab
-
-
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
 
 
 def echo_request(src: str, dst: str, ident: int, seq: int, payload: bytes = b"camex-spec-peer") -> bytes:
