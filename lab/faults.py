@@ -25,7 +25,7 @@ from camex.control import request
 
 from .attacks import in_ns, ns_socket
 from .daemons import Camex
-from .netns import Lab, LabError, Namespace, wait_until
+from .netns import Lab, LabError, Namespace, StarTopology, wait_until
 
 # ---------------------------------------------------------------- nftables
 
@@ -326,7 +326,7 @@ def _quiet(fn, *args):
 # ---------------------------------------------------------------- topology
 
 
-class ChainTopology(Lab):
+class ChainTopology(StarTopology):
     """Like the star lab, but client C1 sits behind a middle namespace:
 
         c1 (192.168.1.2) -- mid (lan 192.168.1.1, wan 10.250.0.2) -- srv (10.250.0.1)
@@ -338,33 +338,18 @@ class ChainTopology(Lab):
     """
 
     def __init__(self, logdir: Optional[str] = None):
-        super().__init__(logdir=logdir)
-        try:
-            self.server = self.add_ns("srv")
-            self.mid = self.add_ns("mid")
-            c1, c2 = self.add_ns("c1"), self.add_ns("c2")
-            self.clients = [c1, c2]
-            self.veth(self.server, "mid", "10.250.0.1/24", self.mid, "wan", "10.250.0.2/24")
-            self.veth(self.mid, "lan", "192.168.1.1/24", c1, "eth0", "192.168.1.2/24")
-            self.veth(self.server, "c2", "10.250.1.1/24", c2, "eth0", "10.250.1.2/24")
-            with c1.ipr() as ipr:
-                ipr.route("add", dst="0.0.0.0/0", gateway="192.168.1.1")
-            self.mid.sysctl("net.ipv4.ip_forward", "1")
-            c1.underlay, c1.server_ip, c1.tunnel_ip, c1.client_id = \
-                "192.168.1.2", "10.250.0.1", "10.0.0.2", "C1"
-            c2.underlay, c2.server_ip, c2.tunnel_ip, c2.client_id = \
-                "10.250.1.2", "10.250.1.1", "10.0.0.3", "C2"
-        except BaseException:
-            self.cleanup()
-            raise
+        super().__init__(clients=2, logdir=logdir)
 
-    @property
-    def c1(self) -> Namespace:
-        return self.clients[0]
-
-    @property
-    def c2(self) -> Namespace:
-        return self.clients[1]
+    def _attach_client(self, i: int, c: Namespace) -> str:
+        if i != 0:
+            return super()._attach_client(i, c)
+        # C1: srv <-> mid (wan, the star's C1 subnet) and mid (lan) <-> c1.
+        self.mid = self.add_ns("mid")
+        self.veth(self.server, "mid", f"{c.server_ip}/24", self.mid, "wan", "10.250.0.2/24")
+        self.veth(self.mid, "lan", "192.168.1.1/24", c, "eth0", "192.168.1.2/24")
+        c.add_route("default", gateway="192.168.1.1")
+        self.mid.sysctl("net.ipv4.ip_forward", "1")
+        return "192.168.1.2"
 
 
 def snat_rules(first_port: int, last_port: int, table: str = "cxnat") -> str:

@@ -524,15 +524,23 @@ class StarTopology(Lab):
             self.clients: list[Namespace] = []
             for i in range(clients):
                 c = self.add_ns(f"c{i + 1}")
-                c.underlay = f"10.250.{i}.2"
                 c.server_ip = f"10.250.{i}.1"
                 c.tunnel_ip = f"10.0.0.{i + 2}"
                 c.client_id = f"C{i + 1}"
-                self.veth(self.server, f"c{i + 1}", f"{c.server_ip}/{UNDERLAY_PREFIX}", c, "eth0", f"{c.underlay}/{UNDERLAY_PREFIX}")
+                c.underlay = self._attach_client(i, c)
                 self.clients.append(c)
         except BaseException:
             self.cleanup()
             raise
+
+    def _attach_client(self, i: int, c: Namespace) -> str:
+        """Link client ``i`` (0-based) to the server; return its underlay
+        address. Other topologies (lab.faults.ChainTopology) put a client
+        elsewhere by overriding this."""
+        underlay = f"10.250.{i}.2"
+        self.veth(self.server, f"c{i + 1}", f"{c.server_ip}/{UNDERLAY_PREFIX}",
+                  c, "eth0", f"{underlay}/{UNDERLAY_PREFIX}")
+        return underlay
 
     @property
     def c1(self) -> Namespace:
