@@ -360,51 +360,118 @@ class Reassembly:
 
     Keyed by whatever identifies a frame (e.g. (receiver, counter)); a
     fragment brings its index and the frame's fragment count. Bounded: at
-    most `max_slots` frames open, the oldest dropped first, and a slot older
-    than `timeout` seconds is dropped when the next fragment arrives. A
-    fragment that disagrees with its slot (another count, an index out of
-    range) discards the slot: it cannot be the same frame.
+    most `max_slots` frames open, the oldest dropped first; at most
+    `per_group` of them for one group (the first item of a tuple key, e.g.
+    one session), so one sender cannot take every slot; a slot older than
+    `timeout` seconds is dropped when the next fragment arrives. A fragment
+    that disagrees with its slot (another count, an index out of range)
+    discards the slot: it cannot be the same frame.
+
+    Fragments that arrive in order (the usual case: a GRO batch holds a
+    whole frame) are appended to one bytearray, one copy each, and that
+    bytearray is the result; out of order, each is kept until the frame is
+    complete and joined then. Only copies are kept, never the caller's
+    buffers (a receive buffer may be reused).
     """
 
-    def __init__(self, max_slots: int = 32, timeout: float = 1.0):
+    def __init__(self, max_slots: int = 32, timeout: float = 1.0, per_group: int | None = None):
         self.max_slots = max_slots
         self.timeout = timeout
-        self.slots: dict = {}  # key -> [created, count, parts(list), have]
+        self.per_group = per_group
+        # key -> [created, count, parts (list, or None while in order), have, buf]
+        self.slots: dict = {}
+        self.groups: dict = {}  # group -> open slots
         self.dropped = 0
 
     def add(self, key, index: int, count: int, payload, now: float):
-        """Store one fragment; the frame's payload (bytes) once complete,
-        else None."""
+        """Store one fragment; the frame's payload (bytes or bytearray)
+        once complete, else None."""
         if not 0 <= index < count:
-            self.slots.pop(key, None)
+            self._drop(key)
             return None
         if count == 1:
             return bytes(payload)
         slot = self.slots.get(key)
         if slot is not None and (slot[1] != count or now - slot[0] > self.timeout):
-            del self.slots[key]
+            self._drop(key)
             self.dropped += 1
             slot = None
         if slot is None:
-            self._make_room(now)
-            slot = self.slots[key] = [now, count, [None] * count, 0]
+            self._make_room(key, now)
+            if index == 0:
+                slot = [now, count, None, 1, bytearray(payload)]
+            else:
+                slot = [now, count, [None] * count, 0, None]
+            self.slots[key] = slot
+            g = self._group(key)
+            if g is not None:
+                self.groups[g] = self.groups.get(g, 0) + 1
+            if index == 0:
+                return None
         parts = slot[2]
+        if parts is None:
+            have = slot[3]
+            if index == have:
+                slot[4] += payload
+                slot[3] = have + 1
+                if have + 1 < count:
+                    return None
+                buf = slot[4]
+                self._drop(key)
+                return buf
+            if index < have:
+                return None  # a duplicate
+            # Out of order: keep the slices apart from now on. Slices before
+            # the last all have the size of the first.
+            buf = slot[4]
+            size = len(buf) // have
+            parts = slot[2] = [bytes(buf[i * size:(i + 1) * size]) for i in range(have)] \
+                + [None] * (count - have)
+            slot[4] = None
         if parts[index] is None:
             parts[index] = bytes(payload)
             slot[3] += 1
         if slot[3] < count:
             return None
-        del self.slots[key]
+        self._drop(key)
         return b"".join(parts)
 
-    def _make_room(self, now: float) -> None:
+    def _group(self, key):
+        return key[0] if self.per_group is not None and type(key) is tuple else None
+
+    def _drop(self, key) -> None:
+        if self.slots.pop(key, None) is not None:
+            g = self._group(key)
+            if g is not None:
+                n = self.groups.get(g, 0) - 1
+                if n > 0:
+                    self.groups[g] = n
+                else:
+                    self.groups.pop(g, None)
+
+    def _make_room(self, key, now: float) -> None:
+        g = self._group(key)
+        if g is not None and self.groups.get(g, 0) >= self.per_group:
+            # This sender's oldest frame makes room for its newest.
+            for k in self.slots:
+                if self._group(k) == g:
+                    self._drop(k)
+                    self.dropped += 1
+                    break
         if len(self.slots) < self.max_slots:
             return
         stale = [k for k, s in self.slots.items() if now - s[0] > self.timeout]
         for k in stale:
-            del self.slots[k]
+            self._drop(k)
         self.dropped += len(stale)
         while len(self.slots) >= self.max_slots:
             # dicts keep insertion order: the first is the oldest
-            del self.slots[next(iter(self.slots))]
+            self._drop(next(iter(self.slots)))
             self.dropped += 1
+
+    def memory(self) -> int:
+        """Bytes held in open slots (for tests and status)."""
+        n = 0
+        for s in self.slots.values():
+            n += len(s[4]) if s[2] is None else sum(len(p) for p in s[2] if p is not None)
+        return n

@@ -9,6 +9,8 @@ so the first byte alone tells the protocols apart on a shared port.
     COOKIE    C2 03 00 00 | receiver u32 | nonce[12] | enc(cookie[16])
     DATA      C2 04 flags 00 | receiver u32 | counter u64 | enc(records)
     NOSESSION C2 05 00 00 | index u32
+    BULK      C2 06 flags index | receiver u32 | counter u64 | count u8 | 00 | 00 00 | slice
+              (one fragment of a frame: enc(bulk records) cut into `count` slices)
 
 Integers are little-endian (as the Noise nonce), except inside payloads
 (TLV and record lengths, MTU: network byte order). Parsing functions
@@ -25,9 +27,10 @@ from dataclasses import dataclass, field
 from ..blake2 import blake2s, compare_digest
 
 MARK = 0xC2
-T_INIT, T_RESP, T_COOKIE, T_DATA, T_NOSESSION = 1, 2, 3, 4, 5
+T_INIT, T_RESP, T_COOKIE, T_DATA, T_NOSESSION, T_BULK = 1, 2, 3, 4, 5, 6
 TYPE_NAMES = {T_INIT: "INIT", T_RESP: "RESP", T_COOKIE: "COOKIE",
-              T_DATA: "DATA", T_NOSESSION: "NOSESSION"}
+              T_DATA: "DATA", T_NOSESSION: "NOSESSION", T_BULK: "BULK"}
+T_MAX = T_BULK
 
 FLAG_CLOSE = 0x01  # DATA: the sender ends this session (shutdown): handshake again
 FLAG_REKEY = 0x02  # DATA from the responder: "please start a new handshake"
@@ -59,7 +62,7 @@ _DATA_HDR = struct.Struct("<BBBBIQ")
 
 def msg_type(datagram) -> int:
     """The v2 message type of a datagram, 0 if it is not a v2 datagram."""
-    if len(datagram) >= 8 and datagram[0] == MARK and 1 <= datagram[1] <= 5:
+    if len(datagram) >= 8 and datagram[0] == MARK and 1 <= datagram[1] <= T_MAX:
         return datagram[1]
     return 0
 
@@ -212,6 +215,68 @@ def parse_records(plain) -> list | None:
     return out
 
 
+# --- BULK -------------------------------------------------------------------
+#
+# One AEAD over a whole frame (a TSO super-packet, usually), spread over up
+# to 64 datagrams. Every fragment carries the same header except byte 3, the
+# fragment index; the header with index 0 is the AEAD's associated data, so
+# any fragment lets the receiver rebuild it (docs/PROTOCOL.md §4.7).
+
+HEADER_BULK = 20
+BULK_MAX_FRAGMENTS = 64
+BULK_RECORD = 4       # u16 length | u16 gso_size before each packet
+_BULK_HDR = struct.Struct("<BBBBIQBBH")
+_BULK_REC = struct.Struct("!HH")
+
+
+def bulk_header(receiver: int, counter: int, count: int, flags: int = 0) -> bytes:
+    """The header of a frame's fragments with index 0: also the AD."""
+    return _BULK_HDR.pack(MARK, T_BULK, flags, 0, receiver, counter, count, 0, 0)
+
+
+def parse_bulk(d):
+    """(flags, index, receiver, counter, count, slice memoryview) of one BULK
+    fragment, or None if malformed (short, count 0 or above 64, index not
+    below count, a reserved byte set, not BULK)."""
+    if len(d) <= HEADER_BULK or d[0] != MARK or d[1] != T_BULK:
+        return None
+    _, _, flags, index, receiver, counter, count, r1, r2 = _BULK_HDR.unpack_from(d, 0)
+    if r1 or r2 or not 0 < count <= BULK_MAX_FRAGMENTS or index >= count:
+        return None
+    return flags, index, receiver, counter, count, memoryview(d)[HEADER_BULK:]
+
+
+def pack_bulk_records(records) -> bytes:
+    """[(gso_size, packet), ...] -> BULK plaintext: u16 length, u16 gso_size
+    (big-endian), packet, for each."""
+    parts = []
+    for g, p in records:
+        parts.append(_BULK_REC.pack(len(p), g))
+        parts.append(p)
+    return b"".join(parts)
+
+
+def parse_bulk_records(plain) -> list | None:
+    """BULK plaintext -> [(gso_size, packet memoryview), ...]. A zero length
+    ends the list (the rest is padding); None if a record overruns."""
+    mv = memoryview(plain)
+    end = len(mv)
+    out = []
+    pos = 0
+    while pos + BULK_RECORD <= end:
+        n, g = _BULK_REC.unpack_from(mv, pos)
+        if n == 0:
+            return out
+        pos += BULK_RECORD
+        if pos + n > end:
+            return None
+        out.append((g, mv[pos:pos + n]))
+        pos += n
+    if pos != end:
+        return None
+    return out
+
+
 # --- NOSESSION ------------------------------------------------------------
 
 def pack_nosession(index: int) -> bytes:
@@ -232,6 +297,9 @@ TLV_GATEWAY = 3     # 4-byte address                             (RESP)
 TLV_ROUTE = 4       # 4-byte network + u8 prefix, repeatable     (RESP)
 TLV_MTU = 5         # u16 big-endian, 576..9000                  (INIT manual, RESP)
 TLV_ERROR = 6       # u8 code + UTF-8 text: the server refuses   (RESP)
+TLV_FEATURES = 7    # u8 bitmask of what the sender accepts      (INIT, RESP)
+
+FEATURE_BULK = 0x01  # "I accept BULK messages"
 
 ERR_UNKNOWN_CLIENT = 1
 ERR_ADDRESS = 2      # address not allowed for this ID, or held by another client
@@ -246,6 +314,7 @@ class Request:
     auto: bool = False
     local_cidr: ipaddress.IPv4Interface | None = None
     mtu: int | None = None
+    features: int = 0     # FEATURE_* the client accepts (TLV_FEATURES)
 
 
 @dataclass
@@ -255,6 +324,7 @@ class Config:
     gateway_ip: ipaddress.IPv4Address | None = None
     routes: list = field(default_factory=list)
     mtu: int | None = None
+    features: int = 0     # FEATURE_* the server accepts (TLV_FEATURES)
 
 
 @dataclass
@@ -277,23 +347,31 @@ def encode_request(req: Request) -> bytes:
         out += _tlv(TLV_LOCAL_CIDR, _cidr(req.local_cidr))
     if req.mtu is not None:
         out += _tlv(TLV_MTU, req.mtu.to_bytes(2, "big"))
+    if req.features:
+        out += _tlv(TLV_FEATURES, bytes((req.features,)))
     return out
 
 
-def encode_config(cfg: Config | None, refusal: Refusal | None = None) -> bytes:
+def encode_config(cfg: Config | None, refusal: Refusal | None = None,
+                  features: int = 0) -> bytes:
+    """The RESP payload: a refusal, or the granted config (None for a manual
+    client without one) followed by the server's features (`features`, or
+    cfg.features)."""
     if refusal is not None:
         return _tlv(TLV_ERROR, bytes((refusal.code,)) + refusal.message.encode()[:200])
     out = b""
-    if cfg is None:
-        return out
-    if cfg.local_cidr is not None:
-        out += _tlv(TLV_LOCAL_CIDR, _cidr(cfg.local_cidr))
-    if cfg.gateway_ip is not None:
-        out += _tlv(TLV_GATEWAY, cfg.gateway_ip.packed)
-    for r in cfg.routes[:MAX_ROUTES]:
-        out += _tlv(TLV_ROUTE, r.network_address.packed + bytes((r.prefixlen,)))
-    if cfg.mtu is not None:
-        out += _tlv(TLV_MTU, cfg.mtu.to_bytes(2, "big"))
+    if cfg is not None:
+        if cfg.local_cidr is not None:
+            out += _tlv(TLV_LOCAL_CIDR, _cidr(cfg.local_cidr))
+        if cfg.gateway_ip is not None:
+            out += _tlv(TLV_GATEWAY, cfg.gateway_ip.packed)
+        for r in cfg.routes[:MAX_ROUTES]:
+            out += _tlv(TLV_ROUTE, r.network_address.packed + bytes((r.prefixlen,)))
+        if cfg.mtu is not None:
+            out += _tlv(TLV_MTU, cfg.mtu.to_bytes(2, "big"))
+        features = features or cfg.features
+    if features:
+        out += _tlv(TLV_FEATURES, bytes((features,)))
     return out
 
 
@@ -333,6 +411,8 @@ def decode_request(data: bytes) -> Request | None:
                 req.local_cidr = _iface(v)
             elif t == TLV_MTU:
                 req.mtu = _mtu(v)
+            elif t == TLV_FEATURES and len(v) >= 1:
+                req.features = v[0]
     except ValueError:
         return None
     return req
@@ -354,6 +434,8 @@ def decode_config(data: bytes):
                     cfg.routes.append(_iface(v).network)
             elif t == TLV_MTU:
                 cfg.mtu = _mtu(v)
+            elif t == TLV_FEATURES and len(v) >= 1:
+                cfg.features = v[0]
     except ValueError:
         return None
     return cfg
