@@ -10,7 +10,10 @@ numbers (per sender prefix, 64-entry window as in the spec), malformed ones
 and ones whose IP fragments are missing from the capture are reported as
 such. v2 datagrams (camex/dissect_v2.py) show type, indices, counter and
 the client ID of an INIT; with key logs (`camex --keylog`), v2 DATA is
-decrypted the same way. A summary per client (and per v2 session) ends the
+decrypted the same way, and the fragments of v2 BULK frames are reassembled
+and each frame decrypted once (-w writes a TSO super-packet as one packet,
+as a capture on the TUN shows it: its TCP/UDP checksum field holds the
+pseudo-header sum that the kernel completes). A summary per client (and per v2 session) ends the
 output. Exit 1 (one error line) when the input cannot be read or an option
 is wrong; 0 otherwise.
 """
@@ -279,7 +282,7 @@ def text_line(rec) -> str:
     st = rec["status"]
     v2 = rec["mode"] == "v2"
     if st != "ok":
-        parts.append({"no-key": "NO LOGGED KEY OPENS IT" if v2 and rec["type"] == "DATA"
+        parts.append({"no-key": "NO LOGGED KEY OPENS IT" if v2 and rec["type"] in ("DATA", "BULK")
                       else "NO KEY OPENS IT",
                       "replay": "REPLAYED",
                       "malformed": "MALFORMED", "incomplete": "INCOMPLETE",
@@ -449,7 +452,7 @@ def main(argv=None) -> int:
                     continue
                 inner = rec.pop("_inner_bytes", None)
                 if writer is not None and inner and rec["status"] in ("ok", "incomplete", "replay") \
-                        and rec["type"] == "DATA":
+                        and rec["type"] in ("DATA", "BULK"):
                     wirelen = d.udp_length if rec["mode"] == "plaintext" else None
                     for packet in (inner if isinstance(inner, list) else [inner]):
                         writer.write(d.time, packet, wirelen)

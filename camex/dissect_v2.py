@@ -7,6 +7,14 @@ INIT (it travels in clear), and - given a key log (`--keylog`, lines
 of DATA. DATA that no logged key opens and replayed counters (a 2048-wide
 window per receiver index, as the daemon's) are reported.
 
+BULK (docs/V2-BULK.md): one line per fragment (index of count); the
+fragments of a frame (receiver index + counter) are reassembled in any
+order (dissect_v2_bulk.py), and with a key log the frame is decrypted once,
+when its last fragment arrives: that fragment's line shows the frame's
+inner packets (a TSO super-packet with its gso_size). Frames missing
+fragments are listed as incomplete in the summary; a frame no logged key
+opens (a tampered fragment) is reported on its completing fragment.
+
 Sessions. A handshake is INIT (sender = the client's index C) answered by
 RESP (receiver = C); the server's index S is inside the RESP's encrypted
 part, so the dissector links S to C the way the protocol does: the client
@@ -19,10 +27,14 @@ JSON fields of a v2 record (besides frame, time, endpoints, size, client,
 direction, status, detail, summary): mode "v2", type INIT|RESP|COOKIE|
 DATA|NOSESSION, length; sender (INIT), receiver (RESP, COOKIE, DATA) or
 index (NOSESSION) as 8 hex digits like the key log; client_id and cookie
-(mac2 present) for INIT; counter and flags (["CLOSE", "REKEY"]) for DATA;
-session "client index/server index"; packets (inner packet summaries) for
-decrypted DATA; psk and request (mode, local_cidr, mtu) with --psk. The
-summary has "v2": {messages, keys, sessions: [...]}.
+(mac2 present) for INIT; counter and flags (["CLOSE", "REKEY"]) for DATA
+and BULK; session "client index/server index"; packets (inner packet
+summaries) for decrypted DATA and the completing fragment of a decrypted
+BULK frame, whose "bulk" also has the frame's size, its fragments' capture
+frame numbers and its records [{length, gso_size}] (every BULK line has
+"bulk": {index, count, slice}); psk and request (mode, local_cidr, mtu,
+features) with --psk. The summary has "v2": {messages, keys, sessions:
+[...], bulk: {fragments, complete, incomplete, incomplete_frames: [...]}}.
 
 Passphrases (`--psk`, `--psk-file`) authenticate handshakes: the v2 key of
 a passphrase is scrypt-salted with the client ID when it sits in a
@@ -39,6 +51,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from camex.dissect_v2_bulk import BulkFrames
 from camex.v2 import kdf, wire
 from camex.v2.cookie import open_cookie
 from camex.v2.noise import HandshakeState, NoiseError
@@ -70,6 +83,8 @@ class V2Session:
     by_status: dict = field(default_factory=dict)
     closed: bool = False             # a CLOSE was seen
     rekey_requests: int = 0          # DATA with the REKEY flag
+    bulk_fragments: int = 0          # BULK datagrams
+    bulk_frames: int = 0             # BULK frames complete
 
     @property
     def label(self) -> str:
@@ -83,7 +98,15 @@ class V2Session:
                 "data_s2c": self.data_s2c, "keepalives": self.keepalives,
                 "decrypted": self.decrypted, "packets": self.packets, "bytes": self.bytes,
                 "failures": self.failures, "status": dict(sorted(self.by_status.items())),
-                "closed": self.closed, "rekey_requests": self.rekey_requests}
+                "closed": self.closed, "rekey_requests": self.rekey_requests,
+                "bulk_fragments": self.bulk_fragments, "bulk_frames": self.bulk_frames}
+
+
+def _feature_names(bits: int) -> list:
+    """TLV_FEATURES bits by name (FEATURE_BULK: "BULK"), others in hex."""
+    names = ["BULK"] if bits & wire.FEATURE_BULK else []
+    rest = bits & ~wire.FEATURE_BULK
+    return names + ([f"0x{rest:02x}"] if rest else [])
 
 
 def _flag_names(flags: int) -> list:
@@ -109,6 +132,7 @@ class V2Dissector:
         self.by_server: dict[int, V2Session] = {}  # server index -> session
         self.sessions: list[V2Session] = []
         self.messages: dict[str, int] = {}
+        self.bulk = BulkFrames()
 
     # -- one datagram
 
@@ -145,6 +169,8 @@ class V2Dissector:
             rec["summary"] = "the server knows no session with that index"
         elif t == wire.T_DATA:
             self._data(buf, rec, src, dst, d, inner_summary)
+        elif t == wire.T_BULK:
+            self._bulk(buf, rec, src, dst, d, inner_summary)
 
     def _malformed(self, rec, why):
         if rec["status"] == "ok":
@@ -202,12 +228,15 @@ class V2Dissector:
         if req is None:
             rec.update(status="malformed", detail="undecodable request payload")
             return
+        features = _feature_names(req.features)
         rec["request"] = {"mode": "auto" if req.auto else "manual",
                           "local_cidr": str(req.local_cidr) if req.local_cidr else None,
-                          "mtu": req.mtu}
+                          "mtu": req.mtu, "features": features}
         what = "auto" if req.auto else f"manual {req.local_cidr or '(no address)'}"
         if req.mtu:
             what += f" mtu {req.mtu}"
+        if features:
+            what += ", accepts " + " ".join(features)
         rec["summary"] += f": asks for {what}"
 
     def _check_answer(self, receiver, rec, check) -> None:
@@ -277,28 +306,9 @@ class V2Dissector:
             return
         flags, receiver, counter = hdr
         rec.update(receiver=hexidx(receiver), counter=counter, flags=_flag_names(flags))
-        s, direction = self._session_for_data(receiver, src, dst, d.time)
-        if direction is None:  # no handshake seen: the camex port tells
-            direction = "s2c" if d.sport in self.ports and d.dport not in self.ports else "c2s"
-        rec["_dir"] = direction
-        if s.client is None and direction == "c2s":
-            s.client, s.server = src, dst
-        elif s.client is None and direction == "s2c":
-            s.client, s.server = dst, src
-        rec["session"] = s.label
-        if s.client_id:
-            rec["client_id"] = s.client_id
-        s.last = d.time
-        s.bytes += d.udp_length
-        if direction == "s2c":
-            s.data_s2c += 1
-        else:
-            s.data_c2s += 1
-        if flags & wire.FLAG_CLOSE:
-            s.closed = True
-        if flags & wire.FLAG_REKEY:
-            s.rekey_requests += 1
-        rec["_session"] = s
+        s = self._transport(receiver, flags, rec, src, dst, d)
+        s.data_s2c += rec["_dir"] == "s2c"
+        s.data_c2s += rec["_dir"] == "c2s"
         if rec["status"] != "ok":
             return
         if self.keylog is None:
@@ -306,20 +316,10 @@ class V2Dissector:
             return
         opened = self.keylog.open(buf)
         if opened is None:
-            why = ("the logged key does not open it" if self.keylog.has_index(receiver)
-                   else f"no key logged for index {receiver:08x}")
-            rec.update(status="no-key", detail=why)
+            rec.update(status="no-key", detail=self._no_key(receiver))
             return
         rec["key"] = opened.label
-        win = self.windows.setdefault(receiver, ReplayWindow())
-        if win.check(counter):
-            win.update(counter)
-        else:
-            behind = win.top - counter
-            rec.update(status="replay", detail=(
-                f"replay: counter={counter} already seen" if behind < WINDOW else
-                f"replay: counter={counter} is {behind} behind {win.top} "
-                f"(outside the {WINDOW} window)"))
+        self._replay(receiver, counter, rec)
         s.decrypted += 1
         packets = wire.parse_records(opened.plaintext)
         if packets is None:
@@ -344,6 +344,112 @@ class V2Dissector:
         rec["summary"] = " ; ".join(summaries)
         rec["_inner_bytes"] = packets
 
+    def _transport(self, receiver, flags, rec, src, dst, d) -> V2Session:
+        """Session, direction and flags of a DATA or BULK datagram."""
+        s, direction = self._session_for_data(receiver, src, dst, d.time)
+        if direction is None:  # no handshake seen: the camex port tells
+            direction = "s2c" if d.sport in self.ports and d.dport not in self.ports else "c2s"
+        rec["_dir"] = direction
+        if s.client is None and direction == "c2s":
+            s.client, s.server = src, dst
+        elif s.client is None and direction == "s2c":
+            s.client, s.server = dst, src
+        rec["session"] = s.label
+        if s.client_id:
+            rec["client_id"] = s.client_id
+        s.last = d.time
+        s.bytes += d.udp_length
+        if flags & wire.FLAG_CLOSE:
+            s.closed = True
+        if flags & wire.FLAG_REKEY:
+            s.rekey_requests += 1
+        rec["_session"] = s
+        return s
+
+    def _no_key(self, receiver) -> str:
+        return ("the logged key does not open it" if self.keylog.has_index(receiver)
+                else f"no key logged for index {receiver:08x}")
+
+    def _replay(self, receiver, counter, rec) -> None:
+        """The receiver's window (DATA and BULK share the counter): record
+        `counter`, or mark `rec` as a replay."""
+        win = self.windows.setdefault(receiver, ReplayWindow())
+        if win.check(counter):
+            win.update(counter)
+            return
+        behind = win.top - counter
+        rec.update(status="replay", detail=(
+            f"replay: counter={counter} already seen" if behind < WINDOW else
+            f"replay: counter={counter} is {behind} behind {win.top} "
+            f"(outside the {WINDOW} window)"))
+
+    # -- BULK
+
+    def _bulk(self, buf, rec, src, dst, d, inner_summary):
+        parsed = wire.parse_bulk(buf) if rec["status"] == "ok" else None
+        if parsed is None:
+            if len(buf) >= 8:
+                rec["receiver"] = hexidx(int.from_bytes(buf[4:8], "little"))
+            if len(buf) >= wire.HEADER_BULK:
+                rec["counter"] = int.from_bytes(buf[8:16], "little")
+                rec["bulk"] = {"index": buf[3], "count": buf[16],
+                               "slice": len(buf) - wire.HEADER_BULK}
+            self._malformed(rec, _bulk_defect(buf))
+            return
+        flags, index, receiver, counter, count, data = parsed
+        rec.update(receiver=hexidx(receiver), counter=counter, flags=_flag_names(flags),
+                   bulk={"index": index, "count": count, "slice": len(data)})
+        s = self._transport(receiver, flags, rec, src, dst, d)
+        s.bulk_fragments += 1
+        added = self.bulk.add(flags, index, receiver, counter, count, data,
+                              buf[:wire.HEADER_BULK], d.index, d.time, s.label)
+        if added.what in ("duplicate", "replay"):
+            rec.update(status="replay", detail=added.detail)
+            return
+        if added.what == "conflict":
+            rec.update(status="malformed", detail=added.detail)
+            return
+        if self.keylog is None:
+            rec["status"] = "sealed"
+        elif not self.keylog.has_index(receiver):
+            rec.update(status="no-key", detail=self._no_key(receiver))
+        fr = added.frame
+        if added.what == "held":
+            rec["summary"] = (f"fragment {index} of {count}: {len(fr.slices)} of the frame's "
+                              f"{count} fragments so far")
+            return
+        s.bulk_frames += 1
+        sealed = fr.ciphertext()
+        rec["bulk"].update(frame_bytes=len(sealed),
+                           frames=[fr.frames[i] for i in range(count)])
+        what = f"frame complete: {count} fragment{'s' if count > 1 else ''}, {len(sealed)} bytes"
+        rec["summary"] = what
+        if rec["status"] != "ok":
+            return
+        opened = self.keylog.open_bulk(fr.header, sealed)
+        if opened is None:
+            rec.update(status="no-key", detail=(
+                f"{what}, but the logged key does not open it (a fragment altered, "
+                "or another key)"))
+            return
+        rec["key"] = opened.label
+        self._replay(receiver, counter, rec)
+        s.decrypted += 1
+        items = wire.parse_bulk_records(opened.plaintext)
+        if items is None:
+            rec["detail"] = "BULK records overrun the frame's plaintext"
+            if rec["status"] == "ok":
+                rec["status"] = "malformed"
+            return
+        s.packets += len(items)
+        packets = [bytes(p) for _g, p in items]
+        rec["bulk"]["records"] = [{"length": len(p), "gso_size": g}
+                                  for (g, _), p in zip(items, packets)]
+        rec["packets"] = [inner_summary(p) + (f" [TSO gso_size={g}]" if g else "")
+                          for (g, _), p in zip(items, packets)]
+        rec["summary"] = f"{what}: " + (" ; ".join(rec["packets"]) or "no records")
+        rec["_inner_bytes"] = packets
+
     # -- accounting and summary
 
     def account(self, rec) -> None:
@@ -358,6 +464,7 @@ class V2Dissector:
     def summary_lines(self) -> list:
         if not self.messages:
             return []
+        self.bulk.finish()
         counts = ", ".join(f"{self.messages[n]} {n}" for n in wire.TYPE_NAMES.values()
                            if n in self.messages)
         keys = "no key log" if self.keylog is None else f"{len(self.keylog)} logged keys"
@@ -368,16 +475,34 @@ class V2Dissector:
             ends = f" {s.client} <-> {s.server}" if s.client else ""
             flags = (" closed" if s.closed else "") + \
                 (f" {s.rekey_requests} rekey requests" if s.rekey_requests else "")
+            bulk = (f", BULK {s.bulk_fragments} fragments in {s.bulk_frames} complete frames"
+                    if s.bulk_fragments else "")
             out.append(f"  v2 session {s.label}{who}{ends}: DATA {s.data_c2s} c2s / "
-                       f"{s.data_s2c} s2c, {s.decrypted} decrypted, {s.packets} inner packets, "
-                       f"{s.keepalives} keepalives, {s.bytes} bytes, {s.failures} failures"
-                       f"{flags}")
-        return out
+                       f"{s.data_s2c} s2c{bulk}, {s.decrypted} decrypted, {s.packets} inner "
+                       f"packets, {s.keepalives} keepalives, {s.bytes} bytes, {s.failures} "
+                       f"failures{flags}")
+        return out + self.bulk.summary_lines()
 
     def as_dict(self) -> dict:
+        self.bulk.finish()
         return {"messages": dict(sorted(self.messages.items())),
                 "keys": None if self.keylog is None else len(self.keylog),
-                "sessions": [s.as_dict() for s in self.sessions]}
+                "sessions": [s.as_dict() for s in self.sessions],
+                "bulk": self.bulk.as_dict()}
+
+
+def _bulk_defect(buf) -> str:
+    """Why wire.parse_bulk refused a BULK datagram, in words."""
+    if len(buf) <= wire.HEADER_BULK:
+        return (f"BULK of {len(buf)} bytes: the {wire.HEADER_BULK}-byte header and at least "
+                "one byte of the frame are needed")
+    if buf[17] or buf[18] or buf[19]:
+        return f"BULK reserved bytes 17..19 are {bytes(buf[17:20]).hex()}, not zero"
+    if not 1 <= buf[16] <= wire.BULK_MAX_FRAGMENTS:
+        return f"BULK fragment count {buf[16]} (must be 1..{wire.BULK_MAX_FRAGMENTS})"
+    if buf[3] >= buf[16]:
+        return f"BULK fragment index {buf[3]} not below the count {buf[16]}"
+    return "not a valid BULK header"
 
 
 def text_fields(rec) -> list:
@@ -390,6 +515,8 @@ def text_fields(rec) -> list:
         parts.append(f"id={rec['client_id']}")
     if rec.get("counter") is not None:
         parts.append(f"counter={rec['counter']}")
+    if rec.get("bulk"):
+        parts.append(f"frag={rec['bulk']['index']}/{rec['bulk']['count']}")
     if rec.get("flags"):
         parts.append("[" + ",".join(rec["flags"]) + "]")
     if rec.get("cookie"):

@@ -1,15 +1,17 @@
 """Scapy layers of the camex v2 protocol (docs/PROTOCOL.md §4).
 
-Every v2 datagram starts with 0xC2 and a message type 1..5; `CamexV2` is
-that common start (mark, type, and the byte that DATA uses for flags and the
-other messages keep zero), and `type` dispatches to one layer per message,
-as in Scapy's WireGuard contrib:
+Every v2 datagram starts with 0xC2 and a message type 1..6; `CamexV2` is
+that common start (mark, type, the byte that DATA and BULK use for flags
+and the other messages keep zero, and the byte BULK uses for its fragment
+index), and `type` dispatches to one layer per message, as in Scapy's
+WireGuard contrib:
 
     CamexV2 / CamexV2Init       C2 01 00 00 | sender | idlen | id | e | enc | mac1 | mac2
     CamexV2 / CamexV2Resp       C2 02 00 00 | receiver | e | enc | mac1
     CamexV2 / CamexV2Cookie     C2 03 00 00 | receiver | nonce | enc(cookie)
     CamexV2 / CamexV2Data       C2 04 flags 00 | receiver | counter | ciphertext | tag
     CamexV2 / CamexV2NoSession  C2 05 00 00 | index
+    CamexV2 / CamexV2Bulk       C2 06 flags index | receiver | counter | count | 00 | 00 00 | slice
 
 Indices and the counter are little-endian (XLEIntField, XLELongField); the
 INIT's ID length is filled in from the ID when left at None. The plaintext
@@ -18,13 +20,22 @@ length ends the list); `KeyLog` opens DATA with the keys of a key log
 (`CAMEX_V2 <index> <key>` lines, PROTOCOL.md §10), and `seal_data` /
 `sign_init` / `sign_resp` build valid datagrams from the layers.
 
+BULK (docs/V2-BULK.md) carries one AEAD frame cut into up to 64 fragments,
+one per datagram; the AD is the 20-byte header with the index byte 0.
+`join_bulk` puts the fragments of one frame back together (any order),
+`KeyLog.open_bulk` / `decrypt_bulk` open the frame into `CamexV2BulkRecords`
+(u16be length, u16be gso_size, IPv4 packet; gso_size > 0: a TSO
+super-packet) and `seal_bulk` builds the fragments of a frame. The layers
+of the plaintexts and of the handshake TLVs (with FEATURES, type 7) are in
+v2_payload.py; `open_init` reads an INIT's request with the PSK.
+
 In Scapy: `from camex.proto.v2 import *` (importing camex.proto already
 hooks the dissection); e.g. `rdpcap(f)[0][CamexV2Data].counter`,
 `decrypt(pkt[CamexV2], KeyLog.from_file("camex.keys")).packets()`.
 
 Dissection is by content on any port (registered with registry.py ahead of
 the legacy classifier, which would otherwise take anything on a camex port
-for plaintext DATA): first byte 0xC2, type 1..5, at least 8 bytes - the
+for plaintext DATA): first byte 0xC2, type 1..6, at least 8 bytes - the
 same test as the daemon's camex.v2.wire.is_v2.
 """
 
@@ -36,21 +47,27 @@ from typing import Iterable, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from scapy.fields import (ByteEnumField, FieldLenField, FlagsField,
-                          PacketListField, ShortField, StrField, StrLenField,
-                          XByteField, XLEIntField, XLELongField, XStrField,
+from scapy.fields import (ByteEnumField, ByteField, ConditionalField,
+                          FieldLenField, FlagsField, StrLenField, XByteField,
+                          XLEIntField, XLELongField, XShortField, XStrField,
                           XStrFixedLenField)
 from scapy.layers.inet import UDP
 from scapy.packet import Packet, Padding, bind_layers, bind_top_down
 
 from camex.proto import registry
 from camex.proto.fields import TailField
-from camex.proto.legacy import inner_class
+from camex.proto.v2_payload import (CamexV2BulkRecord, CamexV2BulkRecords,  # noqa: F401
+                                    CamexV2Payload, CamexV2Record, CamexV2Records,
+                                    bulk_records, records)
 from camex.v2 import wire
-from camex.v2.noise import nonce_bytes
+from camex.v2.noise import HandshakeState, NoiseError, nonce_bytes
 
+T_BULK = wire.T_BULK
+HEADER_BULK = wire.HEADER_BULK
+MAX_FRAGMENTS = wire.BULK_MAX_FRAGMENTS
+INDEX_AT = 3  # the byte of a BULK header that differs between fragments
 TYPES = dict(wire.TYPE_NAMES)
-FLAG_NAMES = ["CLOSE", "REKEY"]  # bit 0, bit 1 of DATA's byte 2
+FLAG_NAMES = ["CLOSE", "REKEY"]  # bit 0, bit 1 of DATA's (and BULK's) byte 2
 
 
 class XTailField(TailField):
@@ -77,13 +94,15 @@ class CamexV2(Packet):
     fields_desc = [
         XByteField("mark", wire.MARK),
         ByteEnumField("type", wire.T_DATA, TYPES),
-        # DATA: flags (CLOSE, REKEY); every other message: reserved, zero.
+        # DATA, BULK: flags (CLOSE, REKEY); every other message: reserved, zero.
         FlagsField("flags", 0, 8, FLAG_NAMES),
-        XByteField("reserved", 0),
+        # BULK: which fragment of the frame this is; every other message: zero.
+        ConditionalField(ByteField("index", 0), lambda p: p.type == T_BULK),
+        ConditionalField(XByteField("reserved", 0), lambda p: p.type != T_BULK),
     ]
 
     def mysummary(self):
-        if self.type == wire.T_DATA and self.flags:
+        if self.type in (wire.T_DATA, T_BULK) and self.flags:
             return self.sprintf("camex v2 %type% [%flags%]")
         return self.sprintf("camex v2 %type%")
 
@@ -186,79 +205,48 @@ class CamexV2NoSession(_Fixed):
         return f"camex v2 NOSESSION index={self.index:08x}"
 
 
+class CamexV2Bulk(Packet):
+    """BULK (both ways): one fragment of a frame sealed once. The fragment
+    index is byte 3 (CamexV2.index); receiver, counter (the frame's nonce,
+    the same in every fragment) and the fragment count follow, then this
+    fragment's slice of the frame's ciphertext||tag."""
+
+    name = "camex v2 BULK"
+    fields_desc = [
+        XLEIntField("receiver_index", 0),
+        XLELongField("counter", 0),
+        ByteField("count", 1),
+        XByteField("reserved1", 0),   # must be 0
+        XShortField("reserved2", 0),  # must be 0
+        XStrField("slice", b""),
+    ]
+
+    def extract_padding(self, s):
+        return b"", s
+
+    @property
+    def fragment_index(self) -> int | None:
+        u = self.underlayer
+        return u.index if isinstance(u, CamexV2) and u.type == T_BULK else None
+
+    def mysummary(self):
+        flags = ""
+        if isinstance(self.underlayer, CamexV2) and self.underlayer.flags:
+            flags = self.underlayer.sprintf(" [%flags%]")
+        i = self.fragment_index
+        return (f"camex v2 BULK receiver={self.receiver_index:08x} counter={self.counter}"
+                f"{flags} index={'?' if i is None else i} count={self.count} "
+                f"({len(self.slice)} bytes)")
+
+
 MESSAGE_CLASSES = {wire.T_INIT: CamexV2Init, wire.T_RESP: CamexV2Resp,
                    wire.T_COOKIE: CamexV2Cookie, wire.T_DATA: CamexV2Data,
-                   wire.T_NOSESSION: CamexV2NoSession}
+                   wire.T_NOSESSION: CamexV2NoSession, T_BULK: CamexV2Bulk}
 for _t, _cls in MESSAGE_CLASSES.items():
     bind_layers(CamexV2, _cls, type=_t)
 # Building IP()/UDP()/CamexV2() fills in the reference port; dissection is by
 # content (classify below), on any port.
 bind_top_down(UDP, CamexV2, dport=registry.DEFAULT_PORTS[0])
-
-
-# ------------------------------------------------------------ DATA plaintext
-
-
-class CamexV2Record(Packet):
-    """One record of a DATA plaintext: u16be length, then the inner packet
-    (the layer's payload, dissected as IP/IPv6 by its version nibble)."""
-
-    name = "camex v2 record"
-    fields_desc = [ShortField("length", None)]
-
-    def post_build(self, p, pay):
-        if self.length is None:
-            p = len(pay).to_bytes(2, "big") + p[2:]
-        return p + pay
-
-    def extract_padding(self, s):
-        n = self.length or 0
-        return s[:n], s[n:]
-
-    def guess_payload_class(self, payload):
-        return inner_class(payload)
-
-    def mysummary(self):
-        return f"record {self.length}"
-
-
-def _next_record(pkt, lst, cur, remain):
-    # A record follows while two length bytes remain and the length is not 0
-    # (a zero length ends the list; what follows is padding).
-    if len(remain) >= 2 and (remain[0] or remain[1]):
-        return CamexV2Record
-    return None
-
-
-class CamexV2Records(Packet):
-    """The decrypted content of a DATA datagram: zero or more records (none:
-    a keepalive), then optional end marker and padding."""
-
-    name = "camex v2 records"
-    fields_desc = [
-        PacketListField("records", [], next_cls_cb=_next_record),
-        StrField("padding", b""),
-    ]
-
-    def packets(self) -> list:
-        """The inner packets (Scapy packets: IP, IPv6 or Raw)."""
-        return [r.payload for r in self.records]
-
-    def mysummary(self):
-        if not self.records:
-            return "camex v2 keepalive"
-        return " ; ".join(r.payload.summary() for r in self.records)
-
-
-def records(packets: Iterable) -> CamexV2Records:
-    """Records layer holding the given inner packets (Scapy packets or bytes)."""
-    out = []
-    for p in packets:
-        if isinstance(p, (bytes, bytearray, memoryview)):
-            data = bytes(p)
-            p = inner_class(data)(data)
-        out.append(CamexV2Record() / p)
-    return CamexV2Records(records=out)
 
 
 # ------------------------------------------------------------ keys
@@ -353,6 +341,25 @@ class KeyLog:
             return Opened(receiver, key, plain)
         return None
 
+    def open_bulk(self, header, ciphertext) -> Opened | None:
+        """Plaintext of a BULK frame: `header` is the 20-byte header of any
+        of its fragments (the index byte is zeroed here: that is the AD),
+        `ciphertext` the slices joined in index order (tag included)."""
+        head = bytearray(bytes(header)[:HEADER_BULK])
+        if len(head) != HEADER_BULK or head[0] != wire.MARK or head[1] != T_BULK:
+            return None
+        head[INDEX_AT] = 0
+        receiver = int.from_bytes(head[4:8], "little")
+        counter = int.from_bytes(head[8:16], "little")
+        for key in self.keys.get(receiver, ()):
+            try:
+                plain = self._aead[key].decrypt(nonce_bytes(counter), bytes(ciphertext),
+                                                bytes(head))
+            except InvalidTag:
+                continue
+            return Opened(receiver, key, plain)
+        return None
+
 
 def decrypt(pkt, keylog: KeyLog) -> CamexV2Records | None:
     """The records of a DATA datagram, or None if no logged key opens it."""
@@ -370,6 +377,84 @@ def seal_data(receiver: int, counter: int, key: bytes, packets: Iterable = (),
     hdr[CamexV2Data].ciphertext = sealed[:-wire.TAGLEN]
     hdr[CamexV2Data].tag = sealed[-wire.TAGLEN:]
     return hdr
+
+
+class Frame(NamedTuple):
+    """The fragments of one BULK frame, joined: any fragment's header (the
+    AD once its index byte is zeroed) and the ciphertext||tag."""
+    header: bytes
+    ciphertext: bytes
+
+
+def join_bulk(fragments: Iterable) -> Frame | None:
+    """Join the fragments of one frame (datagram bytes or CamexV2 packets,
+    any order). None unless they are exactly fragments 0..n-1 of one frame:
+    same flags, receiver, counter and count, zero reserved bytes, each
+    index once."""
+    by_index: dict[int, bytes] = {}
+    common = None
+    for f in fragments:
+        d = bytes(f)
+        if len(d) <= HEADER_BULK or d[0] != wire.MARK or d[1] != T_BULK or d[17:20] != bytes(3):
+            return None
+        same = d[:INDEX_AT] + d[INDEX_AT + 1:HEADER_BULK]
+        if common is None:
+            common = same
+        elif same != common:
+            return None
+        if d[INDEX_AT] in by_index:
+            return None
+        by_index[d[INDEX_AT]] = d
+    if common is None:
+        return None
+    count = common[16 - 1]  # byte 16 of the header, the index byte removed
+    if not 1 <= count <= MAX_FRAGMENTS or sorted(by_index) != list(range(count)):
+        return None
+    return Frame(by_index[0][:HEADER_BULK],
+                 b"".join(by_index[i][HEADER_BULK:] for i in range(count)))
+
+
+def decrypt_bulk(fragments: Iterable, keylog: KeyLog) -> CamexV2BulkRecords | None:
+    """The records of a BULK frame given all its fragments, or None if they
+    do not make one frame or no logged key opens it."""
+    frame = join_bulk(fragments)
+    opened = None if frame is None else keylog.open_bulk(*frame)
+    return None if opened is None else CamexV2BulkRecords(opened.plaintext)
+
+
+def seal_bulk(receiver: int, counter: int, key: bytes, items: Iterable = (),
+              size: int = 1472, flags: int = 0) -> list:
+    """The fragments (CamexV2/CamexV2Bulk packets) of a valid BULK frame
+    carrying `items` ((gso_size, packet) pairs or packets) under `key`,
+    cut for datagrams of `size` bytes as a sender with that path would."""
+    room = size - HEADER_BULK
+    if room <= 0:
+        raise ValueError(f"datagram size {size} leaves no room after the header")
+    plain = bytes(bulk_records(items))
+    count = -(-(len(plain) + wire.TAGLEN) // room)
+    if count > MAX_FRAGMENTS:
+        raise ValueError(f"frame of {len(plain)} bytes needs {count} fragments "
+                         f"(at most {MAX_FRAGMENTS})")
+    head = bytes(CamexV2(type=T_BULK, flags=flags, index=0) /
+                 CamexV2Bulk(receiver_index=receiver, counter=counter, count=count))
+    sealed = ChaCha20Poly1305(key).encrypt(nonce_bytes(counter), plain, head)
+    return [CamexV2(type=T_BULK, flags=flags, index=i) /
+            CamexV2Bulk(receiver_index=receiver, counter=counter, count=count,
+                        slice=sealed[i * room:(i + 1) * room]) for i in range(count)]
+
+
+def open_init(pkt, psk: bytes) -> CamexV2Payload | None:
+    """The request of an INIT (its TLVs: mode, address, MTU, features),
+    read with the PSK as the server does (Noise NNpsk0 message 1 needs no
+    DH to open); None if the datagram is no INIT or the PSK does not open it."""
+    init = wire.parse_init(bytes(pkt))
+    if init is None:
+        return None
+    try:
+        plain = HandshakeState("NNpsk0", False, init.prologue, psk).read_message(init.noise)
+    except NoiseError:
+        return None
+    return CamexV2Payload(plain)
 
 
 def sign_init(pkt: Packet, psk: bytes, cookie: bytes | None = None) -> Packet:
@@ -403,6 +488,8 @@ def register() -> None:
 
 
 __all__ = ["CamexV2", "CamexV2Init", "CamexV2Resp", "CamexV2Cookie", "CamexV2Data",
-           "CamexV2NoSession", "CamexV2Record", "CamexV2Records", "KeyLog",
-           "KeyLogError", "Opened", "decrypt", "records", "seal_data", "sign_init",
+           "CamexV2NoSession", "CamexV2Bulk", "CamexV2Record", "CamexV2Records",
+           "CamexV2BulkRecord", "CamexV2BulkRecords", "CamexV2Payload", "KeyLog",
+           "KeyLogError", "Opened", "Frame", "decrypt", "decrypt_bulk", "join_bulk",
+           "records", "bulk_records", "seal_data", "seal_bulk", "open_init", "sign_init",
            "sign_resp", "classify", "register", "MESSAGE_CLASSES"]

@@ -73,10 +73,23 @@ def test_section_passphrase_and_a_manual_request(tmp_path, capsys):
     recs, _ = run(capsys, path, "--psk", "other-pass", "--psk", PASS.decode())
     init = of(recs, "INIT")[0]
     assert init["psk"] == "psk2 [cam1]"
-    assert init["request"] == {"mode": "manual", "local_cidr": "10.0.0.2/24", "mtu": 1400}
+    assert init["request"] == {"mode": "manual", "local_cidr": "10.0.0.2/24", "mtu": 1400,
+                               "features": []}
     assert of(recs, "RESP")[0]["psk"] == "psk2 [cam1]"
     assert dissect.main([str(path), "--psk", PASS.decode()]) == 0
-    assert "psk=[cam1] len=" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "psk=[cam1] len=" in out and "accepts" not in out
+
+
+def test_request_features_show_bulk(tmp_path, capsys):
+    """TLV_FEATURES in the INIT: the client accepts BULK (docs/V2-BULK.md)."""
+    req = wire.Request(auto=True, features=wire.FEATURE_BULK)
+    path = conversation(tmp_path / "f.pcap", req)
+    recs, _ = run(capsys, path, "--psk", PASS.decode())
+    init = of(recs, "INIT")[0]
+    assert init["request"]["features"] == ["BULK"]
+    assert dissect.main([str(path), "--psk", PASS.decode()]) == 0
+    assert "asks for auto, accepts BULK" in capsys.readouterr().out
 
 
 def test_wrong_passphrase_is_reported_on_the_inits(tmp_path, capsys):

@@ -205,7 +205,7 @@ def test_udp_hook_prefers_v2_over_legacy_plaintext_on_the_camex_port():
     assert "v2" in proto.loaded_versions
 
 
-@pytest.mark.parametrize("payload", [b"\xc2\x06\x00\x00\x00\x00\x00\x00",   # type 6
+@pytest.mark.parametrize("payload", [b"\xc2\x07\x00\x00\x00\x00\x00\x00",   # type 7
                                      b"\xc2\x04\x00\x00\x00\x00\x00",        # 7 bytes
                                      b"\xc3\x04" + bytes(30)])
 def test_not_v2_off_port(payload):
