@@ -4,8 +4,8 @@ Everything here runs in the test process but opens its sockets inside a lab
 namespace (`ns_socket`), so forged traffic never leaves the lab. Datagrams
 are built with camex.legacy.codec, i.e. byte for byte what a legacy peer
 sends; `Forger` sends them with any source address and port (raw IPv4
-socket with a header of our own), `Sniffer` records what crosses a link
-(AF_PACKET), so that a test can replay a real client's datagrams.
+socket with a header of our own), `Sniffer` records what a link receives
+(lab.capture's AF_PACKET tap), so that a test can replay a real client's datagrams.
 
 Used by tests/integration/test_attack_*.py and lab/loadgen.py.
 """
@@ -24,9 +24,10 @@ from typing import Callable, NamedTuple, Optional
 
 from camex.legacy import codec
 
+from .capture import ETH_P_IP, LinkTap
+
 _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
-ETH_P_IP = 0x0800
 
 
 # ------------------------------------------------------------ namespaces
@@ -204,42 +205,29 @@ class Captured(NamedTuple):
 
 
 class Sniffer:
-    """Records the UDP datagrams that cross link ``ifname`` of ``ns`` (both
-    directions) in a background thread, like tcpdump would."""
+    """Records the UDP datagrams that link ``ifname`` of ``ns`` receives
+    (an ETH_P_IP tap: on the server's end of a client's veth, what that
+    client sends) in a background thread, like tcpdump would."""
 
     def __init__(self, ns, ifname: str, port: Optional[int] = None):
         self.port = port
-        self.sock = ns_socket(ns, socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP),
-                              bind=(ifname, ETH_P_IP))
-        self.sock.settimeout(0.1)
         self.packets: list[Captured] = []
         self._lock = threading.Lock()
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._tap = LinkTap(ns, ifname, self._on_packet, ethertype=ETH_P_IP, cooked=True)
 
-    def _run(self):
-        while not self._stop:
-            try:
-                pkt = self.sock.recv(65535)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            u = parse_udp(pkt)
-            if u is None or (self.port and self.port not in (u[1], u[3])):
-                continue
-            with self._lock:
-                self.packets.append(Captured(*u))
+    def _on_packet(self, pkt: bytes) -> None:
+        u = parse_udp(pkt)
+        if u is None or (self.port and self.port not in (u[1], u[3])):
+            return
+        with self._lock:
+            self.packets.append(Captured(*u))
 
     def matching(self, pred: Callable[[Captured], bool]) -> list[Captured]:
         with self._lock:
             return [p for p in self.packets if pred(p)]
 
     def close(self) -> None:
-        self._stop = True
-        self._thread.join(1)
-        self.sock.close()
+        self._tap.close()
 
     def __enter__(self):
         return self

@@ -11,11 +11,9 @@ key log and with the client's alike - and nothing decrypted without one.
 
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -23,11 +21,11 @@ from scapy.layers.inet import ICMP, IP
 from scapy.utils import rdpcap
 
 from camex.capture import LINKTYPE_ETHERNET, PcapWriter
+from lab.capture import LinkTap
 from lab.daemons import GLOBAL_PSK, Camex
 
 pytestmark = pytest.mark.lab
 
-ETH_P_ALL = 0x0003
 PINGS = 4
 
 
@@ -35,28 +33,11 @@ class Recorder:
     """Every frame crossing `ifname` of `ns` (both directions) into a pcap."""
 
     def __init__(self, ns, ifname, path):
-        self.sock = ns.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        self.sock.bind((ifname, 0))
-        self.sock.settimeout(0.1)
         self.writer = PcapWriter(path, linktype=LINKTYPE_ETHERNET)
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop:
-            try:
-                frame = self.sock.recv(65535)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.writer.write(time.time(), frame)
+        self.tap = LinkTap(ns, ifname, lambda frame: self.writer.write(time.time(), frame))
 
     def close(self):
-        self._stop = True
-        self._thread.join(2)
-        self.sock.close()
+        self.tap.close()
         self.writer.close()
 
 

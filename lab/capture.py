@@ -1,0 +1,61 @@
+"""Watching one link of a lab namespace, as tcpdump would: an AF_PACKET
+socket on that link, read by a background thread that hands each packet to
+a callback until close().
+
+Users: lab.attacks.Sniffer (parses UDP datagrams to replay them) and
+tests/integration/test_dissect_v2_live.py (writes the frames to a pcap for
+camex-dissect). lab.traffic.UdpSniffer reads its socket on demand instead.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Callable
+
+ETH_P_ALL = 0x0003  # outgoing packets reach ETH_P_ALL sockets only
+ETH_P_IP = 0x0800
+
+
+class LinkTap:
+    """Calls ``on_packet(bytes)`` from a background thread for every packet
+    link ``ifname`` of ``ns`` (a lab.netns.Namespace) carries.
+
+    ``ethertype`` ETH_P_ALL sees both directions with the Ethernet header
+    (``cooked=False``, what a pcap of LINKTYPE_ETHERNET holds); ETH_P_IP
+    sees what the link receives; ``cooked`` packets start at the IP header.
+    """
+
+    def __init__(self, ns, ifname: str, on_packet: Callable[[bytes], None],
+                 ethertype: int = ETH_P_ALL, cooked: bool = False):
+        kind = socket.SOCK_DGRAM if cooked else socket.SOCK_RAW
+        self.sock = ns.socket(socket.AF_PACKET, kind, socket.htons(ethertype))
+        self.sock.bind((ifname, ethertype))
+        # A short timeout so that close() is noticed without a wake-up packet.
+        self.sock.settimeout(0.1)
+        self.on_packet = on_packet
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name=f"tap-{ifname}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                pkt = self.sock.recv(65535)
+            except socket.timeout:
+                continue
+            except OSError:  # the socket was closed under us
+                return
+            self.on_packet(pkt)
+
+    def close(self) -> None:
+        """Stop the thread (after the packet it handles), close the socket."""
+        self._stop = True
+        self._thread.join(2)
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
