@@ -45,14 +45,19 @@ def main(argv=None) -> int:
 
     harden_process()
     try:
-        # Import only the role that runs: the client needs pyroute2 (about
-        # 14 MB resident), a server without a TUN does not.
+        # Import only the role that runs.
         if opts.mode == "server":
-            from .server_daemon import ServerDaemon
-            daemon = ServerDaemon(opts, _config_loader(opts))
+            from .server_daemon import ServerDaemon as Daemon
         else:
-            from .client_daemon import ClientDaemon
-            daemon = ClientDaemon(opts)
+            from .client_daemon import ClientDaemon as Daemon
+        from .v2 import kdf
+        # scrypt's 16 MiB in a short-lived helper, never in the daemon's
+        # peak (the daemon is one thread: forking is safe here).
+        kdf.IN_CHILD = True
+        if opts.mode == "server":
+            daemon = Daemon(opts, _config_loader(opts))
+        else:
+            daemon = Daemon(opts)
         with PidFile(opts.pid_file):
             return daemon.run()
     except ConfigError as e:

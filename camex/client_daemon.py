@@ -15,6 +15,7 @@ from .io import gso, netlink, offload, udp
 from .keylog import open_keylog
 from .legacy import codec
 from .log import LOG, Throttle
+from .procinfo import process_status
 from .loop import BATCH, RESOLVE_RETRY, Loop, StartupError
 from .v2.core import AutoClientCore, V2ClientCore
 from .v2.session import Timers
@@ -66,7 +67,11 @@ class ClientDaemon:
         self.key = codec.derive_key(opts.psk) if opts.encrypt else None
         client_id = opts.name
         if opts.auto and not client_id:
-            client_id = netlink.default_route_mac()
+            try:
+                client_id = netlink.default_route_mac()
+            except netlink.NetlinkConfigError as e:
+                raise StartupError(f"--name: not given, and the default route cannot "
+                                   f"be read: {e}") from None
             if not client_id:
                 raise StartupError("--name: not given and no default-route interface "
                                    "with a MAC address to derive it from")
@@ -291,6 +296,7 @@ class ClientDaemon:
             "tx_packets": core.tx_packets, "tx_bytes": core.tx_bytes,
             "rx_packets": core.rx_packets, "rx_bytes": core.rx_bytes,
             "drops": self._drops(),
+            "process": process_status(),
         }
 
     def _drops(self) -> dict:

@@ -13,6 +13,7 @@ from .io import gso, offload, udp
 from .keylog import open_keylog
 from .legacy import codec
 from .log import LOG, Throttle
+from .procinfo import process_status
 from .loop import BATCH, Loop, StartupError
 from .options import read_psk_file
 from .v2.session import Timers
@@ -67,8 +68,8 @@ class ServerDaemon:
                         list(self.opts.routes))
 
     def _open_tun(self) -> None:
-        # pyroute2 costs ~14 MB and ~0.3 s to import: only a server with a
-        # TUN of its own needs it.
+        # Only a server with a TUN of its own configures a link (through a
+        # helper child: camex.io.netlink).
         from .io import netlink
 
         try:
@@ -147,7 +148,7 @@ class ServerDaemon:
                 "protocols": self.protocols, "clients": self.core.status_clients(now),
                 "v2_cookies_sent": self.core.v2.server.stats["cookie_sent"]
                 if self.core.v2 is not None else None,
-                "drops": self.core.drops()}
+                "drops": self.core.drops(), "process": process_status()}
 
     def _reload(self) -> None:
         try:

@@ -59,7 +59,20 @@ def format_status(path: str, st: dict) -> str:
         lines.append(f"  transfer: {_human(st['rx_bytes'])} received ({st['rx_packets']} pkts), "
                      f"{_human(st['tx_bytes'])} sent ({st['tx_packets']} pkts)")
         lines.append(f"  drops: {drops}")
+    if st.get("process"):
+        lines.append(_process_line(st["process"]))
     return "\n".join(lines)
+
+
+def _process_line(p: dict) -> str:
+    """Resident memory of the daemon and the peak of the helpers it forked
+    (link set-up, scrypt), which are gone once done."""
+    def mib(kib):
+        return "-" if kib is None else f"{kib / 1024:.1f} MiB"
+    helpers = ", ".join(f"{name} {h['runs']} run(s), peak {mib(h['peak_rss_kib'])}"
+                        for name, h in sorted(p.get("helpers", {}).items())) or "none"
+    return (f"  process: pid {p.get('pid')}, resident {mib(p.get('rss_kib'))} "
+            f"(peak {mib(p.get('peak_rss_kib'))}); helpers: {helpers}")
 
 
 def main(argv) -> int:

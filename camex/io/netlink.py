@@ -1,4 +1,14 @@
-"""Interface address, MTU, link state and routes, through pyroute2.
+"""Interface address, MTU, link state and routes: the daemon's side.
+
+The netlink work runs through pyroute2 in a short-lived forked helper
+(camex.io.netlink_ops in a camex.child.Helper): importing pyroute2 costs
+~20 MiB resident, more than the rest of the daemon, and a process's peak
+never comes down. The daemon process itself never imports pyroute2.
+
+The helper is forked when a LinkConfig is made (so that pyroute2 imports
+while the client connects), answers the first `apply`, and is let go right
+after; later changes (auto mode, shutdown) fork a fresh one for the moment
+they need it.
 
 The client owns what it adds: `apply` brings the interface to an IfConfig
 and `clear` removes the routes and address it added, so that an exit
@@ -7,121 +17,101 @@ leaves no trace even on a persistent device such as camex.ko's.
 
 from __future__ import annotations
 
-import errno
 import socket
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
+from ..child import Helper, HelperError
 from ..log import LOG
 
-
 TX_QUEUE_LEN = 2000
+# The first request waits for pyroute2's import: 0.1-0.5 s on a PC, seconds
+# on a small camera SoC.
+HELPER_TIMEOUT = 30.0
+# A helper forked ahead of its first request waits this long for it (the
+# server may be slow to answer) before it exits; a later request forks anew.
+HELPER_IDLE = 5.0
 
 
 class NetlinkConfigError(RuntimeError):
     pass
 
 
+def _setup():
+    # In the helper child only.
+    from . import netlink_ops
+    return netlink_ops.handle
+
+
+_helper = Helper("netlink", _setup, timeout=HELPER_TIMEOUT, idle=HELPER_IDLE)
+
+
+def _call(*request):
+    try:
+        return _helper.call(*request)
+    except HelperError as e:
+        raise NetlinkConfigError(str(e)) from None
+
+
 class LinkConfig:
     def __init__(self, ifname: str):
         self.ifname = ifname
-        self.ipr = IPRoute()
-        idx = self.ipr.link_lookup(ifname=ifname)
-        if not idx:
-            self.ipr.close()
-            raise NetlinkConfigError(f"interface {ifname} not found")
-        self.index = idx[0]
+        try:
+            self.index = socket.if_nametoindex(ifname)
+        except OSError:
+            raise NetlinkConfigError(f"interface {ifname} not found") from None
         self.address = None
         self.routes: list = []
+        try:
+            _helper.start()  # pyroute2 imports there while we go on
+        except OSError as e:
+            raise NetlinkConfigError(f"cannot start the netlink helper: {e.strerror}") from None
 
     def apply(self, cfg) -> None:
         """Make the interface match `cfg` (an IfConfig), changing only what differs."""
-        try:
-            # A deeper queue than tun's default 500: bursts of GSO-sized
-            # receives otherwise overflow it and TCP sees losses.
-            self.ipr.link("set", index=self.index, mtu=cfg.mtu, txqlen=TX_QUEUE_LEN)
-            if cfg.address != self.address:
-                if self.address is not None:
-                    self._del_addr(self.address)
-                self._flush_foreign_addresses()
-                self.ipr.addr("add", index=self.index, address=str(cfg.address.ip),
-                              prefixlen=cfg.address.network.prefixlen)
-                self.address = cfg.address
-            self.ipr.link("set", index=self.index, state="up")
-            wanted = list(dict.fromkeys(cfg.routes))
-            for net in [r for r in self.routes if r not in wanted]:
-                self._del_route(net)
-            for net in wanted:
-                if net not in self.routes:
-                    self._add_route(net, cfg)
-        except NetlinkError as e:
-            raise NetlinkConfigError(f"configuring {self.ifname}: {e}") from None
-
-    def _flush_foreign_addresses(self) -> None:
-        # A persistent device (camex.ko) may keep an address from a previous run.
-        for msg in self.ipr.get_addr(family=socket.AF_INET, index=self.index):
-            addr = msg.get_attr("IFA_ADDRESS")
-            self.ipr.addr("del", index=self.index, address=addr, prefixlen=msg["prefixlen"])
-
-    def _add_route(self, net, cfg) -> None:
-        kw = {"dst": str(net), "oif": self.index}
+        wanted = list(dict.fromkeys(cfg.routes))
         # A gateway inside the local subnet is reachable on the link; any
         # other gateway would make the kernel refuse the route.
-        if cfg.gateway is not None and cfg.gateway in cfg.address.network:
-            kw["gateway"] = str(cfg.gateway)
+        gateway = cfg.gateway if cfg.gateway is not None and \
+            cfg.gateway in cfg.address.network else None
+        by_name = {str(n): n for n in self.routes + wanted}
         try:
-            self.ipr.route("add", **kw)
-        except NetlinkError as e:
-            if e.code != errno.EEXIST:
-                raise
-            LOG.warning("route %s already exists; leaving it as it is", net)
-            return
-        self.routes.append(net)
-
-    def _del_route(self, net) -> None:
-        try:
-            self.ipr.route("del", dst=str(net), oif=self.index)
-        except NetlinkError:
-            pass
-        self.routes.remove(net)
-
-    def _del_addr(self, iface) -> None:
-        try:
-            self.ipr.addr("del", index=self.index, address=str(iface.ip),
-                          prefixlen=iface.network.prefixlen)
-        except NetlinkError:
-            pass
+            state = _call("apply", self.index, self.ifname, cfg.mtu, TX_QUEUE_LEN,
+                          str(cfg.address),
+                          None if self.address is None else str(self.address),
+                          [str(n) for n in self.routes], [str(n) for n in wanted],
+                          None if gateway is None else str(gateway))
+        finally:
+            _helper.release()
+        if state["address"] is None:
+            self.address = None
+        elif state["address"] == str(cfg.address):
+            self.address = cfg.address
+        self.routes = [by_name[n] for n in state["routes"]]
+        for warning in state["warnings"]:
+            LOG.warning("%s", warning)
+        if state["error"]:
+            raise NetlinkConfigError(state["error"])
 
     def clear(self) -> None:
         """Remove the routes and the address we added and take the link down."""
-        for net in list(self.routes):
-            self._del_route(net)
-        if self.address is not None:
-            self._del_addr(self.address)
-            self.address = None
         try:
-            self.ipr.link("set", index=self.index, state="down")
-        except NetlinkError:
-            pass  # the interface went away with its file descriptor
+            _call("clear", self.index,
+                  None if self.address is None else str(self.address),
+                  [str(n) for n in self.routes])
+        except NetlinkConfigError as e:
+            LOG.error("could not remove the address and routes of %s: %s", self.ifname, e)
+        finally:
+            _helper.release()
+        self.routes = []
+        self.address = None
 
     def close(self) -> None:
-        self.ipr.close()
+        _helper.release()
 
 
 def default_route_mac() -> str | None:
-    """The MAC of the default-route interface as 12 upper-case hex digits."""
-    with IPRoute() as ipr:
-        for route in ipr.get_default_routes(family=socket.AF_INET):
-            oif = route.get_attr("RTA_OIF")
-            if oif is None:
-                continue
-            links = ipr.get_links(oif)
-            mac = links[0].get_attr("IFLA_ADDRESS") if links else None
-            if mac and mac != "00:00:00:00:00:00":
-                return mac.replace(":", "").upper()
-    return None
-
+    """The MAC of the default-route interface as 12 upper-case hex digits.
+    The helper stays for the link set-up that follows."""
+    return _call("mac")
 
 
 def disable_ipv6(ifname: str) -> None:

@@ -2,7 +2,11 @@
 
 Computed once per passphrase when the daemon starts or reloads, never per
 packet: scrypt with N=2^14, r=8, p=1 takes 16 MiB and tens of milliseconds
-on a PC (about a second on a small camera SoC).
+on a PC (about a second on a small camera SoC). The daemon (camex.cli sets
+IN_CHILD) runs it in a forked helper (camex.child) that hands back the
+32-byte keys: a process's peak resident set never comes down, and 16 MiB
+for a moment at start-up would be most of a small daemon's budget. The
+keys are the same either way; all that differs is where the memory is.
 
 Salts (fixed per deployment, public):
 - a passphrase given in a `[client ID]` section (psk=) is salted with the
@@ -23,9 +27,10 @@ version camex supports (>= 41), and both ends must derive the same key.
 
 from __future__ import annotations
 
-import functools
-
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from .. import child
+from ..log import LOG
 
 SCRYPT_N = 2**14
 SCRYPT_R = 8
@@ -41,24 +46,50 @@ def salt_for(client_id: str | None) -> bytes:
     return CLIENT_SALT + client_id.lower().encode("ascii")
 
 
-@functools.lru_cache(maxsize=4096)  # a reload re-derives only what changed
+IN_CHILD = False   # scrypt in a forked helper (the daemon; tests run threads)
+CACHE_MAX = 4096   # a reload re-derives only what changed
+_cache: dict = {}  # (passphrase, client_id) -> PSK
+
+
+def _scrypt(pairs: list) -> list:
+    return [Scrypt(salt=salt_for(cid), length=PSK_LEN, n=SCRYPT_N, r=SCRYPT_R,
+                   p=SCRYPT_P).derive(pw) for pw, cid in pairs]
+
+
+def derive_many(pairs) -> list[bytes]:
+    """The PSKs of [(passphrase, client_id or None)], in order; the ones not
+    derived before are derived together (one helper for all of them)."""
+    pairs = [(bytes(pw), cid) for pw, cid in pairs]
+    for pw, _cid in pairs:
+        if not 1 <= len(pw) <= 1024:
+            raise ValueError("passphrase length out of range")
+    missing = [p for p in dict.fromkeys(pairs) if p not in _cache]
+    if missing:
+        keys = None
+        if IN_CHILD:
+            try:
+                keys = child.run_once("kdf", _scrypt, missing)
+            except child.HelperError as e:
+                LOG.warning("scrypt in a helper process failed (%s); deriving here", e)
+        if keys is None or len(keys) != len(missing):
+            keys = _scrypt(missing)
+        for pair, key in zip(missing, keys):
+            if len(_cache) >= CACHE_MAX:
+                del _cache[next(iter(_cache))]
+            _cache[pair] = key
+    return [_cache[p] for p in pairs]
+
+
 def derive_psk(passphrase: bytes, client_id: str | None = None) -> bytes:
     """The PSK for a passphrase: the global one (client_id None) or the one
     of a `[client ID]` section."""
-    if not 1 <= len(passphrase) <= 1024:
-        raise ValueError("passphrase length out of range")
-    kdf = Scrypt(salt=salt_for(client_id), length=PSK_LEN,
-                 n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
-    return kdf.derive(bytes(passphrase))
+    return derive_many([(passphrase, client_id)])[0]
 
 
 def client_candidates(passphrase: bytes, client_id: str | None) -> list[bytes]:
     """PSKs a client may need: its own section's key first, then the global."""
-    keys = []
-    if client_id:
-        keys.append(derive_psk(passphrase, client_id))
-    keys.append(derive_psk(passphrase, None))
-    return keys
+    pairs = [(passphrase, client_id)] if client_id else []
+    return derive_many(pairs + [(passphrase, None)])
 
 
 class KeyStore:
@@ -71,11 +102,13 @@ class KeyStore:
 
     def __init__(self, global_passphrase: bytes | None = None,
                  client_passphrases: dict | None = None):
-        self.global_psk = derive_psk(global_passphrase) if global_passphrase else None
-        self.client_psks = {
-            cid.lower(): derive_psk(pw, cid)
-            for cid, pw in (client_passphrases or {}).items() if pw
-        }
+        sections = [(cid, pw) for cid, pw in (client_passphrases or {}).items() if pw]
+        pairs = [(pw, cid) for cid, pw in sections]
+        if global_passphrase:
+            pairs.append((global_passphrase, None))
+        keys = derive_many(pairs)  # all in one helper
+        self.global_psk = keys.pop() if global_passphrase else None
+        self.client_psks = {cid.lower(): key for (cid, _pw), key in zip(sections, keys)}
 
     def psk_for(self, client_id: str) -> bytes | None:
         return self.client_psks.get(client_id.lower(), self.global_psk)
