@@ -415,14 +415,14 @@ class V2Dissector:
             rec.update(status="no-key", detail=self._no_key(receiver))
         fr = added.frame
         if added.what == "held":
-            rec["summary"] = (f"fragment {index} of {count}: {len(fr.slices)} of the frame's "
-                              f"{count} fragments so far")
+            rec["summary"] = f"fragment {index} of {count} ({len(fr.slices)} of {count} held)"
             return
         s.bulk_frames += 1
         sealed = fr.ciphertext()
         rec["bulk"].update(frame_bytes=len(sealed),
                            frames=[fr.frames[i] for i in range(count)])
-        what = f"frame complete: {count} fragment{'s' if count > 1 else ''}, {len(sealed)} bytes"
+        what = (f"frame complete: {count} fragment{'s' if count > 1 else ''}, "
+                f"{len(sealed)} bytes sealed")
         rec["summary"] = what
         if rec["status"] != "ok":
             return

@@ -147,7 +147,7 @@ class BulkFrames:
     def summary_lines(self) -> list:
         if not self.fragments:
             return []
-        out = [f"  v2 BULK: {self.fragments} fragments, {self.complete} frames complete, "
+        out = [f"  v2 BULK: {self.fragments} fragments, {self.complete} complete frames, "
                f"{self.incomplete} incomplete"]
         for r in self.reported:
             missing = ", ".join(map(str, r["missing"]))
