@@ -18,7 +18,7 @@ import os
 
 from ..legacy import codec
 from ..log import Throttle
-from ..v2 import wire
+from ..v2 import bulk, wire
 from ..v2.core import V2ServerCore
 from ..v2.events import Up
 from ..v2.server import Grant
@@ -143,6 +143,21 @@ class ServerMux:
     def _to_v2(self, packet) -> bool:
         """A legacy client's packet for an address no legacy client holds."""
         return self.v2.deliver(packet, self.v2.now)
+
+    @property
+    def bulk_ready(self) -> bool:
+        """Daemon hook: TSO on the server TUN while a v2 client takes BULK."""
+        return self.v2 is not None and self.v2.bulk_ready
+
+    def tun_super(self, hdr, packet, now: float | None = None) -> None:
+        """A TSO read of the server's TUN: one BULK frame to a v2 client
+        that takes them, else cut into packets for whoever holds the
+        destination (legacy gets one packet per datagram, full checksums)."""
+        if self.v2 is not None and self.v2.tun_super(hdr, packet, now):
+            return
+        rec = bulk.record_of(hdr, packet)
+        for p in bulk.segments(rec[0], packet) if rec is not None else ():
+            self.tun_packet(p, now)
 
     def tun_packet(self, packet, now: float | None = None) -> None:
         """A packet from the server's own TUN, to whichever client holds

@@ -4,6 +4,7 @@
     out = c.start(now)                 # events: Send(INIT...)
     out = c.receive(datagram, now)     # events: Send / Deliver / Up / Down / Refused
     dgrams = c.encrypt(packets, now)   # fast path: datagrams for the server
+    dgrams = c.encrypt_frame(records, now)  # BULK: one AEAD per super-packet (or None)
     t = c.next_timer()                 # absolute time of the next on_timer call
     out = c.on_timer(now)              # events (retries, keepalives, rekeys)
     dgrams = c.close(now)              # say goodbye (CLOSE) before exiting
@@ -24,14 +25,17 @@ from __future__ import annotations
 import os
 import struct
 
+from ..io.gso import Reassembly
 from . import wire
 from .cookie import open_cookie
-from .events import Deliver, Down, Refused, Send, Up
+from .events import Deliver, DeliverFrame, Down, Refused, Send, Up
 from .noise import HandshakeState, NoiseError
 from .session import Session, Timers, keylog_lines
 
 REFUSED_RETRY = 30.0  # after an authenticated refusal, ask again this late
 QUEUE_MAX = 256       # inner packets kept while no session is up
+FRAME_SLOTS = 4       # BULK frames reassembled at once (one server)
+FRAME_TIMEOUT = 1.0   # seconds a BULK frame may take to arrive whole
 
 
 class _Pending:
@@ -58,6 +62,10 @@ class ClientSession:
         self.keylog = keylog  # callable(line) for session keys, or None
         self.keygen = keygen  # () -> X25519PrivateKey; None: fresh random keys
         self.max_plain = max_datagram - wire.DATA_MIN
+        self.max_datagram = max_datagram
+        self.max_frame = wire.bulk_max_plain(max_datagram)
+        self.peer_bulk = False   # the server's RESP announced FEATURE_BULK
+        self.frames = Reassembly(FRAME_SLOTS, FRAME_TIMEOUT)
         self.current: Session | None = None
         self.previous: Session | None = None
         self.pending: dict[int, _Pending] = {}
@@ -74,7 +82,8 @@ class ClientSession:
         self.ack_due: float | None = None           # passive keepalive deadline
         self.last_hint = -1e18
         self.stats = {"replay": 0, "forged": 0, "stale": 0, "malformed": 0,
-                      "handshakes": 0, "inits": 0, "cookies": 0}
+                      "handshakes": 0, "inits": 0, "cookies": 0,
+                      "bulk_rx": 0, "bulk_tx": 0}
 
     # --- public API -------------------------------------------------------
 
@@ -110,8 +119,37 @@ class ClientSession:
             out += self._begin_handshake(now)
         return out
 
+    @property
+    def bulk_ready(self) -> bool:
+        """May super-packets go out as BULK frames now? (The server said it
+        takes them, and there is a session to seal them with.)"""
+        s = self.current
+        return self.peer_bulk and s is not None and s.can_send()
+
+    def encrypt_frame(self, records, now: float):
+        """[(gso_size, packet)] -> the fragments of ONE BULK frame (one AEAD,
+        one counter value); None if BULK cannot carry them now (no BULK
+        session, or too large for 64 fragments): the caller sends them as
+        DATA instead."""
+        s = self.current
+        if (not self.peer_bulk or s is None or not s.can_send()
+                or s.age(now) >= self.t.reject_after_time):
+            return None
+        plain = wire.pack_bulk_records(records)
+        if len(plain) > self.max_frame:
+            return None
+        out = s.seal_frame(plain, now, self.max_datagram)
+        self.stats["bulk_tx"] += 1
+        self._sent(now)
+        if not self.handshaking and (s.send_counter >= self.t.rekey_after_messages
+                                     or s.age(now) >= self.t.rekey_after_time):
+            out += self._begin_handshake(now)
+        return out
+
     def receive(self, datagram, now: float) -> list:
         kind = wire.msg_type(datagram)
+        if kind == wire.T_BULK:
+            return self._on_bulk(datagram, now)
         if kind == wire.T_DATA:
             return self._on_data(datagram, now)
         if kind == wire.T_RESP:
@@ -241,6 +279,8 @@ class ClientSession:
             self.stats["malformed"] += 1
             return []
         self.pending.clear()
+        self.peer_bulk = bool(getattr(result, "features", 0) & wire.FEATURE_BULK
+                              and self.request.features & wire.FEATURE_BULK)
         self.good_psk, self.unanswered_rounds = p.k, 0
         self.handshaking = False
         self.next_handshake = None
@@ -313,16 +353,9 @@ class ClientSession:
         if isinstance(plain, str):
             self.stats["replay" if plain != "forged" else "forged"] += 1
             return []
-        self.first_unanswered = None
-        if flags & wire.FLAG_CLOSE:
-            # Authenticated goodbye (server shutting down): forget the keys
-            # and knock every retry interval until it is back.
-            self.current = self.previous = None
-            out = self._down("server closed the session", now)
-            return out + [Send(d) for d in self._begin_handshake(now)]
-        out = []
-        if flags & wire.FLAG_REKEY and not self.handshaking:
-            out += [Send(d) for d in self._begin_handshake(now)]
+        out, closed = self._authenticated(flags, now)
+        if closed:
+            return out
         packets = wire.parse_records(plain)
         if packets is None:
             self.stats["malformed"] += 1
@@ -331,6 +364,57 @@ class ClientSession:
             if self.ack_due is None:
                 self.ack_due = now + self.t.passive_keepalive
             out.append(Deliver(packets))
+        return out
+
+    def _authenticated(self, flags: int, now: float):
+        """What an authenticated DATA or BULK frame's flags ask: (events,
+        True if the session is gone)."""
+        self.first_unanswered = None
+        if flags & wire.FLAG_CLOSE:
+            # Authenticated goodbye (server shutting down): forget the keys
+            # and knock every retry interval until it is back.
+            self.current = self.previous = None
+            out = self._down("server closed the session", now)
+            return out + [Send(d) for d in self._begin_handshake(now)], True
+        out = []
+        if flags & wire.FLAG_REKEY and not self.handshaking:
+            out += [Send(d) for d in self._begin_handshake(now)]
+        return out, False
+
+    def _on_bulk(self, datagram, now: float) -> list:
+        f = wire.parse_bulk(datagram)
+        if f is None:
+            self.stats["malformed"] += 1
+            return []
+        flags, index, receiver, counter, count, piece = f
+        s = self._session_for(receiver)
+        if s is None or s.age(now) >= self.t.reject_after_time:
+            self.stats["stale"] += 1
+            return []
+        # Replays and stale frames are dropped before they take a slot; the
+        # window itself moves only once the whole frame authenticates.
+        if not s.fresh(counter):
+            self.stats["replay"] += 1
+            return []
+        whole = self.frames.add((receiver, counter), index, count, piece, now)
+        if whole is None:
+            return []
+        plain = s.open_frame(whole, flags, counter, count, now)
+        if isinstance(plain, str):
+            self.stats["replay" if plain != "forged" else "forged"] += 1
+            return []
+        self.stats["bulk_rx"] += 1
+        out, closed = self._authenticated(flags, now)
+        if closed:
+            return out
+        records = wire.parse_bulk_records(plain)
+        if records is None:
+            self.stats["malformed"] += 1
+            return out
+        if records:
+            if self.ack_due is None:
+                self.ack_due = now + self.t.passive_keepalive
+            out.append(DeliverFrame(records))
         return out
 
     def _sent(self, now: float) -> None:

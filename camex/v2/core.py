@@ -24,10 +24,11 @@ import os
 from collections import Counter
 
 from ..core.client import IfConfig
+from ..io import gso
 from ..log import LOG, Throttle
-from . import kdf, wire
+from . import bulk, kdf, wire
 from .client import ClientSession
-from .events import Deliver, Down, Refused, Roamed, Send, Up
+from .events import Deliver, DeliverFrame, Down, Refused, Roamed, Send, Up
 from .server import V2Server, grant_for
 from .session import Timers
 
@@ -37,6 +38,12 @@ FALLBACK_AFTER = 3.0   # --protocol auto: seconds without a v2 answer before leg
 PROBE_INTERVAL = 30.0  # on legacy, how often to try v2 again
 REJECT_REPORT_DELAY = 2.0  # wait this long before logging "no key opens it"
 INF = float("inf")
+
+def bulk_wanted() -> bool:
+    """BULK unless CAMEX_FASTPATH names "nobulk" (or "off"): a switch for
+    benchmarks and bug hunts, like the other fast-path parts."""
+    return not gso.disabled("nobulk")
+
 
 _ERRORS = {wire.ERR_UNKNOWN_CLIENT: "unknown client", wire.ERR_ADDRESS: "address refused",
            wire.ERR_CONFIG: "no configuration for this client", wire.ERR_REQUEST: "bad request"}
@@ -62,7 +69,8 @@ class V2ClientCore:
         t = timers or Timers()
         t.keepalive = keepalive
         request = wire.Request(auto=auto, local_cidr=None if auto else local_cidr,
-                               mtu=None if auto else mtu)
+                               mtu=None if auto else mtu,
+                               features=wire.FEATURE_BULK if bulk_wanted() else 0)
         # scrypt, once: the own-section key and the global one.
         self.session = ClientSession(kdf.client_candidates(passphrase, client_id or None),
                                      client_id or "", request, timers=t, rng=rng,
@@ -114,6 +122,30 @@ class V2ClientCore:
         if self.session.handshaking and not before:
             self.last_register = now
 
+    @property
+    def bulk_ready(self) -> bool:
+        """The daemon hook: while True, TSO is on and super-packets come to
+        tun_super() whole (docs/PROTOCOL.md §4.7)."""
+        return self.session.bulk_ready and not (self.auto and self.config is None)
+
+    bulk_tx_frames = property(lambda self: self.session.stats["bulk_tx"])
+    bulk_rx_frames = property(lambda self: self.session.stats["bulk_rx"])
+
+    def tun_super(self, hdr, packet, now: float) -> None:
+        """A TSO read (VnetHdr, IPv4 super-packet): one BULK frame, or cut
+        into packets for DATA if BULK cannot carry it right now."""
+        rec = bulk.record_of(hdr, packet)
+        dgrams = self.session.encrypt_frame((rec,), now) if rec is not None else None
+        if dgrams is None:
+            for p in bulk.segments(hdr[3], packet) if rec is not None else ():
+                self.tun_packet(p, now)
+            if rec is None:
+                self.drops["not-super-packet"] += 1
+            return
+        self.tx_packets += bulk.segment_count(rec[0], packet)
+        self.tx_bytes += len(packet)
+        self.to_net.extend(dgrams)
+
     def datagram_received(self, data, now: float) -> None:
         if not wire.is_v2(data):
             self.drops["not-v2"] += 1
@@ -147,6 +179,15 @@ class V2ClientCore:
                     self.rx_packets += 1
                     self.rx_bytes += len(p)
                     self.to_tun.append(p)
+            elif isinstance(ev, DeliverFrame):
+                for g, p in ev.records:
+                    items = bulk.tun_items(g, p)
+                    if not items:
+                        self.drops["bad-record"] += 1
+                        continue
+                    self.rx_packets += bulk.segment_count(g, p)
+                    self.rx_bytes += len(p)
+                    self.to_tun.extend(items)
             elif isinstance(ev, Up):
                 self._up(ev.config)
             elif isinstance(ev, Down):
@@ -291,7 +332,7 @@ class V2ServerCore:
         self.throttle = Throttle(rate=2, burst=10)  # per sender, forged sources bounded
         kw = {} if load_threshold is None else {"load_threshold": load_threshold}
         self.server = V2Server(self._keystore(global_passphrase, config), self._authorize,
-                               rng=rng, keylog=keylog, timers=timers, **kw)
+                               rng=rng, keylog=keylog, timers=timers, bulk=bulk_wanted(), **kw)
         self.now = 0.0
         # Source addresses whose INIT no key opened, waiting to be reported:
         # a client offers one INIT per candidate key (kdf.client_candidates)
@@ -341,6 +382,25 @@ class V2ServerCore:
         self.outbox.extend(self.server.send(peer, (packet,), now))
         return True
 
+    @property
+    def bulk_ready(self) -> bool:
+        """The daemon hook (server TUN): TSO on while some client takes BULK."""
+        return self.server.bulk_peers > 0
+
+    def tun_super(self, hdr, packet, now: float | None = None) -> bool:
+        """A TSO read of the server's TUN: one BULK frame to the v2 client
+        owning its destination; False if no such client takes BULK (the
+        caller cuts the super-packet into packets)."""
+        rec = bulk.record_of(hdr, packet)
+        peer = self.server.route(bytes(packet[16:20])) if rec is not None else None
+        if peer is None:
+            return False
+        pairs = self.server.send_frame(peer, (rec,), self.now if now is None else now)
+        if pairs is None:
+            return False
+        self.outbox.extend(pairs)
+        return True
+
     def next_deadline(self) -> float:
         t = self.server.next_timer()
         t = INF if t is None else t
@@ -380,6 +440,8 @@ class V2ServerCore:
             elif isinstance(a, Deliver):
                 for p in a.packets:
                     self._relay(p, a.peer, now)
+            elif isinstance(a, DeliverFrame):
+                self._relay_frame(a.records, a.peer, now)
             elif isinstance(a, Up):
                 LOG.info("client %s registered (v2, %s)", a.peer.describe(),
                          "auto" if a.peer.request.auto else "manual")
@@ -402,6 +464,48 @@ class V2ServerCore:
         else:
             self.drops["no-route"] += 1
 
+    def _relay_frame(self, records, src, now: float) -> None:
+        """The records of a BULK frame, by destination: a v2 client that
+        takes BULK gets them re-sealed as one frame (decrypted once,
+        encrypted once); one that takes DATA only, a legacy client or the
+        server's TUN without offloads gets packets cut with full checksums."""
+        server = self.server
+        by_peer: dict = {}
+        for g, p in records:
+            dst = server.route(bytes(p[16:20]))
+            if dst is src:
+                self.drops["no-route"] += 1
+            elif dst is not None:
+                lst = by_peer.get(dst)
+                if lst is None:
+                    by_peer[dst] = [(g, p)]
+                else:
+                    lst.append((g, p))
+            elif self.relay_other is not None and self._relay_cut(g, p):
+                pass
+            elif self.local_delivery:
+                self.to_tun.extend(bulk.tun_items(g, p))
+            else:
+                self.drops["no-route"] += 1
+        for dst, recs in by_peer.items():
+            pairs = server.send_frame(dst, recs, now)
+            if pairs is None:
+                pkts = [s for g, p in recs for s in bulk.segments(g, p)]
+                pairs = server.send(dst, pkts, now)
+            self.outbox.extend(pairs)
+
+    def _relay_cut(self, g: int, packet) -> bool:
+        """Cut a record for a client of the other protocol; False if none
+        holds its destination."""
+        if not g:
+            return self.relay_other(packet)
+        segs = bulk.segments(g, packet)
+        if not segs or not self.relay_other(segs[0]):
+            return False
+        for s in segs[1:]:
+            self.relay_other(s)
+        return True
+
     def status(self, now: float) -> list:
         out = []
         for p in self.server.peers.values():
@@ -417,6 +521,8 @@ class V2ServerCore:
                 "rx_packets": p.stats["rx"], "tx_packets": p.stats["tx"],
                 "rx_bytes": p.stats["rx_bytes"], "tx_bytes": p.stats["tx_bytes"],
                 "spoofed": p.stats["spoofed"],
+                "bulk": p.bulk,
+                "bulk_rx_frames": p.stats["bulk_rx"], "bulk_tx_frames": p.stats["bulk_tx"],
             })
         return out
 

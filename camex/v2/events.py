@@ -16,6 +16,14 @@ class Deliver(NamedTuple):
     peer: Any = None          # server: the Peer they came from
 
 
+class DeliverFrame(NamedTuple):
+    """The records of an authenticated BULK frame: [(gso_size, packet)],
+    gso_size 0 for a complete packet (camex.v2.bulk turns them into TUN
+    writes). On the server, already source-checked."""
+    records: list
+    peer: Any = None
+
+
 class Up(NamedTuple):
     """Client: a session is established (first time, or with a new config).
     Server: a peer's first session is confirmed, or its grant changed."""

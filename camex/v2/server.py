@@ -3,6 +3,7 @@
     srv = V2Server(psk_for, authorize)
     actions = srv.receive(datagram, addr, now)   # Send / Deliver / Up / Down / Roamed
     pairs = srv.send(peer, packets, now)         # fast path: [(datagram, addr)]
+    pairs = srv.send_frame(peer, records, now)   # BULK frames, or None: peer takes DATA only
     peer = srv.route(dst_ip)                     # which peer owns a tunnel address
     t = srv.next_timer(); actions = srv.on_timer(now)
     actions = srv.close(now)                     # CLOSE to every peer (shutdown)
@@ -27,9 +28,10 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from . import wire
+from ..io.gso import Reassembly
+from . import bulk, wire
 from .cookie import CookieMaker, LoadMeter
-from .events import Deliver, Down, Roamed, Send, Up
+from .events import Deliver, DeliverFrame, Down, Roamed, Send, Up
 from .noise import HandshakeState, NoiseError
 from .session import FORGED, Session, Timers, keylog_lines
 
@@ -39,6 +41,9 @@ REPLAY_CACHE = 8192      # INIT ephemerals remembered (replayed INITs cost no DH
 NOSESSION_INTERVAL = 1.0  # per source address
 NOSESSION_PER_SECOND = 100
 INITS_PER_ADDRESS = 10   # under load: DH handshakes per second per source IP
+FRAME_SLOTS = 32         # BULK frames being reassembled, all clients together
+FRAME_SLOTS_PER_SESSION = 4
+FRAME_TIMEOUT = 1.0      # seconds a BULK frame may take to arrive whole
 
 
 @dataclass
@@ -90,7 +95,7 @@ class Peer:
         self.previous: Session | None = None
         self.ack_due = None
         self.stats = {"rx": 0, "tx": 0, "rx_bytes": 0, "tx_bytes": 0,
-                      "spoofed": 0, "replay": 0, "forged": 0}
+                      "spoofed": 0, "replay": 0, "forged": 0, "bulk_rx": 0, "bulk_tx": 0}
         self.set_grant(grant)
 
     def set_grant(self, grant: Grant) -> None:
@@ -107,6 +112,11 @@ class Peer:
             if src & mask == net:
                 return True
         return False
+
+    @property
+    def bulk(self) -> bool:
+        """Did the client announce that it takes BULK frames?"""
+        return bool(self.request.features & wire.FEATURE_BULK)
 
     def describe(self) -> str:
         who = self.client_id or "-"
@@ -130,7 +140,7 @@ def peer_key(client_id: str, grant: Grant) -> str:
 class V2Server:
     def __init__(self, psk_for, authorize, *, timers: Timers | None = None,
                  rng=os.urandom, load_threshold: int = LOAD_THRESHOLD,
-                 max_datagram: int = 1472, keylog=None, keygen=None):
+                 max_datagram: int = 1472, keylog=None, keygen=None, bulk: bool = True):
         self.psk_for = psk_for
         self.authorize = authorize
         self.t = timers or Timers()
@@ -138,6 +148,11 @@ class V2Server:
         self.keylog = keylog  # callable(line) for session keys, or None
         self.keygen = keygen  # () -> X25519PrivateKey; None: fresh random keys
         self.max_plain = max_datagram - wire.DATA_MIN
+        self.max_datagram = max_datagram
+        self.max_frame = wire.bulk_max_plain(max_datagram)
+        self.features = wire.FEATURE_BULK if bulk else 0
+        self.frames = Reassembly(FRAME_SLOTS, FRAME_TIMEOUT, per_group=FRAME_SLOTS_PER_SESSION)
+        self._bulk_n = None   # peers that take BULK (cached, reset with _behind)
         self.load = LoadMeter(load_threshold)
         self.cookies = CookieMaker(rng, self.t.cookie_secret_life)
         self.peers: dict[str, Peer] = {}
@@ -152,12 +167,15 @@ class V2Server:
         self._mac1_keys: dict[bytes, bytes] = {}
         self.stats = {"no_key": 0, "bad_mac1": 0, "cookie_sent": 0, "init_replay": 0,
                       "bad_init": 0, "refused": 0, "rate_limited": 0, "handshakes": 0, "unknown_index": 0,
-                      "stale": 0, "replay": 0, "forged": 0, "spoofed": 0, "malformed": 0}
+                      "stale": 0, "replay": 0, "forged": 0, "spoofed": 0, "malformed": 0,
+                      "bulk_rx": 0, "bulk_tx": 0}
 
     # --- public API -------------------------------------------------------
 
     def receive(self, datagram, addr, now: float) -> list:
         kind = wire.msg_type(datagram)
+        if kind == wire.T_BULK:
+            return self._on_bulk(datagram, addr, now)
         if kind == wire.T_DATA:
             return self._on_data(datagram, addr, now)
         if kind == wire.T_INIT:
@@ -176,6 +194,43 @@ class V2Server:
         peer.stats["tx"] += len(packets)
         peer.stats["tx_bytes"] += sum(map(len, packets))
         return [(d, peer.endpoint) for d in s.seal_packets(packets, now, self.max_plain, flags)]
+
+    def send_frame(self, peer: Peer, records, now: float):
+        """[(gso_size, packet)] for `peer` -> [(datagram, addr)] as BULK
+        frames (one AEAD each; records are grouped while they fit), or None
+        if the peer does not take BULK (the caller cuts the super-packets
+        and uses send()). A record too large for 64 fragments of our
+        datagram size goes out cut, as DATA."""
+        if not (self.features and peer.bulk):
+            return None
+        s = peer.current
+        if s is None or not s.can_send() or s.age(now) >= self.t.reject_after_time:
+            return []
+        flags = self._rekey_flag(s, now)
+        peer.ack_due = None
+        st = peer.stats
+        out = []
+        fits = []
+        for g, p in records:
+            st["tx"] += bulk.segment_count(g, p)
+            st["tx_bytes"] += len(p)
+            if len(p) + wire.BULK_RECORD <= self.max_frame:
+                fits.append((g, p))
+            else:
+                out += s.seal_packets(bulk.segments(g, p), now, self.max_plain, flags)
+        for plain in bulk.plaintexts(fits, self.max_frame):
+            out += s.seal_frame(plain, now, self.max_datagram, flags)
+            st["bulk_tx"] += 1
+            self.stats["bulk_tx"] += 1
+        ep = peer.endpoint
+        return [(d, ep) for d in out]
+
+    @property
+    def bulk_peers(self) -> int:
+        """How many peers take BULK frames (cached until peers change)."""
+        if self._bulk_n is None:
+            self._bulk_n = sum(1 for p in self.peers.values() if p.bulk) if self.features else 0
+        return self._bulk_n
 
     def route(self, dst) -> Peer | None:
         """The peer whose grant holds `dst` (4 bytes or IPv4Address): its
@@ -266,7 +321,7 @@ class V2Server:
                 out += self._drop_peer(p, "key or profile changed on reload")
             elif grant != p.grant:
                 p.set_grant(grant)
-                self._behind = None
+                self._behind = self._bulk_n = None
                 out.append(Up(grant.config, p))
         return out
 
@@ -328,7 +383,11 @@ class V2Server:
                 result = wire.Refusal(wire.ERR_ADDRESS, "address in use by another client")
         index = self._new_index()
         if isinstance(result, Grant):
-            body = struct.pack("<I", index) + wire.encode_config(result.config)
+            # Features are announced to clients that announce theirs: an
+            # older client gets the RESP it always got.
+            features = self.features if request.features else 0
+            body = struct.pack("<I", index) + wire.encode_config(result.config,
+                                                                 features=features)
         else:
             self.stats["refused"] += 1
             body = struct.pack("<I", 0) + wire.encode_config(None, result)
@@ -383,25 +442,23 @@ class V2Server:
         self.hinted[addr] = now
         return [Send(wire.pack_nosession(receiver), addr)]
 
-    def _on_data(self, datagram, addr, now: float) -> list:
-        hdr = wire.parse_data_header(datagram)
-        if hdr is None:
-            self.stats["malformed"] += 1
-            return []
-        flags, receiver, counter = hdr
+    def _owner(self, receiver: int, addr, now: float):
+        """(owner, session) for a receiver index, or (None, events) when the
+        index is unknown (NOSESSION hint) or its session is too old."""
         owner = self.sessions.get(receiver)
         if owner is None:
-            return self._nosession(receiver, addr, now)
+            return None, self._nosession(receiver, addr, now)
         s = owner.session if isinstance(owner, _Pending) else (
             owner.current if owner.current is not None and owner.current.local_index == receiver
             else owner.previous)
         if s is None or s.age(now) >= self.t.reject_after_time:
             self.stats["stale"] += 1
-            return []
-        plain = s.open(datagram, counter, now)
-        if isinstance(plain, str):
-            self.stats["forged" if plain == FORGED else "replay"] += 1
-            return []
+            return None, []
+        return owner, s
+
+    def _authenticated(self, owner, flags: int, addr, now: float):
+        """After a DATA or BULK frame authenticated: key confirmation,
+        roaming, CLOSE. (peer, events, True if the peer is gone)."""
         out = []
         if isinstance(owner, _Pending):
             peer, out = self._confirm(owner, addr, now)
@@ -413,7 +470,25 @@ class V2Server:
             if old is not None:
                 out.append(Roamed(peer, old, addr))
         if flags & wire.FLAG_CLOSE:
-            return out + self._drop_peer(peer, "client closed the session")
+            return peer, out + self._drop_peer(peer, "client closed the session"), True
+        return peer, out, False
+
+    def _on_data(self, datagram, addr, now: float) -> list:
+        hdr = wire.parse_data_header(datagram)
+        if hdr is None:
+            self.stats["malformed"] += 1
+            return []
+        flags, receiver, counter = hdr
+        owner, s = self._owner(receiver, addr, now)
+        if owner is None:
+            return s
+        plain = s.open(datagram, counter, now)
+        if isinstance(plain, str):
+            self.stats["forged" if plain == FORGED else "replay"] += 1
+            return []
+        peer, out, gone = self._authenticated(owner, flags, addr, now)
+        if gone:
+            return out
         packets = wire.parse_records(plain)
         if packets is None:
             self.stats["malformed"] += 1
@@ -436,6 +511,52 @@ class V2Server:
             if peer.ack_due is None:
                 peer.ack_due = now + self.t.passive_keepalive
             out.append(Deliver(good, peer))
+        return out
+
+    def _on_bulk(self, datagram, addr, now: float) -> list:
+        f = wire.parse_bulk(datagram)
+        if f is None:
+            self.stats["malformed"] += 1
+            return []
+        flags, index, receiver, counter, count, piece = f
+        owner, s = self._owner(receiver, addr, now)
+        if owner is None:
+            return s
+        # Replays and stale frames never take a reassembly slot; the window
+        # moves only once the whole frame authenticates. Without the key,
+        # a sender can at most fill this session's few slots.
+        if not s.fresh(counter):
+            self.stats["replay"] += 1
+            return []
+        whole = self.frames.add((receiver, counter), index, count, piece, now)
+        if whole is None:
+            return []
+        plain = s.open_frame(whole, flags, counter, count, now)
+        if isinstance(plain, str):
+            self.stats["forged" if plain == FORGED else "replay"] += 1
+            return []
+        self.stats["bulk_rx"] += 1
+        # The fragment that completed the frame names the endpoint (roaming).
+        peer, out, gone = self._authenticated(owner, flags, addr, now)
+        if gone:
+            return out
+        peer.stats["bulk_rx"] += 1
+        records = wire.parse_bulk_records(plain)
+        if records is None:
+            self.stats["malformed"] += 1
+            return out
+        good = [r for r in records if peer.allows_source(r[1])]
+        if len(good) != len(records):
+            n = len(records) - len(good)
+            peer.stats["spoofed"] += n
+            self.stats["spoofed"] += n
+        if good:
+            for g, p in good:
+                peer.stats["rx"] += bulk.segment_count(g, p)
+                peer.stats["rx_bytes"] += len(p)
+            if peer.ack_due is None:
+                peer.ack_due = now + self.t.passive_keepalive
+            out.append(DeliverFrame(good, peer))
         return out
 
     def _confirm(self, pend: _Pending, addr, now: float):
@@ -463,7 +584,7 @@ class V2Server:
             if peer.previous is not None:
                 self.sessions.pop(peer.previous.local_index, None)
         self.by_address[int(peer.grant.address)] = peer
-        self._behind = None
+        self._behind = self._bulk_n = None
         peer.previous, peer.current = peer.current, s
         self.sessions[s.local_index] = peer
         peer.endpoint = addr if peer.endpoint is None else peer.endpoint
@@ -481,7 +602,7 @@ class V2Server:
             del self.peers[peer.key]
         if self.by_address.get(int(peer.grant.address)) is peer:
             del self.by_address[int(peer.grant.address)]
-        self._behind = None
+        self._behind = self._bulk_n = None
         return [Down(reason, peer)]
 
     def _rekey_flag(self, s: Session, now: float) -> int:

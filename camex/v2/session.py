@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from ..io.gso import cut_frame
 from . import wire
 from .noise import nonce_bytes
 from .replay import ReplayWindow
@@ -138,6 +139,47 @@ class Session:
         if batch:
             out.append(self.seal(wire.pack_records(batch), now, flags))
         return out
+
+    def seal_frame(self, plaintext, now: float, datagram_size: int, flags: int = 0) -> list:
+        """A BULK frame: the plaintext (bulk records) sealed ONCE under one
+        counter value (shared with DATA, so one replay window covers both)
+        and cut into fragments of `datagram_size` bytes, the last shorter:
+        one GSO run. Raises ValueError if it needs more than 64 fragments
+        (callers keep the plaintext within wire.bulk_max_plain)."""
+        counter = self.send_counter
+        if counter >= self.send_limit:
+            raise OverflowError("session exhausted")  # callers check can_send
+        room = datagram_size - wire.HEADER_BULK
+        count = -(-(len(plaintext) + wire.TAGLEN) // room)
+        if count > wire.BULK_MAX_FRAGMENTS:
+            raise ValueError(f"a BULK frame of {len(plaintext)} bytes needs {count} datagrams")
+        self.send_counter = counter + 1
+        header = wire.bulk_header(self.remote_index, counter, count, flags)
+        self.last_sent = now
+        sealed = AEADS.get(self.send_key).encrypt(nonce_bytes(counter), plaintext, header)
+        return cut_frame(header, sealed, datagram_size)
+
+    def fresh(self, counter: int) -> bool:
+        """May a frame with this counter still be accepted? (The check
+        before a fragment is stored; the window moves only after open.)"""
+        return counter < self.recv_limit and self.window.check(counter)
+
+    def open_frame(self, ciphertext, flags: int, counter: int, count: int, now: float):
+        """The plaintext of an authenticated, fresh, reassembled BULK frame,
+        or REPLAY / FORGED / TOO_OLD. The AD is rebuilt from the fields
+        (index 0); the window moves only on success."""
+        if counter >= self.recv_limit:
+            return TOO_OLD
+        if not self.window.check(counter):
+            return REPLAY
+        header = wire.bulk_header(self.local_index, counter, count, flags)
+        try:
+            plain = AEADS.get(self.recv_key).decrypt(nonce_bytes(counter), ciphertext, header)
+        except InvalidTag:
+            return FORGED
+        self.window.update(counter)
+        self.last_received = now
+        return plain
 
     def open(self, datagram, counter: int, now: float):
         """The plaintext of an authenticated, fresh DATA datagram, or one of

@@ -226,6 +226,11 @@ HEADER_BULK = 20
 BULK_MAX_FRAGMENTS = 64
 BULK_RECORD = 4       # u16 length | u16 gso_size before each packet
 _BULK_HDR = struct.Struct("<BBBBIQBBH")
+
+
+def bulk_max_plain(datagram_size: int) -> int:
+    """The largest frame plaintext that fits 64 fragments of this size."""
+    return BULK_MAX_FRAGMENTS * (datagram_size - HEADER_BULK) - TAGLEN
 _BULK_REC = struct.Struct("!HH")
 
 

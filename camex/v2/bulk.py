@@ -1,0 +1,109 @@
+"""BULK records and the TUN: what the v2 cores do with super-packets.
+
+A BULK frame (docs/PROTOCOL.md §4.7) carries records (gso_size G, IPv4
+packet). G > 0 is a super-packet as a TSO TUN read returns it: one IPv4 +
+TCP/UDP header over up to 64 KiB of payload, the L4 checksum field holding
+the pseudo-header sum (virtio NEEDS_CSUM). This module turns TUN reads into
+records (sender) and records into TUN writes (receiver) - a GSO write with
+a virtio_net_hdr when the TUN takes one, else complete packets cut by
+camex.io.offload.segment (also what DATA-only peers and legacy clients get
+on a relay). Pure functions; no I/O.
+"""
+
+from __future__ import annotations
+
+from ..io import gso, offload
+from . import wire
+
+PROTO_TCP, PROTO_UDP = 6, 17
+
+
+def record_of(hdr, packet):
+    """(gso_size, packet) for a TSO/USO read of an IPv4 super-packet, or
+    None if it is not one (the caller cuts it and sends DATA)."""
+    gtype = hdr[1] & ~gso.GSO_ECN
+    if gtype not in (gso.GSO_TCPV4, gso.GSO_UDP_L4) or not hdr[3] or \
+            len(packet) < 28 or packet[0] >> 4 != 4 or len(packet) > 0xFFFF:
+        return None
+    return hdr[3], packet
+
+
+def _l4(packet):
+    """(ihl, header length, proto) of a sane IPv4 TCP/UDP super-packet
+    whose total length is the record's length; None otherwise."""
+    n = len(packet)
+    if n < 28 or packet[0] >> 4 != 4:
+        return None
+    ihl = (packet[0] & 15) * 4
+    proto = packet[9]
+    if ihl < 20 or ((packet[2] << 8) | packet[3]) != n:
+        return None
+    if proto == PROTO_TCP:
+        if n < ihl + 20:
+            return None
+        hl = ihl + (packet[ihl + 12] >> 4) * 4
+        if hl < ihl + 20:
+            return None
+    elif proto == PROTO_UDP:
+        hl = ihl + 8
+    else:
+        return None
+    return (ihl, hl, proto) if hl < n else None
+
+
+def segment_count(g: int, packet) -> int:
+    """How many packets a record stands for (for packet counters)."""
+    if not g:
+        return 1
+    l4 = _l4(packet)
+    return 1 if l4 is None else max(1, -(-(len(packet) - l4[1]) // g))
+
+
+def tun_items(g: int, packet) -> list:
+    """Items for a TUN write list (the daemons' `to_tun`) from one received
+    record: the packet itself (G 0), or one (vnet header, packet) pair for a
+    TCP super-packet - written whole where the TUN has a vnet header, cut
+    by the device otherwise. UDP super-packets are cut here (a USO write
+    needs Linux >= 6.2 on the receiving side; they are rare: only
+    applications that use UDP GSO themselves produce them). [] if the
+    record is not a sane IPv4 packet (dropped)."""
+    if not g:
+        return [packet] if len(packet) >= 20 and packet[0] >> 4 == 4 else []
+    l4 = _l4(packet)
+    if l4 is None:
+        return []
+    ihl, hl, proto = l4
+    if proto == PROTO_TCP:
+        return [(gso.pack_vnet(gso.F_NEEDS_CSUM, gso.GSO_TCPV4, hl, g, ihl, 16), packet)]
+    return segments(g, packet)
+
+
+def segments(g: int, packet) -> list:
+    """Complete packets (IP and L4 checksums done) for a record: for a
+    peer that takes DATA only, a legacy client, or a TUN without offloads."""
+    if not g:
+        return [packet]
+    l4 = _l4(packet)
+    if l4 is None:
+        return []
+    ihl, hl, proto = l4
+    gtype, off = (gso.GSO_TCPV4, 16) if proto == PROTO_TCP else (gso.GSO_UDP_L4, 6)
+    try:
+        return offload.segment(gso.VnetHdr((gso.F_NEEDS_CSUM, gtype, hl, g, ihl, off)), packet)
+    except offload.OffloadError:
+        return []
+
+
+def plaintexts(records, max_plain: int):
+    """Group records into frame plaintexts of at most `max_plain` bytes
+    (a record never spans two frames). Yields bytes."""
+    batch, size = [], 0
+    for g, p in records:
+        need = len(p) + wire.BULK_RECORD
+        if batch and size + need > max_plain:
+            yield wire.pack_bulk_records(batch)
+            batch, size = [], 0
+        batch.append((g, p))
+        size += need
+    if batch:
+        yield wire.pack_bulk_records(batch)

@@ -1,0 +1,377 @@
+"""v2 BULK frames through the real cores, in memory (docs/PROTOCOL.md §4.7):
+negotiation, one frame per super-packet, delivery as a GSO TUN write,
+reassembly out of order, loss, replay, tampering, limits, and the relay to
+v2 clients with and without BULK and to legacy clients."""
+
+import ipaddress
+import struct
+
+import pytest
+
+from camex.config import parse_config
+from camex.core.client import LegacyClient
+from camex.core.server_mux import ServerMux
+from camex.io import gso, offload
+from camex.legacy import codec
+from camex.v2 import bulk, wire
+from camex.v2.core import V2ClientCore, V2ServerCore
+from camex.v2.server import FRAME_SLOTS, FRAME_SLOTS_PER_SESSION
+
+PW = b"bulk-global-secret"
+CONF = """
+[defaults]
+gateway_ip = 10.0.0.1
+[client C1]
+local_cidr = 10.0.0.2/24
+[client C2]
+local_cidr = 10.0.0.3/24
+[client L3]
+local_cidr = 10.0.0.4/24
+"""
+A1, A2, A3 = ("192.0.2.1", 4001), ("192.0.2.2", 4002), ("192.0.2.3", 4003)
+MSS = 1398
+
+
+def tcp_super(src, dst, payload_len, seq=1000):
+    """What a TSO TUN read returns: (VnetHdr, IPv4/TCP super-packet) with
+    the pseudo-header sum in the TCP checksum field (NEEDS_CSUM)."""
+    payload = bytes((i * 7 + seq) & 0xFF for i in range(payload_len))
+    tcp = struct.pack("!HHIIBBHHH", 40000, 5201, seq, 77, 5 << 4, 0x18, 502, 0, 0)
+    total = 40 + payload_len
+    ip = bytearray(struct.pack("!BBHHHBBH", 0x45, 0, total, 0x1234, 0x4000, 64, 6, 0)
+                   + ipaddress.IPv4Address(src).packed + ipaddress.IPv4Address(dst).packed)
+    ip[10:12] = offload.ip_checksum(ip).to_bytes(2, "big")
+    p = bytearray(ip + tcp + payload)
+    p[36:38] = (offload.pseudo4(p, 6, total - 20) % 0xFFFF).to_bytes(2, "big")
+    hdr = gso.VnetHdr((gso.F_NEEDS_CSUM, gso.GSO_TCPV4, 40, MSS, 20, 16))
+    return hdr, memoryview(bytes(p))
+
+
+def tcp_payload(segments):
+    """Payload bytes of complete TCP segments, after checking each one's
+    IP and TCP checksums (what a receiving kernel would do)."""
+    out = b""
+    for s in segments:
+        s = bytes(s)
+        assert offload.sum16(s[:20]) % 0xFFFF == 0, "IP checksum"
+        assert offload.l4_valid(s, 20, 6), "TCP checksum"
+        assert len(s) - 40 <= MSS
+        out += s[40:]
+    return out
+
+
+class World:
+    """A v2 server (optionally the mux with legacy) and clients, wired in memory."""
+
+    def __init__(self, mux=False, local_delivery=False, relay_other=None):
+        self.now = 100.0
+        cfg = parse_config(CONF)
+        if mux:
+            self.mux = ServerMux(passphrase=PW, encrypt=True, config=cfg)
+            self.server = self.mux.v2
+            self.entry = self.mux
+        else:
+            self.server = V2ServerCore(global_passphrase=PW, config=cfg,
+                                       local_delivery=local_delivery, relay_other=relay_other)
+            self.entry = self.server
+        self.clients = {}
+        self.drop = None     # callable(datagram, addr) -> True to lose it on the way
+
+    def add(self, addr, core):
+        self.clients[addr] = core
+        core.start(self.now)
+        core.connected(self.now)
+        self.pump()
+        return core
+
+    def pump(self):
+        for _ in range(10):
+            moved = False
+            for addr, c in self.clients.items():
+                out, c.to_net[:] = list(c.to_net), []
+                for d in out:
+                    moved = True
+                    if self.drop is None or not self.drop(d, addr):
+                        self.entry.datagram_received(d, addr, self.now)
+            out, self.entry.outbox[:] = list(self.entry.outbox), []
+            for d, addr in out:
+                moved = True
+                if addr in self.clients:
+                    self.clients[addr].datagram_received(d, self.now)
+            if not moved:
+                return
+
+
+def v2(cid, monkeypatch=None, bulk_on=True):
+    if monkeypatch is not None:
+        monkeypatch.setenv("CAMEX_FASTPATH", "" if bulk_on else "nobulk")
+    c = V2ClientCore(auto=True, passphrase=PW, client_id=cid)
+    if monkeypatch is not None:
+        monkeypatch.delenv("CAMEX_FASTPATH")
+    return c
+
+
+def peer(w, cid):
+    return w.server.server.peers[cid.lower()]
+
+
+# ------------------------------------------------------------ negotiation
+
+
+def test_both_sides_announce_bulk_and_a_super_packet_is_one_frame():
+    w = World(local_delivery=True)
+    c1 = w.add(A1, v2("C1"))
+    assert c1.bulk_ready and peer(w, "C1").bulk and w.server.bulk_ready
+    hdr, pkt = tcp_super("10.0.0.2", "10.0.0.1", 60000)
+    c1.tun_super(hdr, pkt, w.now)
+    frags = list(c1.to_net)
+    assert all(wire.msg_type(d) == wire.T_BULK for d in frags)
+    assert len(frags) == -(-(60000 + 40 + 4 + 16) // (1472 - 20))
+    assert all(len(d) == 1472 for d in frags[:-1])
+    assert len({wire.parse_bulk(d)[3] for d in frags}) == 1      # one counter: one AEAD
+    w.pump()
+    (item,) = w.server.to_tun
+    vnet, got = item
+    assert bytes(got) == bytes(pkt)
+    assert gso.parse_vnet(vnet) == (gso.F_NEEDS_CSUM, gso.GSO_TCPV4, 40, MSS, 20, 16)
+    # What the kernel makes of that write: segments with valid checksums.
+    assert tcp_payload(offload.segment(gso.parse_vnet(vnet), got)) == bytes(pkt[40:])
+    assert c1.bulk_tx_frames == 1 and peer(w, "C1").stats["bulk_rx"] == 1
+    assert peer(w, "C1").stats["rx"] == -(-60000 // MSS)
+
+
+def test_client_without_bulk_gets_the_old_resp_and_only_data(monkeypatch):
+    w = World(local_delivery=True)
+    old = w.add(A1, v2("C1", monkeypatch, bulk_on=False))
+    assert old.session.request.features == 0
+    assert not old.bulk_ready and not peer(w, "C1").bulk and not w.server.bulk_ready
+    # The server answered without TLV_FEATURES, so its RESP is what an
+    # older client always got, and it never sends BULK to it.
+    hdr, pkt = tcp_super("10.0.0.1", "10.0.0.2", 10000)
+    assert w.server.tun_super(hdr, pkt) is False
+    assert w.server.server.send_frame(peer(w, "C1"), [(MSS, pkt)], w.now) is None
+    # Super-packets the daemon still hands over go out cut, as DATA.
+    old.tun_super(hdr, pkt, w.now)
+    assert old.to_net and all(wire.msg_type(d) == wire.T_DATA for d in old.to_net)
+
+
+def test_server_without_bulk_gets_no_bulk_from_clients(monkeypatch):
+    monkeypatch.setenv("CAMEX_FASTPATH", "nobulk")
+    w = World(local_delivery=True)
+    monkeypatch.delenv("CAMEX_FASTPATH")
+    c1 = w.add(A1, v2("C1"))
+    assert c1.session.request.features == wire.FEATURE_BULK
+    assert not c1.session.peer_bulk and not c1.bulk_ready
+    hdr, pkt = tcp_super("10.0.0.2", "10.0.0.1", 8000)
+    c1.tun_super(hdr, pkt, w.now)
+    assert all(wire.msg_type(d) == wire.T_DATA for d in c1.to_net)
+    w.pump()
+    assert tcp_payload(w.server.to_tun) == bytes(pkt[40:])
+
+
+def test_old_server_ignores_the_features_tlv():
+    """A v2 implementation that does not know TLV 7 skips it (unknown TLVs
+    are ignored): the request decodes as before."""
+    req = wire.Request(auto=True, features=wire.FEATURE_BULK)
+    data = wire.encode_request(req)
+    assert data == wire.encode_request(wire.Request(auto=True)) + bytes((7, 1, 1))
+    assert wire.decode_request(data).auto is True
+    assert wire.decode_config(wire.encode_config(None, features=1)).features == 1
+
+
+# --------------------------------------------------------- receive side
+
+
+def frame(c, hdr_pkt):
+    c.tun_super(*hdr_pkt, 0.0)
+    out, c.to_net[:] = list(c.to_net), []
+    return out
+
+
+def test_fragments_out_of_order_still_make_the_frame():
+    w = World(local_delivery=True)
+    c1 = w.add(A1, v2("C1"))
+    hp = tcp_super("10.0.0.2", "10.0.0.1", 30000)
+    frags = frame(c1, hp)
+    order = frags[1::2] + frags[0::2]
+    for d in order:
+        w.server.datagram_received(d, A1, w.now)
+    ((_, got),) = w.server.to_tun
+    assert bytes(got) == bytes(hp[1])
+
+
+def test_a_lost_fragment_loses_its_frame_only():
+    w = World(local_delivery=True)
+    c1 = w.add(A1, v2("C1"))
+    f1 = frame(c1, tcp_super("10.0.0.2", "10.0.0.1", 20000, seq=1))
+    f2 = frame(c1, tcp_super("10.0.0.2", "10.0.0.1", 20000, seq=20001))
+    for d in f1[:3] + f1[4:] + f2:
+        w.server.datagram_received(d, A1, w.now)
+    ((_, got),) = w.server.to_tun
+    assert bytes(got[24:28]) == (20001).to_bytes(4, "big")    # the second frame
+    # The half frame's slot goes after the timeout; nothing else is kept.
+    w.now += 2
+    f3 = frame(c1, tcp_super("10.0.0.2", "10.0.0.1", 20000, seq=40001))
+    for d in f3:
+        w.server.datagram_received(d, A1, w.now)
+    assert len(w.server.to_tun) == 2 and w.server.server.frames.memory() <= 20000
+
+
+def test_a_replayed_frame_is_dropped_before_reassembly():
+    w = World(local_delivery=True)
+    c1 = w.add(A1, v2("C1"))
+    f = frame(c1, tcp_super("10.0.0.2", "10.0.0.1", 10000))
+    for d in f + f:
+        w.server.datagram_received(d, A1, w.now)
+    assert len(w.server.to_tun) == 1
+    assert w.server.server.stats["replay"] == len(f)
+    assert not w.server.server.frames.slots
+
+
+@pytest.mark.parametrize("field", ["index", "count", "counter", "flags", "slice"])
+def test_tampered_fragments_fail_and_do_not_move_the_window(field):
+    w = World(local_delivery=True)
+    c1 = w.add(A1, v2("C1"))
+    f = frame(c1, tcp_super("10.0.0.2", "10.0.0.1", 10000))
+    bad = [bytearray(d) for d in f]
+    if field == "index":
+        bad[0][3], bad[1][3] = 1, 0
+    elif field == "count":
+        for d in bad:
+            d[16] += 1
+        bad.append(bytearray(bad[-1]))     # a made-up last fragment
+        bad[-1][3] = bad[-1][16] - 1
+    elif field == "counter":
+        for d in bad:
+            d[12] ^= 1           # far ahead: fresh, so it reaches the AEAD
+    elif field == "flags":
+        for d in bad:
+            d[2] = wire.FLAG_CLOSE
+    else:
+        bad[1][200] ^= 0x40
+    for d in bad:
+        w.server.datagram_received(bytes(d), A1, w.now)
+    assert w.server.to_tun == [] and w.server.server.stats["forged"] == 1
+    assert peer(w, "C1").current is not None          # a forged CLOSE closed nothing
+    for d in f:                                        # the genuine frame still opens
+        w.server.datagram_received(d, A1, w.now)
+    assert len(w.server.to_tun) == 1
+
+
+def test_malformed_fragments_are_counted_and_dropped():
+    w = World(local_delivery=True)
+    c1 = w.add(A1, v2("C1"))
+    d = bytearray(frame(c1, tcp_super("10.0.0.2", "10.0.0.1", 3000))[0])
+    for at, v in ((16, 0), (16, 65), (17, 1), (3, 9)):
+        x = bytearray(d)
+        x[at] = v
+        w.server.datagram_received(bytes(x), A1, w.now)
+    w.server.datagram_received(bytes(d[:20]), A1, w.now)
+    assert w.server.server.stats["malformed"] == 5 and not w.server.server.frames.slots
+
+
+def test_reassembly_is_bounded_per_session_and_in_total():
+    w = World(local_delivery=True)
+    c1 = w.add(A1, v2("C1"))
+    c2 = w.add(A2, v2("C2"))
+    frames = w.server.server.frames
+    # Many incomplete frames (the last fragment of each lost), from two
+    # sessions: each keeps at most FRAME_SLOTS_PER_SESSION open.
+    for i in range(40):
+        for c, a, src in ((c1, A1, "10.0.0.2"), (c2, A2, "10.0.0.3")):
+            f = frame(c, tcp_super(src, "10.0.0.1", 60000, seq=i))
+            for d in f[:-1]:
+                w.server.datagram_received(d, a, w.now)
+    assert len(frames.slots) <= 2 * FRAME_SLOTS_PER_SESSION <= FRAME_SLOTS
+    assert max(frames.groups.values()) <= FRAME_SLOTS_PER_SESSION
+    assert frames.memory() <= 2 * FRAME_SLOTS_PER_SESSION * 64 * 1472
+    assert w.server.to_tun == []
+    f = frame(c1, tcp_super("10.0.0.2", "10.0.0.1", 60000, seq=99))
+    for d in f:
+        w.server.datagram_received(d, A1, w.now)
+    assert len(w.server.to_tun) == 1
+
+
+def test_a_frame_moves_the_endpoint_only_when_it_authenticates():
+    w = World(local_delivery=True)
+    c1 = w.add(A1, v2("C1"))
+    new = ("198.51.100.7", 5555)
+    f = frame(c1, tcp_super("10.0.0.2", "10.0.0.1", 5000))
+    forged = bytearray(f[-1])
+    forged[-1] ^= 1
+    for d in f[:-1] + [bytes(forged)]:
+        w.server.datagram_received(d, new, w.now)
+    assert peer(w, "C1").endpoint == A1
+    for d in f:
+        w.server.datagram_received(d, new, w.now)
+    assert peer(w, "C1").endpoint == new
+
+
+def test_server_sends_frames_to_the_client_and_the_client_writes_gso():
+    w = World(local_delivery=True)
+    c1 = w.add(A1, v2("C1"))
+    hdr, pkt = tcp_super("10.0.0.1", "10.0.0.2", 64000)
+    assert w.server.tun_super(hdr, pkt) is True
+    w.pump()
+    ((vnet, got),) = c1.to_tun
+    assert bytes(got) == bytes(pkt) and gso.parse_vnet(vnet)[1] == gso.GSO_TCPV4
+    assert c1.bulk_rx_frames == 1 and c1.rx_bytes == len(pkt)
+
+
+# ------------------------------------------------------------------ relay
+
+
+def test_relay_v2_to_v2_decrypts_once_and_seals_once():
+    w = World()
+    c1 = w.add(A1, v2("C1"))
+    c2 = w.add(A2, v2("C2"))
+    hp = tcp_super("10.0.0.2", "10.0.0.3", 50000)
+    c1.tun_super(*hp, w.now)
+    w.pump()
+    ((vnet, got),) = c2.to_tun
+    assert bytes(got) == bytes(hp[1])
+    st = w.server.server.stats
+    assert (st["bulk_rx"], st["bulk_tx"]) == (1, 1)
+    assert peer(w, "C2").stats["bulk_tx"] == 1
+
+
+def test_relay_to_a_v2_client_without_bulk_cuts_into_data(monkeypatch):
+    w = World()
+    c1 = w.add(A1, v2("C1"))
+    c2 = w.add(A2, v2("C2", monkeypatch, bulk_on=False))
+    hp = tcp_super("10.0.0.2", "10.0.0.3", 30000)
+    c1.tun_super(*hp, w.now)
+    sent = []
+    w.drop = lambda d, addr: sent.append(d) and False
+    w.pump()
+    assert tcp_payload(c2.to_tun) == bytes(hp[1][40:])
+    assert len(c2.to_tun) == -(-30000 // MSS)
+    assert w.server.server.stats["bulk_tx"] == 0
+
+
+def test_relay_to_a_legacy_client_gets_one_checksummed_packet_per_datagram():
+    w = World(mux=True)
+    c1 = w.add(A1, v2("C1"))
+    lg = w.add(A3, LegacyClient(auto=True, client_id="L3", key=codec.derive_key(PW)))
+    assert str(lg.config.address) == "10.0.0.4/24"
+    hp = tcp_super("10.0.0.2", "10.0.0.4", 20000)
+    c1.tun_super(*hp, w.now)
+    w.pump()
+    assert tcp_payload(lg.to_tun) == bytes(hp[1][40:])
+    assert len(lg.to_tun) == -(-20000 // MSS)
+
+
+def test_mux_server_tun_super_packet_to_legacy_is_cut():
+    w = World(mux=True)
+    lg = w.add(A3, LegacyClient(auto=True, client_id="L3", key=codec.derive_key(PW)))
+    hp = tcp_super("10.0.0.1", "10.0.0.4", 9000)
+    w.mux.tun_super(*hp, w.now)
+    w.pump()
+    assert tcp_payload(lg.to_tun) == bytes(hp[1][40:])
+
+
+def test_bad_records_are_dropped_not_written():
+    assert bulk.tun_items(MSS, b"\x45" + bytes(100)) == []            # length mismatch
+    assert bulk.tun_items(0, b"\x60" + bytes(39)) == []                # not IPv4
+    hdr, pkt = tcp_super("10.0.0.1", "10.0.0.2", 3000)
+    assert bulk.record_of(gso.VnetHdr((0, gso.GSO_NONE, 0, 0, 0, 0)), pkt) is None
