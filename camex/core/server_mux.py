@@ -89,6 +89,7 @@ class ServerMux:
                               rng=rng, keylog=keylog, timers=timers)
             self.v2.outbox = self.outbox
             self.v2.to_tun = self.to_tun
+            self.v2.other_holds = self._legacy_holds
             if self.legacy is not None:
                 self.legacy.foreign = self._to_v2
                 self.legacy.holder_elsewhere = self._v2_identity_at
@@ -139,6 +140,9 @@ class ServerMux:
             return False
         self.legacy.send_data(peer, packet)
         return True
+
+    def _legacy_holds(self, dst: bytes) -> bool:
+        return self.legacy is not None and dst in self.legacy.by_ip
 
     def _to_v2(self, packet) -> bool:
         """A legacy client's packet for an address no legacy client holds."""

@@ -324,6 +324,7 @@ class V2ServerCore:
                  load_threshold: int | None = None):
         self.local_delivery = local_delivery
         self.relay_other = relay_other     # (packet) -> bool: a client of the other protocol took it
+        self.other_holds = None            # (dst 4 bytes) -> bool: would relay_other take it?
         self.behind_for = behind_for or _behind_from_profile
         self.config = config
         self.outbox: list = []
@@ -496,9 +497,12 @@ class V2ServerCore:
 
     def _relay_cut(self, g: int, packet) -> bool:
         """Cut a record for a client of the other protocol; False if none
-        holds its destination."""
+        holds its destination (asked first: cutting costs ~15 us a segment)."""
         if not g:
             return self.relay_other(packet)
+        holds = self.other_holds
+        if holds is not None and not holds(bytes(packet[16:20])):
+            return False
         segs = bulk.segments(g, packet)
         if not segs or not self.relay_other(segs[0]):
             return False
