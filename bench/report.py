@@ -278,6 +278,9 @@ def markdown(doc: dict, png_name: str) -> str:
         if r.get("daemons"):
             extra = "; RSS per daemon, peak (VmHWM) / at the end: " + ", ".join(
                 f"{role} {d['peak_rss_kib'] / 1024:.1f} / {(d.get('rss_kib') or 0) / 1024:.1f} MiB"
+                + (" (short-lived helpers, gone: " + ", ".join(
+                    f"{n} x{h['runs']} peak {h['peak_rss_kib'] / 1024:.1f} MiB"
+                    for n, h in sorted(d["helpers"].items())) + ")" if d.get("helpers") else "")
                 for role, d in r["daemons"].items() if d.get("peak_rss_kib"))
         after = r.get("peak_rss_kib_after") or {}
         if after.get("idle") and after.get("udp64"):
