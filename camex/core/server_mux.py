@@ -120,6 +120,9 @@ class ServerMux:
     # ------------------------------------------------- receive and route
 
     def datagram_received(self, data, addr, now: float) -> None:
+        if len(data) > wire.HEADER_BULK and data[1] == wire.T_BULK and self.v2 is not None \
+                and self.v2.server.fragment(data):
+            return   # the middle of a v2 BULK frame: stored, nothing else to do
         if wire.is_v2(data):
             if self.v2 is None:
                 self.throttle.warning("v2-off", "ignored v2 datagrams from %s:%d: this "

@@ -146,6 +146,19 @@ class ClientSession:
             out += self._begin_handshake(now)
         return out
 
+    def fragment(self, d) -> bool:
+        """Per-fragment fast path: True if `d` was the next in-order
+        fragment (not the last) of the BULK frame being received, now
+        stored; False for anything else, which then takes receive().
+        The frame's first fragment passed every check receive() makes;
+        the last one, which completes the frame, takes receive() too."""
+        if len(d) <= wire.HEADER_BULK:
+            return False
+        h = wire.bulk_fields(d)
+        if h[0] != wire.MARK or h[1] != wire.T_BULK or h[7] or h[8]:
+            return False
+        return self.frames.extend((h[4], h[5]), h[3], h[6], memoryview(d)[wire.HEADER_BULK:])
+
     def receive(self, datagram, now: float) -> list:
         kind = wire.msg_type(datagram)
         if kind == wire.T_BULK:

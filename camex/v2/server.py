@@ -183,6 +183,19 @@ class V2Server:
         self.stats["malformed"] += 1   # RESP/COOKIE/NOSESSION are not for a server
         return []
 
+    def fragment(self, d) -> bool:
+        """Per-fragment fast path: True if `d` was the next in-order
+        fragment (not the last) of the BULK frame being received, now
+        stored; False for anything else, which then takes receive().
+        The frame's first fragment passed every check receive() makes;
+        the last one, which completes the frame, takes receive() too."""
+        if len(d) <= wire.HEADER_BULK:
+            return False
+        h = wire.bulk_fields(d)
+        if h[0] != wire.MARK or h[1] != wire.T_BULK or h[7] or h[8]:
+            return False
+        return self.frames.extend((h[4], h[5]), h[3], h[6], memoryview(d)[wire.HEADER_BULK:])
+
     def send(self, peer: Peer, packets, now: float) -> list:
         """Inner packets for `peer` -> [(datagram, addr)]; [] if it has no
         usable session (the packets are dropped: the client will be back)."""
