@@ -4,9 +4,11 @@
 #                        the namespace lab while two clients ping; prints datagrams/s
 #                        and the server's peak memory (CAMEX_FUZZ_LIVE_N to change)
 #   make fuzz-parsers    long property-based fuzzing of the codec, layers and
-#                        camex-dissect (CAMEX_FUZZ_EXAMPLES per property, default 20000)
-#   make fuzz-atheris    coverage-guided fuzzing (atheris/libFuzzer) of codec, layers
-#                        and capture reader, FUZZ_SECONDS each (default 120); crashes
+#                        camex-dissect, v2 and BULK included (CAMEX_FUZZ_EXAMPLES per
+#                        property, default 20000)
+#   make fuzz-atheris    coverage-guided fuzzing (atheris/libFuzzer) of codec, layers,
+#                        capture reader and v2 (BULK, TLVs, the v2 dissector),
+#                        FUZZ_SECONDS each (default 120); crashes
 #                        are written as crash-* files in the current directory
 #   make vectors         regenerate tests/vectors/legacy.json from the spec and the
 #                        captures in ../shared/vectors (CAMEX_VECTORS to override)
@@ -31,11 +33,12 @@ fuzz: deps venv
 
 fuzz-parsers: venv
 	CAMEX_FUZZ_EXAMPLES=$(CAMEX_FUZZ_EXAMPLES) $(PYTEST) -q -n 4 -p no:cacheprovider \
-	  tests/unit/test_fuzz_codec.py tests/unit/test_fuzz_layers.py tests/unit/test_fuzz_dissect.py
+	  tests/unit/test_fuzz_codec.py tests/unit/test_fuzz_layers.py tests/unit/test_fuzz_dissect.py \
+	  tests/unit/test_dissect_v2_fuzz.py
 
 fuzz-atheris: venv
 	$(PY) -c "import atheris" 2>/dev/null || $(VENV)/bin/pip install -q atheris
-	for t in codec layers capture; do \
+	for t in codec layers capture v2; do \
 	  $(PY) tests/fuzz/fuzz_parsers.py $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	    > fuzz-$$t.log 2>&1; rc=$$?; \
 	  grep -E "^(Done|stat::number_of_executed_units)|crash-|Error" fuzz-$$t.log; \

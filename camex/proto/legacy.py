@@ -101,7 +101,8 @@ class CX2PControlBody(Packet):
 
     name = "CX2P control fields"
     fields_desc = [
-        PacketListField("params", [], next_cls_cb=_next_param),
+        # no cap at Scapy's 100 items: a datagram's params are bounded by its size
+        PacketListField("params", [], next_cls_cb=_next_param, max_count=1 << 16),
         # The newline, plus anything after it (a conforming line has none).
         StrField("eol", b"\n"),
     ]

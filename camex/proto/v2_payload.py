@@ -30,6 +30,11 @@ from scapy.packet import Packet
 from camex.proto.legacy import inner_class
 from camex.v2 import wire
 
+# Scapy stops a list at conf.max_list_count (100) items by raising; a
+# plaintext may hold far more tiny records (or TLVs), each at least 2 bytes,
+# so no list here can exceed 32768 items of a 64 KiB input.
+MAX_ITEMS = 1 << 16
+
 # ------------------------------------------------------------ DATA records
 
 
@@ -70,7 +75,7 @@ class CamexV2Records(Packet):
 
     name = "camex v2 records"
     fields_desc = [
-        PacketListField("records", [], next_cls_cb=_next_record),
+        PacketListField("records", [], next_cls_cb=_next_record, max_count=MAX_ITEMS),
         StrField("padding", b""),
     ]
 
@@ -138,7 +143,8 @@ class CamexV2BulkRecords(Packet):
 
     name = "camex v2 BULK records"
     fields_desc = [
-        PacketListField("records", [], next_cls_cb=_next_bulk_record),
+        PacketListField("records", [], next_cls_cb=_next_bulk_record,
+                        max_count=MAX_ITEMS),
         StrField("padding", b""),
     ]
 
@@ -286,12 +292,15 @@ class CamexV2TlvError(_TlvBase):
 
 
 class CamexV2TlvFeatures(_TlvBase):
-    """FEATURES (INIT and RESP): what the sender accepts; bit 0 BULK."""
+    """FEATURES (INIT and RESP): what the sender accepts; bit 0 BULK. One
+    byte today; a longer value (a later version's) keeps its first byte
+    as the bitmask, as the daemon reads it, and shows the rest as `more`."""
 
     name = "camex v2 TLV FEATURES"
     fields_desc = [ByteEnumField("type", wire.TLV_FEATURES, TLV_NAMES),
-                   ByteField("length", None), FlagsField("features", 0, 8, FEATURE_NAMES)]
-    fits = _fixed(1)
+                   ByteField("length", None), FlagsField("features", 0, 8, FEATURE_NAMES),
+                   StrLenField("more", b"", length_from=lambda p: (p.length or 1) - 1)]
+    fits = classmethod(lambda cls, length, avail: 1 <= length <= avail)
 
     def mysummary(self):
         return self.sprintf("FEATURES [%features%]")
@@ -313,7 +322,7 @@ class CamexV2Payload(Packet):
     (after the server's index), as a list of TLVs."""
 
     name = "camex v2 handshake payload"
-    fields_desc = [PacketListField("tlvs", [], next_cls_cb=_next_tlv),
+    fields_desc = [PacketListField("tlvs", [], next_cls_cb=_next_tlv, max_count=MAX_ITEMS),
                    StrField("stray", b"")]  # a byte after the last item: malformed
 
     def get(self, tlv_type: int) -> list:
@@ -321,9 +330,10 @@ class CamexV2Payload(Packet):
         return [t for t in self.tlvs if t.type == tlv_type]
 
     def features(self) -> int | None:
-        """The FEATURES bitmask, None without (a peer from before BULK)."""
+        """The FEATURES bitmask (the last item's, as the daemon reads it),
+        None without one (a peer from before BULK)."""
         items = [t for t in self.tlvs if isinstance(t, CamexV2TlvFeatures)]
-        return int(items[0].features) if items else None
+        return int(items[-1].features) if items else None
 
     def mysummary(self):
         return " ".join(t.summary() for t in self.tlvs) or "empty payload"

@@ -10,12 +10,18 @@ Targets:
            and as each CX2P layer; CX2P layers must rebuild the same bytes
   capture  camex.capture + camex-dissect's record logic on the bytes as a
            capture file (pcap/pcapng)
+  v2       camex v2 (BULK included): the bytes as a v2 datagram (and as a
+           BULK fragment) through camex.v2.wire and the Scapy layers, which
+           must rebuild the same bytes and agree with wire; as BULK records
+           and handshake TLVs; and cut into datagrams fed to camex-dissect's
+           v2 dissector with a key log (BULK reassembly and decryption)
 
 Anything other than the documented refusals (CodecError, InvalidTag,
 NoKeyError, CaptureError) is a crash; libFuzzer writes the input to
 crash-<hash>, which then becomes a regression test in tests/unit/test_fuzz_*.
-Seeds: tests/vectors/legacy.json (and, for capture, the first records of
-../shared/vectors captures) are added to the run when no corpus is given.
+Seeds: tests/vectors/legacy.json (for capture, the first records of
+../shared/vectors captures; for v2, tests/vectors/v2.json and v2_bulk.json)
+are added to the run when no corpus is given.
 `make fuzz-atheris` runs each target for a while. Needs `pip install atheris`
 (the `fuzz` extra).
 """
@@ -35,12 +41,17 @@ with atheris.instrument_imports():
     from camex import capture, dissect
     from camex.legacy import codec
     from camex.proto import crypto as pcrypto
+    from camex.proto import v2 as pv2
+    from camex.v2 import wire
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS = json.loads((REPO / "tests" / "vectors" / "legacy.json").read_text())
+V2 = json.loads((REPO / "tests" / "vectors" / "v2.json").read_text())
+V2_BULK = json.loads((REPO / "tests" / "vectors" / "v2_bulk.json").read_text())
+V2_KEYLOG = pv2.KeyLog(V2["keylog"] + [V2_BULK["keylog"]])
 AEAD = ChaCha20Poly1305(codec.derive_key(b"demo-global-secret"))
 RING = pcrypto.KeyRing([b"demo-global-secret"])
 
@@ -110,7 +121,78 @@ def _dissector():
     return d
 
 
-TARGETS = {"codec": t_codec, "layers": t_layers, "capture": t_capture}
+def _v2_datagram(d: bytes) -> None:
+    if not wire.is_v2(d):  # what the classifier gives the v2 layers
+        return
+    p = pv2.CamexV2(d)
+    p.summary()
+    assert bytes(p) == d
+    b = wire.parse_bulk(d)
+    if b is not None:
+        x = p[pv2.CamexV2Bulk]
+        assert (int(p.flags), p.index, x.receiver_index, x.counter, x.count) == b[:5]
+        assert bytes(x.slice) == bytes(b[5])
+    frame = pv2.join_bulk([d])
+    if frame is not None:
+        V2_KEYLOG.open_bulk(*frame)
+    if wire.msg_type(d) == wire.T_DATA:
+        V2_KEYLOG.open(d)
+
+
+def t_v2(data: bytes) -> None:
+    _v2_datagram(data)
+    if len(data) >= 2:
+        _v2_datagram(bytes((wire.MARK, wire.T_BULK)) + data[2:])
+    recs = pv2.CamexV2BulkRecords(data)
+    recs.summary()
+    assert bytes(recs) == data
+    items = wire.parse_bulk_records(data)
+    if items is not None:
+        assert [(r.gso_size, bytes(r.payload)) for r in recs.records] == \
+            [(g, bytes(x)) for g, x in items]
+    pl = pv2.CamexV2Payload(data)
+    pl.summary()
+    assert bytes(pl) == data
+    req = wire.decode_request(data)
+    if req is not None:
+        assert (pl.features() or 0) == req.features
+    wire.decode_config(data)
+    # The bytes as a run of datagrams (u16 length, datagram) through the v2
+    # dissector with the vectors' key log: BULK reassembly and decryption.
+    dis = _v2_dissector()
+    pos, n = 0, 0
+    while pos + 2 <= len(data) and n < 64:
+        size = int.from_bytes(data[pos:pos + 2], "big") % 1500
+        chunk = bytes((wire.MARK,)) + data[pos + 2:pos + 2 + size]
+        pos += 2 + size
+        n += 1
+        if not wire.is_v2(chunk):
+            continue
+        d = capture.Datagram(n, 1000.0 + n, "192.0.2.10", 40000, "192.0.2.1", 7000,
+                             chunk, len(chunk))
+        rec = dis.record(d)
+        rec.pop("_inner_bytes", None)
+        dissect.text_line(rec)
+        json.dumps(rec)
+    json.dumps(dis.v2.as_dict())
+    dis.v2.summary_lines()
+
+
+_V2_DIS = []
+
+
+def _v2_dissector():
+    # A new V2Dissector per input (its state is the point), one Dissector.
+    if not _V2_DIS:
+        _V2_DIS.append(dissect.Dissector(RING, [7000], V2_KEYLOG))
+    d = _V2_DIS[0]
+    d.v2 = dissect.V2Dissector(V2_KEYLOG, [7000])
+    d.clients.clear()
+    d.totals.clear()
+    return d
+
+
+TARGETS = {"codec": t_codec, "layers": t_layers, "capture": t_capture, "v2": t_v2}
 
 
 def seeds(target: str) -> list[bytes]:
@@ -119,6 +201,14 @@ def seeds(target: str) -> list[bytes]:
     if target == "capture":
         shared = Path(os.environ.get("CAMEX_VECTORS") or REPO.parent / "shared" / "vectors")
         out = [p.read_bytes()[:4000] for p in sorted(shared.glob("*.pcap"))]
+    if target == "v2":
+        out = [bytes.fromhex(v["bytes"]) for v in V2["datagrams"]]
+        for f in V2_BULK["frames"]:
+            frags = [bytes.fromhex(x) for x in f["fragments"]]
+            out += frags + [bytes.fromhex(f["plaintext"])]
+            # the frame as a run of datagrams for the dissector part
+            out.append(b"".join(len(x[1:]).to_bytes(2, "big") + x[1:] for x in frags))
+        out += [bytes.fromhex(t["bytes"]) for t in V2_BULK["tlv"]]
     return out
 
 

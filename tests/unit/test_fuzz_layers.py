@@ -126,3 +126,12 @@ def test_seal_and_decrypt_layers_round_trip(passphrase, prefix, seq, data):
     assert wire.haslayer(CX2PEncrypted)
     inner = proto.decrypt(wire, [b"x", passphrase])
     assert bytes(inner) == data
+
+
+def test_regression_control_line_of_more_than_100_params():
+    """Scapy caps a list at 100 items by raising; a control line of 120
+    tokens is parsed by the codec, so the layer must take it too."""
+    line = b"CX2P REGISTER" + b" A=1" * 120 + b"\n"
+    pkt = CX2PControl(line)
+    assert bytes(pkt) == line and len(pkt.payload.params) == 120
+    assert len(codec.parse_control(line).fields) == 120

@@ -218,7 +218,15 @@ def test_tlvs_built_from_layers():
     assert "ERROR address: taken" in refusal.summary()
 
 
-@pytest.mark.parametrize("raw", [b"\x07\x02\x01\x00",    # FEATURES of 2 bytes: shown raw
+def test_longer_features_keep_their_first_byte_as_the_daemon_does():
+    raw = b"\x07\x03\x01\xaa\xbb\x07\x01\x00"   # two items: the last one counts
+    pl = P.CamexV2Payload(raw)
+    assert bytes(pl) == raw and pl.tlvs[0].more == b"\xaa\xbb"
+    assert pl.features() == wire.decode_request(raw).features == 0
+    assert P.CamexV2Payload(raw[:5]).features() == wire.decode_request(raw[:5]).features == 1
+
+
+@pytest.mark.parametrize("raw", [b"\x07\x00",              # FEATURES without its byte
                                  b"\x09\x03abc",          # unknown type
                                  b"\x05\x09\x05",         # length past the end
                                  b"\x01\x01\x01\x07",     # a stray byte at the end
@@ -247,3 +255,14 @@ def test_open_init_reads_the_request_with_the_psk():
 def test_type_7_is_not_v2():
     assert proto.classify(b"\xc2\x07" + bytes(30), 40000, 51000) is None
     assert proto.classify(frags(FRAMES[0])[0], 40000, 51000) is L.CamexV2
+
+
+def test_more_than_100_items_dissect():
+    """Regression (atheris v2 target): Scapy caps a list at 100 items by
+    raising; a payload of 300 empty TLVs, or 500 tiny records, is valid."""
+    tlvs = b"\x09\x00" * 300
+    assert len(P.CamexV2Payload(tlvs).tlvs) == 300 and bytes(P.CamexV2Payload(tlvs)) == tlvs
+    data = b"\x00\x01x" * 500
+    assert len(L.CamexV2Records(data).records) == len(wire.parse_records(data)) == 500
+    bulk = b"\x00\x01\x00\x00x" * 500
+    assert len(L.CamexV2BulkRecords(bulk).records) == len(wire.parse_bulk_records(bulk)) == 500
