@@ -1,0 +1,58 @@
+"""Link set-up and scrypt run in short-lived helper processes (camex.child):
+what an operator sees of that in `camex status`, with the tunnel working as
+before, and a reload that derives a changed passphrase in a helper again."""
+
+import subprocess
+
+import pytest
+
+from lab.daemons import auto_config
+from lab.netns import wait_until
+from lab.v2lab import GLOBAL, PER_CLIENT, V2Camex, pings
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+def cx(star):
+    return V2Camex(star)
+
+
+def _config(c2_psk: str) -> str:
+    return auto_config({"C1": {"local_cidr": "10.0.0.2/24", "psk": PER_CLIENT["C1"]},
+                        "C2": {"local_cidr": "10.0.0.3/24", "psk": c2_psk}})
+
+
+def test_status_shows_no_pyroute2_in_the_daemons_and_what_their_helpers_cost(cx, star):
+    config = cx.write_config(_config(PER_CLIENT["C2"]))
+    srv = cx.start_server(encrypt=True, psk=GLOBAL, config=config, extra=["--server-tun"])
+    assert srv.wait_for_line(r"server TUN (\S+) address (\S+)", timeout=5).group(2) == "10.0.0.1/24"
+    c1 = cx.start_client(star.c1, auto=True, encrypt=True, psk=PER_CLIENT["C1"])
+    assert c1.running()
+    pings(star.c1, "10.0.0.1")  # both links configured: server TUN and client TUN
+
+    for ns in (star.server, star.c1):
+        proc = cx.status(ns)["process"]
+        assert proc["pyroute2_loaded"] is False, proc
+        helpers = proc["helpers"]
+        # Link set-up (server TUN / client TUN) and scrypt each ran in a
+        # helper, whose peak is reported since it is gone.
+        assert helpers["netlink"]["runs"] >= 1 and helpers["netlink"]["peak_rss_kib"] > 0, proc
+        assert helpers["kdf"]["runs"] == 1 and helpers["kdf"]["peak_rss_kib"] > 0, proc
+        assert 0 < proc["rss_kib"] <= proc["peak_rss_kib"]
+
+    text = subprocess.run([cx.binary, "status", "--control-socket", cx.control_socket(star.c1)],
+                          capture_output=True, text=True, timeout=10).stdout
+    assert "process: pid" in text and "helpers: kdf 1 run(s), peak" in text, text
+
+    # A reload with C2's passphrase changed derives the new key, in a helper.
+    with open(config, "w") as f:
+        f.write(_config("a-new-passphrase-for-c2"))
+    srv.signal(1)
+    srv.wait_for_line("configuration reloaded", timeout=10)
+    wait_until(lambda: cx.status(star.server)["process"]["helpers"]["kdf"]["runs"] == 2, 10,
+               "the reload's scrypt helper")
+    c2 = cx.start_client(star.c2, auto=True, encrypt=True, psk="a-new-passphrase-for-c2")
+    assert c2.running()
+    pings(star.c2, "10.0.0.1")
+    assert cx.status(star.server)["process"]["pyroute2_loaded"] is False
