@@ -73,6 +73,9 @@ class Datagram:
     complete: bool = True
     fragments: int = 1  # IP fragments it was made of (1: not fragmented)
     why_incomplete: str = ""
+    # (segment, segments, segment size) when cut out of a UDP GSO
+    # super-datagram (camex.dissect_v2.gso_split); None otherwise
+    gso: tuple | None = None
 
     @property
     def missing(self) -> int:

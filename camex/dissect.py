@@ -21,6 +21,7 @@ is wrong; 0 otherwise.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -28,7 +29,7 @@ import time as _time
 from dataclasses import dataclass, field
 
 from camex import capture
-from camex.dissect_v2 import V2Dissector
+from camex.dissect_v2 import V2Dissector, gso_split
 from camex.dissect_v2 import text_fields as v2_text_fields
 from camex.legacy import codec
 
@@ -117,6 +118,25 @@ class Dissector:
         if ptype == "CONFIG":
             return dst, "s2c"
         return (src, "c2s") if d.sport >= d.dport else (dst, "s2c")
+
+    def split(self, d: capture.Datagram) -> list:
+        """`d`, or the v2 datagrams it glues together when the capture holds
+        a UDP GSO send not yet cut by the kernel (dissect_v2.gso_split).
+        A truncated capture truncates only the last segment."""
+        if d.payload[:1] != b"\xc2":
+            return [d]
+        segs = gso_split(d.payload, d.complete)
+        if segs is None:
+            return [d]
+        size, n = len(segs[0]), len(segs)
+        out = []
+        for k, seg in enumerate(segs):
+            last = k == n - 1
+            out.append(dataclasses.replace(
+                d, payload=seg, gso=(k, n, size),
+                udp_length=d.udp_length - k * size if last else size,
+                complete=d.complete or not last))
+        return out
 
     def record(self, d: capture.Datagram) -> dict | None:
         cls = self.proto.classify(d.payload, d.sport, d.dport)
@@ -446,7 +466,7 @@ def main(argv=None) -> int:
         for path in args.captures:
             if os.path.isdir(path):
                 raise capture.CaptureError(f"{path}: is a directory, not a capture")
-            for d in capture.datagrams(path, stats):
+            for d in (d for d0 in capture.datagrams(path, stats) for d in dis.split(d0)):
                 rec = dis.record(d)
                 if rec is None:
                     continue

@@ -273,3 +273,42 @@ def test_malformed_fragments_get_a_clear_message(tmp_path, capsys, keys, m):
     assert want in rec["detail"]
     lines = text(capsys, tmp_path / "x.pcap")
     assert "MALFORMED" in lines[0] and want in lines[0]
+
+
+# ------------------------------------------------------------ UDP GSO in captures
+
+
+def test_a_gso_super_datagram_is_cut_into_its_fragments(tmp_path, capsys, keys):
+    """Captured on a veth (or on the sender), a GSO send is one UDP datagram
+    holding all the fragments back to back: each is shown and the frame
+    decrypts, as if the kernel had cut it."""
+    frags = seal_frame([super_packet()], counter=40)
+    glued = b"".join(frags)
+    recs, summary = run(capsys, write(tmp_path / "g.pcap", [glued] + seal_frame([ping(1)], 41)),
+                        "--keylog", keys)
+    assert len(recs) == 6 and all(r["status"] == "ok" for r in recs)
+    assert [r["gso"] for r in recs[:5]] == [{"segment": k, "segments": 5, "size": 1472}
+                                            for k in range(5)]
+    assert [r["size"] for r in recs[:5]] == [1472] * 4 + [len(frags[-1])]
+    assert "gso" not in recs[5]
+    assert recs[4]["bulk"]["records"][0]["gso_size"] == 1388
+    assert summary["v2"]["bulk"]["complete"] == 2
+    lines = text(capsys, tmp_path / "g.pcap", "--keylog", keys)
+    assert "frag=4/5 gso=4/5 len=272 | frame complete" in lines[4]
+
+
+def test_gso_glued_data_datagrams_are_cut_too(tmp_path, capsys, keys):
+    from camex.proto.v2 import seal_data
+    same = [bytes(seal_data(RECEIVER, c, KEY, [ping(c)[1]])) for c in range(3)]
+    assert len({len(d) for d in same}) == 1
+    recs, _ = run(capsys, write(tmp_path / "d.pcap", [b"".join(same)]), "--keylog", keys)
+    assert [(r["type"], r["counter"], r["status"]) for r in recs] == \
+        [("DATA", c, "ok") for c in range(3)]
+    assert all("echo-request" in r["summary"] for r in recs)
+
+
+def test_a_single_datagram_is_never_cut(tmp_path, capsys, keys):
+    one = seal_frame([super_packet(1000)], counter=2)
+    assert len(one) == 1
+    recs, _ = run(capsys, write(tmp_path / "s.pcap", one), "--keylog", keys)
+    assert len(recs) == 1 and "gso" not in recs[0] and recs[0]["status"] == "ok"
