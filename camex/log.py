@@ -8,43 +8,96 @@ kind, saying how many were suppressed.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
 
-LOG = logging.getLogger("camex")
+# The standard logging levels (same numbers, so either sink understands them).
+DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50
+_NAMES = {DEBUG: "DEBUG", INFO: "INFO", WARNING: "WARNING", ERROR: "ERROR", CRITICAL: "CRITICAL"}
+# The <N> syslog priority journald reads at the start of a line.
+_PRIO = {DEBUG: 7, INFO: 6, WARNING: 4, ERROR: 3, CRITICAL: 2}
+
+
+class Logger:
+    """The "camex" logger.
+
+    The daemon calls `setup()` and from then on writes its lines itself:
+    the standard `logging` package (with threading, traceback, string, ...)
+    costs about 1 MiB resident, 5% of a small daemon's budget, for one
+    stream and one format. Until `setup()` (tests, tools that import camex
+    modules) lines go to the standard logger named "camex", so that pytest's
+    caplog and any host application see them as before.
+    """
+
+    def __init__(self):
+        self.stream = None   # set by setup(): our own sink
+        self.level = INFO
+        self.journal = False
+
+    def isEnabledFor(self, level: int) -> bool:
+        if self.stream is None:
+            return _std().isEnabledFor(level)
+        return level >= self.level
+
+    def log(self, level: int, msg: str, *args) -> None:
+        if self.stream is None:
+            _std().log(level, msg, *args)
+            return
+        if level < self.level:
+            return
+        try:
+            text = msg % args if args else msg
+        except (TypeError, ValueError) as e:  # a bad format must not stop the daemon
+            text = f"{msg!r} % {args!r}: {e}"
+        name = _NAMES.get(level, str(level))
+        if self.journal:
+            line = f"<{_PRIO.get(level, 6)}>{name} {text}\n"
+        else:
+            # As logging's "%(asctime)s camex[%(process)d] %(levelname)s %(message)s".
+            now = time.time()
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+            line = f"{stamp},{int(now % 1 * 1000):03d} camex[{os.getpid()}] {name} {text}\n"
+        try:
+            self.stream.write(line)
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass  # stderr gone (closed terminal): keep tunnelling
+
+    def debug(self, msg: str, *args) -> None:
+        self.log(DEBUG, msg, *args)
+
+    def info(self, msg: str, *args) -> None:
+        self.log(INFO, msg, *args)
+
+    def warning(self, msg: str, *args) -> None:
+        self.log(WARNING, msg, *args)
+
+    def error(self, msg: str, *args) -> None:
+        self.log(ERROR, msg, *args)
+
+
+def _std():
+    import logging
+    return logging.getLogger("camex")
+
+
+LOG = Logger()
 
 
 def setup(level: str = "info", stream=None) -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)
+    """The daemon's logging: lines on stderr (or `stream`) from `level` up."""
+    LOG.level = {"debug": DEBUG, "info": INFO, "warning": WARNING, "error": ERROR,
+                 "critical": CRITICAL}[level.lower()]
     # Under systemd the journal adds its own time stamp and process name.
-    if os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"):
-        fmt = "%(levelname)s %(message)s"
-        handler.setFormatter(_SyslogPriority(fmt))
-    else:
-        fmt = "%(asctime)s camex[%(process)d] %(levelname)s %(message)s"
-        handler.setFormatter(logging.Formatter(fmt))
-    root = logging.getLogger("camex")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
-
-
-class _SyslogPriority(logging.Formatter):
-    """Prefix lines with the <N> syslog priority that journald understands."""
-
-    _PRIO = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4,
-             logging.ERROR: 3, logging.CRITICAL: 2}
-
-    def format(self, record):
-        return "<%d>%s" % (self._PRIO.get(record.levelno, 6), super().format(record))
+    LOG.journal = bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
+    LOG.stream = stream or sys.stderr
 
 
 class Throttle:
     """Rate-limit repeated log lines per key (e.g. per drop reason)."""
 
-    def __init__(self, logger: logging.Logger = LOG, interval: float = 10.0,
+    def __init__(self, logger: Logger = LOG, interval: float = 10.0,
                  clock=time.monotonic, rate: float | None = None, burst: int = 20):
         self.logger = logger
         self.interval = interval
@@ -90,7 +143,7 @@ class Throttle:
         self.logger.log(level, msg, *args)
 
     def warning(self, key, msg: str, *args) -> None:
-        self.log(logging.WARNING, key, msg, *args)
+        self.log(WARNING, key, msg, *args)
 
     def info(self, key, msg: str, *args) -> None:
-        self.log(logging.INFO, key, msg, *args)
+        self.log(INFO, key, msg, *args)
