@@ -15,10 +15,10 @@ Issue 6 asks that a server holding 10,000 registered clients use at most
   4. once `camex status` counts them all: the server's resident memory
      again, and the same iperf3 run while the refreshes go on.
 
-The REGISTERs leave one raw socket (IPPROTO_RAW, we write the IPv4 and UDP
-headers ourselves): tens of thousands of source ports without a socket and
-a file descriptor each. Nothing answers what the server sends back to them;
-a manual REGISTER gets no answer anyway.
+The clients are lab.loadgen.SpoofedLoad (the lab's load generator, the one
+the ops tests use): one raw socket (IPPROTO_RAW, we write the IPv4 and UDP
+headers ourselves), tens of thousands of source ports without a socket and
+a file descriptor each. This module is the measurement and its report.
 
     python -m bench.loadgen [--clients 10000] [--mode plain|enc|both] [--seconds 5]
 
@@ -28,108 +28,22 @@ Writes bench/results/loadgen.{json,md} (--out NAME to change).
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import os
-import socket
-import struct
 import sys
-import threading
 import time
 
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
-from camex.legacy import codec
 from lab.daemons import CLIENT_READY, SERVER_READY, camex_binary
+from lab.loadgen import REFRESH, SpoofedLoad
 from lab.netns import LabError, StarTopology, wait_until
 from lab.traffic import iperf3
 
 from . import procstat, report
-from .probe import ns_socket
 from .tunnels import INNER_MTU, PSK
 
 PORT = 7000
-FIRST_SPORT = 10000
-# Fake clients' tunnel addresses: 10.64.0.1 upwards, clear of the real
-# clients' 10.0.0.0/24.
-FIRST_TUNNEL_IP = int(ipaddress.IPv4Address("10.64.0.1"))
-REFRESH = 30.0  # legacy clients repeat REGISTER every 30 s
 BATCH = 256  # REGISTERs sent back to back before a short pause
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-
-
-def _tunnel_ip(i: int) -> str:
-    return str(ipaddress.IPv4Address(FIRST_TUNNEL_IP + i))
-
-
-def _ipv4_udp(src: str, sport: int, dst: str, dport: int, payload: bytes) -> bytes:
-    """An IPv4+UDP datagram; the kernel fills in the IP checksum and total
-    length of an IPPROTO_RAW send, and a zero UDP checksum means none."""
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + 8 + len(payload), 0, 0x4000, 64,
-                     socket.IPPROTO_UDP, 0, socket.inet_aton(src), socket.inet_aton(dst))
-    return ip + udp + payload
-
-
-class FakeClients:
-    """N legacy clients that only ever REGISTER (manual mode)."""
-
-    def __init__(self, nsname: str, src: str, server: str, n: int, encrypt: bool):
-        if FIRST_SPORT + n > 65536:
-            raise ValueError(f"at most {65536 - FIRST_SPORT} clients from one address")
-        self.src, self.server, self.n, self.encrypt = src, server, n, encrypt
-        self.sock = ns_socket(nsname, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        self.aead = ChaCha20Poly1305(codec.derive_key(PSK.encode())) if encrypt else None
-        # Each client's own nonce prefix and counter, as a real client keeps.
-        self.prefix = [os.urandom(4) for _ in range(n)]
-        self.seq = [0] * n
-        self.sent = 0
-        self._stop = threading.Event()
-        self._thread = None
-
-    def datagram(self, i: int) -> bytes:
-        msg = codec.register_manual(_tunnel_ip(i))
-        if self.encrypt:
-            msg = codec.seal(self.aead, codec.T_REGISTER, self.prefix[i], self.seq[i], msg)
-            self.seq[i] += 1
-        return _ipv4_udp(self.src, FIRST_SPORT + i, self.server, PORT, msg)
-
-    def register(self, which=None, pause: float = 0.005) -> None:
-        """Send one REGISTER for each client in ``which`` (default all), in
-        batches so that the server's receive queue does not overflow."""
-        which = range(self.n) if which is None else which
-        for k, i in enumerate(which):
-            while True:
-                try:
-                    self.sock.sendto(self.datagram(i), (self.server, 0))
-                    break
-                except BlockingIOError:
-                    time.sleep(0.001)
-            self.sent += 1
-            if k % BATCH == BATCH - 1:
-                time.sleep(pause)
-
-    def start_refresh(self, period: float = REFRESH) -> None:
-        """Repeat every client's REGISTER spread evenly over ``period``."""
-
-        def loop():
-            per_tick = max(1, int(self.n * 0.1 / period))  # one slice every 100 ms
-            i = 0
-            while not self._stop.wait(0.1):
-                for _ in range(per_tick):
-                    self.sock.sendto(self.datagram(i), (self.server, 0))
-                    self.sent += 1
-                    i = (i + 1) % self.n
-
-        self._thread = threading.Thread(target=loop, name="refresh", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(2)
-        self.sock.close()
 
 
 def _status(camex: str, sock: str, tries: int = 5) -> dict:
@@ -173,20 +87,21 @@ def run_mode(n: int, encrypt: bool, seconds: float, log) -> dict:
         log(f"{out['mode']}: 2 clients: server RSS {out['rss_kib_2'] / 1024:.1f} MiB, "
             f"relay {out['relay_2']['gbps']:.3f} Gbit/s")
 
-        gen_clients = FakeClients(gen.name, gen.underlay, gen.server_ip, n, encrypt)
+        gen_clients = SpoofedLoad(gen, (gen.server_ip, PORT), n, src=gen.underlay,
+                                  passphrase=PSK.encode() if encrypt else None)
         try:
             cpu0, t0 = procstat.cpu_seconds(srv.pid), time.monotonic()
-            gen_clients.register()
+            gen_clients.register_all(batch=BATCH)
             # Fill in whatever the server's queue dropped, until all are in.
             def count():
                 return len(_status(camex, ctl)["clients"])
 
             def all_in():
                 have = {c["endpoint"] for c in _status(camex, ctl)["clients"]}
-                missing = [i for i in range(n)
-                           if f"{gen.underlay}:{FIRST_SPORT + i}" not in have]
+                missing = [c for c in gen_clients.clients
+                           if gen_clients.endpoint(c) not in have]
                 if missing:
-                    gen_clients.register(missing)
+                    gen_clients.register_all(missing, batch=BATCH)
                 return not missing
 
             wait_until(all_in, 120, f"{n} registered clients", interval=1.0)

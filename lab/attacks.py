@@ -132,13 +132,13 @@ def parse_udp(packet: bytes):
 
 class Sealer:
     """Encrypts legacy datagrams under one passphrase, like a legacy sender
-    with one sender prefix and a counter from 0."""
+    with one sender prefix and a counter from 0. Thousands of senders of one
+    passphrase (lab.loadgen) pass one ``aead`` to share (2 KiB or so each)."""
 
-    def __init__(self, passphrase: bytes, prefix: Optional[bytes] = None):
+    def __init__(self, passphrase: bytes, prefix: Optional[bytes] = None, aead=None):
         from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-        self.key = codec.derive_key(passphrase)
-        self.aead = ChaCha20Poly1305(self.key)
+        self.aead = aead or ChaCha20Poly1305(codec.derive_key(passphrase))
         self.prefix = prefix if prefix is not None else os.urandom(4)
         self.seq = 0
 
