@@ -279,8 +279,8 @@ class V2Dissector:
         self.sessions.append(s)
         return s
 
-    def _session_for_data(self, receiver, src, dst, now) -> tuple:
-        """(session, direction) of a DATA datagram to `receiver`."""
+    def _session_for_data(self, receiver, src, dst, d) -> tuple:
+        """(session, direction) of a DATA or BULK datagram to `receiver`."""
         s = self.by_client.get(receiver)
         if s is not None:
             return s, "s2c"
@@ -295,10 +295,15 @@ class V2Dissector:
                 self.by_server[receiver] = cand
                 return cand, "c2s"
         # Handshake not in the capture: a session known by this index only.
-        s = V2Session(None, server_index=receiver, first=now, last=now)
+        # The camex port tells the direction, hence whose index it is (the
+        # receiver chose it): the client's for server -> client datagrams.
+        if d.sport in self.ports and d.dport not in self.ports:
+            s = self._new(receiver, d.time)
+            return s, "s2c"
+        s = V2Session(None, server_index=receiver, first=d.time, last=d.time)
         self.by_server[receiver] = s
         self.sessions.append(s)
-        return s, None
+        return s, "c2s"
 
     def _data(self, buf, rec, src, dst, d, inner_summary):
         hdr = wire.parse_data_header(buf) if len(buf) >= wire.DATA_MIN else None
@@ -348,9 +353,7 @@ class V2Dissector:
 
     def _transport(self, receiver, flags, rec, src, dst, d) -> V2Session:
         """Session, direction and flags of a DATA or BULK datagram."""
-        s, direction = self._session_for_data(receiver, src, dst, d.time)
-        if direction is None:  # no handshake seen: the camex port tells
-            direction = "s2c" if d.sport in self.ports and d.dport not in self.ports else "c2s"
+        s, direction = self._session_for_data(receiver, src, dst, d)
         rec["_dir"] = direction
         if s.client is None and direction == "c2s":
             s.client, s.server = src, dst

@@ -110,7 +110,7 @@ def test_dissect_decodes_icmp_inside_a_live_v2_tunnel(star, tmp_path):
     init = next(r for r in recs if r["mode"] == "v2" and r["type"] == "INIT")
     assert init["status"] == "ok" and init["psk"] == "global"
     assert init["request"] == {"mode": "manual", "local_cidr": f"{star.c1.tunnel_ip}/24",
-                               "mtu": None}
+                               "mtu": None, "features": ["BULK"]}   # a camex client accepts BULK
     assert next(r for r in recs if r["type"] == "RESP")["psk"] == "global"
 
     # The text lines a user reads.

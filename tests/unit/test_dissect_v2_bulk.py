@@ -312,3 +312,28 @@ def test_a_single_datagram_is_never_cut(tmp_path, capsys, keys):
     assert len(one) == 1
     recs, _ = run(capsys, write(tmp_path / "s.pcap", one), "--keylog", keys)
     assert len(recs) == 1 and "gso" not in recs[0] and recs[0]["status"] == "ok"
+
+
+def test_without_the_handshake_the_camex_port_gives_direction_and_index_owner(tmp_path, capsys,
+                                                                             keys):
+    """A capture started after the handshake: BULK from the server's port
+    goes to the client's index, BULK to it to the server's index - on every
+    datagram, not only the first; the client's first datagram to a new
+    index names the server's index of that session, as after a RESP."""
+    down = seal_frame([super_packet()], counter=1)                     # server -> client
+    up = seal_frame([super_packet()], counter=1, receiver=RECEIVER ^ 0xFF)
+    pkts = []
+    for i, d in enumerate(down + up):
+        a, b = (SERVER, CLIENT) if i < len(down) else (CLIENT, SERVER)
+        p = Ether() / IP(src=a[0], dst=b[0]) / UDP(sport=a[1], dport=b[1]) / d
+        p.time = 1000 + i * 0.001
+        pkts.append(p)
+    wrpcap(str(tmp_path / "late.pcap"), pkts)
+    recs, summary = run(capsys, tmp_path / "late.pcap")
+    assert [r["direction"] for r in recs] == ["s2c"] * len(down) + ["c2s"] * len(up)
+    assert {r["client"] for r in recs} == {"%s:%d" % CLIENT}
+    label = f"{RECEIVER:08x}/{RECEIVER ^ 0xFF:08x}"
+    assert [r["session"] for r in recs] == [f"{RECEIVER:08x}/?"] * len(down) + [label] * len(up)
+    (sess,) = summary["v2"]["sessions"]
+    assert (sess["session"], sess["client"], sess["bulk_fragments"], sess["bulk_frames"]) == \
+        (label, "%s:%d" % CLIENT, len(down) + len(up), 2)
