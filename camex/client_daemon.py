@@ -16,11 +16,25 @@ from .keylog import open_keylog
 from .legacy import codec
 from .log import LOG, Throttle
 from .procinfo import process_status
-from .loop import BATCH, RESOLVE_RETRY, Loop, StartupError
+from .loop import BATCH, BURST_GAP, RESOLVE_RETRY, Loop, StartupError
 from .v2.core import AutoClientCore, V2ClientCore
 from .v2.session import Timers
 
 FLUSH_AT = 64  # datagrams/packets queued before a mid-batch flush (bounds memory)
+
+
+def tun_reader(tun):
+    """() -> the packets of one TUN read (a list; a TSO super-packet as a
+    (VnetHdr, packet) pair), or None when the queue is empty."""
+    read = getattr(tun, "read_items", None)
+    if read is not None:
+        return read
+    one = tun.read
+
+    def read_one():
+        p = one()
+        return None if p is None else (p,)
+    return read_one
 
 
 def v2_timers(opts) -> Timers:
@@ -89,6 +103,13 @@ class ClientDaemon:
         self.features = gso.probe()
         self.sender = None
         self._recv = None
+        self._tun_read = None
+        self._tso_switch = False
+        # Start of the last readiness event per descriptor: a lone packet or a burst?
+        self._tun_at = self._sock_at = -1.0
+        core = self.core
+        self._deliver = lambda data, addr, now: core.datagram_received(data, now)
+        self._rx_backlog = lambda: len(core.to_tun)
 
     def run(self) -> int:
         self.loop = Loop(signals=self.io.signals)
@@ -113,6 +134,10 @@ class ClientDaemon:
                      getattr(self.tun, "why", "") or "TUN plain",
                      "on" if self.features.udp_gso else "off (kernel < 4.18)",
                      "on" if self.features.udp_gro else "off (kernel < 5.0)")
+            self._tun_read = tun_reader(self.tun)
+            # Only a core that may carry super-packets whole (v2) switches TSO.
+            self._tso_switch = getattr(self.tun, "offload", False) and hasattr(
+                self.core, "bulk_ready")
             self.loop.sel.register(self.tun, selectors.EVENT_READ, self._tun_readable)
             self.loop.serve_control(self.opts.control_socket, {"status": self.status})
             now = self.loop.now()
@@ -171,17 +196,20 @@ class ClientDaemon:
     # --------------------------------------------------------- data path
 
     def _tun_readable(self) -> None:
-        core, tun = self.core, self.tun
+        core = self.core
         now = self.loop.now()
+        # A lone packet (idle tunnel, interactive traffic) goes out at once,
+        # without the read that would only find the queue empty: epoll is
+        # level-triggered and calls again if more came meanwhile. Packets
+        # that follow each other closely are a burst: drained in batches,
+        # for UDP GSO and merged writes (docs/FASTPATH.md).
+        burst = now - self._tun_at < BURST_GAP
+        self._tun_at = now
         # A TUN with offloads returns a whole super-packet per read, cut
         # into packets with correct checksums (camex.io.offload).
-        read = getattr(tun, "read_items", None)
+        read = self._tun_read
         for _ in range(BATCH):
-            if read is not None:
-                pkts = read()
-            else:
-                pkt = tun.read()
-                pkts = None if pkt is None else (pkt,)
+            pkts = read()
             if pkts is None:
                 break
             for pkt in pkts:
@@ -189,31 +217,31 @@ class ClientDaemon:
                     self._super_packet(pkt, now)
                 else:
                     core.tun_packet(pkt, now)
+            if not burst:
+                break
             if len(core.to_net) >= FLUSH_AT:
                 self._flush()
         self._flush()
+        if burst:
+            self._tun_at = self.loop.now()  # a long batch is no gap
 
     def _sock_readable(self) -> None:
-        core, recv = self.core, self._recv
         now = self.loop.now()
-        for _ in range(BATCH):
-            try:
-                # With UDP GRO one receive may hold many datagrams.
-                datagrams, _addr = recv()
-            except BlockingIOError:
-                break
-            except ConnectionRefusedError:
-                # ICMP port unreachable: the server is down. The silence
-                # timer reconnects; nothing else to do.
-                continue
-            except OSError as e:
-                self.throttle.warning("recv", "receive error: %s", e)
-                break
-            for data in datagrams:
-                core.datagram_received(data, now)
-            if len(core.to_tun) >= FLUSH_AT:
-                self._flush()
-        self._flush()
+        burst = now - self._sock_at < BURST_GAP
+        self._sock_at = now
+        # With UDP GRO one receive may hold many datagrams.
+        udp.receive(self._recv, self._deliver, now, burst, self._rx_backlog, FLUSH_AT,
+                    self._flush, self._recv_error)
+        if burst:
+            self._sock_at = self.loop.now()
+
+    def _recv_error(self, e: OSError) -> bool:
+        if isinstance(e, ConnectionRefusedError):
+            # ICMP port unreachable: the server is down. The silence timer
+            # reconnects; nothing else to do.
+            return True
+        self.throttle.warning("recv", "receive error: %s", e)
+        return False
 
     def _super_packet(self, item, now: float) -> None:
         """A TSO read (VnetHdr, packet): sealed whole by a core that can
@@ -232,30 +260,47 @@ class ClientDaemon:
     def _send_error(self, e, addr) -> None:
         self.throttle.warning("send", "send error: %s", e)
 
+    def _send1(self, datagram) -> None:
+        """One datagram: one send(), none of the batching (a lone packet)."""
+        try:
+            self.sock.send(datagram)
+        except (BlockingIOError, ConnectionRefusedError):
+            pass  # a full buffer drops, as a NIC would; ICMP: the timers act
+        except OSError as e:
+            self._send_error(e, None)
+
     def _flush(self) -> None:
         core = self.core
-        if core.to_net:
+        out = core.to_net
+        if out:
             if self.sock is not None:
-                # Equal-sized datagrams go out in one sendmsg (UDP GSO).
-                self.sender.send(core.to_net)
-                if self.sender.fallback_reason:
-                    LOG.warning("%s", self.sender.fallback_reason)
-                    self.sender.fallback_reason = None
-            core.to_net.clear()
+                if len(out) == 1:
+                    self._send1(out[0])
+                else:
+                    # Equal-sized datagrams go out in one sendmsg (UDP GSO).
+                    self.sender.send(out)
+                    if self.sender.fallback_reason:
+                        LOG.warning("%s", self.sender.fallback_reason)
+                        self.sender.fallback_reason = None
+            out.clear()
         tun = self.tun
-        if getattr(tun, "offload", False) and getattr(core, "bulk_ready", False) != tun.tso:
+        if self._tso_switch and getattr(core, "bulk_ready", False) != tun.tso:
             # TSO only while the core carries super-packets whole: for
             # one-packet-per-datagram framings the kernel cuts faster.
             LOG.info("TUN TSO %s", "on" if tun.set_tso(not tun.tso) else "off")
-        if core.to_tun:
-            batch = getattr(tun, "write_batch", None)
-            if batch is not None:
-                # In-order TCP segments of one flow become one GSO write.
-                batch(core.to_tun)
+        pkts = core.to_tun
+        if pkts:
+            if len(pkts) == 1 and type(pkts[0]) is not tuple:
+                tun.write(pkts[0])
             else:
-                for p in core.to_tun:
-                    tun.write(p)
-            core.to_tun.clear()
+                batch = getattr(tun, "write_batch", None)
+                if batch is not None:
+                    # In-order TCP segments of one flow become one GSO write.
+                    batch(pkts)
+                else:
+                    for p in pkts:
+                        tun.write(p)
+            pkts.clear()
         if core.events:
             events, core.events = core.events, []
             for ev in events:

@@ -14,7 +14,7 @@ from .keylog import open_keylog
 from .legacy import codec
 from .log import LOG, Throttle
 from .procinfo import process_status
-from .loop import BATCH, Loop, StartupError
+from .loop import BATCH, BURST_GAP, Loop, StartupError
 from .options import read_psk_file
 from .v2.session import Timers
 
@@ -52,6 +52,8 @@ class ServerDaemon:
         self.features = gso.probe()
         self.sender = None
         self._recv = None
+        # Start of the last readiness event per descriptor: a lone packet or a burst?
+        self._tun_at = self._sock_at = -1.0
 
     def _tun_config(self, config):
         """The server TUN's address: -l, else the gateway of [defaults]."""
@@ -84,6 +86,11 @@ class ServerDaemon:
                  self.tun_config.address, self.tun_config.mtu, self.tun.why)
 
     def _tun_readable(self) -> None:
+        # A lone packet goes out at once, a burst is drained in batches
+        # (see ClientDaemon._tun_readable).
+        now = self.loop.now()
+        burst = now - self._tun_at < BURST_GAP
+        self._tun_at = now
         core, read = self.core, self.tun.read_items
         for _ in range(BATCH):
             pkts = read()
@@ -93,10 +100,14 @@ class ServerDaemon:
                 if type(pkt) is tuple:
                     self._super_packet(pkt)
                 else:
-                    core.tun_packet(pkt)
+                    core.tun_packet(pkt, now)
+            if not burst:
+                break
             if len(core.outbox) >= FLUSH_AT:
                 self._flush()
         self._flush()
+        if burst:
+            self._tun_at = self.loop.now()
 
     def run(self) -> int:
         self.loop = Loop()
@@ -176,26 +187,24 @@ class ServerDaemon:
         self._flush()
 
     def _sock_readable(self) -> None:
-        core, recv = self.core, self._recv
         now = self.loop.now()
-        for _ in range(BATCH):
-            try:
-                # With UDP GRO one receive may hold many datagrams of one
-                # sender (equal size, cut apart by gso.receiver).
-                datagrams, addr = recv()
-            except BlockingIOError:
-                break
-            except OSError as e:
-                # ICMP errors from earlier sends surface here; keep serving.
-                if e.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH,
-                                   errno.ENETUNREACH):
-                    self.throttle.warning("recv", "receive error: %s", e)
-                continue
-            for data in datagrams:
-                core.datagram_received(data, addr, now)
-            if len(core.outbox) + len(core.to_tun) >= FLUSH_AT:
-                self._flush()
-        self._flush()
+        burst = now - self._sock_at < BURST_GAP
+        self._sock_at = now
+        # With UDP GRO one receive may hold many datagrams of one sender
+        # (equal size, cut apart by gso.receiver).
+        udp.receive(self._recv, self.core.datagram_received, now, burst, self._backlog,
+                    FLUSH_AT, self._flush, self._recv_error)
+        if burst:
+            self._sock_at = self.loop.now()
+
+    def _backlog(self) -> int:
+        return len(self.core.outbox) + len(self.core.to_tun)
+
+    def _recv_error(self, e: OSError) -> bool:
+        # ICMP errors from earlier sends surface here; keep serving.
+        if e.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+            self.throttle.warning("recv", "receive error: %s", e)
+        return True
 
     def _super_packet(self, item) -> None:
         """A TSO read (VnetHdr, packet): sealed whole by a core that can
@@ -215,19 +224,36 @@ class ServerDaemon:
         self.throttle.warning("send", "send to %s:%d failed: %s", addr[0], addr[1], e)
 
     def _flush(self) -> None:
-        tun = self.tun
-        if tun is not None and tun.offload and getattr(self.core, "bulk_ready", False) != tun.tso:
-            LOG.info("TUN TSO %s", "on" if tun.set_tso(not tun.tso) else "off")
-        if self.core.to_tun:
-            # In-order TCP segments of one flow become one GSO write.
-            self.tun.write_batch(self.core.to_tun)
-            self.core.to_tun.clear()
-        out = self.core.outbox
+        tun, core = self.tun, self.core
+        if tun is not None:
+            if tun.offload and core.bulk_ready != tun.tso:
+                LOG.info("TUN TSO %s", "on" if tun.set_tso(not tun.tso) else "off")
+            pkts = core.to_tun
+            if pkts:
+                if len(pkts) == 1 and type(pkts[0]) is not tuple:
+                    tun.write(pkts[0])
+                else:
+                    # In-order TCP segments of one flow become one GSO write.
+                    tun.write_batch(pkts)
+                pkts.clear()
+        out = core.outbox
         if not out:
             return
-        # Per destination, equal-sized datagrams go out in one sendmsg (GSO).
-        self.sender.send_grouped(out)
-        if self.sender.fallback_reason:
-            LOG.warning("%s", self.sender.fallback_reason)
-            self.sender.fallback_reason = None
+        if len(out) == 1:
+            self._send1(*out[0])
+        else:
+            # Per destination, equal-sized datagrams go out in one sendmsg (GSO).
+            self.sender.send_grouped(out)
+            if self.sender.fallback_reason:
+                LOG.warning("%s", self.sender.fallback_reason)
+                self.sender.fallback_reason = None
         out.clear()
+
+    def _send1(self, datagram, addr) -> None:
+        """One datagram: one sendto(), none of the batching (a lone packet)."""
+        try:
+            self.sock.sendto(datagram, addr)
+        except (BlockingIOError, ConnectionRefusedError):
+            pass  # a full buffer drops, as a NIC would
+        except OSError as e:
+            self._send_error(e, addr)

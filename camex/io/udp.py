@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+from ..loop import BATCH
+
 MAX_DATAGRAM = 65535
 SOCK_BUF = 4 << 20  # absorb bursts from a TUN read loop
 
@@ -48,3 +50,33 @@ def server_socket(port: int, bind_ip: str | None = None, bind_dev: str | None = 
         sock.close()
         raise
     return sock
+
+
+def receive(recv, deliver, now: float, burst: bool, backlog, flush_at: int, flush,
+            on_error) -> None:
+    """One readiness event of a daemon's UDP socket (client and server alike).
+
+    `recv()` -> (datagrams, address) (camex.io.gso.receiver); each datagram
+    goes to `deliver(data, address, now)`. A lone datagram (`burst` False) is
+    delivered and flushed at once, without the receive that would only find
+    the queue empty: epoll is level-triggered and calls again if more came.
+    In a burst, up to BATCH receives, with a `flush()` whenever `backlog()`
+    reaches `flush_at`. `on_error(exc)` -> True to go on receiving (ICMP
+    errors of earlier sends surface here), False to stop.
+    """
+    for _ in range(BATCH):
+        try:
+            datagrams, addr = recv()
+        except BlockingIOError:
+            break
+        except OSError as e:
+            if on_error(e):
+                continue
+            break
+        for data in datagrams:
+            deliver(data, addr, now)
+        if not burst:
+            break
+        if backlog() >= flush_at:
+            flush()
+    flush()

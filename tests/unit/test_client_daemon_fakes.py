@@ -132,3 +132,27 @@ def test_auto_protocol_offers_v2_then_falls_back_to_legacy_for_a_silent_server(r
     server.send(codec.seal(aead, codec.T_DATA, b"SRVR", 0, pkt))
     assert recv(tun.peer) == pkt
     assert daemon.status()["protocol"] == "legacy"
+
+
+@pytest.mark.parametrize("gap", [0.0, 1e9], ids=["lone-packet-path", "burst-path"])
+def test_lone_packet_path_moves_exactly_what_the_batched_path_does(running, monkeypatch, gap):
+    """BURST_GAP 0: every readiness event is a lone packet (one read, sent at
+    once, no draining read; epoll calls again for the rest). 1e9: every
+    event is a burst, drained in batches. Both deliver the same packets, in
+    order, both ways."""
+    import camex.client_daemon as cd
+    monkeypatch.setattr(cd, "BURST_GAP", gap)
+    daemon, tun, transport, links = running(
+        ["-M", "client", "-l", "10.0.0.2/24", "-s", "10.250.0.1", "-p", "7000",
+         "--protocol", "legacy"])
+    server = transport.servers[0]
+    assert recv(server) == b"CX2P REGISTER MODE=MANUAL LOCAL_IP=10.0.0.2\n"
+    out = [ip_packet("10.0.0.2", "10.0.0.3", b"out-%03d" % i + bytes(i)) for i in range(150)]
+    for p in out:
+        tun.peer.send(p)
+    assert [recv(server) for _ in out] == out
+    back = [ip_packet("10.0.0.3", "10.0.0.2", b"back-%03d" % i + bytes(i)) for i in range(150)]
+    for p in back:
+        server.send(p)
+    assert [recv(tun.peer) for _ in back] == back
+    assert daemon.status()["tx_packets"] == 150 and daemon.status()["rx_packets"] == 150

@@ -355,3 +355,76 @@ def test_coalesce_merges_small_udp_of_one_flow_only():
     assert [bytes(s)[28:] for s in segs] == [d[28:] for d in seq[:3]]
     assert all(scapy_valid(bytes(s)) for s in segs)
     assert list(offload.coalesce(seq, udp=False))[0][1] == [seq[0]]
+
+
+# ------------------------------------------ udp.receive: lone datagram or burst
+
+
+class _Queue:
+    """recv() over a list of (datagrams, address) results; BlockingIOError
+    when empty, like a non-blocking socket; exceptions in the list are raised."""
+
+    def __init__(self, items):
+        self.items = list(items)
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        if not self.items:
+            raise BlockingIOError
+        item = self.items.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+
+def _receive(queue, burst, flush_at=3, on_error=lambda e: True):
+    from camex.io import udp
+
+    got, flushed, pending = [], [], []
+
+    def deliver(d, addr, now):
+        pending.append(d)
+        got.append((d, addr, now))
+
+    def flush():
+        flushed.append(list(pending))
+        pending.clear()
+
+    udp.receive(queue, deliver, 5.0, burst, lambda: len(pending), flush_at, flush, on_error)
+    return got, flushed
+
+
+def test_lone_datagram_is_received_once_and_flushed_at_once():
+    q = _Queue([((b"a",), ("h", 1)), ((b"b",), ("h", 1))])
+    got, flushed = _receive(q, burst=False)
+    # One receive, no second one to find the queue empty: the rest waits
+    # for the next (level-triggered) readiness event.
+    assert q.calls == 1
+    assert got == [(b"a", ("h", 1), 5.0)] and flushed == [[b"a"]]
+    got, flushed = _receive(q, burst=False)
+    assert got == [(b"b", ("h", 1), 5.0)] and flushed == [[b"b"]]
+
+
+def test_burst_is_drained_with_flushes_every_flush_at():
+    q = _Queue([((b"%d" % i,), ("h", 1)) for i in range(7)])
+    got, flushed = _receive(q, burst=True)
+    assert [g[0] for g in got] == [b"%d" % i for i in range(7)]
+    assert flushed == [[b"0", b"1", b"2"], [b"3", b"4", b"5"], [b"6"]]
+    assert q.calls == 8  # the last one found the queue empty
+
+
+def test_receive_errors_go_on_or_stop_as_the_daemon_says():
+    errors = []
+
+    def go_on(e):
+        errors.append(e)
+        return True
+
+    q = _Queue([ConnectionRefusedError(), ((b"x", b"y"), ("h", 2))])
+    got, flushed = _receive(q, burst=False, on_error=go_on)
+    assert [g[0] for g in got] == [b"x", b"y"] and flushed == [[b"x", b"y"]]
+    assert len(errors) == 1
+    q = _Queue([OSError(5, "EIO"), ((b"z",), ("h", 2))])
+    got, flushed = _receive(q, burst=True, on_error=lambda e: False)
+    assert got == [] and flushed == [[]] and q.items == [((b"z",), ("h", 2))]
