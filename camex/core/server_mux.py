@@ -66,6 +66,10 @@ class _V2Half(V2ServerCore):
         super()._handle(actions, now)
 
 
+def _never(_data) -> bool:
+    return False
+
+
 class ServerMux:
     def __init__(self, *, passphrase: bytes | None, encrypt: bool, config=None,
                  legacy: bool = True, v2: bool = True, local_delivery: bool = False,
@@ -93,6 +97,7 @@ class ServerMux:
             if self.legacy is not None:
                 self.legacy.foreign = self._to_v2
                 self.legacy.holder_elsewhere = self._v2_identity_at
+        self._fragment = self.v2.server.fragment if self.v2 is not None else _never
 
     # ------------------------------------------------------------ policy
 
@@ -120,8 +125,7 @@ class ServerMux:
     # ------------------------------------------------- receive and route
 
     def datagram_received(self, data, addr, now: float) -> None:
-        if len(data) > wire.HEADER_BULK and data[1] == wire.T_BULK and self.v2 is not None \
-                and self.v2.server.fragment(data):
+        if self._fragment(data):
             return   # the middle of a v2 BULK frame: stored, nothing else to do
         if wire.is_v2(data):
             if self.v2 is None:

@@ -382,7 +382,10 @@ class Reassembly:
         self.slots: dict = {}
         self.groups: dict = {}  # group -> open slots
         self.dropped = 0
-        self.last = None  # (key, slot) of the frame being received in order
+        # (key, slot) of the frame that arrives in order right now: a
+        # protocol's per-fragment fast path appends to slot[4] directly
+        # (camex.v2.bulk.next_fragment), add() does the rest.
+        self.last = None
 
     def add(self, key, index: int, count: int, payload, now: float):
         """Store one fragment; the frame's payload (bytes or bytearray)
@@ -437,21 +440,6 @@ class Reassembly:
             return None
         self._drop(key)
         return b"".join(parts)
-
-    def extend(self, key, index: int, count: int, payload) -> bool:
-        """The fast path for a GRO batch holding a whole frame: if this is
-        the next fragment, not the last, of the frame that add() started
-        last, append it and return True. Anything else (the last fragment
-        included, which completes the frame) goes through add()."""
-        last = self.last
-        if last is None or last[0] != key:
-            return False
-        slot = last[1]
-        if slot[2] is not None or index != slot[3] or count != slot[1] or index + 1 >= count:
-            return False
-        slot[4] += payload
-        slot[3] = index + 1
-        return True
 
     def _group(self, key):
         return key[0] if self.per_group is not None and type(key) is tuple else None

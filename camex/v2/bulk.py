@@ -15,6 +15,9 @@ from __future__ import annotations
 from ..io import gso, offload
 from . import wire
 
+_BULK_FIELDS = wire.bulk_fields
+_HL = wire.HEADER_BULK
+
 PROTO_TCP, PROTO_UDP = 6, 17
 
 
@@ -92,6 +95,29 @@ def segments(g: int, packet) -> list:
         return offload.segment(gso.VnetHdr((gso.F_NEEDS_CSUM, gtype, hl, g, ihl, off)), packet)
     except offload.OffloadError:
         return []
+
+
+def next_fragment(frames, d) -> bool:
+    """The per-fragment fast path (camex.io.gso.Reassembly.last): if
+    datagram `d` is the next, not the last, fragment of the BULK frame that
+    `frames` started last (same receiver and counter, the expected index,
+    the same count, reserved bytes 0), append its slice and return True.
+    Anything else (the last fragment, which completes the frame, too) goes
+    the full way. Written flat: it runs for ~44 of every 46 datagrams of
+    a bulk transfer (bind it with functools.partial)."""
+    last = frames.last
+    if last is None or len(d) <= _HL:
+        return False
+    h = _BULK_FIELDS(d)
+    key, slot = last
+    index = h[3]
+    if h[5] != key[1] or h[4] != key[0] or index != slot[3] or h[6] != slot[1] \
+            or index + 1 >= h[6] or h[1] != 6 or h[0] != 0xC2 or h[7] or h[8] \
+            or slot[2] is not None:
+        return False
+    slot[4] += memoryview(d)[_HL:]
+    slot[3] = index + 1
+    return True
 
 
 def plaintexts(records, max_plain: int):

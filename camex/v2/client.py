@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import os
 import struct
+from functools import partial
 
 from ..io.gso import Reassembly
 from . import wire
+from .bulk import next_fragment
 from .cookie import open_cookie
 from .events import Deliver, DeliverFrame, Down, Refused, Send, Up
 from .noise import HandshakeState, NoiseError
@@ -66,6 +68,11 @@ class ClientSession:
         self.max_frame = wire.bulk_max_plain(max_datagram)
         self.peer_bulk = False   # the server's RESP announced FEATURE_BULK
         self.frames = Reassembly(FRAME_SLOTS, FRAME_TIMEOUT)
+        # fragment(datagram) -> True: the middle of the BULK frame being
+        # received, stored; False: anything else, for receive(). The frame's
+        # first fragment passed every check receive() makes; its last one,
+        # which completes it, takes receive() too.
+        self.fragment = partial(next_fragment, self.frames)
         self.current: Session | None = None
         self.previous: Session | None = None
         self.pending: dict[int, _Pending] = {}
@@ -145,19 +152,6 @@ class ClientSession:
                                      or s.age(now) >= self.t.rekey_after_time):
             out += self._begin_handshake(now)
         return out
-
-    def fragment(self, d) -> bool:
-        """Per-fragment fast path: True if `d` was the next in-order
-        fragment (not the last) of the BULK frame being received, now
-        stored; False for anything else, which then takes receive().
-        The frame's first fragment passed every check receive() makes;
-        the last one, which completes the frame, takes receive() too."""
-        if len(d) <= wire.HEADER_BULK:
-            return False
-        h = wire.bulk_fields(d)
-        if h[0] != wire.MARK or h[1] != wire.T_BULK or h[7] or h[8]:
-            return False
-        return self.frames.extend((h[4], h[5]), h[3], h[6], memoryview(d)[wire.HEADER_BULK:])
 
     def receive(self, datagram, now: float) -> list:
         kind = wire.msg_type(datagram)

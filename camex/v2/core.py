@@ -147,7 +147,7 @@ class V2ClientCore:
         self.to_net.extend(dgrams)
 
     def datagram_received(self, data, now: float) -> None:
-        if len(data) > wire.HEADER_BULK and data[1] == wire.T_BULK and self.session.fragment(data):
+        if self.session.fragment(data):
             return   # the middle of a BULK frame: stored, nothing else to do
         if not wire.is_v2(data):
             self.drops["not-v2"] += 1
@@ -359,7 +359,7 @@ class V2ServerCore:
     # ------------------------------------------------------------- I/O
 
     def datagram_received(self, data, addr, now: float) -> None:
-        if len(data) > wire.HEADER_BULK and data[1] == wire.T_BULK and self.server.fragment(data):
+        if self.server.fragment(data):
             return   # the middle of a BULK frame: stored, nothing else to do
         self.now = now
         stats = self.server.stats

@@ -26,10 +26,12 @@ import ipaddress
 import os
 import struct
 from collections import OrderedDict
+from functools import partial
 from dataclasses import dataclass, field
 
 from ..io.gso import Reassembly
 from . import bulk, wire
+from .bulk import next_fragment
 from .cookie import CookieMaker, LoadMeter
 from .events import Deliver, DeliverFrame, Down, Roamed, Send, Up
 from .noise import HandshakeState, NoiseError
@@ -152,6 +154,11 @@ class V2Server:
         self.max_frame = wire.bulk_max_plain(max_datagram)
         self.features = wire.FEATURE_BULK if bulk else 0
         self.frames = Reassembly(FRAME_SLOTS, FRAME_TIMEOUT, per_group=FRAME_SLOTS_PER_SESSION)
+        # fragment(datagram) -> True: the middle of the BULK frame being
+        # received, stored; False: anything else, for receive(). The frame's
+        # first fragment passed every check receive() makes; its last one,
+        # which completes it, takes receive() too.
+        self.fragment = partial(next_fragment, self.frames)
         self._bulk_n = None   # peers that take BULK (cached, reset with _behind)
         self.load = LoadMeter(load_threshold)
         self.cookies = CookieMaker(rng, self.t.cookie_secret_life)
@@ -182,19 +189,6 @@ class V2Server:
             return self._on_init(datagram, addr, now)
         self.stats["malformed"] += 1   # RESP/COOKIE/NOSESSION are not for a server
         return []
-
-    def fragment(self, d) -> bool:
-        """Per-fragment fast path: True if `d` was the next in-order
-        fragment (not the last) of the BULK frame being received, now
-        stored; False for anything else, which then takes receive().
-        The frame's first fragment passed every check receive() makes;
-        the last one, which completes the frame, takes receive() too."""
-        if len(d) <= wire.HEADER_BULK:
-            return False
-        h = wire.bulk_fields(d)
-        if h[0] != wire.MARK or h[1] != wire.T_BULK or h[7] or h[8]:
-            return False
-        return self.frames.extend((h[4], h[5]), h[3], h[6], memoryview(d)[wire.HEADER_BULK:])
 
     def send(self, peer: Peer, packets, now: float) -> list:
         """Inner packets for `peer` -> [(datagram, addr)]; [] if it has no
