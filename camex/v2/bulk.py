@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ..io import gso, offload
 from . import wire
+from .session import FORGED
 
 _BULK_FIELDS = wire.bulk_fields
 _HL = wire.HEADER_BULK
@@ -118,6 +119,27 @@ def next_fragment(frames, d) -> bool:
     slot[4] += memoryview(d)[_HL:]
     slot[3] = index + 1
     return True
+
+
+def collect(session, frames, stats: dict, fields, now: float):
+    """One BULK fragment (the fields of wire.parse_bulk) for `session`: the
+    frame's plaintext once it is whole and authenticates, else None (what
+    was refused is counted in `stats`). Replays and stale counters are
+    refused before they take a reassembly slot; the session's window moves
+    only when the frame authenticates (Session.open_frame)."""
+    flags, index, receiver, counter, count, piece = fields
+    if not session.fresh(counter):
+        stats["replay"] += 1
+        return None
+    whole = frames.add((receiver, counter), index, count, piece, now)
+    if whole is None:
+        return None
+    plain = session.open_frame(whole, flags, counter, count, now)
+    if isinstance(plain, str):
+        stats["forged" if plain == FORGED else "replay"] += 1
+        return None
+    stats["bulk_rx"] += 1
+    return plain
 
 
 def plaintexts(records, max_plain: int):

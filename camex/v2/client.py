@@ -28,7 +28,7 @@ from functools import partial
 
 from ..io.gso import Reassembly
 from . import wire
-from .bulk import next_fragment
+from .bulk import collect, next_fragment
 from .cookie import open_cookie
 from .events import Deliver, DeliverFrame, Down, Refused, Send, Up
 from .noise import HandshakeState, NoiseError
@@ -361,17 +361,20 @@ class ClientSession:
             self.stats["replay" if plain != "forged" else "forged"] += 1
             return []
         out, closed = self._authenticated(flags, now)
-        if closed:
-            return out
-        packets = wire.parse_records(plain)
-        if packets is None:
+        if not closed:
+            self._deliver(out, wire.parse_records(plain), Deliver, now)
+        return out
+
+    def _deliver(self, out: list, items, event, now: float) -> None:
+        """Records of an authenticated DATA or BULK frame (None: malformed)
+        as a Deliver/DeliverFrame event; data received, so a passive
+        keepalive is due unless we send something first."""
+        if items is None:
             self.stats["malformed"] += 1
-            return out
-        if packets:
+        elif items:
             if self.ack_due is None:
                 self.ack_due = now + self.t.passive_keepalive
-            out.append(Deliver(packets))
-        return out
+            out.append(event(items))
 
     def _authenticated(self, flags: int, now: float):
         """What an authenticated DATA or BULK frame's flags ask: (events,
@@ -393,35 +396,16 @@ class ClientSession:
         if f is None:
             self.stats["malformed"] += 1
             return []
-        flags, index, receiver, counter, count, piece = f
-        s = self._session_for(receiver)
+        s = self._session_for(f[2])
         if s is None or s.age(now) >= self.t.reject_after_time:
             self.stats["stale"] += 1
             return []
-        # Replays and stale frames are dropped before they take a slot; the
-        # window itself moves only once the whole frame authenticates.
-        if not s.fresh(counter):
-            self.stats["replay"] += 1
+        plain = collect(s, self.frames, self.stats, f, now)
+        if plain is None:
             return []
-        whole = self.frames.add((receiver, counter), index, count, piece, now)
-        if whole is None:
-            return []
-        plain = s.open_frame(whole, flags, counter, count, now)
-        if isinstance(plain, str):
-            self.stats["replay" if plain != "forged" else "forged"] += 1
-            return []
-        self.stats["bulk_rx"] += 1
-        out, closed = self._authenticated(flags, now)
-        if closed:
-            return out
-        records = wire.parse_bulk_records(plain)
-        if records is None:
-            self.stats["malformed"] += 1
-            return out
-        if records:
-            if self.ack_due is None:
-                self.ack_due = now + self.t.passive_keepalive
-            out.append(DeliverFrame(records))
+        out, closed = self._authenticated(f[0], now)
+        if not closed:
+            self._deliver(out, wire.parse_bulk_records(plain), DeliverFrame, now)
         return out
 
     def _sent(self, now: float) -> None:

@@ -525,26 +525,16 @@ class V2Server:
         if f is None:
             self.stats["malformed"] += 1
             return []
-        flags, index, receiver, counter, count, piece = f
-        owner, s = self._owner(receiver, addr, now)
+        owner, s = self._owner(f[2], addr, now)
         if owner is None:
             return s
-        # Replays and stale frames never take a reassembly slot; the window
-        # moves only once the whole frame authenticates. Without the key,
-        # a sender can at most fill this session's few slots.
-        if not s.fresh(counter):
-            self.stats["replay"] += 1
+        # Without the key, a sender can at most fill this session's few
+        # reassembly slots; it never moves the window (bulk.collect).
+        plain = bulk.collect(s, self.frames, self.stats, f, now)
+        if plain is None:
             return []
-        whole = self.frames.add((receiver, counter), index, count, piece, now)
-        if whole is None:
-            return []
-        plain = s.open_frame(whole, flags, counter, count, now)
-        if isinstance(plain, str):
-            self.stats["forged" if plain == FORGED else "replay"] += 1
-            return []
-        self.stats["bulk_rx"] += 1
         # The fragment that completed the frame names the endpoint (roaming).
-        peer, out, gone = self._authenticated(owner, flags, addr, now)
+        peer, out, gone = self._authenticated(owner, f[0], addr, now)
         if gone:
             return out
         peer.stats["bulk_rx"] += 1
