@@ -40,6 +40,19 @@ def default_mtu(encrypt: bool) -> int:
     return PATH_MTU - codec.OUTER_IP_UDP - (codec.OVERHEAD_ENC if encrypt else 0)
 
 
+def admit(core, packet) -> bool:
+    """May a packet read from the TUN enter the tunnel? Both client cores
+    (legacy and v2) carry IPv4 only, and an auto client nothing before it
+    has its configuration; a refused packet is counted in `core.drops`."""
+    if len(packet) < 20 or packet[0] >> 4 != 4:
+        core.drops["not-ipv4"] += 1
+        return False
+    if core.auto and core.config is None:
+        core.drops["not-configured"] += 1
+        return False
+    return True
+
+
 @dataclass
 class IfConfig:
     """What the TUN interface should look like."""
@@ -136,11 +149,7 @@ class LegacyClient:
 
     def tun_packet(self, packet, now: float) -> None:
         """A packet read from the TUN: only IPv4 crosses the legacy tunnel."""
-        if len(packet) < 20 or packet[0] >> 4 != 4:
-            self.drops["not-ipv4"] += 1
-            return
-        if self.auto and self.config is None:
-            self.drops["not-configured"] += 1
+        if not admit(self, packet):
             return
         self.tx_packets += 1
         self.tx_bytes += len(packet)

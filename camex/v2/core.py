@@ -23,7 +23,7 @@ import ipaddress
 import os
 from collections import Counter
 
-from ..core.client import IfConfig
+from ..core.client import IfConfig, admit
 from ..io import gso
 from ..log import LOG, Throttle
 from . import bulk, kdf, wire
@@ -109,11 +109,7 @@ class V2ClientCore:
     # ------------------------------------------------------- data path
 
     def tun_packet(self, packet, now: float) -> None:
-        if len(packet) < 20 or packet[0] >> 4 != 4:
-            self.drops["not-ipv4"] += 1
-            return
-        if self.auto and self.config is None:
-            self.drops["not-configured"] += 1
+        if not admit(self, packet):
             return
         self.tx_packets += 1
         self.tx_bytes += len(packet)
