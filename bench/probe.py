@@ -8,7 +8,6 @@ an echo request every few milliseconds until one is answered.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import select
 import socket
@@ -16,56 +15,17 @@ import struct
 import threading
 import time
 
-from lab.netns import NETNS_DIR
-
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
+from lab.attacks import icmp_echo_message
+from lab.proc import in_ns
 
 
 def ns_socket(nsname: str, family: int, type_: int, proto: int = 0) -> socket.socket:
-    """A socket that belongs to namespace ``nsname``.
-
-    A socket stays in the namespace it was created in, so a short-lived
-    thread joins the namespace (setns acts on the calling thread only),
-    creates it and ends; the caller keeps using it from any thread.
-    """
-    box: dict = {}
-
-    def make():
-        fd = os.open(os.path.join(NETNS_DIR, nsname), os.O_RDONLY)
-        try:
-            if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                box["error"] = OSError(err, os.strerror(err))
-                return
-            box["sock"] = socket.socket(family, type_, proto)
-        except OSError as e:
-            box["error"] = e
-        finally:
-            os.close(fd)
-
-    t = threading.Thread(target=make, name=f"setns-{nsname}")
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["sock"]
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    s = (s >> 16) + (s & 0xFFFF)
-    s += s >> 16
-    return ~s & 0xFFFF
+    """A socket that belongs to namespace ``nsname`` (usable from any thread)."""
+    return in_ns(nsname, lambda: socket.socket(family, type_, proto))
 
 
 def _echo_request(ident: int, seq: int) -> bytes:
-    payload = b"camex-bench-probe"
-    head = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-    csum = _checksum(head + payload)
-    return struct.pack("!BBHHH", 8, 0, csum, ident, seq) + payload
+    return icmp_echo_message(ident, seq, b"camex-bench-probe")
 
 
 def first_reply(nsname: str, dst: str, t0: float, timeout: float = 15.0,

@@ -12,7 +12,6 @@ Used by tests/integration/test_attack_*.py and lab/loadgen.py.
 
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 import os
 import random
@@ -25,41 +24,10 @@ from typing import Callable, NamedTuple, Optional
 from camex.legacy import codec
 
 from .capture import ETH_P_IP, LinkTap
-
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
+from .proc import in_ns
 
 
 # ------------------------------------------------------------ namespaces
-
-
-def in_ns(ns_name: str, fn: Callable):
-    """Run ``fn()`` in a short-lived thread that joined namespace ``ns_name``.
-
-    setns(2) acts on the calling thread only; a socket keeps the namespace
-    it was created in, so sockets made here can be used from any thread.
-    """
-    box = {}
-
-    def run():
-        fd = os.open(f"/run/netns/{ns_name}", os.O_RDONLY)
-        try:
-            if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, os.strerror(err))
-        finally:
-            os.close(fd)
-        try:
-            box["v"] = fn()
-        except BaseException as e:  # re-raised in the caller
-            box["e"] = e
-
-    t = threading.Thread(target=run, name=f"in-{ns_name}")
-    t.start()
-    t.join()
-    if "e" in box:
-        raise box["e"]
-    return box.get("v")
 
 
 def ns_socket(ns, family=socket.AF_INET, type=socket.SOCK_DGRAM, proto=0,
@@ -78,7 +46,8 @@ def ns_socket(ns, family=socket.AF_INET, type=socket.SOCK_DGRAM, proto=0,
 # ------------------------------------------------------------ IPv4 bytes
 
 
-def _csum(data: bytes) -> int:
+def inet_checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of ``data``."""
     if len(data) % 2:
         data += b"\0"
     s = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -93,7 +62,7 @@ def ipv4(src: str, dst: str, proto: int, payload: bytes, ident: int = 0,
     s, d = socket.inet_aton(src), socket.inet_aton(dst)
     hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident & 0xFFFF,
                       0x4000 if df else 0, ttl, proto, 0, s, d)
-    hdr = hdr[:10] + struct.pack("!H", _csum(hdr)) + hdr[12:]
+    hdr = hdr[:10] + struct.pack("!H", inet_checksum(hdr)) + hdr[12:]
     return hdr + payload
 
 
@@ -103,16 +72,20 @@ def udp_packet(src: str, sport: int, dst: str, dport: int, payload: bytes,
     length = 8 + len(payload)
     pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 17, length)
     hdr = struct.pack("!HHHH", sport, dport, length, 0)
-    c = _csum(pseudo + hdr + payload) or 0xFFFF
+    c = inet_checksum(pseudo + hdr + payload) or 0xFFFF
     hdr = struct.pack("!HHHH", sport, dport, length, c)
     return ipv4(src, dst, 17, hdr + payload, ident)
 
 
+def icmp_echo_message(ident: int, seq: int, data: bytes) -> bytes:
+    """An ICMP echo request (no IP header: what a raw ICMP socket sends)."""
+    body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + data
+    return body[:2] + struct.pack("!H", inet_checksum(body)) + body[4:]
+
+
 def icmp_echo(src: str, dst: str, ident: int = 0x4341, seq: int = 1,
               data: bytes = b"camex-attack") -> bytes:
-    body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + data
-    body = body[:2] + struct.pack("!H", _csum(body)) + body[4:]
-    return ipv4(src, dst, 1, body, ident=seq)
+    return ipv4(src, dst, 1, icmp_echo_message(ident, seq, data), ident=seq)
 
 
 def parse_udp(packet: bytes):

@@ -23,9 +23,10 @@ from typing import Optional
 
 from camex.control import request
 
-from .attacks import in_ns, ns_socket
+from .attacks import ns_socket
 from .daemons import Camex
 from .netns import Lab, LabError, Namespace, StarTopology, wait_until
+from .proc import in_ns
 
 # ---------------------------------------------------------------- nftables
 

@@ -44,7 +44,7 @@ from .proc import (  # noqa: F401
     LabProcess,
     LabTimeout,
     PingResult,
-    _child_setup,
+    _ns_child,
     _ns_path,
     _thread_in_ns,
     parse_ping,
@@ -235,19 +235,8 @@ class Namespace:
     def run(self, argv: Iterable, timeout: float = 60.0, check: bool = False) -> subprocess.CompletedProcess:
         """Run a command here to completion; returns text stdout/stderr."""
         argv = [str(a) for a in argv]
-        fd = os.open(_ns_path(self.name), os.O_RDONLY)
-        try:
-            res = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                pass_fds=(fd,),
-                preexec_fn=_child_setup(fd),
-            )
-        finally:
-            os.close(fd)
+        with _ns_child(self.name) as in_ns_kw:
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **in_ns_kw)
         if check and res.returncode != 0:
             raise LabError(f"{' '.join(argv)} in {self.name} failed ({res.returncode}):\n{res.stdout}{res.stderr}")
         return res

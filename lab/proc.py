@@ -107,6 +107,26 @@ def _thread_in_ns(name: str):
         os.close(home)
 
 
+def in_ns(name: str, fn: Callable[[], T]) -> T:
+    """``fn()`` with the calling thread in namespace ``name``, e.g. to make
+    a socket there: a socket keeps the namespace it was created in, so it
+    can be used from any thread afterwards (lab.attacks.ns_socket)."""
+    with _thread_in_ns(name):
+        return fn()
+
+
+@contextlib.contextmanager
+def _ns_child(name: str):
+    """Keyword arguments for subprocess.run/Popen that start the child in
+    namespace ``name`` (dying with the lab, stdin closed); the namespace's
+    file descriptor stays open for the block."""
+    fd = os.open(_ns_path(name), os.O_RDONLY)
+    try:
+        yield {"stdin": subprocess.DEVNULL, "pass_fds": (fd,), "preexec_fn": _child_setup(fd)}
+    finally:
+        os.close(fd)
+
+
 def _child_setup(ns_fd: int) -> Callable[[], None]:
     def setup() -> None:
         # Runs in the forked child before exec: join the namespace and die
@@ -138,21 +158,10 @@ class LabProcess:
         full_env["PYTHONUNBUFFERED"] = "1"
         if env:
             full_env.update(env)
-        fd = os.open(_ns_path(ns.name), os.O_RDONLY)
-        try:
-            with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-                self.popen = subprocess.Popen(
-                    self.argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    env=full_env,
-                    pass_fds=(fd,),
-                    preexec_fn=_child_setup(fd),
-                    start_new_session=True,
-                )
-        finally:
-            os.close(fd)
+        with _ns_child(ns.name) as in_ns_kw, open(self.stdout_path, "wb") as out, \
+                open(self.stderr_path, "wb") as err:
+            self.popen = subprocess.Popen(self.argv, stdout=out, stderr=err, env=full_env,
+                                          start_new_session=True, **in_ns_kw)
         self.started = time.monotonic()
 
     def __repr__(self) -> str:

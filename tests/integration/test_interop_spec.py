@@ -13,7 +13,7 @@ import pytest
 from lab.daemons import GLOBAL_PSK
 from lab.netns import wait_until
 
-from lab.attacks import _csum  # the Internet checksum, RFC 1071
+from lab.attacks import inet_checksum
 
 import spec_wire  # beside this file (pytest puts tests/integration on sys.path)
 
@@ -22,10 +22,10 @@ pytestmark = pytest.mark.lab
 
 def echo_request(src: str, dst: str, ident: int, seq: int, payload: bytes = b"camex-spec-peer") -> bytes:
     icmp = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + payload
-    icmp = icmp[:2] + struct.pack("!H", _csum(icmp)) + icmp[4:]
+    icmp = icmp[:2] + struct.pack("!H", inet_checksum(icmp)) + icmp[4:]
     hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), ident, 0, 64, 1, 0,
                       socket.inet_aton(src), socket.inet_aton(dst))
-    hdr = hdr[:10] + struct.pack("!H", _csum(hdr)) + hdr[12:]
+    hdr = hdr[:10] + struct.pack("!H", inet_checksum(hdr)) + hdr[12:]
     return hdr + icmp
 
 
