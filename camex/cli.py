@@ -44,6 +44,11 @@ def main(argv=None) -> int:
     from .loop import PidFile, StartupError, harden_process
 
     harden_process()
+    if opts.mode == "client" or opts.server_tun:
+        # The link set-up runs in a helper that imports pyroute2 (camex.io.
+        # netlink); forked now, that import overlaps this process's own.
+        from .io import netlink
+        netlink.start_helper()
     try:
         # Import only the role that runs.
         if opts.mode == "server":

@@ -51,6 +51,15 @@ def _call(*request):
         raise NetlinkConfigError(str(e)) from None
 
 
+def start_helper() -> None:
+    """Fork the helper ahead of the first request (best effort: LinkConfig
+    reports a helper that cannot start)."""
+    try:
+        _helper.start()
+    except OSError:
+        pass
+
+
 class LinkConfig:
     def __init__(self, ifname: str):
         self.ifname = ifname
