@@ -21,7 +21,6 @@ is wrong; 0 otherwise.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -29,7 +28,8 @@ import time as _time
 from dataclasses import dataclass, field
 
 from camex import capture
-from camex.dissect_v2 import V2Dissector, gso_split
+from camex import dissect_gso
+from camex.dissect_v2 import V2Dissector
 from camex.dissect_v2 import text_fields as v2_text_fields
 from camex.legacy import codec
 
@@ -120,23 +120,9 @@ class Dissector:
         return (src, "c2s") if d.sport >= d.dport else (dst, "s2c")
 
     def split(self, d: capture.Datagram) -> list:
-        """`d`, or the v2 datagrams it glues together when the capture holds
-        a UDP GSO send not yet cut by the kernel (dissect_v2.gso_split).
-        A truncated capture truncates only the last segment."""
-        if d.payload[:1] != b"\xc2":
-            return [d]
-        segs = gso_split(d.payload, d.complete)
-        if segs is None:
-            return [d]
-        size, n = len(segs[0]), len(segs)
-        out = []
-        for k, seg in enumerate(segs):
-            last = k == n - 1
-            out.append(dataclasses.replace(
-                d, payload=seg, gso=(k, n, size),
-                udp_length=d.udp_length - k * size if last else size,
-                complete=d.complete or not last))
-        return out
+        """`d`, or the datagrams it glues together when the capture holds a
+        UDP GSO send not yet cut by the kernel (camex/dissect_gso.py)."""
+        return dissect_gso.split(d, d.sport in self.ports or d.dport in self.ports)
 
     def record(self, d: capture.Datagram) -> dict | None:
         cls = self.proto.classify(d.payload, d.sport, d.dport)
@@ -147,6 +133,8 @@ class Dissector:
                "dst": d.dst, "dport": d.dport, "size": d.udp_length}
         if d.fragments > 1:
             rec["fragments"] = d.fragments
+        if d.gso:  # one datagram of a UDP GSO run captured whole (dissect_gso.py)
+            rec["gso"] = {"segment": d.gso[0], "segments": d.gso[1], "size": d.gso[2]}
         if cls is p.CX2PEncrypted or cls is p.CX2PMalformed:
             self._encrypted(d, rec)
         elif cls is p.CX2PControl:
@@ -295,6 +283,8 @@ def text_line(rec) -> str:
     else:
         mode = "enc" if rec["mode"] == "encrypted" else "plain"
         parts.append(f"{mode} {rec['type']}")
+    if rec.get("gso"):
+        parts.append(f"gso={rec['gso']['segment']}/{rec['gso']['segments']}")
     if rec.get("seq") is not None:
         parts.append(f"seq={rec['seq']}")
     if rec.get("length") is not None:

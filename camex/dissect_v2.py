@@ -146,8 +146,6 @@ class V2Dissector:
         rec.update(mode="v2", type=name, seq=None, length=d.udp_length, status="ok")
         if not d.complete:
             rec["status"] = "incomplete"
-        if d.gso:
-            rec["gso"] = {"segment": d.gso[0], "segments": d.gso[1], "size": d.gso[2]}
         rec["_dir"] = "c2s" if t == wire.T_INIT else "s2c"  # DATA: set by _data
         if t == wire.T_INIT:
             self._init(buf, rec, src, d)
@@ -496,45 +494,6 @@ class V2Dissector:
                 "bulk": self.bulk.as_dict()}
 
 
-def gso_split(buf, complete: bool = True) -> list | None:
-    """The v2 datagrams of a UDP payload glued by UDP GSO, or None.
-
-    A capture taken where the kernel has not cut a GSO send yet (on the
-    sender, or on a veth: the skb crosses it whole) shows one UDP datagram
-    of up to 64 KiB holding n datagrams of S bytes each, the last one
-    shorter. For DATA and BULK the header repeats at every multiple of S
-    with the same type and receiver index (8 known bytes), which a single
-    datagram's ciphertext matches by chance with odds of about 2^-48 per
-    position; the split is taken only if every segment starts so and the
-    last one is a whole message (any part of one if the capture was
-    truncated: `complete` False)."""
-    n = len(buf)
-    if n < 2 * wire.DATA_MIN or buf[0] != wire.MARK or buf[1] not in (wire.T_DATA, wire.T_BULK):
-        return None
-    t = buf[1]
-    smallest = wire.HEADER_BULK + 1 if t == wire.T_BULK else wire.DATA_MIN
-    data = bytes(buf)
-    receiver = data[4:8]
-
-    def starts(at):
-        return (data[at] == wire.MARK and data[at + 1] == t
-                and data[at + 4:at + 8] == receiver
-                and (data[at + 17:at + 20] == b"\0\0\0" if t == wire.T_BULK
-                     else data[at + 3] == 0))
-
-    at = data.find(receiver, smallest + 4)
-    while at != -1:
-        size = at - 4
-        if n - size >= smallest and starts(size):
-            cuts = range(0, n, size)
-            last = n - cuts[-1]
-            if (last >= smallest or not complete) and all(starts(c) for c in cuts[1:-1]) \
-                    and (starts(cuts[-1]) if last >= smallest else last > 0):
-                return [data[c:c + size] for c in cuts]
-        at = data.find(receiver, at + 1)
-    return None
-
-
 def _bulk_defect(buf) -> str:
     """Why wire.parse_bulk refused a BULK datagram, in words."""
     if len(buf) <= wire.HEADER_BULK:
@@ -561,8 +520,6 @@ def text_fields(rec) -> list:
         parts.append(f"counter={rec['counter']}")
     if rec.get("bulk"):
         parts.append(f"frag={rec['bulk']['index']}/{rec['bulk']['count']}")
-    if rec.get("gso"):
-        parts.append(f"gso={rec['gso']['segment']}/{rec['gso']['segments']}")
     if rec.get("flags"):
         parts.append("[" + ",".join(rec["flags"]) + "]")
     if rec.get("cookie"):

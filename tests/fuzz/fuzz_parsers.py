@@ -13,8 +13,9 @@ Targets:
   v2       camex v2 (BULK included): the bytes as a v2 datagram (and as a
            BULK fragment) through camex.v2.wire and the Scapy layers, which
            must rebuild the same bytes and agree with wire; as BULK records
-           and handshake TLVs; and cut into datagrams fed to camex-dissect's
-           v2 dissector with a key log (BULK reassembly and decryption)
+           and handshake TLVs; cut into datagrams fed to camex-dissect's
+           v2 dissector with a key log (BULK reassembly and decryption); and
+           as one captured datagram that may be a UDP GSO run (dissect_gso)
 
 Anything other than the documented refusals (CodecError, InvalidTag,
 NoKeyError, CaptureError) is a crash; libFuzzer writes the input to
@@ -38,7 +39,7 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports():
-    from camex import capture, dissect
+    from camex import capture, dissect, dissect_gso
     from camex.legacy import codec
     from camex.proto import crypto as pcrypto
     from camex.proto import v2 as pv2
@@ -97,7 +98,8 @@ def t_capture(data: bytes) -> None:
     stats = capture.Stats()
     dis = _dissector()
     try:
-        for d in capture.datagrams(io.BytesIO(data), stats):
+        for d in (d for d0 in capture.datagrams(io.BytesIO(data), stats)
+                  for d in dis.split(d0)):
             rec = dis.record(d)
             if rec is not None:
                 rec.pop("_inner_bytes", None)
@@ -176,6 +178,12 @@ def t_v2(data: bytes) -> None:
         json.dumps(rec)
     json.dumps(dis.v2.as_dict())
     dis.v2.summary_lines()
+    # The bytes as one captured UDP datagram: a GSO run is cut losslessly.
+    for complete in (True, False):
+        whole = capture.Datagram(1, 1000.0, "192.0.2.10", 40000, "192.0.2.1", 7000, data,
+                                 len(data) + (0 if complete else 7), complete)
+        parts = dissect_gso.split(whole, True)
+        assert b"".join(p.payload for p in parts) == data
 
 
 _V2_DIS = []
