@@ -3,18 +3,22 @@ socket on that link, read by a background thread that hands each packet to
 a callback until close().
 
 Users: lab.attacks.Sniffer (parses UDP datagrams to replay them) and
-tests/integration/test_dissect_v2_live.py (writes the frames to a pcap for
-camex-dissect). lab.traffic.UdpSniffer reads its socket on demand instead.
+`PcapRecorder` (frames into a pcap for camex-dissect, the live dissect
+tests). lab.traffic.UdpSniffer reads its socket on demand instead.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
-from typing import Callable
+import time
+from typing import Callable, Optional
+
+from camex.capture import LINKTYPE_ETHERNET, PcapWriter
 
 ETH_P_ALL = 0x0003  # outgoing packets reach ETH_P_ALL sockets only
 ETH_P_IP = 0x0800
+SO_RCVBUFFORCE = 33  # Linux; the socket module does not name it
 
 
 class LinkTap:
@@ -59,3 +63,20 @@ class LinkTap:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class PcapRecorder:
+    """Every frame crossing link ``ifname`` of ``ns`` (both directions)
+    into a pcap at ``path``, as `tcpdump -w` would. ``rcvbuf`` (bytes)
+    enlarges the socket's buffer beyond the sysctl limit (root), so that
+    a burst (e.g. of BULK fragments) is not dropped."""
+
+    def __init__(self, ns, ifname: str, path, rcvbuf: Optional[int] = None):
+        self.writer = PcapWriter(path, linktype=LINKTYPE_ETHERNET)
+        self.tap = LinkTap(ns, ifname, lambda frame: self.writer.write(time.time(), frame))
+        if rcvbuf:
+            self.tap.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+
+    def close(self) -> None:
+        self.tap.close()
+        self.writer.close()

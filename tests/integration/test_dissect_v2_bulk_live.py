@@ -13,7 +13,6 @@ nothing decrypted without the key log.
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -22,8 +21,7 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.utils import rdpcap
 
-from camex.capture import LINKTYPE_ETHERNET, PcapWriter
-from lab.capture import LinkTap
+from lab.capture import PcapRecorder
 from lab.daemons import auto_config
 from lab.faults import tcp_transfer
 from lab.v2lab import GLOBAL, V2Camex
@@ -32,21 +30,6 @@ pytestmark = pytest.mark.lab
 
 SIZE = 2 << 20
 PORT = 5311
-SO_RCVBUFFORCE = 33  # Linux; the socket module does not name it
-
-
-class Recorder:
-    """Every frame crossing `ifname` of `ns` into a pcap, with a socket
-    buffer large enough that a burst of BULK fragments is not dropped."""
-
-    def __init__(self, ns, ifname, path):
-        self.writer = PcapWriter(path, linktype=LINKTYPE_ETHERNET)
-        self.tap = LinkTap(ns, ifname, lambda frame: self.writer.write(time.time(), frame))
-        self.tap.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
-
-    def close(self):
-        self.tap.close()
-        self.writer.close()
 
 
 def dissect(*args):
@@ -71,7 +54,7 @@ def test_dissect_decrypts_the_bulk_frames_of_a_live_tcp_transfer(star, tmp_path)
     c1 = cx.start_client(star.c1, wait=False, auto=True, encrypt=True, psk=GLOBAL)
     cx.wait_client(c1)
     star.c1.wait_ping("10.0.0.1", timeout=10)
-    rec = Recorder(star.server, "c1", str(pcap))
+    rec = PcapRecorder(star.server, "c1", str(pcap), rcvbuf=64 << 20)
     try:
         xfer = tcp_transfer(star.c1, star.server, "10.0.0.1", SIZE, port=PORT)
         time.sleep(0.3)

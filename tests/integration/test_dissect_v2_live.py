@@ -20,25 +20,12 @@ import pytest
 from scapy.layers.inet import ICMP, IP
 from scapy.utils import rdpcap
 
-from camex.capture import LINKTYPE_ETHERNET, PcapWriter
-from lab.capture import LinkTap
+from lab.capture import PcapRecorder
 from lab.daemons import GLOBAL_PSK, Camex
 
 pytestmark = pytest.mark.lab
 
 PINGS = 4
-
-
-class Recorder:
-    """Every frame crossing `ifname` of `ns` (both directions) into a pcap."""
-
-    def __init__(self, ns, ifname, path):
-        self.writer = PcapWriter(path, linktype=LINKTYPE_ETHERNET)
-        self.tap = LinkTap(ns, ifname, lambda frame: self.writer.write(time.time(), frame))
-
-    def close(self):
-        self.tap.close()
-        self.writer.close()
 
 
 def dissect(*args):
@@ -59,7 +46,7 @@ def test_dissect_decodes_icmp_inside_a_live_v2_tunnel(star, tmp_path):
     server_keys, client_keys = tmp_path / "server.keys", tmp_path / "c1.keys"
     pcap = tmp_path / "underlay-c1.pcap"
     srv = cx.start_server(encrypt=True, psk=GLOBAL_PSK, extra=["--keylog", server_keys])
-    rec = Recorder(star.server, "c1", str(pcap))
+    rec = PcapRecorder(star.server, "c1", str(pcap))
     try:
         c1 = cx.start_client(star.c1, encrypt=True, psk=GLOBAL_PSK,
                              extra=["--keylog", client_keys])
@@ -128,7 +115,7 @@ def test_dissect_follows_rekeys_of_a_live_tunnel(star, tmp_path):
     keys, pcap = tmp_path / "server.keys", tmp_path / "rekey.pcap"
     cx.start_server(encrypt=True, psk=GLOBAL_PSK,
                     extra=["--keylog", keys, "--rekey-after", "10"])
-    rec = Recorder(star.server, "c1", str(pcap))
+    rec = PcapRecorder(star.server, "c1", str(pcap))
     try:
         cx.start_client(star.c1, encrypt=True, psk=GLOBAL_PSK, extra=["--rekey-after", "10"])
         cx.start_client(star.c2, encrypt=True, psk=GLOBAL_PSK, extra=["--rekey-after", "10"])
