@@ -12,6 +12,7 @@ import os
 import pytest
 
 from lab.daemons import Camex
+from lab.faults import ChainTopology
 from lab.netns import StarTopology
 
 
@@ -28,10 +29,10 @@ def pytest_runtest_makereport(item, call):
     setattr(item, "rep_" + rep.when, rep)
 
 
-def _lab(request, tmp_path, clients):
+def _lab(request, tmp_path, topology=StarTopology, **kw):
     if os.geteuid() != 0:
         pytest.fail("the namespace lab needs root (namespaces, TUN)")
-    with StarTopology(clients=clients, logdir=str(tmp_path)) as lab:
+    with topology(logdir=str(tmp_path), **kw) as lab:
         yield lab
         rep = getattr(request.node, "rep_call", None)
         if rep is None or rep.failed:
@@ -44,13 +45,20 @@ def _lab(request, tmp_path, clients):
 @pytest.fixture
 def star(request, tmp_path):
     """Server namespace + clients C1 (10.250.0.2) and C2 (10.250.1.2)."""
-    yield from _lab(request, tmp_path, 2)
+    yield from _lab(request, tmp_path, clients=2)
 
 
 @pytest.fixture
 def star3(request, tmp_path):
     """Like star, plus C3 (10.250.2.2, tunnel 10.0.0.4)."""
-    yield from _lab(request, tmp_path, 3)
+    yield from _lab(request, tmp_path, clients=3)
+
+
+@pytest.fixture
+def chain(request, tmp_path):
+    """Like star, but C1 (192.168.1.2) sits behind a router namespace `mid`
+    (lab.faults.ChainTopology)."""
+    yield from _lab(request, tmp_path, ChainTopology)
 
 
 # Issue 2's tests are about the legacy wire protocol (the one an unmodified

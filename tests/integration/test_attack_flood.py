@@ -61,6 +61,32 @@ def _sent_to_attacker(lab):
     return c["udp_in"], c["udp_out"]
 
 
+def _forged_flood(lab, rng, n, payload, ping=True):
+    """``n`` datagrams, ``payload(i)`` each, from random sources and ports
+    of the attacker's subnet to the server, while (``ping``) C1 pings C2.
+    Returns (seconds to send, payload bytes sent, the ping during it)."""
+    forger = A.Forger(lab.clients[2])
+    pinger = _Pinger(lab, seconds=max(2.0, n / 25000)) if ping else None
+    t0 = time.monotonic()
+    try:
+        for i in range(n):
+            src = A.random_lab_source(rng, "10.250.2.0/24")
+            forger.send(src, rng.randrange(1024, 65536), SERVER_ON_ATTACKER_LINK, PORT,
+                        payload(i))
+    finally:
+        forger.close()
+    send_s = time.monotonic() - t0
+    return send_s, forger.sent_bytes, pinger.join() if pinger else None
+
+
+def _server_after(srv, ctl):
+    """After a flood: the server still runs; its VmRSS (KiB) and status
+    once it had half a second to empty its queue."""
+    time.sleep(0.5)
+    assert srv.running(), srv.tail()
+    return F.vm_rss_kib(srv.pid), F.status(ctl)
+
+
 def test_junk_flood(star3, camex3):
     lab, cx = star3, F.legacy(camex3)
     srv, ctl, _ = _setup(lab, cx)
@@ -80,9 +106,7 @@ def test_junk_flood(star3, camex3):
     during = pinger.join()
     for s in socks:
         s.close()
-    assert srv.running(), srv.tail()
-    rss1 = F.vm_rss_kib(srv.pid)
-    st = F.status(ctl)
+    rss1, st = _server_after(srv, ctl)
     seen = sum(st["drops"].values())
     (udp_in, udp_out) = _sent_to_attacker(lab)
     after = lab.c1.ping("10.0.0.3", count=5, interval=0.1)
@@ -120,22 +144,12 @@ def test_forged_register_flood_encrypted(star3, camex3):
     wrong = A.Sealer(b"not-the-passphrase")
     payloads = real + [wrong.seal(1, b"CX2P REGISTER MODE=AUTO CLIENT_ID=C%d\n" % i)
                        for i in range(50)] + list(A.junk(rng, 50, valid_header_share=1.0))
-    forger = A.Forger(lab.clients[2])
-    pinger = _Pinger(lab, seconds=max(2.0, REGISTERS_N / 25000))
-    t0 = time.monotonic()
-    for i in range(REGISTERS_N):
-        src = A.random_lab_source(rng, "10.250.2.0/24")
-        forger.send(src, rng.randrange(1024, 65536), SERVER_ON_ATTACKER_LINK, PORT,
-                    payloads[i % len(payloads)])
-    send_s = time.monotonic() - t0
-    during = pinger.join()
-    forger.close()
-    assert srv.running(), srv.tail()
-    rss1 = F.vm_rss_kib(srv.pid)
-    st = F.status(ctl)
+    send_s, sent_bytes, during = _forged_flood(lab, rng, REGISTERS_N,
+                                               lambda i: payloads[i % len(payloads)])
+    rss1, st = _server_after(srv, ctl)
     udp_in, udp_out = _sent_to_attacker(lab)
     print(f"\nforged REGISTER flood (encrypted): {REGISTERS_N} from random sources in "
-          f"10.250.2.0/24 in {send_s:.1f} s, {forger.sent_bytes} payload bytes; drops "
+          f"10.250.2.0/24 in {send_s:.1f} s, {sent_bytes} payload bytes; drops "
           f"{st['drops']}; answers towards the attacker's link: {udp_out['packets']} "
           f"datagrams, {udp_out['bytes']} bytes; ping during {during.received}/"
           f"{during.transmitted}; VmRSS {rss0} -> {rss1} KiB; clients {len(st['clients'])}")
@@ -157,19 +171,13 @@ def test_forged_register_flood_plaintext(star3, camex3):
     n = min(REGISTERS_N, 20000)
     rss0 = F.vm_rss_kib(srv.pid)
     rng = random.Random(3)
-    forger = A.Forger(lab.clients[2])
-    pinger = _Pinger(lab, seconds=max(2.0, n / 25000))
-    for i in range(n):
-        src = A.random_lab_source(rng, "10.250.2.0/24")
+
+    def register(i):
         ip = f"10.{100 + i // 65536}.{(i // 256) % 256}.{i % 256 or 1}"
-        forger.send(src, rng.randrange(1024, 65536), SERVER_ON_ATTACKER_LINK, PORT,
-                    f"CX2P REGISTER MODE=MANUAL LOCAL_IP={ip}\n".encode())
-    during = pinger.join()
-    forger.close()
-    time.sleep(0.5)
-    assert srv.running(), srv.tail()
-    rss1 = F.vm_rss_kib(srv.pid)
-    st = F.status(ctl)
+        return f"CX2P REGISTER MODE=MANUAL LOCAL_IP={ip}\n".encode()
+
+    _, _, during = _forged_flood(lab, rng, n, register)
+    rss1, st = _server_after(srv, ctl)
     entries = len(st["clients"]) - 2
     udp_in, udp_out = _sent_to_attacker(lab)
     per_entry = (rss1 - rss0) * 1024 / max(entries, 1)
@@ -197,21 +205,15 @@ def test_forged_auto_registers_plaintext_not_amplified(star3, camex3):
     cx.start_client(lab.c1, auto=True)
     c1_before = F.client_entry(ctl, "10.0.0.2")["endpoint"]
     rng = random.Random(4)
-    forger = A.Forger(lab.clients[2])
     n = min(REGISTERS_N, 10000)
-    for i in range(n):
-        forger.send(A.random_lab_source(rng, "10.250.2.0/24"), rng.randrange(1024, 65536),
-                    SERVER_ON_ATTACKER_LINK, PORT,
-                    b"CX2P REGISTER MODE=AUTO CLIENT_ID=%s\n" % (b"C1" if i % 2 else b"C2"))
-    forger.close()
-    time.sleep(0.5)
+    _forged_flood(lab, rng, n, ping=False, payload=lambda i:
+                  b"CX2P REGISTER MODE=AUTO CLIENT_ID=%s\n" % (b"C1" if i % 2 else b"C2"))
+    _, st = _server_after(srv, ctl)
     udp_in, udp_out = _sent_to_attacker(lab)
-    st = F.status(ctl)
     print(f"\nforged auto REGISTERs (plaintext): {n} for C1 (live) and C2 (offline): "
           f"{udp_in['bytes']} bytes in, {udp_out['packets']} answers / {udp_out['bytes']} bytes "
           f"out towards the forged sources; C1 {c1_before} -> "
           f"{F.client_entry(ctl, '10.0.0.2')['endpoint']}; drops {st['drops']}")
-    assert srv.running()
     assert F.client_entry(ctl, "10.0.0.2")["endpoint"] == c1_before
     assert udp_out["bytes"] < udp_in["bytes"] / 10
 
@@ -241,17 +243,8 @@ def test_forged_v2_handshake_flood(star3):
     # Any answer longer than the INIT (IP length) is counted in big_out.
     F.nft(lab.server, F.byte_counter_rules("c3", larger_than=len(inits[0]) + 28))
     rss0 = F.vm_rss_kib(srv.pid)
-    forger = A.Forger(lab.clients[2])
-    pinger = _Pinger(lab, seconds=max(2.0, REGISTERS_N / 25000))
-    for i in range(REGISTERS_N):
-        forger.send(A.random_lab_source(rng, "10.250.2.0/24"), rng.randrange(1024, 65536),
-                    SERVER_ON_ATTACKER_LINK, PORT, payloads[i % len(payloads)])
-    during = pinger.join()
-    forger.close()
-    time.sleep(0.5)
-    assert srv.running(), srv.tail()
-    rss1 = F.vm_rss_kib(srv.pid)
-    st = F.status(ctl)
+    _, _, during = _forged_flood(lab, rng, REGISTERS_N, lambda i: payloads[i % len(payloads)])
+    rss1, st = _server_after(srv, ctl)
     udp_in, udp_out = _sent_to_attacker(lab)
     bigger = F.nft_counters(lab.server)["big_out"]["packets"]
     print(f"\nforged v2 handshake flood: {REGISTERS_N} INITs ({len(inits[0])} bytes; a real one "

@@ -16,22 +16,10 @@ import pytest
 from lab import attacks as A
 from lab import faults as F
 from lab.daemons import Camex, GLOBAL_PSK, vectors_config
-from lab.netns import wait_until
 
 pytestmark = pytest.mark.lab
 
 PORT = 7000
-
-
-@pytest.fixture
-def chain(request, tmp_path):
-    with F.ChainTopology(logdir=str(tmp_path)) as lab:
-        yield lab
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            for proc in lab.processes:
-                if "camex" in proc.name:
-                    print(proc.tail(40))
 
 
 def _start(lab, encrypt=True, auto=True, protocol="legacy"):
