@@ -23,7 +23,7 @@ from typing import Callable, NamedTuple, Optional
 
 from camex.legacy import codec
 
-from .capture import ETH_P_IP, LinkTap
+from .capture import ETH_P_IP, LinkTap, parse_udp
 from .proc import in_ns
 
 
@@ -86,18 +86,6 @@ def icmp_echo_message(ident: int, seq: int, data: bytes) -> bytes:
 def icmp_echo(src: str, dst: str, ident: int = 0x4341, seq: int = 1,
               data: bytes = b"camex-attack") -> bytes:
     return ipv4(src, dst, 1, icmp_echo_message(ident, seq, data), ident=seq)
-
-
-def parse_udp(packet: bytes):
-    """(src, sport, dst, dport, payload) of an IPv4/UDP packet, else None."""
-    if len(packet) < 28 or packet[0] >> 4 != 4 or packet[9] != 17:
-        return None
-    ihl = (packet[0] & 0xF) * 4
-    if struct.unpack_from("!H", packet, 6)[0] & 0x3FFF:
-        return None  # a fragment: not a whole datagram
-    sport, dport, length = struct.unpack_from("!HHH", packet, ihl)
-    return (socket.inet_ntoa(packet[12:16]), sport, socket.inet_ntoa(packet[16:20]), dport,
-            packet[ihl + 8:ihl + length])
 
 
 # ------------------------------------------------------ legacy datagrams

@@ -10,6 +10,7 @@ tests). lab.traffic.UdpSniffer reads its socket on demand instead.
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from typing import Callable, Optional
@@ -19,6 +20,26 @@ from camex.capture import LINKTYPE_ETHERNET, PcapWriter
 ETH_P_ALL = 0x0003  # outgoing packets reach ETH_P_ALL sockets only
 ETH_P_IP = 0x0800
 SO_RCVBUFFORCE = 33  # Linux; the socket module does not name it
+
+
+def _ipv4_udp(packet: bytes) -> bool:
+    return len(packet) >= 28 and packet[0] >> 4 == 4 and packet[9] == 17
+
+
+def is_udp_fragment(packet: bytes) -> bool:
+    """An IPv4/UDP fragment: more-fragments set or a non-zero offset."""
+    return _ipv4_udp(packet) and bool(struct.unpack_from("!H", packet, 6)[0] & 0x3FFF)
+
+
+def parse_udp(packet: bytes):
+    """(src, sport, dst, dport, payload) of a whole IPv4/UDP datagram, else
+    None (other protocols, fragments)."""
+    if not _ipv4_udp(packet) or is_udp_fragment(packet):
+        return None
+    ihl = (packet[0] & 0xF) * 4
+    sport, dport, length = struct.unpack_from("!HHH", packet, ihl)
+    return (socket.inet_ntoa(packet[12:16]), sport, socket.inet_ntoa(packet[16:20]), dport,
+            packet[ihl + 8:ihl + length])
 
 
 class LinkTap:

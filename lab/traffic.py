@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
-import struct
 from typing import Optional
 
+from .capture import ETH_P_ALL, ETH_P_IP, is_udp_fragment, parse_udp
 from .netns import LabError, Namespace
 
 IPERF_PORT = 5201
@@ -90,15 +90,12 @@ class UdpSniffer:
     Only unfragmented datagrams are returned; fragments are counted.
     """
 
-    ETH_P_ALL = 0x0003  # outgoing packets reach ETH_P_ALL taps only
-    ETH_P_IP = 0x0800
-
     def __init__(self, ns: Namespace, ifname: str, port: int):
         self.port = port
         self.fragments = 0
-        self.sock = ns.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(self.ETH_P_ALL))
+        self.sock = ns.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self.sock.bind((ifname, self.ETH_P_ALL))
+        self.sock.bind((ifname, ETH_P_ALL))  # outgoing packets reach ETH_P_ALL taps only
         self.sock.setblocking(False)
 
     def datagrams(self) -> list[tuple[str, int, str, int, bytes]]:
@@ -109,17 +106,13 @@ class UdpSniffer:
                 pkt, addr = self.sock.recvfrom(65535)
             except BlockingIOError:
                 break
-            if addr[1] != self.ETH_P_IP or len(pkt) < 28 or pkt[0] >> 4 != 4 or pkt[9] != 17:
+            if addr[1] != ETH_P_IP:
                 continue
-            ihl = (pkt[0] & 15) * 4
-            frag = struct.unpack("!H", pkt[6:8])[0]
-            if frag & 0x3FFF:  # MF set or offset != 0
-                self.fragments += 1
-                continue
-            sport, dport = struct.unpack("!HH", pkt[ihl:ihl + 4])
-            if self.port in (sport, dport):
-                src, dst = socket.inet_ntoa(pkt[12:16]), socket.inet_ntoa(pkt[16:20])
-                out.append((src, sport, dst, dport, bytes(pkt[ihl + 8:])))
+            d = parse_udp(pkt)
+            if d is None:
+                self.fragments += is_udp_fragment(pkt)
+            elif self.port in (d[1], d[3]):
+                out.append(d)
         return out
 
     def payloads(self) -> list[bytes]:
