@@ -323,14 +323,9 @@ class V2Dissector:
         if opened is None:
             rec.update(status="no-key", detail=self._no_key(receiver))
             return
-        rec["key"] = opened.label
-        self._replay(receiver, counter, rec)
-        s.decrypted += 1
-        packets = wire.parse_records(opened.plaintext)
+        packets = self._opened(rec, s, receiver, counter, opened, wire.parse_records,
+                               "records overrun the plaintext")
         if packets is None:
-            rec["detail"] = "records overrun the plaintext"
-            if rec["status"] == "ok":
-                rec["status"] = "malformed"
             return
         if not packets:
             if flags & wire.FLAG_CLOSE:
@@ -368,6 +363,20 @@ class V2Dissector:
             s.rekey_requests += 1
         rec["_session"] = s
         return s
+
+    def _opened(self, rec, s, receiver, counter, opened, parse, overrun):
+        """A DATA datagram or BULK frame that a logged key opened: its key,
+        the replay window, the count; its records by `parse`, or None
+        (reported as malformed with `overrun`)."""
+        rec["key"] = opened.label
+        self._replay(receiver, counter, rec)
+        s.decrypted += 1
+        items = parse(opened.plaintext)
+        if items is None:
+            rec["detail"] = overrun
+            if rec["status"] == "ok":
+                rec["status"] = "malformed"
+        return items
 
     def _no_key(self, receiver) -> str:
         return ("the logged key does not open it" if self.keylog.has_index(receiver)
@@ -435,14 +444,9 @@ class V2Dissector:
                 f"{what}, but the logged key does not open it (a fragment altered, "
                 "or another key)"))
             return
-        rec["key"] = opened.label
-        self._replay(receiver, counter, rec)
-        s.decrypted += 1
-        items = wire.parse_bulk_records(opened.plaintext)
+        items = self._opened(rec, s, receiver, counter, opened, wire.parse_bulk_records,
+                             "BULK records overrun the frame's plaintext")
         if items is None:
-            rec["detail"] = "BULK records overrun the frame's plaintext"
-            if rec["status"] == "ok":
-                rec["status"] = "malformed"
             return
         s.packets += len(items)
         packets = [bytes(p) for _g, p in items]

@@ -38,12 +38,9 @@ MAX_ITEMS = 1 << 16
 # ------------------------------------------------------------ DATA records
 
 
-class CamexV2Record(Packet):
-    """One record of a DATA plaintext: u16be length, then the inner packet
-    (the layer's payload, dissected as IP/IPv6 by its version nibble)."""
-
-    name = "camex v2 record"
-    fields_desc = [ShortField("length", None)]
+class _RecordBase(Packet):
+    """A record: a u16be `length` first (filled in when None), then the
+    inner packet as the payload, dissected as IP/IPv6 by its version."""
 
     def post_build(self, p, pay):
         if self.length is None:
@@ -56,6 +53,13 @@ class CamexV2Record(Packet):
 
     def guess_payload_class(self, payload):
         return inner_class(payload)
+
+
+class CamexV2Record(_RecordBase):
+    """One record of a DATA plaintext: u16be length, then the inner packet."""
+
+    name = "camex v2 record"
+    fields_desc = [ShortField("length", None)]
 
     def mysummary(self):
         return f"record {self.length}"
@@ -104,7 +108,7 @@ def records(packets: Iterable) -> CamexV2Records:
 # ------------------------------------------------------------ BULK records
 
 
-class CamexV2BulkRecord(Packet):
+class CamexV2BulkRecord(_RecordBase):
     """One record of a BULK frame: u16be length, u16be gso_size, then the
     inner IPv4 packet (gso_size 0: a complete packet; > 0: a TSO
     super-packet cut into segments of gso_size payload bytes by the
@@ -112,18 +116,6 @@ class CamexV2BulkRecord(Packet):
 
     name = "camex v2 BULK record"
     fields_desc = [ShortField("length", None), ShortField("gso_size", 0)]
-
-    def post_build(self, p, pay):
-        if self.length is None:
-            p = len(pay).to_bytes(2, "big") + p[2:]
-        return p + pay
-
-    def extract_padding(self, s):
-        n = self.length or 0
-        return s[:n], s[n:]
-
-    def guess_payload_class(self, payload):
-        return inner_class(payload)
 
     def mysummary(self):
         tso = f" TSO gso_size={self.gso_size}" if self.gso_size else ""
@@ -224,14 +216,18 @@ class CamexV2Tlv(_TlvBase):
         return cls
 
 
+def _head(tlv_type):
+    """type and length, the first two bytes of every TLV."""
+    return [ByteEnumField("type", tlv_type, TLV_NAMES), ByteField("length", None)]
+
+
 def _fixed(n):
     return classmethod(lambda cls, length, avail: length == n <= avail)
 
 
 class CamexV2TlvMode(_TlvBase):
     name = "camex v2 TLV MODE"
-    fields_desc = [ByteEnumField("type", wire.TLV_MODE, TLV_NAMES), ByteField("length", None),
-                   ByteEnumField("mode", 0, {0: "manual", 1: "auto"})]
+    fields_desc = _head(wire.TLV_MODE) + [ByteEnumField("mode", 0, {0: "manual", 1: "auto"})]
     fits = _fixed(1)
 
     def mysummary(self):
@@ -240,9 +236,8 @@ class CamexV2TlvMode(_TlvBase):
 
 class CamexV2TlvLocalCidr(_TlvBase):
     name = "camex v2 TLV LOCAL_CIDR"
-    fields_desc = [ByteEnumField("type", wire.TLV_LOCAL_CIDR, TLV_NAMES),
-                   ByteField("length", None), IPField("address", "0.0.0.0"),
-                   ByteField("prefix", 32)]
+    fields_desc = _head(wire.TLV_LOCAL_CIDR) + [IPField("address", "0.0.0.0"),
+                                                  ByteField("prefix", 32)]
     fits = _fixed(5)
 
     def mysummary(self):
@@ -251,8 +246,7 @@ class CamexV2TlvLocalCidr(_TlvBase):
 
 class CamexV2TlvGateway(_TlvBase):
     name = "camex v2 TLV GATEWAY_IP"
-    fields_desc = [ByteEnumField("type", wire.TLV_GATEWAY, TLV_NAMES),
-                   ByteField("length", None), IPField("address", "0.0.0.0")]
+    fields_desc = _head(wire.TLV_GATEWAY) + [IPField("address", "0.0.0.0")]
     fits = _fixed(4)
 
     def mysummary(self):
@@ -261,9 +255,8 @@ class CamexV2TlvGateway(_TlvBase):
 
 class CamexV2TlvRoute(_TlvBase):
     name = "camex v2 TLV ROUTE_CIDR"
-    fields_desc = [ByteEnumField("type", wire.TLV_ROUTE, TLV_NAMES),
-                   ByteField("length", None), IPField("network", "0.0.0.0"),
-                   ByteField("prefix", 0)]
+    fields_desc = _head(wire.TLV_ROUTE) + [IPField("network", "0.0.0.0"),
+                                             ByteField("prefix", 0)]
     fits = _fixed(5)
 
     def mysummary(self):
@@ -272,8 +265,7 @@ class CamexV2TlvRoute(_TlvBase):
 
 class CamexV2TlvMtu(_TlvBase):
     name = "camex v2 TLV MTU"
-    fields_desc = [ByteEnumField("type", wire.TLV_MTU, TLV_NAMES),
-                   ByteField("length", None), ShortField("mtu", 1438)]
+    fields_desc = _head(wire.TLV_MTU) + [ShortField("mtu", 1438)]
     fits = _fixed(2)
 
     def mysummary(self):
@@ -282,9 +274,9 @@ class CamexV2TlvMtu(_TlvBase):
 
 class CamexV2TlvError(_TlvBase):
     name = "camex v2 TLV ERROR"
-    fields_desc = [ByteEnumField("type", wire.TLV_ERROR, TLV_NAMES),
-                   ByteField("length", None), ByteEnumField("code", 0, ERROR_NAMES),
-                   StrLenField("text", b"", length_from=lambda p: (p.length or 1) - 1)]
+    fields_desc = _head(wire.TLV_ERROR) + [
+        ByteEnumField("code", 0, ERROR_NAMES),
+        StrLenField("text", b"", length_from=lambda p: (p.length or 1) - 1)]
     fits = classmethod(lambda cls, length, avail: 1 <= length <= avail)
 
     def mysummary(self):
@@ -297,9 +289,9 @@ class CamexV2TlvFeatures(_TlvBase):
     as the bitmask, as the daemon reads it, and shows the rest as `more`."""
 
     name = "camex v2 TLV FEATURES"
-    fields_desc = [ByteEnumField("type", wire.TLV_FEATURES, TLV_NAMES),
-                   ByteField("length", None), FlagsField("features", 0, 8, FEATURE_NAMES),
-                   StrLenField("more", b"", length_from=lambda p: (p.length or 1) - 1)]
+    fields_desc = _head(wire.TLV_FEATURES) + [
+        FlagsField("features", 0, 8, FEATURE_NAMES),
+        StrLenField("more", b"", length_from=lambda p: (p.length or 1) - 1)]
     fits = classmethod(lambda cls, length, avail: 1 <= length <= avail)
 
     def mysummary(self):

@@ -125,6 +125,26 @@ def test_handshake_tlv_layer_agrees_with_wire(raw):
         assert (pl.features() or 0) == cfg.features
 
 
+def _dissect(tmp_path_factory, datagrams, keylog: str) -> list:
+    """camex-dissect --json --keylog over a capture of `datagrams` (client to
+    server port 7000, 1 ms apart): one record per datagram, then the summary."""
+    path = tmp_path_factory.mktemp("v2fuzz") / "f.pcap"
+    keys = path.with_name("k.log")
+    keys.write_text(keylog)
+    pkts = []
+    for i, d in enumerate(datagrams):
+        p = IP(src="192.0.2.10", dst="192.0.2.1") / UDP(sport=40000, dport=7000) / d
+        p.time = 1000 + i * 0.001
+        pkts.append(p)
+    wrpcap(str(path), pkts)
+    out = io.StringIO()
+    with redirect_stdout(out):
+        rc = dissect.main([str(path), "--json", "--keylog", str(keys)])
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert rc == 0 and len(lines) == len(datagrams) + 1
+    return lines
+
+
 KEY = bytes(range(32))
 BULK_KEYS = f"CAMEX_V2 {0x0BADCAFE:08x} {KEY.hex()}\n"
 
@@ -149,20 +169,7 @@ def test_bulk_frames_cut_shuffled_and_damaged(tmp_path_factory, items, size, rnd
         j = rnd.randrange(2, len(sent[i]))   # bytes 0-1 would make it another protocol
         sent[i] = sent[i][:j] + bytes((sent[i][j] ^ 0x40,)) + sent[i][j + 1:]
     rnd.shuffle(sent)
-    path = tmp_path_factory.mktemp("bulkfuzz") / "f.pcap"
-    keys = path.with_name("k.log")
-    keys.write_text(BULK_KEYS)
-    pkts = []
-    for i, d in enumerate(sent):
-        p = IP(src="192.0.2.10", dst="192.0.2.1") / UDP(sport=40000, dport=7000) / d
-        p.time = 1000 + i * 0.001
-        pkts.append(p)
-    wrpcap(str(path), pkts)
-    out = io.StringIO()
-    with redirect_stdout(out):
-        rc = dissect.main([str(path), "--json", "--keylog", str(keys)])
-    lines = [json.loads(x) for x in out.getvalue().splitlines()]
-    assert rc == 0 and len(lines) == len(sent) + 1
+    lines = _dissect(tmp_path_factory, sent, BULK_KEYS)
     opened = [r for r in lines[:-1] if "packets" in r]
     bulk = lines[-1]["summary"]["v2"]["bulk"]
     if damage in ("all", "dup") or (damage == "drop" and len(frags) == 1):
@@ -181,20 +188,7 @@ def test_bulk_frames_cut_shuffled_and_damaged(tmp_path_factory, items, size, rnd
 @FUZZ
 @given(st.lists(v2_datagrams(), min_size=1, max_size=8))
 def test_dissector_reports_every_datagram_and_never_raises(tmp_path_factory, ds):
-    path = tmp_path_factory.mktemp("v2fuzz") / "f.pcap"
-    keys = path.with_name("k.log")
-    keys.write_text("\n".join(VECTORS["keylog"]) + "\n")
-    pkts = []
-    for i, d in enumerate(ds):
-        p = IP(src="192.0.2.10", dst="192.0.2.1") / UDP(sport=40000, dport=7000) / d
-        p.time = 1000 + i
-        pkts.append(p)
-    wrpcap(str(path), pkts)
-    out = io.StringIO()
-    with redirect_stdout(out):
-        rc = dissect.main([str(path), "--json", "--keylog", str(keys)])
-    lines = [json.loads(x) for x in out.getvalue().splitlines()]
-    assert rc == 0 and len(lines) == len(ds) + 1
+    lines = _dissect(tmp_path_factory, ds, "\n".join(VECTORS["keylog"]) + "\n")
     for rec in lines[:-1]:
         assert rec["mode"] == "v2"
         assert rec["status"] in ("ok", "no-key", "replay", "malformed")
