@@ -70,6 +70,11 @@ def vectors_config(c2_psk: Optional[str] = C2_PSK) -> str:
     return auto_config({"C1": {"local_cidr": "10.0.0.2/24"}, "C2": c2})
 
 
+def _secret_args(encrypt: bool, psk: Optional[str]) -> list[str]:
+    """Passphrase and encryption options, the same for server and client."""
+    return (["-k", psk] if psk else []) + (["-e"] if encrypt else [])
+
+
 class Camex:
     """Starts camex server and clients in a StarTopology.
 
@@ -125,11 +130,7 @@ class Camex:
                 "--control-socket", self.control_socket(self.lab.server)]
         if config:
             argv += ["-f", config]
-        if psk:
-            argv += ["-k", psk]
-        if encrypt:
-            argv += ["-e"]
-        return argv + [str(a) for a in extra]
+        return argv + _secret_args(encrypt, psk) + [str(a) for a in extra]
 
     def start_server(self, encrypt: bool = False, psk: Optional[str] = None,
                      config: Optional[str] = None, extra: Iterable = (),
@@ -157,11 +158,7 @@ class Camex:
                 argv += ["-g", gateway]
         for r in routes:
             argv += ["-c", r]
-        if psk:
-            argv += ["-k", psk]
-        if encrypt:
-            argv += ["-e"]
-        return argv + [str(a) for a in extra]
+        return argv + _secret_args(encrypt, psk) + [str(a) for a in extra]
 
     def start_client(self, ns: Namespace, wait: bool = True, timeout: float = 20.0, **kw) -> LabProcess:
         proc = ns.spawn(self.client_argv(ns, **kw), name="camex-client")
