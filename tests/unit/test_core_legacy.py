@@ -87,13 +87,20 @@ class Net:
         return lost
 
 
-@pytest.mark.parametrize("psk", [None, GLOBAL])
-def test_manual_clients_relay_both_ways(psk):
+def manual_pair(psk):
+    """A server (encrypted iff ``psk``) with manual clients C1 (10.0.0.2,
+    from A1) and C2 (10.0.0.3, from A2) registered."""
     net = Net(encrypt=psk is not None)
     c1 = net.client(psk, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.2/24"))
     c2 = net.client(psk, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.3/24"))
     net.up(c1, A1)
     net.up(c2, A2)
+    return net, c1, c2
+
+
+@pytest.mark.parametrize("psk", [None, GLOBAL])
+def test_manual_clients_relay_both_ways(psk):
+    net, c1, c2 = manual_pair(psk)
     assert c1.events == [IfConfig(ipaddress.IPv4Interface("10.0.0.2/24"), default_mtu(psk is not None))]
     ping = ip_packet("10.0.0.2", "10.0.0.3")
     c1.tun_packet(ping, net.now)
@@ -152,11 +159,7 @@ def test_wrong_passphrase_is_rejected_with_a_reason():
 
 def test_spoofed_plaintext_data_does_not_hijack(caplog):
     """Flaw 1: the C server learns addresses from inner sources."""
-    net = Net(encrypt=False)
-    c1 = net.client(None, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.2/24"))
-    c2 = net.client(None, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.3/24"))
-    net.up(c1, A1)
-    net.up(c2, A2)
+    net, c1, c2 = manual_pair(None)
     # The attacker sends DATA claiming to be 10.0.0.2, then something for it.
     net.server.datagram_received(ip_packet("10.0.0.2", "10.0.0.3"), EVIL, net.now)
     assert net.server.outbox == []
@@ -166,11 +169,7 @@ def test_spoofed_plaintext_data_does_not_hijack(caplog):
 
 
 def test_registered_client_cannot_spoof_another_source():
-    net = Net(encrypt=True)
-    c1 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.2/24"))
-    c2 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.3/24"))
-    net.up(c1, A1)
-    net.up(c2, A2)
+    net, c1, c2 = manual_pair(GLOBAL)
     c1.tun_packet(ip_packet("10.0.0.9", "10.0.0.3"), net.now)
     net.up(c1, A1)
     assert net.server.outbox == []
@@ -178,11 +177,7 @@ def test_registered_client_cannot_spoof_another_source():
 
 
 def test_replayed_data_from_another_endpoint_moves_nothing():
-    net = Net(encrypt=True)
-    c1 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.2/24"))
-    c2 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.3/24"))
-    net.up(c1, A1)
-    net.up(c2, A2)
+    net, c1, c2 = manual_pair(GLOBAL)
     c1.tun_packet(ip_packet("10.0.0.2", "10.0.0.3"), net.now)
     net.up(c1, A1)
     net.server.outbox.clear()
@@ -198,11 +193,7 @@ def test_replayed_data_from_another_endpoint_moves_nothing():
 
 def test_replayed_register_changes_nothing_and_reopens_no_replay():
     """Flaw 2: a replayed REGISTER reset the C server's window."""
-    net = Net(encrypt=True)
-    c1 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.2/24"))
-    c2 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.3/24"))
-    net.up(c1, A1)
-    net.up(c2, A2)
+    net, c1, c2 = manual_pair(GLOBAL)
     register, _ = net.captured[0]
     c1.tun_packet(ip_packet("10.0.0.2", "10.0.0.3"), net.now)
     net.up(c1, A1)
@@ -263,11 +254,7 @@ def test_reload_revokes_a_removed_passphrase_at_once():
 
 
 def test_reconnect_from_new_port_keeps_the_address_and_the_server_counter():
-    net = Net(encrypt=True)
-    c1 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.2/24"))
-    c2 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.3/24"))
-    net.up(c1, A1)
-    net.up(c2, A2)
+    net, c1, c2 = manual_pair(GLOBAL)
     for _ in range(3):
         c2.tun_packet(ip_packet("10.0.0.3", "10.0.0.2"), net.now)
     net.up(c2, A2)
@@ -289,11 +276,7 @@ def test_reconnect_from_new_port_keeps_the_address_and_the_server_counter():
 
 def test_client_accepts_a_restarted_server():
     """Flaw 5: the C client's window was never reset."""
-    net = Net(encrypt=True)
-    c1 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.2/24"))
-    c2 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.3/24"))
-    net.up(c1, A1)
-    net.up(c2, A2)
+    net, c1, c2 = manual_pair(GLOBAL)
     for _ in range(100):
         c2.tun_packet(ip_packet("10.0.0.3", "10.0.0.2"), net.now)
     net.up(c2, A2)
@@ -428,11 +411,7 @@ def test_throttle_lets_distinct_sources_through_within_a_global_budget():
 
 def test_encrypted_client_roams_on_authenticated_fresh_data_only():
     """NAT rebinding: the client's next DATA comes from a new port."""
-    net = Net(encrypt=True)
-    c1 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.2/24"))
-    c2 = net.client(GLOBAL, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.3/24"))
-    net.up(c1, A1)
-    net.up(c2, A2)
+    net, c1, c2 = manual_pair(GLOBAL)
     moved = (A1[0], 40999)
     ping = ip_packet("10.0.0.2", "10.0.0.3")
     c1.tun_packet(ping, net.now)
