@@ -28,8 +28,9 @@ from camex.proto.legacy import (CX2PConfig, CX2PControl, CX2PControlBody,
                                 CX2PSealedData, CX2PSealedRegister, params)
 from camex.proto.crypto import KeyRing, LegacyKey, NoKeyError, decrypt, seal
 from camex.proto.registry import classify, get_ports, set_ports
-from camex.proto.v2 import (CamexV2, CamexV2Cookie, CamexV2Data, CamexV2Init,
-                            CamexV2NoSession, CamexV2Record, CamexV2Records, CamexV2Resp,
+from camex.proto.v2 import (CamexV2, CamexV2Bulk, CamexV2BulkRecord, CamexV2BulkRecords,
+                            CamexV2Cookie, CamexV2Data, CamexV2Init, CamexV2NoSession,
+                            CamexV2Payload, CamexV2Record, CamexV2Records, CamexV2Resp,
                             KeyLog)
 
 # Protocol-version modules; each has register(). Optional ones may be absent.
@@ -74,4 +75,5 @@ __all__ = [
     "set_ports", "scapy_ext", "loaded_versions",
     "CamexV2", "CamexV2Cookie", "CamexV2Data", "CamexV2Init", "CamexV2NoSession",
     "CamexV2Record", "CamexV2Records", "CamexV2Resp", "KeyLog",
+    "CamexV2Bulk", "CamexV2BulkRecord", "CamexV2BulkRecords", "CamexV2Payload",
 ]

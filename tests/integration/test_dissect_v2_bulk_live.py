@@ -1,13 +1,15 @@
 """camex-dissect on the BULK frames of a live v2 tunnel (docs/V2-BULK.md).
 
 A v2 server with a TUN and client C1 (both announcing BULK) carry a TCP
-transfer from C1 to the server's tunnel address; the server writes its
-session keys with `--keylog`, and C1's underlay link is recorded in the
-server's namespace (an AF_PACKET tap writing a pcap, as tcpdump -w would).
-What a user sees from `camex-dissect --keylog`: BULK fragments, frames
-reassembled and decrypted once each, TSO super-packets (gso_size > 0) of
-that TCP flow inside, whose payload bytes are exactly the bytes sent; and
-nothing decrypted without the key log.
+transfer from C1 to the server's tunnel address and one back; the server
+writes its session keys with `--keylog`, and C1's underlay link is
+recorded in the server's namespace (an AF_PACKET tap writing a pcap, as
+tcpdump -w would; UDP GSO runs cross the veth whole, so the capture holds
+them glued). What a user sees from `camex-dissect --keylog`: BULK
+fragments both ways, frames reassembled and decrypted once each, TSO
+super-packets (gso_size > 0) of those TCP flows inside, whose payload
+bytes are exactly the bytes sent; and nothing decrypted without the key
+log.
 """
 
 import json
@@ -29,7 +31,7 @@ from lab.v2lab import GLOBAL, V2Camex
 pytestmark = pytest.mark.lab
 
 SIZE = 2 << 20
-PORT = 5311
+PORT, BACK = 5311, 5312
 
 
 def dissect(*args):
@@ -57,11 +59,14 @@ def test_dissect_decrypts_the_bulk_frames_of_a_live_tcp_transfer(star, tmp_path)
     rec = PcapRecorder(star.server, "c1", str(pcap), rcvbuf=64 << 20)
     try:
         xfer = tcp_transfer(star.c1, star.server, "10.0.0.1", SIZE, port=PORT)
+        back = tcp_transfer(star.server, star.c1, "10.0.0.2", SIZE, port=BACK)
         time.sleep(0.3)
     finally:
         rec.close()
     assert xfer["ok"] and xfer["bytes"] == SIZE, xfer
-    assert cx.clients()["10.0.0.2"]["bulk_rx_frames"] > 0   # the daemon did send BULK
+    assert back["ok"] and back["bytes"] == SIZE, back
+    sent = cx.clients()["10.0.0.2"]
+    assert sent["bulk_rx_frames"] > 0 and sent["bulk_tx_frames"] > 0   # BULK both ways
 
     # Without the key log: fragments and frames, nothing opened.
     recs, summary = json_records(dissect(pcap, "--json"))
@@ -82,28 +87,31 @@ def test_dissect_decrypts_the_bulk_frames_of_a_live_tcp_transfer(star, tmp_path)
     # An AF_PACKET tap in Python may lose a packet under a burst; the
     # daemon's frames are whole on the wire, so nearly all are here.
     assert stats["incomplete"] <= stats["complete"] // 10, stats
-    supers = [x for r in frames for x in r["bulk"]["records"] if x["gso_size"] > 0]
-    assert supers, frames[:2]
-    assert any(f"10.0.0.2:" in s and f"> 10.0.0.1:{PORT}" in s and "TSO gso_size=" in s
-               for r in frames for s in r["packets"])
+    for direction, flow in (("c2s", f"> 10.0.0.1:{PORT}"), ("s2c", f"> 10.0.0.2:{BACK}")):
+        mine = [r for r in frames if r["direction"] == direction]
+        assert any(x["gso_size"] > 0 for r in mine for x in r["bulk"]["records"]), direction
+        assert any(flow in s and "TSO gso_size=" in s for r in mine for s in r["packets"])
+    assert any("gso" in r for r in bulk)   # GSO runs were cut back into fragments
     assert summary["failures"] == 0
 
     # The TCP bytes written to -w are the bytes sent, at their offsets.
     data = random.Random(SIZE).randbytes(SIZE)
-    isn, checked = None, 0
-    for p in rdpcap(str(inner)):
-        if not p.haslayer(TCP) or p[TCP].dport != PORT:
-            continue
-        if p[TCP].flags.S:
-            isn = p[TCP].seq
-            continue
-        payload = bytes(p[TCP].payload)[:p[IP].len - 4 * (p[IP].ihl + p[TCP].dataofs)]
-        if isn is None or not payload:
-            continue
-        off = (p[TCP].seq - isn - 1) % (1 << 32)
-        assert payload == data[off:off + len(payload)], f"bytes at {off} differ"
-        checked += len(payload)
-    assert isn is not None and checked >= SIZE // 2, checked
+    written = rdpcap(str(inner))
+    for port in (PORT, BACK):
+        isn, checked = None, 0
+        for p in written:
+            if not p.haslayer(TCP) or p[TCP].dport != port:
+                continue
+            if p[TCP].flags.S:
+                isn = p[TCP].seq
+                continue
+            payload = bytes(p[TCP].payload)[:p[IP].len - 4 * (p[IP].ihl + p[TCP].dataofs)]
+            if isn is None or not payload:
+                continue
+            off = (p[TCP].seq - isn - 1) % (1 << 32)
+            assert payload == data[off:off + len(payload)], f"port {port}: bytes at {off} differ"
+            checked += len(payload)
+        assert isn is not None and checked >= SIZE // 2, (port, checked)
 
     # The text a user reads.
     out = dissect(pcap, "--keylog", keys).stdout

@@ -266,3 +266,21 @@ def test_more_than_100_items_dissect():
     assert len(L.CamexV2Records(data).records) == len(wire.parse_records(data)) == 500
     bulk = b"\x00\x01\x00\x00x" * 500
     assert len(L.CamexV2BulkRecords(bulk).records) == len(wire.parse_bulk_records(bulk)) == 500
+
+
+def test_bulk_layers_through_scapy_load_contrib():
+    """`load_contrib("camex")` in a fresh interpreter names the BULK layers."""
+    import subprocess
+    import sys
+    d = frags(FRAMES[0])[1].hex()
+    code = (
+        "from scapy.all import conf, load_contrib, IP, UDP\n"
+        "conf.exts.load('camex')\n"
+        "load_contrib('camex')\n"
+        "import scapy.contrib.camex as m\n"
+        f"p = IP(bytes(IP()/UDP(sport=1, dport=2)/bytes.fromhex('{d}')))\n"
+        "print(p[m.CamexV2].index, p[m.CamexV2Bulk].count, m.CamexV2Payload.__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", str(FRAMES[0]["count"]), "CamexV2Payload"]
