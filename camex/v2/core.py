@@ -442,7 +442,7 @@ class V2ServerCore:
                 for p in a.packets:
                     self._relay(p, a.peer, now)
             elif isinstance(a, DeliverFrame):
-                self._relay_frame(a.records, a.peer, now)
+                self._relay_frame(a.records, a.peer, now, a.plain)
             elif isinstance(a, Up):
                 LOG.info("client %s registered (v2, %s)", a.peer.describe(),
                          "auto" if a.peer.request.auto else "manual")
@@ -465,10 +465,11 @@ class V2ServerCore:
         else:
             self.drops["no-route"] += 1
 
-    def _relay_frame(self, records, src, now: float) -> None:
+    def _relay_frame(self, records, src, now: float, plain=None) -> None:
         """The records of a BULK frame, by destination: a v2 client that
         takes BULK gets them re-sealed as one frame (decrypted once,
-        encrypted once); one that takes DATA only, a legacy client or the
+        encrypted once; `plain`, the opened frame, is sealed as it is when
+        all its records go there); one that takes DATA only, a legacy client or the
         server's TUN without offloads gets packets cut with full checksums."""
         server = self.server
         by_peer: dict = {}
@@ -488,8 +489,10 @@ class V2ServerCore:
                 self.to_tun.extend(bulk.tun_items(g, p))
             else:
                 self.drops["no-route"] += 1
+        whole = plain if len(by_peer) == 1 and len(records) == len(next(iter(
+            by_peer.values()))) else None
         for dst, recs in by_peer.items():
-            pairs = server.send_frame(dst, recs, now)
+            pairs = server.send_frame(dst, recs, now, whole)
             if pairs is None:
                 pkts = [s for g, p in recs for s in bulk.segments(g, p)]
                 pairs = server.send(dst, pkts, now)

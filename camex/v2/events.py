@@ -22,6 +22,7 @@ class DeliverFrame(NamedTuple):
     writes). On the server, already source-checked."""
     records: list
     peer: Any = None
+    plain: Any = None         # server: the frame's plaintext, if every record passed
 
 
 class Up(NamedTuple):

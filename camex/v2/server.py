@@ -202,12 +202,13 @@ class V2Server:
         peer.stats["tx_bytes"] += sum(map(len, packets))
         return [(d, peer.endpoint) for d in s.seal_packets(packets, now, self.max_plain, flags)]
 
-    def send_frame(self, peer: Peer, records, now: float):
+    def send_frame(self, peer: Peer, records, now: float, plain=None):
         """[(gso_size, packet)] for `peer` -> [(datagram, addr)] as BULK
         frames (one AEAD each; records are grouped while they fit), or None
         if the peer does not take BULK (the caller cuts the super-packets
         and uses send()). A record too large for 64 fragments of our
-        datagram size goes out cut, as DATA."""
+        datagram size goes out cut, as DATA. `plain`: the records already
+        packed (a relayed frame's plaintext), sealed as they are if they fit."""
         if not (self.features and peer.bulk):
             return None
         s = peer.current
@@ -225,7 +226,11 @@ class V2Server:
                 fits.append((g, p))
             else:
                 out += s.seal_packets(bulk.segments(g, p), now, self.max_plain, flags)
-        for plain in bulk.plaintexts(fits, self.max_frame):
+        if plain is None or len(fits) != len(records) or len(plain) > self.max_frame:
+            plains = bulk.plaintexts(fits, self.max_frame)
+        else:
+            plains = (plain,)
+        for plain in plains:
             out += s.seal_frame(plain, now, self.max_datagram, flags)
             st["bulk_tx"] += 1
             self.stats["bulk_tx"] += 1
@@ -553,7 +558,9 @@ class V2Server:
                 peer.stats["rx_bytes"] += len(p)
             if peer.ack_due is None:
                 peer.ack_due = now + self.t.passive_keepalive
-            out.append(DeliverFrame(good, peer))
+            # The plaintext as it came, if nothing was taken out: a relay
+            # re-seals it for one destination without packing it again.
+            out.append(DeliverFrame(good, peer, plain if len(good) == len(records) else None))
         return out
 
     def _confirm(self, pend: _Pending, addr, now: float):
