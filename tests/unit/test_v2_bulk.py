@@ -375,3 +375,20 @@ def test_bad_records_are_dropped_not_written():
     assert bulk.tun_items(0, b"\x60" + bytes(39)) == []                # not IPv4
     hdr, pkt = tcp_super("10.0.0.1", "10.0.0.2", 3000)
     assert bulk.record_of(gso.VnetHdr((0, gso.GSO_NONE, 0, 0, 0, 0)), pkt) is None
+
+
+def test_a_frame_with_records_for_two_destinations_is_split_by_destination():
+    w = World(mux=True)
+    c1 = w.add(A1, v2("C1"))
+    c2 = w.add(A2, v2("C2"))
+    lg = w.add(A3, LegacyClient(auto=True, client_id="L3", key=codec.derive_key(PW)))
+    to_c2 = tcp_super("10.0.0.2", "10.0.0.3", 9000)
+    to_lg = tcp_super("10.0.0.2", "10.0.0.4", 5000)
+    spoof = tcp_super("10.9.9.9", "10.0.0.3", 3000)        # not C1's address: dropped
+    c1.to_net.extend(c1.session.encrypt_frame(
+        [(MSS, to_c2[1]), (MSS, to_lg[1]), (MSS, spoof[1])], w.now))
+    w.pump()
+    ((_, got),) = c2.to_tun
+    assert bytes(got) == bytes(to_c2[1])
+    assert tcp_payload(lg.to_tun) == bytes(to_lg[1][40:])
+    assert peer(w, "C1").stats["spoofed"] == 1
