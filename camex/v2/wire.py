@@ -22,7 +22,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import struct
-from dataclasses import dataclass, field
+from ..record import dataclass, field  # not dataclasses: 1.2 MiB less resident
 
 from ..blake2 import blake2s, compare_digest
 
