@@ -36,7 +36,6 @@ IMPORT_STEPS = (
     ("interpreter (python -c pass, with site)", ()),
     ("camex.log", ("camex.log",)),
     ("argparse", ("argparse",)),
-    ("dataclasses (+ inspect, ast, dis, tokenize)", ("dataclasses",)),
     ("camex.options, camex.config, legacy codec", ("camex.options",)),
     ("camex.loop (selectors, socket, ctypes, json)", ("camex.loop",)),
     ("camex.child, camex.io.netlink (no pyroute2)", ("camex.io.netlink",)),
