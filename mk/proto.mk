@@ -34,7 +34,7 @@ fuzz: deps venv
 fuzz-parsers: venv
 	CAMEX_FUZZ_EXAMPLES=$(CAMEX_FUZZ_EXAMPLES) $(PYTEST) -q -n 4 -p no:cacheprovider \
 	  tests/unit/test_fuzz_codec.py tests/unit/test_fuzz_layers.py tests/unit/test_fuzz_dissect.py \
-	  tests/unit/test_dissect_v2_fuzz.py
+	  tests/unit/test_dissect_v2_fuzz.py tests/unit/test_fuzz_v2_bulk.py
 
 fuzz-atheris: venv
 	$(PY) -c "import atheris" 2>/dev/null || $(VENV)/bin/pip install -q atheris

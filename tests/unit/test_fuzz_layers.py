@@ -16,6 +16,7 @@ from camex.legacy import codec
 from camex.proto import (CX2PControl, CX2PControlBody, CX2PData, CX2PEncrypted,
                          CX2PSealed)
 from camex.proto.legacy import SEALED_CLASSES
+from camex.v2 import wire
 
 N = int(os.environ.get("CAMEX_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=N, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -27,6 +28,9 @@ payloads = st.one_of(
     st.text(alphabet=" =\nAB1", max_size=40).map(lambda t: b"CX2P " + t.encode()),
     st.binary(max_size=80).map(lambda b: b"\x45" + b),
     st.binary(max_size=80).map(lambda b: b"\x60" + b),
+    # camex v2: any type byte after the mark, BULK fragments most of all
+    st.binary(max_size=80).map(lambda b: b"\xc2" + b),
+    st.binary(min_size=6, max_size=120).map(lambda b: b"\xc2\x06" + b),
 )
 
 
@@ -54,6 +58,13 @@ def test_any_udp_payload_dissects_without_error(payload, ports):
     if isinstance(udp_payload, (CX2PControl, CX2PEncrypted, CX2PData, proto.CX2PMalformed)):
         if not isinstance(udp_payload, CX2PData):
             assert bytes(udp_payload) == payload
+    if wire.is_v2(payload):   # on any port, the v2 layers rebuild every byte
+        assert isinstance(udp_payload, proto.CamexV2) and bytes(udp_payload) == payload
+        if payload[1] == wire.T_BULK and len(payload) >= wire.HEADER_BULK:
+            # a whole BULK header: the layer reads it, the rest is the slice
+            assert udp_payload.haslayer(proto.CamexV2Bulk)
+            assert not udp_payload.haslayer(conf.raw_layer)
+            assert bytes(udp_payload[proto.CamexV2Bulk].slice) == payload[wire.HEADER_BULK:]
 
 
 @FUZZ
