@@ -1,7 +1,7 @@
 """camex-dissect: read a capture and explain every camex datagram in it.
 
     camex-dissect capture.pcap [--psk PASS]... [--psk-file F]... [--keylog F]...
-                  [--port 7000,...] [--json] [-w inner.pcap] [--no-summary]
+                  [--port 7000,...] [--json] [-w inner.pcap [--segment]] [--no-summary]
 
 One line per camex datagram (time, endpoints, type, sequence, length, inner
 packet). With passphrases, legacy encrypted datagrams are authenticated and
@@ -13,7 +13,8 @@ the client ID of an INIT; with key logs (`camex --keylog`), v2 DATA is
 decrypted the same way, and the fragments of v2 BULK frames are reassembled
 and each frame decrypted once (-w writes a TSO super-packet as one packet,
 as a capture on the TUN shows it: its TCP/UDP checksum field holds the
-pseudo-header sum that the kernel completes). A summary per client (and per v2 session) ends the
+pseudo-header sum that the kernel completes; with --segment, cut into the
+packets the receiving kernel delivers). A summary per client (and per v2 session) ends the
 output. Exit 1 (one error line) when the input cannot be read or an option
 is wrong; 0 otherwise.
 """
@@ -338,6 +339,20 @@ class UsageError(Exception):
     pass
 
 
+def _to_write(rec, inner, segment: bool) -> list:
+    """The packets -w writes for a record: its inner packets; with
+    --segment, a BULK record's TSO super-packets cut as the receiver's
+    kernel would (camex.v2.bulk.segments; one it cannot cut stays whole)."""
+    packets = inner if isinstance(inner, list) else [inner]
+    if not segment or rec["type"] != "BULK":
+        return packets
+    from camex.v2 import bulk
+    out = []
+    for packet, r in zip(packets, rec["bulk"]["records"]):
+        out += bulk.segments(r["gso_size"], packet) or [packet]
+    return out
+
+
 def _ports(values) -> list[int]:
     ports = []
     for v in values or ["7000"]:
@@ -422,6 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--json", action="store_true", help="one JSON object per line")
     ap.add_argument("-w", "--write", metavar="FILE",
                     help="write the (decrypted) inner packets as a raw-IP pcap")
+    ap.add_argument("--segment", action="store_true",
+                    help="with -w: write each TSO super-packet of a v2 BULK frame cut into "
+                         "the packets the receiving kernel delivers (checksums complete), "
+                         "instead of whole")
     ap.add_argument("--no-summary", action="store_true", help="no summary at the end")
     ap.add_argument("-q", "--quiet", action="store_true",
                     help="no line per datagram, only the summary")
@@ -442,6 +461,8 @@ def main(argv=None) -> int:
         ports = _ports(args.port)
         ring = _keyring(args)
         keylog = _keylog(args)
+        if args.segment and not args.write:
+            raise UsageError("--segment: only with -w (it changes what -w writes)")
         writer = capture.PcapWriter(args.write) if args.write else None
     except UsageError as exc:
         print(f"camex-dissect: {exc}", file=sys.stderr)
@@ -464,7 +485,7 @@ def main(argv=None) -> int:
                 if writer is not None and inner and rec["status"] in ("ok", "incomplete", "replay") \
                         and rec["type"] in ("DATA", "BULK"):
                     wirelen = d.udp_length if rec["mode"] == "plaintext" else None
-                    for packet in (inner if isinstance(inner, list) else [inner]):
+                    for packet in _to_write(rec, inner, args.segment):
                         writer.write(d.time, packet, wirelen)
                 if args.quiet:
                     continue

@@ -337,3 +337,27 @@ def test_without_the_handshake_the_camex_port_gives_direction_and_index_owner(tm
     (sess,) = summary["v2"]["sessions"]
     assert (sess["session"], sess["client"], sess["bulk_fragments"], sess["bulk_frames"]) == \
         (label, "%s:%d" % CLIENT, len(down) + len(up), 2)
+
+
+def test_w_segment_cuts_super_packets_as_the_receiving_kernel_would(tmp_path, capsys, keys):
+    g, sp = super_packet(6000, 1388)
+    out = tmp_path / "seg.pcap"
+    _, summary = run(capsys, write(tmp_path / "s.pcap", seal_frame([(g, sp), ping(2)], 6)),
+                     "--keylog", keys, "-w", out, "--segment")
+    pkts = rdpcap(str(out))
+    assert summary["written"] == len(pkts) == 5 + 1          # ceil(6000 / 1388) + the ping
+    tcp = [p for p in pkts if p.haslayer(TCP)]
+    assert [len(p[TCP].payload) for p in tcp] == [1388] * 4 + [6000 - 4 * 1388]
+    assert b"".join(bytes(p[TCP].payload) for p in tcp) == bytes(IP(sp)[TCP].payload)
+    for p in tcp:   # checksums complete: Scapy recomputes the same values
+        again = IP(bytes(p))
+        del again[IP].chksum, again[TCP].chksum
+        again = IP(bytes(again))
+        assert (again[IP].chksum, again[TCP].chksum) == (p[IP].chksum, p[TCP].chksum)
+    assert bytes(pkts[-1]) == ping(2)[1]
+
+
+def test_segment_without_w_is_a_usage_error(tmp_path, capsys):
+    assert dissect.main([str(write(tmp_path / "x.pcap", [])), "--segment"]) == 1
+    assert capsys.readouterr().err.strip() == \
+        "camex-dissect: --segment: only with -w (it changes what -w writes)"
