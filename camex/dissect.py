@@ -14,7 +14,10 @@ decrypted the same way, and the fragments of v2 BULK frames are reassembled
 and each frame decrypted once (-w writes a TSO super-packet as one packet,
 as a capture on the TUN shows it: its TCP/UDP checksum field holds the
 pseudo-header sum that the kernel completes; with --segment, cut into the
-packets the receiving kernel delivers). A summary per client (and per v2 session) ends the
+packets the receiving kernel delivers). A UDP GSO run captured before the
+kernel cut it (on the sender, or on a veth) is shown as the datagrams it
+holds, each with gso=k/n (JSON "gso": {segment, segments, size};
+camex/dissect_gso.py). A summary per client (and per v2 session) ends the
 output. Exit 1 (one error line) when the input cannot be read or an option
 is wrong; 0 otherwise.
 """
