@@ -66,10 +66,6 @@ class _V2Half(V2ServerCore):
         super()._handle(actions, now)
 
 
-def _never(_data) -> bool:
-    return False
-
-
 class ServerMux:
     def __init__(self, *, passphrase: bytes | None, encrypt: bool, config=None,
                  legacy: bool = True, v2: bool = True, local_delivery: bool = False,
@@ -97,7 +93,11 @@ class ServerMux:
             if self.legacy is not None:
                 self.legacy.foreign = self._to_v2
                 self.legacy.holder_elsewhere = self._v2_identity_at
-        self._fragment = self.v2.server.fragment if self.v2 is not None else _never
+        if self.v2 is not None:
+            # The middle fragments of a v2 BULK frame are stored before any
+            # other dispatch: most datagrams of a bulk transfer are those.
+            self.datagram_received = bulk.fast_receiver(self.v2.server.frames,
+                                                         self._datagram_received)
 
     # ------------------------------------------------------------ policy
 
@@ -125,8 +125,9 @@ class ServerMux:
     # ------------------------------------------------- receive and route
 
     def datagram_received(self, data, addr, now: float) -> None:
-        if self._fragment(data):
-            return   # the middle of a v2 BULK frame: stored, nothing else to do
+        self._datagram_received(data, addr, now)
+
+    def _datagram_received(self, data, addr, now: float) -> None:
         if wire.is_v2(data):
             if self.v2 is None:
                 self.throttle.warning("v2-off", "ignored v2 datagrams from %s:%d: this "

@@ -384,7 +384,7 @@ class Reassembly:
         self.dropped = 0
         # (key, slot) of the frame that arrives in order right now: a
         # protocol's per-fragment fast path appends to slot[4] directly
-        # (camex.v2.bulk.next_fragment), add() does the rest.
+        # (camex.v2.bulk.fast_receiver), add() does the rest.
         self.last = None
 
     def add(self, key, index: int, count: int, payload, now: float):

@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import os
 import struct
-from functools import partial
 
 from ..io.gso import Reassembly
 from . import wire
-from .bulk import collect, next_fragment
+from .bulk import collect
 from .cookie import open_cookie
 from .events import Deliver, DeliverFrame, Down, Refused, Send, Up
 from .noise import HandshakeState, NoiseError
@@ -68,11 +67,6 @@ class ClientSession:
         self.max_frame = wire.bulk_max_plain(max_datagram)
         self.peer_bulk = False   # the server's RESP announced FEATURE_BULK
         self.frames = Reassembly(FRAME_SLOTS, FRAME_TIMEOUT)
-        # fragment(datagram) -> True: the middle of the BULK frame being
-        # received, stored; False: anything else, for receive(). The frame's
-        # first fragment passed every check receive() makes; its last one,
-        # which completes it, takes receive() too.
-        self.fragment = partial(next_fragment, self.frames)
         self.current: Session | None = None
         self.previous: Session | None = None
         self.pending: dict[int, _Pending] = {}

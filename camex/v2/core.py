@@ -85,6 +85,9 @@ class V2ClientCore:
         self.last_rx = None
         self.last_register = -1e9     # time of the last handshake start (status)
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
+        # Middle fragments of a BULK frame are stored before anything else.
+        self.datagram_received = bulk.fast_receiver(self.session.frames,
+                                                    self._datagram_received)
 
     # ------------------------------------------------------- lifecycle
 
@@ -143,8 +146,9 @@ class V2ClientCore:
         self.to_net.extend(dgrams)
 
     def datagram_received(self, data, now: float) -> None:
-        if self.session.fragment(data):
-            return   # the middle of a BULK frame: stored, nothing else to do
+        self._datagram_received(data, now)   # (replaced per instance, see __init__)
+
+    def _datagram_received(self, data, now: float) -> None:
         if not wire.is_v2(data):
             self.drops["not-v2"] += 1
             return
@@ -332,6 +336,8 @@ class V2ServerCore:
         kw = {} if load_threshold is None else {"load_threshold": load_threshold}
         self.server = V2Server(self._keystore(global_passphrase, config), self._authorize,
                                rng=rng, keylog=keylog, timers=timers, bulk=bulk_wanted(), **kw)
+        # Middle fragments of a BULK frame are stored before anything else.
+        self.datagram_received = bulk.fast_receiver(self.server.frames, self._datagram_received)
         self.now = 0.0
         # Source addresses whose INIT no key opened, waiting to be reported:
         # a client offers one INIT per candidate key (kdf.client_candidates)
@@ -355,8 +361,9 @@ class V2ServerCore:
     # ------------------------------------------------------------- I/O
 
     def datagram_received(self, data, addr, now: float) -> None:
-        if self.server.fragment(data):
-            return   # the middle of a BULK frame: stored, nothing else to do
+        self._datagram_received(data, addr, now)   # (replaced per instance, see __init__)
+
+    def _datagram_received(self, data, addr, now: float) -> None:
         self.now = now
         stats = self.server.stats
         bad = stats["bad_mac1"] + stats["no_key"]

@@ -154,11 +154,6 @@ class V2Server:
         self.max_frame = wire.bulk_max_plain(max_datagram)
         self.features = wire.FEATURE_BULK if bulk else 0
         self.frames = Reassembly(FRAME_SLOTS, FRAME_TIMEOUT, per_group=FRAME_SLOTS_PER_SESSION)
-        # fragment(datagram) -> True: the middle of the BULK frame being
-        # received, stored; False: anything else, for receive(). The frame's
-        # first fragment passed every check receive() makes; its last one,
-        # which completes it, takes receive() too.
-        self.fragment = partial(next_fragment, self.frames)
         self._bulk_n = None   # peers that take BULK (cached, reset with _behind)
         self.load = LoadMeter(load_threshold)
         self.cookies = CookieMaker(rng, self.t.cookie_secret_life)
