@@ -1,4 +1,4 @@
-"""Prototype of the BULK framing (notes/fastpath-v2.md), to MEASURE the
+"""Prototype of the BULK framing (now docs/PROTOCOL.md §4.7), to MEASURE the
 ceiling of the v2 design with camex.io helpers before anyone builds it in.
 
 Not product code: fixed key, no handshake, no replay window, point to point.
