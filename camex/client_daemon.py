@@ -340,6 +340,9 @@ class ClientDaemon:
             "last_register_ago": round(now - core.last_register, 3),
             "tx_packets": core.tx_packets, "tx_bytes": core.tx_bytes,
             "rx_packets": core.rx_packets, "rx_bytes": core.rx_bytes,
+            # v2 BULK frames (one AEAD per super-packet); None on legacy.
+            "bulk_tx_frames": getattr(core, "bulk_tx_frames", None),
+            "bulk_rx_frames": getattr(core, "bulk_rx_frames", None),
             "drops": self._drops(),
             "process": process_status(),
         }
