@@ -26,12 +26,10 @@ import ipaddress
 import os
 import struct
 from collections import OrderedDict
-from functools import partial
 from ..record import dataclass, field  # not dataclasses: 1.2 MiB less resident
 
 from ..io.gso import Reassembly
 from . import bulk, wire
-from .bulk import next_fragment
 from .cookie import CookieMaker, LoadMeter
 from .events import Deliver, DeliverFrame, Down, Roamed, Send, Up
 from .noise import HandshakeState, NoiseError
