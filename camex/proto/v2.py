@@ -23,6 +23,7 @@ length ends the list); `KeyLog` opens DATA with the keys of a key log
 BULK (docs/V2-BULK.md) carries one AEAD frame cut into up to 64 fragments,
 one per datagram; the AD is the 20-byte header with the index byte 0.
 `join_bulk` puts the fragments of one frame back together (any order),
+`bulk_frames(rdpcap(f), keylog)` finds every frame of a packet list,
 `KeyLog.open_bulk` / `decrypt_bulk` open the frame into `CamexV2BulkRecords`
 (u16be length, u16be gso_size, IPv4 packet; gso_size > 0: a TSO
 super-packet) and `seal_bulk` builds the fragments of a frame. The layers
@@ -422,6 +423,43 @@ def decrypt_bulk(fragments: Iterable, keylog: KeyLog) -> CamexV2BulkRecords | No
     return None if opened is None else CamexV2BulkRecords(opened.plaintext)
 
 
+class BulkFrame(NamedTuple):
+    """One BULK frame found in a packet list (bulk_frames)."""
+    receiver: int
+    counter: int
+    count: int                    # fragments the frame has
+    fragments: list               # the CamexV2 layers seen, in capture order
+    frame: Frame | None           # joined, or None: incomplete or inconsistent
+    records: CamexV2BulkRecords | None   # opened with the key log, else None
+
+    @property
+    def missing(self) -> list:
+        have = {f.index for f in self.fragments}
+        return [i for i in range(self.count) if i not in have]
+
+
+def bulk_frames(packets: Iterable, keylog: KeyLog | None = None) -> list:
+    """The BULK frames in `packets` (e.g. rdpcap(...) or sniff() output):
+    fragments grouped by receiver index and counter, in the order frames
+    first appear, joined when complete and opened with `keylog` if given.
+    Like Scapy's defragment() for IP fragments, for camex v2 BULK."""
+    groups: dict[tuple, list] = {}
+    for p in packets:
+        layer = p.getlayer(CamexV2) if hasattr(p, "getlayer") else None
+        if layer is None or not layer.haslayer(CamexV2Bulk):
+            continue
+        b = layer[CamexV2Bulk]
+        groups.setdefault((b.receiver_index, b.counter), []).append(layer)
+    out = []
+    for (receiver, counter), frags in groups.items():
+        unique = {bytes(f): f for f in frags}  # a duplicated datagram is one fragment
+        frame = join_bulk(unique)
+        opened = keylog.open_bulk(*frame) if frame is not None and keylog is not None else None
+        out.append(BulkFrame(receiver, counter, frags[0][CamexV2Bulk].count, frags, frame,
+                             None if opened is None else CamexV2BulkRecords(opened.plaintext)))
+    return out
+
+
 def seal_bulk(receiver: int, counter: int, key: bytes, items: Iterable = (),
               size: int = 1472, flags: int = 0) -> list:
     """The fragments (CamexV2/CamexV2Bulk packets) of a valid BULK frame
@@ -490,6 +528,7 @@ def register() -> None:
 __all__ = ["CamexV2", "CamexV2Init", "CamexV2Resp", "CamexV2Cookie", "CamexV2Data",
            "CamexV2NoSession", "CamexV2Bulk", "CamexV2Record", "CamexV2Records",
            "CamexV2BulkRecord", "CamexV2BulkRecords", "CamexV2Payload", "KeyLog",
-           "KeyLogError", "Opened", "Frame", "decrypt", "decrypt_bulk", "join_bulk",
+           "KeyLogError", "Opened", "Frame", "BulkFrame", "bulk_frames", "decrypt",
+           "decrypt_bulk", "join_bulk",
            "records", "bulk_records", "seal_data", "seal_bulk", "open_init", "sign_init",
            "sign_resp", "classify", "register", "MESSAGE_CLASSES"]

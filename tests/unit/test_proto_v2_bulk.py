@@ -284,3 +284,23 @@ def test_bulk_layers_through_scapy_load_contrib():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", str(FRAMES[0]["count"]), "CamexV2Payload"]
+
+
+def test_bulk_frames_of_a_capture(tmp_path):
+    """bulk_frames(rdpcap(...)): frames in any order, one missing a
+    fragment, one duplicated datagram, opened with the key log."""
+    from scapy.utils import rdpcap, wrpcap
+    a, b = FRAMES[0], FRAMES[2]
+    fa, fb = frags(a), frags(b)
+    datagrams = [fb[1], fa[2], fa[0], fb[1], fa[1], wire.pack_nosession(3)]   # fb[0] lost
+    wrpcap(str(tmp_path / "c.pcap"), [IP(src="192.0.2.1", dst="192.0.2.2") /
+                                      UDP(sport=7000, dport=40000) / d for d in datagrams])
+    found = L.bulk_frames(rdpcap(str(tmp_path / "c.pcap")), KEYLOG)
+    assert [(f.receiver, f.counter) for f in found] == [(b["receiver"], b["counter"]),
+                                                        (a["receiver"], a["counter"])]
+    fb_, fa_ = found
+    assert fb_.frame is None and fb_.records is None and fb_.missing == [0]
+    assert len(fb_.fragments) == 2            # both copies listed, counted once
+    assert fa_.missing == [] and fa_.frame.ciphertext == h(a["ciphertext"])
+    assert bytes(fa_.records) == h(a["plaintext"])
+    assert L.bulk_frames(rdpcap(str(tmp_path / "c.pcap")))[1].records is None   # no key log
