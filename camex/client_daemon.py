@@ -4,6 +4,7 @@ place, so that batching and offloads slot in without a rewrite."""
 
 from __future__ import annotations
 
+import functools
 import selectors
 import socket
 
@@ -110,6 +111,7 @@ class ClientDaemon:
         core = self.core
         self._deliver = lambda data, addr, now: core.datagram_received(data, now)
         self._rx_backlog = lambda: len(core.to_tun)
+        self._flush_lone = functools.partial(self._flush, False)
 
     def run(self) -> int:
         self.loop = Loop(signals=self.io.signals)
@@ -218,12 +220,12 @@ class ClientDaemon:
                 else:
                     core.tun_packet(pkt, now)
             if not burst:
-                break
+                self._flush(False)
+                return
             if len(core.to_net) >= FLUSH_AT:
                 self._flush()
         self._flush()
-        if burst:
-            self._tun_at = self.loop.now()  # a long batch is no gap
+        self._tun_at = self.loop.now()  # a long batch is no gap
 
     def _sock_readable(self) -> None:
         now = self.loop.now()
@@ -231,7 +233,7 @@ class ClientDaemon:
         self._sock_at = now
         # With UDP GRO one receive may hold many datagrams.
         udp.receive(self._recv, self._deliver, now, burst, self._rx_backlog, FLUSH_AT,
-                    self._flush, self._recv_error)
+                    self._flush if burst else self._flush_lone, self._recv_error)
         if burst:
             self._sock_at = self.loop.now()
 
@@ -269,7 +271,11 @@ class ClientDaemon:
         except OSError as e:
             self._send_error(e, None)
 
-    def _flush(self) -> None:
+    def _flush(self, tso: bool = True) -> None:
+        """Send and write what the core produced. `tso` False (after a lone
+        packet): skip asking the core whether TSO should switch; bursts,
+        timers and reconnects ask (a lone packet's delay matters more than
+        TSO coming on one batch later)."""
         core = self.core
         out = core.to_net
         if out:
@@ -284,7 +290,7 @@ class ClientDaemon:
                         self.sender.fallback_reason = None
             out.clear()
         tun = self.tun
-        if self._tso_switch and getattr(core, "bulk_ready", False) != tun.tso:
+        if tso and self._tso_switch and getattr(core, "bulk_ready", False) != tun.tso:
             # TSO only while the core carries super-packets whole: for
             # one-packet-per-datagram framings the kernel cuts faster.
             LOG.info("TUN TSO %s", "on" if tun.set_tso(not tun.tso) else "off")

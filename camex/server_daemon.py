@@ -4,6 +4,7 @@ file and the control socket."""
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import selectors
 
@@ -54,6 +55,7 @@ class ServerDaemon:
         self._recv = None
         # Start of the last readiness event per descriptor: a lone packet or a burst?
         self._tun_at = self._sock_at = -1.0
+        self._flush_lone = functools.partial(self._flush, False)
 
     def _tun_config(self, config):
         """The server TUN's address: -l, else the gateway of [defaults]."""
@@ -102,12 +104,12 @@ class ServerDaemon:
                 else:
                     core.tun_packet(pkt, now)
             if not burst:
-                break
+                self._flush(False)
+                return
             if len(core.outbox) >= FLUSH_AT:
                 self._flush()
         self._flush()
-        if burst:
-            self._tun_at = self.loop.now()
+        self._tun_at = self.loop.now()
 
     def run(self) -> int:
         self.loop = Loop()
@@ -193,7 +195,7 @@ class ServerDaemon:
         # With UDP GRO one receive may hold many datagrams of one sender
         # (equal size, cut apart by gso.receiver).
         udp.receive(self._recv, self.core.datagram_received, now, burst, self._backlog,
-                    FLUSH_AT, self._flush, self._recv_error)
+                    FLUSH_AT, self._flush if burst else self._flush_lone, self._recv_error)
         if burst:
             self._sock_at = self.loop.now()
 
@@ -223,10 +225,12 @@ class ServerDaemon:
     def _send_error(self, e, addr) -> None:
         self.throttle.warning("send", "send to %s:%d failed: %s", addr[0], addr[1], e)
 
-    def _flush(self) -> None:
+    def _flush(self, tso: bool = True) -> None:
+        """Write and send what the core produced; `tso` False after a lone
+        packet (see ClientDaemon._flush)."""
         tun, core = self.tun, self.core
         if tun is not None:
-            if tun.offload and core.bulk_ready != tun.tso:
+            if tso and tun.offload and core.bulk_ready != tun.tso:
                 LOG.info("TUN TSO %s", "on" if tun.set_tso(not tun.tso) else "off")
             pkts = core.to_tun
             if pkts:
