@@ -1,8 +1,9 @@
 """v2 BULK frames in the namespace lab (docs/PROTOCOL.md §4.7): a few MB of
 TCP through a v2 tunnel, point to point (client <-> a server that owns a
 TUN) and through the relay (client -> server -> client), arrive intact
-(sha256), and the server's `camex status --json` shows that they travelled
-as BULK frames, in each direction that carried them."""
+(sha256), and `camex status --json` of the server (per client) and of the
+clients shows that they travelled as BULK frames, in each direction that
+carried them."""
 
 import pytest
 
@@ -50,11 +51,13 @@ def test_bulk_carries_tcp_intact_point_to_point_and_through_the_relay(cx, star, 
     assert up["ok"] and up["bytes"] == SIZE, up
     after_up = frames(cx)
     assert after_up["10.0.0.2"][0] > before["10.0.0.2"][0]
+    assert cx.status(star.c1)["bulk_tx_frames"] >= after_up["10.0.0.2"][0]
 
     down = tcp_transfer(star.server, star.c2, star.c2.tunnel_ip, SIZE, port=5302)  # server -> client
     assert down["ok"] and down["bytes"] == SIZE, down
     after_down = frames(cx)
     assert after_down["10.0.0.3"][1] > after_up["10.0.0.3"][1]
+    assert cx.status(star.c2)["bulk_rx_frames"] == after_down["10.0.0.3"][1]
 
     relay = tcp_transfer(star.c1, star.c2, star.c2.tunnel_ip, SIZE, port=5303)  # C1 -> C2
     assert relay["ok"] and relay["bytes"] == SIZE, relay
