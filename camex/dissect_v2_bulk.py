@@ -15,9 +15,11 @@ still missing fragments when the capture ends - or FRAME_TIMEOUT capture
 seconds after their first fragment, or when more than MAX_OPEN frames are
 open - are listed as incomplete, with the indices they lack.
 
-Memory is bounded whatever the capture holds: MAX_OPEN open frames (of at
-most 64 x 64 KiB each, in practice a few MiB), DONE_KEYS completed keys,
-MAX_REPORTED incomplete frames described (all are counted).
+Memory is bounded whatever the capture holds: MAX_OPEN open frames
+holding at most MAX_HELD bytes of slices together (a forged capture may
+carry 64 KiB slices; the oldest frames are given up first), DONE_KEYS
+completed keys, MAX_REPORTED incomplete frames described (all are
+counted).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 MAX_OPEN = 256          # frames waiting for fragments
+MAX_HELD = 64 << 20     # bytes of slices they hold together
 FRAME_TIMEOUT = 5.0     # capture seconds a frame may wait for its fragments
 DONE_KEYS = 65536       # completed (receiver, counter) remembered for duplicates
 MAX_REPORTED = 1000     # incomplete frames described in the summary
@@ -73,9 +76,12 @@ class Added:
 class BulkFrames:
     """The BULK frames of one camex-dissect run."""
 
-    def __init__(self, max_open: int = MAX_OPEN, timeout: float = FRAME_TIMEOUT):
+    def __init__(self, max_open: int = MAX_OPEN, timeout: float = FRAME_TIMEOUT,
+                 max_held: int = MAX_HELD):
         self.max_open = max_open
         self.timeout = timeout
+        self.max_held = max_held
+        self.held = 0                            # bytes of slices in open frames
         self.open: OrderedDict = OrderedDict()   # (receiver, counter) -> OpenFrame
         self.done: OrderedDict = OrderedDict()   # (receiver, counter) -> frame number
         self.fragments = 0
@@ -114,8 +120,12 @@ class BulkFrames:
         fr.slices[index] = bytes(data)
         fr.frames[index] = frame_no
         if len(fr.slices) < fr.count:
+            self.held += len(data)
+            while self.held > self.max_held and self.open:
+                self._give_up(next(iter(self.open)))
             return Added("held", fr)
         del self.open[key]
+        self.held -= sum(len(x) for x in fr.slices.values()) - len(data)
         self.done[key] = frame_no
         if len(self.done) > DONE_KEYS:
             self.done.popitem(last=False)
@@ -131,6 +141,7 @@ class BulkFrames:
 
     def _give_up(self, key):
         fr = self.open.pop(key)
+        self.held -= sum(len(x) for x in fr.slices.values())
         self.incomplete += 1
         if len(self.reported) < MAX_REPORTED:
             self.reported.append(fr.report())

@@ -361,3 +361,19 @@ def test_segment_without_w_is_a_usage_error(tmp_path, capsys):
     assert dissect.main([str(write(tmp_path / "x.pcap", [])), "--segment"]) == 1
     assert capsys.readouterr().err.strip() == \
         "camex-dissect: --segment: only with -w (it changes what -w writes)"
+
+
+def test_held_fragments_are_bounded_in_bytes():
+    """A forged capture of huge slices cannot make the dissector hold more
+    than max_held bytes: the oldest open frames are given up (incomplete)."""
+    from camex.dissect_v2_bulk import BulkFrames
+    frames = BulkFrames(max_held=100_000)
+    for counter in range(10):
+        for index in range(2):   # 2 of 3 fragments, 30 kB each: never complete
+            frames.add(0, index, 1, counter, 3, bytes(30_000), bytes(20), counter, 1.0)
+        assert frames.held <= 100_000
+    assert frames.incomplete == 9 and len(frames.open) == 1 and frames.held == 60_000
+    frames.add(0, 2, 1, 9, 3, bytes(10), bytes(20), 99, 1.0)        # completes the last one
+    assert frames.complete == 1 and frames.held == 0 and not frames.open
+    frames.finish()
+    assert [r["missing"] for r in frames.reported] == [[2]] * 9
