@@ -127,6 +127,17 @@ class V2ClientCore:
         tun_super() whole (docs/PROTOCOL.md §4.7)."""
         return self.session.bulk_ready and not (self.auto and self.config is None)
 
+    def accept_bulk(self, on: bool) -> None:
+        """Announce FEATURE_BULK from the next handshake on, or not. For the
+        daemon once its TUN is open: a TUN without a virtio-net header
+        (camex.ko, old kernels) would have every received super-packet cut
+        in Python, dearer than per-packet DATA; such a client asks for DATA."""
+        req = self.session.request
+        if on and bulk_wanted():
+            req.features |= wire.FEATURE_BULK
+        else:
+            req.features &= ~wire.FEATURE_BULK
+
     bulk_tx_frames = property(lambda self: self.session.stats["bulk_tx"])
     bulk_rx_frames = property(lambda self: self.session.stats["bulk_rx"])
 

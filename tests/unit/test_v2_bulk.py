@@ -392,3 +392,13 @@ def test_a_frame_with_records_for_two_destinations_is_split_by_destination():
     assert bytes(got) == bytes(to_c2[1])
     assert tcp_payload(lg.to_tun) == bytes(to_lg[1][40:])
     assert peer(w, "C1").stats["spoofed"] == 1
+
+
+def test_a_client_whose_tun_has_no_offloads_can_ask_for_data_only():
+    w = World(local_delivery=True)
+    c1 = v2("C1")
+    c1.accept_bulk(False)          # what a daemon on camex.ko would say
+    w.add(A1, c1)
+    assert not peer(w, "C1").bulk and not c1.bulk_ready
+    hdr, pkt = tcp_super("10.0.0.1", "10.0.0.2", 5000)
+    assert w.server.tun_super(hdr, pkt) is False    # the server cuts it for DATA
