@@ -18,8 +18,6 @@ from .legacy import codec
 from .log import LOG, Throttle
 from .procinfo import process_status
 from .loop import BATCH, BURST_GAP, RESOLVE_RETRY, Loop, StartupError
-from .v2.core import AutoClientCore, V2ClientCore
-from .v2.session import Timers
 
 FLUSH_AT = 64  # datagrams/packets queued before a mid-batch flush (bounds memory)
 
@@ -38,9 +36,10 @@ def tun_reader(tun):
     return read_one
 
 
-def v2_timers(opts) -> Timers:
+def v2_timers(opts):
     """v2 timers from the options: --keepalive, and --rekey-after with the
     rejection limit kept 60 s beyond it (120/180 s by default, as documented)."""
+    from .v2.session import Timers
     return Timers(rekey_after_time=float(opts.rekey_after),
                   reject_after_time=float(opts.rekey_after) + 60.0,
                   keepalive=float(opts.keepalive))
@@ -56,6 +55,8 @@ def make_core(opts, client_id, key, keylog=None):
 
     if opts.protocol == "legacy" or not opts.psk:
         return legacy()
+    # v2 (Noise, X25519, its modules: ~0.7 MiB) only for a client that may speak it.
+    from .v2.core import AutoClientCore, V2ClientCore
     v2 = V2ClientCore(auto=opts.auto, passphrase=opts.psk, client_id=client_id,
                       local_cidr=opts.local_cidr, gateway=opts.gateway_ip, routes=opts.routes,
                       mtu=opts.mtu, keepalive=opts.keepalive, timers=v2_timers(opts),
@@ -262,15 +263,6 @@ class ClientDaemon:
     def _send_error(self, e, addr) -> None:
         self.throttle.warning("send", "send error: %s", e)
 
-    def _send1(self, datagram) -> None:
-        """One datagram: one send(), none of the batching (a lone packet)."""
-        try:
-            self.sock.send(datagram)
-        except (BlockingIOError, ConnectionRefusedError):
-            pass  # a full buffer drops, as a NIC would; ICMP: the timers act
-        except OSError as e:
-            self._send_error(e, None)
-
     def _flush(self, tso: bool = True) -> None:
         """Send and write what the core produced. `tso` False (after a lone
         packet): skip asking the core whether TSO should switch; bursts,
@@ -281,7 +273,13 @@ class ClientDaemon:
         if out:
             if self.sock is not None:
                 if len(out) == 1:
-                    self._send1(out[0])
+                    # A lone datagram: one send(), none of the batching.
+                    try:
+                        self.sock.send(out[0])
+                    except (BlockingIOError, ConnectionRefusedError):
+                        pass  # a full buffer drops, as a NIC would; ICMP: timers act
+                    except OSError as e:
+                        self._send_error(e, None)
                 else:
                     # Equal-sized datagrams go out in one sendmsg (UDP GSO).
                     self.sender.send(out)
