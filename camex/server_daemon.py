@@ -244,7 +244,14 @@ class ServerDaemon:
         if not out:
             return
         if len(out) == 1:
-            self._send1(*out[0])
+            # A lone datagram: one sendto(), none of the batching.
+            datagram, addr = out[0]
+            try:
+                self.sock.sendto(datagram, addr)
+            except (BlockingIOError, ConnectionRefusedError):
+                pass  # a full buffer drops, as a NIC would
+            except OSError as e:
+                self._send_error(e, addr)
         else:
             # Per destination, equal-sized datagrams go out in one sendmsg (GSO).
             self.sender.send_grouped(out)
@@ -252,12 +259,3 @@ class ServerDaemon:
                 LOG.warning("%s", self.sender.fallback_reason)
                 self.sender.fallback_reason = None
         out.clear()
-
-    def _send1(self, datagram, addr) -> None:
-        """One datagram: one sendto(), none of the batching (a lone packet)."""
-        try:
-            self.sock.sendto(datagram, addr)
-        except (BlockingIOError, ConnectionRefusedError):
-            pass  # a full buffer drops, as a NIC would
-        except OSError as e:
-            self._send_error(e, addr)

@@ -160,7 +160,8 @@ class LegacyClient:
 
     def datagram_received(self, data, now: float) -> None:
         if self.aead is None:
-            if codec.is_control(data):
+            # IPv4 data starts 0x45: the byte test spares the call.
+            if data and data[0] == 0x43 and codec.is_control(data):
                 self._control(data, now)
                 return
             if len(data) < 20 or data[0] >> 4 != 4:

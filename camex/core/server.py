@@ -190,7 +190,8 @@ class LegacyServer:
                                   detail or reason)
 
     def _receive_plain(self, data, addr, now) -> None:
-        if codec.is_control(data):
+        # IPv4 data starts 0x45: the byte test spares the call.
+        if data and data[0] == 0x43 and codec.is_control(data):
             try:
                 msg = codec.parse_control(data)
             except codec.CodecError as e:

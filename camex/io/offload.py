@@ -552,7 +552,14 @@ class OffloadTun(BatchTun):
         return self._pending.popleft()
 
     def write(self, packet) -> None:
-        self.writev([gso.PLAIN_VNET_HDR, packet])
+        # writev() inlined: a lone packet's path, every call a cold one.
+        try:
+            os.writev(self.fd, (gso.PLAIN_VNET_HDR, packet))
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.EIO, errno.EMSGSIZE):
+                raise
 
     def write_super(self, vnet: bytes, parts) -> None:
         """One write: a vnet header and the buffers of one (super-)packet."""
