@@ -71,6 +71,9 @@ class Header(NamedTuple):
         return self.prefix + self.seq.to_bytes(8, "big")
 
 
+_new_tuple = tuple.__new__
+
+
 def pack_header(ptype: int, prefix: bytes, seq: int, length: int) -> bytes:
     return HEADER.pack(MAGIC, ptype, prefix, seq, length, seq)
 
@@ -94,7 +97,9 @@ def parse_header(buf) -> Header:
         raise CodecError("nonce counter and sequence field differ")
     if ptype not in TYPE_NAMES:
         raise CodecError(f"unknown type {ptype}")
-    return Header(ptype, bytes(prefix), seq, length)
+    # tuple.__new__: a C call; Header(...) runs namedtuple's Python __new__
+    # (this is once per encrypted datagram, see docs/FASTPATH.md section 6).
+    return _new_tuple(Header, (ptype, bytes(prefix), seq, length))
 
 
 def seal(aead, ptype: int, prefix: bytes, seq: int, plaintext: bytes) -> bytes:
@@ -110,7 +115,9 @@ def open_datagram(aead, buf, header: Header | None = None) -> bytes:
     if header is None:
         header = parse_header(buf)
     mv = memoryview(buf)
-    return aead.decrypt(header.nonce, mv[HEADER_LEN:], mv[:HEADER_LEN])
+    # header.nonce, without the property's call
+    return aead.decrypt(header[1] + header[2].to_bytes(8, "big"), mv[HEADER_LEN:],
+                        mv[:HEADER_LEN])
 
 
 def looks_encrypted(buf) -> bool:
