@@ -127,6 +127,10 @@ class Session:
         """Pack inner packets into as few DATA datagrams as fit: each carries
         records whose total is at most `max_plain` bytes (a packet larger
         than that travels alone)."""
+        if len(packets) == 1:
+            # A lone packet (idle tunnel): its record without pack_records.
+            p = packets[0]
+            return [self.seal(len(p).to_bytes(2, "big") + p, now, flags)]
         out = []
         batch, size = [], 0
         for p in packets:
