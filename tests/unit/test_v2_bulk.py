@@ -402,3 +402,64 @@ def test_a_client_whose_tun_has_no_offloads_can_ask_for_data_only():
     assert not peer(w, "C1").bulk and not c1.bulk_ready
     hdr, pkt = tcp_super("10.0.0.1", "10.0.0.2", 5000)
     assert w.server.tun_super(hdr, pkt) is False    # the server cuts it for DATA
+
+
+# ------------------------------------------------ one receive, many datagrams
+
+
+def test_a_gro_batch_of_whole_frames_is_taken_in_one_call():
+    w = World(mux=True)
+    c1 = w.add(A1, v2("C1"))
+    c2 = w.add(A2, v2("C2"))
+    frames = [frame(c1, tcp_super("10.0.0.2", "10.0.0.3", 30000, seq=s)) for s in (1, 30001)]
+    batch = [memoryview(b"".join(frames[0] + frames[1]))[i:i + len(d)]
+             for i, d in zip(_offsets(frames[0] + frames[1]), frames[0] + frames[1])]
+    w.entry.datagram_received.many(batch, A1, w.now)
+    w.pump()
+    assert [bytes(p[24:28]) for _, p in c2.to_tun] == [(1).to_bytes(4, "big"),
+                                                     (30001).to_bytes(4, "big")]
+    # The same batch again: replays, refused; nothing held.
+    w.entry.datagram_received.many(batch, A1, w.now)
+    w.pump()
+    assert len(c2.to_tun) == 2 and w.server.server.stats["replay"] >= 2
+    assert not w.server.server.frames.slots
+
+
+def _offsets(ds):
+    at, out = 0, []
+    for d in ds:
+        out.append(at)
+        at += len(d)
+    return out
+
+
+@pytest.mark.parametrize("change", ["swap", "duplicate", "split", "data-between", "bad-last"])
+def test_batches_that_are_not_one_clean_frame_go_fragment_by_fragment(change):
+    w = World(local_delivery=True)
+    c1 = w.add(A1, v2("C1"))
+    hp = tcp_super("10.0.0.2", "10.0.0.1", 30000)
+    f = frame(c1, hp)
+    if change == "swap":
+        batches = [[f[0], f[2], f[1]] + f[3:]]
+    elif change == "duplicate":
+        batches = [f[:5] + [f[4]] + f[5:]]
+    elif change == "split":
+        batches = [f[:7], f[7:]]
+    elif change == "data-between":
+        c1.tun_packet(tcp_super("10.0.0.2", "10.0.0.1", 100)[1].tobytes()[:140], w.now)
+        data = c1.to_net.pop()
+        batches = [f[:3] + [data] + f[3:]]
+    else:
+        bad = bytearray(f[-1])
+        bad[2] = wire.FLAG_CLOSE          # the last header disagrees with the first
+        batches = [f[:-1] + [bytes(bad)], [f[-1]]]
+    for b in batches:
+        w.server.datagram_received.many(b, A1, w.now)
+    frames_out = [x for x in w.server.to_tun if type(x) is tuple]
+    if change == "bad-last":
+        # As fragment by fragment: the first last fragment completes the
+        # frame, which fails (its header changed the AD); nothing closes.
+        assert frames_out == [] and w.server.server.stats["forged"] == 1
+    else:
+        assert len(frames_out) == 1 and bytes(frames_out[0][1]) == bytes(hp[1])
+    assert peer(w, "C1").current is not None
