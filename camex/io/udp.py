@@ -62,8 +62,11 @@ def receive(recv, deliver, now: float, burst: bool, backlog, flush_at: int, flus
     the queue empty: epoll is level-triggered and calls again if more came.
     In a burst, up to BATCH receives, with a `flush()` whenever `backlog()`
     reaches `flush_at`. `on_error(exc)` -> True to go on receiving (ICMP
-    errors of earlier sends surface here), False to stop.
+    errors of earlier sends surface here), False to stop. A `deliver` with a
+    `many(datagrams, address, now)` attribute gets a GRO batch in one call
+    (v2 BULK: a whole frame at once, camex.v2.bulk.fast_receiver).
     """
+    many = getattr(deliver, "many", None)
     for _ in range(BATCH):
         try:
             datagrams, addr = recv()
@@ -73,8 +76,11 @@ def receive(recv, deliver, now: float, burst: bool, backlog, flush_at: int, flus
             if on_error(e):
                 continue
             break
-        for data in datagrams:
-            deliver(data, addr, now)
+        if many is not None and len(datagrams) > 2:
+            many(datagrams, addr, now)
+        else:
+            for data in datagrams:
+                deliver(data, addr, now)
         if not burst:
             break
         if backlog() >= flush_at:
