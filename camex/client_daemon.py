@@ -111,6 +111,10 @@ class ClientDaemon:
         self._tun_at = self._sock_at = -1.0
         core = self.core
         self._deliver = lambda data, addr, now: core.datagram_received(data, now)
+        many = getattr(getattr(core, "datagram_received", None), "many", None)
+        if many is not None:
+            # v2: a GRO batch in one call (a whole BULK frame at once).
+            self._deliver.many = lambda datagrams, addr, now: many(datagrams, now)
         self._rx_backlog = lambda: len(core.to_tun)
         self._flush_lone = functools.partial(self._flush, False)
 
