@@ -126,6 +126,11 @@ def collect(session, frames, stats: dict, fields, now: float):
     return plain
 
 
+def _same_frame(h, other) -> bool:
+    """Two fragments' header fields agree on all but the index."""
+    return h[4:] == other[4:] and h[:3] == other[:3]
+
+
 def fast_receiver(frames, slow):
     """A `datagram_received(data, ...)` for a core, with the per-fragment
     fast path in front (camex.io.gso.Reassembly.last): if `data` is the
@@ -151,31 +156,39 @@ def fast_receiver(frames, slow):
 
     def many(ds, *rest):
         """All datagrams of one receive (a UDP GRO batch: one sender, in
-        order). A whole frame in it - fragment 0, then every index in turn
-        (checked on the index bytes), equal sizes, and a last fragment
-        whose header matches the first's - costs two full passes (first
-        and last fragment) and one C loop appending the middle slices."""
+        order). From a fragment 0 on, the fragments that follow in index
+        order (checked on the index bytes) with equal sizes are appended in
+        one C loop; fragment 0 takes the full path (checks, the frame's
+        slot), and so does the last fragment, if it is in this batch and
+        its header matches the first's. A frame of more than 44 fragments
+        spans two sends and two batches: the rest then comes fragment by
+        fragment. Anything else goes one by one, unchanged."""
         i, n = 0, len(ds)
         while i < n:
             d = ds[i]
-            if len(d) > _HL and d[1] == 6 and d[3] == 0 and d[0] == 0xC2 and 2 < d[16] <= n - i:
+            if n - i > 2 and len(d) > _HL and d[1] == 6 and d[3] == 0 and d[0] == 0xC2 \
+                    and d[16] > 2:
                 c = d[16]
-                mids = ds[i + 1:i + c - 1]
-                end = ds[i + c - 1]
+                whole = c <= n - i
+                k = c - 1 if whole else n - i     # fragments 1 .. k-1 are here
+                mids = ds[i + 1:i + k]
                 size = len(d)
-                if len(end) > _HL and end[3] == c - 1 and bytes(map(_INDEX, mids)) == _MIDDLE[c] \
-                        and all(len(m) == size for m in mids):
-                    h, he = _BULK_FIELDS(d), _BULK_FIELDS(end)
-                    if h[4:] == he[4:] and h[:3] == he[:3]:
+                if bytes(map(_INDEX, mids)) == _MIDDLE[k + 1] and \
+                        all(len(m) == size for m in mids):
+                    h = _BULK_FIELDS(d)
+                    end = ds[i + c - 1] if whole else None
+                    if end is None or (len(end) > _HL and end[3] == c - 1
+                                       and _same_frame(h, _BULK_FIELDS(end))):
                         slow(d, *rest)            # checks, and opens the frame's slot
                         last = frames.last
                         if last is not None and last[0] == (h[4], h[5]) \
                                 and last[1][3] == 1 and last[1][2] is None:
                             slot = last[1]
                             _CONSUME(map(slot[4].extend, map(_SLICE, mids)))
-                            slot[3] = c - 1
-                            slow(end, *rest)      # completes the frame
-                            i += c
+                            slot[3] = k
+                            if whole:
+                                slow(end, *rest)  # completes the frame
+                            i += k + 1
                             continue
                         i += 1                    # fragment 0 refused: one by one
                         continue

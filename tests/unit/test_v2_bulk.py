@@ -433,13 +433,19 @@ def _offsets(ds):
     return out
 
 
-@pytest.mark.parametrize("change", ["swap", "duplicate", "split", "data-between", "bad-last"])
+@pytest.mark.parametrize("change", ["swap", "duplicate", "split", "data-between", "bad-last",
+                                    "gso-sends"])
 def test_batches_that_are_not_one_clean_frame_go_fragment_by_fragment(change):
     w = World(local_delivery=True)
     c1 = w.add(A1, v2("C1"))
-    hp = tcp_super("10.0.0.2", "10.0.0.1", 30000)
+    hp = tcp_super("10.0.0.2", "10.0.0.1", 65400 if change == "gso-sends" else 30000)
     f = frame(c1, hp)
-    if change == "swap":
+    if change == "gso-sends":
+        # 46 fragments are two GSO sends (65,507 bytes at most each): two
+        # GRO batches at the receiver, the first one without the last fragment.
+        batches = [run for _, run in gso.runs(f)]
+        assert [len(b) for b in batches] == [44, 2]
+    elif change == "swap":
         batches = [[f[0], f[2], f[1]] + f[3:]]
     elif change == "duplicate":
         batches = [f[:5] + [f[4]] + f[5:]]
