@@ -56,3 +56,18 @@ def test_status_shows_no_pyroute2_in_the_daemons_and_what_their_helpers_cost(cx,
     assert c2.running()
     pings(star.c2, "10.0.0.1")
     assert cx.status(star.server)["process"]["pyroute2_loaded"] is False
+
+
+def test_a_client_that_fails_at_start_leaves_no_helper_behind(cx, star):
+    """The helper is forked before the daemon opens its TUN: when that
+    fails, the user still gets one error line and exit status 1, and the
+    helper goes away with the daemon (no stray process in the namespace)."""
+    from pyroute2 import netns
+
+    argv = cx.client_argv(star.c1, encrypt=True, psk=GLOBAL, extra=["-T", "/nonexistent/tun"])
+    proc = star.c1.spawn(argv, name="camex-client")
+    assert proc.wait(15) == 1
+    errors = [ln for ln in proc.output().splitlines() if " ERROR " in ln]
+    assert len(errors) == 1 and "/nonexistent/tun" in errors[0], proc.output()
+    wait_until(lambda: not netns.ns_pids().get(star.c1.name), 3,
+               "every process of the failed client to exit")
