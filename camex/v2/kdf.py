@@ -27,8 +27,6 @@ version camex supports (>= 41), and both ends must derive the same key.
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-
 from .. import child
 from ..log import LOG
 
@@ -52,6 +50,9 @@ _cache: dict = {}  # (passphrase, client_id) -> PSK
 
 
 def _scrypt(pairs: list) -> list:
+    # Imported here: camex.cli imports this module for every daemon, and a
+    # plaintext one need not load `cryptography` for it.
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
     return [Scrypt(salt=salt_for(cid), length=PSK_LEN, n=SCRYPT_N, r=SCRYPT_R,
                    p=SCRYPT_P).derive(pw) for pw, cid in pairs]
 
