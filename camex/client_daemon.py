@@ -126,6 +126,11 @@ class ClientDaemon:
             except OSError as e:
                 raise StartupError(str(e)) from None
             self.io.prepare_interface(self.tun.name)
+            if hasattr(self.core, "accept_bulk"):
+                # BULK pays only where the TUN takes a super-packet whole
+                # (virtio-net header); camex.ko's would be cut in Python,
+                # dearer than per-packet DATA, so such a client asks for DATA.
+                self.core.accept_bulk(bool(getattr(self.tun, "offload", False)))
             try:
                 self.link = self.io.link(self.tun.name)
             except netlink.NetlinkConfigError as e:

@@ -156,3 +156,26 @@ def test_lone_packet_path_moves_exactly_what_the_batched_path_does(running, monk
         server.send(p)
     assert [recv(tun.peer) for _ in back] == back
     assert daemon.status()["tx_packets"] == 150 and daemon.status()["rx_packets"] == 150
+
+
+def test_a_client_whose_tun_cannot_take_super_packets_asks_for_data_not_bulk(running):
+    """A TUN without a virtio-net header (camex.ko, old kernels) would have
+    every received BULK super-packet cut in Python: the client's INIT does
+    not announce BULK, so the server sends it per-packet DATA."""
+    from camex.v2 import kdf, wire
+    from camex.v2.server import V2Server
+
+    daemon, tun, transport, links = running(
+        ["-M", "client", "-l", "10.0.0.2/24", "-s", "10.250.0.1", "-p", "7000",
+         "--protocol", "v2", "-e", "-k", "demo-global-secret"])
+    assert not getattr(tun, "offload", False)
+    init = recv(transport.servers[0])
+    assert init[:2] == bytes([wire.MARK, wire.T_INIT])
+    requests = []
+    psk = kdf.derive_psk(b"demo-global-secret", None)
+    server = V2Server(lambda cid: psk,
+                      lambda cid, req: requests.append(req) or wire.Refusal(wire.ERR_CONFIG, "-"))
+    server.receive(init, ("192.0.2.1", 4000), 0.0)
+    assert len(requests) == 1, "the server could not read the client's INIT"
+    assert requests[0].local_cidr == ipaddress.IPv4Interface("10.0.0.2/24")
+    assert not requests[0].features & wire.FEATURE_BULK
