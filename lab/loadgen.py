@@ -76,14 +76,14 @@ def raise_fd_limit(need: int) -> None:
 
 
 def make_clients(n: int, net: str, prefix: str,
-                 passphrase: Optional[bytes] = None) -> list[LoadClient]:
+                 passphrase: Optional[bytes] = None, first: int = 0) -> list[LoadClient]:
     """``n`` clients: ID ``<prefix>00000`` up, tunnel addresses of ``net``
     from .2 (see addresses()), with a passphrase each its own sender prefix
     and counter (one cipher object shared by all)."""
     aead = Sealer(passphrase).aead if passphrase else None
     return [LoadClient(i, f"{prefix}{i:05d}", addr, None,
                        Sealer(passphrase, aead=aead) if passphrase else None)
-            for i, addr in enumerate(addresses(n, net))]
+            for i, addr in enumerate(addresses(first + n, net)) if i >= first]
 
 
 def open_sockets(ns, clients: list[LoadClient], bind_ips: Iterable[str],
@@ -316,7 +316,9 @@ class V2Load:
 
     def __init__(self, ns, server: tuple, n: int, passphrase: bytes, auto: bool = False,
                  net: str = "10.64.0.0/16", bind_ip: str = "", prefix: str = "L", seed: int = 1,
-                 bind_ips: Optional[list] = None):
+                 bind_ips: Optional[list] = None, first: int = 0):
+        """`first`: skip that many clients (IDs and addresses): a second
+        load beside a first one."""
         from camex.v2 import kdf, wire
         from camex.v2.client import ClientSession
 
@@ -324,7 +326,7 @@ class V2Load:
         self.rng = random.Random(seed)
         psks = [kdf.derive_psk(passphrase, None)]
         plen = ipaddress.IPv4Network(net).prefixlen
-        self.clients = make_clients(n, net, prefix)
+        self.clients = make_clients(n, net, prefix, first=first)
         self.sessions = {}
         self.up = set()
         self.refused = 0
