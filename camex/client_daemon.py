@@ -305,14 +305,8 @@ class ClientDaemon:
         if pkts:
             if len(pkts) == 1 and type(pkts[0]) is not tuple:
                 tun.write(pkts[0])
-            else:
-                batch = getattr(tun, "write_batch", None)
-                if batch is not None:
-                    # In-order TCP segments of one flow become one GSO write.
-                    batch(pkts)
-                else:
-                    for p in pkts:
-                        tun.write(p)
+            else:  # in-order TCP segments of one flow become one GSO write
+                tun.write_batch(pkts)
             pkts.clear()
         if core.events:
             events, core.events = core.events, []

@@ -239,8 +239,7 @@ class ServerDaemon:
             if pkts:
                 if len(pkts) == 1 and type(pkts[0]) is not tuple:
                     tun.write(pkts[0])
-                else:
-                    # In-order TCP segments of one flow become one GSO write.
+                else:  # in-order TCP segments of one flow become one GSO write
                     tun.write_batch(pkts)
                 pkts.clear()
         out = core.outbox

@@ -32,6 +32,10 @@ class FakeTun:
     def write(self, packet) -> None:
         self._sock.send(packet)
 
+    def write_batch(self, packets) -> None:
+        for p in packets:
+            self._sock.send(p)
+
     def close(self) -> None:
         self._sock.close()
 
