@@ -146,12 +146,14 @@ class Deadline:
     ~170 us, 10,000: ~1.7 ms per ask, measured): asked after every packet,
     that would cost more than the packets. So once an ask costs more than
     CHEAP, the loop asks at most every `slack` seconds (SLACK, or 20 times
-    the cost: at most 5 % of the time), polls no longer than that meanwhile,
-    and a timer may fire up to `slack` late (camex's timers are seconds).
+    the cost: at most 5 % of the time; never more than SLACK_MAX), polls no
+    longer than that meanwhile, and a timer may fire up to `slack` late
+    (camex's timers are seconds).
     """
 
     CHEAP = 50e-6
     SLACK = 0.01
+    SLACK_MAX = 0.1
 
     def __init__(self, fn, clock):
         self.fn = fn
@@ -164,7 +166,9 @@ class Deadline:
     def ask(self, now: float) -> None:
         self.value = self.fn()
         cost = self.clock() - now
-        self.slack = 0.0 if cost < self.CHEAP else max(self.SLACK, 20 * cost)
+        # (Capped: one ask that was preempted must not stall timers for long.)
+        self.slack = 0.0 if cost < self.CHEAP else min(max(self.SLACK, 20 * cost),
+                                                       self.SLACK_MAX)
         self.asked = now
         self.stale = False
 

@@ -87,3 +87,10 @@ def test_loop_runs_the_timer_once_its_deadline_passed():
     finally:
         loop.close()
     assert len(fired) == 1
+
+
+def test_one_slow_ask_does_not_stall_timers_for_long():
+    clock = Clock()
+    dl, _ = deadline(clock, cost=0.5)   # preempted in the middle of the ask
+    dl.ask(clock())
+    assert dl.slack == Deadline.SLACK_MAX
