@@ -8,7 +8,6 @@ import functools
 import selectors
 import socket
 
-from .record import dataclass  # not dataclasses: 1.2 MiB less resident
 from typing import Callable
 
 from .core.client import IfConfig, LegacyClient, Reconnect
@@ -64,16 +63,19 @@ def make_core(opts, client_id, key, keylog=None):
     return v2 if opts.protocol == "v2" else AutoClientCore(v2, legacy)
 
 
-@dataclass
 class ClientIO:
     """The client's narrow view of the system; camex.io.fake has stand-ins."""
 
-    open_tun: Callable = offload.open_tun
-    link: Callable = netlink.LinkConfig
-    resolve: Callable = udp.resolve
-    connect: Callable = udp.client_socket
-    prepare_interface: Callable = netlink.disable_ipv6
-    signals: bool = True
+    def __init__(self, open_tun: Callable = offload.open_tun,
+                 link: Callable = netlink.LinkConfig, resolve: Callable = udp.resolve,
+                 connect: Callable = udp.client_socket,
+                 prepare_interface: Callable = netlink.disable_ipv6, signals: bool = True):
+        self.open_tun = open_tun
+        self.link = link
+        self.resolve = resolve
+        self.connect = connect
+        self.prepare_interface = prepare_interface
+        self.signals = signals
 
 
 class ClientDaemon:

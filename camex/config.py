@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from camex.record import dataclass, field  # not dataclasses: 1.2 MiB less
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from camex.legacy.codec import (MAX_CLIENT_ID_LEN, MAX_MTU, MAX_ROUTES, MIN_MTU,
@@ -136,23 +135,39 @@ class ConfigError(Exception):
         super().__init__(f"{where}: {message}")
 
 
-@dataclass
+# Plain classes rather than dataclasses: `dataclasses` imports `inspect`
+# (1.2 MiB of the daemon's resident memory, issue 6). One Profile and one
+# ClientSection per [client ID] section: __slots__ keep a large file small.
+
 class Profile:
-    local_cidr: IPv4Interface | None = None
-    gateway_ip: IPv4Address | None = None
-    routes: list[IPv4Network] = field(default_factory=list)
-    mtu: int | None = None
-    # Networks behind the client whose addresses it may use as inner
-    # sources (v2 identity binding). A C server warns and ignores the key.
-    allowed: list[IPv4Network] = field(default_factory=list)
+    __slots__ = ("local_cidr", "gateway_ip", "routes", "mtu", "allowed")
+
+    def __init__(self, local_cidr: IPv4Interface | None = None,
+                 gateway_ip: IPv4Address | None = None,
+                 routes: list[IPv4Network] | None = None, mtu: int | None = None,
+                 allowed: list[IPv4Network] | None = None):
+        self.local_cidr = local_cidr
+        self.gateway_ip = gateway_ip
+        self.routes = [] if routes is None else routes
+        self.mtu = mtu
+        # Networks behind the client whose addresses it may use as inner
+        # sources (v2 identity binding). A C server warns and ignores the key.
+        self.allowed = [] if allowed is None else allowed
+
+    def __repr__(self) -> str:
+        return (f"Profile(local_cidr={self.local_cidr!r}, gateway_ip={self.gateway_ip!r}, "
+                f"routes={self.routes!r}, mtu={self.mtu!r}, allowed={self.allowed!r})")
 
 
-@dataclass
 class ClientSection:
-    id: str                              # as written in the file
-    profile: Profile = field(default_factory=Profile)   # this section only
-    psk: bytes | None = field(default=None, repr=False)
-    line: int = 0                        # line of the [client ...] header
+    __slots__ = ("id", "profile", "psk", "line")
+
+    def __init__(self, id: str, profile: Profile | None = None,  # noqa: A002 - the key's name
+                 psk: bytes | None = None, line: int = 0):
+        self.id = id                     # as written in the file
+        self.profile = Profile() if profile is None else profile   # this section only
+        self.psk = psk
+        self.line = line                 # line of the [client ...] header
 
     def __repr__(self) -> str:
         # Never the passphrase, not even in a traceback or a debug log.
@@ -160,12 +175,18 @@ class ClientSection:
                 f"psk={'<set>' if self.psk else None}, line={self.line})")
 
 
-@dataclass
 class ServerConfig:
-    path: str = "<string>"
-    defaults: Profile = field(default_factory=Profile)
-    clients: dict[str, ClientSection] = field(default_factory=dict)  # lowercased id
-    warnings: list[str] = field(default_factory=list)
+    def __init__(self, path: str = "<string>", defaults: Profile | None = None,
+                 clients: dict[str, ClientSection] | None = None,
+                 warnings: list[str] | None = None):
+        self.path = path
+        self.defaults = Profile() if defaults is None else defaults
+        self.clients = {} if clients is None else clients   # lowercased id
+        self.warnings = [] if warnings is None else warnings
+
+    def __repr__(self) -> str:
+        return (f"ServerConfig(path={self.path!r}, defaults={self.defaults!r}, "
+                f"clients={self.clients!r}, warnings={self.warnings!r})")
 
     def client(self, client_id: str) -> ClientSection | None:
         return self.clients.get(client_id.lower())

@@ -17,7 +17,6 @@ import os
 import re
 import stat
 import sys
-from camex.record import dataclass, field  # not dataclasses: 1.2 MiB less
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from camex import __version__
@@ -46,37 +45,59 @@ class UsageError(Exception):
     "--port: 70000 is out of range 1..65535"."""
 
 
-@dataclass
 class Options:
-    mode: str = "client"
-    auto: bool = False
-    name: str | None = None
-    local_cidr: IPv4Interface | None = None
-    gateway_ip: IPv4Address | None = None
-    server_host: str | None = None
-    port: int = 0
-    bind_ip: str | None = None
-    config: str = DEFAULT_PATH
-    routes: list[IPv4Network] = field(default_factory=list)
-    mtu: int | None = None
-    psk: bytes | None = field(default=None, repr=False)
-    encrypt: bool = False
-    tun_dev: str | None = None
-    pid_file: str | None = None
-    bind_dev: str | None = None
-    log_level: str = "info"
-    protocol: str = "auto"
-    legacy: bool = True
-    server_tun: bool = False
-    keepalive: int = DEFAULT_KEEPALIVE
-    rekey_after: int = DEFAULT_REKEY_AFTER   # --rekey-after (v2; lab tests shorten it)
-    keylog: str | None = None         # --keylog FILE: append v2 session keys (camex-dissect)
-    control_socket: str = ""
-    extra: dict = field(default_factory=dict)
-    # Beyond CONTRACTS.md (compatible additions):
-    config_given: bool = False        # -f was on the command line (else the default path)
-    psk_source: str | None = None     # "--psk", "--psk-file", "CAMEX_PSK" or None
-    psk_file: str | None = None       # so that SIGHUP can re-read it (read_psk_file)
+    """The parsed command line. A plain class rather than a dataclass:
+    `dataclasses` imports `inspect`, 1.2 MiB of the daemon's resident memory
+    (issue 6). __slots__ lists every option, in describe()'s order."""
+
+    __slots__ = ("mode", "auto", "name", "local_cidr", "gateway_ip", "server_host", "port",
+              "bind_ip", "config", "routes", "mtu", "psk", "encrypt", "tun_dev", "pid_file",
+              "bind_dev", "log_level", "protocol", "legacy", "server_tun", "keepalive",
+              "rekey_after", "keylog", "control_socket", "extra", "config_given",
+              "psk_source", "psk_file")
+
+    def __init__(self, mode: str = "client", auto: bool = False, name: str | None = None,
+                 local_cidr: IPv4Interface | None = None,
+                 gateway_ip: IPv4Address | None = None, server_host: str | None = None,
+                 port: int = 0, bind_ip: str | None = None, config: str = DEFAULT_PATH,
+                 routes: list[IPv4Network] | None = None, mtu: int | None = None,
+                 psk: bytes | None = None, encrypt: bool = False, tun_dev: str | None = None,
+                 pid_file: str | None = None, bind_dev: str | None = None,
+                 log_level: str = "info", protocol: str = "auto", legacy: bool = True,
+                 server_tun: bool = False, keepalive: int = DEFAULT_KEEPALIVE,
+                 rekey_after: int = DEFAULT_REKEY_AFTER, keylog: str | None = None,
+                 control_socket: str = "", extra: dict | None = None,
+                 config_given: bool = False, psk_source: str | None = None,
+                 psk_file: str | None = None):
+        self.mode = mode
+        self.auto = auto
+        self.name = name
+        self.local_cidr = local_cidr
+        self.gateway_ip = gateway_ip
+        self.server_host = server_host
+        self.port = port
+        self.bind_ip = bind_ip
+        self.config = config
+        self.routes = [] if routes is None else routes
+        self.mtu = mtu
+        self.psk = psk
+        self.encrypt = encrypt
+        self.tun_dev = tun_dev
+        self.pid_file = pid_file
+        self.bind_dev = bind_dev
+        self.log_level = log_level
+        self.protocol = protocol
+        self.legacy = legacy
+        self.server_tun = server_tun
+        self.keepalive = keepalive
+        self.rekey_after = rekey_after  # --rekey-after (v2; lab tests shorten it)
+        self.keylog = keylog            # --keylog FILE: append v2 session keys (camex-dissect)
+        self.control_socket = control_socket
+        self.extra = {} if extra is None else extra
+        # Beyond CONTRACTS.md (compatible additions):
+        self.config_given = config_given  # -f was on the command line (else the default path)
+        self.psk_source = psk_source      # "--psk", "--psk-file", "CAMEX_PSK" or None
+        self.psk_file = psk_file          # so that SIGHUP can re-read it (read_psk_file)
 
     def __repr__(self) -> str:
         return f"Options({self.describe()})"
@@ -84,7 +105,7 @@ class Options:
     def describe(self) -> str:
         """One line for the start-up log; the passphrase shows only as <set>."""
         parts = []
-        for name in (f.name for f in self.__record_fields__):
+        for name in self.__slots__:
             value = getattr(self, name)
             if name == "psk":
                 value = f"<set, from {self.psk_source}>" if value else None

@@ -26,7 +26,6 @@ import ipaddress
 import os
 import struct
 from collections import OrderedDict
-from ..record import dataclass, field  # not dataclasses: 1.2 MiB less resident
 
 from ..io.gso import Reassembly
 from . import bulk, wire
@@ -46,19 +45,33 @@ FRAME_SLOTS_PER_SESSION = 4
 FRAME_TIMEOUT = 1.0      # seconds a BULK frame may take to arrive whole
 
 
-@dataclass
 class Grant:
     """What a client may do: its tunnel address, the inner source networks
     it may use (its address and networks behind it), and the configuration
-    pushed to it in the RESP (auto mode; None for a manual client)."""
-    address: ipaddress.IPv4Address
-    allowed: list = field(default_factory=list)
-    config: wire.Config | None = None
+    pushed to it in the RESP (auto mode; None for a manual client). One per
+    client (__slots__); compared by value on a reload. A plain class rather
+    than a dataclass: `dataclasses` imports `inspect`, 1.2 MiB resident."""
+    __slots__ = ("address", "allowed", "config")
 
-    def __post_init__(self):
-        host = ipaddress.IPv4Network((self.address, 32))
+    def __init__(self, address: ipaddress.IPv4Address, allowed: list | None = None,
+                 config: wire.Config | None = None):
+        self.address = address
+        self.allowed = [] if allowed is None else allowed
+        self.config = config
+        host = ipaddress.IPv4Network((address, 32))
         if host not in self.allowed:
             self.allowed = [host] + list(self.allowed)
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.address == other.address and self.allowed == other.allowed
+                and self.config == other.config)
+
+    __hash__ = None  # mutable and compared by value
+
+    def __repr__(self) -> str:
+        return f"Grant(address={self.address!r}, allowed={self.allowed!r}, config={self.config!r})"
 
 
 def grant_for(request: wire.Request, profile, behind=()):

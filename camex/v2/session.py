@@ -11,7 +11,6 @@ handshake, hence a new session with new keys - never a counter reset.
 from __future__ import annotations
 
 from collections import OrderedDict
-from ..record import dataclass  # not dataclasses: 1.2 MiB less resident
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -22,22 +21,30 @@ from .noise import nonce_bytes
 from .replay import ReplayWindow
 
 
-@dataclass
 class Timers:
     """Protocol timing (seconds) and message limits; defaults as documented
     in docs/PROTOCOL.md. Tests shrink them; deployments leave them alone,
-    except `keepalive` (--keepalive)."""
-    rekey_after_time: float = 120.0
-    reject_after_time: float = 180.0
-    rekey_after_messages: int = 2**60
-    reject_after_messages: int = 2**64 - 2**13 - 1
-    handshake_retry: float = 1.0
-    handshake_jitter: float = 0.125
-    keepalive: float = 25.0          # 0: no NAT keepalives (--keepalive 0)
-    passive_keepalive: float = 10.0
-    dead_after: float = 15.0
-    cookie_life: float = 110.0
-    cookie_secret_life: float = 120.0
+    except `keepalive` (--keepalive). A plain class rather than a dataclass:
+    `dataclasses` imports `inspect`, 1.2 MiB of the daemon's resident memory."""
+
+    def __init__(self, rekey_after_time: float = 120.0, reject_after_time: float = 180.0,
+                 rekey_after_messages: int = 2**60,
+                 reject_after_messages: int = 2**64 - 2**13 - 1,
+                 handshake_retry: float = 1.0, handshake_jitter: float = 0.125,
+                 keepalive: float = 25.0, passive_keepalive: float = 10.0,
+                 dead_after: float = 15.0, cookie_life: float = 110.0,
+                 cookie_secret_life: float = 120.0):
+        self.rekey_after_time = rekey_after_time
+        self.reject_after_time = reject_after_time
+        self.rekey_after_messages = rekey_after_messages
+        self.reject_after_messages = reject_after_messages
+        self.handshake_retry = handshake_retry
+        self.handshake_jitter = handshake_jitter
+        self.keepalive = keepalive          # 0: no NAT keepalives (--keepalive 0)
+        self.passive_keepalive = passive_keepalive
+        self.dead_after = dead_after
+        self.cookie_life = cookie_life
+        self.cookie_secret_life = cookie_secret_life
 
 
 def keylog_lines(local_index: int, remote_index: int, send_key: bytes,

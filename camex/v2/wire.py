@@ -22,7 +22,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import struct
-from ..record import dataclass, field  # not dataclasses: 1.2 MiB less resident
 
 from ..blake2 import blake2s, compare_digest
 
@@ -91,16 +90,24 @@ def equal(a, b) -> bool:
 
 # --- INIT -----------------------------------------------------------------
 
-@dataclass
+# The records below are plain classes rather than dataclasses: `dataclasses`
+# imports `inspect`, 1.2 MiB of the daemon's resident memory (issue 6).
+# __slots__: the server keeps a Request and a Config per client.
+
 class Init:
-    sender: int
-    client_id: str
-    prologue: bytes   # PROLOGUE_LABEL + the bytes before e (header .. id)
-    noise: bytes      # e || encrypted payload: Noise message 1
-    mac1: bytes
-    mac2: bytes
-    mac1_span: bytes  # everything before mac1
-    mac2_span: bytes  # everything before mac2
+    __slots__ = ("sender", "client_id", "prologue", "noise", "mac1", "mac2",
+                 "mac1_span", "mac2_span")
+
+    def __init__(self, sender: int, client_id: str, prologue: bytes, noise: bytes,
+                 mac1: bytes, mac2: bytes, mac1_span: bytes, mac2_span: bytes):
+        self.sender = sender
+        self.client_id = client_id
+        self.prologue = prologue    # PROLOGUE_LABEL + the bytes before e (header .. id)
+        self.noise = noise          # e || encrypted payload: Noise message 1
+        self.mac1 = mac1
+        self.mac2 = mac2
+        self.mac1_span = mac1_span  # everything before mac1
+        self.mac2_span = mac2_span  # everything before mac2
 
 
 def init_head(sender: int, client_id: str) -> bytes:
@@ -134,12 +141,14 @@ def parse_init(d) -> Init | None:
 
 # --- RESP -----------------------------------------------------------------
 
-@dataclass
 class Resp:
-    receiver: int
-    noise: bytes      # e || encrypted (sender index || payload): Noise message 2
-    mac1: bytes
-    mac1_span: bytes
+    __slots__ = ("receiver", "noise", "mac1", "mac1_span")
+
+    def __init__(self, receiver: int, noise: bytes, mac1: bytes, mac1_span: bytes):
+        self.receiver = receiver
+        self.noise = noise          # e || encrypted (sender index || payload): Noise message 2
+        self.mac1 = mac1
+        self.mac1_span = mac1_span
 
 
 def pack_resp(receiver: int, noise_msg: bytes, mac1_k: bytes) -> bytes:
@@ -320,29 +329,75 @@ ERR_REQUEST = 4      # malformed or unsupported request
 MAX_ROUTES = 16
 
 
-@dataclass
 class Request:
-    """What a client asks for in its INIT."""
-    auto: bool = False
-    local_cidr: ipaddress.IPv4Interface | None = None
-    mtu: int | None = None
-    features: int = 0     # FEATURE_* the client accepts (TLV_FEATURES)
+    """What a client asks for in its INIT. Compared by value (a re-sent
+    request is the same request)."""
+    __slots__ = ("auto", "local_cidr", "mtu", "features")
+
+    def __init__(self, auto: bool = False, local_cidr: ipaddress.IPv4Interface | None = None,
+                 mtu: int | None = None, features: int = 0):
+        self.auto = auto
+        self.local_cidr = local_cidr
+        self.mtu = mtu
+        self.features = features    # FEATURE_* the client accepts (TLV_FEATURES)
+
+    def _key(self):
+        return self.auto, self.local_cidr, self.mtu, self.features
+
+    def __eq__(self, other):
+        return self._key() == other._key() if other.__class__ is self.__class__ else NotImplemented
+
+    __hash__ = None  # mutable and compared by value
+
+    def __repr__(self) -> str:
+        return (f"Request(auto={self.auto!r}, local_cidr={self.local_cidr!r}, "
+                f"mtu={self.mtu!r}, features={self.features!r})")
 
 
-@dataclass
 class Config:
-    """What the server grants, sent back in the RESP (auto-mode CONFIG)."""
-    local_cidr: ipaddress.IPv4Interface | None = None
-    gateway_ip: ipaddress.IPv4Address | None = None
-    routes: list = field(default_factory=list)
-    mtu: int | None = None
-    features: int = 0     # FEATURE_* the server accepts (TLV_FEATURES)
+    """What the server grants, sent back in the RESP (auto-mode CONFIG).
+    Compared by value: a client reconfigures only on a change, a reload
+    keeps a session whose grant is unchanged."""
+    __slots__ = ("local_cidr", "gateway_ip", "routes", "mtu", "features")
+
+    def __init__(self, local_cidr: ipaddress.IPv4Interface | None = None,
+                 gateway_ip: ipaddress.IPv4Address | None = None, routes: list | None = None,
+                 mtu: int | None = None, features: int = 0):
+        self.local_cidr = local_cidr
+        self.gateway_ip = gateway_ip
+        self.routes = [] if routes is None else routes
+        self.mtu = mtu
+        self.features = features    # FEATURE_* the server accepts (TLV_FEATURES)
+
+    def _key(self):
+        return self.local_cidr, self.gateway_ip, self.routes, self.mtu, self.features
+
+    def __eq__(self, other):
+        return self._key() == other._key() if other.__class__ is self.__class__ else NotImplemented
+
+    __hash__ = None  # mutable and compared by value
+
+    def __repr__(self) -> str:
+        return (f"Config(local_cidr={self.local_cidr!r}, gateway_ip={self.gateway_ip!r}, "
+                f"routes={self.routes!r}, mtu={self.mtu!r}, features={self.features!r})")
 
 
-@dataclass
 class Refusal:
-    code: int
-    message: str = ""
+    __slots__ = ("code", "message")
+
+    def __init__(self, code: int, message: str = ""):
+        self.code = code
+        self.message = message
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self.code == other.code and self.message == other.message
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"Refusal(code={self.code!r}, message={self.message!r})"
 
 
 def _tlv(t: int, v: bytes) -> bytes:
