@@ -20,9 +20,6 @@ import ipaddress
 import os
 from collections import Counter, OrderedDict
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
 from ..legacy import codec
 from ..log import LOG, Throttle
 from ..replay import ReplayWindow
@@ -99,7 +96,8 @@ class LegacyClient:
         self.gateway = gateway
         self.routes = list(routes)
         self.mtu_override = mtu
-        self.aead = ChaCha20Poly1305(key) if key else None
+        # cryptography only with a key (codec.new_aead): a plaintext client never loads it.
+        self.aead = codec.new_aead(key) if key else None
         self.tx_prefix = rng(4)
         self.tx_seq = 0
         self.windows: OrderedDict = OrderedDict()
@@ -198,7 +196,7 @@ class LegacyClient:
             return
         try:
             plaintext = codec.open_datagram(self.aead, data, hdr)
-        except InvalidTag:
+        except codec.InvalidTag:
             self.drops["auth"] += 1
             self.throttle.warning("auth", "dropped a datagram from the server that "
                                   "does not authenticate (passphrase mismatch?)")

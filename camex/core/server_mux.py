@@ -8,62 +8,25 @@ is relayed to whichever client holds its destination, over that client's
 protocol, or to the server's own TUN.
 
 The v2 half is camex.v2.core.V2ServerCore with the cross-protocol policy
-added here. Inputs and outputs are those of LegacyServer: `datagram_received`,
-`tun_packet`, `on_timer`; `outbox` (datagram, endpoint) and `to_tun`.
+of camex.core.server_mux_v2, imported only when v2 is on: v2 needs
+`cryptography`, which a plaintext legacy server never loads (6.6 MiB of
+resident memory, issue 6). Inputs and outputs are those of LegacyServer:
+`datagram_received`, `tun_packet`, `on_timer`; `outbox` (datagram, endpoint)
+and `to_tun`.
 """
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from ..legacy import codec
 from ..log import Throttle
-from ..v2 import bulk, wire
-from ..v2.core import V2ServerCore
-from ..v2.events import Up
-from ..v2.server import Grant
-from ..v2.session import Timers
+from ..v2 import bulk, wire  # neither loads cryptography (is_v2; cutting TSO reads)
 from .server import GLOBAL, LegacyServer
 
-
-def _behind(profile) -> list:
-    """Networks behind a client: `allowed_cidr=` of its section."""
-    return list(profile.allowed) if profile is not None else []
-
-
-class _V2Half(V2ServerCore):
-    """V2ServerCore with the policy of a server that also speaks legacy:
-    addresses pinned to a client section, or held by a live legacy client
-    of another identity, are refused; a client that comes back over v2
-    takes its address from its own legacy entry."""
-
-    def __init__(self, mux, **kw):
-        self.mux = mux
-        super().__init__(behind_for=_behind, **kw)
-
-    def _authorize(self, client_id: str, request):
-        mux = self.mux
-        cid = (client_id or "").lower()
-        if not request.auto and request.local_cidr is not None:
-            owner = mux.pinned_owner(request.local_cidr.ip)
-            if owner is not None and owner != cid:
-                return wire.Refusal(wire.ERR_ADDRESS,
-                                    f"{request.local_cidr.ip} belongs to another client")
-        grant = super()._authorize(client_id, request)
-        if isinstance(grant, Grant) and mux.legacy is not None:
-            other = mux.legacy.identity_of(grant.address.packed)
-            me = (mux.key_name(client_id), cid or None)
-            if other is not None and not LegacyServer._same_client(other, me):
-                return wire.Refusal(wire.ERR_ADDRESS,
-                                    f"{grant.address} is in use by a legacy client")
-        return grant
-
-    def _handle(self, actions, now: float) -> None:
-        if self.mux.legacy is not None:
-            for a in actions:
-                if isinstance(a, Up):
-                    self.mux.legacy.evict(a.peer.grant.address.packed, "moved to protocol v2")
-        super()._handle(actions, now)
+if TYPE_CHECKING:
+    from ..v2.session import Timers
 
 
 class ServerMux:
@@ -84,7 +47,8 @@ class ServerMux:
             self.legacy.to_tun = self.to_tun
         self.v2 = None
         if v2:
-            self.v2 = _V2Half(self, global_passphrase=passphrase, config=config,
+            from .server_mux_v2 import V2Half
+            self.v2 = V2Half(self, global_passphrase=passphrase, config=config,
                               local_delivery=local_delivery, relay_other=self._to_legacy,
                               rng=rng, keylog=keylog, timers=timers)
             self.v2.outbox = self.outbox

@@ -57,6 +57,26 @@ def fingerprint(key: bytes) -> str:
     return blake2b(key, digest_size=16).hexdigest()
 
 
+def new_aead(key: bytes):
+    """cryptography's ChaCha20Poly1305 for a key (what seal and open_datagram
+    take). `cryptography` is imported here, not at the top: a plaintext
+    daemon never loads it (6.6 MiB of resident memory, issue 6)."""
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+    return ChaCha20Poly1305(key)
+
+
+def __getattr__(name: str):
+    # `codec.InvalidTag` is cryptography's exception, imported on first
+    # lookup. An `except codec.InvalidTag:` clause looks it up only when an
+    # exception reaches it, i.e. after a new_aead object failed to open a
+    # datagram, so a plaintext daemon never imports cryptography through it.
+    if name == "InvalidTag":
+        from cryptography.exceptions import InvalidTag
+        globals()["InvalidTag"] = InvalidTag  # later lookups: a plain attribute
+        return InvalidTag
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # ------------------------------------------------------ encrypted framing
 
 
@@ -111,7 +131,8 @@ def seal(aead, ptype: int, prefix: bytes, seq: int, plaintext: bytes) -> bytes:
 
 
 def open_datagram(aead, buf, header: Header | None = None) -> bytes:
-    """Authenticate and decrypt; raises cryptography's InvalidTag on failure."""
+    """Authenticate and decrypt; raises InvalidTag (cryptography's, also
+    `codec.InvalidTag`) on failure."""
     if header is None:
         header = parse_header(buf)
     mv = memoryview(buf)

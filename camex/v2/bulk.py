@@ -17,7 +17,7 @@ from operator import itemgetter
 
 from ..io import gso, offload
 from . import wire
-from .session import FORGED
+from .events import FORGED
 
 _BULK_FIELDS = wire.bulk_fields
 _HL = wire.HEADER_BULK

@@ -44,6 +44,14 @@ class Refused(NamedTuple):
     message: str
 
 
+# What Session.open and open_frame return instead of a plaintext. Here rather
+# than in camex.v2.session so that camex.v2.bulk (which a plaintext legacy
+# server uses to cut TSO reads) needs no session, hence no cryptography.
+REPLAY = "replay"
+FORGED = "forged"
+TOO_OLD = "reject-after-messages"
+
+
 class Roamed(NamedTuple):
     """Server: an authenticated, replay-checked packet came from a new endpoint."""
     peer: Any

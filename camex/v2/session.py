@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from ..io.gso import cut_frame
 from . import wire
+from .events import FORGED, REPLAY, TOO_OLD  # what open() returns instead of a plaintext
 from .noise import nonce_bytes
 from .replay import ReplayWindow
 
@@ -55,12 +56,6 @@ def keylog_lines(local_index: int, remote_index: int, send_key: bytes,
     that key. Both directions of the session, one line each."""
     return [f"CAMEX_V2 {local_index:08x} {recv_key.hex()}",
             f"CAMEX_V2 {remote_index:08x} {send_key.hex()}"]
-
-
-# Results of Session.open besides the plaintext.
-REPLAY = "replay"
-FORGED = "forged"
-TOO_OLD = "reject-after-messages"
 
 
 class _AeadCache:
