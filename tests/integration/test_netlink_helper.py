@@ -1,6 +1,8 @@
 """Link set-up and scrypt run in short-lived helper processes (camex.child):
 what an operator sees of that in `camex status`, with the tunnel working as
-before, and a reload that derives a changed passphrase in a helper again."""
+before, and a reload that derives a changed passphrase in a helper again.
+A plaintext daemon does not load `cryptography` at all (issue 6: memory);
+`camex status --json` says so in `process.crypto_loaded`."""
 
 import subprocess
 
@@ -8,6 +10,7 @@ import pytest
 
 from lab.daemons import auto_config
 from lab.netns import wait_until
+from lab.traffic import iperf3
 from lab.v2lab import GLOBAL, PER_CLIENT, V2Camex, pings
 
 pytestmark = pytest.mark.lab
@@ -34,6 +37,7 @@ def test_status_shows_no_pyroute2_in_the_daemons_and_what_their_helpers_cost(cx,
     for ns in (star.server, star.c1):
         proc = cx.status(ns)["process"]
         assert proc["pyroute2_loaded"] is False, proc
+        assert proc["crypto_loaded"] is True, proc  # encrypted: it needs it
         helpers = proc["helpers"]
         # Link set-up (server TUN / client TUN) and scrypt each ran in a
         # helper, whose peak is reported since it is gone.
@@ -56,6 +60,31 @@ def test_status_shows_no_pyroute2_in_the_daemons_and_what_their_helpers_cost(cx,
     assert c2.running()
     pings(star.c2, "10.0.0.1")
     assert cx.status(star.server)["process"]["pyroute2_loaded"] is False
+
+
+def test_plaintext_daemons_relay_and_serve_without_loading_cryptography(cx, star):
+    """Legacy plaintext (no -e/-k, so no v2 either): a server with its own
+    TUN relaying between two auto clients. Pings both ways through the relay
+    and to the server, and TCP from the server's TUN (TSO reads cut into
+    packets for a legacy client), and none of the three daemons has
+    imported `cryptography`."""
+    config = cx.write_config(auto_config({"C1": {"local_cidr": "10.0.0.2/24"},
+                                          "C2": {"local_cidr": "10.0.0.3/24"}}))
+    srv = cx.start_server(config=config, extra=["--server-tun"])
+    srv.wait_for_line(r"server TUN (\S+) address (\S+)", timeout=5)
+    c1 = cx.start_client(star.c1, auto=True)
+    c2 = cx.start_client(star.c2, auto=True)
+    assert c1.running() and c2.running()
+    pings(star.c1, "10.0.0.3")   # client to client through the relay
+    pings(star.c2, "10.0.0.1")   # client to the server's TUN
+    res = iperf3(star.c1, star.server, "10.0.0.1", seconds=1.0, extra=("-R",))
+    assert res.received_bytes > 0, res
+
+    for ns in (star.server, star.c1, star.c2):
+        st = cx.status(ns)
+        assert st["encrypted"] is False, st
+        assert st["process"]["crypto_loaded"] is False, st["process"]
+        assert st["process"]["pyroute2_loaded"] is False, st["process"]
 
 
 def test_a_client_that_fails_at_start_leaves_no_helper_behind(cx, star):
