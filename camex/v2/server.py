@@ -5,7 +5,7 @@
     pairs = srv.send(peer, packets, now)         # fast path: [(datagram, addr)]
     pairs = srv.send_frame(peer, records, now)   # BULK frames, or None: peer takes DATA only
     peer = srv.route(dst_ip)                     # which peer owns a tunnel address
-    t = srv.next_timer(); actions = srv.on_timer(now)
+    t = srv.next_timer(); actions = srv.on_timer(now)    # O(log n), see "timers"
     actions = srv.close(now)                     # CLOSE to every peer (shutdown)
     actions = srv.reload(psk_for, authorize, now)
 
@@ -18,10 +18,22 @@ A DATA datagram names its session by index: one dict lookup, one AEAD
 attempt. Peers are keyed by their client ID (lower-cased) or, for a client
 without an ID, by its tunnel address; a peer's endpoint moves only after an
 authenticated, replay-checked DATA datagram.
+
+Timers (passive keepalive, session expiry, pending handshake expiry) live
+in two heaps with lazy invalidation, so that next_timer() costs the same
+with 10,000 clients as with two and on_timer() touches only the peers that
+are due. A peer has at most one live heap entry, at `timer_at`, never
+later than its earliest timer: an event that brings a timer forward
+pushes a new entry (the old one is dead: its time is no longer
+`timer_at`); one that pushes timers back (data sent, a session gone)
+changes nothing until the entry reaches the top, where the peer's true
+next time is computed again (`_peer_top`). Dead entries are dropped at the
+top, or all at once when they outnumber the live ones (`_compact`).
 """
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
 import os
 import struct
@@ -43,6 +55,11 @@ INITS_PER_ADDRESS = 10   # under load: DH handshakes per second per source IP
 FRAME_SLOTS = 32         # BULK frames being reassembled, all clients together
 FRAME_SLOTS_PER_SESSION = 4
 FRAME_TIMEOUT = 1.0      # seconds a BULK frame may take to arrive whole
+HEAP_SPARE = 1024        # dead timer entries tolerated beyond twice the live ones
+# on_timer looks at heap entries due up to this much after `now` and decides
+# with the exact age checks: a timer computed as created + limit may round
+# differently from now - created >= limit.
+TIMER_SLACK = 1e-6
 
 
 class Grant:
@@ -99,7 +116,8 @@ class Peer:
     """A client as the server knows it, across its successive sessions."""
 
     __slots__ = ("key", "client_id", "psk", "request", "grant", "endpoint",
-                 "current", "previous", "ack_due", "_allowed", "stats")
+                 "current", "previous", "ack_due", "_allowed", "stats",
+                 "seq", "timer_at")
 
     def __init__(self, key, client_id, psk, request, grant):
         self.key, self.client_id, self.psk, self.request = key, client_id, psk, request
@@ -107,6 +125,8 @@ class Peer:
         self.current: Session | None = None
         self.previous: Session | None = None
         self.ack_due = None
+        self.seq = 0             # order of arrival in V2Server.peers (set there)
+        self.timer_at = None     # time of this peer's live timer heap entry
         self.stats = {"rx": 0, "tx": 0, "rx_bytes": 0, "tx_bytes": 0,
                       "spoofed": 0, "replay": 0, "forged": 0, "bulk_rx": 0, "bulk_tx": 0}
         self.set_grant(grant)
@@ -173,6 +193,9 @@ class V2Server:
         self._behind = None   # networks behind clients, longest prefix first
         self.sessions: dict[int, object] = {}   # local index -> Peer or _Pending
         self.pending_by_key: dict[str, int] = {}
+        self._timers: list = []       # heap of (time, peer.seq, peer), see "Timers"
+        self._pend_timers: list = []  # heap of (expiry, n, _Pending)
+        self._seq = 0                 # next Peer.seq / pending entry number
         self.seen_e: OrderedDict = OrderedDict()  # INIT ephemeral -> time
         self.hinted: dict = {}                     # addr -> time of last NOSESSION
         self.hint_second, self.hint_count = None, 0
@@ -268,21 +291,26 @@ class V2Server:
         return None
 
     def next_timer(self) -> float | None:
-        t = []
-        for p in self.peers.values():
-            if p.ack_due is not None:
-                t.append(p.ack_due)
-            for s in (p.current, p.previous):
-                if s is not None:
-                    t.append(s.created + self.t.reject_after_time)
-        for idx in self.pending_by_key.values():
-            t.append(self.sessions[idx].session.created + self.t.rekey_after_time)
-        return min(t) if t else None
+        a = self._peer_top()
+        b = self._pending_top()
+        if a is None:
+            return b
+        return a if b is None or a <= b else b
 
     def on_timer(self, now: float) -> list:
         out = []
         limit = self.t.reject_after_time
-        for p in list(self.peers.values()):
+        peers, h = self.peers, self._timers
+        edge = now + TIMER_SLACK
+        due = {}
+        while h and h[0][0] <= edge:
+            t, _, p = heapq.heappop(h)
+            if t == p.timer_at and peers.get(p.key) is p:
+                due[p.seq] = p
+        # In the order of self.peers, as a walk over all of them would go.
+        for seq in sorted(due):
+            p = due[seq]
+            p.timer_at = None
             if p.previous is not None and p.previous.age(now) >= limit:
                 self.sessions.pop(p.previous.local_index, None)
                 p.previous = None
@@ -295,13 +323,91 @@ class V2Server:
                 # to say for a while; tell it we are alive.
                 out.append(Send(s.seal(b"", now, self._rekey_flag(s, now)), p.endpoint))
                 p.ack_due = None
-        for key, idx in list(self.pending_by_key.items()):
-            if self.sessions[idx].session.age(now) >= self.t.rekey_after_time:
-                self._forget_pending(key)
+            self._arm(p)
+        ph, back = self._pend_timers, []
+        rekey = self.t.rekey_after_time
+        while ph and ph[0][0] <= edge:
+            e = heapq.heappop(ph)
+            pend = e[2]
+            if self.sessions.get(pend.session.local_index) is not pend:
+                continue   # confirmed or forgotten meanwhile
+            if pend.session.age(now) >= rekey:
+                self._forget_pending(pend.key)
+            else:
+                back.append(e)
+        for e in back:
+            heapq.heappush(ph, e)
         horizon = now - self.t.reject_after_time
         while self.seen_e and next(iter(self.seen_e.values())) < horizon:
             self.seen_e.popitem(last=False)
         return out
+
+    # --- timer heaps ------------------------------------------------------
+
+    def _peer_due(self, p: Peer) -> float | None:
+        """The peer's earliest timer: passive keepalive, session expiry."""
+        t = p.ack_due
+        limit = self.t.reject_after_time
+        for s in (p.current, p.previous):
+            if s is not None:
+                e = s.created + limit
+                if t is None or e < t:
+                    t = e
+        return t
+
+    def _arm(self, p: Peer) -> None:
+        """After an event that may bring the peer's next timer forward."""
+        t = self._peer_due(p)
+        if t is not None and (p.timer_at is None or t < p.timer_at):
+            p.timer_at = t
+            h = self._timers
+            heapq.heappush(h, (t, p.seq, p))
+            if len(h) > 2 * len(self.peers) + HEAP_SPARE:
+                self._compact()
+
+    def _peer_top(self) -> float | None:
+        """The earliest timer of all peers: settle the heap's top."""
+        h, peers = self._timers, self.peers
+        while h:
+            d, _, p = h[0]
+            if d != p.timer_at or peers.get(p.key) is not p:
+                heapq.heappop(h)          # dead entry
+                continue
+            t = self._peer_due(p)
+            if t == d:
+                return d
+            p.timer_at = t                # timers moved back since the push
+            if t is None:
+                heapq.heappop(h)
+            else:
+                heapq.heapreplace(h, (t, p.seq, p))
+        return None
+
+    def _pending_top(self) -> float | None:
+        h, sessions = self._pend_timers, self.sessions
+        while h:
+            pend = h[0][2]
+            if sessions.get(pend.session.local_index) is pend:
+                return h[0][0]
+            heapq.heappop(h)              # confirmed or forgotten
+        return None
+
+    def _compact(self) -> None:
+        """Drop every dead entry (amortised: after as many pushes as there
+        are live entries, plus HEAP_SPARE)."""
+        peers, live = self.peers, {}
+        for e in self._timers:
+            p = e[2]
+            if e[0] == p.timer_at and peers.get(p.key) is p:
+                live[p.seq] = e
+        self._timers[:] = live.values()
+        heapq.heapify(self._timers)
+
+    def _compact_pending(self) -> None:
+        sessions = self.sessions
+        h = self._pend_timers
+        h[:] = [e for e in h if sessions.get(e[2].session.local_index) is e[2]]
+        heapq.heapify(h)
 
     def close(self, now: float) -> list:
         """Shutdown: an authenticated CLOSE to every peer, so that clients
@@ -424,8 +530,12 @@ class V2Server:
             self._forget_pending(key)
             if len(self.pending_by_key) >= MAX_PENDING:
                 self._forget_pending(next(iter(self.pending_by_key)))
-            self.sessions[index] = _Pending(s, key, init.client_id, psk, request, result)
+            pend = self.sessions[index] = _Pending(s, key, init.client_id, psk, request, result)
             self.pending_by_key[key] = index
+            self._seq += 1
+            heapq.heappush(self._pend_timers, (s.created + self.t.rekey_after_time, self._seq, pend))
+            if len(self._pend_timers) > 2 * len(self.pending_by_key) + HEAP_SPARE:
+                self._compact_pending()
             self.stats["handshakes"] += 1
         return [Send(resp, addr)]
 
@@ -527,7 +637,9 @@ class V2Server:
             peer.stats["rx"] += len(good)
             peer.stats["rx_bytes"] += sum(map(len, good))
             if peer.ack_due is None:
-                peer.ack_due = now + self.t.passive_keepalive
+                a = peer.ack_due = now + self.t.passive_keepalive
+                if peer.timer_at is None or a < peer.timer_at:
+                    self._arm(peer)
             out.append(Deliver(good, peer))
         return out
 
@@ -563,7 +675,9 @@ class V2Server:
                 peer.stats["rx"] += bulk.segment_count(g, p)
                 peer.stats["rx_bytes"] += len(p)
             if peer.ack_due is None:
-                peer.ack_due = now + self.t.passive_keepalive
+                a = peer.ack_due = now + self.t.passive_keepalive
+                if peer.timer_at is None or a < peer.timer_at:
+                    self._arm(peer)
             # The plaintext as it came, if nothing was taken out: a relay
             # re-seals it for one destination without packing it again.
             out.append(DeliverFrame(good, peer, plain if len(good) == len(records) else None))
@@ -583,6 +697,8 @@ class V2Server:
             out += self._drop_peer(holder, "address taken over")
         if peer is None:
             peer = Peer(pend.key, pend.client_id, pend.psk, pend.request, pend.grant)
+            self._seq += 1
+            peer.seq = self._seq
             self.peers[pend.key] = peer
             changed = True
         else:
@@ -597,6 +713,7 @@ class V2Server:
         self._behind = self._bulk_n = None
         peer.previous, peer.current = peer.current, s
         self.sessions[s.local_index] = peer
+        self._arm(peer)
         peer.endpoint = addr if peer.endpoint is None else peer.endpoint
         if changed:
             out.append(Up(peer.grant.config, peer))

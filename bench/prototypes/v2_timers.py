@@ -1,0 +1,118 @@
+"""Micro-benchmark: the v2 server's timer bookkeeping with many clients.
+
+    .venv/bin/python -m bench.prototypes.v2_timers [--peers 10000] [--rounds 2000]
+
+Registers N clients on one in-memory V2Server (real handshakes, fake clock,
+no sockets), gives every tenth one an open passive keepalive, then times:
+- next_timer() as the server answers it now,
+- the reference full walk (what next_timer() did before the timer heap),
+- one relayed packet's server work (receive DATA + send to another peer),
+  followed by next_timer(), as the event loop does after each wake-up,
+- on_timer() when nothing is due.
+Prints microseconds per call (best of 5 runs). Not a test: numbers only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import time
+
+from camex.v2 import wire
+from camex.v2.client import ClientSession
+from camex.v2.events import Send
+from camex.v2.memlab import ipv4, make_server
+
+PSK = b"B" * 32
+
+
+def reference_next_timer(srv):
+    """The full walk over every peer and pending handshake (the old code)."""
+    t = []
+    for p in srv.peers.values():
+        if p.ack_due is not None:
+            t.append(p.ack_due)
+        for s in (p.current, p.previous):
+            if s is not None:
+                t.append(s.created + srv.t.reject_after_time)
+    for idx in srv.pending_by_key.values():
+        t.append(srv.sessions[idx].session.created + srv.t.rekey_after_time)
+    return min(t) if t else None
+
+
+def build(n: int, now: float = 1000.0):
+    srv = make_server(global_psk=PSK, load_threshold=10**9)
+    clients = []
+    for i in range(n):
+        addr_ip = ipaddress.IPv4Address("10.64.0.0") + i + 1
+        c = ClientSession([PSK], f"c{i}", wire.Request(auto=False,
+                                                        local_cidr=ipaddress.IPv4Interface(f"{addr_ip}/16")))
+        ep = ("192.0.2.1", 20000 + i) if i < 40000 else ("192.0.2.2", i)
+        t = now + i * 1e-4     # spread the sessions' ages a little
+        for a in c.start(t):
+            for r in srv.receive(a.data, ep, t):
+                for b in c.receive(r.data, t):
+                    if isinstance(b, Send):
+                        srv.receive(b.data, ep, t)
+        assert c.established, i
+        clients.append((c, ep, str(addr_ip)))
+    t = now + n * 1e-4
+    for c, ep, ip in clients[::10]:   # an open passive keepalive on every tenth
+        for d in c.encrypt([ipv4(ip, "10.64.0.1", b"x" * 40)], t):
+            srv.receive(d, ep, t)
+    return srv, clients, t
+
+
+def best(fn, rounds: int) -> float:
+    out = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            fn()
+        out.append((time.perf_counter() - t0) / rounds)
+    return min(out) * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--peers", type=int, default=10000)
+    ap.add_argument("--rounds", type=int, default=2000)
+    a = ap.parse_args()
+    t0 = time.perf_counter()
+    srv, clients, now = build(a.peers)
+    print(f"{a.peers} peers registered in {time.perf_counter() - t0:.1f} s")
+    assert srv.next_timer() == reference_next_timer(srv)
+    (c1, ep1, ip1), (c2, ep2, ip2) = clients[0], clients[1]
+    pkt = ipv4(ip1, ip2, b"y" * 100)
+    p2 = srv.route(ipaddress.IPv4Address(ip2).packed)
+    data = c1.encrypt([pkt], now)[0]
+    dgrams = [c1.encrypt([pkt], now)[0] for _ in range(a.rounds * 5 + 10)]
+    it = iter(dgrams)
+
+    def relay():
+        srv.receive(next(it), ep1, now)
+        srv.send(p2, (pkt,), now)
+        srv.next_timer()
+
+    def relay_only():
+        srv.receive(next(it), ep1, now)
+        srv.send(p2, (pkt,), now)
+
+    rows = [("next_timer()", best(srv.next_timer, a.rounds)),
+            ("reference full walk", best(lambda: reference_next_timer(srv), max(10, a.rounds // 20))),
+            ("on_timer(now), nothing due", best(lambda: srv.on_timer(now), max(10, a.rounds // 20)))]
+    n = a.rounds // 2
+    dgrams[:] = [c1.encrypt([pkt], now)[0] for _ in range(n * 5 + 10)]
+    it = iter(dgrams)
+    rows.append(("relay one packet (receive+send)", best(relay_only, n)))
+    dgrams[:] = [c1.encrypt([pkt], now)[0] for _ in range(n * 5 + 10)]
+    it = iter(dgrams)
+    rows.append(("relay one packet + next_timer()", best(relay, n)))
+    del data
+    assert srv.next_timer() == reference_next_timer(srv)
+    for name, us in rows:
+        print(f"  {name:36s} {us:10.2f} us")
+
+
+if __name__ == "__main__":
+    main()
