@@ -190,14 +190,15 @@ def scenario(w: World, n: int, check, seed: int = 7) -> None:
                     w.log.append(("data", w.now, d, addr))
                     w.clients[i].receive(d, w.now)
         check(w)
-        # The server answers the peer whose keepalive is due first: the
+        # The server answers the peers whose keepalives are due first: the
         # earliest timer moves back (the heap's top goes stale).
-        acks = [p for p in w.srv.peers.values() if p.ack_due is not None]
-        if acks:
-            peer = min(acks, key=lambda p: p.ack_due)
+        acks = [p.ack_due for p in w.srv.peers.values() if p.ack_due is not None]
+        first = [p for p in w.srv.peers.values() if acks and p.ack_due == min(acks)
+                 and step % 2]
+        for peer in first:
             w.log.extend(("data", w.now, d, addr) for d, addr in w.srv.send(
                 peer, [ipv4("10.64.0.1", str(peer.grant.address), b"first")], w.now))
-            check(w)
+        check(w)
         for k, i in enumerate(r.sample(live, 3)):        # roaming
             w.move(i, ("198.51.100.9", 30000 + step * 3 + k))
             w.to_server(i, w.clients[i].encrypt([ipv4(addr_of(i), "10.64.0.1", b"moved")], w.now))
@@ -205,8 +206,8 @@ def scenario(w: World, n: int, check, seed: int = 7) -> None:
         if step % 4 == 1:                                # a client leaves with a CLOSE
             i = r.choice(live) if step % 8 == 1 else min(   # (or the next to expire)
                 live, key=lambda i: w.clients[i].current.created if w.clients[i].current else 1e18)
+            w.by_ep.pop(w.ep[i])     # (a NOSESSION hint in answer goes nowhere)
             w.to_server(i, w.clients.pop(i).close(w.now))
-            w.by_ep.pop(w.ep[i])
             silent.discard(i)
             check(w)
         if step % 3 == 0:                                # a handshake nobody confirms
@@ -241,7 +242,7 @@ def test_next_timer_matches_a_walk_over_5000_peers():
     seen = outcome(w)
     # The scenario did reach every timer and every change of peers.
     assert seen["Down session expired"] >= 1000            # the silent quarter
-    assert seen["Down client closed the session"] >= 20
+    assert seen["Down client closed the session"] >= 10
     assert seen["roamed"] >= 200
     assert w.timer_sends >= 1000    # passive keepalives, from on_timer
     assert w.srv.stats["handshakes"] > 5000                 # rekeys and strangers
@@ -267,7 +268,7 @@ def test_same_datagrams_and_events_as_the_walking_server():
     assert a.log == b.log      # same datagrams, same order, same events
     seen = outcome(a)
     assert seen["Down session expired"] >= 30 and seen["roamed"] >= 100
-    assert seen["Down client closed the session"] >= 20
+    assert seen["Down client closed the session"] >= 10
     assert a.timer_sends >= 500      # passive keepalives, from on_timer
 
 
@@ -301,3 +302,20 @@ def test_timers_fire_in_order_and_never_early():
     assert len(downs) == 300
     assert downs == sorted(downs, key=lambda d: (created[d[1]], d[1]))
     assert w.srv.next_timer() is None
+
+
+def test_expiry_at_a_time_where_float_rounding_disagrees():
+    """created + 30 rounds above `now` while now - created >= 30: the
+    walking server expired the session at that `now`; so must this one."""
+    c, n = 0.6532276962299033, 30.6532276962299
+    assert n - c >= T["reject_after_time"] and c + T["reject_after_time"] > n
+    outs = []
+    for cls in (V2Server, RefServer):
+        w = World(cls, b"round")
+        w.now = c
+        w.client_said(0, w.add(0, 20000).start(w.now))
+        assert len(w.srv.peers) == 1
+        out = w.srv.on_timer(n)
+        outs.append([(type(a).__name__, getattr(a, "reason", None)) for a in out])
+        assert w.srv.next_timer() is None
+    assert outs[0] == outs[1] == [("Down", "session expired")]
