@@ -10,6 +10,14 @@ no sockets), gives every tenth one an open passive keepalive, then times:
   followed by next_timer(), as the event loop does after each wake-up,
 - on_timer() when nothing is due.
 Prints microseconds per call (best of 5 runs). Not a test: numbers only.
+
+    .venv/bin/python -m bench.prototypes.v2_timers --live 10000 [--seconds 5]
+
+The same question end to end (root, network namespaces): a v2 camex server
+with two real v2 clients, an iperf3 run c1 -> server -> c2 (TCP through the
+tunnel); then lab.loadgen.V2Load brings N more v2 clients up from the third
+namespace (from 200 source addresses: the server limits handshakes per
+address under load) and the same iperf3 run again.
 """
 
 from __future__ import annotations
@@ -73,11 +81,50 @@ def best(fn, rounds: int) -> float:
     return min(out) * 1e6
 
 
+def live(n: int, seconds: float) -> None:
+    from lab import loadgen
+    from lab.daemons import GLOBAL_PSK, Camex
+    from lab.netns import StarTopology
+    from lab.traffic import iperf3
+
+    with StarTopology(clients=3) as lab:
+        cx = Camex(lab, protocol="v2")
+        srv = cx.start_server(encrypt=True, psk=GLOBAL_PSK)
+        c1, c2, gen = lab.clients
+        cx.start_client(c1, encrypt=True, psk=GLOBAL_PSK, local_cidr="10.64.200.1/16")
+        cx.start_client(c2, encrypt=True, psk=GLOBAL_PSK, local_cidr="10.64.200.2/16")
+        c1.wait_ping("10.64.200.2", timeout=10)
+        r2 = iperf3(c1, c2, "10.64.200.2", seconds=seconds)
+        print(f"2 v2 clients: relay {r2.gbps:.3f} Gbit/s (server pid {srv.pid})", flush=True)
+        ips = [f"10.250.2.{i}" for i in range(3, 203)]
+        with gen.ipr() as ipr:
+            idx = ipr.link_lookup(ifname="eth0")[0]
+            for ip in ips:
+                ipr.addr("add", index=idx, address=ip, prefixlen=24)
+        load = loadgen.V2Load(gen, (gen.server_ip, cx.port), n, GLOBAL_PSK.encode(), bind_ips=ips)
+        try:
+            t0 = time.monotonic()
+            load.start_all()
+            up = load.wait_up(timeout=300)
+            print(f"{up} of {n} load clients up in {time.monotonic() - t0:.1f} s", flush=True)
+            load.collect(1.0)
+            rn = iperf3(c1, c2, "10.64.200.2", seconds=seconds)
+            print(f"{up + 2} v2 clients: relay {rn.gbps:.3f} Gbit/s "
+                  f"({rn.gbps / r2.gbps:.2f} x the 2-client figure)", flush=True)
+        finally:
+            load.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--peers", type=int, default=10000)
     ap.add_argument("--rounds", type=int, default=2000)
+    ap.add_argument("--live", type=int, metavar="N", help="end to end with N load clients")
+    ap.add_argument("--seconds", type=float, default=5.0)
     a = ap.parse_args()
+    if a.live:
+        live(a.live, a.seconds)
+        return
     t0 = time.perf_counter()
     srv, clients, now = build(a.peers)
     print(f"{a.peers} peers registered in {time.perf_counter() - t0:.1f} s")
