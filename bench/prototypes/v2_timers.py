@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
+import sys
 import time
 
 from camex.v2 import wire
@@ -34,18 +36,12 @@ from camex.v2.memlab import ipv4, make_server
 PSK = b"B" * 32
 
 
-def reference_next_timer(srv):
-    """The full walk over every peer and pending handshake (the old code)."""
-    t = []
-    for p in srv.peers.values():
-        if p.ack_due is not None:
-            t.append(p.ack_due)
-        for s in (p.current, p.previous):
-            if s is not None:
-                t.append(s.created + srv.t.reject_after_time)
-    for idx in srv.pending_by_key.values():
-        t.append(srv.sessions[idx].session.created + srv.t.rekey_after_time)
-    return min(t) if t else None
+def _reference():
+    """The full walk over every peer and pending handshake (the server's
+    next_timer() before its timer heaps), as the unit tests keep it."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", "unit"))
+    from test_v2_timers import reference_next_timer
+    return reference_next_timer
 
 
 def build(n: int, now: float = 1000.0):
@@ -125,6 +121,7 @@ def main() -> None:
     if a.live:
         live(a.live, a.seconds)
         return
+    reference_next_timer = _reference()
     t0 = time.perf_counter()
     srv, clients, now = build(a.peers)
     print(f"{a.peers} peers registered in {time.perf_counter() - t0:.1f} s")

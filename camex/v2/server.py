@@ -299,7 +299,6 @@ class V2Server:
 
     def on_timer(self, now: float) -> list:
         out = []
-        limit = self.t.reject_after_time
         peers, h = self.peers, self._timers
         edge = now + TIMER_SLACK
         due = {}
@@ -311,19 +310,9 @@ class V2Server:
         for seq in sorted(due):
             p = due[seq]
             p.timer_at = None
-            if p.previous is not None and p.previous.age(now) >= limit:
-                self.sessions.pop(p.previous.local_index, None)
-                p.previous = None
-            if p.current is not None and p.current.age(now) >= limit:
-                out += self._drop_peer(p, "session expired")
-                continue
-            s = p.current
-            if p.ack_due is not None and now >= p.ack_due and s is not None and s.can_send():
-                # Passive keepalive: the client sent data and we had nothing
-                # to say for a while; tell it we are alive.
-                out.append(Send(s.seal(b"", now, self._rekey_flag(s, now)), p.endpoint))
-                p.ack_due = None
-            self._arm(p)
+            out += self._fire_peer(p, now)
+            if peers.get(p.key) is p:
+                self._arm(p)
         ph, back = self._pend_timers, []
         rekey = self.t.rekey_after_time
         while ph and ph[0][0] <= edge:
@@ -343,6 +332,24 @@ class V2Server:
         return out
 
     # --- timer heaps ------------------------------------------------------
+
+    def _fire_peer(self, p: Peer, now: float) -> list:
+        """Whatever of the peer's timers is due at `now`: the expiry of its
+        previous or current session, its passive keepalive."""
+        limit = self.t.reject_after_time
+        if p.previous is not None and p.previous.age(now) >= limit:
+            self.sessions.pop(p.previous.local_index, None)
+            p.previous = None
+        if p.current is not None and p.current.age(now) >= limit:
+            return self._drop_peer(p, "session expired")
+        s = p.current
+        if p.ack_due is not None and now >= p.ack_due and s is not None and s.can_send():
+            # Passive keepalive: the client sent data and we had nothing
+            # to say for a while; tell it we are alive.
+            out = [Send(s.seal(b"", now, self._rekey_flag(s, now)), p.endpoint)]
+            p.ack_due = None
+            return out
+        return []
 
     def _peer_due(self, p: Peer) -> float | None:
         """The peer's earliest timer: passive keepalive, session expiry."""

@@ -45,25 +45,17 @@ def reference_next_timer(srv):
 
 class RefServer(V2Server):
     """The server with its timers found by walking every peer (as before
-    the heaps): the behaviour the real one must keep."""
+    the heaps): the behaviour the real one must keep. (What one peer's due
+    timers do, _fire_peer, is the same code: what differs is which peers
+    are looked at, when, and in which order.)"""
 
     def next_timer(self):
         return reference_next_timer(self)
 
     def on_timer(self, now):
         out = []
-        limit = self.t.reject_after_time
-        for p in list(self.peers.values()):
-            if p.previous is not None and p.previous.age(now) >= limit:
-                self.sessions.pop(p.previous.local_index, None)
-                p.previous = None
-            if p.current is not None and p.current.age(now) >= limit:
-                out += self._drop_peer(p, "session expired")
-                continue
-            s = p.current
-            if p.ack_due is not None and now >= p.ack_due and s is not None and s.can_send():
-                out.append(Send(s.seal(b"", now, self._rekey_flag(s, now)), p.endpoint))
-                p.ack_due = None
+        for p in list(self.peers.values()):   # every peer, due or not
+            out += self._fire_peer(p, now)
         for key, idx in list(self.pending_by_key.items()):
             if self.sessions[idx].session.age(now) >= self.t.rekey_after_time:
                 self._forget_pending(key)
