@@ -19,16 +19,20 @@ attempt. Peers are keyed by their client ID (lower-cased) or, for a client
 without an ID, by its tunnel address; a peer's endpoint moves only after an
 authenticated, replay-checked DATA datagram.
 
-Timers (passive keepalive, session expiry, pending handshake expiry) live
-in two heaps with lazy invalidation, so that next_timer() costs the same
-with 10,000 clients as with two and on_timer() touches only the peers that
-are due. A peer has at most one live heap entry, at `timer_at`, never
-later than its earliest timer: an event that brings a timer forward
-pushes a new entry (the old one is dead: its time is no longer
-`timer_at`); one that pushes timers back (data sent, a session gone)
-changes nothing until the entry reaches the top, where the peer's true
-next time is computed again (`_peer_top`). Dead entries are dropped at the
-top, or all at once when they outnumber the live ones (`_compact`).
+Timers cost the same with 10,000 clients as with two: next_timer() is
+O(1) amortised and on_timer() touches only the peers that are due.
+- Peers' timers (passive keepalive, session expiry) live in a heap with
+  lazy invalidation. A peer has at most one live entry, at `timer_at`,
+  never later than its earliest timer: an event that brings a timer
+  forward pushes a new entry (the old one is dead: its time is no longer
+  `timer_at`); one that pushes timers back (data sent, a session gone)
+  changes nothing until the entry reaches the top, where the peer's true
+  next time is computed again (`_peer_top`). Dead entries are dropped at
+  the top, or all at once when they outnumber the live ones (`_compact`).
+- Pending handshakes expire in the order they came (`pending_by_key` is in
+  that order, and they all live equally long), so the first one is the
+  next to expire. Only a clock that went backwards breaks that order;
+  then they are walked as before until none is left (`_pend_disorder`).
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ INITS_PER_ADDRESS = 10   # under load: DH handshakes per second per source IP
 FRAME_SLOTS = 32         # BULK frames being reassembled, all clients together
 FRAME_SLOTS_PER_SESSION = 4
 FRAME_TIMEOUT = 1.0      # seconds a BULK frame may take to arrive whole
-HEAP_SPARE = 1024        # dead timer entries tolerated beyond twice the live ones
+HEAP_SPARE = 64          # dead timer entries tolerated beyond twice the live ones
 # on_timer looks at heap entries due up to this much after `now` and decides
 # with the exact age checks: a timer computed as created + limit may round
 # differently from now - created >= limit.
@@ -194,8 +198,9 @@ class V2Server:
         self.sessions: dict[int, object] = {}   # local index -> Peer or _Pending
         self.pending_by_key: dict[str, int] = {}
         self._timers: list = []       # heap of (time, peer.seq, peer), see "Timers"
-        self._pend_timers: list = []  # heap of (expiry, n, _Pending)
-        self._seq = 0                 # next Peer.seq / pending entry number
+        self._seq = 0                 # the last Peer.seq given
+        self._pend_last = None        # creation time of the newest pending handshake
+        self._pend_disorder = False   # a pending handshake is older than one before it
         self.seen_e: OrderedDict = OrderedDict()  # INIT ephemeral -> time
         self.hinted: dict = {}                     # addr -> time of last NOSESSION
         self.hint_second, self.hint_count = None, 0
@@ -313,19 +318,16 @@ class V2Server:
             out += self._fire_peer(p, now)
             if peers.get(p.key) is p:
                 self._arm(p)
-        ph, back = self._pend_timers, []
-        rekey = self.t.rekey_after_time
-        while ph and ph[0][0] <= edge:
-            e = heapq.heappop(ph)
-            pend = e[2]
-            if self.sessions.get(pend.session.local_index) is not pend:
-                continue   # confirmed or forgotten meanwhile
-            if pend.session.age(now) >= rekey:
-                self._forget_pending(pend.key)
-            else:
-                back.append(e)
-        for e in back:
-            heapq.heappush(ph, e)
+        rekey, pending, sessions = self.t.rekey_after_time, self.pending_by_key, self.sessions
+        if self._pend_disorder:
+            for key, idx in list(pending.items()):
+                if sessions[idx].session.age(now) >= rekey:
+                    self._forget_pending(key)
+        else:   # oldest first: the first one not expired ends it
+            while pending and sessions[next(iter(pending.values()))].session.age(now) >= rekey:
+                self._forget_pending(next(iter(pending)))
+        if not pending:
+            self._pend_disorder = False
         horizon = now - self.t.reject_after_time
         while self.seen_e and next(iter(self.seen_e.values())) < horizon:
             self.seen_e.popitem(last=False)
@@ -391,13 +393,12 @@ class V2Server:
         return None
 
     def _pending_top(self) -> float | None:
-        h, sessions = self._pend_timers, self.sessions
-        while h:
-            pend = h[0][2]
-            if sessions.get(pend.session.local_index) is pend:
-                return h[0][0]
-            heapq.heappop(h)              # confirmed or forgotten
-        return None
+        pending, sessions, rekey = self.pending_by_key, self.sessions, self.t.rekey_after_time
+        if not pending:
+            return None
+        if self._pend_disorder:
+            return min(sessions[i].session.created for i in pending.values()) + rekey
+        return sessions[next(iter(pending.values()))].session.created + rekey
 
     def _compact(self) -> None:
         """Drop every dead entry (amortised: after as many pushes as there
@@ -409,12 +410,6 @@ class V2Server:
                 live[p.seq] = e
         self._timers[:] = live.values()
         heapq.heapify(self._timers)
-
-    def _compact_pending(self) -> None:
-        sessions = self.sessions
-        h = self._pend_timers
-        h[:] = [e for e in h if sessions.get(e[2].session.local_index) is e[2]]
-        heapq.heapify(h)
 
     def close(self, now: float) -> list:
         """Shutdown: an authenticated CLOSE to every peer, so that clients
@@ -537,12 +532,11 @@ class V2Server:
             self._forget_pending(key)
             if len(self.pending_by_key) >= MAX_PENDING:
                 self._forget_pending(next(iter(self.pending_by_key)))
-            pend = self.sessions[index] = _Pending(s, key, init.client_id, psk, request, result)
+            self.sessions[index] = _Pending(s, key, init.client_id, psk, request, result)
             self.pending_by_key[key] = index
-            self._seq += 1
-            heapq.heappush(self._pend_timers, (s.created + self.t.rekey_after_time, self._seq, pend))
-            if len(self._pend_timers) > 2 * len(self.pending_by_key) + HEAP_SPARE:
-                self._compact_pending()
+            if self._pend_last is not None and now < self._pend_last:
+                self._pend_disorder = True   # the clock went back (see "Timers")
+            self._pend_last = now
             self.stats["handshakes"] += 1
         return [Send(resp, addr)]
 

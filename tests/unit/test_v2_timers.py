@@ -311,3 +311,27 @@ def test_expiry_at_a_time_where_float_rounding_disagrees():
         outs.append([(type(a).__name__, getattr(a, "reason", None)) for a in out])
         assert w.srv.next_timer() is None
     assert outs[0] == outs[1] == [("Down", "session expired")]
+
+
+def test_unconfirmed_handshakes_expire_alike_even_if_the_clock_went_back():
+    """Pending handshakes expire oldest first; with a clock that went back
+    (a test's, never the daemon's monotonic one) the answers still match
+    the walk."""
+    for times in ([10.0, 11.0, 12.5, 12.5, 14.0], [10.0, 5.0, 12.0, 7.0, 11.0]):
+        got = []
+        for cls in (V2Server, RefServer):
+            w = World(cls, b"pending")
+            seen = []
+            for i, t in enumerate(times):
+                w.now = t
+                for a in w.add(i, 20000 + i).start(t):
+                    w.srv.receive(a.data, w.ep[i], t)     # no RESP ever arrives
+            assert len(w.srv.pending_by_key) == len(times)
+            for now in (24.0, 26.0, 30.0, 31.9, 32.0, 40.0):
+                seen.append((now, w.srv.next_timer(), sorted(w.srv.pending_by_key)))
+                w.srv.on_timer(now)
+            seen.append(w.srv.next_timer())
+            got.append(seen)
+        assert got[0] == got[1]
+        assert got[0][0][1] == min(times) + T["rekey_after_time"]
+        assert got[0][-1] is None
