@@ -5,7 +5,7 @@
     pairs = srv.send(peer, packets, now)         # fast path: [(datagram, addr)]
     pairs = srv.send_frame(peer, records, now)   # BULK frames, or None: peer takes DATA only
     peer = srv.route(dst_ip)                     # which peer owns a tunnel address
-    t = srv.next_timer(); actions = srv.on_timer(now)    # O(log n), see "timers"
+    t = srv.next_timer(); actions = srv.on_timer(now)    # cheap with many peers: see Timers below
     actions = srv.close(now)                     # CLOSE to every peer (shutdown)
     actions = srv.reload(psk_for, authorize, now)
 
