@@ -201,8 +201,6 @@ def server_sender(core):
                     if cache[0] is not key:
                         cache[0], cache[1] = key, AEADS.get(key)
                     aead = cache[1]
-                    # Session.seal inline, as in client_sender: a shared
-                    # helper would cost the call this path exists to save.
                     peer.ack_due = None
                     st = peer.stats
                     st["tx"] += 1
