@@ -23,6 +23,7 @@ from collections import Counter, OrderedDict
 from ..legacy import codec
 from ..log import LOG, Throttle
 from ..replay import ReplayWindow
+from ..value import Value
 
 REGISTER_INTERVAL = 30.0
 REGISTER_RETRY = 5.0  # auto mode, until the first CONFIG
@@ -49,7 +50,7 @@ def admit(core, packet) -> bool:
     return True
 
 
-class IfConfig:
+class IfConfig(Value):
     """What the TUN interface should look like. Compared by value: a core
     reconfigures the interface only when the configuration changed."""
 
@@ -61,18 +62,6 @@ class IfConfig:
         self.mtu = mtu
         self.gateway = gateway
         self.routes = [] if routes is None else routes
-
-    def __eq__(self, other):
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return (self.address == other.address and self.mtu == other.mtu
-                and self.gateway == other.gateway and self.routes == other.routes)
-
-    __hash__ = None  # mutable and compared by value
-
-    def __repr__(self) -> str:
-        return (f"IfConfig(address={self.address!r}, mtu={self.mtu!r}, "
-                f"gateway={self.gateway!r}, routes={self.routes!r})")
 
 
 class Reconnect:

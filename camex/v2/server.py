@@ -44,6 +44,7 @@ import struct
 from collections import OrderedDict
 
 from ..io.gso import Reassembly
+from ..value import Value
 from . import bulk, wire
 from .cookie import CookieMaker, LoadMeter
 from .events import Deliver, DeliverFrame, Down, Roamed, Send, Up
@@ -66,7 +67,7 @@ HEAP_SPARE = 64          # dead timer entries tolerated beyond twice the live on
 TIMER_SLACK = 1e-6
 
 
-class Grant:
+class Grant(Value):
     """What a client may do: its tunnel address, the inner source networks
     it may use (its address and networks behind it), and the configuration
     pushed to it in the RESP (auto mode; None for a manual client). One per
@@ -82,17 +83,6 @@ class Grant:
         host = ipaddress.IPv4Network((address, 32))
         if host not in self.allowed:
             self.allowed = [host] + list(self.allowed)
-
-    def __eq__(self, other):
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return (self.address == other.address and self.allowed == other.allowed
-                and self.config == other.config)
-
-    __hash__ = None  # mutable and compared by value
-
-    def __repr__(self) -> str:
-        return f"Grant(address={self.address!r}, allowed={self.allowed!r}, config={self.config!r})"
 
 
 def grant_for(request: wire.Request, profile, behind=()):

@@ -24,6 +24,7 @@ import re
 import struct
 
 from ..blake2 import blake2s, compare_digest
+from ..value import Value
 
 MARK = 0xC2
 T_INIT, T_RESP, T_COOKIE, T_DATA, T_NOSESSION, T_BULK = 1, 2, 3, 4, 5, 6
@@ -329,7 +330,7 @@ ERR_REQUEST = 4      # malformed or unsupported request
 MAX_ROUTES = 16
 
 
-class Request:
+class Request(Value):
     """What a client asks for in its INIT. Compared by value (a re-sent
     request is the same request)."""
     __slots__ = ("auto", "local_cidr", "mtu", "features")
@@ -341,20 +342,9 @@ class Request:
         self.mtu = mtu
         self.features = features    # FEATURE_* the client accepts (TLV_FEATURES)
 
-    def _key(self):
-        return self.auto, self.local_cidr, self.mtu, self.features
-
-    def __eq__(self, other):
-        return self._key() == other._key() if other.__class__ is self.__class__ else NotImplemented
-
-    __hash__ = None  # mutable and compared by value
-
-    def __repr__(self) -> str:
-        return (f"Request(auto={self.auto!r}, local_cidr={self.local_cidr!r}, "
-                f"mtu={self.mtu!r}, features={self.features!r})")
 
 
-class Config:
+class Config(Value):
     """What the server grants, sent back in the RESP (auto-mode CONFIG).
     Compared by value: a client reconfigures only on a change, a reload
     keeps a session whose grant is unchanged."""
@@ -369,35 +359,14 @@ class Config:
         self.mtu = mtu
         self.features = features    # FEATURE_* the server accepts (TLV_FEATURES)
 
-    def _key(self):
-        return self.local_cidr, self.gateway_ip, self.routes, self.mtu, self.features
-
-    def __eq__(self, other):
-        return self._key() == other._key() if other.__class__ is self.__class__ else NotImplemented
-
-    __hash__ = None  # mutable and compared by value
-
-    def __repr__(self) -> str:
-        return (f"Config(local_cidr={self.local_cidr!r}, gateway_ip={self.gateway_ip!r}, "
-                f"routes={self.routes!r}, mtu={self.mtu!r}, features={self.features!r})")
 
 
-class Refusal:
+class Refusal(Value):
     __slots__ = ("code", "message")
 
     def __init__(self, code: int, message: str = ""):
         self.code = code
         self.message = message
-
-    def __eq__(self, other):
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self.code == other.code and self.message == other.message
-
-    __hash__ = None
-
-    def __repr__(self) -> str:
-        return f"Refusal(code={self.code!r}, message={self.message!r})"
 
 
 def _tlv(t: int, v: bytes) -> bytes:
