@@ -164,6 +164,21 @@ def make_server(global_psk=None, client_psks=None, profiles=None, behind=None, *
     return V2Server(psk_for, authorize, **kw)
 
 
+def det_rng(seed: bytes):
+    """A reproducible stand-in for os.urandom: BLAKE2s of the seed and a
+    counter (tests and sample traffic; never for real keys)."""
+    import hashlib
+    n = [0]
+
+    def rng(k: int) -> bytes:
+        out = b""
+        while len(out) < k:
+            n[0] += 1
+            out += hashlib.blake2s(seed + n[0].to_bytes(8, "big")).digest()
+        return out[:k]
+    return rng
+
+
 def sample_traffic(seed: bytes = b"camex v2 sample") -> dict:
     """A short, reproducible v2 conversation (fixed randomness and ephemeral
     keys): INIT, COOKIE, INIT with mac2, RESP, DATA both ways, keepalives,
@@ -176,14 +191,7 @@ def sample_traffic(seed: bytes = b"camex v2 sample") -> dict:
     from . import wire
     from .client import ClientSession
 
-    counter = [0]
-
-    def rng(n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            counter[0] += 1
-            out += hashlib.blake2s(seed + counter[0].to_bytes(8, "big")).digest()
-        return out[:n]
+    rng = det_rng(seed)
 
     def keygen():
         return X25519PrivateKey.from_private_bytes(rng(32))

@@ -10,14 +10,13 @@ still walks (RefServer) must say exactly the same things, datagram for
 datagram, as the real one.
 """
 
-import hashlib
 import ipaddress
 import random
 
 from camex.v2 import wire
 from camex.v2.client import ClientSession
 from camex.v2.events import Deliver, DeliverFrame, Down, Roamed, Send, Up
-from camex.v2.memlab import ipv4
+from camex.v2.memlab import det_rng, ipv4
 from camex.v2.server import V2Server, grant_for
 from camex.v2.session import Timers
 
@@ -63,18 +62,6 @@ class RefServer(V2Server):
         while self.seen_e and next(iter(self.seen_e.values())) < horizon:
             self.seen_e.popitem(last=False)
         return out
-
-
-def det_rng(seed: bytes):
-    n = [0]
-
-    def rng(k: int) -> bytes:
-        out = b""
-        while len(out) < k:
-            n[0] += 1
-            out += hashlib.blake2s(seed + n[0].to_bytes(8, "big")).digest()
-        return out[:k]
-    return rng
 
 
 def addr_of(i: int) -> str:
