@@ -43,23 +43,26 @@ def _cut(data: bytes, size: int, starts, whole, complete: bool) -> list | None:
 
 
 def v2_split(data: bytes, complete: bool = True) -> list | None:
-    """v2 DATA or BULK datagrams glued by GSO: the same type and receiver
-    index (bytes 0-1, 4-7) at every multiple of S, reserved bytes zero."""
+    """v2 DATA and BULK datagrams glued by GSO: the same receiver index
+    (bytes 4-7) at every multiple of S, after the mark and a DATA or BULK
+    type, reserved bytes zero. The two types mix in one run: a daemon's
+    batch holds a peer's BULK fragments and DATA together, and runs()
+    groups datagrams by size only."""
     n = len(data)
-    if n < 2 * wire.DATA_MIN or data[0] != wire.MARK or data[1] not in (wire.T_DATA,
-                                                                          wire.T_BULK):
+    types = (wire.T_DATA, wire.T_BULK)
+    smallest = wire.HEADER_BULK + 1     # a BULK fragment of one byte; DATA is longer
+    if n < 2 * smallest or data[0] != wire.MARK or data[1] not in types:
         return None
-    t = data[1]
-    smallest = wire.HEADER_BULK + 1 if t == wire.T_BULK else wire.DATA_MIN
     receiver = data[4:8]
 
     def starts(at):
-        return data[at] == wire.MARK and data[at + 1] == t and data[at + 4:at + 8] == receiver
+        return data[at] == wire.MARK and data[at + 1] in types and \
+            data[at + 4:at + 8] == receiver
 
     def whole(at, length):
-        if length < smallest:
-            return False
-        return data[at + 17:at + 20] == b"\0\0\0" if t == wire.T_BULK else data[at + 3] == 0
+        if data[at + 1] == wire.T_BULK:
+            return length > wire.HEADER_BULK and data[at + 17:at + 20] == b"\0\0\0"
+        return length >= wire.DATA_MIN and data[at + 3] == 0
 
     at = data.find(receiver, smallest + 4)
     while at != -1:

@@ -307,6 +307,33 @@ def test_gso_glued_data_datagrams_are_cut_too(tmp_path, capsys, keys):
     assert all("echo-request" in r["summary"] for r in recs)
 
 
+def test_runs_mixing_bulk_fragments_and_data_are_cut(tmp_path, capsys, keys):
+    """A daemon's batch may hold BULK frames and DATA for the same peer;
+    runs() groups datagrams by size only, so one GSO send can carry both:
+    a DATA of the fragments' size inside a run, a shorter DATA closing
+    one. Each datagram is shown and decrypted, as the kernel cuts them."""
+    from camex.io import gso
+    from camex.proto.v2 import seal_data
+    frags = seal_frame([super_packet(5000)], counter=50)
+    pad = len(frags[0]) - 16 - 2 - 20 - 8 - 16
+    full = bytes(seal_data(RECEIVER, 51, KEY, [bytes(IP(src="10.0.0.2", dst="10.0.0.1") /
+                                                      UDP(sport=9, dport=9) / bytes(pad))]))
+    small = seal_frame([ping(52)], counter=52)                  # a one-fragment frame
+    data = bytes(seal_data(RECEIVER, 53, KEY, [ping(53)[1]]))
+    assert len(full) == len(frags[0]) and len(data) < len(small[0]) < len(frags[-1])
+    sent = frags[:-1] + [full, frags[-1]] + small + [data]
+    runs = [run for _size, run in gso.runs(sent)]               # what the sender makes
+    assert [len(r) for r in runs] == [len(frags) + 1, 2]
+    recs, summary = run(capsys, write(tmp_path / "m.pcap", [b"".join(r) for r in runs]),
+                        "--keylog", keys)
+    assert [(r["type"], r["counter"], r["status"]) for r in recs] == \
+        [("BULK", 50, "ok")] * (len(frags) - 1) + [("DATA", 51, "ok"), ("BULK", 50, "ok"),
+                                                   ("BULK", 52, "ok"), ("DATA", 53, "ok")]
+    assert [r["gso"]["segments"] for r in recs] == [len(frags) + 1] * (len(frags) + 1) + [2, 2]
+    assert summary["v2"]["bulk"]["complete"] == 2 and summary["failures"] == 0
+    assert "echo-request" in recs[-1]["summary"] and "TSO" in recs[len(frags)]["summary"]
+
+
 def test_a_single_datagram_is_never_cut(tmp_path, capsys, keys):
     one = seal_frame([super_packet(1000)], counter=2)
     assert len(one) == 1
