@@ -26,7 +26,7 @@ from collections import Counter
 from ..core.client import IfConfig, admit
 from ..io import gso
 from ..log import LOG, Throttle
-from . import bulk, kdf, wire
+from . import bulk, kdf, lone, wire
 from .client import ClientSession
 from .events import Deliver, DeliverFrame, Down, Refused, Roamed, Send, Up
 from .server import V2Server, grant_for
@@ -86,8 +86,12 @@ class V2ClientCore:
         self.last_register = -1e9     # time of the last handshake start (status)
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
         # Middle fragments of a BULK frame are stored before anything else.
-        self.datagram_received = bulk.fast_receiver(self.session.frames,
-                                                    self._datagram_received)
+        flat = not gso.disabled("nolone")   # CAMEX_FASTPATH=nolone: full paths only
+        self.datagram_received = bulk.fast_receiver(
+            self.session.frames,
+            lone.client_receiver(self) if flat else self._datagram_received)
+        if flat:
+            self.tun_packet = lone.client_sender(self)
 
     # ------------------------------------------------------- lifecycle
 
@@ -112,6 +116,9 @@ class V2ClientCore:
     # ------------------------------------------------------- data path
 
     def tun_packet(self, packet, now: float) -> None:
+        self._tun_packet(packet, now)   # (replaced per instance, see __init__)
+
+    def _tun_packet(self, packet, now: float) -> None:
         if not admit(self, packet):
             return
         self.tx_packets += 1
@@ -148,7 +155,7 @@ class V2ClientCore:
         dgrams = self.session.encrypt_frame((rec,), now) if rec is not None else None
         if dgrams is None:
             for p in bulk.segments(hdr[3], packet) if rec is not None else ():
-                self.tun_packet(p, now)
+                self._tun_packet(p, now)
             if rec is None:
                 self.drops["not-super-packet"] += 1
             return
@@ -348,7 +355,12 @@ class V2ServerCore:
         self.server = V2Server(self._keystore(global_passphrase, config), self._authorize,
                                rng=rng, keylog=keylog, timers=timers, bulk=bulk_wanted(), **kw)
         # Middle fragments of a BULK frame are stored before anything else.
-        self.datagram_received = bulk.fast_receiver(self.server.frames, self._datagram_received)
+        flat = not gso.disabled("nolone")   # CAMEX_FASTPATH=nolone: full paths only
+        self.datagram_received = bulk.fast_receiver(
+            self.server.frames,
+            lone.server_receiver(self) if flat else self._datagram_received)
+        if flat:
+            self.deliver = lone.server_sender(self)
         self.now = 0.0
         # Source addresses whose INIT no key opened, waiting to be reported:
         # a client offers one INIT per candidate key (kdf.client_candidates)
@@ -393,6 +405,9 @@ class V2ServerCore:
     def deliver(self, packet, now: float) -> bool:
         """Send an IPv4 packet to the v2 client owning its destination;
         False if there is none (the caller tries elsewhere)."""
+        return self._deliver(packet, now)   # (replaced per instance, see __init__)
+
+    def _deliver(self, packet, now: float) -> bool:
         if len(packet) < 20 or packet[0] >> 4 != 4:
             return False
         peer = self.server.route(bytes(packet[16:20]))

@@ -605,6 +605,11 @@ class V2Server:
         if isinstance(plain, str):
             self.stats["forged" if plain == FORGED else "replay"] += 1
             return []
+        return self._opened(owner, flags, plain, addr, now)
+
+    def _opened(self, owner, flags: int, plain, addr, now: float) -> list:
+        """The rest of a DATA datagram once it authenticated (also the
+        tail of camex.v2.lone's flat path for what it does not handle)."""
         peer, out, gone = self._authenticated(owner, flags, addr, now)
         if gone:
             return out

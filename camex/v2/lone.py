@@ -1,0 +1,219 @@
+"""Flat paths for a lone v2 DATA datagram (docs/FASTPATH.md §6).
+
+After an idle sleep every distinct Python function costs 1.5-2 us cold, so
+the per-packet cost of an idle tunnel is mostly the number of calls. The
+closures here do, in one function each, what the full paths of
+camex.v2.client / camex.v2.server / camex.v2.session / camex.v2.core do
+for the common case:
+
+- receive: a DATA datagram for the current session of an established
+  peer, flags 0, from its known address, counter above the replay
+  window's top, one IPv4 record inside (inner source allowed, on a
+  server): decrypt with the cached cipher object, move the window, deliver;
+- send: one IPv4 packet from the TUN for a confirmed session that needs no
+  rekey yet: seal it under the next counter.
+
+Anything else - handshakes, rekey or CLOSE flags, roaming, stale or
+pending sessions, reordered counters, replays, forged tags, keepalives,
+several records - goes to the full path unchanged (a forged tag is then
+opened a second time there, to be counted: rare and cheap). The state they
+touch is the full path's own, so the two may alternate freely;
+tests/unit/test_v2_lone_path.py checks that they agree.
+"""
+
+from __future__ import annotations
+
+from cryptography.exceptions import InvalidTag
+
+from . import wire
+from .events import Deliver
+from .server import Peer
+from .session import AEADS
+
+_UNPACK = wire._DATA_HDR.unpack_from
+_PACK = wire._DATA_HDR.pack
+_MIN = wire.DATA_MIN + 22         # one record of at least an IPv4 header
+_ZERO4 = b"\x00\x00\x00\x00"
+
+
+def client_receiver(core):
+    """datagram_received(d, now) for a camex.v2.core.V2ClientCore."""
+    cs = core.session
+    t = cs.t
+    slow = core._datagram_received
+    handle = core._handle
+    cache = [None, None]          # recv key, its ChaCha20Poly1305
+
+    def received(d, now):
+        if len(d) >= _MIN and d[1] == 4 and d[0] == 0xC2:
+            _, _, flags, _, receiver, counter = _UNPACK(d, 0)
+            s = cs.current
+            if s is not None and not flags and s.local_index == receiver \
+                    and now - s.created < t.reject_after_time and counter < s.recv_limit:
+                w = s.window
+                top = w.top
+                if counter > top:
+                    key = s.recv_key
+                    if cache[0] is not key:
+                        cache[0], cache[1] = key, AEADS.get(key)
+                    header = d[:16]
+                    try:
+                        plain = cache[1].decrypt(_ZERO4 + counter.to_bytes(8, "little"),
+                                                 d[16:], header)
+                    except InvalidTag:
+                        return slow(d, now)   # counted there
+                    shift = counter - top
+                    w.bitmap = 1 if shift >= w.size else ((w.bitmap << shift) | 1) & w.mask
+                    w.top = counter
+                    s.last_received = now
+                    cs.first_unanswered = None
+                    n = len(plain)
+                    if ((plain[0] << 8) | plain[1]) == n - 2 and plain[2] >> 4 == 4:
+                        p = plain[2:]
+                        if cs.ack_due is None:
+                            cs.ack_due = now + t.passive_keepalive
+                        core.rx_packets += 1
+                        core.rx_bytes += n - 2
+                        core.to_tun.append(p)
+                    else:
+                        out = []
+                        cs._deliver(out, wire.parse_records(plain), Deliver, now)
+                        handle(out)
+                    core.last_rx = now
+                    return
+        slow(d, now)
+
+    return received
+
+
+def client_sender(core):
+    """tun_packet(packet, now) for a camex.v2.core.V2ClientCore."""
+    cs = core.session
+    t = cs.t
+    slow = core._tun_packet
+    cache = [None, None]          # send key, its ChaCha20Poly1305
+
+    def tun_packet(p, now):
+        s = cs.current
+        n = len(p)
+        if s is not None and n >= 20 and p[0] >> 4 == 4 and s.confirmed \
+                and (core.config is not None or not core.auto):
+            counter = s.send_counter
+            age = now - s.created
+            if counter + 1 < t.rekey_after_messages and counter < s.send_limit \
+                    and age < t.rekey_after_time and age < t.reject_after_time:
+                key = s.send_key
+                if cache[0] is not key:
+                    cache[0], cache[1] = key, AEADS.get(key)
+                core.tx_packets += 1
+                core.tx_bytes += n
+                s.send_counter = counter + 1
+                header = _PACK(0xC2, 4, 0, 0, s.remote_index, counter)
+                s.last_sent = now
+                core.to_net.append(header + cache[1].encrypt(
+                    _ZERO4 + counter.to_bytes(8, "little"), n.to_bytes(2, "big") + p, header))
+                cs.ack_due = None
+                if cs.first_unanswered is None:
+                    cs.first_unanswered = now
+                return
+        slow(p, now)
+
+    return tun_packet
+
+
+def server_receiver(core):
+    """datagram_received(d, addr, now) for a camex.v2.core.V2ServerCore."""
+    server = core.server
+    t = server.t
+    sessions = server.sessions
+    stats = server.stats
+    slow = core._datagram_received
+    relay = core._relay
+    handle = core._handle
+    cache = [None, None]          # the last recv key, its ChaCha20Poly1305
+
+    def received(d, addr, now):
+        if len(d) >= _MIN and d[1] == 4 and d[0] == 0xC2:
+            _, _, flags, _, receiver, counter = _UNPACK(d, 0)
+            peer = sessions.get(receiver)
+            if type(peer) is Peer and not flags and addr == peer.endpoint:
+                s = peer.current
+                if s is not None and s.local_index == receiver and counter < s.recv_limit \
+                        and now - s.created < t.reject_after_time and counter > s.window.top:
+                    key = s.recv_key
+                    if cache[0] is not key:
+                        cache[0], cache[1] = key, AEADS.get(key)
+                    aead = cache[1]
+                    header = d[:16]
+                    try:
+                        plain = aead.decrypt(_ZERO4 + counter.to_bytes(8, "little"),
+                                             d[16:], header)
+                    except InvalidTag:
+                        return slow(d, addr, now)   # counted there
+                    core.now = now
+                    w = s.window
+                    shift = counter - w.top
+                    w.bitmap = 1 if shift >= w.size else ((w.bitmap << shift) | 1) & w.mask
+                    w.top = counter
+                    s.last_received = now
+                    n = len(plain)
+                    if ((plain[0] << 8) | plain[1]) == n - 2 and plain[2] >> 4 == 4:
+                        src = int.from_bytes(plain[14:18], "big")
+                        for net, mask in peer._allowed:
+                            if src & mask == net:
+                                st = peer.stats
+                                st["rx"] += 1
+                                st["rx_bytes"] += n - 2
+                                if peer.ack_due is None:
+                                    a = peer.ack_due = now + t.passive_keepalive
+                                    if peer.timer_at is None or a < peer.timer_at:
+                                        server._arm(peer)
+                                relay(plain[2:], peer, now)
+                                return
+                    handle(server._opened(peer, flags, plain, addr, now), now)
+                    return
+        slow(d, addr, now)
+
+    return received
+
+
+def server_sender(core):
+    """deliver(packet, now) -> bool for a camex.v2.core.V2ServerCore: an
+    IPv4 packet to the v2 client owning its destination."""
+    server = core.server
+    t = server.t
+    by_address = server.by_address
+    slow = core._deliver
+    cache = [None, None]          # the last send key, its ChaCha20Poly1305
+
+    def deliver(p, now):
+        n = len(p)
+        if n >= 20 and p[0] >> 4 == 4:
+            peer = by_address.get(int.from_bytes(p[16:20], "big"))
+            s = peer.current if peer is not None else None
+            if s is not None and s.confirmed:
+                counter = s.send_counter
+                age = now - s.created
+                if counter < t.rekey_after_messages and counter < s.send_limit \
+                        and age < t.reject_after_time \
+                        and age < t.rekey_after_time + 2 * t.handshake_retry:
+                    key = s.send_key
+                    if cache[0] is not key:
+                        cache[0], cache[1] = key, AEADS.get(key)
+                    aead = cache[1]
+                    # Session.seal inline, as in client_sender: a shared
+                    # helper would cost the call this path exists to save.
+                    peer.ack_due = None
+                    st = peer.stats
+                    st["tx"] += 1
+                    st["tx_bytes"] += n
+                    s.send_counter = counter + 1
+                    header = _PACK(0xC2, 4, 0, 0, s.remote_index, counter)
+                    s.last_sent = now
+                    core.outbox.append((header + aead.encrypt(
+                        _ZERO4 + counter.to_bytes(8, "little"), n.to_bytes(2, "big") + p,
+                        header), peer.endpoint))
+                    return True
+        return slow(p, now)
+
+    return deliver
