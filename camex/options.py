@@ -22,6 +22,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from camex import __version__
 from camex.config import (DEFAULT_PATH, parse_host_cidr, parse_int, parse_ipv4,
                           parse_mtu, parse_psk, parse_route)
+from camex.core.server import MAX_CLIENTS
 from camex.legacy.codec import MAX_CLIENT_ID_LEN, MAX_ROUTES
 
 ENV_PSK = "CAMEX_PSK"
@@ -32,6 +33,7 @@ MAX_KEEPALIVE = 3600
 DEFAULT_REKEY_AFTER = 120   # v2 REKEY_AFTER_TIME (docs/PROTOCOL.md section 7)
 MIN_REKEY_AFTER = 10
 MAX_REKEY_AFTER = 3600
+MAX_MAX_CLIENTS = 1 << 20
 IFNAMSIZ = 16  # Linux interface names are at most 15 bytes
 
 # What camex itself sends as CLIENT_ID: conservative, so it survives any
@@ -53,7 +55,7 @@ class Options:
     __slots__ = ("mode", "auto", "name", "local_cidr", "gateway_ip", "server_host", "port",
               "bind_ip", "config", "routes", "mtu", "psk", "encrypt", "tun_dev", "pid_file",
               "bind_dev", "log_level", "protocol", "legacy", "server_tun", "keepalive",
-              "rekey_after", "keylog", "control_socket", "extra", "config_given",
+              "rekey_after", "max_clients", "keylog", "control_socket", "extra", "config_given",
               "psk_source", "psk_file")
 
     def __init__(self, mode: str = "client", auto: bool = False, name: str | None = None,
@@ -65,7 +67,8 @@ class Options:
                  pid_file: str | None = None, bind_dev: str | None = None,
                  log_level: str = "info", protocol: str = "auto", legacy: bool = True,
                  server_tun: bool = False, keepalive: int = DEFAULT_KEEPALIVE,
-                 rekey_after: int = DEFAULT_REKEY_AFTER, keylog: str | None = None,
+                 rekey_after: int = DEFAULT_REKEY_AFTER, max_clients: int = MAX_CLIENTS,
+                 keylog: str | None = None,
                  control_socket: str = "", extra: dict | None = None,
                  config_given: bool = False, psk_source: str | None = None,
                  psk_file: str | None = None):
@@ -91,6 +94,7 @@ class Options:
         self.server_tun = server_tun
         self.keepalive = keepalive
         self.rekey_after = rekey_after  # --rekey-after (v2; lab tests shorten it)
+        self.max_clients = max_clients  # --max-clients: server, both protocols together
         self.keylog = keylog            # --keylog FILE: append v2 session keys (camex-dissect)
         self.control_socket = control_socket
         self.extra = {} if extra is None else extra
@@ -186,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--keepalive", metavar="SECONDS", help=f"v2 NAT keepalive, 0 disables (default {DEFAULT_KEEPALIVE})")
     a("--rekey-after", metavar="SECONDS", help=f"v2 session renewal interval, "
       f"{MIN_REKEY_AFTER}..{MAX_REKEY_AFTER} (default {DEFAULT_REKEY_AFTER}); both ends")
+    a("--max-clients", metavar="N", help=f"server: clients registered at once, at most "
+      f"(1..{MAX_MAX_CLIENTS}, default {MAX_CLIENTS}); a new one beyond is refused")
     a("--keylog", metavar="FILE", help="append v2 session keys to FILE (mode 600) for "
       "camex-dissect --keylog; anyone who reads FILE reads the traffic: debugging only")
     a("--control-socket", metavar="PATH", help="default /run/camex/<mode>-<port>.sock")
@@ -353,6 +359,9 @@ def parse_args(argv: list[str] | None = None, environ=None) -> Options:
     if args.rekey_after is not None:
         o.rekey_after = _check("--rekey-after", lambda v: parse_int(
             v, MIN_REKEY_AFTER, MAX_REKEY_AFTER, "seconds"), args.rekey_after)
+    if args.max_clients is not None:
+        o.max_clients = _check("--max-clients", lambda v: parse_int(
+            v, 1, MAX_MAX_CLIENTS, "clients"), args.max_clients)
     if args.keylog is not None:
         o.keylog = _nonempty("--keylog", args.keylog)
         if os.path.isdir(o.keylog):
@@ -378,6 +387,8 @@ def parse_args(argv: list[str] | None = None, environ=None) -> Options:
             raise UsageError("--no-legacy: only for a server (a client picks with --protocol)")
         if args.server_tun:
             raise UsageError("--server-tun: only for a server")
+        if args.max_clients is not None:
+            raise UsageError("--max-clients: only for a server")
     if args.no_legacy and o.protocol == "legacy":
         raise UsageError("--no-legacy: contradicts --protocol legacy")
     if o.encrypt and o.psk is None:

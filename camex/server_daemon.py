@@ -46,7 +46,8 @@ class ServerDaemon:
         self.keylog = open_keylog(opts.keylog) if v2 else None
         self.core = ServerMux(passphrase=opts.psk, encrypt=opts.encrypt, config=config,
                               legacy=legacy, v2=v2, local_delivery=opts.server_tun,
-                              keylog=self.keylog, timers=_v2_timers(opts) if v2 else None)
+                              keylog=self.keylog, timers=_v2_timers(opts) if v2 else None,
+                              max_clients=opts.max_clients)
         self.tun_config = self._tun_config(config) if opts.server_tun else None
         self.loop = None
         self.sock = None

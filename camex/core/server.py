@@ -34,7 +34,11 @@ CONFIG_MIN_INTERVAL = 1.0  # answer at most this often per peer (CONFIG is large
 # each, so a key holder inventing prefixes costs at most ~1.3 MiB.
 REPLAY_STATE_MAX = 4096
 GLOBAL = "*global*"
-PLAIN_TAKEOVER_GUARD = 15.0  # plaintext: a live holder keeps its address this long  # name of the global key in the key store
+PLAIN_TAKEOVER_GUARD = 15.0  # plaintext: a live holder keeps its address this long
+# Registered clients at most (--max-clients). A plaintext REGISTER needs no
+# key and may name any address, so without a bound forged sources could
+# grow the table (~1.5 KiB each) until the daemon dies; 65536 is a /16.
+MAX_CLIENTS = 65536
 
 
 class KeyEntry:
@@ -87,8 +91,12 @@ class Peer:
 class LegacyServer:
     def __init__(self, *, encrypt: bool, global_key: bytes | None = None,
                  config=None, rng=os.urandom, idle_timeout: float = IDLE_TIMEOUT,
-                 local_delivery: bool = False):
+                 local_delivery: bool = False, max_clients: int = MAX_CLIENTS):
         self.encrypt = encrypt
+        # The bound counts the clients of both protocols: a server that also
+        # speaks v2 sets `other_clients` to the number it holds.
+        self.max_clients = max_clients
+        self.other_clients = lambda: 0
         self.datagram_received = self._receive_encrypted if encrypt else self._receive_plain
         # With a server TUN (--server-tun), packets for no client go to the
         # server host's stack (itself, or networks routed behind it).
@@ -181,7 +189,8 @@ class LegacyServer:
 
     def _drop(self, reason: str, addr=None, detail: str = "") -> None:
         self.drops[reason] += 1
-        if reason in ("auth", "register-refused", "unknown-client", "malformed-control"):
+        if reason in ("auth", "register-refused", "unknown-client", "malformed-control",
+                      "server-full"):
             where = f" from {addr[0]}:{addr[1]}" if addr else ""
             self.throttle.warning((reason, addr[0] if addr else None),
                                   "rejected datagram%s: %s", where,
@@ -391,6 +400,13 @@ class LegacyServer:
                                  or (peer.client_id or "").lower() != (identity[1] or "")):
             self._remove(peer)
             peer = None
+        if peer is None and holder is None and \
+                len(self.by_endpoint) + self.other_clients() >= self.max_clients:
+            # A client that moves or comes back replaces its entry; only a
+            # new one is refused, and it retries as it would on loss.
+            self._drop("server-full", addr, f"server full: {self.max_clients} clients "
+                       "registered (--max-clients)")
+            return
         if peer is None:
             peer = Peer(addr, packed, client_id, mode.lower(), key, self.rng(4), now)
             if holder is not None and holder.endpoint != addr:
@@ -539,8 +555,9 @@ class LegacyServer:
         self._next_sweep = now + SWEEP_INTERVAL
         for peer in [p for p in self.by_endpoint.values()
                      if now - p.last_rx >= self.idle_timeout]:
-            LOG.info("client %s expired after %.0f s of silence", peer.describe(),
-                     now - peer.last_rx)
+            # Throttled like registrations: forged REGISTERs expire in bulk.
+            self.register_log.info(peer.endpoint, "client %s expired after %.0f s of silence",
+                                   peer.describe(), now - peer.last_rx)
             self._remove(peer)
 
     def _remove(self, peer) -> None:

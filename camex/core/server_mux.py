@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from ..legacy import codec
 from ..log import Throttle
 from ..v2 import bulk, wire  # neither loads cryptography (is_v2; cutting TSO reads)
-from .server import GLOBAL, LegacyServer
+from .server import GLOBAL, MAX_CLIENTS, LegacyServer
 
 if TYPE_CHECKING:
     from ..v2.session import Timers
@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 class ServerMux:
     def __init__(self, *, passphrase: bytes | None, encrypt: bool, config=None,
                  legacy: bool = True, v2: bool = True, local_delivery: bool = False,
-                 timers: Timers | None = None, rng=os.urandom, keylog=None):
+                 timers: Timers | None = None, rng=os.urandom, keylog=None,
+                 max_clients: int = MAX_CLIENTS):
         self.config = config
         self.outbox: list = []
         self.to_tun: list = []
@@ -42,7 +43,8 @@ class ServerMux:
         if legacy:
             self.legacy = LegacyServer(
                 encrypt=encrypt, global_key=codec.derive_key(passphrase) if encrypt else None,
-                config=config, rng=rng, local_delivery=local_delivery)
+                config=config, rng=rng, local_delivery=local_delivery,
+                max_clients=max_clients)
             self.legacy.outbox = self.outbox
             self.legacy.to_tun = self.to_tun
         self.v2 = None
@@ -50,13 +52,18 @@ class ServerMux:
             from .server_mux_v2 import V2Half
             self.v2 = V2Half(self, global_passphrase=passphrase, config=config,
                               local_delivery=local_delivery, relay_other=self._to_legacy,
-                              rng=rng, keylog=keylog, timers=timers)
+                              rng=rng, keylog=keylog, timers=timers,
+                              max_clients=max_clients)
             self.v2.outbox = self.outbox
             self.v2.to_tun = self.to_tun
             self.v2.other_holds = self._legacy_holds
             if self.legacy is not None:
                 self.legacy.foreign = self._to_v2
                 self.legacy.holder_elsewhere = self._v2_identity_at
+                # --max-clients bounds both protocols' clients together.
+                v2_peers, legacy_peers = self.v2.server.peers, self.legacy.by_endpoint
+                self.legacy.other_clients = lambda: len(v2_peers)
+                self.v2.server.other_peers = lambda: len(legacy_peers)
         if self.v2 is not None:
             # The middle fragments of a v2 BULK frame are stored before any
             # other dispatch: most datagrams of a bulk transfer are those.

@@ -341,7 +341,7 @@ class V2ServerCore:
     def __init__(self, *, global_passphrase: bytes | None, config=None,
                  local_delivery: bool = False, relay_other=None, behind_for=None,
                  rng=os.urandom, keylog=None, timers: Timers | None = None,
-                 load_threshold: int | None = None):
+                 load_threshold: int | None = None, max_clients: int | None = None):
         self.local_delivery = local_delivery
         self.relay_other = relay_other     # (packet) -> bool: a client of the other protocol took it
         self.other_holds = None            # (dst 4 bytes) -> bool: would relay_other take it?
@@ -352,6 +352,8 @@ class V2ServerCore:
         self.drops = Counter()
         self.throttle = Throttle(rate=2, burst=10)  # per sender, forged sources bounded
         kw = {} if load_threshold is None else {"load_threshold": load_threshold}
+        if max_clients is not None:
+            kw["max_peers"] = max_clients
         self.server = V2Server(self._keystore(global_passphrase, config), self._authorize,
                                rng=rng, keylog=keylog, timers=timers, bulk=bulk_wanted(), **kw)
         # Middle fragments of a BULK frame are stored before anything else.

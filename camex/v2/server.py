@@ -167,8 +167,13 @@ def peer_key(client_id: str, grant: Grant) -> str:
 class V2Server:
     def __init__(self, psk_for, authorize, *, timers: Timers | None = None,
                  rng=os.urandom, load_threshold: int = LOAD_THRESHOLD,
-                 max_datagram: int = 1472, keylog=None, keygen=None, bulk: bool = True):
+                 max_datagram: int = 1472, keylog=None, keygen=None, bulk: bool = True,
+                 max_peers: int = 65536):
         self.psk_for = psk_for
+        # Clients at most (--max-clients), with those of the other protocol
+        # on a server that speaks both (`other_peers`, set by ServerMux).
+        self.max_peers = max_peers
+        self.other_peers = lambda: 0
         self.authorize = authorize
         self.t = timers or Timers()
         self.rng = rng
@@ -497,6 +502,10 @@ class V2Server:
             holder = self.by_address.get(int(result.address))
             if holder is not None and holder.key != key:
                 result = wire.Refusal(wire.ERR_ADDRESS, "address in use by another client")
+            elif key not in self.peers and \
+                    len(self.peers) + self.other_peers() >= self.max_peers:
+                result = wire.Refusal(wire.ERR_ADDRESS, f"server full: {self.max_peers} "
+                                      "clients registered (--max-clients)")
         index = self._new_index()
         if isinstance(result, Grant):
             # Features are announced to clients that announce theirs: an

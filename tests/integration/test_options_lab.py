@@ -97,3 +97,21 @@ def test_client_bind_ip_and_bind_dev(camex, star):
     endpoints = {c["address"]: c["endpoint"] for c in camex.status(star.server)["clients"]}
     assert endpoints["10.0.0.2"] == f"10.250.0.3:{port}"
     assert endpoints["10.0.0.3"].startswith("10.250.1.2:")
+
+
+def test_max_clients_refuses_a_client_beyond_and_keeps_the_others(camex3, star3):
+    """--max-clients 2 on a plaintext server: C1 and C2 register and talk;
+    C3 keeps asking and is refused with a warning (not once per REGISTER)
+    and a drop count, and C1 <-> C2 traffic goes on meanwhile."""
+    srv = camex3.start_server(extra=["--max-clients", "2"])
+    camex3.start_client(star3.c1)
+    camex3.start_client(star3.c2)
+    c3 = camex3.start_client(star3.clients[2], wait=False)
+    srv.wait_for_line(r"rejected datagram from 10\.250\.2\.2:\d+: server full: 2 clients "
+                      r"registered \(--max-clients\)", timeout=10)
+    assert star3.c1.ping("10.0.0.3", count=5, interval=0.1).received == 5
+    st = camex3.status(star3.server)
+    assert sorted(c["address"] for c in st["clients"]) == ["10.0.0.2", "10.0.0.3"]
+    assert st["drops"].get("server-full", 0) >= 1
+    assert c3.running() and srv.running()
+    assert srv.count(r"server full") <= 2

@@ -429,3 +429,37 @@ def test_encrypted_client_roams_on_authenticated_fresh_data_only():
     net.server.datagram_received(forged, EVIL, net.now)
     assert net.server.by_ip[ipaddress.IPv4Address("10.0.0.2").packed].endpoint == moved
     assert net.server.outbox == []
+
+
+def test_plaintext_registrations_stop_at_max_clients():
+    """A plaintext REGISTER needs no key and may name any address: forged
+    sources must not grow the client table without bound. Beyond
+    --max-clients a new client is refused (counted, one throttled line);
+    the registered ones keep working, one of them may move to a new port,
+    and once an entry expires a new client gets in."""
+    net = Net(encrypt=False)
+    net.server.max_clients = 3
+    for i in range(3):
+        net.server.datagram_received(f"CX2P REGISTER MODE=MANUAL LOCAL_IP=10.0.0.{i + 2}\n"
+                                     .encode(), ("10.250.0.2", 40000 + i), net.now)
+    for i in range(50):   # a flood of forged registrations
+        net.server.datagram_received(f"CX2P REGISTER MODE=MANUAL LOCAL_IP=10.9.{i}.1\n"
+                                     .encode(), (f"192.0.2.{i}", 1000 + i), net.now)
+    assert len(net.server.by_endpoint) == 3 and len(net.server.by_ip) == 3
+    assert net.server.drops["server-full"] == 50
+    # The registered clients still relay to each other.
+    net.server.datagram_received(ip_packet("10.0.0.2", "10.0.0.3"), ("10.250.0.2", 40000),
+                                 net.now)
+    assert [a for _, a in net.server.outbox] == [("10.250.0.2", 40001)]
+    # A registered client that comes back from a new port replaces its entry.
+    net.server.datagram_received(b"CX2P REGISTER MODE=MANUAL LOCAL_IP=10.0.0.4\n",
+                                 ("10.250.0.2", 50000), net.now)
+    assert ("10.250.0.2", 50000) in net.server.by_endpoint
+    assert len(net.server.by_endpoint) == 3
+    # Two fall silent and expire; the third keeps talking; a new one fits.
+    net.now += IDLE_TIMEOUT + 10
+    net.server.datagram_received(b"CX2P REGISTER MODE=MANUAL LOCAL_IP=10.0.0.4\n",
+                                 ("10.250.0.2", 50000), net.now)
+    net.server.on_timer(net.now)
+    net.server.datagram_received(b"CX2P REGISTER MODE=MANUAL LOCAL_IP=10.0.0.9\n", A2, net.now)
+    assert A2 in net.server.by_endpoint and len(net.server.by_endpoint) == 2

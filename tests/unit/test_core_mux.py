@@ -125,3 +125,22 @@ def test_legacy_client_upgrades_to_v2_with_the_same_address():
     assert new.protocol == "v2"
     assert w.server.legacy.by_endpoint == {}
     assert [c["protocol"] for c in w.server.status_clients(w.now)] == ["v2"]
+
+
+def test_max_clients_counts_both_protocols():
+    """--max-clients bounds the clients of both protocols together: with
+    one v2 client and one legacy client registered and a bound of 2, a
+    third is refused whichever protocol it speaks, and says why."""
+    w = World(max_clients=2)
+    w.add(A1, v2_client("C1", PASS))
+    w.add(A2, LegacyClient(auto=True, client_id="C2", key=codec.derive_key(C2PASS)))
+    assert len(w.server.v2.server.peers) == 1 and len(w.server.legacy.by_endpoint) == 1
+    legacy = LegacyClient(auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.7/24"),
+                          key=codec.derive_key(PASS))
+    w.add(A3, legacy)
+    assert A3 not in w.server.legacy.by_endpoint
+    assert w.server.legacy.drops["server-full"] == 1
+    late = v2_client("", PASS, auto=False, local=ipaddress.IPv4Interface("10.0.0.8/24"))
+    w.add(("10.250.3.2", 4004), late)
+    assert len(w.server.v2.server.peers) == 1 and not late.v2.established
+    assert w.server.v2.server.stats["refused"] >= 1

@@ -70,6 +70,11 @@ def test_server_extras():
     assert o.keepalive == 0 and o.control_socket == "/tmp/s.sock"
 
 
+def test_max_clients():
+    assert parse(SERVER).max_clients == 65536
+    assert parse(SERVER + ["--max-clients", "200"]).max_clients == 200
+
+
 def test_rekey_after():
     assert parse(SERVER).rekey_after == 120
     o = parse(CLIENT + ["-l", "10.0.0.2/24", "--rekey-after", "10"])
@@ -178,7 +183,7 @@ def test_help_and_version(capsys):
                 "-k", "--psk", "-e", "--encrypt", "-T", "--tun-dev", "-P", "--pid-file",
                 "-d", "--bind-dev", "-v", "--version", "-h", "--help", "--log-level",
                 "--psk-file", "--protocol", "--no-legacy", "--server-tun", "--keepalive",
-                "--control-socket", "CAMEX_PSK"):
+                "--max-clients", "--control-socket", "CAMEX_PSK"):
         assert opt in out, opt
 
 
@@ -240,6 +245,9 @@ BAD = [
     (CLIENT + M + ["--protocol", "v3"], "--protocol: 'v3' is not one of auto, legacy, v2"),
     (CLIENT + M + ["--no-legacy"], "--no-legacy: only for a server"),
     (CLIENT + M + ["--server-tun"], "--server-tun: only for a server"),
+    (CLIENT + M + ["--max-clients", "5"], "--max-clients: only for a server"),
+    (SERVER + ["--max-clients", "0"], "--max-clients: 0 is out of range 1..1048576"),
+    (SERVER + ["--max-clients", "many"], "--max-clients: 'many' is not a number"),
     (SERVER + ["--no-legacy", "--protocol", "legacy"], "--no-legacy: contradicts --protocol legacy"),
     (SERVER + ["--keepalive", "3601"], "--keepalive: 3601 is out of range 0..3600"),
     (SERVER + ["--rekey-after", "9"], "--rekey-after: 9 is out of range 10..3600"),
@@ -283,7 +291,7 @@ _tokens = st.sampled_from([
     "-M", "--mode", "client", "server", "-a", "-n", "-l", "-g", "-s", "-p", "-b",
     "-f", "-c", "-t", "-k", "-e", "-T", "-P", "-d", "-v", "-h", "--psk-file",
     "--log-level", "--protocol", "--no-legacy", "--server-tun", "--keepalive",
-    "--control-socket", "--", "-", "7000", "10.0.0.2/24", "10.0.0.1", "10.251.0.0/24",
+    "--max-clients", "--control-socket", "--", "-", "7000", "10.0.0.2/24", "10.0.0.1", "10.251.0.0/24",
     "1500", "auto", "v2", "legacy", "debug", "=", "-ae", "-Mserver", "--port=1",
     "/nonexistent/psk", "\x00", "\n", "\udcff", "",
 ])
