@@ -338,6 +338,10 @@ class AutoClientCore:
 class V2ServerCore:
     """The v2 half of a server, with LegacyServer's surface."""
 
+    # camex.v2.lone's flat seal of a lone packet for a peer (relays), or
+    # None: the full path only (CAMEX_FASTPATH=nolone).
+    seal_lone = None
+
     def __init__(self, *, global_passphrase: bytes | None, config=None,
                  local_delivery: bool = False, relay_other=None, behind_for=None,
                  rng=os.urandom, keylog=None, timers: Timers | None = None,
@@ -362,7 +366,8 @@ class V2ServerCore:
             self.server.frames,
             lone.server_receiver(self) if flat else self._datagram_received)
         if flat:
-            self.deliver = lone.server_sender(self)
+            self.seal_lone = lone.server_sealer(self)
+            self.deliver = lone.server_sender(self, self.seal_lone)
         self.now = 0.0
         # Source addresses whose INIT no key opened, waiting to be reported:
         # a client offers one INIT per candidate key (kdf.client_candidates)
@@ -492,7 +497,9 @@ class V2ServerCore:
         if dst is src:
             self.drops["no-route"] += 1
         elif dst is not None:
-            self.outbox.extend(self.server.send(dst, (packet,), now))
+            seal = self.seal_lone
+            if seal is None or not seal(dst, packet, now):
+                self.outbox.extend(self.server.send(dst, (packet,), now))
         elif self.relay_other is not None and self.relay_other(packet):
             pass
         elif self.local_delivery:

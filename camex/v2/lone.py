@@ -10,8 +10,9 @@ for the common case:
   peer, flags 0, from its known address, counter above the replay
   window's top, one IPv4 record inside (inner source allowed, on a
   server): decrypt with the cached cipher object, move the window, deliver;
-- send: one IPv4 packet from the TUN for a confirmed session that needs no
-  rekey yet: seal it under the next counter.
+- send: one IPv4 packet from the TUN, or relayed from another client, for
+  a confirmed session that needs no rekey yet: seal it under the next
+  counter.
 
 Anything else - handshakes, rekey or CLOSE flags, roaming, stale or
 pending sessions, reordered counters, replays, forged tags, keepalives,
@@ -177,43 +178,54 @@ def server_receiver(core):
     return received
 
 
-def server_sender(core):
-    """deliver(packet, now) -> bool for a camex.v2.core.V2ServerCore: an
-    IPv4 packet to the v2 client owning its destination."""
-    server = core.server
-    t = server.t
-    by_address = server.by_address
-    slow = core._deliver
+def server_sealer(core):
+    """seal(peer, packet, now) -> bool for a camex.v2.core.V2ServerCore:
+    one IPv4 packet sealed for `peer` into the core's outbox, as
+    V2Server.send() would for a lone packet; False (nothing done) when the
+    session is not confirmed or needs a rekey flag, for the full path."""
+    t = core.server.t
     cache = [None, None]          # the last send key, its ChaCha20Poly1305
 
+    def seal(peer, p, now):
+        s = peer.current
+        if s is not None and s.confirmed:
+            counter = s.send_counter
+            age = now - s.created
+            if counter < t.rekey_after_messages and counter < s.send_limit \
+                    and age < t.reject_after_time \
+                    and age < t.rekey_after_time + 2 * t.handshake_retry:
+                key = s.send_key
+                if cache[0] is not key:
+                    cache[0], cache[1] = key, AEADS.get(key)
+                n = len(p)
+                peer.ack_due = None
+                st = peer.stats
+                st["tx"] += 1
+                st["tx_bytes"] += n
+                s.send_counter = counter + 1
+                header = _PACK(0xC2, 4, 0, 0, s.remote_index, counter)
+                s.last_sent = now
+                core.outbox.append((header + cache[1].encrypt(
+                    _ZERO4 + counter.to_bytes(8, "little"), n.to_bytes(2, "big") + p,
+                    header), peer.endpoint))
+                return True
+        return False
+
+    return seal
+
+
+def server_sender(core, seal):
+    """deliver(packet, now) -> bool for a camex.v2.core.V2ServerCore: an
+    IPv4 packet to the v2 client owning its destination (`seal`, from
+    server_sealer), else the full path."""
+    by_address = core.server.by_address
+    slow = core._deliver
+
     def deliver(p, now):
-        n = len(p)
-        if n >= 20 and p[0] >> 4 == 4:
+        if len(p) >= 20 and p[0] >> 4 == 4:
             peer = by_address.get(int.from_bytes(p[16:20], "big"))
-            s = peer.current if peer is not None else None
-            if s is not None and s.confirmed:
-                counter = s.send_counter
-                age = now - s.created
-                if counter < t.rekey_after_messages and counter < s.send_limit \
-                        and age < t.reject_after_time \
-                        and age < t.rekey_after_time + 2 * t.handshake_retry:
-                    key = s.send_key
-                    if cache[0] is not key:
-                        cache[0], cache[1] = key, AEADS.get(key)
-                    aead = cache[1]
-                    # Session.seal inline, as in client_sender: a shared
-                    # helper would cost the call this path exists to save.
-                    peer.ack_due = None
-                    st = peer.stats
-                    st["tx"] += 1
-                    st["tx_bytes"] += n
-                    s.send_counter = counter + 1
-                    header = _PACK(0xC2, 4, 0, 0, s.remote_index, counter)
-                    s.last_sent = now
-                    core.outbox.append((header + aead.encrypt(
-                        _ZERO4 + counter.to_bytes(8, "little"), n.to_bytes(2, "big") + p,
-                        header), peer.endpoint))
-                    return True
+            if peer is not None and seal(peer, p, now):
+                return True
         return slow(p, now)
 
     return deliver

@@ -43,6 +43,7 @@ def world(fast: bool):
             c.tun_packet = c._tun_packet
         srv.datagram_received = bulk.fast_receiver(srv.server.frames, srv._datagram_received)
         srv.deliver = srv._deliver
+        srv.seal_lone = None
     w = Wire(srv, {A1: c1, A2: c2})
     for c in (c1, c2):
         c.start(w.now)
