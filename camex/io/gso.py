@@ -372,13 +372,24 @@ class Reassembly:
     bytearray is the result; out of order, each is kept until the frame is
     complete and joined then. Only copies are kept, never the caller's
     buffers (a receive buffer may be reused).
+
+    Fragments are not authenticated, the frame is: anyone who knows a
+    frame's key can send a fragment of it first. So a fragment that
+    differs from the one held at its index replaces it (the sender's own
+    comes after a forgery sent ahead of it), and a frame that the caller
+    finds forged (`forged(key)`) is kept for MEND_TRIES more completions:
+    a later fragment that replaces one of it completes it again. An
+    exact copy of a held fragment is a duplicate and changes nothing.
     """
+
+    MEND_TRIES = 2
 
     def __init__(self, max_slots: int = 32, timeout: float = 1.0, per_group: int | None = None):
         self.max_slots = max_slots
         self.timeout = timeout
         self.per_group = per_group
-        # key -> [created, count, parts (list, or None while in order), have, buf]
+        # key -> [created, count, parts (list, or None while in order), have,
+        #         buf, size of the first slice, mends left]
         self.slots: dict = {}
         self.groups: dict = {}  # group -> open slots
         self.dropped = 0
@@ -386,6 +397,7 @@ class Reassembly:
         # protocol's per-fragment fast path appends to slot[4] directly
         # (camex.v2.bulk.fast_receiver), add() does the rest.
         self.last = None
+        self._done = None       # (key, slot) of the frame add() completed last
 
     def add(self, key, index: int, count: int, payload, now: float):
         """Store one fragment; the frame's payload (bytes or bytearray)
@@ -403,10 +415,10 @@ class Reassembly:
         if slot is None:
             self._make_room(key, now)
             if index == 0:
-                slot = [now, count, None, 1, bytearray(payload)]
+                slot = [now, count, None, 1, bytearray(payload), len(payload), self.MEND_TRIES]
                 self.last = (key, slot)
             else:
-                slot = [now, count, [None] * count, 0, None]
+                slot = [now, count, [None] * count, 0, None, 0, self.MEND_TRIES]
             self.slots[key] = slot
             g = self._group(key)
             if g is not None:
@@ -421,25 +433,57 @@ class Reassembly:
                 slot[3] = have + 1
                 if have + 1 < count:
                     return None
-                buf = slot[4]
-                self._drop(key)
-                return buf
-            if index < have:
+                return self._complete(key, slot, slot[4])
+            size = slot[5]
+            if index < have and slot[4][index * size:index * size + size] == payload:
                 return None  # a duplicate
-            # Out of order: keep the slices apart from now on. Slices before
-            # the last all have the size of the first.
+            # Out of order, or another fragment where one is held: keep the
+            # slices apart from now on. Slices before the last all have the
+            # size of the first.
             buf = slot[4]
-            size = len(buf) // have
             parts = slot[2] = [bytes(buf[i * size:(i + 1) * size]) for i in range(have)] \
                 + [None] * (count - have)
             slot[4] = None
-        if parts[index] is None:
+            if self.last is not None and self.last[1] is slot:
+                self.last = None
+        held = parts[index]
+        if held is None:
             parts[index] = bytes(payload)
             slot[3] += 1
+        elif held == payload:
+            return None  # a duplicate
+        else:
+            parts[index] = bytes(payload)
+            if slot[3] == count:            # a forged frame, mended: try it again
+                return self._complete(key, slot, b"".join(parts))
         if slot[3] < count:
             return None
+        return self._complete(key, slot, b"".join(parts))
+
+    def _complete(self, key, slot, whole):
         self._drop(key)
-        return b"".join(parts)
+        self._done = (key, slot)
+        return whole
+
+    def forged(self, key) -> None:
+        """The frame add() just returned for `key` did not authenticate:
+        keep its fragments (MEND_TRIES times) so that a genuine one sent
+        after a forgery can still complete it."""
+        done, self._done = self._done, None
+        if done is None or done[0] != key or done[1][6] <= 0 or key in self.slots:
+            return
+        slot = done[1]
+        slot[6] -= 1
+        if slot[2] is None:
+            buf, size, count = slot[4], slot[5], slot[1]
+            slot[2] = [bytes(buf[i * size:(i + 1) * size]) for i in range(count - 1)] \
+                + [bytes(buf[(count - 1) * size:])]
+            slot[4] = None
+        self._make_room(key, slot[0])
+        self.slots[key] = slot
+        g = self._group(key)
+        if g is not None:
+            self.groups[g] = self.groups.get(g, 0) + 1
 
     def _group(self, key):
         return key[0] if self.per_group is not None and type(key) is tuple else None

@@ -24,7 +24,8 @@ _HL = wire.HEADER_BULK
 _INDEX = itemgetter(3)
 _SLICE = itemgetter(slice(_HL, None))
 _CONSUME = deque(maxlen=0).extend     # runs an iterator to its end, in C
-_MIDDLE = [bytes(range(1, n - 1)) for n in range(wire.BULK_MAX_FRAGMENTS + 1)]
+_MIDDLE = [bytes(range(1, n - 1)) for n in range(wire.BULK_MAX_FRAGMENTS + 2)]
+_MAX_COUNT = wire.BULK_MAX_FRAGMENTS
 
 PROTO_TCP, PROTO_UDP = 6, 17
 
@@ -115,11 +116,18 @@ def collect(session, frames, stats: dict, fields, now: float):
     if not session.fresh(counter):
         stats["replay"] += 1
         return None
-    whole = frames.add((receiver, counter), index, count, piece, now)
+    # The flags are part of the frame's AD: fragments that carry other
+    # flags cannot be part of it, and keep out of its slot.
+    key = (receiver, counter, flags)
+    whole = frames.add(key, index, count, piece, now)
     if whole is None:
         return None
     plain = session.open_frame(whole, flags, counter, count, now)
     if isinstance(plain, str):
+        if plain == FORGED:
+            # A forged fragment may have come ahead of the sender's own:
+            # keep the frame for the genuine one to replace it.
+            frames.forged(key)
         stats["forged" if plain == FORGED else "replay"] += 1
         return None
     stats["bulk_rx"] += 1
@@ -135,8 +143,8 @@ def fast_receiver(frames, slow):
     """A `datagram_received(data, ...)` for a core, with the per-fragment
     fast path in front (camex.io.gso.Reassembly.last): if `data` is the
     next, not the last, fragment of the BULK frame that `frames` started
-    last (same receiver and counter, the expected index, the same count,
-    reserved bytes 0), its slice is appended and that is all. Anything
+    last (same receiver, counter and flags, the expected index, the same
+    count, reserved bytes 0), its slice is appended and that is all. Anything
     else - the last fragment too, which completes the frame - goes to
     `slow(data, ...)`. Flat on purpose: it runs for ~44 of every 46
     datagrams of a bulk transfer, one Python call each."""
@@ -147,6 +155,7 @@ def fast_receiver(frames, slow):
             key, slot = last
             index = h[3]
             if h[5] == key[1] and h[4] == key[0] and index == slot[3] and h[6] == slot[1] \
+                    and h[2] == key[2] \
                     and index + 1 < h[6] and h[1] == 6 and h[0] == 0xC2 and not h[7] \
                     and not h[8] and slot[2] is None:
                 slot[4] += memoryview(d)[_HL:]
@@ -167,21 +176,23 @@ def fast_receiver(frames, slow):
         while i < n:
             d = ds[i]
             if n - i > 2 and len(d) > _HL and d[1] == 6 and d[3] == 0 and d[0] == 0xC2 \
-                    and d[16] > 2:
+                    and 2 < d[16] <= _MAX_COUNT:
                 c = d[16]
                 whole = c <= n - i
                 k = c - 1 if whole else n - i     # fragments 1 .. k-1 are here
                 mids = ds[i + 1:i + k]
                 size = len(d)
-                if bytes(map(_INDEX, mids)) == _MIDDLE[k + 1] and \
-                        all(len(m) == size for m in mids):
+                # Sizes first: a shorter datagram (a GRO batch may end with
+                # one of any length) has no index byte to read.
+                if all(len(m) == size for m in mids) and \
+                        bytes(map(_INDEX, mids)) == _MIDDLE[k + 1]:
                     h = _BULK_FIELDS(d)
                     end = ds[i + c - 1] if whole else None
                     if end is None or (len(end) > _HL and end[3] == c - 1
                                        and _same_frame(h, _BULK_FIELDS(end))):
                         slow(d, *rest)            # checks, and opens the frame's slot
                         last = frames.last
-                        if last is not None and last[0] == (h[4], h[5]) \
+                        if last is not None and last[0] == (h[4], h[5], h[2]) \
                                 and last[1][3] == 1 and last[1][2] is None:
                             slot = last[1]
                             _CONSUME(map(slot[4].extend, map(_SLICE, mids)))

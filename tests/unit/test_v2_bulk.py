@@ -258,6 +258,40 @@ def test_tampered_fragments_fail_and_do_not_move_the_window(field):
     assert len(w.server.to_tun) == 1
 
 
+@pytest.mark.parametrize("where", ["first", "middle", "last", "all-but-first"])
+@pytest.mark.parametrize("gro", [False, True])
+def test_a_forged_fragment_sent_ahead_does_not_spoil_the_frame(where, gro):
+    """Fragments are not authenticated, frames are: someone who sees a
+    session's index and counters can send a fragment of the next frame
+    before its sender does. The genuine fragments replace it, the frame
+    opens once and nothing else is delivered."""
+    w = World(local_delivery=True)
+    c1 = w.add(A1, v2("C1"))
+    hp = tcp_super("10.0.0.2", "10.0.0.1", 30000)
+    f = frame(c1, hp)
+    n = len(f)
+    pick = {"first": [0], "middle": [n // 2], "last": [n - 1],
+            "all-but-first": list(range(1, n))}[where]
+    for i in pick:
+        bad = bytearray(f[i])
+        bad[40] ^= 0xFF
+        w.server.datagram_received(bytes(bad), ("203.0.113.5", 999), w.now)
+    if gro:
+        w.server.datagram_received.many(f, A1, w.now)
+    else:
+        for d in f:
+            w.server.datagram_received(d, A1, w.now)
+    got = [x for x in w.server.to_tun if type(x) is tuple]
+    if where == "all-but-first":
+        # The first genuine fragment completes a frame of forgeries; the
+        # next genuine ones mend it MEND_TRIES times, then it is given up.
+        assert got == [] and w.server.server.stats["forged"] == 1 + gso.Reassembly.MEND_TRIES
+    else:
+        assert [bytes(x[1]) for x in got] == [bytes(hp[1])]
+    assert len(w.server.server.frames.slots) <= FRAME_SLOTS_PER_SESSION
+    assert peer(w, "C1").endpoint == A1
+
+
 def test_malformed_fragments_are_counted_and_dropped():
     w = World(local_delivery=True)
     c1 = w.add(A1, v2("C1"))
@@ -463,9 +497,11 @@ def test_batches_that_are_not_one_clean_frame_go_fragment_by_fragment(change):
         w.server.datagram_received.many(b, A1, w.now)
     frames_out = [x for x in w.server.to_tun if type(x) is tuple]
     if change == "bad-last":
-        # As fragment by fragment: the first last fragment completes the
-        # frame, which fails (its header changed the AD); nothing closes.
-        assert frames_out == [] and w.server.server.stats["forged"] == 1
+        # A last fragment with other flags is not part of the frame (the
+        # flags are in its AD): it waits in a slot of its own, and the
+        # genuine last fragment completes the frame; nothing closes.
+        assert len(frames_out) == 1 and bytes(frames_out[0][1]) == bytes(hp[1])
+        assert w.server.server.stats["forged"] == 0 and peer(w, "C1").current is not None
     else:
         assert len(frames_out) == 1 and bytes(frames_out[0][1]) == bytes(hp[1])
     assert peer(w, "C1").current is not None
