@@ -428,3 +428,26 @@ def test_receive_errors_go_on_or_stop_as_the_daemon_says():
     q = _Queue([OSError(5, "EIO"), ((b"z",), ("h", 2))])
     got, flushed = _receive(q, burst=True, on_error=lambda e: False)
     assert got == [] and flushed == [[]] and q.items == [((b"z",), ("h", 2))]
+
+
+def test_a_fault_on_one_datagram_costs_that_receive_not_the_daemon(caplog):
+    """Every refusal of bad input is counted, never raised; should handling
+    a datagram raise anyway (a bug), the daemon logs one warning per kind
+    of fault, saying where, and keeps receiving."""
+    from camex.io import udp
+
+    got = []
+
+    def deliver(d, addr, now):
+        if d == b"boom":
+            raise IndexError("index out of range")
+        got.append(d)
+
+    q = _Queue([((b"a",), ("h", 1))] + [((b"boom", b"lost"), ("h", 2))] * 5 +
+               [((b"b",), ("h", 3))])
+    with caplog.at_level("WARNING", logger="camex"):
+        udp.receive(q, deliver, 5.0, True, lambda: 0, 99, lambda: None, lambda e: True)
+    assert got == [b"a", b"b"]          # the rest of a faulty receive is dropped
+    faults = [r.getMessage() for r in caplog.records if "internal error" in r.getMessage()]
+    assert len(faults) == 1 and "IndexError: index out of range at " in faults[0]
+    assert "test_offload.py:" in faults[0] and "from ('h', 2)" in faults[0]
