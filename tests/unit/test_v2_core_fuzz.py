@@ -3,7 +3,7 @@
 A server (the mux that also speaks legacy) and two v2 clients that take
 BULK, wired in memory. Between genuine traffic, a seeded generator feeds
 the server - one datagram at a time and as GRO batches (`many`) - and the
-clients with: the genuine datagrams of the run mutated (bits flipped, cut,
+clients with (camex.proto.fuzzer_v2): the genuine datagrams of the run mutated (bits flipped, cut,
 lengthened, header fields rewritten), replayed, or sent from other
 addresses; BULK fragments under a session's real receiver index with any
 counter, index, count and slice (reassembly state is what they could
@@ -16,74 +16,14 @@ import random
 
 import pytest
 
-from camex.v2 import wire
+from camex.io import gso
+from camex.proto.fuzzer_v2 import V2Noise
 from camex.v2.server import FRAME_SLOTS, FRAME_SLOTS_PER_SESSION
 
 from test_v2_bulk import A1, A2, World, frame, tcp_super, v2
 from camex.v2.memlab import ipv4
 
 SPOOFED = [("192.0.2.66", 4066), ("198.51.100.9", 53), A1, A2]
-
-
-class Noise:
-    """Malformed and forged v2 datagrams, from `seen` (genuine ones)."""
-
-    def __init__(self, rng: random.Random, receivers):
-        self.rng = rng
-        self.receivers = receivers       # real session indexes, 4 bytes LE each
-        self.seen: list = []
-
-    def mutated(self) -> bytes:
-        r = self.rng
-        d = bytearray(r.choice(self.seen))
-        how = r.randrange(6)
-        if how == 0:
-            for _ in range(r.randint(1, 4)):
-                d[r.randrange(len(d))] ^= 1 << r.randrange(8)
-        elif how == 1:
-            d = d[:r.randrange(len(d))]
-        elif how == 2:
-            d += r.randbytes(r.randint(1, 300))
-        elif how == 3 and len(d) >= 20:                  # a header field rewritten
-            at = r.choice((1, 2, 3, 8, 12, 15, 16, 17, 19))
-            d[at] = r.randrange(256)
-        elif how == 4:
-            return bytes(r.choice(self.seen))            # a plain replay
-        else:
-            d[r.randrange(len(d))] = r.randrange(256)
-        return bytes(d)
-
-    def bulk(self) -> bytes:
-        """A BULK fragment under a real receiver index: fresh counters reach
-        reassembly, which is what they could fill."""
-        r = self.rng
-        count = r.choice((1, 2, 3, 46, 64, 65, 0, 255))
-        index = r.randrange(max(count, 1) + 2)
-        counter = r.choice((r.randrange(1 << 16), r.randrange(1 << 64), 0, (1 << 64) - 1))
-        flags = r.choice((0, 0, wire.FLAG_CLOSE, wire.FLAG_REKEY, 0xFF))
-        head = bytes((wire.MARK, wire.T_BULK, flags, index & 0xFF)) + r.choice(self.receivers) \
-            + counter.to_bytes(8, "little") + bytes((count, 0, 0, 0))
-        if r.random() < 0.1:
-            head = head[:17] + r.randbytes(3)           # reserved bytes set
-        return head + r.randbytes(r.choice((0, 1, 17, 1388, r.randrange(2000))))
-
-    def typed(self) -> bytes:
-        r = self.rng
-        t = r.choice((wire.T_INIT, wire.T_RESP, wire.T_COOKIE, wire.T_DATA, wire.T_BULK,
-                      wire.T_NOSESSION, 0, 7, 255))
-        body = r.choice(self.receivers) if r.random() < 0.5 else r.randbytes(4)
-        return bytes((wire.MARK, t, r.randrange(256), r.randrange(256))) + body + \
-            r.randbytes(r.choice((0, 4, 8, 12, 24, 100, 1400)))
-
-    def datagram(self) -> bytes:
-        pick = self.rng.random()
-        if pick < 0.45 and self.seen:
-            return self.mutated()
-        if pick < 0.75:
-            return self.bulk()
-        if pick < 0.95:
-            return self.typed()
-        return self.rng.randbytes(self.rng.randrange(1, 200))
 
 
 def _bounded(w):
@@ -103,7 +43,7 @@ def test_noise_never_breaks_the_tunnel_nor_reaches_a_tun(seed):
     receivers = [p.current.local_index.to_bytes(4, "little")
                  for p in w.server.server.peers.values()] + \
         [c.session.current.local_index.to_bytes(4, "little") for c in (c1, c2)]
-    noise = Noise(rng, receivers)
+    noise = V2Noise(rng, receivers)
     sent_to_c2, sent_to_c1 = [], []
 
     def genuine(i):
@@ -130,11 +70,15 @@ def test_noise_never_breaks_the_tunnel_nor_reaches_a_tun(seed):
             where = rng.random()
             if where < 0.6:
                 w.entry.datagram_received(d, rng.choice(SPOOFED), w.now)
-            elif where < 0.8:
+            elif where < 0.7:
                 batch = [noise.datagram() for _ in range(rng.randint(2, 50))]
                 if rng.random() < 0.5 and noise.seen:
                     batch[rng.randrange(len(batch))] = rng.choice(noise.seen)
                 w.entry.datagram_received.many(batch, rng.choice(SPOOFED), w.now)
+            elif where < 0.8:   # a forged GSO burst, as one GRO batch
+                burst, size = noise.bulk_burst()
+                w.entry.datagram_received.many(gso.split(b"".join(burst), size),
+                                               rng.choice(SPOOFED), w.now)
             else:
                 rng.choice((c1, c2)).datagram_received(d, w.now)
         _bounded(w)
