@@ -426,10 +426,12 @@ class V2Dissector:
         elif not self.keylog.has_index(receiver):
             rec.update(status="no-key", detail=self._no_key(receiver))
         fr = added.frame
+        if added.detail:                       # it replaced another fragment
+            rec["detail"] = added.detail
         if added.what == "held":
             rec["summary"] = f"fragment {index} of {count} ({len(fr.slices)} of {count} held)"
             return
-        s.bulk_frames += 1
+        s.bulk_frames += not fr.failed         # a mended frame counts once
         sealed = fr.ciphertext()
         rec["bulk"].update(frame_bytes=len(sealed),
                            frames=[fr.frames[i] for i in range(count)])
@@ -443,6 +445,7 @@ class V2Dissector:
             rec.update(status="no-key", detail=(
                 f"{what}, but the logged key does not open it (a fragment altered, "
                 "or another key)"))
+            self.bulk.reopen(fr)               # a later fragment may mend it
             return
         items = self._opened(rec, s, receiver, counter, opened, wire.parse_bulk_records,
                              "BULK records overrun the frame's plaintext")

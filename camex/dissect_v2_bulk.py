@@ -10,7 +10,11 @@ arrives; then the frame is decrypted once (dissect_v2 does that).
 What is reported, per fragment: held (waiting for the others), the one
 that completes the frame, a duplicate of a fragment already held (or of a
 frame already complete: a replay), or one that contradicts the frame's
-other fragments (another count or flags: it cannot belong to it). Frames
+other fragments (another count or flags: it cannot belong to it). As the
+daemons do (docs/PROTOCOL.md §4.7), a fragment with other content at an
+index already held replaces it, and a frame that does not open
+(`reopen`) waits for MEND_TRIES more such replacements: a forgery sent
+ahead of the sender's own fragment is shown, and the frame still opens. Frames
 still missing fragments when the capture ends - or FRAME_TIMEOUT capture
 seconds after their first fragment, or when more than MAX_OPEN frames are
 open - are listed as incomplete, with the indices they lack.
@@ -32,6 +36,7 @@ MAX_HELD = 64 << 20     # bytes of slices they hold together
 FRAME_TIMEOUT = 5.0     # capture seconds a frame may wait for its fragments
 DONE_KEYS = 65536       # completed (receiver, counter) remembered for duplicates
 MAX_REPORTED = 1000     # incomplete frames described in the summary
+MEND_TRIES = 2          # as camex.io.gso.Reassembly: opens after a failed one
 
 
 @dataclass
@@ -46,6 +51,8 @@ class OpenFrame:
     session: str | None = None      # "client index/server index" label
     slices: dict = field(default_factory=dict)   # index -> slice bytes
     frames: dict = field(default_factory=dict)   # index -> capture frame number
+    failed: bool = False            # complete once, did not open: waits for a mend
+    tries: int = MEND_TRIES
 
     @property
     def label(self) -> str:
@@ -113,10 +120,20 @@ class BulkFrames:
                 f"count {count}, flags 0x{flags:02x} differ from the frame's other "
                 f"fragments (count {fr.count}, flags 0x{fr.flags:02x}): not part of it"))
         elif index in fr.slices:
-            same = fr.slices[index] == bytes(data)
-            return Added("duplicate" if same else "conflict", fr, (
-                f"fragment {index} again (first in capture frame {fr.frames[index]})"
-                + ("" if same else " with other content")))
+            if fr.slices[index] == bytes(data):
+                return Added("duplicate", fr, (
+                    f"fragment {index} again (first in capture frame {fr.frames[index]})"))
+            note = (f"replaces fragment {index} of capture frame {fr.frames[index]}, which "
+                    "had other content: one of the two is not the sender's")
+            self.held += len(data) - len(fr.slices[index])
+            fr.slices[index] = bytes(data)
+            fr.frames[index] = frame_no
+            if not fr.failed:
+                return Added("held", fr, note)
+            del self.open[key]                 # a mended frame: try it again
+            self.held -= sum(len(x) for x in fr.slices.values())
+            self.done[key] = frame_no
+            return Added("complete", fr, note)
         fr.slices[index] = bytes(data)
         fr.frames[index] = frame_no
         if len(fr.slices) < fr.count:
@@ -132,6 +149,18 @@ class BulkFrames:
         self.complete += 1
         return Added("complete", fr)
 
+    def reopen(self, fr: OpenFrame) -> None:
+        """The frame add() just completed did not open: keep it for a
+        fragment that replaces one of its slices (MEND_TRIES times)."""
+        key = (fr.receiver, fr.counter)
+        if fr.tries <= 0 or key in self.open:
+            return
+        fr.tries -= 1
+        fr.failed = True
+        self.done.pop(key, None)
+        self.open[key] = fr
+        self.held += sum(len(x) for x in fr.slices.values())
+
     def _expire(self):
         while self.open:
             key, fr = next(iter(self.open.items()))
@@ -142,6 +171,8 @@ class BulkFrames:
     def _give_up(self, key):
         fr = self.open.pop(key)
         self.held -= sum(len(x) for x in fr.slices.values())
+        if fr.failed:
+            return              # it was complete (and reported as not opening)
         self.incomplete += 1
         if len(self.reported) < MAX_REPORTED:
             self.reported.append(fr.report())

@@ -404,3 +404,26 @@ def test_held_fragments_are_bounded_in_bytes():
     assert frames.complete == 1 and frames.held == 0 and not frames.open
     frames.finish()
     assert [r["missing"] for r in frames.reported] == [[2]] * 9
+
+
+@pytest.mark.parametrize("where", ["middle", "last"])
+def test_a_forged_fragment_sent_ahead_is_shown_and_the_frame_still_opens(tmp_path, capsys,
+                                                                         keys, where):
+    """As the daemons (docs/PROTOCOL.md §4.7): a fragment with other
+    content at an index already held replaces it, and a frame that did not
+    open is tried again when one of its fragments is replaced. The user
+    sees which capture frame was replaced, and the frame's packets."""
+    frags = seal_frame([super_packet()], counter=21)
+    i = 2 if where == "middle" else len(frags) - 1
+    forged = frags[i][:60] + bytes((frags[i][60] ^ 0xFF,)) + frags[i][61:]
+    recs, summary = run(capsys, write(tmp_path / "p.pcap", [forged] + frags), "--keylog", keys)
+    genuine = recs[1 + i]
+    assert "replaces fragment %d of capture frame 1" % i in genuine["detail"]
+    opened = [r for r in recs if "packets" in r]
+    assert len(opened) == 1 and "TSO gso_size=" in opened[0]["packets"][0]
+    if where == "last":
+        # the genuine last-but-one fragment completed the frame with the
+        # forgery in it: that one is shown as not opening
+        assert recs[-2]["status"] == "no-key" and opened[0] is recs[-1]
+    bulk = summary["v2"]["bulk"]
+    assert bulk["complete"] == 1 and bulk["incomplete"] == 0
