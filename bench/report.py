@@ -205,7 +205,7 @@ def goals(doc: dict) -> str:
     line("camex relay >= 0.6 x camex point to point (TCP 1)",
          "needs camex-v2-p2p and camex-v2-relay" if x is None else f"{x:.2f} x",
          None if x is None else x >= 0.6)
-    for name, row in (("camex-v2-p2p", p2p), ("camex-relay-enc", legacy)):
+    for name, row in (("camex-v2-p2p", p2p), ("camex-v2-relay", relay), ("camex-relay-enc", legacy)):
         if row is None:
             continue
         line(f"{name} idle RTT <= best peer ({best_rtt_name} {_f(best_rtt, '%.3f')} ms)",
