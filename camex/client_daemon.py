@@ -17,6 +17,7 @@ from .legacy import codec
 from .log import LOG, Throttle
 from .procinfo import process_status
 from .loop import BATCH, BURST_GAP, RESOLVE_RETRY, Loop, StartupError
+from .options import v2_timers
 
 FLUSH_AT = 64  # datagrams/packets queued before a mid-batch flush (bounds memory)
 
@@ -33,15 +34,6 @@ def tun_reader(tun):
         p = one()
         return None if p is None else (p,)
     return read_one
-
-
-def v2_timers(opts):
-    """v2 timers from the options: --keepalive, and --rekey-after with the
-    rejection limit kept 60 s beyond it (120/180 s by default, as documented)."""
-    from .v2.session import Timers
-    return Timers(rekey_after_time=float(opts.rekey_after),
-                  reject_after_time=float(opts.rekey_after) + 60.0,
-                  keepalive=float(opts.keepalive))
 
 
 def _backlog(to_tun) -> int:

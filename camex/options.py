@@ -283,6 +283,16 @@ def read_psk_file(path: str, option: str = "--psk-file") -> bytes:
     return _check(option, parse_psk, data)
 
 
+def v2_timers(opts):
+    """v2 timers from the options: --keepalive, and --rekey-after with the
+    rejection limit kept 60 s beyond it (120/180 s by default, as
+    documented). v2's modules are imported only for a daemon that speaks it."""
+    from camex.v2.session import Timers
+    return Timers(rekey_after_time=float(opts.rekey_after),
+                  reject_after_time=float(opts.rekey_after) + 60.0,
+                  keepalive=float(opts.keepalive))
+
+
 def _passphrase(args, environ) -> tuple[bytes | None, str | None]:
     if args.psk is not None and args.psk_file is not None:
         raise UsageError("--psk-file: give either --psk or --psk-file, not both")

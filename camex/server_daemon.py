@@ -16,16 +16,9 @@ from .legacy import codec
 from .log import LOG, Throttle
 from .procinfo import process_status
 from .loop import BATCH, BURST_GAP, Loop, StartupError
-from .options import read_psk_file
+from .options import read_psk_file, v2_timers
 
 FLUSH_AT = 128  # datagrams queued before a mid-batch flush (bounds memory)
-
-
-def _v2_timers(opts):
-    """v2 timers from --keepalive and --rekey-after (v2 modules only when v2 is on)."""
-    from .v2.session import Timers
-    return Timers(keepalive=opts.keepalive, rekey_after_time=float(opts.rekey_after),
-                  reject_after_time=opts.rekey_after + 60.0)
 
 
 class ServerDaemon:
@@ -46,7 +39,7 @@ class ServerDaemon:
         self.keylog = open_keylog(opts.keylog) if v2 else None
         self.core = ServerMux(passphrase=opts.psk, encrypt=opts.encrypt, config=config,
                               legacy=legacy, v2=v2, local_delivery=opts.server_tun,
-                              keylog=self.keylog, timers=_v2_timers(opts) if v2 else None,
+                              keylog=self.keylog, timers=v2_timers(opts) if v2 else None,
                               max_clients=opts.max_clients)
         self.tun_config = self._tun_config(config) if opts.server_tun else None
         self.loop = None
