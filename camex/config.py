@@ -18,6 +18,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from camex.legacy.codec import (MAX_CLIENT_ID_LEN, MAX_MTU, MAX_ROUTES, MIN_MTU,
                                 PASSPHRASE_MAX, PASSPHRASE_MIN)
+from camex.value import Value
 
 DEFAULT_PATH = "/etc/camex/camex.conf"
 
@@ -136,10 +137,11 @@ class ConfigError(Exception):
 
 
 # Plain classes rather than dataclasses: `dataclasses` imports `inspect`
-# (1.2 MiB of the daemon's resident memory, issue 6). One Profile and one
-# ClientSection per [client ID] section: __slots__ keep a large file small.
+# (1.2 MiB of the daemon's resident memory, issue 6); camex.value.Value gives
+# the equality and repr a dataclass would. One Profile and one ClientSection
+# per [client ID] section: __slots__ keep a large file small.
 
-class Profile:
+class Profile(Value):
     __slots__ = ("local_cidr", "gateway_ip", "routes", "mtu", "allowed")
 
     def __init__(self, local_cidr: IPv4Interface | None = None,
@@ -153,10 +155,6 @@ class Profile:
         # Networks behind the client whose addresses it may use as inner
         # sources (v2 identity binding). A C server warns and ignores the key.
         self.allowed = [] if allowed is None else allowed
-
-    def __repr__(self) -> str:
-        return (f"Profile(local_cidr={self.local_cidr!r}, gateway_ip={self.gateway_ip!r}, "
-                f"routes={self.routes!r}, mtu={self.mtu!r}, allowed={self.allowed!r})")
 
 
 class ClientSection:
@@ -175,7 +173,9 @@ class ClientSection:
                 f"psk={'<set>' if self.psk else None}, line={self.line})")
 
 
-class ServerConfig:
+class ServerConfig(Value):
+    __slots__ = ("path", "defaults", "clients", "warnings")
+
     def __init__(self, path: str = "<string>", defaults: Profile | None = None,
                  clients: dict[str, ClientSection] | None = None,
                  warnings: list[str] | None = None):
@@ -183,10 +183,6 @@ class ServerConfig:
         self.defaults = Profile() if defaults is None else defaults
         self.clients = {} if clients is None else clients   # lowercased id
         self.warnings = [] if warnings is None else warnings
-
-    def __repr__(self) -> str:
-        return (f"ServerConfig(path={self.path!r}, defaults={self.defaults!r}, "
-                f"clients={self.clients!r}, warnings={self.warnings!r})")
 
     def client(self, client_id: str) -> ClientSection | None:
         return self.clients.get(client_id.lower())
