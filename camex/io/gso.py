@@ -355,6 +355,11 @@ def cut_frame(header, body, size: int) -> list:
     return out
 
 
+def _slices(buf, size: int, n: int) -> list:
+    """The first `n` slices of `size` bytes of an in-order frame buffer."""
+    return [bytes(buf[i * size:(i + 1) * size]) for i in range(n)]
+
+
 class Reassembly:
     """Slots that collect the fragments of frames until each is complete.
 
@@ -413,18 +418,13 @@ class Reassembly:
             self.dropped += 1
             slot = None
         if slot is None:
-            self._make_room(key, now)
             if index == 0:
                 slot = [now, count, None, 1, bytearray(payload), len(payload), self.MEND_TRIES]
+                self._open(key, slot, now)
                 self.last = (key, slot)
-            else:
-                slot = [now, count, [None] * count, 0, None, 0, self.MEND_TRIES]
-            self.slots[key] = slot
-            g = self._group(key)
-            if g is not None:
-                self.groups[g] = self.groups.get(g, 0) + 1
-            if index == 0:
                 return None
+            slot = [now, count, [None] * count, 0, None, 0, self.MEND_TRIES]
+            self._open(key, slot, now)
         parts = slot[2]
         if parts is None:
             have = slot[3]
@@ -440,9 +440,7 @@ class Reassembly:
             # Out of order, or another fragment where one is held: keep the
             # slices apart from now on. Slices before the last all have the
             # size of the first.
-            buf = slot[4]
-            parts = slot[2] = [bytes(buf[i * size:(i + 1) * size]) for i in range(have)] \
-                + [None] * (count - have)
+            parts = slot[2] = _slices(slot[4], size, have) + [None] * (count - have)
             slot[4] = None
             if self.last is not None and self.last[1] is slot:
                 self.last = None
@@ -476,10 +474,13 @@ class Reassembly:
         slot[6] -= 1
         if slot[2] is None:
             buf, size, count = slot[4], slot[5], slot[1]
-            slot[2] = [bytes(buf[i * size:(i + 1) * size]) for i in range(count - 1)] \
-                + [bytes(buf[(count - 1) * size:])]
+            slot[2] = _slices(buf, size, count - 1) + [bytes(buf[(count - 1) * size:])]
             slot[4] = None
-        self._make_room(key, slot[0])
+        self._open(key, slot, slot[0])
+
+    def _open(self, key, slot, now: float) -> None:
+        """Make room for a slot and keep it (counted in its group)."""
+        self._make_room(key, now)
         self.slots[key] = slot
         g = self._group(key)
         if g is not None:
