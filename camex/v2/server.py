@@ -359,6 +359,14 @@ class V2Server:
                     t = e
         return t
 
+    def _ack_later(self, peer: Peer, now: float) -> None:
+        """Data came from the peer: a passive keepalive falls due unless we
+        send it something first (camex.v2.lone does this inline)."""
+        if peer.ack_due is None:
+            a = peer.ack_due = now + self.t.passive_keepalive
+            if peer.timer_at is None or a < peer.timer_at:
+                self._arm(peer)
+
     def _arm(self, p: Peer) -> None:
         """After an event that may bring the peer's next timer forward."""
         t = self._peer_due(p)
@@ -641,10 +649,7 @@ class V2Server:
         if good:
             peer.stats["rx"] += len(good)
             peer.stats["rx_bytes"] += sum(map(len, good))
-            if peer.ack_due is None:
-                a = peer.ack_due = now + self.t.passive_keepalive
-                if peer.timer_at is None or a < peer.timer_at:
-                    self._arm(peer)
+            self._ack_later(peer, now)
             out.append(Deliver(good, peer))
         return out
 
@@ -679,10 +684,7 @@ class V2Server:
             for g, p in good:
                 peer.stats["rx"] += bulk.segment_count(g, p)
                 peer.stats["rx_bytes"] += len(p)
-            if peer.ack_due is None:
-                a = peer.ack_due = now + self.t.passive_keepalive
-                if peer.timer_at is None or a < peer.timer_at:
-                    self._arm(peer)
+            self._ack_later(peer, now)
             # The plaintext as it came, if nothing was taken out: a relay
             # re-seals it for one destination without packing it again.
             out.append(DeliverFrame(good, peer, plain if len(good) == len(records) else None))
