@@ -127,7 +127,6 @@ def server_receiver(core):
     server = core.server
     t = server.t
     sessions = server.sessions
-    stats = server.stats
     slow = core._datagram_received
     relay = core._relay
     handle = core._handle
