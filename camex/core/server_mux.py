@@ -104,7 +104,9 @@ class ServerMux:
                 self.throttle.warning("v2-off", "ignored v2 datagrams from %s:%d: this "
                                       "server runs the legacy protocol only", addr[0], addr[1])
                 return
-            self.v2.datagram_received(data, addr, now)
+            # Past the fast path for BULK middle fragments (this mux's own,
+            # in front): the v2 core's would only check them again.
+            self.v2.receive_whole(data, addr, now)
         elif self.legacy is not None:
             self.legacy.datagram_received(data, addr, now)
         else:

@@ -360,11 +360,12 @@ class V2ServerCore:
             kw["max_peers"] = max_clients
         self.server = V2Server(self._keystore(global_passphrase, config), self._authorize,
                                rng=rng, keylog=keylog, timers=timers, bulk=bulk_wanted(), **kw)
-        # Middle fragments of a BULK frame are stored before anything else.
+        # Middle fragments of a BULK frame are stored before anything else;
+        # `receive_whole` takes every other datagram (ServerMux, which puts
+        # the same fast path in front of both protocols, calls it directly).
         flat = not gso.disabled("nolone")   # CAMEX_FASTPATH=nolone: full paths only
-        self.datagram_received = bulk.fast_receiver(
-            self.server.frames,
-            lone.server_receiver(self) if flat else self._datagram_received)
+        self.receive_whole = lone.server_receiver(self) if flat else self._datagram_received
+        self.datagram_received = bulk.fast_receiver(self.server.frames, self.receive_whole)
         if flat:
             self.seal_lone = lone.server_sealer(self)
             self.deliver = lone.server_sender(self, self.seal_lone)
