@@ -96,6 +96,9 @@ class Dissector:
         self.v2_layer = proto_v2.CamexV2
         self.v2 = V2Dissector(keylog, ports, getattr(keyring, "passphrases", ()))
         self.keyring = keyring
+        # A GSO run that ends in another message is cut only where the key
+        # log opens the DATA before it (camex/dissect_gso.py).
+        self._opens = (lambda piece: keylog.open(piece) is not None) if keylog else None
         self.ports = frozenset(ports)
         proto.set_ports(self.ports)
         self.windows: dict[bytes, ReplayWindow] = {}
@@ -126,7 +129,7 @@ class Dissector:
     def split(self, d: capture.Datagram) -> list:
         """`d`, or the datagrams it glues together when the capture holds a
         UDP GSO send not yet cut by the kernel (camex/dissect_gso.py)."""
-        return dissect_gso.split(d, d.sport in self.ports or d.dport in self.ports)
+        return dissect_gso.split(d, d.sport in self.ports or d.dport in self.ports, self._opens)
 
     def record(self, d: capture.Datagram) -> dict | None:
         cls = self.proto.classify(d.payload, d.sport, d.dport)

@@ -42,12 +42,18 @@ def _cut(data: bytes, size: int, starts, whole, complete: bool) -> list | None:
     return [data[c:c + size] for c in cuts]
 
 
-def v2_split(data: bytes, complete: bool = True) -> list | None:
+_V2_TYPES = (wire.T_INIT, wire.T_RESP, wire.T_COOKIE, wire.T_DATA, wire.T_NOSESSION,
+             wire.T_BULK)
+
+
+def v2_split(data: bytes, complete: bool = True, opens=None) -> list | None:
     """v2 DATA and BULK datagrams glued by GSO: the same receiver index
     (bytes 4-7) at every multiple of S, after the mark and a DATA or BULK
     type, reserved bytes zero. The two types mix in one run: a daemon's
     batch holds a peer's BULK fragments and DATA together, and runs()
-    groups datagrams by size only."""
+    groups datagrams by size only. `opens(datagram) -> bool` (a key log's
+    DATA opener, if the dissector has one) admits a run whose last
+    datagram is another message (_opened_run)."""
     n = len(data)
     types = (wire.T_DATA, wire.T_BULK)
     smallest = wire.HEADER_BULK + 1     # a BULK fragment of one byte; DATA is longer
@@ -72,6 +78,29 @@ def v2_split(data: bytes, complete: bool = True) -> list | None:
             if segs is not None:
                 return segs
         at = data.find(receiver, at + 1)
+    if opens is not None and data[1] == wire.T_DATA:
+        return _opened_run(data, opens, starts, whole)
+    return None
+
+
+def _opened_run(data: bytes, opens, starts, whole) -> list | None:
+    """A run whose last datagram is another message: at a rekey a client
+    sends DATA and its INIT (or the new session's first DATA) to the same
+    address, and runs() groups by size only, so nothing but the first
+    datagram's receiver marks the cut. A cut at S is taken only when the
+    key log opens the first S bytes as DATA (a forgery cannot), the
+    datagrams up to the last start like the first, and the last, at most
+    S long, starts with the mark and a v2 type."""
+    n = len(data)
+    at = data.find(wire.MARK, wire.DATA_MIN)
+    while at != -1 and at < n - 1:
+        size = at
+        last = (n - 1) // size * size
+        if n - last <= size and data[last + 1] in _V2_TYPES and data[last] == wire.MARK \
+                and all(starts(c) and whole(c, size) for c in range(size, last, size)) \
+                and opens(data[:size]):
+            return [data[c:c + size] for c in range(0, n, size)]
+        at = data.find(wire.MARK, at + 1)
     return None
 
 
@@ -114,14 +143,15 @@ def plain_split(data: bytes, complete: bool = True) -> list | None:
     return _cut(data, size, starts, whole, complete)
 
 
-def split(d, plaintext_port: bool = False) -> list:
+def split(d, plaintext_port: bool = False, opens=None) -> list:
     """The datagrams of capture Datagram `d`: one per GSO segment if it
-    holds a run (plaintext IPv4 runs only on a camex port), else [d]."""
+    holds a run (plaintext IPv4 runs only on a camex port), else [d].
+    `opens`: see v2_split."""
     data = bytes(d.payload)
     first = data[:1]
     segs = None
     if first == b"\xc2":
-        segs = v2_split(data, d.complete)
+        segs = v2_split(data, d.complete, opens)
     elif first == b"C":
         segs = legacy_split(data, d.complete)
     elif plaintext_port and first and data[0] >> 4 == 4:

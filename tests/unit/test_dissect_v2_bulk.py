@@ -427,3 +427,25 @@ def test_a_forged_fragment_sent_ahead_is_shown_and_the_frame_still_opens(tmp_pat
         assert recs[-2]["status"] == "no-key" and opened[0] is recs[-1]
     bulk = summary["v2"]["bulk"]
     assert bulk["complete"] == 1 and bulk["incomplete"] == 0
+
+
+def test_a_run_ending_in_another_message_is_cut_where_the_key_log_opens_it(tmp_path, capsys,
+                                                                           keys):
+    """At a rekey a client sends a DATA and its INIT in one GSO run (sizes
+    decide runs, not types), so no receiver index repeats to show the cut.
+    With the key log the DATA before the cut opens: both are shown. A run
+    whose first datagram does not open is left whole: a cut is never a guess."""
+    from camex.io import gso
+    from camex.proto.v2 import seal_data
+    from camex.v2.memlab import sample_traffic
+    init = bytes.fromhex(sample_traffic()["datagrams"][0][1])
+    data = bytes(seal_data(RECEIVER, 5, KEY, [super_packet(200)[1]]))
+    assert init[1] == 1 and len(init) < len(data)
+    assert [len(r) for _s, r in gso.runs([data, init])] == [2]        # one GSO send
+    recs, summary = run(capsys, write(tmp_path / "r.pcap", [data + init]), "--keylog", keys)
+    assert [(r["type"], r["gso"]["segment"]) for r in recs] == [("DATA", 0), ("INIT", 1)]
+    assert recs[0]["status"] == "ok"
+    assert "TCP" in recs[0]["summary"] and summary["failures"] == 0
+    forged = data[:40] + bytes((data[40] ^ 1,)) + data[41:]
+    recs, _ = run(capsys, write(tmp_path / "f.pcap", [forged + init]), "--keylog", keys)
+    assert len(recs) == 1 and "gso" not in recs[0]
