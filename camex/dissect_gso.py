@@ -96,7 +96,8 @@ def _opened_run(data: bytes, opens, starts, whole) -> list | None:
     while at != -1 and at < n - 1:
         size = at
         last = (n - 1) // size * size
-        if n - last <= size and data[last + 1] in _V2_TYPES and data[last] == wire.MARK \
+        if wire.NOSESSION_LEN <= n - last <= size and data[last] == wire.MARK \
+                and data[last + 1] in _V2_TYPES \
                 and all(starts(c) and whole(c, size) for c in range(size, last, size)) \
                 and opens(data[:size]):
             return [data[c:c + size] for c in range(0, n, size)]

@@ -449,3 +449,16 @@ def test_a_run_ending_in_another_message_is_cut_where_the_key_log_opens_it(tmp_p
     forged = data[:40] + bytes((data[40] ^ 1,)) + data[41:]
     recs, _ = run(capsys, write(tmp_path / "f.pcap", [forged + init]), "--keylog", keys)
     assert len(recs) == 1 and "gso" not in recs[0]
+
+
+def test_a_lone_data_with_the_mark_byte_inside_is_not_taken_for_a_run(tmp_path, capsys, keys):
+    """The search for a run's cut looks at every 0xC2 byte of a DATA
+    datagram (1 in 256 bytes of ciphertext): one at a position that would
+    leave a 1-byte last piece is no cut, and the datagram opens
+    (camex-dissect once raised IndexError on it)."""
+    from camex.proto.v2 import seal_data
+    data = next(d for d in (bytes(seal_data(RECEIVER, c, KEY, [ping(c)[1]]))
+                            for c in range(1, 20000))
+                if (len(d) - 1) % 2 == 0 and d[(len(d) - 1) // 2] == 0xC2)
+    recs, summary = run(capsys, write(tmp_path / "c2.pcap", [data]), "--keylog", keys)
+    assert len(recs) == 1 and recs[0]["status"] == "ok" and "gso" not in recs[0]
