@@ -25,6 +25,10 @@ from ..log import Throttle
 from ..v2 import bulk, wire  # neither loads cryptography (is_v2; cutting TSO reads)
 from .server import GLOBAL, MAX_CLIENTS, LegacyServer
 
+# The v2 server's counters that count work done, not datagrams refused:
+# left out of drops() (frames relayed are not losses).
+_V2_NOT_DROPS = frozenset(("handshakes", "cookie_sent", "bulk_rx", "bulk_tx"))
+
 if TYPE_CHECKING:
     from ..v2.session import Timers
 
@@ -209,7 +213,7 @@ class ServerMux:
             for k, v in self.v2.drops.items():
                 d[f"v2-{k}"] = d.get(f"v2-{k}", 0) + v
             for k, v in self.v2.server.stats.items():
-                if v and k not in ("handshakes", "cookie_sent"):
+                if v and k not in _V2_NOT_DROPS:
                     d[f"v2-{k}"] = v
         if self.refused_legacy:
             d["legacy-refused"] = self.refused_legacy

@@ -505,3 +505,23 @@ def test_batches_that_are_not_one_clean_frame_go_fragment_by_fragment(change):
     else:
         assert len(frames_out) == 1 and bytes(frames_out[0][1]) == bytes(hp[1])
     assert peer(w, "C1").current is not None
+
+
+def test_frames_carried_are_not_reported_as_drops():
+    """`camex status` lists drops: frames relayed whole are traffic, a
+    forged fragment is a drop."""
+    w = World(mux=True)
+    c1 = w.add(A1, v2("C1"))
+    c2 = w.add(A2, v2("C2"))
+    before = w.mux.drops()
+    hp = tcp_super("10.0.0.2", "10.0.0.3", 50000)
+    c1.tun_super(*hp, w.now)
+    w.pump()
+    assert len(c2.to_tun) == 1 and w.server.server.stats["bulk_tx"] == 1
+    assert w.mux.drops() == before
+    f = frame(c1, tcp_super("10.0.0.2", "10.0.0.3", 5000))
+    bad = bytearray(f[-1])
+    bad[-1] ^= 1
+    for d in f[:-1] + [bytes(bad)]:
+        w.mux.datagram_received(d, A1, w.now)
+    assert w.mux.drops() == {**before, "v2-forged": 1}
