@@ -114,10 +114,15 @@ class ClientDaemon:
         self._tun_at = self._sock_at = -1.0
         core = self.core
         self._deliver = lambda data, addr, now: core.datagram_received(data, now)
-        many = getattr(getattr(core, "datagram_received", None), "many", None)
+        received = getattr(core, "datagram_received", None)
+        many = getattr(received, "many", None)
         if many is not None:
             # v2: a GRO batch in one call (a whole BULK frame at once).
             self._deliver.many = lambda datagrams, addr, now: many(datagrams, now)
+        whole = getattr(received, "whole", None)
+        if whole is not None:
+            # v2: a GRO batch that is one whole BULK frame, uncut.
+            self._deliver.whole = lambda data, size, addr, now: whole(data, size, now)
         self._rx_backlog = lambda: _backlog(core.to_tun)  # auto: the active core's
         self._flush_lone = functools.partial(self._flush, False)
 
@@ -188,7 +193,7 @@ class ClientDaemon:
         if self.features.udp_gro and hasattr(self.sock, "setsockopt"):
             gso.enable_gro(self.sock)
         self.sender = gso.Sender(self.sock, self.features.udp_gso, self._send_error)
-        self._recv = gso.receiver(self.sock)
+        self._recv = gso.gro_receiver(self.sock)
         self.loop.sel.register(self.sock, selectors.EVENT_READ, self._sock_readable)
         LOG.debug("connected to %s:%d from port %d", *self.server,
                   self.sock.getsockname()[1])

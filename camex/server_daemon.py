@@ -121,7 +121,7 @@ class ServerDaemon:
             if self.features.udp_gro:
                 gso.enable_gro(self.sock)
             self.sender = gso.Sender(self.sock, self.features.udp_gso, self._send_error)
-            self._recv = gso.receiver(self.sock)
+            self._recv = gso.gro_receiver(self.sock)
             LOG.info("data path: UDP GSO %s, UDP GRO %s",
                      "on" if self.features.udp_gso else "off (kernel < 4.18)",
                      "on" if self.features.udp_gro else "off (kernel < 5.0)")

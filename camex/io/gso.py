@@ -253,31 +253,48 @@ class Sender:
                     self.on_error(e, addr)
 
 
-def receiver(sock, bufsize: int = RECV_BUF):
-    """A function that does one receive on `sock` and returns (datagrams,
-    address): a GRO-coalesced read split into its datagrams when the socket
-    can (recvmsg), else one recvfrom(). Raises what recv raises."""
+def gro_receiver(sock, bufsize: int = RECV_BUF):
+    """A function that does one receive on `sock` and returns (data, size,
+    address): `size` is the datagram size of a GRO-coalesced read (the
+    last datagram may be shorter; split() cuts them apart), 0 when `data`
+    is one datagram. recvmsg when the socket has it, else recvfrom() or
+    recv(). Raises what recv raises. The daemons' receive loop
+    (camex.io.udp.receive) takes this form: a whole BULK frame can then be
+    handled without cutting it into datagrams first."""
     if hasattr(sock, "recvmsg"):
         recvmsg, space = sock.recvmsg, GRO_CMSG_SPACE
 
         def recv():
             data, anc, _flags, addr = recvmsg(bufsize, space)
             if anc:
-                return split(data, gro_size(anc)), addr
-            return (data,), addr
+                size = gro_size(anc)
+                if size and size < len(data):
+                    return data, size, addr
+            return data, 0, addr
         return recv
     if hasattr(sock, "recvfrom"):
         recvfrom = sock.recvfrom
 
         def recv_from():
             data, addr = recvfrom(bufsize)
-            return (data,), addr
+            return data, 0, addr
         return recv_from
     plain = sock.recv
 
     def recv_plain():
-        return (plain(bufsize),), None
+        return plain(bufsize), 0, None
     return recv_plain
+
+
+def receiver(sock, bufsize: int = RECV_BUF):
+    """Like gro_receiver(), but returns (datagrams, address): the read
+    already split into its datagrams."""
+    raw = gro_receiver(sock, bufsize)
+
+    def recv():
+        data, size, addr = raw()
+        return (split(data, size) if size else (data,)), addr
+    return recv
 
 
 # ------------------------------------------------------------------ probe

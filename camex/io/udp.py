@@ -6,6 +6,7 @@ import socket
 
 from ..log import Throttle
 from ..loop import BATCH
+from .gso import split
 
 # A fault in handling one datagram (a bug: every protocol refusal is
 # counted, never raised) costs that receive, not the daemon; one line per
@@ -62,20 +63,25 @@ def receive(recv, deliver, now: float, burst: bool, backlog, flush_at: int, flus
             on_error) -> None:
     """One readiness event of a daemon's UDP socket (client and server alike).
 
-    `recv()` -> (datagrams, address) (camex.io.gso.receiver); each datagram
-    goes to `deliver(data, address, now)`. A lone datagram (`burst` False) is
-    delivered and flushed at once, without the receive that would only find
-    the queue empty: epoll is level-triggered and calls again if more came.
-    In a burst, up to BATCH receives, with a `flush()` whenever `backlog()`
-    reaches `flush_at`. `on_error(exc)` -> True to go on receiving (ICMP
-    errors of earlier sends surface here), False to stop. A `deliver` with a
-    `many(datagrams, address, now)` attribute gets a GRO batch in one call
-    (v2 BULK: a whole frame at once, camex.v2.bulk.fast_receiver).
+    `recv()` -> (data, size, address) (camex.io.gso.gro_receiver): `data`
+    holds datagrams of `size` bytes (a GRO batch), or is one datagram when
+    `size` is 0; each datagram goes to `deliver(data, address, now)`. A
+    lone datagram (`burst` False) is delivered and flushed at once, without
+    the receive that would only find the queue empty: epoll is
+    level-triggered and calls again if more came. In a burst, up to BATCH
+    receives, with a `flush()` whenever `backlog()` reaches `flush_at`.
+    `on_error(exc)` -> True to go on receiving (ICMP errors of earlier
+    sends surface here), False to stop. A `deliver` with a
+    `whole(data, size, address, now)` attribute is offered each GRO batch
+    first, uncut (True: it took it); one with a `many(datagrams, address,
+    now)` attribute gets a GRO batch in one call (v2 BULK: a whole frame at
+    once, camex.v2.bulk.fast_receiver).
     """
+    whole = getattr(deliver, "whole", None)
     many = getattr(deliver, "many", None)
     for _ in range(BATCH):
         try:
-            datagrams, addr = recv()
+            data, size, addr = recv()
         except BlockingIOError:
             break
         except OSError as e:
@@ -83,11 +89,15 @@ def receive(recv, deliver, now: float, burst: bool, backlog, flush_at: int, flus
                 continue
             break
         try:
-            if many is not None and len(datagrams) > 2:
-                many(datagrams, addr, now)
-            else:
-                for data in datagrams:
-                    deliver(data, addr, now)
+            if not size:
+                deliver(data, addr, now)
+            elif whole is None or not whole(data, size, addr, now):
+                datagrams = split(data, size)
+                if many is not None and len(datagrams) > 2:
+                    many(datagrams, addr, now)
+                else:
+                    for d in datagrams:
+                        deliver(d, addr, now)
         except Exception as e:  # noqa: BLE001 - see _FAULTS
             _fault(e, addr)
         if not burst:

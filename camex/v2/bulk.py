@@ -12,6 +12,7 @@ on a relay). Pure functions; no I/O.
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from operator import itemgetter
 
@@ -26,6 +27,8 @@ _SLICE = itemgetter(slice(_HL, None))
 _CONSUME = deque(maxlen=0).extend     # runs an iterator to its end, in C
 _MIDDLE = [bytes(range(1, n - 1)) for n in range(wire.BULK_MAX_FRAGMENTS + 2)]
 _MAX_COUNT = wire.BULK_MAX_FRAGMENTS
+_INDICES = [bytes(range(n)) for n in range(wire.BULK_MAX_FRAGMENTS + 1)]
+_MIDDLE_STRUCTS: dict = {}
 
 PROTO_TCP, PROTO_UDP = 6, 17
 
@@ -206,8 +209,52 @@ def fast_receiver(frames, slow):
             datagram_received(d, *rest)
             i += 1
 
+    def whole(data, size: int, *rest) -> bool:
+        """A UDP GRO receive (`data`, datagrams of `size` bytes, the last
+        one shorter) that is exactly one whole BULK frame, in order, as one
+        GSO send of a peer arrives over a path that keeps it whole (veth,
+        or GRO on a NIC). Fragment 0 and the last take the full path, as in
+        many(); the middle ones' slices are gathered with one C call
+        (struct, no per-fragment Python objects). False, with nothing done,
+        for any other batch: the caller splits it and calls many()."""
+        n = len(data)
+        c = -(-n // size)
+        if 2 < c <= _MAX_COUNT and size > _HL and data[16] == c and data[1] == 6 \
+                and data[0] == 0xC2 and data[3::size] == _INDICES[c]:
+            mv = memoryview(data)
+            first, end = mv[:size], mv[(c - 1) * size:]
+            h = _BULK_FIELDS(first)
+            if len(end) > _HL and _same_frame(h, _BULK_FIELDS(end)):
+                slow(first, *rest)            # checks, and opens the frame's slot
+                last = frames.last
+                if last is not None and last[0] == (h[4], h[5], h[2]) \
+                        and last[1][3] == 1 and last[1][2] is None:
+                    slot = last[1]
+                    slot[4] += b"".join(_middles(size, c).unpack_from(data, size))
+                    slot[3] = c - 1
+                    slow(end, *rest)          # completes the frame
+                    return True
+                # Fragment 0 refused (a replay, no session): one by one.
+                for d in gso.split(data, size)[1:]:
+                    datagram_received(d, *rest)
+                return True
+        return False
+
     datagram_received.many = many
+    datagram_received.whole = whole
     return datagram_received
+
+
+def _middles(size: int, count: int):
+    """A struct that unpacks the payloads of fragments 1 .. count-2 from
+    a frame's datagrams of `size` bytes (cached: a path has one size)."""
+    key = (size, count)
+    st = _MIDDLE_STRUCTS.get(key)
+    if st is None:
+        if len(_MIDDLE_STRUCTS) >= 256:
+            _MIDDLE_STRUCTS.clear()
+        st = _MIDDLE_STRUCTS[key] = struct.Struct(f"{_HL}x{size - _HL}s" * (count - 2))
+    return st
 
 
 def plaintexts(records, max_plain: int):

@@ -396,7 +396,7 @@ def _receive(queue, burst, flush_at=3, on_error=lambda e: True):
 
 
 def test_lone_datagram_is_received_once_and_flushed_at_once():
-    q = _Queue([((b"a",), ("h", 1)), ((b"b",), ("h", 1))])
+    q = _Queue([(b"a", 0, ("h", 1)), (b"b", 0, ("h", 1))])
     got, flushed = _receive(q, burst=False)
     # One receive, no second one to find the queue empty: the rest waits
     # for the next (level-triggered) readiness event.
@@ -407,7 +407,7 @@ def test_lone_datagram_is_received_once_and_flushed_at_once():
 
 
 def test_burst_is_drained_with_flushes_every_flush_at():
-    q = _Queue([((b"%d" % i,), ("h", 1)) for i in range(7)])
+    q = _Queue([(b"%d" % i, 0, ("h", 1)) for i in range(7)])
     got, flushed = _receive(q, burst=True)
     assert [g[0] for g in got] == [b"%d" % i for i in range(7)]
     assert flushed == [[b"0", b"1", b"2"], [b"3", b"4", b"5"], [b"6"]]
@@ -421,13 +421,13 @@ def test_receive_errors_go_on_or_stop_as_the_daemon_says():
         errors.append(e)
         return True
 
-    q = _Queue([ConnectionRefusedError(), ((b"x", b"y"), ("h", 2))])
+    q = _Queue([ConnectionRefusedError(), (b"xy", 1, ("h", 2))])  # a GRO batch
     got, flushed = _receive(q, burst=False, on_error=go_on)
     assert [g[0] for g in got] == [b"x", b"y"] and flushed == [[b"x", b"y"]]
     assert len(errors) == 1
-    q = _Queue([OSError(5, "EIO"), ((b"z",), ("h", 2))])
+    q = _Queue([OSError(5, "EIO"), (b"z", 0, ("h", 2))])
     got, flushed = _receive(q, burst=True, on_error=lambda e: False)
-    assert got == [] and flushed == [[]] and q.items == [((b"z",), ("h", 2))]
+    assert got == [] and flushed == [[]] and q.items == [(b"z", 0, ("h", 2))]
 
 
 def test_a_fault_on_one_datagram_costs_that_receive_not_the_daemon(caplog):
@@ -443,8 +443,8 @@ def test_a_fault_on_one_datagram_costs_that_receive_not_the_daemon(caplog):
             raise IndexError("index out of range")
         got.append(d)
 
-    q = _Queue([((b"a",), ("h", 1))] + [((b"boom", b"lost"), ("h", 2))] * 5 +
-               [((b"b",), ("h", 3))])
+    q = _Queue([(b"a", 0, ("h", 1))] + [(b"boomlost", 4, ("h", 2))] * 5 +
+               [(b"b", 0, ("h", 3))])
     with caplog.at_level("WARNING", logger="camex"):
         udp.receive(q, deliver, 5.0, True, lambda: 0, 99, lambda: None, lambda e: True)
     assert got == [b"a", b"b"]          # the rest of a faulty receive is dropped

@@ -525,3 +525,83 @@ def test_frames_carried_are_not_reported_as_drops():
     for d in f[:-1] + [bytes(bad)]:
         w.mux.datagram_received(d, A1, w.now)
     assert w.mux.drops() == {**before, "v2-forged": 1}
+
+
+# ------------------------------------------- a GRO read that is one frame
+
+
+def gro_read(entry, f, addr, now):
+    """What camex.io.udp.receive does with one GRO read of `f` (the
+    datagrams of one GSO send): offer it uncut, else split it."""
+    data, size = b"".join(f), len(f[0])
+    if entry.datagram_received.whole(data, size, addr, now):
+        return True
+    entry.datagram_received.many(gso.split(data, size), addr, now)
+    return False
+
+
+def test_a_gro_read_of_one_whole_frame_is_taken_uncut():
+    w = World(local_delivery=True)
+    c1 = w.add(A1, v2("C1"))
+    hp = tcp_super("10.0.0.2", "10.0.0.1", 30000)
+    f = frame(c1, hp)
+    assert gro_read(w.server, f, A1, w.now)
+    ((vnet, got),) = w.server.to_tun
+    assert bytes(got) == bytes(hp[1]) and peer(w, "C1").stats["bulk_rx"] == 1
+    assert not w.server.server.frames.slots
+    # The same read again: a replay, refused fragment by fragment; nothing held.
+    assert gro_read(w.server, f, A1, w.now)
+    assert len(w.server.to_tun) == 1 and w.server.server.stats["replay"] == len(f)
+    assert not w.server.server.frames.slots
+
+
+@pytest.mark.parametrize("change", ["swap", "missing", "two-frames", "bad-last", "data"])
+def test_a_gro_read_that_is_not_one_clean_frame_is_left_to_the_split_path(change):
+    w = World(local_delivery=True)
+    c1 = w.add(A1, v2("C1"))
+    hp = tcp_super("10.0.0.2", "10.0.0.1", 30000)
+    f = frame(c1, hp)
+    want = [bytes(hp[1])]
+    if change == "swap":
+        f = [f[0], f[2], f[1]] + f[3:]
+    elif change == "missing":
+        del f[5]
+        want = []
+    elif change == "two-frames":
+        hp2 = tcp_super("10.0.0.2", "10.0.0.1", 20000, seq=30001)
+        f = f[:-1] + frame(c1, hp2)[:-1]   # equal sizes: one GRO read
+        want = []
+    elif change == "bad-last":
+        bad = bytearray(f[-1])
+        bad[2] = wire.FLAG_CLOSE
+        f = f[:-1] + [bytes(bad)]
+        want = []
+    else:
+        for i in range(5):
+            c1.tun_packet(tcp_super("10.0.0.2", "10.0.0.1", 100, seq=i)[1].tobytes()[:140],
+                          w.now)
+        f, c1.to_net[:] = list(c1.to_net), []
+        want = [None] * 5
+    data, size = b"".join(f), len(f[0])
+    assert not w.server.datagram_received.whole(data, size, A1, w.now)
+    assert w.server.to_tun == [] and not w.server.server.frames.slots
+    w.server.datagram_received.many(gso.split(data, size), A1, w.now)
+    got = [bytes(x[1]) if type(x) is tuple else None for x in w.server.to_tun]
+    assert got == want
+    assert w.server.server.stats["forged"] == 0 and peer(w, "C1").current is not None
+
+
+def test_a_whole_read_with_a_forged_middle_is_refused_and_mended_by_the_genuine_one():
+    w = World(local_delivery=True)
+    c1 = w.add(A1, v2("C1"))
+    hp = tcp_super("10.0.0.2", "10.0.0.1", 30000)
+    f = frame(c1, hp)
+    forged = list(f)
+    bad = bytearray(forged[7])
+    bad[-1] ^= 0x55
+    forged[7] = bytes(bad)
+    assert gro_read(w.server, forged, A1, w.now)
+    assert w.server.to_tun == [] and w.server.server.stats["forged"] == 1
+    gro_read(w.server, f, A1, w.now)
+    ((vnet, got),) = w.server.to_tun
+    assert bytes(got) == bytes(hp[1])
