@@ -143,6 +143,10 @@ class ClientDaemon:
                 self.link = self.io.link(self.tun.name)
             except netlink.NetlinkConfigError as e:
                 raise StartupError(str(e)) from None
+            if getattr(self.tun, "offload", False) and hasattr(self.core, "tso_max"):
+                # A super-packet then seals into a BULK frame that is ONE
+                # UDP GSO send (not two): one send, one receive per frame.
+                self.link.gso_max_size = self.core.tso_max()
             protocol = {"legacy": "legacy", "v2": "v2", "auto": "v2, else legacy"}[
                 self.opts.protocol] if self.opts.psk else "legacy"
             LOG.info("client %s: TUN %s (%s), server %s:%d, protocol %s%s",

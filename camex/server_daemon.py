@@ -77,6 +77,10 @@ class ServerDaemon:
             self.tun = offload.open_tun(self.opts.tun_dev)
             netlink.disable_ipv6(self.tun.name)
             self.link = netlink.LinkConfig(self.tun.name)
+            tso_max = getattr(self.core, "tso_max", None)
+            if self.tun.offload and tso_max is not None:
+                # As the client's: one BULK frame per UDP send.
+                self.link.gso_max_size = tso_max()
             self.link.apply(self.tun_config)
         except (OSError, netlink.NetlinkConfigError) as e:
             raise StartupError(f"--server-tun: {e}") from None

@@ -138,6 +138,10 @@ class ServerMux:
         """Daemon hook: TSO on the server TUN while a v2 client takes BULK."""
         return self.v2 is not None and self.v2.bulk_ready
 
+    def tso_max(self) -> int | None:
+        """Daemon hook: the server TUN's TSO size limit (v2 BULK), or None."""
+        return self.v2.tso_max() if self.v2 is not None else None
+
     def tun_super(self, hdr, packet, now: float | None = None) -> None:
         """A TSO read of the server's TUN: one BULK frame to a v2 client
         that takes them, else cut into packets for whoever holds the

@@ -69,6 +69,10 @@ class LinkConfig:
             raise NetlinkConfigError(f"interface {ifname} not found") from None
         self.address = None
         self.routes: list = []
+        # Largest TSO super-packet the kernel may hand the TUN (None: the
+        # kernel's 64 KiB); a v2 daemon sets it so that a BULK frame is one
+        # UDP send (camex.v2.wire.bulk_one_send_packet).
+        self.gso_max_size = None
         try:
             _helper.start()  # pyroute2 imports there while we go on
         except OSError as e:
@@ -87,7 +91,7 @@ class LinkConfig:
                           str(cfg.address),
                           None if self.address is None else str(self.address),
                           [str(n) for n in self.routes], [str(n) for n in wanted],
-                          None if gateway is None else str(gateway))
+                          None if gateway is None else str(gateway), self.gso_max_size)
         finally:
             _helper.release()
         if state["address"] is None:

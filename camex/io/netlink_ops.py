@@ -32,7 +32,7 @@ def handle(op: str, *args):
 
 def apply(index: int, ifname: str, mtu: int, txqlen: int, address: str,
           owned_address: str | None, owned_routes: list, wanted: list,
-          gateway: str | None) -> dict:
+          gateway: str | None, gso_max_size: int | None = None) -> dict:
     """Bring interface `index` to `address`, `mtu`, up, and exactly the
     routes in `wanted` among those we own; change only what differs.
 
@@ -47,6 +47,11 @@ def apply(index: int, ifname: str, mtu: int, txqlen: int, address: str,
         # A deeper queue than tun's default 500: bursts of GSO-sized
         # receives otherwise overflow it and TCP sees losses.
         ipr.link("set", index=index, mtu=mtu, txqlen=txqlen)
+        if gso_max_size:
+            try:
+                ipr.link("set", index=index, gso_max_size=gso_max_size)
+            except NetlinkError as e:
+                state["warnings"].append(f"{ifname}: TSO size stays as it is ({e})")
         if address != owned_address:
             if owned_address is not None:
                 _del_addr(ipr, index, owned_address)

@@ -134,6 +134,10 @@ class V2ClientCore:
         tun_super() whole (docs/PROTOCOL.md §4.7)."""
         return self.session.bulk_ready and not (self.auto and self.config is None)
 
+    def tso_max(self) -> int:
+        """The daemon hook: the TUN's TSO size limit (wire.bulk_tso_max)."""
+        return wire.bulk_tso_max(self.session.max_datagram)
+
     def accept_bulk(self, on: bool) -> None:
         """Announce FEATURE_BULK from the next handshake on, or not. For the
         daemon once its TUN is open: a TUN without a virtio-net header
@@ -270,6 +274,9 @@ class AutoClientCore:
 
     def start(self, now: float) -> None:
         self.v2.start(now)
+
+    def tso_max(self) -> int:
+        return self.v2.tso_max()
 
     def connected(self, now: float) -> None:
         self.active.connected(now)
@@ -428,6 +435,10 @@ class V2ServerCore:
     def bulk_ready(self) -> bool:
         """The daemon hook (server TUN): TSO on while some client takes BULK."""
         return self.server.bulk_peers > 0
+
+    def tso_max(self) -> int:
+        """The daemon hook: the server TUN's TSO size limit (wire.bulk_tso_max)."""
+        return wire.bulk_tso_max(self.server.max_datagram)
 
     def tun_super(self, hdr, packet, now: float | None = None) -> bool:
         """A TSO read of the server's TUN: one BULK frame to the v2 client

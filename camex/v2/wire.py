@@ -241,6 +241,36 @@ _BULK_HDR = struct.Struct("<BBBBIQBBH")
 def bulk_max_plain(datagram_size: int) -> int:
     """The largest frame plaintext that fits 64 fragments of this size."""
     return BULK_MAX_FRAGMENTS * (datagram_size - HEADER_BULK) - TAGLEN
+
+
+ONE_SEND_BYTES = 65507   # what one UDP send carries (the IPv4 length field's limit)
+
+
+def bulk_one_send_packet(datagram_size: int) -> int:
+    """The largest IPv4 super-packet whose BULK frame (one record) goes out
+    in ONE UDP GSO send of fragments of `datagram_size` bytes: at most
+    65,507 bytes of them, the last one may be shorter. 64,587 bytes for
+    1472-byte datagrams (44 full fragments and one of 739 bytes); a TSO
+    super-packet of 64 KiB needs 45 full ones and a bit, 66,240 bytes or
+    more: two sends, and two receives, every frame. A daemon caps its TUN's
+    TSO size to bulk_tso_max()."""
+    room = datagram_size - HEADER_BULK
+    best = 0
+    for n in range(1, BULK_MAX_FRAGMENTS + 1):   # n fragments, the last one shorter
+        last = min(room, ONE_SEND_BYTES - (n - 1) * datagram_size - HEADER_BULK)
+        if last <= 0:
+            break
+        best = (n - 1) * room + last
+    return best - TAGLEN - BULK_RECORD
+
+
+def bulk_tso_max(datagram_size: int) -> int:
+    """The gso_max_size for a TUN whose super-packets become BULK frames
+    of `datagram_size`-byte fragments: bulk_one_send_packet() less 120
+    bytes, the largest IPv4 and TCP headers (the kernel's TCP sizes a
+    super-packet's payload by this limit; its headers come on top on some
+    kernels)."""
+    return bulk_one_send_packet(datagram_size) - 120
 _BULK_REC = struct.Struct("!HH")
 
 

@@ -11,6 +11,8 @@ from lab.daemons import auto_config
 from lab.faults import tcp_transfer
 from lab.v2lab import GLOBAL, V2Camex
 
+from camex.v2 import wire
+
 pytestmark = pytest.mark.lab
 
 SIZE = 8 << 20
@@ -32,6 +34,14 @@ def start(cx, star):
     return srv, procs
 
 
+def tso_max(ns, address: str) -> int:
+    """gso_max_size of the link in `ns` that holds `address` (its TUN)."""
+    with ns.ipr() as ipr:
+        (index,) = {a["index"] for a in ipr.get_addr(family=2) if
+                    a.get_attr("IFA_ADDRESS") == address}
+        return ipr.get_links(index)[0].get_attr("IFLA_GSO_MAX_SIZE")
+
+
 def frames(cx) -> dict:
     """Per tunnel address: (BULK frames the server received from that
     client, BULK frames it sent to it), from the server's status."""
@@ -46,6 +56,10 @@ def test_bulk_carries_tcp_intact_point_to_point_and_through_the_relay(cx, star, 
     star.c1.wait_ping(star.c2.tunnel_ip, timeout=10)
     before = frames(cx)
     assert before["10.0.0.2"][2] and before["10.0.0.3"][2]   # both clients announced BULK
+    # Every TUN's TSO size is capped: a super-packet's frame is one UDP send.
+    cap = wire.bulk_tso_max(1472)
+    assert (tso_max(star.c1, "10.0.0.2"), tso_max(star.c2, "10.0.0.3"),
+            tso_max(star.server, "10.0.0.1")) == (cap, cap, cap)
 
     up = tcp_transfer(star.c1, star.server, "10.0.0.1", SIZE)        # client -> server TUN
     assert up["ok"] and up["bytes"] == SIZE, up

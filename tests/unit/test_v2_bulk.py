@@ -605,3 +605,22 @@ def test_a_whole_read_with_a_forged_middle_is_refused_and_mended_by_the_genuine_
     gro_read(w.server, f, A1, w.now)
     ((vnet, got),) = w.server.to_tun
     assert bytes(got) == bytes(hp[1])
+
+
+def test_a_super_packet_within_the_tso_cap_is_one_udp_send():
+    """The daemons cap their TUN's TSO size (wire.bulk_tso_max) so that a
+    super-packet's frame goes out in one GSO send and arrives as one GRO
+    read; a 64 KiB one would take two of each."""
+    w = World(local_delivery=True)
+    c1 = w.add(A1, v2("C1"))
+    assert c1.tso_max() == wire.bulk_tso_max(1472) < wire.bulk_one_send_packet(1472)
+    for total, sends in ((wire.bulk_one_send_packet(1472), 1),
+                         (wire.bulk_one_send_packet(1472) + 1, 2), (65535, 2)):
+        hp = tcp_super("10.0.0.2", "10.0.0.1", total - 40)
+        assert len(hp[1]) == total
+        f = frame(c1, hp)
+        reads = [run for _, run in gso.runs(f)]      # one GRO read per GSO send
+        assert len(reads) == sends, total
+        taken = [gro_read(w.server, r, A1, w.now) for r in reads]
+        assert taken[0] == (sends == 1)              # uncut only when it is the whole frame
+        assert bytes(w.server.to_tun.pop()[1]) == bytes(hp[1])
