@@ -12,6 +12,7 @@ from typing import Callable
 
 from .core.client import IfConfig, LegacyClient, Reconnect
 from .io import gso, netlink, offload, udp
+from .io.gso import Run
 from .keylog import open_keylog
 from .legacy import codec
 from .log import LOG, Throttle
@@ -244,8 +245,9 @@ class ClientDaemon:
             if not burst:
                 self._flush(False)
                 return
-            if len(core.to_net) >= FLUSH_AT:
-                self._flush()
+            to_net = core.to_net
+            if len(to_net) >= FLUSH_AT or (to_net and type(to_net[-1]) is Run):
+                self._flush()   # (a BULK frame is one Run of up to 64 KiB: send it)
         self._flush()
         self._tun_at = self.loop.now()  # a long batch is no gap
 
@@ -293,7 +295,7 @@ class ClientDaemon:
         out = core.to_net
         if out:
             if self.sock is not None:
-                if len(out) == 1:
+                if len(out) == 1 and type(out[0]) is not Run:
                     # A lone datagram: one send(), none of the batching.
                     try:
                         self.sock.send(out[0])

@@ -11,6 +11,7 @@ import selectors
 from .core.client import IfConfig, default_mtu
 from .core.server_mux import ServerMux
 from .io import gso, offload, udp
+from .io.gso import Run
 from .keylog import open_keylog
 from .legacy import codec
 from .log import LOG, Throttle
@@ -107,8 +108,9 @@ class ServerDaemon:
             if not burst:
                 self._flush(False)
                 return
-            if len(core.outbox) >= FLUSH_AT:
-                self._flush()
+            out = core.outbox
+            if len(out) >= FLUSH_AT or (out and type(out[-1][0]) is Run):
+                self._flush()   # (a BULK frame is one Run of up to 64 KiB: send it)
         self._flush()
         self._tun_at = self.loop.now()
 
@@ -206,7 +208,10 @@ class ServerDaemon:
             # A BULK super-packet (up to 64 KiB) is written whole, one write
             # each: holding many for one flush saves no syscall, only memory.
             return FLUSH_AT
-        return len(self.core.outbox) + len(to_tun)
+        out = self.core.outbox
+        if out and type(out[-1][0]) is Run:
+            return FLUSH_AT      # a BULK frame to send (up to 64 KiB): as above
+        return len(out) + len(to_tun)
 
     def _recv_error(self, e: OSError) -> bool:
         # ICMP errors from earlier sends surface here; keep serving.
@@ -248,7 +253,7 @@ class ServerDaemon:
         out = core.outbox
         if not out:
             return
-        if len(out) == 1:
+        if len(out) == 1 and type(out[0][0]) is not Run:
             # A lone datagram: one sendto(), none of the batching.
             datagram, addr = out[0]
             try:

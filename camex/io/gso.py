@@ -88,6 +88,37 @@ def parse_vnet(buf) -> VnetHdr:
 # ------------------------------------------------------------- UDP GSO/GRO
 
 
+class Run:
+    """Datagrams of `size` bytes glued in one buffer (the last one may be
+    shorter): what one UDP GSO send carries. A core puts a sealed BULK
+    frame in its outbox this way (glue_frame), so that no datagram object
+    is made for it: the Sender hands the buffer to the kernel, which cuts
+    it (UDP_SEGMENT). datagrams_of() cuts it for whoever needs datagrams."""
+
+    __slots__ = ("buf", "size")
+
+    def __init__(self, buf, size: int):
+        self.buf = buf
+        self.size = size
+
+    def datagrams(self) -> list:
+        return split(self.buf, self.size) if len(self.buf) > self.size else [self.buf]
+
+    def __repr__(self):
+        return f"Run({len(self.buf)} bytes in datagrams of {self.size})"
+
+
+def datagrams_of(items) -> list:
+    """`items` (datagrams and Runs) as datagrams, order kept."""
+    out = []
+    for d in items:
+        if type(d) is Run:
+            out += d.datagrams()
+        else:
+            out.append(d)
+    return out
+
+
 def runs(datagrams, limit: int = MAX_SEGMENTS, max_bytes: int = MAX_GSO_BYTES):
     """Cut a list of datagrams into GSO-sendable runs, order kept.
 
@@ -97,6 +128,12 @@ def runs(datagrams, limit: int = MAX_SEGMENTS, max_bytes: int = MAX_GSO_BYTES):
     run: list = []
     size = total = 0
     for d in datagrams:
+        if type(d) is Run:
+            if run:
+                yield size, run
+                run, size, total = [], 0, 0
+            yield from _pieces(d, limit, max_bytes)
+            continue
         n = len(d)
         if run and (n != size or len(run) >= limit or total + n > max_bytes):
             if n < size and len(run) < limit and total + n <= max_bytes:
@@ -114,26 +151,49 @@ def runs(datagrams, limit: int = MAX_SEGMENTS, max_bytes: int = MAX_GSO_BYTES):
         yield size, run
 
 
+def _pieces(r: Run, limit: int, max_bytes: int):
+    """A Run as (size, Run) sends within one send's limits (a frame of 46
+    datagrams of 1472 bytes is more than 65,507 bytes: two sends)."""
+    size, buf = r.size, r.buf
+    step = size * max(1, min(limit, max_bytes // size))
+    if len(buf) <= step:
+        yield size, r
+        return
+    mv = memoryview(buf)
+    for i in range(0, len(buf), step):
+        yield size, Run(mv[i:i + step], size)
+
+
 def set_gso_size(sock: socket.socket, size: int) -> None:
     """Socket-wide UDP_SEGMENT (0 turns it off); the per-call cmsg overrides it."""
     sock.setsockopt(SOL_UDP, UDP_SEGMENT, size)
 
 
 def send_gso(sock: socket.socket, datagrams, size: int, addr=None) -> int:
-    """Send `datagrams` (one run from `runs()`) with one sendmsg.
+    """Send `datagrams` (one run from `runs()`: a list, or a Run) with one
+    sendmsg.
 
     The list is passed as the iovec, so nothing is joined in Python. A run
     of one datagram is sent without the cmsg (the kernel rejects a GSO size
     larger than the payload on some versions).
     """
+    if type(datagrams) is Run:
+        # One buffer, cut by the kernel; a single datagram needs no cmsg.
+        datagrams = [datagrams.buf]
+        if len(datagrams[0]) > size:
+            return _send_segmented(sock, datagrams, size, addr)
     if len(datagrams) == 1:
         if addr is None:
             return sock.send(datagrams[0])
         return sock.sendto(datagrams[0], addr)
+    return _send_segmented(sock, datagrams, size, addr)
+
+
+def _send_segmented(sock, buffers, size: int, addr) -> int:
     anc = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
     if addr is None:
-        return sock.sendmsg(datagrams, anc)
-    return sock.sendmsg(datagrams, anc, 0, addr)
+        return sock.sendmsg(buffers, anc)
+    return sock.sendmsg(buffers, anc, 0, addr)
 
 
 def enable_gro(sock: socket.socket) -> bool:
@@ -200,7 +260,7 @@ class Sender:
             self._one_by_one(datagrams, addr)
             return
         for size, run in runs(datagrams):
-            if size > self.max_size and len(run) > 1:
+            if size > self.max_size and _many(run):
                 self._one_by_one(run, addr)
                 continue
             self.sends += 1
@@ -209,11 +269,11 @@ class Sender:
             except (BlockingIOError, ConnectionRefusedError):
                 pass
             except OSError as e:
-                if len(run) > 1 and e.errno == errno.EMSGSIZE:
+                if _many(run) and e.errno == errno.EMSGSIZE:
                     self.max_size = size - 1
                     self._one_by_one(run, addr)
-                elif len(run) > 1 and e.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT,
-                                                  errno.EOPNOTSUPP):
+                elif _many(run) and e.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT,
+                                                errno.EOPNOTSUPP):
                     self.gso = False
                     self.fallback_reason = f"UDP GSO refused ({e.strerror}), sending one by one"
                     self._one_by_one(run, addr)
@@ -223,7 +283,7 @@ class Sender:
     def send_grouped(self, pairs) -> None:
         """(datagram, address) pairs, batched per address (order kept per
         address; different addresses are independent flows anyway)."""
-        if len(pairs) == 1 or not self.gso:
+        if not self.gso or (len(pairs) == 1 and type(pairs[0][0]) is not Run):
             for d, addr in pairs:
                 self._one_by_one((d,), addr)
             return
@@ -239,6 +299,10 @@ class Sender:
 
     def _one_by_one(self, datagrams, addr) -> None:
         sock = self.sock
+        if type(datagrams) is Run:
+            datagrams = datagrams.datagrams()
+        elif any(type(d) is Run for d in datagrams):
+            datagrams = datagrams_of(datagrams)
         for d in datagrams:
             self.sends += 1
             try:
@@ -251,6 +315,11 @@ class Sender:
             except OSError as e:
                 if self.on_error is not None:
                     self.on_error(e, addr)
+
+
+def _many(run) -> bool:
+    """Does a run from runs() hold more than one datagram?"""
+    return len(run.buf) > run.size if type(run) is Run else len(run) > 1
 
 
 def gro_receiver(sock, bufsize: int = RECV_BUF):
@@ -370,6 +439,43 @@ def cut_frame(header, body, size: int) -> list:
         h[INDEX_AT] = i
         out.append(bytes(h) + mv[i * room:(i + 1) * room])
     return out
+
+
+def glue_frame(header, body, size: int) -> Run:
+    """cut_frame(), glued: the same datagrams as one Run (one buffer, no
+    object per datagram; the kernel cuts it at send). The slices are cut
+    by one struct call and joined with `header` between them; the index
+    bytes are then set with one slice assignment."""
+    hl = len(header)
+    room = size - hl
+    if room <= 0:
+        raise ValueError("datagram size leaves no room after the header")
+    n = -(-len(body) // room) or 1
+    if n > MAX_SEGMENTS:
+        raise ValueError(f"frame of {len(body)} bytes needs {n} datagrams (max {MAX_SEGMENTS})")
+    k = n - 1
+    chunks = [b""]
+    if k:
+        chunks += _chunker(room, k).unpack_from(body)
+    chunks.append(memoryview(body)[k * room:])
+    buf = bytearray(header).join(chunks)
+    buf[INDEX_AT::size] = _INDEX_BYTES[n]
+    return Run(buf, size)
+
+
+_INDEX_BYTES = [bytes(range(n)) for n in range(MAX_SEGMENTS + 1)]
+_CHUNKERS: dict = {}
+
+
+def _chunker(room: int, k: int) -> struct.Struct:
+    """A struct that cuts `k` slices of `room` bytes (cached: a path has
+    one datagram size)."""
+    st = _CHUNKERS.get((room, k))
+    if st is None:
+        if len(_CHUNKERS) >= 256:
+            _CHUNKERS.clear()
+        st = _CHUNKERS[(room, k)] = struct.Struct(f"{room}s" * k)
+    return st
 
 
 def _slices(buf, size: int, n: int) -> list:

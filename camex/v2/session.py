@@ -15,7 +15,7 @@ from collections import OrderedDict
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from ..io.gso import cut_frame
+from ..io.gso import glue_frame
 from . import wire
 from .events import FORGED, REPLAY, TOO_OLD  # what open() returns instead of a plaintext
 from .noise import nonce_bytes
@@ -150,7 +150,8 @@ class Session:
         """A BULK frame: the plaintext (bulk records) sealed ONCE under one
         counter value (shared with DATA, so one replay window covers both)
         and cut into fragments of `datagram_size` bytes, the last shorter:
-        one GSO run. Raises ValueError if it needs more than 64 fragments
+        one GSO run, returned as [gso.Run] (glued: the kernel cuts it at
+        send; Run.datagrams() cuts it here). Raises ValueError if it needs more than 64 fragments
         (callers keep the plaintext within wire.bulk_max_plain)."""
         counter = self.send_counter
         if counter >= self.send_limit:
@@ -163,7 +164,7 @@ class Session:
         header = wire.bulk_header(self.remote_index, counter, count, flags)
         self.last_sent = now
         sealed = AEADS.get(self.send_key).encrypt(nonce_bytes(counter), plaintext, header)
-        return cut_frame(header, sealed, datagram_size)
+        return [glue_frame(header, sealed, datagram_size)]
 
     def fresh(self, counter: int) -> bool:
         """May a frame with this counter still be accepted? (The check

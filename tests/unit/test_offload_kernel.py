@@ -44,6 +44,29 @@ def test_gso_send_arrives_as_separate_datagrams_without_gro():
     assert got == ds
 
 
+def test_a_glued_frame_goes_out_as_its_datagrams():
+    """A BULK frame leaves a core as one gso.Run (glue_frame); on the wire
+    it is exactly cut_frame's datagrams: one send when it fits the kernel's
+    limits (65,507 bytes), two when it does not, one by one without GSO."""
+    head = bytes([0xC2, 6, 0, 0]) + bytes(range(16))
+    for body_len, sends in ((30000, 1), (44 * 1452 + 1, 2), (1000, 1)):
+        body = os.urandom(body_len)
+        want = gso.cut_frame(head, body, 1472)
+        for use_gso in (True, False):
+            s, r = udp_pair()
+            r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            sender = gso.Sender(s, use_gso)
+            sender.send([b"before", gso.glue_frame(head, body, 1472), b"after"])
+            got = [r.recv(65535) for _ in range(len(want) + 2)]
+            assert got == [b"before"] + want + [b"after"], (body_len, use_gso)
+            assert sender.sends == (sends + 2 if use_gso else len(want) + 2)
+            # A server's outbox: (datagram, address) pairs; a frame alone too.
+            sender = gso.Sender(s, use_gso)
+            sender.send_grouped([(gso.glue_frame(head, body, 1472), r.getsockname())])
+            assert [r.recv(65535) for _ in want] == want
+            assert sender.sends == (sends if use_gso else len(want))
+
+
 def test_gro_receive_splits_a_gso_burst():
     s, r = udp_pair()
     assert gso.enable_gro(r)
