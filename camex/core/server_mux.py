@@ -72,7 +72,8 @@ class ServerMux:
             # The middle fragments of a v2 BULK frame are stored before any
             # other dispatch: most datagrams of a bulk transfer are those.
             self.datagram_received = bulk.fast_receiver(self.v2.server.frames,
-                                                         self._datagram_received)
+                                                         self._datagram_received,
+                                                         self.v2.frame_received)
 
     # ------------------------------------------------------------ policy
 

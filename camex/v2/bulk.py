@@ -28,7 +28,7 @@ _CONSUME = deque(maxlen=0).extend     # runs an iterator to its end, in C
 _MIDDLE = [bytes(range(1, n - 1)) for n in range(wire.BULK_MAX_FRAGMENTS + 2)]
 _MAX_COUNT = wire.BULK_MAX_FRAGMENTS
 _INDICES = [bytes(range(n)) for n in range(wire.BULK_MAX_FRAGMENTS + 1)]
-_MIDDLE_STRUCTS: dict = {}
+_PAYLOAD_STRUCTS: dict = {}
 
 PROTO_TCP, PROTO_UDP = 6, 17
 
@@ -109,12 +109,16 @@ def segments(g: int, packet) -> list:
         return []
 
 
-def collect(session, frames, stats: dict, fields, now: float):
+def collect(session, frames, stats: dict, fields, now: float, ciphertext=None):
     """One BULK fragment (the fields of wire.parse_bulk) for `session`: the
     frame's plaintext once it is whole and authenticates, else None (what
     was refused is counted in `stats`). Replays and stale counters are
     refused before they take a reassembly slot; the session's window moves
-    only when the frame authenticates (Session.open_frame)."""
+    only when the frame authenticates (Session.open_frame).
+
+    With `ciphertext` (the whole frame's, from one GRO read: see
+    fast_receiver's whole()), `fields` are its fragment 0's and no slot is
+    used: it opens at once."""
     flags, index, receiver, counter, count, piece = fields
     if not session.fresh(counter):
         stats["replay"] += 1
@@ -122,12 +126,12 @@ def collect(session, frames, stats: dict, fields, now: float):
     # The flags are part of the frame's AD: fragments that carry other
     # flags cannot be part of it, and keep out of its slot.
     key = (receiver, counter, flags)
-    whole = frames.add(key, index, count, piece, now)
+    whole = frames.add(key, index, count, piece, now) if ciphertext is None else ciphertext
     if whole is None:
         return None
     plain = session.open_frame(whole, flags, counter, count, now)
     if isinstance(plain, str):
-        if plain == FORGED:
+        if plain == FORGED and ciphertext is None:
             # A forged fragment may have come ahead of the sender's own:
             # keep the frame for the genuine one to replace it.
             frames.forged(key)
@@ -142,7 +146,7 @@ def _same_frame(h, other) -> bool:
     return h[4:] == other[4:] and h[:3] == other[:3]
 
 
-def fast_receiver(frames, slow):
+def fast_receiver(frames, slow, frame=None):
     """A `datagram_received(data, ...)` for a core, with the per-fragment
     fast path in front (camex.io.gso.Reassembly.last): if `data` is the
     next, not the last, fragment of the BULK frame that `frames` started
@@ -213,10 +217,12 @@ def fast_receiver(frames, slow):
         """A UDP GRO receive (`data`, datagrams of `size` bytes, the last
         one shorter) that is exactly one whole BULK frame, in order, as one
         GSO send of a peer arrives over a path that keeps it whole (veth,
-        or GRO on a NIC). Fragment 0 and the last take the full path, as in
-        many(); the middle ones' slices are gathered with one C call
-        (struct, no per-fragment Python objects). False, with nothing done,
-        for any other batch: the caller splits it and calls many()."""
+        or GRO on a NIC). The fragments' slices are gathered with one C call
+        (struct, no per-fragment Python objects) and the frame goes to
+        `frame(fragment 0, ciphertext, ...)`, which opens it without a
+        reassembly slot; without `frame`, fragment 0 and the last take the
+        full path, as in many(). False, with nothing done, for any other
+        batch: the caller splits it and calls many()."""
         n = len(data)
         c = -(-n // size)
         if 2 < c <= _MAX_COUNT and size > _HL and data[16] == c and data[1] == 6 \
@@ -225,12 +231,16 @@ def fast_receiver(frames, slow):
             first, end = mv[:size], mv[(c - 1) * size:]
             h = _BULK_FIELDS(first)
             if len(end) > _HL and _same_frame(h, _BULK_FIELDS(end)):
+                if frame is not None:
+                    frame(first, b"".join(_payloads(size, c - 1).unpack_from(data)
+                                          + (end[_HL:],)), *rest)
+                    return True
                 slow(first, *rest)            # checks, and opens the frame's slot
                 last = frames.last
                 if last is not None and last[0] == (h[4], h[5], h[2]) \
                         and last[1][3] == 1 and last[1][2] is None:
                     slot = last[1]
-                    slot[4] += b"".join(_middles(size, c).unpack_from(data, size))
+                    slot[4] += b"".join(_payloads(size, c - 2).unpack_from(data, size))
                     slot[3] = c - 1
                     slow(end, *rest)          # completes the frame
                     return True
@@ -245,15 +255,15 @@ def fast_receiver(frames, slow):
     return datagram_received
 
 
-def _middles(size: int, count: int):
-    """A struct that unpacks the payloads of fragments 1 .. count-2 from
-    a frame's datagrams of `size` bytes (cached: a path has one size)."""
-    key = (size, count)
-    st = _MIDDLE_STRUCTS.get(key)
+def _payloads(size: int, n: int):
+    """A struct that unpacks the payloads of `n` consecutive fragments of
+    `size` bytes (header skipped; cached: a path has one size)."""
+    key = (size, n)
+    st = _PAYLOAD_STRUCTS.get(key)
     if st is None:
-        if len(_MIDDLE_STRUCTS) >= 256:
-            _MIDDLE_STRUCTS.clear()
-        st = _MIDDLE_STRUCTS[key] = struct.Struct(f"{_HL}x{size - _HL}s" * (count - 2))
+        if len(_PAYLOAD_STRUCTS) >= 256:
+            _PAYLOAD_STRUCTS.clear()
+        st = _PAYLOAD_STRUCTS[key] = struct.Struct(f"{_HL}x{size - _HL}s" * n)
     return st
 
 

@@ -147,6 +147,11 @@ class ClientSession:
             out += self._begin_handshake(now)
         return out
 
+    def receive_frame(self, first, ciphertext, now: float) -> list:
+        """A whole BULK frame from one GRO read: its fragment 0 and the
+        ciphertext of all its fragments (camex.v2.bulk.fast_receiver)."""
+        return self._on_bulk(first, now, ciphertext)
+
     def receive(self, datagram, now: float) -> list:
         kind = wire.msg_type(datagram)
         if kind == wire.T_BULK:
@@ -385,7 +390,7 @@ class ClientSession:
             out += [Send(d) for d in self._begin_handshake(now)]
         return out, False
 
-    def _on_bulk(self, datagram, now: float) -> list:
+    def _on_bulk(self, datagram, now: float, ciphertext=None) -> list:
         f = wire.parse_bulk(datagram)
         if f is None:
             self.stats["malformed"] += 1
@@ -394,7 +399,7 @@ class ClientSession:
         if s is None or s.age(now) >= self.t.reject_after_time:
             self.stats["stale"] += 1
             return []
-        plain = collect(s, self.frames, self.stats, f, now)
+        plain = collect(s, self.frames, self.stats, f, now, ciphertext)
         if plain is None:
             return []
         out, closed = self._authenticated(f[0], now)

@@ -89,7 +89,8 @@ class V2ClientCore:
         flat = not gso.disabled("nolone")   # CAMEX_FASTPATH=nolone: full paths only
         self.datagram_received = bulk.fast_receiver(
             self.session.frames,
-            lone.client_receiver(self) if flat else self._datagram_received)
+            lone.client_receiver(self) if flat else self._datagram_received,
+            self._frame_received)
         if flat:
             self.tun_packet = lone.client_sender(self)
 
@@ -175,6 +176,13 @@ class V2ClientCore:
             self.drops["not-v2"] += 1
             return
         self._handle(self.session.receive(data, now))
+        s = self.session.current
+        if s is not None and s.last_received == now:
+            self.last_rx = now
+
+    def _frame_received(self, first, ciphertext, now: float) -> None:
+        """A whole BULK frame from one GRO read (bulk.fast_receiver)."""
+        self._handle(self.session.receive_frame(first, ciphertext, now))
         s = self.session.current
         if s is not None and s.last_received == now:
             self.last_rx = now
@@ -372,7 +380,8 @@ class V2ServerCore:
         # the same fast path in front of both protocols, calls it directly).
         flat = not gso.disabled("nolone")   # CAMEX_FASTPATH=nolone: full paths only
         self.receive_whole = lone.server_receiver(self) if flat else self._datagram_received
-        self.datagram_received = bulk.fast_receiver(self.server.frames, self.receive_whole)
+        self.datagram_received = bulk.fast_receiver(self.server.frames, self.receive_whole,
+                                                    self.frame_received)
         if flat:
             self.seal_lone = lone.server_sealer(self)
             self.deliver = lone.server_sender(self, self.seal_lone)
@@ -400,6 +409,12 @@ class V2ServerCore:
 
     def datagram_received(self, data, addr, now: float) -> None:
         self._datagram_received(data, addr, now)   # (replaced per instance, see __init__)
+
+    def frame_received(self, first, ciphertext, addr, now: float) -> None:
+        """A whole BULK frame from one GRO read (bulk.fast_receiver; the
+        ServerMux calls it too)."""
+        self.now = now
+        self._handle(self.server.receive_frame(first, ciphertext, addr, now), now)
 
     def _datagram_received(self, data, addr, now: float) -> None:
         self.now = now

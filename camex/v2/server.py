@@ -219,6 +219,11 @@ class V2Server:
         self.stats["malformed"] += 1   # RESP/COOKIE/NOSESSION are not for a server
         return []
 
+    def receive_frame(self, first, ciphertext, addr, now: float) -> list:
+        """A whole BULK frame from one GRO read: its fragment 0 and the
+        ciphertext of all its fragments (camex.v2.bulk.fast_receiver)."""
+        return self._on_bulk(first, addr, now, ciphertext)
+
     def send(self, peer: Peer, packets, now: float) -> list:
         """Inner packets for `peer` -> [(datagram, addr)]; [] if it has no
         usable session (the packets are dropped: the client will be back)."""
@@ -653,7 +658,7 @@ class V2Server:
             out.append(Deliver(good, peer))
         return out
 
-    def _on_bulk(self, datagram, addr, now: float) -> list:
+    def _on_bulk(self, datagram, addr, now: float, ciphertext=None) -> list:
         f = wire.parse_bulk(datagram)
         if f is None:
             self.stats["malformed"] += 1
@@ -663,7 +668,7 @@ class V2Server:
             return s
         # Without the key, a sender can at most fill this session's few
         # reassembly slots; it never moves the window (bulk.collect).
-        plain = bulk.collect(s, self.frames, self.stats, f, now)
+        plain = bulk.collect(s, self.frames, self.stats, f, now, ciphertext)
         if plain is None:
             return []
         # The fragment that completed the frame names the endpoint (roaming).

@@ -356,6 +356,21 @@ def test_server_sends_frames_to_the_client_and_the_client_writes_gso():
     assert c1.bulk_rx_frames == 1 and c1.rx_bytes == len(pkt)
 
 
+def test_the_client_takes_a_whole_frame_read_uncut_and_refuses_its_replay():
+    w = World(local_delivery=True)
+    c1 = w.add(A1, v2("C1"))
+    hdr, pkt = tcp_super("10.0.0.1", "10.0.0.2", 50000)
+    assert w.server.tun_super(hdr, pkt) is True
+    ((run, addr),) = w.server.outbox
+    w.server.outbox.clear()
+    assert addr == A1 and type(run) is gso.Run
+    for _ in range(2):
+        assert c1.datagram_received.whole(bytes(run.buf), run.size, w.now)
+    ((vnet, got),) = c1.to_tun
+    assert bytes(got) == bytes(pkt) and c1.bulk_rx_frames == 1
+    assert c1.session.stats["replay"] == 1 and not c1.session.frames.slots
+
+
 # ------------------------------------------------------------------ relay
 
 
@@ -553,10 +568,25 @@ def test_a_gro_read_of_one_whole_frame_is_taken_uncut():
     ((vnet, got),) = w.server.to_tun
     assert bytes(got) == bytes(hp[1]) and peer(w, "C1").stats["bulk_rx"] == 1
     assert not w.server.server.frames.slots
-    # The same read again: a replay, refused fragment by fragment; nothing held.
+    # The same read again: one replayed frame, refused; nothing held.
     assert gro_read(w.server, f, A1, w.now)
-    assert len(w.server.to_tun) == 1 and w.server.server.stats["replay"] == len(f)
+    assert len(w.server.to_tun) == 1 and w.server.server.stats["replay"] == 1
     assert not w.server.server.frames.slots
+
+
+def test_a_whole_read_from_another_address_roams_only_when_it_opens():
+    """As for fragments (test_a_frame_moves_the_endpoint_only_when_it_
+    authenticates): a whole frame read from a new address moves the
+    client there, a forged one does not."""
+    w = World(local_delivery=True)
+    c1 = w.add(A1, v2("C1"))
+    f = frame(c1, tcp_super("10.0.0.2", "10.0.0.1", 30000))
+    bad = list(f)
+    bad[3] = bytes(bad[3][:-1]) + bytes([bad[3][-1] ^ 1])
+    assert gro_read(w.server, bad, A3, w.now)
+    assert peer(w, "C1").endpoint == A1 and w.server.server.stats["forged"] == 1
+    assert gro_read(w.server, f, A3, w.now)
+    assert peer(w, "C1").endpoint == A3 and len(w.server.to_tun) == 1
 
 
 @pytest.mark.parametrize("change", ["swap", "missing", "two-frames", "bad-last", "data"])
