@@ -425,13 +425,7 @@ def cut_frame(header, body, size: int) -> list:
     `header` is the fragment header with index 0 (bytes). The result is
     one GSO run: pass it to Sender.send() as is. Raises ValueError if the
     frame would need more than MAX_SEGMENTS datagrams."""
-    hl = len(header)
-    room = size - hl
-    if room <= 0:
-        raise ValueError("datagram size leaves no room after the header")
-    n = -(-len(body) // room) or 1
-    if n > MAX_SEGMENTS:
-        raise ValueError(f"frame of {len(body)} bytes needs {n} datagrams (max {MAX_SEGMENTS})")
+    room, n = _fragments(len(header), len(body), size)
     mv = memoryview(body)
     h = bytearray(header)
     out = []
@@ -441,18 +435,24 @@ def cut_frame(header, body, size: int) -> list:
     return out
 
 
+def _fragments(hl: int, body_len: int, size: int):
+    """(room per datagram, datagrams) for a frame body of `body_len` bytes
+    behind `hl`-byte headers; ValueError if it cannot be cut."""
+    room = size - hl
+    if room <= 0:
+        raise ValueError("datagram size leaves no room after the header")
+    n = -(-body_len // room) or 1
+    if n > MAX_SEGMENTS:
+        raise ValueError(f"frame of {body_len} bytes needs {n} datagrams (max {MAX_SEGMENTS})")
+    return room, n
+
+
 def glue_frame(header, body, size: int) -> Run:
     """cut_frame(), glued: the same datagrams as one Run (one buffer, no
     object per datagram; the kernel cuts it at send). The slices are cut
     by one struct call and joined with `header` between them; the index
     bytes are then set with one slice assignment."""
-    hl = len(header)
-    room = size - hl
-    if room <= 0:
-        raise ValueError("datagram size leaves no room after the header")
-    n = -(-len(body) // room) or 1
-    if n > MAX_SEGMENTS:
-        raise ValueError(f"frame of {len(body)} bytes needs {n} datagrams (max {MAX_SEGMENTS})")
+    room, n = _fragments(len(header), len(body), size)
     k = n - 1
     chunks = [b""]
     if k:
