@@ -139,6 +139,22 @@ _LAB_SCRIPT = textwrap.dedent(
 )
 
 
+def _wait_or_say_where(proc, timeout: float) -> int:
+    """proc.wait(timeout); if it is still running then (a tear-down that
+    hangs: seen once in a CI run, never here), fail with its Python stacks
+    (py-spy, installed with the bench extras) so that the hang can be read."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
+        where = subprocess.run([spy, "dump", "--pid", str(proc.pid)], capture_output=True,
+                               text=True, timeout=30) if os.path.exists(spy) else None
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"the lab script did not exit within {timeout:g} s of the signal; "
+                    f"its stacks then:\n{where.stdout + where.stderr if where else '(no py-spy)'}")
+
+
 def _start_lab_script(tmp_path):
     script = _LAB_SCRIPT.format(repo=REPO, logdir=str(tmp_path))
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
@@ -154,7 +170,7 @@ def _start_lab_script(tmp_path):
 def test_signal_tears_down_namespaces_and_processes(tmp_path, sig):
     proc, names, child = _start_lab_script(tmp_path)
     proc.send_signal(sig)
-    assert proc.wait(15) == 128 + sig
+    assert _wait_or_say_where(proc, 15) == 128 + sig
     assert not set(names) & set(L.lab_namespaces())
     assert _gone(child)
 
