@@ -140,9 +140,9 @@ _LAB_SCRIPT = textwrap.dedent(
 
 
 def _wait_or_say_where(proc, timeout: float) -> int:
-    """proc.wait(timeout); if it is still running then (a tear-down that
-    hangs: seen once in a CI run, never here), fail with its Python stacks
-    (py-spy, installed with the bench extras) so that the hang can be read."""
+    """proc.wait(timeout); if it is still running then, fail with its
+    Python stacks (py-spy, installed with the bench extras): a hang, or a
+    signal that never reached the lab's handler, can be told apart."""
     try:
         return proc.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -155,9 +155,18 @@ def _wait_or_say_where(proc, timeout: float) -> int:
                     f"its stacks then:\n{where.stdout + where.stderr if where else '(no py-spy)'}")
 
 
+def _default_signals():
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _start_lab_script(tmp_path):
     script = _LAB_SCRIPT.format(repo=REPO, logdir=str(tmp_path))
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    # SIGTERM and SIGHUP at their defaults in the script, whatever this
+    # runner inherited: a lab leaves a signal its host program ignores
+    # ignored (under `nohup make test`, SIGHUP), and so it should.
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=_default_signals)
     line = proc.stdout.readline().split()
     assert len(line) == 4, "lab script did not start"
     names, child = line[:3], int(line[3])
