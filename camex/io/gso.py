@@ -152,8 +152,8 @@ def runs(datagrams, limit: int = MAX_SEGMENTS, max_bytes: int = MAX_GSO_BYTES):
 
 
 def _pieces(r: Run, limit: int, max_bytes: int):
-    """A Run as (size, Run) sends within one send's limits (a frame of 46
-    datagrams of 1472 bytes is more than 65,507 bytes: two sends)."""
+    """A Run as (size, Run) sends within one send's limits (45 datagrams
+    of 1472 bytes, 66,240, are more than 65,507 bytes: two sends)."""
     size, buf = r.size, r.buf
     step = size * max(1, min(limit, max_bytes // size))
     if len(buf) <= step:

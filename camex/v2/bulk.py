@@ -146,15 +146,19 @@ def _same_frame(h, other) -> bool:
     return h[4:] == other[4:] and h[:3] == other[:3]
 
 
-def fast_receiver(frames, slow, frame=None):
+def fast_receiver(frames, slow, frame):
     """A `datagram_received(data, ...)` for a core, with the per-fragment
     fast path in front (camex.io.gso.Reassembly.last): if `data` is the
     next, not the last, fragment of the BULK frame that `frames` started
     last (same receiver, counter and flags, the expected index, the same
     count, reserved bytes 0), its slice is appended and that is all. Anything
     else - the last fragment too, which completes the frame - goes to
-    `slow(data, ...)`. Flat on purpose: it runs for ~44 of every 46
-    datagrams of a bulk transfer, one Python call each."""
+    `slow(data, ...)`. Flat on purpose: it runs for every middle fragment
+    of a frame that does not arrive whole, one Python call each.
+
+    Its `many` takes a GRO batch fragment by fragment, its `whole` a GRO
+    read that is exactly one frame (handed to `frame(fragment 0,
+    ciphertext, ...)`: the usual case, one read per frame)."""
     def datagram_received(d, *rest):
         last = frames.last
         if last is not None and len(d) > _HL:
@@ -220,9 +224,8 @@ def fast_receiver(frames, slow, frame=None):
         or GRO on a NIC). The fragments' slices are gathered with one C call
         (struct, no per-fragment Python objects) and the frame goes to
         `frame(fragment 0, ciphertext, ...)`, which opens it without a
-        reassembly slot; without `frame`, fragment 0 and the last take the
-        full path, as in many(). False, with nothing done, for any other
-        batch: the caller splits it and calls many()."""
+        reassembly slot. False, with nothing done, for any other batch:
+        the caller splits it and calls many()."""
         n = len(data)
         c = -(-n // size)
         if 2 < c <= _MAX_COUNT and size > _HL and data[16] == c and data[1] == 6 \
@@ -231,22 +234,8 @@ def fast_receiver(frames, slow, frame=None):
             first, end = mv[:size], mv[(c - 1) * size:]
             h = _BULK_FIELDS(first)
             if len(end) > _HL and _same_frame(h, _BULK_FIELDS(end)):
-                if frame is not None:
-                    frame(first, b"".join(_payloads(size, c - 1).unpack_from(data)
-                                          + (end[_HL:],)), *rest)
-                    return True
-                slow(first, *rest)            # checks, and opens the frame's slot
-                last = frames.last
-                if last is not None and last[0] == (h[4], h[5], h[2]) \
-                        and last[1][3] == 1 and last[1][2] is None:
-                    slot = last[1]
-                    slot[4] += b"".join(_payloads(size, c - 2).unpack_from(data, size))
-                    slot[3] = c - 1
-                    slow(end, *rest)          # completes the frame
-                    return True
-                # Fragment 0 refused (a replay, no session): one by one.
-                for d in gso.split(data, size)[1:]:
-                    datagram_received(d, *rest)
+                frame(first, b"".join(_payloads(size, c - 1).unpack_from(data)
+                                      + (end[_HL:],)), *rest)
                 return True
         return False
 
