@@ -15,7 +15,7 @@ from .io import gso, netlink, offload, udp
 from .io.gso import Run
 from .keylog import open_keylog
 from .legacy import codec
-from .log import LOG, Throttle
+from .log import LOG, Throttle, fault
 from .procinfo import process_status
 from .loop import BATCH, BURST_GAP, RESOLVE_RETRY, Loop, StartupError
 from .options import v2_timers
@@ -237,11 +237,14 @@ class ClientDaemon:
             pkts = read()
             if pkts is None:
                 break
-            for pkt in pkts:
-                if type(pkt) is tuple:
-                    self._super_packet(pkt, now)
-                else:
-                    core.tun_packet(pkt, now)
+            try:
+                for pkt in pkts:
+                    if type(pkt) is tuple:
+                        self._super_packet(pkt, now)
+                    else:
+                        core.tun_packet(pkt, now)
+            except Exception as e:  # noqa: BLE001 - see log.fault
+                fault(e, "a packet from the TUN")
             if not burst:
                 self._flush(False)
                 return

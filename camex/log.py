@@ -147,3 +147,22 @@ class Throttle:
 
     def info(self, key, msg: str, *args) -> None:
         self.log(INFO, key, msg, *args)
+
+
+# A fault in handling one input (a bug: every refusal of bad input is
+# counted, never raised) costs that input, not the daemon; one line per kind
+# of fault every 10 s, with where it happened, for a bug report.
+_FAULTS = Throttle(rate=1, burst=5)
+
+
+def fault(e: BaseException, source: str) -> None:
+    """Report an exception raised while handling one input from `source`
+    (e.g. "a datagram from ('192.0.2.1', 4000)"): the input is dropped and
+    the daemon goes on."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
+    _FAULTS.warning((type(e).__name__, where),
+                    "internal error on %s: %s: %s at %s (dropped; the daemon goes on - "
+                    "please report this line)", source, type(e).__name__, e, where)

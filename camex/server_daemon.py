@@ -14,7 +14,7 @@ from .io import gso, offload, udp
 from .io.gso import Run
 from .keylog import open_keylog
 from .legacy import codec
-from .log import LOG, Throttle
+from .log import LOG, Throttle, fault
 from .procinfo import process_status
 from .loop import BATCH, BURST_GAP, Loop, StartupError
 from .options import read_psk_file, v2_timers
@@ -100,11 +100,14 @@ class ServerDaemon:
             pkts = read()
             if pkts is None:
                 break
-            for pkt in pkts:
-                if type(pkt) is tuple:
-                    self._super_packet(pkt)
-                else:
-                    core.tun_packet(pkt, now)
+            try:
+                for pkt in pkts:
+                    if type(pkt) is tuple:
+                        self._super_packet(pkt)
+                    else:
+                        core.tun_packet(pkt, now)
+            except Exception as e:  # noqa: BLE001 - see log.fault
+                fault(e, "a packet from the TUN")
             if not burst:
                 self._flush(False)
                 return

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import socket
 
-from ..log import Throttle
+from ..log import fault
 from ..loop import BATCH
 from .gso import split
-
-# A fault in handling one datagram (a bug: every protocol refusal is
-# counted, never raised) costs that receive, not the daemon; one line per
-# kind of fault every 10 s, with where it happened for a bug report.
-_FAULTS = Throttle(rate=1, burst=5)
 
 MAX_DATAGRAM = 65535
 SOCK_BUF = 4 << 20  # absorb bursts from a TUN read loop
@@ -98,21 +93,10 @@ def receive(recv, deliver, now: float, burst: bool, backlog, flush_at: int, flus
                 else:
                     for d in datagrams:
                         deliver(d, addr, now)
-        except Exception as e:  # noqa: BLE001 - see _FAULTS
-            _fault(e, addr)
+        except Exception as e:  # noqa: BLE001 - see log.fault
+            fault(e, f"a datagram from {addr}")
         if not burst:
             break
         if backlog() >= flush_at:
             flush()
     flush()
-
-
-def _fault(e: Exception, addr) -> None:
-    tb = e.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
-    _FAULTS.warning((type(e).__name__, where),
-                    "internal error on a datagram from %s: %s: %s at %s (dropped; "
-                    "the daemon goes on - please report this line)",
-                    addr, type(e).__name__, e, where)

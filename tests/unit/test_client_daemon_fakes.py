@@ -179,3 +179,40 @@ def test_a_client_whose_tun_cannot_take_super_packets_asks_for_data_not_bulk(run
     assert len(requests) == 1, "the server could not read the client's INIT"
     assert requests[0].local_cidr == ipaddress.IPv4Interface("10.0.0.2/24")
     assert not requests[0].features & wire.FEATURE_BULK
+
+
+@pytest.mark.parametrize("gap", [0.0, 1e9], ids=["lone-packet-path", "burst-path"])
+def test_a_fault_on_a_tun_packet_costs_that_packet_not_the_daemon(running, monkeypatch, caplog,
+                                                                  gap):
+    """Should handling a packet from the TUN raise (a bug), the daemon logs
+    one warning per kind of fault, saying where, and goes on with the next
+    packets, as for datagrams (camex.log.fault)."""
+    import camex.client_daemon as cd
+    from camex import log
+    monkeypatch.setattr(cd, "BURST_GAP", gap)
+    monkeypatch.setattr(log, "_FAULTS", log.Throttle(rate=1, burst=5))  # this test's own
+    daemon, tun, transport, links = running(
+        ["-M", "client", "-l", "10.0.0.2/24", "-s", "10.250.0.1", "-p", "7000",
+         "--protocol", "legacy"])
+    server = transport.servers[0]
+    assert recv(server) == b"CX2P REGISTER MODE=MANUAL LOCAL_IP=10.0.0.2\n"
+    real = daemon.core.tun_packet
+
+    def buggy(packet, now):
+        if b"boom" in bytes(packet):
+            raise IndexError("index out of range")
+        real(packet, now)
+
+    daemon.core.tun_packet = buggy
+    good = [ip_packet("10.0.0.2", "10.0.0.3", b"good-%d" % i) for i in range(3)]
+    with caplog.at_level("WARNING", logger="camex"):
+        for p in (good[0], ip_packet("10.0.0.2", "10.0.0.3", b"boom"), good[1],
+                  ip_packet("10.0.0.2", "10.0.0.3", b"boom!"), good[2]):
+            tun.peer.send(p)
+        assert [recv(server) for _ in good] == good
+    faults = [r.getMessage() for r in caplog.records if "internal error" in r.getMessage()]
+    assert len(faults) == 1, faults
+    assert faults[0].startswith("internal error on a packet from the TUN: IndexError: "
+                                "index out of range at ")
+    assert "test_client_daemon_fakes.py:" in faults[0]
+    assert daemon.loop is not None and not daemon.loop.stopping
