@@ -199,7 +199,7 @@ class ServerDaemon:
         burst = now - self._sock_at < BURST_GAP
         self._sock_at = now
         # With UDP GRO one receive may hold many datagrams of one sender
-        # (equal size, cut apart by gso.receiver).
+        # (equal size; udp.receive offers it whole, else cuts it apart).
         udp.receive(self._recv, self.core.datagram_received, now, burst, self._backlog,
                     FLUSH_AT, self._flush if burst else self._flush_lone, self._recv_error)
         if burst:

@@ -299,10 +299,7 @@ class Sender:
 
     def _one_by_one(self, datagrams, addr) -> None:
         sock = self.sock
-        if type(datagrams) is Run:
-            datagrams = datagrams.datagrams()
-        elif any(type(d) is Run for d in datagrams):
-            datagrams = datagrams_of(datagrams)
+        datagrams = datagrams.datagrams() if type(datagrams) is Run else datagrams_of(datagrams)
         for d in datagrams:
             self.sends += 1
             try:

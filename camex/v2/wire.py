@@ -24,6 +24,7 @@ import re
 import struct
 
 from ..blake2 import blake2s, compare_digest
+from ..io.gso import MAX_GSO_BYTES   # what one UDP (GSO) send carries
 from ..value import Value
 
 MARK = 0xC2
@@ -243,9 +244,6 @@ def bulk_max_plain(datagram_size: int) -> int:
     return BULK_MAX_FRAGMENTS * (datagram_size - HEADER_BULK) - TAGLEN
 
 
-ONE_SEND_BYTES = 65507   # what one UDP send carries (the IPv4 length field's limit)
-
-
 def bulk_one_send_packet(datagram_size: int) -> int:
     """The largest IPv4 super-packet whose BULK frame (one record) goes out
     in ONE UDP GSO send of fragments of `datagram_size` bytes: at most
@@ -257,7 +255,7 @@ def bulk_one_send_packet(datagram_size: int) -> int:
     room = datagram_size - HEADER_BULK
     best = 0
     for n in range(1, BULK_MAX_FRAGMENTS + 1):   # n fragments, the last one shorter
-        last = min(room, ONE_SEND_BYTES - (n - 1) * datagram_size - HEADER_BULK)
+        last = min(room, MAX_GSO_BYTES - (n - 1) * datagram_size - HEADER_BULK)
         if last <= 0:
             break
         best = (n - 1) * room + last
@@ -271,6 +269,8 @@ def bulk_tso_max(datagram_size: int) -> int:
     super-packet's payload by this limit; its headers come on top on some
     kernels)."""
     return bulk_one_send_packet(datagram_size) - 120
+
+
 _BULK_REC = struct.Struct("!HH")
 
 
