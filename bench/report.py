@@ -232,6 +232,48 @@ def goals(doc: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+# The naive baselines that bound what any Python daemon can reach here
+# (bench/naive_tunnel.py), from the least work to the least an encrypted
+# tunnel must do.
+FLOOR = (("naive-python", "select loop, plaintext"),
+         ("naive-python-threads", "a blocked reader per direction, plaintext"),
+         ("naive-python-aead", "as threads, ChaCha20-Poly1305 per packet, X25519 key"))
+RSS_GOAL_MIB = 20
+
+
+def floor(doc: dict) -> str:
+    """The idle RTT and memory of the naive Python tunnels of this run next
+    to the best peer and the 20 MiB goal: a goal the encrypted baseline
+    misses is out of reach of any daemon on the same interpreter and
+    crypto library, whatever it does on top."""
+    rows = [(name, what, _row(doc, name)) for name, what in FLOOR]
+    rows = [r for r in rows if r[2] is not None]
+    if not rows:
+        return ""
+    best_rtt, best_rtt_name = _best_peer(doc, "rtt", min)
+    out = ["| baseline (bench/naive_tunnel.py) | idle RTT ms | RTT / best peer | peak RSS MiB |",
+           "|---|---|---|---|"]
+    for name, what, f in rows:
+        x = None if f["rtt"] is None or not best_rtt else f["rtt"] / best_rtt
+        out.append(f"| {name}: {what} | {_f(f['rtt'], '%.3f')} | {_f(x, '%.2f x')} | "
+                   f"{_f(f['rss'], '%.1f')} |")
+    text = "\n".join(out) + "\n"
+    enc = _row(doc, "naive-python-aead")
+    said = []
+    if enc and enc["rtt"] is not None and best_rtt is not None and enc["rtt"] > best_rtt:
+        said.append(f"its idle RTT ({enc['rtt']:.3f} ms) is above the best peer's "
+                    f"({best_rtt_name} {best_rtt:.3f} ms)")
+    if enc and enc["rss"] is not None and enc["rss"] > RSS_GOAL_MIB:
+        said.append(f"its peak RSS ({enc['rss']:.1f} MiB) is above {RSS_GOAL_MIB} MiB")
+    if said:
+        text += ("\nThe encrypted baseline does nothing but read, seal or open, and write, yet "
+                 + " and ".join(said) + ": in this run "
+                 + ("that goal is" if len(said) == 1 else "those goals are")
+                 + " out of reach of any encrypted daemon built on this Python and "
+                 "`cryptography`.\n")
+    return text
+
+
 def markdown(doc: dict, png_name: str) -> str:
     m = doc["machine"]
     s = doc["settings"]
@@ -269,6 +311,7 @@ def markdown(doc: dict, png_name: str) -> str:
         "## Goals of issue 6 (ratios from this run)",
         "",
         goals(doc),
+        *(["## The floor: naive Python tunnels in this run", "", floor(doc)] if floor(doc) else []),
         "## Configurations",
         "",
     ]
@@ -315,7 +358,8 @@ def update_readme(doc: dict, path: str) -> None:
     m = doc["machine"]
     block = (f"\n\nFrom `results/latest.md`, run {doc['started']} ({m['cores']} x {m['cpu']}, "
              f"kernel {m['kernel']}, camex at {m['camex_commit']}):\n\n"
-             + table(doc) + "\n" + goals(doc) + "\n")
+             + table(doc) + "\n" + goals(doc) + "\n"
+             + (floor(doc) + "\n" if floor(doc) else ""))
     tail = parts[2] if len(parts) == 3 else parts[1]
     with open(path, "w") as f:
         f.write(parts[0] + marker + block + marker + tail)

@@ -454,8 +454,20 @@ class Tinc(Entry):
                   startup)
 
 
+@dataclasses.dataclass
 class NaivePython(Entry):
-    """bench/naive_tunnel.py: one packet per system call, no crypto."""
+    """bench/naive_tunnel.py: one packet per system call; `mode` "select"
+    (no crypto), "threads" (no crypto, a blocked reader per direction) or
+    "aead" (threads, ChaCha20-Poly1305 per packet, X25519 at start)."""
+
+    mode: str = "select"
+
+    _DESC = {
+        "select": "select loop, one read/send and recv/write per packet, plaintext",
+        "threads": "one thread per direction blocked in read/recv (no select), plaintext",
+        "aead": "one thread per direction blocked in read/recv, every packet "
+                "ChaCha20-Poly1305 (cryptography) under a key from one X25519 exchange",
+    }
 
     def up(self, lab):
         import sys
@@ -464,10 +476,11 @@ class NaivePython(Entry):
         me = {"s": lab.c1.server_ip, "c": lab.c1.underlay}
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = {"PYTHONPATH": root}
+        flags = [] if self.mode == "select" else [f"--{self.mode}"]
         t0 = time.monotonic()
         procs = {}
         for side, ns, other in (("s", lab.server, "c"), ("c", lab.c1, "s")):
-            procs[side] = ns.spawn([sys.executable, "-m", "bench.naive_tunnel", ifs[side],
+            procs[side] = ns.spawn([sys.executable, "-m", "bench.naive_tunnel", *flags, ifs[side],
                                     f"{me[side]}:9000", f"{me[other]}:9000"],
                                    name="naive-tunnel", env=env)
         _configure_link(lab.server, ifs["s"], f"{PEER_SERVER_IN}/24")
@@ -475,9 +488,8 @@ class NaivePython(Entry):
         startup = _startup(lab.c1, PEER_SERVER_IN, t0, list(procs.values()))
         return Up(lab.c1, lab.server, PEER_SERVER_IN,
                   [("server", procs["s"]), ("client", procs["c"])],
-                  f"bench/naive_tunnel.py: Python {sys.version.split()[0]} select loop, one "
-                  f"read/send and recv/write per packet, plaintext, UDP 9000, MTU {INNER_MTU}",
-                  startup)
+                  f"bench/naive_tunnel.py: Python {sys.version.split()[0]} {self._DESC[self.mode]}, "
+                  f"UDP 9000, MTU {INNER_MTU}", startup)
 
 
 def pkg_version(pkg: str) -> str:
@@ -495,6 +507,8 @@ ENTRIES: list[Entry] = [
     Raw("raw", "baseline"),
     RawRouted("raw-routed", "baseline"),
     NaivePython("naive-python", "baseline"),
+    NaivePython("naive-python-threads", "baseline", mode="threads"),
+    NaivePython("naive-python-aead", "baseline", mode="aead"),
     CamexEntry("camex-v2-p2p", "camex", topology="p2p", protocol="v2",
                label="v2 point to point (encrypted), server owns a TUN",
                server_args=(*V2, "--server-tun", *ENC), client_args=(*V2, *ENC)),
