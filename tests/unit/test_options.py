@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import subprocess
+import sys
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
@@ -185,6 +187,28 @@ def test_help_and_version(capsys):
                 "--psk-file", "--protocol", "--no-legacy", "--server-tun", "--keepalive",
                 "--max-clients", "--control-socket", "CAMEX_PSK"):
         assert opt in out, opt
+
+
+def test_help_fits_the_terminal_width(capsys, monkeypatch):
+    for columns in ("60", "100"):
+        monkeypatch.setenv("COLUMNS", columns)
+        with pytest.raises(SystemExit):
+            parse(["--help"])
+        lines = capsys.readouterr().out.splitlines()
+        assert max(map(len, lines)) <= int(columns) - 2
+        assert any(len(line) > int(columns) - 12 for line in lines)
+
+
+def test_parsing_a_command_line_does_not_load_shutil():
+    # argparse's help formatter would import shutil (and zlib, bz2, lzma):
+    # 0.6 MiB resident in every daemon for help it never prints.
+    code = ("import sys; from camex.options import parse_args; "
+            "parse_args(['-M', 'server', '-p', '7000', '--protocol', 'v2', '-e', '-k', 'p' * 16],"
+            " environ={}); "
+            "parse_args(['-M', 'client', '-s', '10.250.0.1', '-p', '7000', '-a'], environ={}); "
+            "print(sorted(m for m in ('shutil', 'lzma', 'bz2') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 # ------------------------------------------------------------ bad lines
