@@ -39,6 +39,9 @@ def parse_int(text: str, lo: int, hi: int, what: str) -> int:
     # int() would accept "+5", " 5", "5_000" and non-ASCII digits; a config
     # value or an option should be plain decimal.
     if not (text.isascii() and _DECIMAL.fullmatch(text)):
+        if text.isascii() and text[:1] == "-" and _DECIMAL.fullmatch(text[1:]):
+            # A negative number is a number: say what is wrong with it.
+            raise ValueError(f"{text} is out of range {lo}..{hi}")
         raise ValueError(f"{_quote(text)} is not a number ({what} {lo}..{hi})")
     value = int(text)
     if not lo <= value <= hi:
