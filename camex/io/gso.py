@@ -453,25 +453,29 @@ def glue_frame(header, body, size: int) -> Run:
     k = n - 1
     chunks = [b""]
     if k:
-        chunks += _chunker(room, k).unpack_from(body)
+        chunks += repeated_struct(f"{room}s", k).unpack_from(body)
     chunks.append(memoryview(body)[k * room:])
     buf = bytearray(header).join(chunks)
-    buf[INDEX_AT::size] = _INDEX_BYTES[n]
+    buf[INDEX_AT::size] = INDEX_BYTES[n]
     return Run(buf, size)
 
 
-_INDEX_BYTES = [bytes(range(n)) for n in range(MAX_SEGMENTS + 1)]
-_CHUNKERS: dict = {}
+# INDEX_BYTES[n]: the index bytes of a frame of n fragments, in order (what
+# a strided slice of a glued or GRO-read frame at INDEX_AT holds).
+INDEX_BYTES = [bytes(range(n)) for n in range(MAX_SEGMENTS + 1)]
+_STRUCTS: dict = {}
 
 
-def _chunker(room: int, k: int) -> struct.Struct:
-    """A struct that cuts `k` slices of `room` bytes (cached: a path has
-    one datagram size)."""
-    st = _CHUNKERS.get((room, k))
+def repeated_struct(unit: str, n: int) -> struct.Struct:
+    """struct.Struct(unit * n), cached (a path has one datagram size, so
+    few are ever made): one C call then cuts or gathers the `n` pieces of
+    a frame (glue_frame here, camex.v2.bulk's whole-frame read)."""
+    key = (unit, n)
+    st = _STRUCTS.get(key)
     if st is None:
-        if len(_CHUNKERS) >= 256:
-            _CHUNKERS.clear()
-        st = _CHUNKERS[(room, k)] = struct.Struct(f"{room}s" * k)
+        if len(_STRUCTS) >= 256:
+            _STRUCTS.clear()
+        st = _STRUCTS[key] = struct.Struct(unit * n)
     return st
 
 

@@ -12,7 +12,6 @@ on a relay). Pure functions; no I/O.
 
 from __future__ import annotations
 
-import struct
 from collections import deque
 from operator import itemgetter
 
@@ -27,8 +26,6 @@ _SLICE = itemgetter(slice(_HL, None))
 _CONSUME = deque(maxlen=0).extend     # runs an iterator to its end, in C
 _MIDDLE = [bytes(range(1, n - 1)) for n in range(wire.BULK_MAX_FRAGMENTS + 2)]
 _MAX_COUNT = wire.BULK_MAX_FRAGMENTS
-_INDICES = [bytes(range(n)) for n in range(wire.BULK_MAX_FRAGMENTS + 1)]
-_PAYLOAD_STRUCTS: dict = {}
 
 PROTO_TCP, PROTO_UDP = 6, 17
 
@@ -221,39 +218,27 @@ def fast_receiver(frames, slow, frame):
         """A UDP GRO receive (`data`, datagrams of `size` bytes, the last
         one shorter) that is exactly one whole BULK frame, in order, as one
         GSO send of a peer arrives over a path that keeps it whole (veth,
-        or GRO on a NIC). The fragments' slices are gathered with one C call
-        (struct, no per-fragment Python objects) and the frame goes to
+        or GRO on a NIC). The fragments' slices are gathered by one struct
+        call and one join (no Python call per fragment) and the frame goes to
         `frame(fragment 0, ciphertext, ...)`, which opens it without a
         reassembly slot. False, with nothing done, for any other batch:
         the caller splits it and calls many()."""
         n = len(data)
         c = -(-n // size)
         if 2 < c <= _MAX_COUNT and size > _HL and data[16] == c and data[1] == 6 \
-                and data[0] == 0xC2 and data[3::size] == _INDICES[c]:
+                and data[0] == 0xC2 and data[3::size] == gso.INDEX_BYTES[c]:
             mv = memoryview(data)
             first, end = mv[:size], mv[(c - 1) * size:]
             h = _BULK_FIELDS(first)
             if len(end) > _HL and _same_frame(h, _BULK_FIELDS(end)):
-                frame(first, b"".join(_payloads(size, c - 1).unpack_from(data)
-                                      + (end[_HL:],)), *rest)
+                payloads = gso.repeated_struct(f"{_HL}x{size - _HL}s", c - 1)
+                frame(first, b"".join(payloads.unpack_from(data) + (end[_HL:],)), *rest)
                 return True
         return False
 
     datagram_received.many = many
     datagram_received.whole = whole
     return datagram_received
-
-
-def _payloads(size: int, n: int):
-    """A struct that unpacks the payloads of `n` consecutive fragments of
-    `size` bytes (header skipped; cached: a path has one size)."""
-    key = (size, n)
-    st = _PAYLOAD_STRUCTS.get(key)
-    if st is None:
-        if len(_PAYLOAD_STRUCTS) >= 256:
-            _PAYLOAD_STRUCTS.clear()
-        st = _PAYLOAD_STRUCTS[key] = struct.Struct(f"{_HL}x{size - _HL}s" * n)
-    return st
 
 
 def plaintexts(records, max_plain: int):
