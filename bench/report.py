@@ -284,6 +284,7 @@ def markdown(doc: dict, png_name: str) -> str:
     if s.get("nice"):
         runs_note += (f" The bench and all it started ran at nice {s['nice']}, so that other "
                       "tenants at nice 0 disturbed less.")
+    fl = floor(doc)
     parts = [
         "# camex bench: tunnels side by side",
         "",
@@ -311,7 +312,7 @@ def markdown(doc: dict, png_name: str) -> str:
         "## Goals of issue 6 (ratios from this run)",
         "",
         goals(doc),
-        *(["## The floor: naive Python tunnels in this run", "", floor(doc)] if floor(doc) else []),
+        *(["## The floor: naive Python tunnels in this run", "", fl] if fl else []),
         "## Configurations",
         "",
     ]
@@ -356,10 +357,10 @@ def update_readme(doc: dict, path: str) -> None:
     if len(parts) not in (2, 3):
         return
     m = doc["machine"]
+    fl = floor(doc)
     block = (f"\n\nFrom `results/latest.md`, run {doc['started']} ({m['cores']} x {m['cpu']}, "
              f"kernel {m['kernel']}, camex at {m['camex_commit']}):\n\n"
-             + table(doc) + "\n" + goals(doc) + "\n"
-             + (floor(doc) + "\n" if floor(doc) else ""))
+             + table(doc) + "\n" + goals(doc) + "\n" + (fl + "\n" if fl else ""))
     tail = parts[2] if len(parts) == 3 else parts[1]
     with open(path, "w") as f:
         f.write(parts[0] + marker + block + marker + tail)
