@@ -236,7 +236,20 @@ class ReorderRelay:
     upstream socket per client endpoint, as a NAT would have.
 
     Listens on (listen_ip, port), forwards to (server_ip, port).
+
+    The relay must not lose datagrams itself: a datagram held behind a gap
+    the relay made arrives any number of sequence numbers late, not
+    ``hold``. (Seen in CI: with the default 208 KiB receive buffer and the
+    test process short of CPU, the relay dropped 100 datagrams of a burst
+    and released a held one after the gap, 102 behind: a correct replay
+    drop for a 64-wide window.) So its buffers hold more than a test sends
+    in flight, it drains each socket when woken, and `lost` counts what it
+    lost anyway (receive-queue overflows reported by SO_RXQ_OVFL, sends
+    refused for a full buffer), for tests to check.
     """
+
+    BUF = 8 << 20  # bytes of socket buffer, each way; forced (the lab runs as root)
+    DRAIN = 256  # datagrams read per socket per wake-up
 
     def __init__(self, ns: Namespace, listen_ip: str, server_ip: str, port: int,
                  share: float = 0.05, hold: int = 3, seed: int = 7):
@@ -244,16 +257,50 @@ class ReorderRelay:
         self.server = (server_ip, port)
         self.share, self.hold = share, hold
         self.rng = random.Random(seed)
-        self.front = ns_socket(ns, bind=(listen_ip, port))
-        self.front.setblocking(False)
+        self.front = self._socket(bind=(listen_ip, port))
         self.up: dict = {}  # client endpoint -> upstream socket
         self.back: dict = {}  # upstream fd -> client endpoint
         self.forwarded = 0
         self.reordered = 0
+        self.send_dropped = 0
+        self._overflows: dict = {}  # fd -> the kernel's cumulative drop count
         self._held: dict = {}  # direction key -> [(countdown, sendfn, data)]
         self._stop = False
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
+
+    @property
+    def lost(self) -> int:
+        """Datagrams the relay itself lost (0 in a sound run)."""
+        return sum(self._overflows.values()) + self.send_dropped
+
+    def _socket(self, bind=None):
+        s = ns_socket(self.ns, bind=bind)
+        s.setblocking(False)
+        for force, plain in ((_SO_RCVBUFFORCE, socket.SO_RCVBUF),
+                             (_SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+            try:
+                s.setsockopt(socket.SOL_SOCKET, force, self.BUF)
+            except PermissionError:
+                s.setsockopt(socket.SOL_SOCKET, plain, self.BUF)
+        s.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
+        return s
+
+    def _recv(self, s):
+        """One datagram and its sender; notes the socket's overflow count."""
+        data, anc, _flags, addr = s.recvmsg(65535, socket.CMSG_SPACE(4))
+        for level, kind, value in anc:
+            if level == socket.SOL_SOCKET and kind == _SO_RXQ_OVFL and len(value) >= 4:
+                self._overflows[s.fileno()] = int.from_bytes(value[:4], "little")
+        return data, addr
+
+    def _deliver(self, fn, *args):
+        try:
+            fn(*args)
+        except BlockingIOError:
+            self.send_dropped += 1
+        except ConnectionRefusedError:
+            pass  # the server is not up (yet): as on a real path
 
     def _send(self, key, fn, data):
         held = self._held.setdefault(key, [])
@@ -281,12 +328,20 @@ class ReorderRelay:
     def _upstream(self, client):
         s = self.up.get(client)
         if s is None:
-            s = ns_socket(self.ns)
+            s = self._socket()
             s.connect(self.server)
-            s.setblocking(False)
             self.up[client] = s
             self.back[s.fileno()] = (client, s)
         return s
+
+    def _from_client(self, data, client):
+        up = self._upstream(client)
+        self._send(("up", client), lambda d, up=up: self._deliver(up.send, d), data)
+
+    def _from_server(self, data, s):
+        client, _ = self.back[s.fileno()]
+        self._send(("down", client),
+                   lambda d, c=client: self._deliver(self.front.sendto, d, c), data)
 
     def _run(self):
         while not self._stop:
@@ -296,18 +351,17 @@ class ReorderRelay:
                 self._flush_old()
                 continue
             for s in r:
-                try:
+                for _ in range(self.DRAIN):
+                    try:
+                        data, addr = self._recv(s)
+                    except BlockingIOError:
+                        break
+                    except ConnectionRefusedError:
+                        continue  # ICMP for an earlier send: nothing to relay
                     if s is self.front:
-                        data, client = s.recvfrom(65535)
-                        up = self._upstream(client)
-                        self._send(("up", client), lambda d, up=up: _quiet(up.send, d), data)
+                        self._from_client(data, addr)
                     else:
-                        data = s.recv(65535)
-                        client, _ = self.back[s.fileno()]
-                        self._send(("down", client),
-                                   lambda d, c=client: _quiet(self.front.sendto, d, c), data)
-                except (BlockingIOError, ConnectionRefusedError):
-                    pass
+                        self._from_server(data, s)
 
     def close(self):
         self._stop = True
@@ -317,11 +371,10 @@ class ReorderRelay:
             s.close()
 
 
-def _quiet(fn, *args):
-    try:
-        fn(*args)
-    except (BlockingIOError, ConnectionRefusedError):
-        pass
+# Linux socket options Python's socket module does not name (asm-generic).
+_SO_SNDBUFFORCE = 32
+_SO_RCVBUFFORCE = 33
+_SO_RXQ_OVFL = 40
 
 
 # ---------------------------------------------------------------- topology
