@@ -12,7 +12,6 @@ ServerConfig or raises.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
