@@ -24,6 +24,7 @@ from typing import Optional
 from camex.control import request
 
 from .attacks import ns_socket
+from .capture import SO_RCVBUFFORCE
 from .daemons import Camex
 from .netns import Lab, LabError, Namespace, StarTopology, wait_until
 from .proc import in_ns
@@ -277,7 +278,7 @@ class ReorderRelay:
     def _socket(self, bind=None):
         s = ns_socket(self.ns, bind=bind)
         s.setblocking(False)
-        for force, plain in ((_SO_RCVBUFFORCE, socket.SO_RCVBUF),
+        for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF),
                              (_SO_SNDBUFFORCE, socket.SO_SNDBUF)):
             try:
                 s.setsockopt(socket.SOL_SOCKET, force, self.BUF)
@@ -371,9 +372,9 @@ class ReorderRelay:
             s.close()
 
 
-# Linux socket options Python's socket module does not name (asm-generic).
+# Linux socket options Python's socket module does not name (asm-generic;
+# SO_RCVBUFFORCE is lab.capture's).
 _SO_SNDBUFFORCE = 32
-_SO_RCVBUFFORCE = 33
 _SO_RXQ_OVFL = 40
 
 
