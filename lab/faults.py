@@ -17,6 +17,7 @@ import os
 import random
 import select
 import socket
+import sys
 import threading
 import time
 from typing import Optional
@@ -292,7 +293,8 @@ class ReorderRelay:
         data, anc, _flags, addr = s.recvmsg(65535, socket.CMSG_SPACE(4))
         for level, kind, value in anc:
             if level == socket.SOL_SOCKET and kind == _SO_RXQ_OVFL and len(value) >= 4:
-                self._overflows[s.fileno()] = int.from_bytes(value[:4], "little")
+                # The kernel's count, a u32 in the host's byte order.
+                self._overflows[s.fileno()] = int.from_bytes(value[:4], sys.byteorder)
         return data, addr
 
     def _deliver(self, fn, *args):
