@@ -3,7 +3,7 @@
 Pure Python (no Scapy): camex-dissect and the tests use it to find every UDP
 datagram of a capture, whatever the link type, and to put fragmented IPv4
 datagrams back together (the legacy C peer lets full-size encrypted packets
-be fragmented, see the spec's flaw 7).
+be fragmented, flaw 7 in docs/LEGACY.md).
 
 Supported: pcap (micro- and nanosecond, either byte order), pcapng (several
 interfaces with their own link types and timestamp resolutions), link types

@@ -1,7 +1,7 @@
 """The server configuration file (the auto-mode database) and the value checks
 it shares with the command line.
 
-Format (spec "Server configuration file"): flat ``key=value`` lines in
+Format (docs/LEGACY.md §7): flat ``key=value`` lines in
 ``[defaults]`` and ``[client <ID>]`` sections; blank lines and lines starting
 with ``#`` or ``;`` are ignored. Every error names the file and the line, so an
 operator editing /etc/camex/camex.conf on a camera can find the mistake; a

@@ -63,7 +63,7 @@ def _keys(keys: dict) -> list[str]:
 
 
 def vectors_config(c2_psk: Optional[str] = C2_PSK) -> str:
-    """The server database of shared/vectors/README.md (C2 with its own key)."""
+    """The server database of tests/vectors/captures/README.md (C2 with its own key)."""
     c2 = {"local_cidr": "10.0.0.3/24"}
     if c2_psk:
         c2["psk"] = c2_psk

@@ -14,7 +14,7 @@ lab of one process), so parallel pytest workers never collide and a stale
 namespace can be traced to its (dead) owner: see clean_stale() and
 ``python -m lab.netns clean`` (``make lab-clean``).
 
-Addresses of the star lab are those of the captures in shared/vectors:
+Addresses of the star lab are those of the captures in tests/vectors/captures:
 server 10.250.0.1 / 10.250.1.1, clients C1 10.250.0.2 and C2 10.250.1.2,
 tunnel 10.0.0.2 (C1), 10.0.0.3 (C2), gateway 10.0.0.1.
 """
@@ -57,7 +57,7 @@ __all__ = [
     "PORT", "TUNNEL_GATEWAY", "TUNNEL_C1", "TUNNEL_C2", "TUNNEL_NET",
 ]
 
-# Addresses of the captures' lab (shared/vectors/README.md).
+# Addresses of the captures' lab (tests/vectors/captures/README.md).
 SERVER_UNDERLAY = ("10.250.0.1", "10.250.1.1")
 CLIENT_UNDERLAY = ("10.250.0.2", "10.250.1.2")
 UNDERLAY_PREFIX = 24

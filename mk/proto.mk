@@ -10,9 +10,10 @@
 #                        capture reader and v2 (BULK, TLVs, the v2 dissector),
 #                        FUZZ_SECONDS each (default 120); crashes
 #                        are written as crash-* files in the current directory
-#   make vectors         regenerate tests/vectors/legacy.json from the spec and the
-#                        captures in ../shared/vectors (CAMEX_VECTORS to override)
-#   make dissect-captures  camex-dissect every capture of ../shared/vectors
+#   make vectors         regenerate tests/vectors/legacy.json from docs/LEGACY.md and
+#                        the captures in tests/vectors/captures (CAMEX_VECTORS to
+#                        override)
+#   make dissect-captures  camex-dissect every capture of tests/vectors/captures
 #
 # The regular suites need no target here: tests/unit/test_proto*.py,
 # test_dissect*.py, test_fuzz_*.py run in `make test-unit` (bounded number of
@@ -21,7 +22,7 @@
 
 CAMEX_FUZZ_LIVE_N ?= 1000000
 CAMEX_FUZZ_EXAMPLES ?= 20000
-VECTORS_DIR ?= $(or $(CAMEX_VECTORS),$(CURDIR)/../shared/vectors)
+VECTORS_DIR ?= $(or $(CAMEX_VECTORS),$(CURDIR)/tests/vectors/captures)
 
 FUZZ_SECONDS ?= 120
 

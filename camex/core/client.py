@@ -11,7 +11,7 @@ REGISTER at start, every 30 s and after every reconnect; in auto mode every
 5 s until a CONFIG arrives; a new socket after 20 s without a datagram from
 the server. Unlike the C client, the replay window is kept per server
 sender prefix, so a restarted server (new prefix, counter from 0) is
-accepted at once (flaw 5 of the spec).
+accepted at once (flaw 5 in docs/LEGACY.md).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ send come out in `outbox` as (bytes, endpoint) pairs. The event loop, the
 socket and the configuration file are adapters around it.
 
 What it keeps of the C server is the wire format; what it does not keep are
-the flaws listed at the end of the spec:
+the flaws listed in docs/LEGACY.md §8:
 - the route table is filled only by authenticated, replay-checked REGISTERs,
   never learnt from the inner source of DATA (flaw 1); DATA whose inner
   source is not the sender's tunnel address is dropped;

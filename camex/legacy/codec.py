@@ -1,6 +1,6 @@
 """The legacy ("v1", magic CX2P) wire format: the fast codec of the data path.
 
-Byte layouts follow ../shared/spec/legacy-v1.md. This module is pure: bytes
+Byte layouts follow docs/LEGACY.md. This module is pure: bytes
 in, bytes out, no sockets and no clock, so the daemon, the Scapy layers'
 tests and the dissector all check themselves against the same functions.
 """

@@ -1,6 +1,6 @@
 """Scapy layers of the legacy camex protocol ("v1", magic CX2P).
 
-Wire format: ../shared/spec/legacy-v1.md. Layers:
+Wire format: docs/LEGACY.md. Layers:
 
   plaintext mode
     CX2PControl        `CX2P VERB` ... the start of a control line

@@ -20,8 +20,8 @@ Targets:
 Anything other than the documented refusals (CodecError, InvalidTag,
 NoKeyError, CaptureError) is a crash; libFuzzer writes the input to
 crash-<hash>, which then becomes a regression test in tests/unit/test_fuzz_*.
-Seeds: tests/vectors/legacy.json (for capture, the first records of
-../shared/vectors captures; for v2, tests/vectors/v2.json and v2_bulk.json)
+Seeds: tests/vectors/legacy.json (for capture, the first records of the
+captures in tests/vectors/captures; for v2, tests/vectors/v2.json and v2_bulk.json)
 are added to the run when no corpus is given.
 `make fuzz-atheris` runs each target for a while. Needs `pip install atheris`
 (the `fuzz` extra).
@@ -207,8 +207,8 @@ def seeds(target: str) -> list[bytes]:
     out = [bytes.fromhex(v["datagram"]) for v in VECTORS["encrypted"] + VECTORS["malformed"]]
     out += [bytes.fromhex(v["bytes"]) for v in VECTORS["control"]]
     if target == "capture":
-        shared = Path(os.environ.get("CAMEX_VECTORS") or REPO.parent / "shared" / "vectors")
-        out = [p.read_bytes()[:4000] for p in sorted(shared.glob("*.pcap"))]
+        captures = Path(os.environ.get("CAMEX_VECTORS") or REPO / "tests" / "vectors" / "captures")
+        out = [p.read_bytes()[:4000] for p in sorted(captures.glob("*.pcap"))]
     if target == "v2":
         out = [bytes.fromhex(v["bytes"]) for v in V2["datagrams"]]
         for f in V2_BULK["frames"]:

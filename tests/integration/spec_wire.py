@@ -1,4 +1,4 @@
-"""The legacy wire format written from shared/spec/legacy-v1.md alone, so
+"""The legacy wire format written from docs/LEGACY.md alone, so
 that the lab tests check camex against the spec and not against its own
 codec: key derivation, encrypted frames (seal/open), control lines."""
 

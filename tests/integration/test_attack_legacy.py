@@ -1,5 +1,5 @@
-"""Attacks on a camex server: the flaws of the legacy C server (spec, "Known
-flaws") replayed against camex, each of which must fail.
+"""Attacks on a camex server: the flaws of the legacy C server (docs/LEGACY.md
+§8) replayed against camex, each of which must fail.
 
 Lab: star3 — C1 and C2 are honest clients, C3 (10.250.2.2) is the attacker,
 which sends from its own sockets and, with a raw socket, from forged source

@@ -1,8 +1,8 @@
 """The daemon's fast codec against the shared byte vectors and the captures.
 
 tests/vectors/legacy.json is the one set of vectors that the Scapy layers'
-tests check too; the captures in ../shared/vectors are real traffic of the
-C implementation.
+tests check too; the captures in tests/vectors/captures are real traffic of
+the C implementation.
 """
 
 import json
@@ -18,7 +18,7 @@ from camex.replay import ReplayWindow
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = json.loads((ROOT / "tests" / "vectors" / "legacy.json").read_text())
-CAPTURES = Path(os.environ.get("CAMEX_VECTORS", ROOT.parent / "shared" / "vectors"))
+CAPTURES = Path(os.environ.get("CAMEX_VECTORS") or ROOT / "tests" / "vectors" / "captures")
 PASSPHRASES = [b"demo-global-secret", b"per-client-secret-c2"]
 
 

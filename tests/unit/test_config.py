@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from camex.config import ConfigError, ServerConfig, load_config, parse_config
 
-# The database of the auto-mode captures, exactly as in shared/vectors/README.md.
+# The database of the auto-mode captures, exactly as in tests/vectors/captures/README.md.
 VECTORS_DB = """\
 [defaults]
 gateway_ip=10.0.0.1

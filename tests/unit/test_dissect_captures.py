@@ -1,9 +1,9 @@
 """camex-dissect on the four real captures of the legacy C implementation.
 
-The captures live in ../shared/vectors beside the clone (override with
-$CAMEX_VECTORS). They hold only the FIRST fragment of each fragmented
-datagram (the capture filter dropped the rest), so those datagrams are
-reported as incomplete; every complete encrypted datagram must authenticate.
+The captures live in tests/vectors/captures (override with $CAMEX_VECTORS).
+They hold only the FIRST fragment of each fragmented datagram (the capture
+filter dropped the rest), so those datagrams are reported as incomplete;
+every complete encrypted datagram must authenticate.
 """
 
 import json
@@ -19,7 +19,7 @@ from scapy.utils import rdpcap
 from camex import dissect
 
 REPO = Path(__file__).resolve().parents[2]
-VECTORS = Path(os.environ.get("CAMEX_VECTORS") or REPO.parent / "shared" / "vectors")
+VECTORS = Path(os.environ.get("CAMEX_VECTORS") or REPO / "tests" / "vectors" / "captures")
 PSKS = ["--psk", "demo-global-secret", "--psk", "per-client-secret-c2"]
 CAPTURES = ["upstream-manual-plain.pcap", "upstream-manual-enc.pcap",
             "upstream-auto-plain.pcap", "upstream-auto-enc.pcap"]

@@ -22,7 +22,7 @@ N = int(os.environ.get("CAMEX_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=N, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 REPO = Path(__file__).resolve().parents[2]
-VECTORS = Path(os.environ.get("CAMEX_VECTORS") or REPO.parent / "shared" / "vectors")
+VECTORS = Path(os.environ.get("CAMEX_VECTORS") or REPO / "tests" / "vectors" / "captures")
 PASS = "fuzz-pass"
 
 
