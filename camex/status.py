@@ -82,8 +82,8 @@ def _process_line(p: dict) -> str:
 def main(argv) -> int:
     cmd, argv = argv[0], argv[1:]
     p = argparse.ArgumentParser(prog=f"camex {cmd}")
-    p.add_argument("--control-socket", metavar="PATH",
-                   help=f"the daemon's socket (default: every socket in {RUN_DIR})")
+    p.add_argument("--control-socket", metavar="PATH", action="append",
+                   help=f"the daemon's socket, repeatable (default: every socket in {RUN_DIR})")
     if cmd == "status":
         form = p.add_mutually_exclusive_group()
         form.add_argument("--json", action="store_true", help="machine-readable output")
@@ -95,8 +95,7 @@ def main(argv) -> int:
                             "renamed: a reader never sees half of it) instead of stdout")
     args = p.parse_args(argv)
     prometheus = cmd == "status" and args.prometheus
-    paths = [args.control_socket] if args.control_socket else \
-        sorted(glob.glob(f"{RUN_DIR}/*.sock"))
+    paths = args.control_socket or sorted(glob.glob(f"{RUN_DIR}/*.sock"))
     if not paths and not prometheus:
         print(f"camex {cmd}: no running camex daemon (no socket in {RUN_DIR})", file=sys.stderr)
         return 1
