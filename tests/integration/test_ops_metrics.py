@@ -2,18 +2,25 @@
 Prometheus text parser (prometheus_client's): a server with a legacy and a
 v2 client, and the clients themselves, as a scraper would see them."""
 
+import os
+import re
+import shlex
 import socket
+import stat
+import subprocess
+import textwrap
 import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lab import faults as F
-from lab.daemons import Camex, GLOBAL_PSK, auto_config
+from lab.daemons import Camex, GLOBAL_PSK, auto_config, camex_binary
 
 pytestmark = pytest.mark.lab
 
 C2_PSK = "metrics-c2-own-passphrase"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def scrape(ns, cx, *sockets):
@@ -135,3 +142,43 @@ def test_a_stopped_daemon_is_camex_up_0(star, camex):
     assert one(samples, "camex_up", daemon=srv) == 1
     assert one(samples, "camex_up", daemon=c1) == 0
     assert [k for k in samples if k[0] != "camex_up" and ("daemon", c1) in k[1]] == []
+
+
+def _documented_units():
+    """The unit files docs/OPERATIONS.md tells an operator to write:
+    {file name: text}, from the indented block after each
+    `<!-- unit: NAME -->` marker."""
+    text = open(os.path.join(REPO, "docs", "OPERATIONS.md")).read()
+    return {m.group(1): textwrap.dedent(m.group(2)).strip() + "\n"
+            for m in re.finditer(r"<!-- unit: (\S+) -->\n((?:    .*\n|\n)+)", text)}
+
+
+def test_documented_timer_units_verify_and_write_a_parsable_file(tmp_path):
+    units = _documented_units()
+    assert set(units) == {"camex-metrics.service", "camex-metrics.timer"}, units
+    service = units["camex-metrics.service"]
+    m = re.search(r"^ExecStart=(.*)$", service, re.M)
+    argv = shlex.split(m.group(1))
+    assert argv[:4] == ["/usr/local/bin/camex", "status", "--prometheus", "-o"]
+    # The same unit, with camex where this checkout has it and the textfile
+    # directory in the test's directory.
+    out = tmp_path / "node-exporter" / "camex.prom"
+    out.parent.mkdir()
+    binary = camex_binary()
+    for name, text in units.items():
+        text = text.replace("/usr/local/bin/camex", binary).replace(
+            "/var/lib/prometheus/node-exporter/camex.prom", str(out))
+        (tmp_path / name).write_text(text)
+    r = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "camex-metrics.service"),
+                        str(tmp_path / "camex-metrics.timer")],
+                       capture_output=True, text=True, timeout=60)
+    print(f"\nsystemd-analyze verify: rc {r.returncode}, output {r.stdout + r.stderr!r}")
+    assert r.returncode == 0 and (r.stdout + r.stderr).strip() == ""
+    # What ExecStart runs (it reads whatever daemons /run/camex holds on
+    # this machine, maybe none): exit 0 and a file a scraper reads.
+    r = subprocess.run([binary, *argv[1:-1], str(out)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    families = list(text_string_to_metric_families(out.read_text()))
+    assert all(f.name.startswith("camex_") for f in families)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
