@@ -26,7 +26,7 @@ INTEGRATION_EXCLUDE += $(foreach s,$(OPS_SUITES),--ignore-glob=$(s))
 .PHONY: install install-units uninstall-units test-ops flood ops-deps
 
 ops-deps:
-	sh scripts/install-deps.sh nftables iputils-ping util-linux systemd
+	sh scripts/install-deps.sh nftables iputils-ping util-linux systemd strace
 
 install:
 	$(PYTHON) -m venv $(CAMEX_HOME)

@@ -1,13 +1,13 @@
 """`camex check-config -f FILE` and `camex -M ... --check`: what an operator
 sees for good and bad configurations (every problem with its file and line,
 the exit code), that no passphrase is ever printed, and that a check
-touches no network (no socket, no TUN, no netlink, no helper process)."""
+touches no network (no socket, no TUN, no netlink, no helper process; the
+same under strace and in an empty network namespace: test_ops_check.py)."""
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -282,30 +282,3 @@ def _guard_open(real):
             _refuse()
         return real(path, *args, **kwargs)
     return guarded
-
-
-def test_no_network_system_calls(files):
-    """Under strace: a check of a server with its own TUN makes no socket
-    system call at all, opens no TUN device and starts no process."""
-    strace = shutil.which("strace")
-    assert strace, "strace is missing: `make deps` installs it"
-    log = files / "strace.log"
-    conf, psk = files / "good.conf", files / "server.psk"
-    r = subprocess.run(
-        [strace, "-f", "-qq", "-o", str(log), "-e",
-         "trace=%network,clone,clone3,fork,vfork,execve,openat",
-         sys.executable, "-m", "camex", "-M", "server", "-p", "7000", "-f", str(conf),
-         "-e", "--psk-file", str(psk), "--server-tun", "--check"],
-        capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    calls = log.read_text().splitlines()
-    names = {m.group(1) for ln in calls if (m := re.match(r"\d+\s+(\w+)\(", ln))}
-    print(f"\n{len(calls)} traced calls: {sorted(names)}")
-    assert "openat" in names                     # control: strace saw the file opens
-    assert [c for c in calls if "good.conf" in c]
-    for call in ("socket", "socketpair", "connect", "bind", "sendto", "sendmsg",
-                 "clone", "clone3", "fork", "vfork"):
-        assert call not in names, [c for c in calls if re.match(rf"\d+\s+{call}\(", c)]
-    assert [c for c in calls if "execve(" in c] and \
-        len([c for c in calls if "execve(" in c]) == 1   # python itself, nothing else
-    assert not [c for c in calls if "/dev/net/tun" in c or "/dev/camex" in c]
