@@ -8,8 +8,9 @@ conventions: a `camex_` prefix, base units (bytes, seconds, Unix time in
 `_timestamp_seconds`), `_total` on counters, HELP and TYPE once per family
 with every sample of the family after them.
 
-Every sample of a family has the same label names (node_exporter's
-textfile collector refuses a family whose label names differ). Labels:
+Every sample of a family has the same label names, as Prometheus' client
+libraries require of a family (node_exporter 1.5 pads missing labels with
+empty values; other readers refuse them). Labels:
 `daemon` names the daemon by its control socket (`server-7000` for
 /run/camex/server-7000.sock, the full path for a socket elsewhere). The
 traffic of a server is per client (`client` = its client ID, empty for a

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lab import faults as F
 from lab.daemons import Camex, GLOBAL_PSK, auto_config, camex_binary
+from lab.netns import wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -182,3 +183,64 @@ def test_documented_timer_units_verify_and_write_a_parsable_file(tmp_path):
     families = list(text_string_to_metric_families(out.read_text()))
     assert all(f.name.startswith("camex_") for f in families)
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+NODE_EXPORTER = os.path.join(REPO, "lab", "cache", "node-exporter", "usr", "bin",
+                             "prometheus-node-exporter")
+
+
+def _http_get(ns, port, path="/metrics"):
+    """GET over the namespace's loopback; the body, or None while nobody listens."""
+    s = ns.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.settimeout(5)
+        s.connect(("127.0.0.1", port))
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    except ConnectionRefusedError:
+        return None
+    finally:
+        s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.") and b" 200 " in head.split(b"\r\n")[0], head
+    return body.decode()
+
+
+def _camex_samples(text):
+    return {(s.name, frozenset(s.labels.items()), s.value)
+            for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name.startswith("camex_")}
+
+
+def test_node_exporter_textfile_collector_serves_the_file(star, tmp_path):
+    """What the documented timer writes, served by Debian's node_exporter
+    (its textfile collector, a Go parser stricter than Python's): no scrape
+    error, and every camex sample comes out as it went in."""
+    assert os.access(NODE_EXPORTER, os.X_OK), "node_exporter is missing: make node-exporter"
+    lab = star
+    cx = Camex(lab, protocol="v2")
+    srv, c1, c2 = (F.ctl_path(lab, n) for n in ("srv", "c1", "c2"))
+    cx.start_server(psk=GLOBAL_PSK, extra=["--control-socket", srv])
+    cx.start_client(lab.c1, psk=GLOBAL_PSK, extra=["--control-socket", c1])
+    cx.start_client(lab.c2, psk=GLOBAL_PSK, extra=["--control-socket", c2])
+    assert lab.c1.ping("10.0.0.3", count=5, interval=0.05, size=500).received == 5
+    textdir = tmp_path / "textfile"
+    textdir.mkdir()
+    prom = textdir / "camex.prom"
+    r = lab.server.run([cx.binary, "status", "--prometheus", "--control-socket", srv,
+                        "--control-socket", c1, "--control-socket", c2, "-o", str(prom)])
+    assert r.returncode == 0, r.stderr
+    lab.server.spawn([NODE_EXPORTER, "--web.listen-address=127.0.0.1:9100",
+                      "--collector.disable-defaults", "--collector.textfile",
+                      f"--collector.textfile.directory={textdir}"], name="node-exporter")
+    body = wait_until(lambda: _http_get(lab.server, 9100), 15, "node_exporter answers")
+    errors = [s.value for f in text_string_to_metric_families(body) for s in f.samples
+              if s.name == "node_textfile_scrape_error"]
+    served, written = _camex_samples(body), _camex_samples(prom.read_text())
+    print(f"\nnode_textfile_scrape_error {errors}; {len(served)} camex samples served, "
+          f"{len(written)} written")
+    assert errors == [0.0]
+    assert served == written and len(written) > 30
+    assert any(n == "camex_received_bytes_total" and v >= 5 * 528 for n, _, v in served)

@@ -79,7 +79,7 @@ def test_a_scraper_reads_every_family_once_with_help_and_type():
     assert len(names) == len(set(names))
     for fam in families:
         assert fam.name.startswith("camex_") and fam.documentation
-        # One label set per family (node_exporter's textfile collector insists).
+        # One set of label names per family, as client libraries require.
         assert len({frozenset(s.labels) for s in fam.samples}) == 1, fam.name
         if fam.type == "counter":
             assert all(s.name == fam.name + "_total" for s in fam.samples)
