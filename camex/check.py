@@ -141,7 +141,10 @@ def _server(opts: Options, report: Report) -> None:
                  f"device {opts.tun_dev or '/dev/net/tun, else /dev/camex'}")
     if "v2" in served and opts.keylog:
         L.append(f"  keylog: v2 session keys appended to {opts.keylog} (debugging only)")
-    L.append(f"  control socket: {opts.control_socket}")
+    sock = opts.control_socket
+    if not opts.port and sock == f"/run/camex/{opts.mode}-0.sock":
+        sock = f"/run/camex/{opts.mode}-PORT.sock (PORT: the -p of the start)"
+    L.append(f"  control socket: {sock}")
     L.append(f"  {NOT_CHECKED}")
 
 

@@ -177,6 +177,9 @@ def test_warnings_do_not_fail_the_check(files):
         "only one of them can be registered at a time",
         f"warning: {conf}:7: [client C]: gateway_ip 10.0.0.9 is the client's own address"]
     assert "client B (line 4): address 10.0.0.2/24, gateway 10.0.0.9" in r.stdout
+    # No -p: check-config does not need one, and says what it would change.
+    assert r.stdout.startswith("server: UDP port (not given) on every address; protocols legacy")
+    assert "  control socket: /run/camex/server-PORT.sock (PORT: the -p of the start)" in r.stdout
 
 
 @pytest.mark.parametrize("args,message", [
