@@ -183,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="camex", allow_abbrev=False, add_help=False,
         description="camex: a minimal UDP/TUN tunnel (client or relay server).",
         epilog=f"The passphrase may also come from --psk-file FILE (mode 600) or the "
-               f"environment variable {ENV_PSK}, which keep it out of the process list.",
+               f"environment variable {ENV_PSK}, which keep it out of the process list. "
+               f"Other commands: camex status [--json | --prometheus [-o FILE]], "
+               f"camex reload, camex check-config [-f FILE] [server options].",
     )
     a = p.add_argument
     a("-M", "--mode", metavar="client|server", help="role (required)")
