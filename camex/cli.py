@@ -35,6 +35,13 @@ def main(argv=None) -> int:
     if argv and argv[0] in ("status", "reload"):
         from .status import main as status_main
         return status_main(argv)
+    if argv and argv[0] == "check-config":
+        from .check import main as check_main
+        return check_main(argv)
+    if "--check" in argv:
+        # Every problem, not only the first one a start would stop at.
+        from .check import check
+        return check(argv)
     try:
         opts = parse_args(argv)
     except UsageError as e:
@@ -66,7 +73,9 @@ def main(argv=None) -> int:
         with PidFile(opts.pid_file):
             return daemon.run()
     except ConfigError as e:
-        log.LOG.error("--config: %s", e)
+        more = len(e.problems) - 1
+        log.LOG.error("--config: %s%s", e, f" (and {more} more problem(s): `camex "
+                      f"check-config -f {e.path}` lists them)" if more > 0 else "")
     except StartupError as e:
         log.LOG.error("%s", e)
     except KeyboardInterrupt:

@@ -348,6 +348,7 @@ class ClientDaemon:
     def status(self) -> dict:
         core = self.core
         now = self.loop.now()
+        session = self._v2_session()
         return {
             "mode": "client",
             "protocol": getattr(core, "protocol", "legacy"),
@@ -367,6 +368,11 @@ class ClientDaemon:
             # v2 BULK frames (one AEAD per super-packet); None on legacy.
             "bulk_tx_frames": getattr(core, "bulk_tx_frames", None),
             "bulk_rx_frames": getattr(core, "bulk_rx_frames", None),
+            # v2 handshakes completed, and the age of the session in use
+            # (None without v2, or before the first handshake).
+            "handshakes": session.stats["handshakes"] if session is not None else None,
+            "last_handshake_ago": round(now - session.current.created, 3)
+            if session is not None and session.current is not None else None,
             "drops": self._drops(),
             "process": process_status(),
         }
@@ -374,13 +380,18 @@ class ClientDaemon:
     def _drops(self) -> dict:
         drops = dict(self.core.drops)
         # What the v2 session refused (replays, forgeries aimed at us).
-        session = getattr(self.core, "session", None) or \
-            getattr(getattr(self.core, "v2", None), "session", None)
+        session = self._v2_session()
         if session is not None:
             for k in ("replay", "forged", "stale", "malformed"):
                 if session.stats.get(k):
                     drops[f"v2-{k}"] = session.stats[k]
         return drops
+
+    def _v2_session(self):
+        """The v2 ClientSession (also under --protocol auto after a fall
+        back to legacy), or None for a legacy-only client."""
+        return getattr(self.core, "session", None) or \
+            getattr(getattr(self.core, "v2", None), "session", None)
 
     def _shutdown(self) -> None:
         if self.link is not None:

@@ -130,12 +130,17 @@ def parse_client_id(text: str) -> str:
 
 class ConfigError(Exception):
     """A configuration file that cannot be used. str() is "FILE:LINE: message"
-    (or "FILE: message" when the whole file is at fault, e.g. missing)."""
+    (or "FILE: message" when the whole file is at fault, e.g. missing): the
+    first problem, in line order. `problems` lists every problem the parser
+    found (this one first), each a ConfigError: it goes on after a bad line,
+    so that `camex check-config` can name them all at once."""
 
-    def __init__(self, path: str, line: int | None, message: str):
+    def __init__(self, path: str, line: int | None, message: str,
+                 problems: list[ConfigError] | None = None):
         self.path, self.line, self.message = path, line, message
         where = f"{path}:{line}" if line is not None else path
         super().__init__(f"{where}: {message}")
+        self.problems = [self] if problems is None else problems
 
 
 # Plain classes rather than dataclasses: `dataclasses` imports `inspect`
@@ -233,16 +238,21 @@ def load_config(path: str) -> ServerConfig:
 
 
 def parse_config(text: str, path: str = "<string>") -> ServerConfig:
+    """The file's ServerConfig, or ConfigError listing every problem found.
+
+    After a bad line the parser goes on with the next one. The keys of a
+    section whose header is refused (unknown, malformed, a duplicate) are
+    still checked, into a section of their own that is then thrown away:
+    each of their mistakes is reported, and none of them reports the
+    header's mistake again."""
     cfg = ServerConfig(path=path)
+    problems: list[ConfigError] = []
     # None: before any section header; otherwise the Profile being filled and
     # its ClientSection (None for [defaults]).
     current: Profile | None = None
     section: ClientSection | None = None
     seen_keys: dict[str, int] = {}
     defaults_line = 0
-
-    def fail(lineno: int, message: str):
-        raise ConfigError(path, lineno, message)
 
     if text.startswith("\ufeff"):       # an editor's byte-order mark
         text = text[1:]
@@ -252,64 +262,90 @@ def parse_config(text: str, path: str = "<string>") -> ServerConfig:
         line = raw.strip()
         if not line or line[0] in "#;":
             continue
-
-        if line.startswith("["):
-            if not line.endswith("]"):
-                fail(lineno, f"section header {line!r} has no closing ']'")
-            name = line[1:-1].strip()
-            parts = name.split(None, 1)
-            word = parts[0] if parts else ""
-            rest = parts[1] if len(parts) > 1 else ""
-            seen_keys = {}
-            if name.lower() == "defaults":
-                if defaults_line:
-                    fail(lineno, f"duplicate section [defaults] (first at line {defaults_line})")
-                defaults_line = lineno
-                current, section = cfg.defaults, None
-            elif word.lower() == "client":
-                try:
-                    cid = parse_client_id(rest)
-                except ValueError as e:
-                    fail(lineno, f"section [{name}]: {e}")
-                old = cfg.clients.get(cid.lower())
-                if old is not None:
-                    fail(lineno, f"duplicate section [client {cid}] "
-                                 f"(first at line {old.line}, IDs ignore case)")
-                section = ClientSection(id=cid, line=lineno)
-                cfg.clients[cid.lower()] = section
-                current = section.profile
-            else:
-                fail(lineno, f"unknown section [{name}] (expected [defaults] or [client ID])")
-            continue
-
-        key, sep, value = line.partition("=")
-        key, value = key.strip().lower(), value.strip()
-        if not sep:
-            fail(lineno, f"expected key=value, got {line!r}")
-        if current is None:
-            fail(lineno, f"key {key!r} outside a section ([defaults] or [client ID] first)")
-        if not key:
-            fail(lineno, "missing key before '='")
-        if key not in _KNOWN_KEYS:
-            cfg.warnings.append(f"{path}:{lineno}: unknown key {key!r} ignored")
-            continue
-        if not value:
-            fail(lineno, f"{key}: empty value")
-        if key in _SINGLE_KEYS:
-            if key in seen_keys:
-                fail(lineno, f"{key}: given twice in this section (first at line {seen_keys[key]})")
-            seen_keys[key] = lineno
         try:
-            _apply(cfg, current, section, key, value)
-        except ValueError as e:
-            fail(lineno, f"{key}: {e}")
+            if line.startswith("["):
+                seen_keys = {}
+                # Until the header is known good, its keys go to a section
+                # nobody will see (a client one, so that psk= is checked).
+                section = ClientSection(id="", line=lineno)
+                current = section.profile
+                current, section = _header(cfg, line, lineno, defaults_line, current, section)
+                if section is None:
+                    defaults_line = lineno
+                continue
+            _key_line(cfg, line, lineno, current, section, seen_keys)
+        except _LineError as e:
+            problems.append(ConfigError(path, lineno, str(e)))
 
-    _check_merged_routes(cfg)
+    problems += _check_merged_routes(cfg)
+    if problems:
+        problems.sort(key=lambda p: p.line or 0)
+        first = problems[0]
+        raise ConfigError(path, first.line, first.message, problems)
     return cfg
 
 
-def _apply(cfg: ServerConfig, prof: Profile, section: ClientSection | None,
-           key: str, value: str) -> None:
+class _LineError(Exception):
+    """What is wrong with one line (parse_config adds the file and line)."""
+
+
+def _header(cfg: ServerConfig, line: str, lineno: int, defaults_line: int,
+            current: Profile, section: ClientSection):
+    """A section header: the (profile, section) its keys fill from now on
+    (section None for [defaults]); _LineError if it is refused, after which
+    the caller's throw-away section collects its keys."""
+    if not line.endswith("]"):
+        raise _LineError(f"section header {line!r} has no closing ']'")
+    name = line[1:-1].strip()
+    parts = name.split(None, 1)
+    word = parts[0] if parts else ""
+    rest = parts[1] if len(parts) > 1 else ""
+    if name.lower() == "defaults":
+        if defaults_line:
+            raise _LineError(f"duplicate section [defaults] (first at line {defaults_line})")
+        return cfg.defaults, None
+    if word.lower() != "client":
+        raise _LineError(f"unknown section [{name}] (expected [defaults] or [client ID])")
+    try:
+        cid = parse_client_id(rest)
+    except ValueError as e:
+        raise _LineError(f"section [{name}]: {e}") from None
+    old = cfg.clients.get(cid.lower())
+    if old is not None:
+        raise _LineError(f"duplicate section [client {cid}] "
+                         f"(first at line {old.line}, IDs ignore case)")
+    section = ClientSection(id=cid, line=lineno)
+    cfg.clients[cid.lower()] = section
+    return section.profile, section
+
+
+def _key_line(cfg: ServerConfig, line: str, lineno: int, current: Profile | None,
+              section: ClientSection | None, seen_keys: dict[str, int]) -> None:
+    key, sep, value = line.partition("=")
+    key, value = key.strip().lower(), value.strip()
+    if not sep:
+        raise _LineError(f"expected key=value, got {line!r}")
+    if current is None:
+        raise _LineError(f"key {key!r} outside a section ([defaults] or [client ID] first)")
+    if not key:
+        raise _LineError("missing key before '='")
+    if key not in _KNOWN_KEYS:
+        cfg.warnings.append(f"{cfg.path}:{lineno}: unknown key {key!r} ignored")
+        return
+    if not value:
+        raise _LineError(f"{key}: empty value")
+    if key in _SINGLE_KEYS:
+        if key in seen_keys:
+            raise _LineError(f"{key}: given twice in this section (first at line "
+                             f"{seen_keys[key]})")
+        seen_keys[key] = lineno
+    try:
+        _apply(current, section, key, value)
+    except ValueError as e:
+        raise _LineError(f"{key}: {e}") from None
+
+
+def _apply(prof: Profile, section: ClientSection | None, key: str, value: str) -> None:
     if key == "local_cidr":
         prof.local_cidr = parse_host_cidr(value)
     elif key == "gateway_ip":
@@ -338,12 +374,14 @@ def _apply(cfg: ServerConfig, prof: Profile, section: ClientSection | None,
         prof.routes.append(route)
 
 
-def _check_merged_routes(cfg: ServerConfig) -> None:
+def _check_merged_routes(cfg: ServerConfig) -> list[ConfigError]:
     # A CONFIG message carries at most 16 routes; a merged profile with more
     # would be silently cut on the wire, so refuse the file instead.
+    problems = []
     for sec in cfg.clients.values():
         merged = merge(cfg.defaults, sec.profile)
         if len(merged.routes) > MAX_ROUTES:
-            raise ConfigError(cfg.path, sec.line,
-                              f"[client {sec.id}]: {len(merged.routes)} routes with "
-                              f"those of [defaults], at most {MAX_ROUTES}")
+            problems.append(ConfigError(
+                cfg.path, sec.line, f"[client {sec.id}]: {len(merged.routes)} routes with "
+                                    f"those of [defaults], at most {MAX_ROUTES}"))
+    return problems

@@ -56,7 +56,7 @@ class Options:
               "bind_ip", "config", "routes", "mtu", "psk", "encrypt", "tun_dev", "pid_file",
               "bind_dev", "log_level", "protocol", "legacy", "server_tun", "keepalive",
               "rekey_after", "max_clients", "keylog", "control_socket", "extra", "config_given",
-              "psk_source", "psk_file")
+              "psk_source", "psk_file", "check")
 
     def __init__(self, mode: str = "client", auto: bool = False, name: str | None = None,
                  local_cidr: IPv4Interface | None = None,
@@ -71,7 +71,7 @@ class Options:
                  keylog: str | None = None,
                  control_socket: str = "", extra: dict | None = None,
                  config_given: bool = False, psk_source: str | None = None,
-                 psk_file: str | None = None):
+                 psk_file: str | None = None, check: bool = False):
         self.mode = mode
         self.auto = auto
         self.name = name
@@ -102,6 +102,7 @@ class Options:
         self.config_given = config_given  # -f was on the command line (else the default path)
         self.psk_source = psk_source      # "--psk", "--psk-file", "CAMEX_PSK" or None
         self.psk_file = psk_file          # so that SIGHUP can re-read it (read_psk_file)
+        self.check = check                # --check: camex.check_config, then exit
 
     def __repr__(self) -> str:
         return f"Options({self.describe()})"
@@ -182,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="camex", allow_abbrev=False, add_help=False,
         description="camex: a minimal UDP/TUN tunnel (client or relay server).",
         epilog=f"The passphrase may also come from --psk-file FILE (mode 600) or the "
-               f"environment variable {ENV_PSK}, which keep it out of the process list.",
+               f"environment variable {ENV_PSK}, which keep it out of the process list. "
+               f"Other commands: camex status [--json | --prometheus [-o FILE]], "
+               f"camex reload, camex check-config [-f FILE] [server options].",
     )
     a = p.add_argument
     a("-M", "--mode", metavar="client|server", help="role (required)")
@@ -216,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--keylog", metavar="FILE", help="append v2 session keys to FILE (mode 600) for "
       "camex-dissect --keylog; anyone who reads FILE reads the traffic: debugging only")
     a("--control-socket", metavar="PATH", help="default /run/camex/<mode>-<port>.sock")
+    a("--check", action="store_true", help="check the options, the configuration file and "
+      "the passphrase files, print what would run, and exit (0: good) without touching "
+      "the network; `camex check-config -f FILE` is the same for a server")
     return p
 
 
@@ -330,98 +336,163 @@ def _passphrase(args, environ) -> tuple[bytes | None, str | None]:
     return None, None
 
 
-def parse_args(argv: list[str] | None = None, environ=None) -> Options:
+class _Gather:
+    """`with gather:` around the checks of one option: with a problems
+    list (camex check-config), a UsageError is kept and parsing goes on with
+    the next option; without one (a start), it propagates at once."""
+
+    __slots__ = ("problems",)
+
+    def __init__(self, problems: list | None):
+        self.problems = problems
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if kind is UsageError and self.problems is not None:
+            self.problems.append(exc)
+            return True
+        return False
+
+
+def parse_args(argv: list[str] | None = None, environ=None, *,
+               problems: list | None = None, port_required: bool = True) -> Options:
     """Parse and validate argv (without the program name).
 
     environ defaults to os.environ (only CAMEX_PSK is read). Raises
     UsageError; -h/--help and -v/--version print and raise SystemExit(0).
+
+    With a `problems` list (camex check-config), every option is checked:
+    each bad one appends its UsageError and keeps its default, and the
+    rules that relate options to each other are checked only if each
+    option on its own was good (they would mostly repeat the first
+    complaint). A mistake argparse itself finds (an unknown option, a
+    missing value) still raises: what follows it cannot be read.
+    port_required=False lets --port be absent (Options.port is then 0).
     """
     if argv is None:
         argv = sys.argv[1:]
     if environ is None:
         environ = os.environ
     args = build_parser().parse_args(list(argv))
+    gather = _Gather(problems)
+    before = len(problems) if problems is not None else 0
 
     if args.mode is None:
         raise UsageError("--mode: required (client or server)")
     mode = _choice("--mode", args.mode, ("client", "server"))
-    if args.port is None:
-        raise UsageError("--port: required (1..65535)")
-    port = _check("--port", lambda v: parse_int(v, 1, 65535, "port"), args.port)
+    port = 0
+    with gather:
+        if args.port is None:
+            if port_required:
+                raise UsageError("--port: required (1..65535)")
+        else:
+            port = _check("--port", lambda v: parse_int(v, 1, 65535, "port"), args.port)
 
-    o = Options(mode=mode, port=port, auto=args.auto, encrypt=args.encrypt)
+    o = Options(mode=mode, port=port, auto=args.auto, encrypt=args.encrypt, check=args.check)
     if args.name is not None:
-        o.name = _check("--name", _name, args.name)
+        with gather:
+            o.name = _check("--name", _name, args.name)
     if args.local_cidr is not None:
-        o.local_cidr = _check("--local-cidr", parse_host_cidr, args.local_cidr)
+        with gather:
+            o.local_cidr = _check("--local-cidr", parse_host_cidr, args.local_cidr)
     if args.gateway_ip is not None:
-        o.gateway_ip = _check("--gateway-ip", parse_ipv4, args.gateway_ip)
-        if o.local_cidr is not None and o.gateway_ip == o.local_cidr.ip:
-            raise UsageError(f"--gateway-ip: {o.gateway_ip} is the local address itself")
+        with gather:
+            o.gateway_ip = _check("--gateway-ip", parse_ipv4, args.gateway_ip)
+            if o.local_cidr is not None and o.gateway_ip == o.local_cidr.ip:
+                raise UsageError(f"--gateway-ip: {o.gateway_ip} is the local address itself")
     if args.server_host is not None:
-        o.server_host = _check("--server-host", _server_host, args.server_host)
+        with gather:
+            o.server_host = _check("--server-host", _server_host, args.server_host)
     if args.bind_ip is not None:
-        o.bind_ip = str(_check("--bind-ip", parse_ipv4, args.bind_ip))
+        with gather:
+            o.bind_ip = str(_check("--bind-ip", parse_ipv4, args.bind_ip))
     if args.config is not None:
-        o.config = _nonempty("--config", args.config)
-        o.config_given = True
-    for text in args.route_cidr:
-        route = _check("--route-cidr", parse_route, text)
-        if route in o.routes:
-            raise UsageError(f"--route-cidr: {route} given twice")
-        o.routes.append(route)
-    if len(o.routes) > MAX_ROUTES:
-        raise UsageError(f"--route-cidr: at most {MAX_ROUTES} routes, got {len(o.routes)}")
+        with gather:
+            o.config = _nonempty("--config", args.config)
+            o.config_given = True
+    with gather:
+        for text in args.route_cidr:
+            with gather:
+                route = _check("--route-cidr", parse_route, text)
+                if route in o.routes:
+                    raise UsageError(f"--route-cidr: {route} given twice")
+                o.routes.append(route)
+        if len(o.routes) > MAX_ROUTES:
+            raise UsageError(f"--route-cidr: at most {MAX_ROUTES} routes, got {len(o.routes)}")
     if args.mtu is not None:
-        o.mtu = _check("--mtu", parse_mtu, args.mtu)
-    o.tun_dev = _nonempty("--tun-dev", args.tun_dev)
-    o.pid_file = _nonempty("--pid-file", args.pid_file)
+        with gather:
+            o.mtu = _check("--mtu", parse_mtu, args.mtu)
+    with gather:
+        o.tun_dev = _nonempty("--tun-dev", args.tun_dev)
+    with gather:
+        o.pid_file = _nonempty("--pid-file", args.pid_file)
     if args.bind_dev is not None:
-        o.bind_dev = _check("--bind-dev", _bind_dev, args.bind_dev)
+        with gather:
+            o.bind_dev = _check("--bind-dev", _bind_dev, args.bind_dev)
     if args.log_level is not None:
-        o.log_level = _choice("--log-level", args.log_level.lower(), LOG_LEVELS)
+        with gather:
+            o.log_level = _choice("--log-level", args.log_level.lower(), LOG_LEVELS)
     if args.protocol is not None:
-        o.protocol = _choice("--protocol", args.protocol, PROTOCOLS)
+        with gather:
+            o.protocol = _choice("--protocol", args.protocol, PROTOCOLS)
     o.legacy = not args.no_legacy
     o.server_tun = args.server_tun
     if args.keepalive is not None:
-        o.keepalive = _check("--keepalive",
-                             lambda v: parse_int(v, 0, MAX_KEEPALIVE, "seconds"), args.keepalive)
+        with gather:
+            o.keepalive = _check("--keepalive", lambda v: parse_int(
+                v, 0, MAX_KEEPALIVE, "seconds"), args.keepalive)
     if args.rekey_after is not None:
-        o.rekey_after = _check("--rekey-after", lambda v: parse_int(
-            v, MIN_REKEY_AFTER, MAX_REKEY_AFTER, "seconds"), args.rekey_after)
+        with gather:
+            o.rekey_after = _check("--rekey-after", lambda v: parse_int(
+                v, MIN_REKEY_AFTER, MAX_REKEY_AFTER, "seconds"), args.rekey_after)
     if args.max_clients is not None:
-        o.max_clients = _check("--max-clients", lambda v: parse_int(
-            v, 1, MAX_MAX_CLIENTS, "clients"), args.max_clients)
+        with gather:
+            o.max_clients = _check("--max-clients", lambda v: parse_int(
+                v, 1, MAX_MAX_CLIENTS, "clients"), args.max_clients)
     if args.keylog is not None:
-        o.keylog = _nonempty("--keylog", args.keylog)
-        if os.path.isdir(o.keylog):
-            raise UsageError(f"--keylog: {o.keylog} is a directory")
+        with gather:
+            o.keylog = _nonempty("--keylog", args.keylog)
+            if os.path.isdir(o.keylog):
+                raise UsageError(f"--keylog: {o.keylog} is a directory")
     if args.control_socket is not None:
-        o.control_socket = _nonempty("--control-socket", args.control_socket)
-    else:
+        with gather:
+            o.control_socket = _nonempty("--control-socket", args.control_socket)
+    if not o.control_socket:
         o.control_socket = f"/run/camex/{mode}-{port}.sock"
-    o.psk, o.psk_source = _passphrase(args, environ)
-    if o.psk_source == "--psk-file":
-        o.psk_file = args.psk_file
+    with gather:
+        o.psk, o.psk_source = _passphrase(args, environ)
+        if o.psk_source == "--psk-file":
+            o.psk_file = args.psk_file
 
-    # Rules that relate options to each other.
-    if mode == "server":
+    if problems is not None and len(problems) > before:
+        return o
+    for message in _conflicts(o, args):
+        with gather:
+            raise UsageError(message)
+    return o
+
+
+def _conflicts(o: Options, args) -> list[str]:
+    """What is wrong between options, each good on its own, as messages."""
+    out = []
+    if o.mode == "server":
         if o.auto:
-            raise UsageError("--auto: only for a client (the server hands out auto profiles)")
+            out.append("--auto: only for a client (the server hands out auto profiles)")
     else:
         if o.server_host is None:
-            raise UsageError("--server-host: required for a client")
+            out.append("--server-host: required for a client")
         if not o.auto and o.local_cidr is None:
-            raise UsageError("--local-cidr: required for a manual client (or use --auto)")
+            out.append("--local-cidr: required for a manual client (or use --auto)")
         if args.no_legacy:
-            raise UsageError("--no-legacy: only for a server (a client picks with --protocol)")
+            out.append("--no-legacy: only for a server (a client picks with --protocol)")
         if args.server_tun:
-            raise UsageError("--server-tun: only for a server")
+            out.append("--server-tun: only for a server")
         if args.max_clients is not None:
-            raise UsageError("--max-clients: only for a server")
+            out.append("--max-clients: only for a server")
     if args.no_legacy and o.protocol == "legacy":
-        raise UsageError("--no-legacy: contradicts --protocol legacy")
+        out.append("--no-legacy: contradicts --protocol legacy")
     if o.encrypt and o.psk is None:
-        raise UsageError(f"--encrypt: needs a passphrase (--psk, --psk-file or {ENV_PSK})")
-    return o
+        out.append(f"--encrypt: needs a passphrase (--psk, --psk-file or {ENV_PSK})")
+    return out

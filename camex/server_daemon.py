@@ -22,6 +22,34 @@ from .options import read_psk_file, v2_timers
 FLUSH_AT = 128  # datagrams queued before a mid-batch flush (bounds memory)
 
 
+def protocols(opts, config) -> list[str]:
+    """The protocols a server with these options and this configuration
+    serves, v2 first; StartupError if none (also `camex check-config`)."""
+    legacy = opts.legacy and opts.protocol != "v2"
+    # v2 needs a passphrase: the global one or a [client ID] psk.
+    v2 = opts.protocol != "legacy" and bool(
+        opts.psk or (config is not None and config.psk_entries()))
+    if not legacy and not v2:
+        raise StartupError("--no-legacy: v2 needs a passphrase (-k, --psk-file, or "
+                           "psk= in client sections)")
+    return [name for name, on in (("v2", v2), ("legacy", legacy)) if on]
+
+
+def tun_config(opts, config) -> IfConfig:
+    """The --server-tun TUN's address: -l, else the gateway of [defaults]
+    (also `camex check-config`)."""
+    address = opts.local_cidr
+    if address is None:
+        gw = config.defaults.gateway_ip if config else None
+        if gw is None:
+            raise StartupError("--server-tun: needs -l A.B.C.D/NN or gateway_ip "
+                               "in the [defaults] of the configuration file")
+        local = config.defaults.local_cidr
+        prefix = local.network.prefixlen if local is not None else 24
+        address = ipaddress.IPv4Interface(f"{gw}/{prefix}")
+    return IfConfig(address, opts.mtu or default_mtu(opts.encrypt), None, list(opts.routes))
+
+
 class ServerDaemon:
     def __init__(self, opts, load_config):
         self.opts = opts
@@ -29,20 +57,14 @@ class ServerDaemon:
         self.key = codec.derive_key(opts.psk) if opts.encrypt else None
         self.passphrase = opts.psk
         config = load_config()
-        legacy = opts.legacy and opts.protocol != "v2"
-        # v2 needs a passphrase: the global one or a [client ID] psk.
-        v2 = opts.protocol != "legacy" and bool(
-            opts.psk or (config is not None and config.psk_entries()))
-        if not legacy and not v2:
-            raise StartupError("--no-legacy: v2 needs a passphrase (-k, --psk-file, or "
-                               "psk= in client sections)")
-        self.protocols = [name for name, on in (("v2", v2), ("legacy", legacy)) if on]
+        self.protocols = protocols(opts, config)
+        legacy, v2 = "legacy" in self.protocols, "v2" in self.protocols
         self.keylog = open_keylog(opts.keylog) if v2 else None
         self.core = ServerMux(passphrase=opts.psk, encrypt=opts.encrypt, config=config,
                               legacy=legacy, v2=v2, local_delivery=opts.server_tun,
                               keylog=self.keylog, timers=v2_timers(opts) if v2 else None,
                               max_clients=opts.max_clients)
-        self.tun_config = self._tun_config(config) if opts.server_tun else None
+        self.tun_config = tun_config(opts, config) if opts.server_tun else None
         self.loop = None
         self.sock = None
         self.tun = None
@@ -54,20 +76,6 @@ class ServerDaemon:
         # Start of the last readiness event per descriptor: a lone packet or a burst?
         self._tun_at = self._sock_at = -1.0
         self._flush_lone = functools.partial(self._flush, False)
-
-    def _tun_config(self, config):
-        """The server TUN's address: -l, else the gateway of [defaults]."""
-        address = self.opts.local_cidr
-        if address is None:
-            gw = config.defaults.gateway_ip if config else None
-            if gw is None:
-                raise StartupError("--server-tun: needs -l A.B.C.D/NN or gateway_ip "
-                                   "in the [defaults] of the configuration file")
-            local = config.defaults.local_cidr
-            prefix = local.network.prefixlen if local is not None else 24
-            address = ipaddress.IPv4Interface(f"{gw}/{prefix}")
-        return IfConfig(address, self.opts.mtu or default_mtu(self.opts.encrypt), None,
-                        list(self.opts.routes))
 
     def _open_tun(self) -> None:
         # Only a server with a TUN of its own configures a link (through a
@@ -166,6 +174,8 @@ class ServerDaemon:
         return {"mode": "server", "port": self.opts.port, "encrypted": self.key is not None,
                 "protocols": self.protocols, "clients": self.core.status_clients(now),
                 "v2_cookies_sent": self.core.v2.server.stats["cookie_sent"]
+                if self.core.v2 is not None else None,
+                "v2_handshakes": self.core.v2.server.stats["handshakes"]
                 if self.core.v2 is not None else None,
                 "drops": self.core.drops(), "process": process_status()}
 

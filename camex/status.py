@@ -2,6 +2,8 @@
 
 Like `wg show`: one block per daemon, one line per client with its ID,
 tunnel address, endpoint, protocol, last registration, traffic and drops.
+`--json` prints the daemons' answers as they are, `--prometheus` in the
+Prometheus text format (camex.metrics).
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import os
 import sys
+import time
 
 from .control import request
 
@@ -78,16 +82,25 @@ def _process_line(p: dict) -> str:
 def main(argv) -> int:
     cmd, argv = argv[0], argv[1:]
     p = argparse.ArgumentParser(prog=f"camex {cmd}")
-    p.add_argument("--control-socket", metavar="PATH",
-                   help=f"the daemon's socket (default: every socket in {RUN_DIR})")
+    p.add_argument("--control-socket", metavar="PATH", action="append",
+                   help=f"the daemon's socket, repeatable (default: every socket in {RUN_DIR})")
     if cmd == "status":
-        p.add_argument("--json", action="store_true", help="machine-readable output")
+        form = p.add_mutually_exclusive_group()
+        form.add_argument("--json", action="store_true", help="machine-readable output")
+        form.add_argument("--prometheus", action="store_true",
+                          help="the Prometheus text format (node_exporter's textfile "
+                               "collector); a daemon that does not answer is camex_up 0")
+        p.add_argument("-o", "--output", metavar="FILE",
+                       help="write to FILE (through a temporary file in its directory, "
+                            "renamed: a reader never sees half of it) instead of stdout")
     args = p.parse_args(argv)
-    paths = [args.control_socket] if args.control_socket else \
-        sorted(glob.glob(f"{RUN_DIR}/*.sock"))
+    prometheus = cmd == "status" and args.prometheus
+    paths = args.control_socket or sorted(glob.glob(f"{RUN_DIR}/*.sock"))
     if not paths:
         print(f"camex {cmd}: no running camex daemon (no socket in {RUN_DIR})", file=sys.stderr)
-        return 1
+        if not prometheus:
+            return 1
+        # An empty exposition: the file of a timer then holds no stale numbers.
     results, rc = {}, 0
     for path in paths:
         try:
@@ -97,13 +110,47 @@ def main(argv) -> int:
             rc = 1
         except (OSError, ValueError) as e:
             print(f"camex {cmd}: {path}: no answer ({e})", file=sys.stderr)
-            rc = 1
+            if prometheus:
+                # Exposed as camex_up 0; the file is still complete, so a
+                # timer writing it succeeds and the alert comes from the metric.
+                results[path] = None
+            else:
+                rc = 1
     if cmd == "status":
-        if args.json:
-            print(json.dumps(results, indent=2))
+        if prometheus:
+            from .metrics import render
+            text = render(results, time.time())
+        elif args.json:
+            text = json.dumps(results, indent=2) + "\n"
         else:
-            print("\n\n".join(format_status(p, st) for p, st in results.items()))
+            text = "\n\n".join(format_status(p, st) for p, st in results.items()) + "\n"
+        if args.output:
+            try:
+                write_atomically(args.output, text)
+            except OSError as e:
+                print(f"camex {cmd}: --output: {args.output}: {e.strerror or e}", file=sys.stderr)
+                return 1
+        else:
+            sys.stdout.write(text)
     else:
         for path, reply in results.items():
             print(f"{path}: {'reload requested' if reply.get('ok') else reply.get('error')}")
     return rc
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write `path` whole or not at all (mode 0644): a temporary file in the
+    same directory, then rename(2) over it."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)   # whatever the umask: node_exporter runs as another user
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

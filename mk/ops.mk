@@ -23,10 +23,23 @@ OPS_PYTEST_FLAGS ?= -q -rP -n 2
 # `make test-integration` runs the lab suites of others; ours run in test-ops.
 INTEGRATION_EXCLUDE += $(foreach s,$(OPS_SUITES),--ignore-glob=$(s))
 
-.PHONY: install install-units uninstall-units test-ops flood ops-deps
+.PHONY: install install-units uninstall-units test-ops flood ops-deps node-exporter
 
-ops-deps:
-	sh scripts/install-deps.sh nftables iputils-ping util-linux systemd
+ops-deps: node-exporter
+	sh scripts/install-deps.sh nftables iputils-ping util-linux systemd strace
+
+# Debian's node_exporter, unpacked rather than installed (its package would
+# start a service on port 9100): test_ops_metrics.py runs its textfile
+# collector on `camex status --prometheus` output in a lab namespace.
+NODE_EXPORTER_DIR := lab/cache/node-exporter
+NODE_EXPORTER := $(NODE_EXPORTER_DIR)/usr/bin/prometheus-node-exporter
+node-exporter: $(NODE_EXPORTER)
+$(NODE_EXPORTER):
+	rm -rf $(NODE_EXPORTER_DIR) && mkdir -p $(NODE_EXPORTER_DIR)
+	cd $(NODE_EXPORTER_DIR) && { apt-get download prometheus-node-exporter 2>/dev/null || \
+		{ apt-get update -qq && apt-get download prometheus-node-exporter; }; } && \
+		dpkg-deb -x prometheus-node-exporter_*.deb . && rm prometheus-node-exporter_*.deb
+	test -x $@
 
 install:
 	$(PYTHON) -m venv $(CAMEX_HOME)

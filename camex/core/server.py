@@ -59,8 +59,8 @@ class Peer:
 
     __slots__ = ("endpoint", "ip", "ip_text", "client_id", "mode", "key",
                  "tx_prefix", "tx_seq", "rx_prefix", "rx_window", "last_rx",
-                 "last_config", "registered_at", "rx_packets", "rx_bytes",
-                 "tx_packets", "tx_bytes")
+                 "last_config", "registered_at", "last_register", "rx_packets",
+                 "rx_bytes", "tx_packets", "tx_bytes")
 
     def __init__(self, endpoint, ip: bytes, client_id, mode, key, tx_prefix, now):
         self.endpoint = endpoint
@@ -75,7 +75,8 @@ class Peer:
         self.rx_window = None
         self.last_rx = now
         self.last_config = -1e9
-        self.registered_at = now
+        self.registered_at = now      # this entry's first REGISTER
+        self.last_register = now      # its latest (a client repeats it)
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
 
     @property
@@ -429,7 +430,7 @@ class LegacyServer:
                 del self.by_prefix[peer.rx_prefix]
             peer.rx_prefix, peer.rx_window = prefix, window
             self.by_prefix[prefix] = peer
-        peer.last_rx = now
+        peer.last_rx = peer.last_register = now
         if mode == "AUTO" and now - peer.last_config >= CONFIG_MIN_INTERVAL:
             peer.last_config = now
             self._send_config(peer, client_id)

@@ -235,3 +235,21 @@ def test_allowed_cidr_lists_networks_behind_a_client():
     assert [str(n) for n in cfg.profile_for("CAM7").allowed] == ["192.168.7.0/24", "192.168.8.0/24"]
     with pytest.raises(ConfigError, match=r"t\.conf:2: .*client"):
         parse_config("[defaults]\nallowed_cidr=192.168.7.0/24\n", "t.conf")
+
+
+def test_every_problem_is_reported_in_line_order():
+    """The parser goes on after a bad line: ConfigError.problems names each
+    one (str() of the error is still the first, one line)."""
+    text = ("[defaults]\nmtu=5\n[bogus]\nmtu=7\njust words\n[client C1]\n"
+            "psk=\n[client c1]\nroute_cidr=10.1.2.3/16\nlocal_cidr=10.0.0.2/24\n"
+            "[defaults]\ngateway_ip=x\n")
+    with pytest.raises(ConfigError) as exc:
+        parse_config(text, path="f.conf")
+    got = [(p.line, p.message.split(":")[0]) for p in exc.value.problems]
+    assert got == [(2, "mtu"), (3, "unknown section [bogus] (expected [defaults] or [client ID])"),
+                   (4, "mtu"), (5, "expected key=value, got 'just words'"), (7, "psk"),
+                   (8, "duplicate section [client c1] (first at line 6, IDs ignore case)"),
+                   (9, "route_cidr"), (11, "duplicate section [defaults] (first at line 1)"),
+                   (12, "gateway_ip")]
+    assert str(exc.value) == "f.conf:2: mtu: 5 is out of range 576..9000"
+    assert (exc.value.path, exc.value.line) == ("f.conf", 2)
