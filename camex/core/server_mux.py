@@ -121,9 +121,13 @@ class ServerMux:
 
     def _to_legacy(self, packet) -> bool:
         """A v2 client's packet for an address no v2 client holds."""
-        peer = self.legacy.by_ip.get(bytes(packet[16:20])) if self.legacy else None
-        if peer is None:
+        legacy = self.legacy
+        if legacy is None:
             return False
+        d = bytes(packet[16:20])
+        peer = legacy.by_ip.get(d)
+        if peer is None or d in legacy.policy.server_packed:
+            return False      # (a server address: the server's, whatever the table says)
         self.legacy.send_data(peer, packet)
         return True
 
