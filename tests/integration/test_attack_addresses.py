@@ -13,6 +13,8 @@ Lab: star3 - C1 (v2) and C2 (legacy) are honest auto clients, C3
 (10.250.2.2) is the attacker.
 """
 
+import re
+
 import pytest
 
 from lab import attacks as A
@@ -140,3 +142,33 @@ def test_network_behind_a_client_inside_a_pushed_route(cx, star3):
                "the server to count the legacy refusal")
     assert sorted(cx.clients()) == ["10.0.0.2", "10.0.0.3"]
     assert lab.c2.ping("10.251.0.7", count=3, interval=0.1).received >= 3
+
+
+def test_a_configuration_that_gives_a_client_a_server_address(cx, star3):
+    """At start (here: the -l address of --server-tun) and at a reload (the
+    gateway): an error naming the file and the line; a running server keeps
+    its configuration and its clients."""
+    lab = star3
+    good = auto_config({"C1": {"local_cidr": "10.0.0.2/24"}})
+    conf = cx.write_config(good)
+    argv = cx.server_argv(encrypt=True, psk=GLOBAL, config=conf,
+                          extra=["--server-tun", "-l", "10.0.0.2/24"])
+    res = lab.server.run(argv, timeout=30)
+    assert res.returncode == 1
+    assert f"{conf}:8: [client C1] local_cidr=10.0.0.2/24: 10.0.0.2 is an address of " \
+           f"the server" in res.stdout + res.stderr, res.stdout + res.stderr
+
+    srv = cx.start_server(encrypt=True, psk=GLOBAL, config=conf, extra=["--server-tun"])
+    cx.start_client(lab.c1, auto=True, name="C1", encrypt=True, psk=GLOBAL)
+    lab.c1.wait_ping(GATEWAY, timeout=10)
+    with open(conf, "w") as f:
+        f.write(auto_config({"C1": {"local_cidr": "10.0.0.2/24"},
+                             "C2": {"local_cidr": "10.0.0.1/24"}}))
+    mark = srv.mark()
+    lab.server.run([cx.binary, "reload", "--control-socket", cx.control_socket(lab.server)],
+                   check=True)
+    srv.wait_for_line(rf"reload failed, keeping the old configuration: {re.escape(conf)}:11: "
+                      rf"\[client C2\] local_cidr=10.0.0.1/24: 10.0.0.1 is an address of "
+                      rf"the server", start=mark, timeout=5)
+    assert lab.c1.ping(GATEWAY, count=2, interval=0.1).received >= 2
+    assert sorted(cx.clients()) == ["10.0.0.2"]

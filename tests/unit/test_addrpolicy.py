@@ -302,3 +302,15 @@ def test_relay_never_hands_a_server_address_to_a_client():
     srv.tun_packet(ip_packet("10.0.0.1", "10.0.0.1"))
     w.pump()
     assert c2.to_tun == [] and c1.to_tun == []
+
+
+def test_v2_reload_closes_a_client_the_new_configuration_refuses():
+    w = World()
+    c = V2ClientCore(auto=False, passphrase=PASS,
+                     local_cidr=ipaddress.IPv4Interface("10.0.0.77/24"))
+    w.add(A3, c)
+    assert [str(p.grant.address) for p in w.server.v2.server.peers.values()] == ["10.0.0.77"]
+    w.server.reload(parse_config(DB.replace("route_cidr=10.251.0.0/24",
+                                            "route_cidr=10.0.0.64/26")), PASS, w.now)
+    assert w.server.v2.server.peers == {}
+    assert w.server.refusals() == {P.SERVER_ROUTE: 1}
