@@ -153,6 +153,7 @@ class LegacyServer:
         old = {k.name if k.client_id is None else k.client_id: k for k in self.keys}
         self.config = config
         self.policy = AddressPolicy.from_config(config, self.server_interfaces)
+        self.server_packed = self.policy.server_packed   # (the relay's one lookup)
         self.keys = list(keys.values())
         self._key_by_id = keys
         for peer in list(self.by_endpoint.values()):
@@ -540,7 +541,7 @@ class LegacyServer:
             return
         d = bytes(packet[16:20])
         dst = self.by_ip.get(d)
-        if dst is not None and d in self.policy.server_packed:
+        if dst is not None and d in self.server_packed:
             dst = None     # the server's own address: whatever the table says
         if dst is None:
             if self.foreign is not None and self.foreign(packet):
@@ -568,7 +569,7 @@ class LegacyServer:
             return
         d = bytes(packet[16:20])
         dst = self.by_ip.get(d)
-        if dst is not None and d in self.policy.server_packed:
+        if dst is not None and d in self.server_packed:
             dst = None
         if dst is None:
             if self.foreign is None or not self.foreign(packet):

@@ -126,7 +126,7 @@ class ServerMux:
             return False
         d = bytes(packet[16:20])
         peer = legacy.by_ip.get(d)
-        if peer is None or d in legacy.policy.server_packed:
+        if peer is None or d in legacy.server_packed:
             return False      # (a server address: the server's, whatever the table says)
         self.legacy.send_data(peer, packet)
         return True
