@@ -19,7 +19,9 @@ The tunnel networks: `client_cidr=` of [defaults] if given; else the
 network of [defaults] `gateway_ip` with the prefix of [defaults]
 `local_cidr`, or of the widest client-section `local_cidr` that holds the
 gateway, or /24 (the prefix the daemon gives a --server-tun TUN without
--l); and always the network of the server's own TUN address. Without any of
+-l), plus, for a client section with a `gateway_ip` of its own, that
+gateway's network with the prefix of its `local_cidr`; and always the
+network of the server's own TUN address. Without any of
 these (no configuration, no server TUN) no containment rule applies.
 
 Free of I/O and of camex.config (which uses it): the configuration is read
@@ -138,7 +140,17 @@ class AddressPolicy:
 
 
 def _derived_tunnel(config) -> list:
-    """The tunnel network without `client_cidr=` (see the module's docstring)."""
+    """The tunnel networks without `client_cidr=` (see the module's
+    docstring), and that of every client section with a gateway_ip of its
+    own (its local_cidr's prefix: a second subnet served by the server)."""
+    own = [ipaddress.ip_interface((s.profile.gateway_ip, s.profile.local_cidr.network.prefixlen))
+           .network for s in config.clients.values()
+           if s.profile.gateway_ip is not None and s.profile.local_cidr is not None
+           and s.profile.gateway_ip.version == s.profile.local_cidr.version]
+    return _defaults_tunnel(config) + own
+
+
+def _defaults_tunnel(config) -> list:
     d = config.defaults
     gw, local = d.gateway_ip, d.local_cidr
     if gw is None:

@@ -123,6 +123,9 @@ def test_tunnel_network_from_the_configuration():
                 "[client b]\nlocal_cidr=10.64.0.3/20\n") == ["10.64.0.0/16"]
     assert nets("[defaults]\nclient_cidr=10.5.0.0/24\nclient_cidr=10.6.0.0/24\n"
                 "gateway_ip=10.5.0.1\n") == ["10.5.0.0/24", "10.6.0.0/24"]
+    # A section with a gateway of its own: a second subnet.
+    assert nets("[defaults]\ngateway_ip=10.0.0.1\n[client a]\nlocal_cidr=192.168.5.2/25\n"
+                "gateway_ip=192.168.5.1\n") == ["10.0.0.0/24", "192.168.5.0/25"]
     assert nets("[defaults]\nmtu=1400\n") == []
     assert nets("[defaults]\nmtu=1400\n", [ipaddress.ip_interface("10.7.0.1/24")]) == ["10.7.0.0/24"]
     assert nets("", [ipaddress.ip_interface("10.7.0.1/32")]) == []
