@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
+from camex import addrpolicy
 from camex.legacy.codec import (MAX_CLIENT_ID_LEN, MAX_MTU, MAX_ROUTES, MIN_MTU,
                                 PASSPHRASE_MAX, PASSPHRASE_MIN)
 from camex.value import Value
@@ -149,12 +150,13 @@ class ConfigError(Exception):
 # per [client ID] section: __slots__ keep a large file small.
 
 class Profile(Value):
-    __slots__ = ("local_cidr", "gateway_ip", "routes", "mtu", "allowed")
+    __slots__ = ("local_cidr", "gateway_ip", "routes", "mtu", "allowed", "client_cidr")
 
     def __init__(self, local_cidr: IPv4Interface | None = None,
                  gateway_ip: IPv4Address | None = None,
                  routes: list[IPv4Network] | None = None, mtu: int | None = None,
-                 allowed: list[IPv4Network] | None = None):
+                 allowed: list[IPv4Network] | None = None,
+                 client_cidr: list[IPv4Network] | None = None):
         self.local_cidr = local_cidr
         self.gateway_ip = gateway_ip
         self.routes = [] if routes is None else routes
@@ -162,6 +164,9 @@ class Profile(Value):
         # Networks behind the client whose addresses it may use as inner
         # sources (v2 identity binding). A C server warns and ignores the key.
         self.allowed = [] if allowed is None else allowed
+        # [defaults] only: the tunnel networks clients' addresses come from
+        # (camex.addrpolicy; derived from gateway_ip/local_cidr if empty).
+        self.client_cidr = [] if client_cidr is None else client_cidr
 
 
 class ClientSection:
@@ -181,7 +186,7 @@ class ClientSection:
 
 
 class ServerConfig(Value):
-    __slots__ = ("path", "defaults", "clients", "warnings")
+    __slots__ = ("path", "defaults", "clients", "warnings", "key_lines")
 
     def __init__(self, path: str = "<string>", defaults: Profile | None = None,
                  clients: dict[str, ClientSection] | None = None,
@@ -190,6 +195,9 @@ class ServerConfig(Value):
         self.defaults = Profile() if defaults is None else defaults
         self.clients = {} if clients is None else clients   # lowercased id
         self.warnings = [] if warnings is None else warnings
+        # Where keys were written, for errors found after the whole file
+        # is read: (lowercased id or None for [defaults], key[, value]) -> line.
+        self.key_lines: dict = {}
 
     def client(self, client_id: str) -> ClientSection | None:
         return self.clients.get(client_id.lower())
@@ -224,7 +232,7 @@ def merge(defaults: Profile, own: Profile) -> Profile:
 # ------------------------------------------------------------ parser
 
 _SINGLE_KEYS = ("local_cidr", "gateway_ip", "mtu", "psk")
-_KNOWN_KEYS = _SINGLE_KEYS + ("route_cidr", "allowed_cidr")
+_KNOWN_KEYS = _SINGLE_KEYS + ("route_cidr", "allowed_cidr", "client_cidr")
 
 
 def load_config(path: str) -> ServerConfig:
@@ -278,6 +286,8 @@ def parse_config(text: str, path: str = "<string>") -> ServerConfig:
             problems.append(ConfigError(path, lineno, str(e)))
 
     problems += _check_merged_routes(cfg)
+    problems += [ConfigError(path, line, message)
+                 for line, message in addrpolicy.config_errors(cfg, ())]
     if problems:
         problems.sort(key=lambda p: p.line or 0)
         first = problems[0]
@@ -343,6 +353,20 @@ def _key_line(cfg: ServerConfig, line: str, lineno: int, current: Profile | None
         _apply(current, section, key, value)
     except ValueError as e:
         raise _LineError(f"{key}: {e}") from None
+    owner = section.id.lower() if section is not None else None
+    cfg.key_lines.setdefault((owner, key), lineno)
+    if key == "allowed_cidr":
+        cfg.key_lines[(owner, key, str(current.allowed[-1]))] = lineno
+
+
+def check_policy(cfg: ServerConfig, server_interfaces=()) -> None:
+    """Raise ConfigError for the first client section that breaks the
+    address policy (camex.addrpolicy), e.g. one that holds the gateway.
+    `server_interfaces`: the server TUN's own address (-l), if any."""
+    errors = addrpolicy.config_errors(cfg, server_interfaces)
+    if errors:
+        line, message = min(errors)
+        raise ConfigError(cfg.path, line, message)
 
 
 def _apply(prof: Profile, section: ClientSection | None, key: str, value: str) -> None:
@@ -365,6 +389,14 @@ def _apply(prof: Profile, section: ClientSection | None, key: str, value: str) -
         if net in prof.allowed:
             raise ValueError(f"{net} is listed twice in this section")
         prof.allowed.append(net)
+    elif key == "client_cidr":
+        if section is not None:
+            raise ValueError("only allowed in [defaults] (the tunnel network "
+                             "clients' addresses come from)")
+        net = parse_route(value)
+        if net in prof.client_cidr:
+            raise ValueError(f"{net} is listed twice in this section")
+        prof.client_cidr.append(net)
     elif key == "route_cidr":
         route = parse_route(value)
         if route in prof.routes:

@@ -8,6 +8,7 @@ import functools
 import ipaddress
 import selectors
 
+from .config import check_policy
 from .core.client import IfConfig, default_mtu
 from .core.server_mux import ServerMux
 from .io import gso, offload, udp
@@ -57,14 +58,19 @@ class ServerDaemon:
         self.key = codec.derive_key(opts.psk) if opts.encrypt else None
         self.passphrase = opts.psk
         config = load_config()
+        self.tun_config = tun_config(opts, config) if opts.server_tun else None
+        # The server TUN's address is the server's: no client may hold it.
+        self.server_interfaces = [self.tun_config.address] if self.tun_config else []
+        if config is not None:
+            check_policy(config, self.server_interfaces)
         self.protocols = protocols(opts, config)
         legacy, v2 = "legacy" in self.protocols, "v2" in self.protocols
         self.keylog = open_keylog(opts.keylog) if v2 else None
         self.core = ServerMux(passphrase=opts.psk, encrypt=opts.encrypt, config=config,
                               legacy=legacy, v2=v2, local_delivery=opts.server_tun,
                               keylog=self.keylog, timers=v2_timers(opts) if v2 else None,
-                              max_clients=opts.max_clients)
-        self.tun_config = tun_config(opts, config) if opts.server_tun else None
+                              max_clients=opts.max_clients,
+                              server_interfaces=self.server_interfaces)
         self.loop = None
         self.sock = None
         self.tun = None
@@ -177,11 +183,14 @@ class ServerDaemon:
                 if self.core.v2 is not None else None,
                 "v2_handshakes": self.core.v2.server.stats["handshakes"]
                 if self.core.v2 is not None else None,
-                "drops": self.core.drops(), "process": process_status()}
+                "drops": self.core.drops(), "address_refusals": self.core.refusals(),
+                "process": process_status()}
 
     def _reload(self) -> None:
         try:
             config = self.load_config()
+            if config is not None:
+                check_policy(config, self.server_interfaces)
             passphrase = self.passphrase
             if self.opts.psk_source == "--psk-file":
                 # The global passphrase file is re-read too, so that

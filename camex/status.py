@@ -43,6 +43,9 @@ def format_status(path: str, st: dict) -> str:
         lines.append(f"server: port {st['port']} ({'encrypted' if st['encrypted'] else 'plaintext'}),"
                      f" {len(st['clients'])} client(s)   [{path}]")
         lines.append(f"  drops: {drops}")
+        refused = ", ".join(f"{k} {v}" for k, v in
+                            sorted(st.get("address_refusals", {}).items())) or "none"
+        lines.append(f"  address refusals: {refused}")
         for c in sorted(st["clients"], key=lambda c: c["address"]):
             lines.append(f"  client {c['client_id'] or '-'}")
             lines.append(f"    address: {c['address']}   endpoint: {c['endpoint']}")

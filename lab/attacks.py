@@ -208,3 +208,60 @@ def random_lab_source(rng: random.Random, net: str) -> str:
     """A random host address of ``net`` (for spoofed sources)."""
     n = ipaddress.IPv4Network(net)
     return str(n.network_address + rng.randrange(2, n.num_addresses - 1))
+
+
+# ---------------------------------------------------------- v2 handshakes
+
+
+def v2_claim(ns, server: tuple, passphrase: bytes, cidr: str, client_id: str = "",
+             timeout: float = 3.0):
+    """One v2 handshake from a plain UDP socket in ``ns``, asking the server
+    at ``server`` (ip, port) for the tunnel address ``cidr`` (manual mode),
+    with camex's own I/O-free client session. Returns the server's
+    refusal (a camex.v2.events.Refused: code, message), "granted" if it
+    answered with a session, or None if it did not answer in ``timeout``.
+    A granted session is closed again at once (its address goes free)."""
+    from camex.v2 import kdf, wire
+    from camex.v2.client import ClientSession
+    from camex.v2.events import Refused, Send, Up
+
+    request = wire.Request(local_cidr=ipaddress.IPv4Interface(cidr))
+    session = ClientSession(kdf.client_candidates(passphrase, client_id or None),
+                            client_id, request)
+    sock = ns_socket(ns, bind=("0.0.0.0", 0))
+    sock.settimeout(0.1)
+    try:
+        for ev in session.start(time.monotonic()):
+            sock.sendto(ev.data, server)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data = sock.recv(65535)
+            except socket.timeout:
+                continue
+            events = session.receive(data, time.monotonic())
+            for ev in events:
+                if isinstance(ev, Send):
+                    sock.sendto(ev.data, server)
+            for ev in events:
+                if isinstance(ev, Refused):
+                    return ev
+                if isinstance(ev, Up):
+                    for d in session.close(time.monotonic()):
+                        sock.sendto(d.data if isinstance(d, Send) else d, server)
+                    return "granted"
+        return None
+    finally:
+        sock.close()
+
+
+def drain(sock, wait: float = 0.3) -> list:
+    """Everything a non-blocking socket receives within ``wait`` seconds."""
+    out = []
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            out.append(sock.recv(65535))
+        except BlockingIOError:
+            time.sleep(0.02)
+    return out

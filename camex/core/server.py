@@ -23,6 +23,7 @@ import ipaddress
 import os
 from collections import Counter, OrderedDict
 
+from ..addrpolicy import AddressPolicy
 from ..legacy import codec
 from ..log import LOG, Throttle
 from ..replay import ReplayWindow
@@ -92,8 +93,14 @@ class Peer:
 class LegacyServer:
     def __init__(self, *, encrypt: bool, global_key: bytes | None = None,
                  config=None, rng=os.urandom, idle_timeout: float = IDLE_TIMEOUT,
-                 local_delivery: bool = False, max_clients: int = MAX_CLIENTS):
+                 local_delivery: bool = False, max_clients: int = MAX_CLIENTS,
+                 server_interfaces=()):
         self.encrypt = encrypt
+        # The server TUN's own address (-l of --server-tun): never a client's.
+        self.server_interfaces = tuple(server_interfaces)
+        self.policy = AddressPolicy()
+        # Registrations refused by the address policy, by reason (status).
+        self.refusals = Counter()
         # The bound counts the clients of both protocols: a server that also
         # speaks v2 sets `other_clients` to the number it holds.
         self.max_clients = max_clients
@@ -146,6 +153,8 @@ class LegacyServer:
                     keys[cid] = KeyEntry(section.id, cid, codec.derive_key(section.psk))
         old = {k.name if k.client_id is None else k.client_id: k for k in self.keys}
         self.config = config
+        self.policy = AddressPolicy.from_config(config, self.server_interfaces)
+        self.server_packed = self.policy.server_packed   # (the relay's one lookup)
         self.keys = list(keys.values())
         self._key_by_id = keys
         for peer in list(self.by_endpoint.values()):
@@ -168,6 +177,8 @@ class LegacyServer:
                                        if k[0] in keys)
 
     def _still_allowed(self, peer) -> bool:
+        if self._policy_refusal(peer.ip, peer.key, peer.client_id) is not None:
+            return False
         if peer.mode == "manual":
             return self._authorise_manual_key(peer.key, peer.ip) is None
         prof = self.config.profile_for(peer.client_id) if self.config else None
@@ -369,6 +380,11 @@ class LegacyServer:
         else:
             self._drop("malformed-control", addr, "REGISTER without a MODE")
             return
+        if not refusal:
+            denied = self._policy_refusal(packed, key, client_id)
+            if denied is not None:
+                self.refusals[denied.reason] += 1
+                refusal = denied.message
         if refusal:
             self._drop("register-refused", addr, refusal)
             return
@@ -434,6 +450,17 @@ class LegacyServer:
         if mode == "AUTO" and now - peer.last_config >= CONFIG_MIN_INTERVAL:
             peer.last_config = now
             self._send_config(peer, client_id)
+
+    def _policy_refusal(self, packed: bytes, key, client_id):
+        """The address policy's verdict on a claim (camex.addrpolicy). The
+        client whose `allowed_cidr=` counts: an auto client's section (its
+        address comes from there, checked with the file), else the section
+        of the key (a global-key or plaintext manual claim has none)."""
+        if client_id is not None:
+            client = client_id.lower()
+        else:
+            client = key.client_id if key is not None else None
+        return self.policy.check(ipaddress.ip_address(packed), client)
 
     @staticmethod
     def _same_client(other, identity) -> bool:
@@ -513,7 +540,10 @@ class LegacyServer:
         if packet[12:16] != src.ip:
             self.drops["spoofed-source"] += 1
             return
-        dst = self.by_ip.get(bytes(packet[16:20]))
+        d = bytes(packet[16:20])
+        dst = self.by_ip.get(d)
+        if dst is not None and d in self.server_packed:
+            dst = None     # the server's own address: whatever the table says
         if dst is None:
             if self.foreign is not None and self.foreign(packet):
                 return
@@ -538,7 +568,10 @@ class LegacyServer:
         if len(packet) < 20 or packet[0] >> 4 != 4:
             self.drops["not-ipv4"] += 1
             return
-        dst = self.by_ip.get(bytes(packet[16:20]))
+        d = bytes(packet[16:20])
+        dst = self.by_ip.get(d)
+        if dst is not None and d in self.server_packed:
+            dst = None
         if dst is None:
             if self.foreign is None or not self.foreign(packet):
                 self.drops["no-route"] += 1

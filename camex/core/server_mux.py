@@ -37,7 +37,7 @@ class ServerMux:
     def __init__(self, *, passphrase: bytes | None, encrypt: bool, config=None,
                  legacy: bool = True, v2: bool = True, local_delivery: bool = False,
                  timers: Timers | None = None, rng=os.urandom, keylog=None,
-                 max_clients: int = MAX_CLIENTS):
+                 max_clients: int = MAX_CLIENTS, server_interfaces=()):
         self.config = config
         self.outbox: list = []
         self.to_tun: list = []
@@ -48,7 +48,7 @@ class ServerMux:
             self.legacy = LegacyServer(
                 encrypt=encrypt, global_key=codec.derive_key(passphrase) if encrypt else None,
                 config=config, rng=rng, local_delivery=local_delivery,
-                max_clients=max_clients)
+                max_clients=max_clients, server_interfaces=server_interfaces)
             self.legacy.outbox = self.outbox
             self.legacy.to_tun = self.to_tun
         self.v2 = None
@@ -57,7 +57,7 @@ class ServerMux:
             self.v2 = V2Half(self, global_passphrase=passphrase, config=config,
                               local_delivery=local_delivery, relay_other=self._to_legacy,
                               rng=rng, keylog=keylog, timers=timers,
-                              max_clients=max_clients)
+                              max_clients=max_clients, server_interfaces=server_interfaces)
             self.v2.outbox = self.outbox
             self.v2.to_tun = self.to_tun
             self.v2.other_holds = self._legacy_holds
@@ -121,9 +121,13 @@ class ServerMux:
 
     def _to_legacy(self, packet) -> bool:
         """A v2 client's packet for an address no v2 client holds."""
-        peer = self.legacy.by_ip.get(bytes(packet[16:20])) if self.legacy else None
-        if peer is None:
+        legacy = self.legacy
+        if legacy is None:
             return False
+        d = bytes(packet[16:20])
+        peer = legacy.by_ip.get(d)
+        if peer is None or d in legacy.server_packed:
+            return False      # (a server address: the server's, whatever the table says)
         self.legacy.send_data(peer, packet)
         return True
 
@@ -211,6 +215,16 @@ class ServerMux:
                 entry.setdefault("key", "global" if name == GLOBAL else name)
                 entry.setdefault("registered_ago", entry.get("session_age"))
                 out.append(entry)
+        return out
+
+    def refusals(self) -> dict:
+        """Registrations refused by the address policy (camex.addrpolicy),
+        by reason, both protocols together."""
+        out: dict = {}
+        for c in (self.legacy, self.v2):
+            if c is not None:
+                for k, v in c.refusals.items():
+                    out[k] = out.get(k, 0) + v
         return out
 
     def drops(self) -> dict:

@@ -23,13 +23,14 @@ import ipaddress
 import os
 from collections import Counter
 
+from ..addrpolicy import AddressPolicy
 from ..core.client import IfConfig, admit
 from ..io import gso
 from ..log import LOG, Throttle
 from . import bulk, kdf, lone, wire
 from .client import ClientSession
 from .events import Deliver, DeliverFrame, Down, Refused, Roamed, Send, Up
-from .server import V2Server, grant_for
+from .server import Grant, V2Server, grant_for
 from .session import Timers
 
 PATH_MTU = 1500
@@ -360,8 +361,12 @@ class V2ServerCore:
     def __init__(self, *, global_passphrase: bytes | None, config=None,
                  local_delivery: bool = False, relay_other=None, behind_for=None,
                  rng=os.urandom, keylog=None, timers: Timers | None = None,
-                 load_threshold: int | None = None, max_clients: int | None = None):
+                 load_threshold: int | None = None, max_clients: int | None = None,
+                 server_interfaces=()):
         self.local_delivery = local_delivery
+        # The server TUN's own address (-l of --server-tun): never a client's.
+        self.server_interfaces = tuple(server_interfaces)
+        self.refusals = Counter()   # INITs refused by the address policy, by reason
         self.relay_other = relay_other     # (packet) -> bool: a client of the other protocol took it
         self.other_holds = None            # (dst 4 bytes) -> bool: would relay_other take it?
         self.behind_for = behind_for or _behind_from_profile
@@ -375,6 +380,7 @@ class V2ServerCore:
             kw["max_peers"] = max_clients
         self.server = V2Server(self._keystore(global_passphrase, config), self._authorize,
                                rng=rng, keylog=keylog, timers=timers, bulk=bulk_wanted(), **kw)
+        self._set_policy(config)
         # Middle fragments of a BULK frame are stored before anything else;
         # `receive_whole` takes every other datagram (ServerMux, which puts
         # the same fast path in front of both protocols, calls it directly).
@@ -401,9 +407,22 @@ class V2ServerCore:
                     per_client[section.id] = section.psk
         return kdf.KeyStore(global_passphrase, per_client)
 
+    def _set_policy(self, config) -> None:
+        self.policy = AddressPolicy.from_config(config, self.server_interfaces)
+        # The relay's test (V2Server.route): the server's IPv4 addresses as
+        # the integers its address table is keyed by.
+        self.server.reserved = frozenset(int.from_bytes(p, "big")
+                                         for p in self.policy.server_packed if len(p) == 4)
+
     def _authorize(self, client_id: str, request: wire.Request):
         profile = self.config.profile_for(client_id) if (self.config and client_id) else None
-        return grant_for(request, profile, self.behind_for(profile))
+        grant = grant_for(request, profile, self.behind_for(profile))
+        if isinstance(grant, Grant):
+            denied = self.policy.check(grant.address, (client_id or "").lower() or None)
+            if denied is not None:
+                self.refusals[denied.reason] += 1
+                return wire.Refusal(wire.ERR_ADDRESS, denied.message)
+        return grant
 
     # ------------------------------------------------------------- I/O
 
@@ -488,6 +507,7 @@ class V2ServerCore:
     def reload(self, config, global_passphrase: bytes | None, now: float | None = None) -> None:
         now = self.now if now is None else now
         self.config = config
+        self._set_policy(config)
         self._handle(self.server.reload(self._keystore(global_passphrase, config),
                                         self._authorize, now), now)
 

@@ -217,13 +217,16 @@ def server_sender(core, seal):
     """deliver(packet, now) -> bool for a camex.v2.core.V2ServerCore: an
     IPv4 packet to the v2 client owning its destination (`seal`, from
     server_sealer), else the full path."""
-    by_address = core.server.by_address
+    server = core.server
+    by_address = server.by_address
     slow = core._deliver
 
     def deliver(p, now):
         if len(p) >= 20 and p[0] >> 4 == 4:
-            peer = by_address.get(int.from_bytes(p[16:20], "big"))
-            if peer is not None and seal(peer, p, now):
+            n = int.from_bytes(p[16:20], "big")
+            peer = by_address.get(n)
+            # Never a server address to a peer (route() says None for it).
+            if peer is not None and n not in server.reserved and seal(peer, p, now):
                 return True
         return slow(p, now)
 

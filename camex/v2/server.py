@@ -197,6 +197,9 @@ class V2Server:
         self.cookies = CookieMaker(rng, self.t.cookie_secret_life)
         self.peers: dict[str, Peer] = {}
         self.by_address: dict[int, Peer] = {}
+        # Addresses of the server itself (camex.addrpolicy), as integers:
+        # route() never gives a peer for them, whatever the table says.
+        self.reserved: frozenset = frozenset()
         self._behind = None   # networks behind clients, longest prefix first
         self.sessions: dict[int, object] = {}   # local index -> Peer or _Pending
         self.pending_by_key: dict[str, int] = {}
@@ -292,6 +295,8 @@ class V2Server:
         """The peer whose grant holds `dst` (4 bytes or IPv4Address): its
         tunnel address first, then the longest network behind a client."""
         n = int.from_bytes(dst, "big") if isinstance(dst, (bytes, bytearray, memoryview)) else int(dst)
+        if n in self.reserved:
+            return None
         peer = self.by_address.get(n)
         if peer is not None:
             return peer

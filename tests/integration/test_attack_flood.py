@@ -28,9 +28,14 @@ REGISTERS_N = int(os.environ.get("CAMEX_FLOOD_REGISTERS", "30000"))
 RSS_GROWTH_MAX_KIB = 8 * 1024
 
 
-def _setup(lab, cx, encrypt=True, sniff=False):
+def _setup(lab, cx, encrypt=True, sniff=False, client_cidrs=()):
     ctl = F.ctl_path(lab, "srv")
-    conf = cx.write_config(vectors_config(c2_psk=C2_PSK if encrypt else None))
+    text = vectors_config(c2_psk=C2_PSK if encrypt else None)
+    # Tunnel networks besides the lab's 10.0.0.0/24 (a client's address
+    # must lie in one: camex.addrpolicy).
+    extra = "".join(f"client_cidr={n}\n" for n in ("10.0.0.0/24",) + tuple(client_cidrs)
+                    if client_cidrs)
+    conf = cx.write_config(text.replace("[defaults]\n", "[defaults]\n" + extra, 1))
     srv = cx.start_server(encrypt=encrypt, psk=GLOBAL_PSK if encrypt else None,
                           extra=["--control-socket", ctl, "-f", conf])
     F.nft(lab.server, F.byte_counter_rules("c3"))
@@ -167,7 +172,9 @@ def test_forged_register_flood_plaintext(star3, camex3):
     create entries: each costs bounded memory, gets no answer (no
     amplification), and cannot take an address an honest client holds."""
     lab, cx = star3, F.legacy(camex3)
-    srv, ctl, _ = _setup(lab, cx, encrypt=False)
+    # The forged addresses (10.100.0.1 on) inside a tunnel network, so that
+    # they make entries: plaintext's weakness is what this measures.
+    srv, ctl, _ = _setup(lab, cx, encrypt=False, client_cidrs=("10.100.0.0/16",))
     n = min(REGISTERS_N, 20000)
     rss0 = F.vm_rss_kib(srv.pid)
     rng = random.Random(3)
