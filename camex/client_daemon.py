@@ -10,6 +10,7 @@ import socket
 
 from typing import Callable
 
+from .contract import ClientCore, Device, SuperPacket
 from .core.client import IfConfig, LegacyClient, Reconnect
 from .io import gso, netlink, offload, udp
 from .io.gso import Run
@@ -23,30 +24,16 @@ from .options import v2_timers
 FLUSH_AT = 64  # datagrams/packets queued before a mid-batch flush (bounds memory)
 
 
-def tun_reader(tun):
-    """() -> the packets of one TUN read (a list; a TSO super-packet as a
-    (VnetHdr, packet) pair), or None when the queue is empty."""
-    read = getattr(tun, "read_items", None)
-    if read is not None:
-        return read
-    one = tun.read
-
-    def read_one():
-        p = one()
-        return None if p is None else (p,)
-    return read_one
-
-
 def _backlog(to_tun) -> int:
     """Received packets waiting for the TUN; a BULK super-packet (up to
     64 KiB, written whole, one write each) counts as a full batch: holding
     many for one flush saves no syscall, only memory."""
-    if to_tun and type(to_tun[-1]) is tuple:
+    if to_tun and type(to_tun[-1]) is SuperPacket:
         return FLUSH_AT
     return len(to_tun)
 
 
-def make_core(opts, client_id, key, keylog=None):
+def make_core(opts, client_id, key, keylog=None) -> ClientCore:
     """The client core for --protocol: legacy alone, v2 alone, or v2 with a
     legacy fallback (auto, when there is a passphrase for v2). `keylog`:
     callable(line) for v2 session keys (--keylog)."""
@@ -97,9 +84,9 @@ class ClientDaemon:
                                    "with a MAC address to derive it from")
             LOG.info("client ID %s (MAC of the default-route interface)", client_id)
         self.keylog = open_keylog(opts.keylog)
-        self.core = make_core(opts, client_id, self.key, self.keylog)
+        self.core: ClientCore = make_core(opts, client_id, self.key, self.keylog)
         self.loop = None
-        self.tun = None
+        self.tun: Device | None = None
         self.link = None
         self.sock = None
         self.server = None
@@ -109,21 +96,10 @@ class ClientDaemon:
         self.features = gso.probe()
         self.sender = None
         self._recv = None
-        self._tun_read = None
         self._tso_switch = False
         # Start of the last readiness event per descriptor: a lone packet or a burst?
         self._tun_at = self._sock_at = -1.0
         core = self.core
-        self._deliver = lambda data, addr, now: core.datagram_received(data, now)
-        received = getattr(core, "datagram_received", None)
-        many = getattr(received, "many", None)
-        if many is not None:
-            # v2: a GRO batch in one call (a whole BULK frame at once).
-            self._deliver.many = lambda datagrams, addr, now: many(datagrams, now)
-        whole = getattr(received, "whole", None)
-        if whole is not None:
-            # v2: a GRO batch that is one whole BULK frame, uncut.
-            self._deliver.whole = lambda data, size, addr, now: whole(data, size, now)
         self._rx_backlog = lambda: _backlog(core.to_tun)  # auto: the active core's
         self._flush_lone = functools.partial(self._flush, False)
 
@@ -135,16 +111,16 @@ class ClientDaemon:
             except OSError as e:
                 raise StartupError(str(e)) from None
             self.io.prepare_interface(self.tun.name)
-            if hasattr(self.core, "accept_bulk"):
+            if self.core.bulk:
                 # BULK pays only where the TUN takes a super-packet whole
                 # (virtio-net header); camex.ko's would be cut in Python,
                 # dearer than per-packet DATA, so such a client asks for DATA.
-                self.core.accept_bulk(bool(getattr(self.tun, "offload", False)))
+                self.core.accept_bulk(self.tun.offload)
             try:
                 self.link = self.io.link(self.tun.name)
             except netlink.NetlinkConfigError as e:
                 raise StartupError(str(e)) from None
-            if getattr(self.tun, "offload", False) and hasattr(self.core, "tso_max"):
+            if self.tun.offload and self.core.bulk:
                 # A super-packet then seals into a BULK frame that is ONE
                 # UDP GSO send (not two): one send, one receive per frame.
                 self.link.gso_max_size = self.core.tso_max()
@@ -156,13 +132,11 @@ class ClientDaemon:
                      ", legacy encrypted, key fingerprint " + codec.fingerprint(self.key)
                      if self.key else ", legacy plaintext" if protocol != "v2" else "")
             LOG.info("data path: %s, UDP GSO %s, UDP GRO %s",
-                     getattr(self.tun, "why", "") or "TUN plain",
+                     self.tun.why or "TUN plain",
                      "on" if self.features.udp_gso else "off (kernel < 4.18)",
                      "on" if self.features.udp_gro else "off (kernel < 5.0)")
-            self._tun_read = tun_reader(self.tun)
             # Only a core that may carry super-packets whole (v2) switches TSO.
-            self._tso_switch = getattr(self.tun, "offload", False) and hasattr(
-                self.core, "bulk_ready")
+            self._tso_switch = self.tun.offload and self.core.bulk
             self.loop.sel.register(self.tun, selectors.EVENT_READ, self._tun_readable)
             self.loop.serve_control(self.opts.control_socket, {"status": self.status})
             now = self.loop.now()
@@ -171,7 +145,7 @@ class ClientDaemon:
             self._connect(now)
             self.loop.run(self._deadline, self._timer)
             LOG.info("stopping")
-            if hasattr(self.core, "close") and self.sock is not None:
+            if self.sock is not None:
                 self.core.close(self.loop.now())  # v2: the server frees us at once
                 self._flush()
             return 0
@@ -195,7 +169,7 @@ class ClientDaemon:
             self.next_connect = now + RESOLVE_RETRY
             return
         self.next_connect = 0.0
-        if self.features.udp_gro and hasattr(self.sock, "setsockopt"):
+        if self.features.udp_gro:
             gso.enable_gro(self.sock)
         self.sender = gso.Sender(self.sock, self.features.udp_gso, self._send_error)
         self._recv = gso.gro_receiver(self.sock)
@@ -232,14 +206,14 @@ class ClientDaemon:
         self._tun_at = now
         # A TUN with offloads returns a whole super-packet per read, cut
         # into packets with correct checksums (camex.io.offload).
-        read = self._tun_read
+        read = self.tun.read_items
         for _ in range(BATCH):
             pkts = read()
             if pkts is None:
                 break
             try:
                 for pkt in pkts:
-                    if type(pkt) is tuple:
+                    if type(pkt) is SuperPacket:
                         self._super_packet(pkt, now)
                     else:
                         core.tun_packet(pkt, now)
@@ -259,8 +233,9 @@ class ClientDaemon:
         burst = now - self._sock_at < BURST_GAP
         self._sock_at = now
         # With UDP GRO one receive may hold many datagrams.
-        udp.receive(self._recv, self._deliver, now, burst, self._rx_backlog, FLUSH_AT,
-                    self._flush if burst else self._flush_lone, self._recv_error)
+        udp.receive(self._recv, self.core.datagram_received, False, now, burst,
+                    self._rx_backlog, FLUSH_AT, self._flush if burst else self._flush_lone,
+                    self._recv_error)
         if burst:
             self._sock_at = self.loop.now()
 
@@ -272,11 +247,11 @@ class ClientDaemon:
         self.throttle.warning("recv", "receive error: %s", e)
         return False
 
-    def _super_packet(self, item, now: float) -> None:
-        """A TSO read (VnetHdr, packet): sealed whole by a core that can
-        (v2 BULK: `bulk_ready`, `tun_super`), else cut here."""
+    def _super_packet(self, item: SuperPacket, now: float) -> None:
+        """A TSO read: sealed whole by a core that can now (v2 BULK:
+        `bulk_ready`, `tun_super`), else cut here."""
         core = self.core
-        if getattr(core, "bulk_ready", False):
+        if core.bulk_ready:
             core.tun_super(item[0], item[1], now)
             return
         try:
@@ -314,13 +289,13 @@ class ClientDaemon:
                         self.sender.fallback_reason = None
             out.clear()
         tun = self.tun
-        if tso and self._tso_switch and getattr(core, "bulk_ready", False) != tun.tso:
+        if tso and self._tso_switch and core.bulk_ready != tun.tso:
             # TSO only while the core carries super-packets whole: for
             # one-packet-per-datagram framings the kernel cuts faster.
             LOG.info("TUN TSO %s", "on" if tun.set_tso(not tun.tso) else "off")
         pkts = core.to_tun
         if pkts:
-            if len(pkts) == 1 and type(pkts[0]) is not tuple:
+            if len(pkts) == 1 and type(pkts[0]) is not SuperPacket:
                 tun.write(pkts[0])
             else:  # in-order TCP segments of one flow become one GSO write
                 tun.write_batch(pkts)
@@ -348,12 +323,15 @@ class ClientDaemon:
     def status(self) -> dict:
         core = self.core
         now = self.loop.now()
-        session = self._v2_session()
+        counters = core.counters()
+        # What the v2 session refused (replays, forgeries aimed at us).
+        drops = dict(core.drops)
+        drops.update((k, v) for k, v in counters.items() if k.startswith("v2-"))
         return {
             "mode": "client",
-            "protocol": getattr(core, "protocol", "legacy"),
+            "protocol": core.protocol,
             # v2 is always encrypted (a passphrase without -e is enough).
-            "encrypted": self.key is not None or getattr(core, "protocol", "legacy") == "v2",
+            "encrypted": self.key is not None or core.protocol == "v2",
             "client_id": core.client_id,
             "interface": self.tun.name if self.tun else None,
             "address": str(core.config.address) if core.config else None,
@@ -366,32 +344,16 @@ class ClientDaemon:
             "tx_packets": core.tx_packets, "tx_bytes": core.tx_bytes,
             "rx_packets": core.rx_packets, "rx_bytes": core.rx_bytes,
             # v2 BULK frames (one AEAD per super-packet); None on legacy.
-            "bulk_tx_frames": getattr(core, "bulk_tx_frames", None),
-            "bulk_rx_frames": getattr(core, "bulk_rx_frames", None),
+            "bulk_tx_frames": counters.get("bulk_tx_frames"),
+            "bulk_rx_frames": counters.get("bulk_rx_frames"),
             # v2 handshakes completed, and the age of the session in use
             # (None without v2, or before the first handshake).
-            "handshakes": session.stats["handshakes"] if session is not None else None,
-            "last_handshake_ago": round(now - session.current.created, 3)
-            if session is not None and session.current is not None else None,
-            "drops": self._drops(),
+            "handshakes": counters.get("handshakes"),
+            "last_handshake_ago": None if counters.get("session_created") is None
+            else round(now - counters["session_created"], 3),
+            "drops": drops,
             "process": process_status(),
         }
-
-    def _drops(self) -> dict:
-        drops = dict(self.core.drops)
-        # What the v2 session refused (replays, forgeries aimed at us).
-        session = self._v2_session()
-        if session is not None:
-            for k in ("replay", "forged", "stale", "malformed"):
-                if session.stats.get(k):
-                    drops[f"v2-{k}"] = session.stats[k]
-        return drops
-
-    def _v2_session(self):
-        """The v2 ClientSession (also under --protocol auto after a fall
-        back to legacy), or None for a legacy-only client."""
-        return getattr(self.core, "session", None) or \
-            getattr(getattr(self.core, "v2", None), "session", None)
 
     def _shutdown(self) -> None:
         if self.link is not None:

@@ -7,8 +7,10 @@ import errno
 import functools
 import ipaddress
 import selectors
+from typing import Callable
 
 from .config import check_policy
+from .contract import Device, ServerCore, SuperPacket
 from .core.client import IfConfig, default_mtu
 from .core.server_mux import ServerMux
 from .io import gso, offload, udp
@@ -49,11 +51,36 @@ def tun_config(opts, config) -> IfConfig:
         prefix = local.network.prefixlen if local is not None else 24
         address = ipaddress.IPv4Interface(f"{gw}/{prefix}")
     return IfConfig(address, opts.mtu or default_mtu(opts.encrypt), None, list(opts.routes))
+def _netlink_link(ifname: str):
+    # Only a server with a TUN of its own configures a link (through a
+    # helper child: camex.io.netlink), so the module loads only then.
+    from .io import netlink
+    return netlink.LinkConfig(ifname)
+
+
+def _prepare_interface(ifname: str) -> None:
+    from .io import netlink
+    netlink.disable_ipv6(ifname)
+
+
+class ServerIO:
+    """The server's narrow view of the system, as ClientIO is the client's;
+    camex.io.fake has stand-ins for the TUN and the link."""
+
+    def __init__(self, open_tun: Callable = offload.open_tun, link: Callable = _netlink_link,
+                 bind: Callable = udp.server_socket,
+                 prepare_interface: Callable = _prepare_interface, signals: bool = True):
+        self.open_tun = open_tun
+        self.link = link
+        self.bind = bind
+        self.prepare_interface = prepare_interface
+        self.signals = signals
 
 
 class ServerDaemon:
-    def __init__(self, opts, load_config):
+    def __init__(self, opts, load_config, io: ServerIO | None = None):
         self.opts = opts
+        self.io = io or ServerIO()
         self.load_config = load_config  # () -> ServerConfig | None, raises on errors
         self.key = codec.derive_key(opts.psk) if opts.encrypt else None
         self.passphrase = opts.psk
@@ -66,14 +93,14 @@ class ServerDaemon:
         self.protocols = protocols(opts, config)
         legacy, v2 = "legacy" in self.protocols, "v2" in self.protocols
         self.keylog = open_keylog(opts.keylog) if v2 else None
-        self.core = ServerMux(passphrase=opts.psk, encrypt=opts.encrypt, config=config,
+        self.core: ServerCore = ServerMux(passphrase=opts.psk, encrypt=opts.encrypt, config=config,
                               legacy=legacy, v2=v2, local_delivery=opts.server_tun,
                               keylog=self.keylog, timers=v2_timers(opts) if v2 else None,
                               max_clients=opts.max_clients,
                               server_interfaces=self.server_interfaces)
         self.loop = None
         self.sock = None
-        self.tun = None
+        self.tun: Device | None = None
         self.link = None
         self.throttle = Throttle()
         self.features = gso.probe()
@@ -84,20 +111,18 @@ class ServerDaemon:
         self._flush_lone = functools.partial(self._flush, False)
 
     def _open_tun(self) -> None:
-        # Only a server with a TUN of its own configures a link (through a
-        # helper child: camex.io.netlink).
-        from .io import netlink
+        from .io.netlink import NetlinkConfigError
 
         try:
-            self.tun = offload.open_tun(self.opts.tun_dev)
-            netlink.disable_ipv6(self.tun.name)
-            self.link = netlink.LinkConfig(self.tun.name)
-            tso_max = getattr(self.core, "tso_max", None)
+            self.tun = self.io.open_tun(self.opts.tun_dev)
+            self.io.prepare_interface(self.tun.name)
+            self.link = self.io.link(self.tun.name)
+            tso_max = self.core.tso_max()
             if self.tun.offload and tso_max is not None:
                 # As the client's: one BULK frame per UDP send.
-                self.link.gso_max_size = tso_max()
+                self.link.gso_max_size = tso_max
             self.link.apply(self.tun_config)
-        except (OSError, netlink.NetlinkConfigError) as e:
+        except (OSError, NetlinkConfigError) as e:
             raise StartupError(f"--server-tun: {e}") from None
         self.loop.sel.register(self.tun, selectors.EVENT_READ, self._tun_readable)
         LOG.info("server TUN %s address %s mtu %d (%s)", self.tun.name,
@@ -116,7 +141,7 @@ class ServerDaemon:
                 break
             try:
                 for pkt in pkts:
-                    if type(pkt) is tuple:
+                    if type(pkt) is SuperPacket:
                         self._super_packet(pkt)
                     else:
                         core.tun_packet(pkt, now)
@@ -132,11 +157,10 @@ class ServerDaemon:
         self._tun_at = self.loop.now()
 
     def run(self) -> int:
-        self.loop = Loop()
+        self.loop = Loop(signals=self.io.signals)
         try:
             try:
-                self.sock = udp.server_socket(self.opts.port, self.opts.bind_ip,
-                                              self.opts.bind_dev)
+                self.sock = self.io.bind(self.opts.port, self.opts.bind_ip, self.opts.bind_dev)
             except OSError as e:
                 raise StartupError(f"--port: cannot bind UDP port {self.opts.port}"
                                    f"{' on ' + self.opts.bind_ip if self.opts.bind_ip else ''}"
@@ -179,10 +203,7 @@ class ServerDaemon:
         now = self.loop.now()
         return {"mode": "server", "port": self.opts.port, "encrypted": self.key is not None,
                 "protocols": self.protocols, "clients": self.core.status_clients(now),
-                "v2_cookies_sent": self.core.v2.server.stats["cookie_sent"]
-                if self.core.v2 is not None else None,
-                "v2_handshakes": self.core.v2.server.stats["handshakes"]
-                if self.core.v2 is not None else None,
+                **self.core.v2_counters(),
                 "drops": self.core.drops(), "address_refusals": self.core.refusals(),
                 "process": process_status()}
 
@@ -219,14 +240,14 @@ class ServerDaemon:
         self._sock_at = now
         # With UDP GRO one receive may hold many datagrams of one sender
         # (equal size; udp.receive offers it whole, else cuts it apart).
-        udp.receive(self._recv, self.core.datagram_received, now, burst, self._backlog,
+        udp.receive(self._recv, self.core.datagram_received, True, now, burst, self._backlog,
                     FLUSH_AT, self._flush if burst else self._flush_lone, self._recv_error)
         if burst:
             self._sock_at = self.loop.now()
 
     def _backlog(self) -> int:
         to_tun = self.core.to_tun
-        if to_tun and type(to_tun[-1]) is tuple:
+        if to_tun and type(to_tun[-1]) is SuperPacket:
             # A BULK super-packet (up to 64 KiB) is written whole, one write
             # each: holding many for one flush saves no syscall, only memory.
             return FLUSH_AT
@@ -241,11 +262,11 @@ class ServerDaemon:
             self.throttle.warning("recv", "receive error: %s", e)
         return True
 
-    def _super_packet(self, item) -> None:
-        """A TSO read (VnetHdr, packet): sealed whole by a core that can
-        (v2 BULK: `bulk_ready`, `tun_super`), else cut here."""
+    def _super_packet(self, item: SuperPacket) -> None:
+        """A TSO read: sealed whole by a core that can now (v2 BULK:
+        `bulk_ready`, `tun_super`), else cut here."""
         core = self.core
-        if getattr(core, "bulk_ready", False):
+        if core.bulk_ready:
             core.tun_super(item[0], item[1])
             return
         try:
@@ -267,7 +288,7 @@ class ServerDaemon:
                 LOG.info("TUN TSO %s", "on" if tun.set_tso(not tun.tso) else "off")
             pkts = core.to_tun
             if pkts:
-                if len(pkts) == 1 and type(pkts[0]) is not tuple:
+                if len(pkts) == 1 and type(pkts[0]) is not SuperPacket:
                     tun.write(pkts[0])
                 else:  # in-order TCP segments of one flow become one GSO write
                     tun.write_batch(pkts)

@@ -20,6 +20,7 @@ import ipaddress
 import os
 from collections import Counter, OrderedDict
 
+from ..contract import ClientCoreBase, PlainReceiver
 from ..legacy import codec
 from ..log import LOG, Throttle
 from ..replay import ReplayWindow
@@ -73,7 +74,9 @@ class Reconnect:
         self.reason = reason
 
 
-class LegacyClient:
+class LegacyClient(ClientCoreBase):
+    """The legacy client core (camex.contract.ClientCore; no BULK)."""
+
     def __init__(self, *, auto: bool, client_id: str | None = None,
                  local_cidr=None, gateway=None, routes=(), mtu: int | None = None,
                  key: bytes | None = None, rng=os.urandom):
@@ -101,6 +104,7 @@ class LegacyClient:
         self.last_data_tx = None
         self.connected_at = 0.0
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
+        self.datagram_received = PlainReceiver(self._datagram_received)
 
     # ------------------------------------------------------- lifecycle
 
@@ -162,7 +166,7 @@ class LegacyClient:
 
     # --------------------------------------------------------- receive
 
-    def datagram_received(self, data, now: float) -> None:
+    def _datagram_received(self, data, now: float) -> None:
         if self.aead is None:
             # IPv4 data starts 0x45: the byte test spares the call.
             if data and data[0] == 0x43 and codec.is_control(data):

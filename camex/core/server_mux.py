@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from ..contract import DatagramReceiver, PlainReceiver
 from ..legacy import codec
 from ..log import Throttle
 from ..v2 import bulk, wire  # neither loads cryptography (is_v2; cutting TSO reads)
@@ -34,6 +35,10 @@ if TYPE_CHECKING:
 
 
 class ServerMux:
+    """The server core of the daemon (camex.contract.ServerCore)."""
+
+    datagram_received: DatagramReceiver
+
     def __init__(self, *, passphrase: bytes | None, encrypt: bool, config=None,
                  legacy: bool = True, v2: bool = True, local_delivery: bool = False,
                  timers: Timers | None = None, rng=os.urandom, keylog=None,
@@ -71,9 +76,11 @@ class ServerMux:
         if self.v2 is not None:
             # The middle fragments of a v2 BULK frame are stored before any
             # other dispatch: most datagrams of a bulk transfer are those.
-            self.datagram_received = bulk.fast_receiver(self.v2.server.frames,
-                                                         self._datagram_received,
-                                                         self.v2.frame_received)
+            self.datagram_received = bulk.FastReceiver(self.v2.server.frames,
+                                                       self._datagram_received,
+                                                       self.v2.frame_received)
+        else:
+            self.datagram_received = PlainReceiver(self._datagram_received)
 
     # ------------------------------------------------------------ policy
 
@@ -99,9 +106,6 @@ class ServerMux:
         return (self.key_name(peer.client_id), cid)
 
     # ------------------------------------------------- receive and route
-
-    def datagram_received(self, data, addr, now: float) -> None:
-        self._datagram_received(data, addr, now)
 
     def _datagram_received(self, data, addr, now: float) -> None:
         if wire.is_v2(data):
@@ -226,6 +230,12 @@ class ServerMux:
                 for k, v in c.refusals.items():
                     out[k] = out.get(k, 0) + v
         return out
+
+    def v2_counters(self) -> dict:
+        """v2 handshakes done and cookies sent under load (None without v2)."""
+        stats = self.v2.server.stats if self.v2 is not None else None
+        return {"v2_cookies_sent": stats["cookie_sent"] if stats else None,
+                "v2_handshakes": stats["handshakes"] if stats else None}
 
     def drops(self) -> dict:
         d = dict(self.legacy.drops) if self.legacy is not None else {}

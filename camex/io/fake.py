@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import socket
 
+from ..contract import SuperPacket
+from . import gso, offload
+
 
 class FakeTun:
-    """Behaves like camex.io.tun.TunDevice; the test holds `peer`, the
-    network stack's side: what the test sends there the daemon reads."""
+    """A camex.contract.Device without offloads (as camex.ko's, or tun.ko
+    without a virtio-net header); the test holds `peer`, the network
+    stack's side: what the test sends there the daemon reads. SuperPackets
+    written to it are cut into packets, as camex.io.offload.BatchTun does."""
+
+    offload = False
+    tso = False
+    why = "fake TUN"
 
     def __init__(self, name: str = "fake0"):
         self.name = name
@@ -23,9 +32,9 @@ class FakeTun:
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    def read(self):
+    def read_items(self):
         try:
-            return self._sock.recv(65535)
+            return [self._sock.recv(65535)]
         except BlockingIOError:
             return None
 
@@ -34,7 +43,14 @@ class FakeTun:
 
     def write_batch(self, packets) -> None:
         for p in packets:
-            self._sock.send(p)
+            if type(p) is SuperPacket:
+                for seg in offload.segment(gso.parse_vnet(p.hdr), p.packet):
+                    self._sock.send(seg)
+            else:
+                self._sock.send(p)
+
+    def set_tso(self, on: bool) -> bool:
+        return False
 
     def close(self) -> None:
         self._sock.close()
@@ -87,3 +103,6 @@ class _Connected:
 
     def getsockname(self):
         return ("0.0.0.0", 0)
+
+    def setsockopt(self, *args) -> None:
+        pass    # UDP_GRO and buffer sizes: nothing to tune on a socket pair

@@ -524,7 +524,7 @@ class Reassembly:
         self.dropped = 0
         # (key, slot) of the frame that arrives in order right now: a
         # protocol's per-fragment fast path appends to slot[4] directly
-        # (camex.v2.bulk.fast_receiver), add() does the rest.
+        # (camex.v2.bulk.FastReceiver), add() does the rest.
         self.last = None
         self._done = None       # (key, slot) of the frame add() completed last
 

@@ -31,6 +31,7 @@ import fcntl
 import os
 import struct
 
+from ..contract import SuperPacket
 from . import gso
 from .tun import IFF_NO_PI, IFF_TUN, TUN_PATH, TUNSETIFF, TunDevice
 from .tun import open_tun as open_plain_tun
@@ -444,7 +445,7 @@ class BatchTun(TunDevice):
         since this device takes no GSO header."""
         write = self.write
         for p in packets:
-            if type(p) is tuple:
+            if type(p) is SuperPacket:
                 try:
                     for seg in segment(gso.parse_vnet(p[0]), p[1]):
                         write(seg)
@@ -504,7 +505,7 @@ class OffloadTun(BatchTun):
         """The packets of one read (a TSO super-packet cut into segments
         with correct checksums), or None when the queue is empty."""
         items = self.read_items()
-        if not items or type(items[0]) is not tuple:
+        if not items or type(items[0]) is not SuperPacket:
             return items
         try:
             return segment(*items[0])
@@ -531,7 +532,7 @@ class OffloadTun(BatchTun):
         hdr = gso.VnetHdr(gso.VNET_HDR.unpack_from(b))
         pkt = memoryview(b)[gso.VNET_HDR_LEN:]
         if hdr[1] & ~gso.GSO_ECN in (gso.GSO_TCPV4, gso.GSO_UDP_L4) and pkt[0] >> 4 == 4:
-            return [(hdr, pkt)]
+            return [SuperPacket(hdr, pkt)]
         try:
             return segment(hdr, pkt)
         except OffloadError:
@@ -567,7 +568,7 @@ class OffloadTun(BatchTun):
 
     def _write_mixed(self, items) -> None:
         for r in _runs_of_packets(items):
-            if type(r) is tuple:
+            if type(r) is SuperPacket:
                 self.writev([r[0], r[1]])
             else:
                 self.write_batch(r)
@@ -585,7 +586,7 @@ class OffloadTun(BatchTun):
         """Write packets, merging TCP trains. An item may also be a
         (vnet header bytes, packet) pair: a super-packet written as is."""
         writev = self.writev
-        if any(type(p) is tuple for p in packets):
+        if any(type(p) is SuperPacket for p in packets):
             self._write_mixed(packets)
             return
         if not self.coalescing:
@@ -603,7 +604,7 @@ def _runs_of_packets(items):
     """Split a mixed list into runs of plain packets and single pairs."""
     run: list = []
     for p in items:
-        if type(p) is tuple:
+        if type(p) is SuperPacket:
             if run:
                 yield run
                 run = []

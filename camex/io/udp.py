@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+from ..contract import DatagramReceiver
 from ..log import fault
 from ..loop import BATCH
 from .gso import split
@@ -54,26 +55,26 @@ def server_socket(port: int, bind_ip: str | None = None, bind_dev: str | None = 
     return sock
 
 
-def receive(recv, deliver, now: float, burst: bool, backlog, flush_at: int, flush,
-            on_error) -> None:
+def receive(recv, receiver: DatagramReceiver, addressed: bool, now: float, burst: bool,
+            backlog, flush_at: int, flush, on_error) -> None:
     """One readiness event of a daemon's UDP socket (client and server alike).
 
     `recv()` -> (data, size, address) (camex.io.gso.gro_receiver): `data`
     holds datagrams of `size` bytes (a GRO batch), or is one datagram when
-    `size` is 0; each datagram goes to `deliver(data, address, now)`. A
+    `size` is 0. They go to the core's `receiver` (camex.contract): with
+    the sender's address (`addressed`, a server) or without (a client, whose
+    socket is connected): `receiver(data, [address,] now)`. A
     lone datagram (`burst` False) is delivered and flushed at once, without
     the receive that would only find the queue empty: epoll is
     level-triggered and calls again if more came. In a burst, up to BATCH
     receives, with a `flush()` whenever `backlog()` reaches `flush_at`.
     `on_error(exc)` -> True to go on receiving (ICMP errors of earlier
-    sends surface here), False to stop. A `deliver` with a
-    `whole(data, size, address, now)` attribute is offered each GRO batch
-    first, uncut (True: it took it); one with a `many(datagrams, address,
-    now)` attribute gets a GRO batch in one call (v2 BULK: a whole frame at
-    once, camex.v2.bulk.fast_receiver).
+    sends surface here), False to stop. Each GRO batch is offered to
+    `receiver.whole` first, uncut (True: it took it, e.g. a whole v2 BULK
+    frame); else it is split, and a batch of more than two goes to
+    `receiver.many` in one call (camex.v2.bulk.FastReceiver).
     """
-    whole = getattr(deliver, "whole", None)
-    many = getattr(deliver, "many", None)
+    one, whole, many = receiver.__call__, receiver.whole, receiver.many
     for _ in range(BATCH):
         try:
             data, size, addr = recv()
@@ -83,16 +84,17 @@ def receive(recv, deliver, now: float, burst: bool, backlog, flush_at: int, flus
             if on_error(e):
                 continue
             break
+        rest = (addr, now) if addressed else (now,)
         try:
             if not size:
-                deliver(data, addr, now)
-            elif whole is None or not whole(data, size, addr, now):
+                one(data, *rest)
+            elif not whole(data, size, *rest):
                 datagrams = split(data, size)
-                if many is not None and len(datagrams) > 2:
-                    many(datagrams, addr, now)
+                if len(datagrams) > 2:
+                    many(datagrams, *rest)
                 else:
                     for d in datagrams:
-                        deliver(d, addr, now)
+                        one(d, *rest)
         except Exception as e:  # noqa: BLE001 - see log.fault
             fault(e, f"a datagram from {addr}")
         if not burst:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import deque
 from operator import itemgetter
 
+from ..contract import SuperPacket
 from ..io import gso, offload
 from . import wire
 from .events import FORGED
@@ -86,7 +87,8 @@ def tun_items(g: int, packet) -> list:
         return []
     ihl, hl, proto = l4
     if proto == PROTO_TCP:
-        return [(gso.pack_vnet(gso.F_NEEDS_CSUM, gso.GSO_TCPV4, hl, g, ihl, 16), packet)]
+        return [SuperPacket(gso.pack_vnet(gso.F_NEEDS_CSUM, gso.GSO_TCPV4, hl, g, ihl, 16),
+                            packet)]
     return segments(g, packet)
 
 
@@ -114,7 +116,7 @@ def collect(session, frames, stats: dict, fields, now: float, ciphertext=None):
     only when the frame authenticates (Session.open_frame).
 
     With `ciphertext` (the whole frame's, from one GRO read: see
-    fast_receiver's whole()), `fields` are its fragment 0's and no slot is
+    FastReceiver.whole()), `fields` are its fragment 0's and no slot is
     used: it opens at once."""
     flags, index, receiver, counter, count, piece = fields
     if not session.fresh(counter):
@@ -143,8 +145,8 @@ def _same_frame(h, other) -> bool:
     return h[4:] == other[4:] and h[:3] == other[:3]
 
 
-def fast_receiver(frames, slow, frame):
-    """A `datagram_received(data, ...)` for a core, with the per-fragment
+class FastReceiver:
+    """A core's DatagramReceiver (camex.contract), with the per-fragment
     fast path in front (camex.io.gso.Reassembly.last): if `data` is the
     next, not the last, fragment of the BULK frame that `frames` started
     last (same receiver, counter and flags, the expected index, the same
@@ -155,9 +157,18 @@ def fast_receiver(frames, slow, frame):
 
     Its `many` takes a GRO batch fragment by fragment, its `whole` a GRO
     read that is exactly one frame (handed to `frame(fragment 0,
-    ciphertext, ...)`: the usual case, one read per frame)."""
-    def datagram_received(d, *rest):
-        last = frames.last
+    ciphertext, ...)`: the usual case, one read per frame). A daemon binds
+    `__call__` once per socket event, so a call costs what a closure's did."""
+
+    __slots__ = ("frames", "slow", "frame")
+
+    def __init__(self, frames, slow, frame):
+        self.frames = frames    # the Reassembly whose `last` slot is filled here
+        self.slow = slow        # (data, ...): the full path of the core
+        self.frame = frame      # (fragment 0, ciphertext, ...): a whole frame
+
+    def __call__(self, d, *rest):
+        last = self.frames.last
         if last is not None and len(d) > _HL:
             h = _BULK_FIELDS(d)
             key, slot = last
@@ -169,9 +180,9 @@ def fast_receiver(frames, slow, frame):
                 slot[4] += memoryview(d)[_HL:]
                 slot[3] = index + 1
                 return
-        slow(d, *rest)
+        self.slow(d, *rest)
 
-    def many(ds, *rest):
+    def many(self, ds, *rest):
         """All datagrams of one receive (a UDP GRO batch: one sender, in
         order). From a fragment 0 on, the fragments that follow in index
         order (checked on the index bytes) with equal sizes are appended in
@@ -180,6 +191,7 @@ def fast_receiver(frames, slow, frame):
         its header matches the first's. A frame of more than 44 fragments
         spans two sends and two batches: the rest then comes fragment by
         fragment. Anything else goes one by one, unchanged."""
+        frames, slow, one = self.frames, self.slow, self.__call__
         i, n = 0, len(ds)
         while i < n:
             d = ds[i]
@@ -211,10 +223,10 @@ def fast_receiver(frames, slow, frame):
                             continue
                         i += 1                    # fragment 0 refused: one by one
                         continue
-            datagram_received(d, *rest)
+            one(d, *rest)
             i += 1
 
-    def whole(data, size: int, *rest) -> bool:
+    def whole(self, data, size: int, *rest) -> bool:
         """A UDP GRO receive (`data`, datagrams of `size` bytes, the last
         one shorter) that is exactly one whole BULK frame, in order, as one
         GSO send of a peer arrives over a path that keeps it whole (veth,
@@ -232,13 +244,10 @@ def fast_receiver(frames, slow, frame):
             h = _BULK_FIELDS(first)
             if len(end) > _HL and _same_frame(h, _BULK_FIELDS(end)):
                 payloads = gso.repeated_struct(f"{_HL}x{size - _HL}s", c - 1)
-                frame(first, b"".join(payloads.unpack_from(data) + (end[_HL:],)), *rest)
+                self.frame(first, b"".join(payloads.unpack_from(data) + (end[_HL:],)),
+                           *rest)
                 return True
         return False
-
-    datagram_received.many = many
-    datagram_received.whole = whole
-    return datagram_received
 
 
 def plaintexts(records, max_plain: int):

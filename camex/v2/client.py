@@ -149,7 +149,7 @@ class ClientSession:
 
     def receive_frame(self, first, ciphertext, now: float) -> list:
         """A whole BULK frame from one GRO read: its fragment 0 and the
-        ciphertext of all its fragments (camex.v2.bulk.fast_receiver)."""
+        ciphertext of all its fragments (camex.v2.bulk.FastReceiver)."""
         return self._on_bulk(first, now, ciphertext)
 
     def receive(self, datagram, now: float) -> list:

@@ -22,8 +22,10 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections import Counter
+from typing import Any, Callable
 
 from ..addrpolicy import AddressPolicy
+from ..contract import PlainReceiver
 from ..core.client import IfConfig, admit
 from ..io import gso
 from ..log import LOG, Throttle
@@ -51,7 +53,14 @@ _ERRORS = {wire.ERR_UNKNOWN_CLIENT: "unknown client", wire.ERR_ADDRESS: "address
 
 
 class V2ClientCore:
+    """The v2 client core (camex.contract.ClientCore)."""
+
     protocol = "v2"
+    bulk = True
+    # Chosen at construction (CAMEX_FASTPATH=nolone: the full paths only):
+    # the flat lone-packet paths of camex.v2.lone, or the full ones.
+    datagram_received: bulk.FastReceiver
+    tun_packet: Callable[[Any, float], None]
 
     def __init__(self, *, auto: bool, passphrase: bytes, client_id: str | None = None,
                  local_cidr=None, gateway=None, routes=(), mtu: int | None = None,
@@ -88,12 +97,11 @@ class V2ClientCore:
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
         # Middle fragments of a BULK frame are stored before anything else.
         flat = not gso.disabled("nolone")   # CAMEX_FASTPATH=nolone: full paths only
-        self.datagram_received = bulk.fast_receiver(
+        self.datagram_received = bulk.FastReceiver(
             self.session.frames,
             lone.client_receiver(self) if flat else self._datagram_received,
             self._frame_received)
-        if flat:
-            self.tun_packet = lone.client_sender(self)
+        self.tun_packet = lone.client_sender(self) if flat else self._tun_packet
 
     # ------------------------------------------------------- lifecycle
 
@@ -116,9 +124,6 @@ class V2ClientCore:
         self.to_net.extend(self.session.close(now))
 
     # ------------------------------------------------------- data path
-
-    def tun_packet(self, packet, now: float) -> None:
-        self._tun_packet(packet, now)   # (replaced per instance, see __init__)
 
     def _tun_packet(self, packet, now: float) -> None:
         if not admit(self, packet):
@@ -154,6 +159,20 @@ class V2ClientCore:
     bulk_tx_frames = property(lambda self: self.session.stats["bulk_tx"])
     bulk_rx_frames = property(lambda self: self.session.stats["bulk_rx"])
 
+    def counters(self) -> dict:
+        """BULK frames each way, handshakes and when the session in use
+        began, and what the session refused (replays, forgeries aimed at
+        us: "v2-" keys) - for `camex status`."""
+        stats = self.session.stats
+        current = self.session.current
+        out = {"bulk_tx_frames": stats["bulk_tx"], "bulk_rx_frames": stats["bulk_rx"],
+               "handshakes": stats["handshakes"],
+               "session_created": current.created if current is not None else None}
+        for k in ("replay", "forged", "stale", "malformed"):
+            if stats.get(k):
+                out[f"v2-{k}"] = stats[k]
+        return out
+
     def tun_super(self, hdr, packet, now: float) -> None:
         """A TSO read (VnetHdr, IPv4 super-packet): one BULK frame, or cut
         into packets for DATA if BULK cannot carry it right now."""
@@ -169,9 +188,6 @@ class V2ClientCore:
         self.tx_bytes += len(packet)
         self.to_net.extend(dgrams)
 
-    def datagram_received(self, data, now: float) -> None:
-        self._datagram_received(data, now)   # (replaced per instance, see __init__)
-
     def _datagram_received(self, data, now: float) -> None:
         if not wire.is_v2(data):
             self.drops["not-v2"] += 1
@@ -182,7 +198,7 @@ class V2ClientCore:
             self.last_rx = now
 
     def _frame_received(self, first, ciphertext, now: float) -> None:
-        """A whole BULK frame from one GRO read (bulk.fast_receiver)."""
+        """A whole BULK frame from one GRO read (bulk.FastReceiver)."""
         self._handle(self.session.receive_frame(first, ciphertext, now))
         s = self.session.current
         if s is not None and s.last_received == now:
@@ -254,24 +270,30 @@ class V2ClientCore:
 
 
 class AutoClientCore:
-    """`--protocol auto`: v2 first; legacy only while v2 never answered."""
+    """`--protocol auto`: v2 first; legacy only while v2 never answered.
+
+    A camex.contract.ClientCore whose queues, configuration and counters
+    are those of the active core; its `datagram_received` keeps v2's
+    batched paths (a GRO batch, a whole BULK frame) while v2 is active."""
+
+    bulk = True
 
     def __init__(self, v2: V2ClientCore, make_legacy, fallback_after: float = FALLBACK_AFTER):
         self.v2 = v2
         self.make_legacy = make_legacy   # () -> LegacyClient
         self.legacy = None
-        self.active = v2
+        self.active: Any = v2
         self.fallback_after = fallback_after
         self.fallback_at = INF
         self.next_probe = INF
+        self.datagram_received = _AutoReceiver(self)
 
     protocol = property(lambda self: "v2" if self.active is self.v2 else "legacy")
+    bulk_ready = property(lambda self: self.active is self.v2 and self.v2.bulk_ready)
 
-    def __getattr__(self, name):          # config, drops, counters, ... of the active core
-        return getattr(self.active, name)
-
-    # The loop drains these and may rebind them (`core.events = []`): they
-    # must stay those of the active core, never become the wrapper's own.
+    # What the daemon reads and drains is the active core's. The queues
+    # may be rebound by the daemon (`core.events = []`): they must stay
+    # those of the active core, never become the wrapper's own.
     def _delegate(name):
         return property(lambda self: getattr(self.active, name),
                         lambda self, value: setattr(self.active, name, value))
@@ -280,6 +302,33 @@ class AutoClientCore:
     to_tun = _delegate("to_tun")
     events = _delegate("events")
     del _delegate
+
+    def _active(name):
+        return property(lambda self: getattr(self.active, name))
+
+    client_id = _active("client_id")
+    config = _active("config")
+    drops = _active("drops")
+    last_rx = _active("last_rx")
+    last_register = _active("last_register")
+    rx_packets = _active("rx_packets")
+    rx_bytes = _active("rx_bytes")
+    tx_packets = _active("tx_packets")
+    tx_bytes = _active("tx_bytes")
+    del _active
+
+    def counters(self) -> dict:
+        c = self.v2.counters()
+        if self.active is self.v2:
+            return c
+        del c["bulk_tx_frames"], c["bulk_rx_frames"]   # on legacy: v2 probes only
+        return c
+
+    def accept_bulk(self, on: bool) -> None:
+        self.v2.accept_bulk(on)
+
+    def tun_super(self, hdr, packet, now: float) -> None:
+        self.v2.tun_super(hdr, packet, now)   # only while bulk_ready: v2 is active
 
     def start(self, now: float) -> None:
         self.v2.start(now)
@@ -299,7 +348,7 @@ class AutoClientCore:
     def tun_packet(self, packet, now: float) -> None:
         self.active.tun_packet(packet, now)
 
-    def datagram_received(self, data, now: float) -> None:
+    def _one(self, data, now: float) -> None:
         if wire.is_v2(data):
             self.v2.datagram_received(data, now)
             if self.v2.session.answered:
@@ -351,12 +400,48 @@ class AutoClientCore:
             self.v2.start(now)
 
 
+class _AutoReceiver(PlainReceiver):
+    """AutoClientCore's DatagramReceiver: one datagram at a time through
+    the protocol dispatch; GRO batches and whole BULK frames straight to
+    v2's batched paths while v2 is the active protocol (a GRO batch holds
+    datagrams of one sender and size: the server's, of one protocol)."""
+
+    __slots__ = ("auto",)
+
+    def __init__(self, auto: AutoClientCore):
+        super().__init__(auto._one)
+        self.auto = auto
+
+    def many(self, datagrams: list, now: float) -> None:  # type: ignore[override]
+        auto = self.auto
+        v2 = auto.v2
+        if auto.active is v2 and wire.is_v2(datagrams[0]):
+            v2.datagram_received.many(datagrams, now)
+            if v2.session.answered:
+                auto._settle_on_v2(now)
+        else:
+            super().many(datagrams, now)
+
+    def whole(self, data, size: int, now: float) -> bool:  # type: ignore[override]
+        auto = self.auto
+        v2 = auto.v2
+        if auto.active is v2 and v2.datagram_received.whole(data, size, now):
+            if v2.session.answered:
+                auto._settle_on_v2(now)
+            return True
+        return False
+
+
 class V2ServerCore:
     """The v2 half of a server, with LegacyServer's surface."""
 
-    # camex.v2.lone's flat seal of a lone packet for a peer (relays), or
-    # None: the full path only (CAMEX_FASTPATH=nolone).
-    seal_lone = None
+    # Chosen at construction: camex.v2.lone's flat paths, or the full ones
+    # only (CAMEX_FASTPATH=nolone). `seal_lone`: the flat seal of a lone
+    # packet for a peer (relays), or None.
+    seal_lone: Callable[[Any, Any, float], bool] | None = None
+    datagram_received: bulk.FastReceiver
+    receive_whole: Callable[[Any, Any, float], None]   # past the fragment fast path
+    deliver: Callable[[Any, float], bool]   # a packet to the v2 client of its destination
 
     def __init__(self, *, global_passphrase: bytes | None, config=None,
                  local_delivery: bool = False, relay_other=None, behind_for=None,
@@ -386,11 +471,13 @@ class V2ServerCore:
         # the same fast path in front of both protocols, calls it directly).
         flat = not gso.disabled("nolone")   # CAMEX_FASTPATH=nolone: full paths only
         self.receive_whole = lone.server_receiver(self) if flat else self._datagram_received
-        self.datagram_received = bulk.fast_receiver(self.server.frames, self.receive_whole,
-                                                    self.frame_received)
+        self.datagram_received = bulk.FastReceiver(self.server.frames, self.receive_whole,
+                                                   self.frame_received)
         if flat:
             self.seal_lone = lone.server_sealer(self)
             self.deliver = lone.server_sender(self, self.seal_lone)
+        else:
+            self.deliver = self._deliver
         self.now = 0.0
         # Source addresses whose INIT no key opened, waiting to be reported:
         # a client offers one INIT per candidate key (kdf.client_candidates)
@@ -426,11 +513,8 @@ class V2ServerCore:
 
     # ------------------------------------------------------------- I/O
 
-    def datagram_received(self, data, addr, now: float) -> None:
-        self._datagram_received(data, addr, now)   # (replaced per instance, see __init__)
-
     def frame_received(self, first, ciphertext, addr, now: float) -> None:
-        """A whole BULK frame from one GRO read (bulk.fast_receiver; the
+        """A whole BULK frame from one GRO read (bulk.FastReceiver; the
         ServerMux calls it too)."""
         self.now = now
         self._handle(self.server.receive_frame(first, ciphertext, addr, now), now)
@@ -451,12 +535,9 @@ class V2ServerCore:
         if not self.deliver(packet, self.now if now is None else now):
             self.drops["no-route"] += 1
 
-    def deliver(self, packet, now: float) -> bool:
+    def _deliver(self, packet, now: float) -> bool:
         """Send an IPv4 packet to the v2 client owning its destination;
         False if there is none (the caller tries elsewhere)."""
-        return self._deliver(packet, now)   # (replaced per instance, see __init__)
-
-    def _deliver(self, packet, now: float) -> bool:
         if len(packet) < 20 or packet[0] >> 4 != 4:
             return False
         peer = self.server.route(bytes(packet[16:20]))

@@ -234,7 +234,7 @@ class V2Server:
 
     def receive_frame(self, first, ciphertext, addr, now: float) -> list:
         """A whole BULK frame from one GRO read: its fragment 0 and the
-        ciphertext of all its fragments (camex.v2.bulk.fast_receiver)."""
+        ciphertext of all its fragments (camex.v2.bulk.FastReceiver)."""
         return self._on_bulk(first, addr, now, ciphertext)
 
     def send(self, peer: Peer, packets, now: float) -> list:

@@ -166,20 +166,30 @@ def test_a_start_names_the_first_problem_and_counts_the_others(files):
 def test_warnings_do_not_fail_the_check(files):
     conf = files / "warn.conf"
     conf.write_text("[client A]\nlocal_cidr=10.0.0.2/24\ncolour=blue\n"
-                    "[client B]\nlocal_cidr=10.0.0.2/24\ngateway_ip=10.0.0.9\n"
-                    "[client C]\nlocal_cidr=10.0.0.9/24\ngateway_ip=10.0.0.9\n")
+                    "[client B]\nlocal_cidr=10.0.0.2/24\ngateway_ip=10.0.0.9\n")
     r = camex("check-config", "-f", str(conf))
     print(r.stderr)
     assert r.returncode == 0
     assert r.stderr.splitlines() == [
         f"warning: {conf}:3: unknown key 'colour' ignored",
         f"warning: {conf}:4: [client B] has the address 10.0.0.2 of [client A] (line 1): "
-        "only one of them can be registered at a time",
-        f"warning: {conf}:7: [client C]: gateway_ip 10.0.0.9 is the client's own address"]
+        "only one of them can be registered at a time"]
     assert "client B (line 4): address 10.0.0.2/24, gateway 10.0.0.9" in r.stdout
     # No -p: check-config does not need one, and says what it would change.
     assert r.stdout.startswith("server: UDP port (not given) on every address; protocols legacy")
     assert "  control socket: /run/camex/server-PORT.sock (PORT: the -p of the start)" in r.stdout
+
+
+def test_a_client_section_holding_a_gateway_is_an_error_not_a_warning(files):
+    """The address policy: a gateway is the server's address, whichever
+    section names it; check-config says so with the file and line."""
+    conf = files / "gw.conf"
+    conf.write_text("[client A]\nlocal_cidr=10.0.0.2/24\n"
+                    "[client C]\nlocal_cidr=10.0.0.9/24\ngateway_ip=10.0.0.9\n")
+    r = camex("check-config", "-f", str(conf))
+    assert r.returncode == 1
+    assert any(line.startswith(f"error: {conf}:4:") and "10.0.0.9 is an address of the server"
+               in line for line in r.stderr.splitlines()), r.stderr
 
 
 @pytest.mark.parametrize("args,message", [

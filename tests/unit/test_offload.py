@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.packet import Raw
 
+from camex.contract import PlainReceiver, SuperPacket
 from camex.io import gso, offload
 
 SRC, DST = "10.0.0.2", "10.0.0.3"
@@ -314,7 +315,7 @@ def test_plain_device_cuts_super_packet_items():
     sup = tcp_super(payload, flags="A")
     vnet = gso.pack_vnet(gso.F_NEEDS_CSUM, gso.GSO_TCPV4, 40, 1000, 20, 16)
     small = bytes(IP(src=SRC, dst=DST) / UDP() / Raw(b"q"))
-    dev.write_batch([small, (vnet, sup), small])
+    dev.write_batch([small, SuperPacket(vnet, sup), small])
     got = [peer.recv(70000) for _ in range(5)]
     assert got[0] == small and got[-1] == small
     assert [len(g) - 40 for g in got[1:4]] == [1000, 1000, 500]
@@ -327,7 +328,7 @@ def test_offload_device_writes_pairs_whole_and_merges_the_rest():
     pkts, payload = train(n=3, last=1389)
     sup = tcp_super(os.urandom(3000), flags="A")
     vnet = gso.pack_vnet(gso.F_NEEDS_CSUM, gso.GSO_TCPV4, 40, 1000, 20, 16)
-    dev.write_batch(pkts + [(vnet, sup)] + pkts)
+    dev.write_batch(pkts + [SuperPacket(vnet, sup)] + pkts)
     msgs = [peer.recv(70000) for _ in range(3)]
     h = [gso.parse_vnet(m) for m in msgs]
     assert [x.gso_type for x in h] == [gso.GSO_TCPV4] * 3
@@ -391,7 +392,8 @@ def _receive(queue, burst, flush_at=3, on_error=lambda e: True):
         flushed.append(list(pending))
         pending.clear()
 
-    udp.receive(queue, deliver, 5.0, burst, lambda: len(pending), flush_at, flush, on_error)
+    udp.receive(queue, PlainReceiver(deliver), True, 5.0, burst, lambda: len(pending), flush_at,
+                flush, on_error)
     return got, flushed
 
 
@@ -449,7 +451,8 @@ def test_a_fault_on_one_datagram_costs_that_receive_not_the_daemon(caplog, monke
     q = _Queue([(b"a", 0, ("h", 1))] + [(b"boomlost", 4, ("h", 2))] * 5 +
                [(b"b", 0, ("h", 3))])
     with caplog.at_level("WARNING", logger="camex"):
-        udp.receive(q, deliver, 5.0, True, lambda: 0, 99, lambda: None, lambda e: True)
+        udp.receive(q, PlainReceiver(deliver), True, 5.0, True, lambda: 0, 99, lambda: None,
+                    lambda e: True)
     assert got == [b"a", b"b"]          # the rest of a faulty receive is dropped
     faults = [r.getMessage() for r in caplog.records if "internal error" in r.getMessage()]
     assert len(faults) == 1 and "IndexError: index out of range at " in faults[0]

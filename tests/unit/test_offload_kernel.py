@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 
+from camex.contract import SuperPacket
 from camex.io import gso
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -107,6 +108,7 @@ CHILD = textwrap.dedent(r'''
     assert libc.unshare(0x40000000) == 0, "unshare(CLONE_NEWNET) failed"
     from pyroute2 import IPRoute
     from camex.io import gso, offload
+    from camex.contract import SuperPacket
     from scapy.layers.inet import IP, TCP, UDP
     from scapy.packet import Raw
 
@@ -229,7 +231,7 @@ CHILD = textwrap.dedent(r'''
         if got is None:
             time.sleep(0.01)
             continue
-        items += [x for x in got if type(x) is tuple or (x[0] >> 4 == 4 and x[9] == 17)]
+        items += [x for x in got if type(x) is SuperPacket or (x[0] >> 4 == 4 and x[9] == 17)]
     out["on_items"] = [type(x).__name__ for x in items]
 
     # 4. GSO cannot IP-fragment: datagrams above the path MTU fail with
@@ -277,7 +279,7 @@ def test_tun_offloads_in_a_private_namespace():
     assert out["udp_merge_csum_errors"] == 1
     # TSO/USO off at run time: ten plain datagrams; on again: one pair.
     assert out["off_reads"] == 10 and out["off_types"] == [gso.GSO_NONE]
-    assert out["on_items"] == ["tuple"]
+    assert out["on_items"] == ["SuperPacket"]
     # Over the MTU: GSO refused, the five datagrams still leave (2 fragments
     # each), and GSO stays on for sizes that fit.
     assert out["big_max_size"] == 1599 and out["big_fragments"] == 10

@@ -8,6 +8,7 @@ import struct
 
 import pytest
 
+from camex.contract import SuperPacket
 from camex.config import parse_config
 from camex.core.client import LegacyClient
 from camex.core.server_mux import ServerMux
@@ -285,7 +286,7 @@ def test_a_forged_fragment_sent_ahead_does_not_spoil_the_frame(where, gro):
     else:
         for d in f:
             w.server.datagram_received(d, A1, w.now)
-    got = [x for x in w.server.to_tun if type(x) is tuple]
+    got = [x for x in w.server.to_tun if type(x) is SuperPacket]
     if where == "all-but-first":
         # The first genuine fragment completes a frame of forgeries; the
         # next genuine ones mend it MEND_TRIES times, then it is given up.
@@ -514,7 +515,7 @@ def test_batches_that_are_not_one_clean_frame_go_fragment_by_fragment(change):
         batches = [f[:-1] + [bytes(bad)], [f[-1]]]
     for b in batches:
         w.server.datagram_received.many(b, A1, w.now)
-    frames_out = [x for x in w.server.to_tun if type(x) is tuple]
+    frames_out = [x for x in w.server.to_tun if type(x) is SuperPacket]
     if change == "bad-last":
         # A last fragment with other flags is not part of the frame (the
         # flags are in its AD): it waits in a slot of its own, and the
@@ -620,7 +621,7 @@ def test_a_gro_read_that_is_not_one_clean_frame_is_left_to_the_split_path(change
     assert not w.server.datagram_received.whole(data, size, A1, w.now)
     assert w.server.to_tun == [] and not w.server.server.frames.slots
     w.server.datagram_received.many(gso.split(data, size), A1, w.now)
-    got = [bytes(x[1]) if type(x) is tuple else None for x in w.server.to_tun]
+    got = [bytes(x[1]) if type(x) is SuperPacket else None for x in w.server.to_tun]
     assert got == want
     assert w.server.server.stats["forged"] == 0 and peer(w, "C1").current is not None
 
@@ -658,3 +659,70 @@ def test_a_super_packet_within_the_tso_cap_is_one_udp_send():
         taken = [gro_read(w.server, r, A1, w.now) for r in reads]
         assert taken[0] == (sends == 1)              # uncut only when it is the whole frame
         assert bytes(w.server.to_tun.pop()[1]) == bytes(hp[1])
+
+
+# ------------------------------------------------- the default client (auto)
+
+
+def default_client(cid):
+    """The client core a user's command line builds: no --protocol (auto)."""
+    from camex.client_daemon import make_core
+    from camex.options import parse_args
+
+    opts = parse_args(["-M", "client", "-a", "-n", cid, "-s", "192.0.2.1", "-p", "7000",
+                       "-k", PW.decode()])
+    return make_core(opts, cid, None)
+
+
+def test_the_default_client_takes_whole_frames_and_gro_batches_as_v2_does():
+    """`--protocol auto` (the default) must reach v2's batched receive
+    paths: a GRO read that is one whole BULK frame opens without a slot,
+    a GRO batch goes in one call - through the daemon's receive loop."""
+    from camex.io import udp
+    from camex.v2.core import AutoClientCore
+
+    w = World(local_delivery=True)
+    c1 = w.add(A1, default_client("C1"))
+    assert type(c1) is AutoClientCore and c1.protocol == "v2" and c1.v2.established
+    whole_frames = []
+    real = c1.v2._frame_received
+    c1.v2.datagram_received.frame = lambda *a: (whole_frames.append(1), real(*a))
+    reads = []
+    for seq in (1, 50001):
+        hdr, pkt = tcp_super("10.0.0.1", "10.0.0.2", 50000, seq=seq)
+        assert w.server.tun_super(hdr, pkt) is True
+        ((run, addr),) = w.server.outbox
+        w.server.outbox.clear()
+        reads.append((bytes(run.buf), run.size, addr))
+    it = iter(reads)
+
+    def recv():
+        for r in it:
+            return r
+        raise BlockingIOError
+
+    udp.receive(recv, c1.datagram_received, False, w.now, True, lambda: 0, 99,
+                lambda: None, lambda e: False)
+    assert len(whole_frames) == 2            # each read opened whole, uncut
+    assert c1.v2.bulk_rx_frames == 2 and len(c1.to_tun) == 2
+    assert not c1.v2.session.frames.slots
+
+    class Spy:
+        def __init__(self, inner):
+            self.inner, self.batches = inner, []
+
+        def __call__(self, *a):
+            self.inner(*a)
+
+        def many(self, ds, now):
+            self.batches.append(len(ds))
+            self.inner.many(ds, now)
+
+        def whole(self, *a):
+            return self.inner.whole(*a)
+
+    # A GRO batch cut apart (not one whole frame) goes to v2's many() in one call.
+    spy = c1.v2.datagram_received = Spy(c1.v2.datagram_received)
+    batch = frame(c1.v2, tcp_super("10.0.0.2", "10.0.0.1", 30000))
+    c1.datagram_received.many([memoryview(d) for d in batch], w.now)
+    assert spy.batches == [len(batch)]

@@ -16,6 +16,7 @@ import random
 
 import pytest
 
+from camex.contract import SuperPacket
 from camex.io import gso
 from camex.proto.fuzzer_v2 import V2Noise
 from camex.v2.server import FRAME_SLOTS, FRAME_SLOTS_PER_SESSION
@@ -90,7 +91,7 @@ def test_noise_never_breaks_the_tunnel_nor_reaches_a_tun(seed):
     genuine(99)
 
     def tun(c):
-        return [bytes(x[1]) if type(x) is tuple else bytes(x) for x in c.to_tun]
+        return [bytes(x[1]) if type(x) is SuperPacket else bytes(x) for x in c.to_tun]
     assert tun(c2) == sent_to_c2 and tun(c1) == sent_to_c1
     assert c1.established and c2.established
     assert w.server.to_tun == [] and w.mux.legacy.by_endpoint == {}

@@ -25,10 +25,10 @@ def world(fast: bool):
                       rng=det_rng(b"c2"))
     if not fast:   # the full paths only
         for c in (c1, c2):
-            c.datagram_received = bulk.fast_receiver(c.session.frames, c._datagram_received,
+            c.datagram_received = bulk.FastReceiver(c.session.frames, c._datagram_received,
                                                      c._frame_received)
             c.tun_packet = c._tun_packet
-        srv.datagram_received = bulk.fast_receiver(srv.server.frames, srv._datagram_received,
+        srv.datagram_received = bulk.FastReceiver(srv.server.frames, srv._datagram_received,
                                                    srv.frame_received)
         srv.deliver = srv._deliver
         srv.seal_lone = None
