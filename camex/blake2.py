@@ -19,6 +19,6 @@ except ImportError:  # another Python implementation
 try:
     from _operator import _compare_digest as compare_digest
 except ImportError:
-    from hmac import compare_digest
+    from hmac import compare_digest  # type: ignore[no-redef]
 
 __all__ = ["blake2b", "blake2s", "compare_digest"]

@@ -109,13 +109,16 @@ class ClientCore(Protocol):
     to_tun: list                  # packets and SuperPackets for the TUN
     events: list                  # IfConfig and Reconnect for the daemon
     drops: Counter
-    datagram_received: DatagramReceiver   # from the server: (data, now)
     last_rx: float | None
     last_register: float
     rx_packets: int
     rx_bytes: int
     tx_packets: int
     tx_bytes: int
+
+    @property
+    def datagram_received(self) -> DatagramReceiver:
+        """Datagrams from the server: (data, now)."""
 
     def start(self, now: float) -> None: ...
 
@@ -173,7 +176,10 @@ class ServerCore(Protocol):
 
     outbox: list                  # (datagram or gso.Run, endpoint) pairs
     to_tun: list                  # packets and SuperPackets for the server's TUN
-    datagram_received: DatagramReceiver   # from clients: (data, addr, now)
+
+    @property
+    def datagram_received(self) -> DatagramReceiver:
+        """Datagrams from clients: (data, addr, now)."""
 
     def tun_packet(self, packet: Any, now: float | None = None) -> None: ...
 

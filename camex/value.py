@@ -10,7 +10,7 @@ from __future__ import annotations
 
 
 class Value:
-    __slots__ = ()
+    __slots__: tuple[str, ...] = ()
 
     def _fields(self) -> tuple:
         return tuple(getattr(self, name) for name in self.__slots__)
@@ -20,7 +20,7 @@ class Value:
             return NotImplemented
         return self._fields() == other._fields()
 
-    __hash__ = None  # mutable and compared by value
+    __hash__ = None  # type: ignore[assignment]  # mutable and compared by value
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)

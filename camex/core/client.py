@@ -96,12 +96,12 @@ class LegacyClient(ClientCoreBase):
         self.to_net: list = []
         self.to_tun: list = []
         self.events: list = []
-        self.drops = Counter()
+        self.drops: Counter = Counter()
         self.throttle = Throttle()
         self.config: IfConfig | None = None
-        self.last_rx = None
+        self.last_rx: float | None = None
         self.last_register = -1e9
-        self.last_data_tx = None
+        self.last_data_tx: float | None = None
         self.connected_at = 0.0
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
         self.datagram_received = PlainReceiver(self._datagram_received)
@@ -140,7 +140,7 @@ class LegacyClient(ClientCoreBase):
     def _register(self, now: float) -> None:
         self.last_register = now
         if self.auto:
-            msg = codec.register_auto(self.client_id)
+            msg = codec.register_auto(self.client_id or "")
         else:
             msg = codec.register_manual(str(self.local_cidr.ip))
         self._send(codec.T_REGISTER, msg)
@@ -245,7 +245,7 @@ class LegacyClient(ClientCoreBase):
 
     def _parse_config(self, msg) -> IfConfig:
         cid = msg.get("CLIENT_ID")
-        if cid is not None and cid.lower() != self.client_id.lower():
+        if cid is not None and cid.lower() != (self.client_id or "").lower():
             raise ValueError(f"it is for client {cid!r}")
         local, gw = msg.get("LOCAL_CIDR"), msg.get("GATEWAY_IP")
         if not local or not gw:

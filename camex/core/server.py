@@ -105,7 +105,7 @@ class LegacyServer:
         self.server_interfaces = tuple(server_interfaces)
         self.policy = AddressPolicy()
         # Registrations refused by the address policy, by reason (status).
-        self.refusals = Counter()
+        self.refusals: Counter = Counter()
         # The bound counts the clients of both protocols: a server that also
         # speaks v2 sets `other_clients` to the number it holds.
         self.max_clients = max_clients
@@ -119,15 +119,15 @@ class LegacyServer:
         # `foreign(packet) -> bool` takes packets for addresses that another
         # protocol's clients hold; `holder_elsewhere(ip4) -> identity | None`
         # says who holds an address there.
-        self.foreign = None
-        self.holder_elsewhere = None
+        self.foreign: Callable[[Any], bool] | None = None
+        self.holder_elsewhere: Callable[[bytes], Any] | None = None
         self.rng = rng
         self.idle_timeout = idle_timeout
         self.by_endpoint: dict = {}
         self.by_ip: dict = {}
         self.by_prefix: dict = {}  # encrypted: sender prefix -> peer, for roaming
         self.outbox: list = []
-        self.drops = Counter()
+        self.drops: Counter = Counter()
         # Rejections: one line per reason and source host every 10 s, and
         # at most ~2 a second over all of them (sources can be forged).
         self.throttle = Throttle(rate=2, burst=10)
@@ -136,7 +136,7 @@ class LegacyServer:
         self.register_log = Throttle(interval=0, rate=15, burst=20)
         self._replay: OrderedDict = OrderedDict()
         self._next_sweep = 0.0
-        self.config = None
+        self.config: Any = None
         self.keys: list = []
         self.reload(config, global_key)
 

@@ -48,7 +48,7 @@ class ServerMux:
         self.to_tun: list = []
         self.throttle = Throttle()
         self.refused_legacy = 0
-        self.legacy = None
+        self.legacy: LegacyServer | None = None
         if legacy:
             self.legacy = LegacyServer(
                 encrypt=encrypt, global_key=codec.derive_key(passphrase) if encrypt else None,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from operator import itemgetter
+from typing import Callable, Iterable
 
 from ..contract import SuperPacket
 from ..io import gso, offload
@@ -24,7 +25,7 @@ _BULK_FIELDS = wire.bulk_fields
 _HL = wire.HEADER_BULK
 _INDEX = itemgetter(3)
 _SLICE = itemgetter(slice(_HL, None))
-_CONSUME = deque(maxlen=0).extend     # runs an iterator to its end, in C
+_CONSUME: Callable[[Iterable], None] = deque(maxlen=0).extend     # runs an iterator to its end, in C
 _MIDDLE = [bytes(range(1, n - 1)) for n in range(wire.BULK_MAX_FRAGMENTS + 2)]
 _MAX_COUNT = wire.BULK_MAX_FRAGMENTS
 
@@ -253,7 +254,8 @@ class FastReceiver:
 def plaintexts(records, max_plain: int):
     """Group records into frame plaintexts of at most `max_plain` bytes
     (a record never spans two frames). Yields bytes."""
-    batch, size = [], 0
+    batch: list = []
+    size = 0
     for g, p in records:
         need = len(p) + wire.BULK_RECORD
         if batch and size + need > max_plain:

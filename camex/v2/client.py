@@ -248,7 +248,7 @@ class ClientSession:
         if self.good_psk is not None and self.unanswered_rounds < 2:
             cands = [self.good_psk]
         else:
-            cands = range(len(self.psks))
+            cands = list(range(len(self.psks)))
         # Keep the previous round: its answer may still be on the way.
         horizon = now - 2.5 * self.t.handshake_retry
         self.pending = {i: p for i, p in self.pending.items() if p.sent >= horizon}

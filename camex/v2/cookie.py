@@ -31,7 +31,7 @@ class LoadMeter:
 
     def __init__(self, threshold: int):
         self.threshold = threshold
-        self.second = None
+        self.second: int | None = None
         self.count = 0
         self.previous = 0
 
@@ -49,7 +49,7 @@ class CookieMaker:
         self.rng = rng
         self.life = life
         self.secret = rng(32)
-        self.born = None
+        self.born: float | None = None
 
     def cookie(self, addr, now: float) -> bytes:
         if self.born is None or now - self.born >= self.life:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections import Counter
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from ..addrpolicy import AddressPolicy
 from ..contract import PlainReceiver
@@ -30,6 +30,7 @@ from ..core.client import IfConfig, admit
 from ..io import gso
 from ..log import LOG, Throttle
 from . import bulk, kdf, lone, wire
+from .bulk import FastReceiver
 from .client import ClientSession
 from .events import Deliver, DeliverFrame, Down, Refused, Roamed, Send, Up
 from .server import Grant, V2Server, grant_for
@@ -56,10 +57,10 @@ class V2ClientCore:
     """The v2 client core (camex.contract.ClientCore)."""
 
     protocol = "v2"
-    bulk = True
+    bulk: ClassVar[bool] = True
     # Chosen at construction (CAMEX_FASTPATH=nolone: the full paths only):
     # the flat lone-packet paths of camex.v2.lone, or the full ones.
-    datagram_received: bulk.FastReceiver
+    datagram_received: FastReceiver
     tun_packet: Callable[[Any, float], None]
 
     def __init__(self, *, auto: bool, passphrase: bytes, client_id: str | None = None,
@@ -88,11 +89,11 @@ class V2ClientCore:
         self.to_net: list = []
         self.to_tun: list = []
         self.events: list = []
-        self.drops = Counter()
+        self.drops: Counter = Counter()
         self.throttle = Throttle()
         self.config: IfConfig | None = None
         self.started = False
-        self.last_rx = None
+        self.last_rx: float | None = None
         self.last_register = -1e9     # time of the last handshake start (status)
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
         # Middle fragments of a BULK frame are stored before anything else.
@@ -269,6 +270,16 @@ class V2ClientCore:
         return self.session.established
 
 
+def _of_active(name: str, settable: bool = False) -> Any:
+    """A property of AutoClientCore that is the active core's attribute."""
+    def get(self):
+        return getattr(self.active, name)
+
+    def put(self, value) -> None:
+        setattr(self.active, name, value)
+    return property(get, put if settable else None)
+
+
 class AutoClientCore:
     """`--protocol auto`: v2 first; legacy only while v2 never answered.
 
@@ -276,12 +287,12 @@ class AutoClientCore:
     are those of the active core; its `datagram_received` keeps v2's
     batched paths (a GRO batch, a whole BULK frame) while v2 is active."""
 
-    bulk = True
+    bulk: ClassVar[bool] = True
 
     def __init__(self, v2: V2ClientCore, make_legacy, fallback_after: float = FALLBACK_AFTER):
         self.v2 = v2
         self.make_legacy = make_legacy   # () -> LegacyClient
-        self.legacy = None
+        self.legacy: Any = None   # the LegacyClient once fallen back
         self.active: Any = v2
         self.fallback_after = fallback_after
         self.fallback_at = INF
@@ -294,28 +305,18 @@ class AutoClientCore:
     # What the daemon reads and drains is the active core's. The queues
     # may be rebound by the daemon (`core.events = []`): they must stay
     # those of the active core, never become the wrapper's own.
-    def _delegate(name):
-        return property(lambda self: getattr(self.active, name),
-                        lambda self, value: setattr(self.active, name, value))
-
-    to_net = _delegate("to_net")
-    to_tun = _delegate("to_tun")
-    events = _delegate("events")
-    del _delegate
-
-    def _active(name):
-        return property(lambda self: getattr(self.active, name))
-
-    client_id = _active("client_id")
-    config = _active("config")
-    drops = _active("drops")
-    last_rx = _active("last_rx")
-    last_register = _active("last_register")
-    rx_packets = _active("rx_packets")
-    rx_bytes = _active("rx_bytes")
-    tx_packets = _active("tx_packets")
-    tx_bytes = _active("tx_bytes")
-    del _active
+    to_net = _of_active("to_net", settable=True)
+    to_tun = _of_active("to_tun", settable=True)
+    events = _of_active("events", settable=True)
+    client_id = _of_active("client_id")
+    config = _of_active("config")
+    drops = _of_active("drops")
+    last_rx = _of_active("last_rx")
+    last_register = _of_active("last_register")
+    rx_packets = _of_active("rx_packets")
+    rx_bytes = _of_active("rx_bytes")
+    tx_packets = _of_active("tx_packets")
+    tx_bytes = _of_active("tx_bytes")
 
     def counters(self) -> dict:
         c = self.v2.counters()
@@ -412,22 +413,22 @@ class _AutoReceiver(PlainReceiver):
         super().__init__(auto._one)
         self.auto = auto
 
-    def many(self, datagrams: list, now: float) -> None:  # type: ignore[override]
+    def many(self, datagrams: list, *now: Any) -> None:
         auto = self.auto
         v2 = auto.v2
         if auto.active is v2 and wire.is_v2(datagrams[0]):
-            v2.datagram_received.many(datagrams, now)
+            v2.datagram_received.many(datagrams, *now)
             if v2.session.answered:
-                auto._settle_on_v2(now)
+                auto._settle_on_v2(*now)
         else:
-            super().many(datagrams, now)
+            super().many(datagrams, *now)
 
-    def whole(self, data, size: int, now: float) -> bool:  # type: ignore[override]
+    def whole(self, data, size: int, *now: Any) -> bool:
         auto = self.auto
         v2 = auto.v2
-        if auto.active is v2 and v2.datagram_received.whole(data, size, now):
+        if auto.active is v2 and v2.datagram_received.whole(data, size, *now):
             if v2.session.answered:
-                auto._settle_on_v2(now)
+                auto._settle_on_v2(*now)
             return True
         return False
 
@@ -439,7 +440,7 @@ class V2ServerCore:
     # only (CAMEX_FASTPATH=nolone). `seal_lone`: the flat seal of a lone
     # packet for a peer (relays), or None.
     seal_lone: Callable[[Any, Any, float], bool] | None = None
-    datagram_received: bulk.FastReceiver
+    datagram_received: FastReceiver
     receive_whole: Callable[[Any, Any, float], None]   # past the fragment fast path
     deliver: Callable[[Any, float], bool]   # a packet to the v2 client of its destination
 
@@ -451,14 +452,14 @@ class V2ServerCore:
         self.local_delivery = local_delivery
         # The server TUN's own address (-l of --server-tun): never a client's.
         self.server_interfaces = tuple(server_interfaces)
-        self.refusals = Counter()   # INITs refused by the address policy, by reason
+        self.refusals: Counter = Counter()   # INITs refused by the address policy, by reason
         self.relay_other = relay_other     # (packet) -> bool: a client of the other protocol took it
-        self.other_holds = None            # (dst 4 bytes) -> bool: would relay_other take it?
+        self.other_holds: Callable[[bytes], bool] | None = None   # (dst 4 bytes) -> bool: would relay_other take it?
         self.behind_for = behind_for or _behind_from_profile
         self.config = config
         self.outbox: list = []
         self.to_tun: list = []
-        self.drops = Counter()
+        self.drops: Counter = Counter()
         self.throttle = Throttle(rate=2, burst=10)  # per sender, forged sources bounded
         kw = {} if load_threshold is None else {"load_threshold": load_threshold}
         if max_clients is not None:

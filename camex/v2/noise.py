@@ -214,17 +214,29 @@ class HandshakeState:
                 if self.psk_mode:
                     self.ss.mix_key(pub)
             elif token == "ee":
-                self.ss.mix_key(dh(self.e, self.re))
+                self.ss.mix_key(self._ee())
             elif token == "psk":
-                self.ss.mix_key_and_hash(self.psk)
+                self.ss.mix_key_and_hash(self._psk())
         out += self.ss.encrypt_and_hash(payload)
         self.index += 1
         return bytes(out)
 
+    def _ee(self) -> bytes:
+        """The "ee" DH: both ephemerals exist by then in a well-formed
+        pattern; a NoiseError, not a crash, if the pattern says otherwise."""
+        if self.e is None or self.re is None:
+            raise NoiseError("ee before both ephemeral keys")
+        return dh(self.e, self.re)
+
+    def _psk(self) -> bytes:
+        if self.psk is None:
+            raise NoiseError("psk token without a PSK")
+        return self.psk
+
     def read_message(self, message: bytes) -> bytes:
         if self.finished or self._my_turn():
             raise NoiseError("not our turn to read")
-        message = memoryview(message)
+        message = memoryview(message)  # type: ignore[assignment]  # slices without copies
         pos = 0
         for token in self.messages[self.index]:
             if token == "e":
@@ -236,9 +248,9 @@ class HandshakeState:
                 if self.psk_mode:
                     self.ss.mix_key(self.re)
             elif token == "ee":
-                self.ss.mix_key(dh(self.e, self.re))
+                self.ss.mix_key(self._ee())
             elif token == "psk":
-                self.ss.mix_key_and_hash(self.psk)
+                self.ss.mix_key_and_hash(self._psk())
         rest = message[pos:]
         if self.ss.cs.has_key() and len(rest) < TAGLEN:
             raise NoiseError("message too short")

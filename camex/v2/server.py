@@ -41,6 +41,7 @@ import heapq
 import ipaddress
 import os
 import struct
+from typing import Any
 from collections import OrderedDict
 
 from ..io.gso import Reassembly
@@ -192,7 +193,7 @@ class V2Server:
         self.max_frame = wire.bulk_max_plain(max_datagram)
         self.features = wire.FEATURE_BULK if bulk else 0
         self.frames = Reassembly(FRAME_SLOTS, FRAME_TIMEOUT, per_group=FRAME_SLOTS_PER_SESSION)
-        self._bulk_n = None   # peers that take BULK (cached, reset with _behind)
+        self._bulk_n: int | None = None   # peers that take BULK (cached, reset with _behind)
         self.load = LoadMeter(load_threshold)
         self.cookies = CookieMaker(rng, self.t.cookie_secret_life)
         self.peers: dict[str, Peer] = {}
@@ -200,17 +201,19 @@ class V2Server:
         # Addresses of the server itself (camex.addrpolicy), as integers:
         # route() never gives a peer for them, whatever the table says.
         self.reserved: frozenset = frozenset()
-        self._behind = None   # networks behind clients, longest prefix first
-        self.sessions: dict[int, object] = {}   # local index -> Peer or _Pending
+        self._behind: list | None = None   # networks behind clients, longest prefix first
+        self.sessions: dict[int, Any] = {}   # local index -> Peer or _Pending
         self.pending_by_key: dict[str, int] = {}
         self._timers: list = []       # heap of (time, peer.seq, peer), see "Timers"
         self._seq = 0                 # the last Peer.seq given
-        self._pend_last = None        # creation time of the newest pending handshake
+        self._pend_last: float | None = None        # creation time of the newest pending handshake
         self._pend_disorder = False   # a pending handshake is older than one before it
         self.seen_e: OrderedDict = OrderedDict()  # INIT ephemeral -> time
         self.hinted: dict = {}                     # addr -> time of last NOSESSION
-        self.hint_second, self.hint_count = None, 0
-        self.init_second, self.init_counts = None, {}   # under load: source IP -> count
+        self.hint_second: int | None = None
+        self.hint_count = 0
+        self.init_second: int | None = None
+        self.init_counts: dict = {}   # under load: source IP -> count
         self.spare_inits = spare_inits
         self.init_spare = spare_inits   # of this second's spare handshakes, those left
         self._mac1_keys: dict[bytes, bytes] = {}
@@ -456,7 +459,7 @@ class V2Server:
         networks behind a peer only updates its grant."""
         self.psk_for, self.authorize = psk_for, authorize
         self._mac1_keys.clear()
-        out = []
+        out: list = []
         for key in list(self.pending_by_key):
             self._forget_pending(key)
         for p in list(self.peers.values()):

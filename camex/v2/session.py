@@ -134,7 +134,8 @@ class Session:
             p = packets[0]
             return [self.seal(len(p).to_bytes(2, "big") + p, now, flags)]
         out = []
-        batch, size = [], 0
+        batch: list = []
+        size = 0
         for p in packets:
             need = len(p) + 2
             if batch and size + need > max_plain:

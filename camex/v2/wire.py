@@ -209,7 +209,7 @@ def parse_records(plain) -> list | None:
     end = len(plain)
     if end >= 2 and ((plain[0] << 8) | plain[1]) == end - 2 and end > 2:
         return [plain[2:]]   # the common case: exactly one packet
-    out = []
+    out: list = []
     mv = memoryview(plain)
     pos = 0
     while pos + 2 <= end:
@@ -313,7 +313,7 @@ def parse_bulk_records(plain) -> list | None:
     ends the list (the rest is padding); None if a record overruns."""
     mv = memoryview(plain)
     end = len(mv)
-    out = []
+    out: list = []
     pos = 0
     while pos + BULK_RECORD <= end:
         n, g = _BULK_REC.unpack_from(mv, pos)
