@@ -232,6 +232,33 @@ def goals(doc: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+# The default command line (no --protocol) must carry what --protocol v2
+# carries, both ways: a default client that misses a fast path shows here.
+DEFAULT_PAIRS = tuple((f"camex-default-{t}{d}", f"camex-v2-{t}{d}")
+                      for t in ("p2p", "relay") for d in ("", "-rev"))
+DEFAULT_MIN_RATIO = 0.9   # below this (either figure) the default command line lags
+
+
+def defaults(doc: dict) -> str:
+    """Each default-command-line row against its --protocol v2 twin, same
+    topology and direction: TCP 1 stream and UDP 64 B, as ratios."""
+    out = ["| default command line / --protocol v2 | TCP 1 stream Gbit/s | UDP 64 B kpps | "
+           f">= {DEFAULT_MIN_RATIO:g} x |", "|---|---|---|---|"]
+    for default, v2 in DEFAULT_PAIRS:
+        a, b = _row(doc, default), _row(doc, v2)
+        if a is None or b is None:
+            continue
+        cells, xs = [], []
+        for key, fmt in (("tcp1", "%.3f"), ("kpps", "%.1f")):
+            x = None if a[key] is None or not b[key] else a[key] / b[key]
+            cells.append(f"{_f(a[key], fmt)} / {_f(b[key], fmt)} = {_f(x, '%.2f x')}")
+            xs.append(x)
+        ok = None if None in xs else all(x >= DEFAULT_MIN_RATIO for x in xs)
+        mark = "n/a" if ok is None else ("met" if ok else "NOT met")
+        out.append(f"| {default} / {v2} | {cells[0]} | {cells[1]} | {mark} |")
+    return "\n".join(out) + "\n" if len(out) > 2 else ""
+
+
 # The naive baselines that bound what any Python daemon can reach here
 # (bench/naive_tunnel.py), from the least work to the least an encrypted
 # tunnel must do.
@@ -285,6 +312,7 @@ def markdown(doc: dict, png_name: str) -> str:
         runs_note += (f" The bench and all it started ran at nice {s['nice']}, so that other "
                       "tenants at nice 0 disturbed less.")
     fl = floor(doc)
+    dflt = defaults(doc)
     parts = [
         "# camex bench: tunnels side by side",
         "",
@@ -296,7 +324,9 @@ def markdown(doc: dict, png_name: str) -> str:
         table(doc),
         f"Three namespaces c1 - srv - c2 over veth (MTU 1500); every tunnel has inner MTU "
         f"{s['inner_mtu']}. Point-to-point tunnels run c1 -> srv; camex relays c1 -> srv -> c2 "
-        f"(raw-routed is that path without a tunnel). TCP: iperf3 {s['tcp_seconds']:g} s, "
+        f"(raw-routed is that path without a tunnel); rows named -rev run every iperf3 with -R "
+        f"(the server side sends, the client in c1 receives), camex-default-* run camex "
+        f"without --protocol, as users start it. TCP: iperf3 {s['tcp_seconds']:g} s, "
         f"receiver goodput. UDP: iperf3 -u -b 0 -l {s['udp_payload']} for {s['udp_seconds']:g} s, "
         f"packets/s that reached the receiver. RTT: median of {s['ping_count']} pings 20 ms apart "
         "on the idle tunnel. Peak RSS: VmHWM of the largest daemon of the tunnel. CPU s per GB: "
@@ -312,6 +342,7 @@ def markdown(doc: dict, png_name: str) -> str:
         "## Goals of issue 6 (ratios from this run)",
         "",
         goals(doc),
+        *(["## The default command line against --protocol v2", "", dflt] if dflt else []),
         *(["## The floor: naive Python tunnels in this run", "", fl] if fl else []),
         "## Configurations",
         "",
@@ -358,9 +389,11 @@ def update_readme(doc: dict, path: str) -> None:
         return
     m = doc["machine"]
     fl = floor(doc)
+    dflt = defaults(doc)
     block = (f"\n\nFrom `results/latest.md`, run {doc['started']} ({m['cores']} x {m['cpu']}, "
              f"kernel {m['kernel']}, camex at {m['camex_commit']}):\n\n"
-             + table(doc) + "\n" + goals(doc) + "\n" + (fl + "\n" if fl else ""))
+             + table(doc) + "\n" + goals(doc) + "\n" + (dflt + "\n" if dflt else "")
+             + (fl + "\n" if fl else ""))
     tail = parts[2] if len(parts) == 3 else parts[1]
     with open(path, "w") as f:
         f.write(parts[0] + marker + block + marker + tail)

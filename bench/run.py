@@ -6,6 +6,8 @@ For each entry, in a fresh three-namespace lab (see tunnels.py):
   3. iperf3 TCP, one stream, then four streams (-P 4);
   4. iperf3 UDP with 64-byte payloads at full speed (-b 0): packets per
      second that reached the receiver;
+  (an entry whose name ends in "-rev" runs every iperf3 with -R: the
+  server side sends, the client side receives);
   5. the daemons' peak resident memory (VmHWM) and their CPU seconds
      (utime+stime) during each iperf3 run, per GB that crossed.
 Also recorded: how many cores other tenants of the machine kept busy
@@ -44,8 +46,8 @@ PING_COUNT = 30
 
 class Durations:
     def __init__(self, quick: bool):
-        # Seconds per iperf3 run. The full run keeps the whole bench (eleven
-        # entries, about 25 s each) well under ten minutes.
+        # Seconds per iperf3 run. The full run keeps the whole bench (22
+        # entries, about 25 s each) under ten minutes.
         self.tcp = 2.0 if quick else 5.0
         self.udp = 2.0 if quick else 4.0
         self.ping = 10 if quick else PING_COUNT
@@ -106,12 +108,14 @@ def byte_compile_camex() -> None:
     compileall.compile_dir(os.path.dirname(camex.__file__), quiet=1)
 
 
-def _iperf(up, seconds: float, extra: tuple, udp: bool = False) -> dict:
-    """One iperf3 run through the tunnel, with the daemons' CPU around it."""
+def _iperf(up, seconds: float, extra: tuple, udp: bool = False, reverse: bool = False) -> dict:
+    """One iperf3 run through the tunnel, with the daemons' CPU around it;
+    `reverse`: with -R (the server side sends, the client side receives)."""
     before = _cpu(up.daemons)
     t0 = time.monotonic()
     try:
-        res = iperf3(up.client, up.server, up.target, seconds=seconds, extra=extra)
+        res = iperf3(up.client, up.server, up.target, seconds=seconds,
+                     extra=(("-R",) if reverse else ()) + tuple(extra))
     except (LabError, OSError, ValueError) as e:
         return {"error": str(e).splitlines()[0][:200]}
     wall = time.monotonic() - t0
@@ -120,6 +124,8 @@ def _iperf(up, seconds: float, extra: tuple, udp: bool = False) -> dict:
     out = {"seconds": round(res.seconds, 3), "received_bytes": res.received_bytes,
            "sent_bytes": res.sent_bytes, "gbps": round(res.received_bps / 1e9, 4),
            "daemon_cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
+           # As iperf3 itself reports it: which way the bytes went.
+           "reverse": bool(res.raw.get("start", {}).get("test_start", {}).get("reverse")),
            "daemon_cpu_by_role": {r: round((after[r] or 0) - (before[r] or 0), 3) for r in before}}
     if res.retransmits is not None:
         out["retransmits"] = res.retransmits
@@ -190,11 +196,13 @@ def _measure(entry, dur: Durations, log) -> dict:
         r["ping"] = _ping(up, dur.ping)
         # VmHWM after each phase shows which load grows a daemon's memory.
         hwm = {"idle": _hwm(up.daemons)}
-        r["tcp1"] = _iperf(up, dur.tcp, ())
+        rev = entry.reverse
+        r["direction"] = "reverse" if rev else "forward"
+        r["tcp1"] = _iperf(up, dur.tcp, (), reverse=rev)
         hwm["tcp1"] = _hwm(up.daemons)
-        r["tcp4"] = _iperf(up, dur.tcp, ("-P", "4"))
+        r["tcp4"] = _iperf(up, dur.tcp, ("-P", "4"), reverse=rev)
         hwm["tcp4"] = _hwm(up.daemons)
-        r["udp64"] = _iperf(up, dur.udp, ("-u", "-b", "0", "-l", "64"), udp=True)
+        r["udp64"] = _iperf(up, dur.udp, ("-u", "-b", "0", "-l", "64"), udp=True, reverse=rev)
         hwm["udp64"] = _hwm(up.daemons)
         r["peak_rss_kib_after"] = hwm
         helpers = _helpers(up.daemons)

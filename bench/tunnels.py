@@ -67,6 +67,10 @@ class Entry:
     name: str
     group: str  # "baseline" | "camex" | "peer"
     packages: tuple = ()  # Debian packages it needs (versions go in the report)
+    # Every iperf3 run with -R: the server side sends, the client side
+    # (c1, where a camex client runs) receives. A client's receive path is
+    # not its send path (batched reads, BULK reassembly): both are measured.
+    reverse: bool = False
 
     def up(self, lab: StarTopology) -> Up:
         raise NotImplementedError
@@ -231,6 +235,9 @@ class CamexEntry(Entry):
             raise NotAvailable(f"the client reports protocol {spoken!r}, not {self.protocol!r}: "
                                f"`{' '.join(self._fmt(self.client_args))}` is not implemented yet")
         path = "c1 -> srv" if self.topology == "p2p" else "c1 -> srv -> c2 (relay)"
+        if self.reverse:
+            path = ("srv -> c1" if self.topology == "p2p" else "c2 -> srv -> c1 (relay)") \
+                + " (iperf3 -R: the client in c1 receives)"
         desc = (f"camex {self.label}, {path}, tun MTU {INNER_MTU}; server "
                 f"`{' '.join(self._fmt(self.server_args)) or '(defaults)'}`, clients "
                 f"`-l ... -t {INNER_MTU} {' '.join(self._fmt(self.client_args))}`")
@@ -503,17 +510,33 @@ ENC = ("-e", "-k", "{psk}")
 V2 = ("--protocol", "v2")
 LEGACY = ("--protocol", "legacy")
 
+
+
+def _both_ways(entry: Entry) -> tuple:
+    """The entry as given (c1 sends) and its "-rev" twin (c1 receives)."""
+    return entry, dataclasses.replace(entry, name=entry.name + "-rev", reverse=True)
+
+
 ENTRIES: list[Entry] = [
     Raw("raw", "baseline"),
     RawRouted("raw-routed", "baseline"),
     NaivePython("naive-python", "baseline"),
     NaivePython("naive-python-threads", "baseline", mode="threads"),
     NaivePython("naive-python-aead", "baseline", mode="aead"),
-    CamexEntry("camex-v2-p2p", "camex", topology="p2p", protocol="v2",
-               label="v2 point to point (encrypted), server owns a TUN",
-               server_args=(*V2, "--server-tun", *ENC), client_args=(*V2, *ENC)),
-    CamexEntry("camex-v2-relay", "camex", protocol="v2", label="v2 relay (encrypted)",
-               server_args=(*V2, *ENC), client_args=(*V2, *ENC)),
+    *_both_ways(CamexEntry("camex-v2-p2p", "camex", topology="p2p", protocol="v2",
+                           label="v2 point to point (encrypted), server owns a TUN",
+                           server_args=(*V2, "--server-tun", *ENC), client_args=(*V2, *ENC))),
+    *_both_ways(CamexEntry("camex-v2-relay", "camex", protocol="v2", label="v2 relay (encrypted)",
+                           server_args=(*V2, *ENC), client_args=(*V2, *ENC))),
+    # The command line users type: no --protocol on either side (auto). The
+    # client must settle on v2; its figures should be those of the rows above.
+    *_both_ways(CamexEntry("camex-default-p2p", "camex", topology="p2p", protocol="v2",
+                           label="default command line (no --protocol: auto, settles on v2), "
+                                 "point to point, server owns a TUN",
+                           server_args=("--server-tun", *ENC), client_args=ENC)),
+    *_both_ways(CamexEntry("camex-default-relay", "camex", protocol="v2",
+                           label="default command line (no --protocol: auto, settles on v2), relay",
+                           server_args=ENC, client_args=ENC)),
     CamexEntry("camex-p2p-enc", "camex", topology="p2p",
                label="legacy encrypted, point to point (server --server-tun)",
                server_args=("--server-tun", *ENC), client_args=(*LEGACY, *ENC)),

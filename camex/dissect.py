@@ -36,34 +36,21 @@ from camex import dissect_gso
 from camex.dissect_v2 import V2Dissector
 from camex.dissect_v2 import text_fields as v2_text_fields
 from camex.legacy import codec
+from camex.replay import ReplayWindow
 
 REPLAY_WINDOW = 64
 
 
-class ReplayWindow:
-    """Highest sequence + 64-bit bitmap, per sender prefix (as the spec's receiver)."""
-
-    __slots__ = ("highest", "bitmap")
-
-    def __init__(self):
-        self.highest = -1
-        self.bitmap = 0
-
-    def check(self, seq: int) -> str | None:
-        """None if fresh (and record it), else why it is a replay."""
-        if seq > self.highest:
-            shift = seq - self.highest
-            self.bitmap = ((self.bitmap << shift) | 1) & ((1 << REPLAY_WINDOW) - 1) \
-                if shift < REPLAY_WINDOW else 1
-            self.highest = seq
-            return None
-        behind = self.highest - seq
-        if behind >= REPLAY_WINDOW:
-            return f"replay: seq={seq} is {behind} behind {self.highest} (outside the window)"
-        if self.bitmap >> behind & 1:
-            return f"replay: seq={seq} already seen"
-        self.bitmap |= 1 << behind
+def replay_reason(win: ReplayWindow, seq: int) -> str | None:
+    """None if `seq` is fresh (and record it in the daemon's own window
+    class, sized as the spec's receiver), else why it is a replay."""
+    if win.check(seq):
+        win.update(seq)
         return None
+    behind = win.top - seq
+    if behind >= win.size:
+        return f"replay: seq={seq} is {behind} behind {win.top} (outside the window)"
+    return f"replay: seq={seq} already seen"
 
 
 FAILURES = ("no-key", "replay", "malformed")
@@ -194,8 +181,10 @@ class Dissector:
             rec.update(status="no-key", detail="no key opens it")
             return
         rec["key"] = opened.key.label
-        win = self.windows.setdefault(header.prefix, ReplayWindow())
-        replay = win.check(header.seq)
+        win = self.windows.get(header.prefix)
+        if win is None:
+            win = self.windows[header.prefix] = ReplayWindow(REPLAY_WINDOW)
+        replay = replay_reason(win, header.seq)
         if replay:
             rec.update(status="replay", detail=replay)
         else:

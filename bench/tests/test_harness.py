@@ -1,7 +1,9 @@
 """The harness end to end on three cheap entries (root: network namespaces).
 
 Asserts what `make bench` shows a user: a row with figures for the raw
-path and for a camex relay, and the files it promises. No figure is
+path, for a camex relay and for camex as users start it (no --protocol)
+measured the other way (iperf3 -R: the client receives), and the files it
+promises. No figure is
 compared with a threshold: performance is judged by reading the results,
 not by tests.
 """
@@ -15,13 +17,15 @@ from bench import run
 
 pytestmark = pytest.mark.lab
 
+ENTRIES = ("raw", "camex-relay-plain", "naive-python-aead", "camex-default-relay-rev")
+
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.fail("the bench harness test needs root (network namespaces)")
     base = str(tmp_path_factory.mktemp("bench") / "selftest")
-    assert run.main(["--quick", "--only", "raw,camex-relay-plain,naive-python-aead", "--out", base]) == 0
+    assert run.main(["--quick", "--only", ",".join(ENTRIES), "--out", base]) == 0
     with open(base + ".json") as f:
         return base, json.load(f)
 
@@ -31,7 +35,7 @@ def test_every_requested_entry_has_figures(results):
     by = {e["name"]: e for e in doc["entries"]}
     # naive-python-aead is the floor the report sets camex against: it must
     # be a tunnel that carries traffic, both ways, under its keys.
-    assert set(by) == {"raw", "camex-relay-plain", "naive-python-aead"}
+    assert set(by) == set(ENTRIES)
     for name in by:
         e = by[name]
         assert e["status"] == "ok", e.get("note")
@@ -56,3 +60,18 @@ def test_report_files_are_written(results):
     assert doc["machine"]["kernel"] in text
     with open(base + ".png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_default_command_line_row_runs_the_other_way(results):
+    base, doc = results
+    e = next(x for x in doc["entries"] if x["name"] == "camex-default-relay-rev")
+    # No --protocol: the client settled on v2 by itself.
+    server, clients = e["desc"].split("; server ")[1].split(", clients ")
+    assert "--protocol" not in server and "--protocol" not in clients
+    assert e["protocol"] == "v2"
+    # Every iperf3 run went c2 -> srv -> c1, as iperf3 itself reports.
+    assert e["direction"] == "reverse"
+    assert all(e[k]["reverse"] for k in ("tcp1", "tcp4", "udp64"))
+    fwd = next(x for x in doc["entries"] if x["name"] == "camex-relay-plain")
+    assert not any(fwd[k]["reverse"] for k in ("tcp1", "tcp4", "udp64"))
+    assert "| camex-default-relay-rev |" in open(base + ".md").read()

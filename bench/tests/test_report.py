@@ -127,3 +127,25 @@ def test_floor_claims_nothing_the_run_does_not_show():
     assert "out of reach" not in report.floor(doc)
     assert report.floor(_doc([_run("fastd-null", 0.7, 4096, group="peer")])) == ""
     assert "## The floor" not in report.markdown(_doc([]), "x.png")
+
+
+def test_default_command_line_is_set_against_protocol_v2_both_ways():
+    doc = _doc([
+        _run("camex-v2-p2p", 2.0, 1024, pps=30000),
+        _run("camex-v2-p2p-rev", 4.0, 1024, pps=20000),
+        _run("camex-default-p2p", 2.0, 1024, pps=30000),
+        _run("camex-default-p2p-rev", 3.0, 1024, pps=20000),
+        _run("camex-default-relay", 1.0, 1024),   # no v2 twin in this run: no line
+    ])
+    text = report.defaults(doc)
+    assert "| camex-default-p2p / camex-v2-p2p | 2.000 / 2.000 = 1.00 x | " \
+           "30.0 / 30.0 = 1.00 x | met |" in text
+    assert "| camex-default-p2p-rev / camex-v2-p2p-rev | 3.000 / 4.000 = 0.75 x | " \
+           "20.0 / 20.0 = 1.00 x | NOT met |" in text
+    assert "camex-default-relay" not in text
+    md = report.markdown(doc, "x.png")
+    assert "## The default command line against --protocol v2" in md
+    assert "| camex-default-p2p-rev | 3.000 |" in report.table(doc)
+    # nothing to compare: no section
+    assert report.defaults(_doc([_run("camex-v2-p2p", 2.0, 1024)])) == ""
+    assert "## The default command line" not in report.markdown(_doc([]), "x.png")

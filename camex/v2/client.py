@@ -371,9 +371,14 @@ class ClientSession:
         if items is None:
             self.stats["malformed"] += 1
         elif items:
-            if self.ack_due is None:
-                self.ack_due = now + self.t.passive_keepalive
+            self._ack_later(now)
             out.append(event(items))
+
+    def _ack_later(self, now: float) -> None:
+        """Data came from the server: a passive keepalive falls due unless
+        we send it something first (camex.v2.lone calls this too)."""
+        if self.ack_due is None:
+            self.ack_due = now + self.t.passive_keepalive
 
     def _authenticated(self, flags: int, now: float):
         """What an authenticated DATA or BULK frame's flags ask: (events,

@@ -194,11 +194,15 @@ def test_replay_window_is_per_sender_prefix(tmp_path, capsys):
 
 
 def test_replay_window_unit():
-    w = dissect.ReplayWindow()
-    assert w.check(10) is None and w.check(9) is None and w.check(10)
-    assert w.check(10 + 64) is None       # slides: 10 is now 64 behind
-    assert w.check(10) and w.check(11) is None
-    assert w.check(1000) is None and w.check(937) is None and w.check(936)
+    # The daemon's own window class (camex.replay), 64 wide as the spec's receiver.
+    w = dissect.ReplayWindow(dissect.REPLAY_WINDOW)
+    check = lambda seq: dissect.replay_reason(w, seq)   # noqa: E731
+    assert check(10) is None and check(9) is None
+    assert check(10) == "replay: seq=10 already seen"
+    assert check(10 + 64) is None       # slides: 10 is now 64 behind
+    assert check(10) == "replay: seq=10 is 64 behind 74 (outside the window)"
+    assert check(11) is None
+    assert check(1000) is None and check(937) is None and check(936)
 
 
 def test_wrong_passphrase_and_tampered_reported(tmp_path, capsys):

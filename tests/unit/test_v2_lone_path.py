@@ -1,44 +1,41 @@
 """The flat lone-datagram paths (camex.v2.lone) against the full paths.
 
 Two worlds alike (a server and two clients, seeded random bytes: the same
-indexes, counters and lengths): one with
-the flat paths the cores install, one with the full paths only. The same
-sequence - lone packets, replays, forged tags, wrong receiver indexes,
-reordered counters, multi-record DATA, keepalives, spoofed sources,
-relays - must give the same datagrams, TUN writes, drops and counters."""
+indexes, counters and lengths): one with the flat paths the cores install,
+one with the full paths only. The same sequences must give the same
+datagrams, TUN writes, drops, counters and state:
+- lone packets, replays, forged tags, wrong receiver indexes, reordered
+  counters, multi-record DATA, keepalives, spoofed sources, relays;
+- the rekey and reject limits by message count and by age, both ways, with
+  the rekey limit before and after the reject limit;
+- a previous session both ways, REKEY, CLOSE and unknown flags, roaming
+  (with a replay and a forgery from elsewhere), BULK fragments interleaved
+  with lone DATA and sharing its counters.
+
+Breaking any check of camex/v2/lone.py makes one of these fail, except
+four that cannot change an answer: the receiver-index tests (a datagram of
+another session fails the AEAD under the current key and goes the full
+way) and the `confirmed` tests (a client's sessions and a server peer's
+current session are always confirmed)."""
+
+import pytest
 
 from camex.v2 import bulk, wire
 from camex.v2.memlab import det_rng, ipv4
 
 from test_v2_core import A1, A2, CONF, PW, Wire
 from camex.config import parse_config
+from camex.io.gso import datagrams_of
 from camex.v2.core import V2ClientCore, V2ServerCore
+from camex.v2.noise import nonce_bytes
+from camex.v2.session import AEADS, Timers
 
 C1, C2, GW, LOCAL = "10.0.0.2", "10.0.0.3", "10.0.0.1", "10.0.0.1"
 
 
 def world(fast: bool):
-    srv = V2ServerCore(global_passphrase=PW, config=parse_config(CONF), local_delivery=True,
-                       rng=det_rng(b"srv"))
-    c1 = V2ClientCore(auto=True, passphrase=PW, client_id="cam1", rng=det_rng(b"c1"))
-    c2 = V2ClientCore(auto=True, passphrase=b"cam2-own-secret", client_id="CAM2",
-                      rng=det_rng(b"c2"))
-    if not fast:   # the full paths only
-        for c in (c1, c2):
-            c.datagram_received = bulk.FastReceiver(c.session.frames, c._datagram_received,
-                                                     c._frame_received)
-            c.tun_packet = c._tun_packet
-        srv.datagram_received = bulk.FastReceiver(srv.server.frames, srv._datagram_received,
-                                                   srv.frame_received)
-        srv.deliver = srv._deliver
-        srv.seal_lone = None
-    w = Wire(srv, {A1: c1, A2: c2})
-    for c in (c1, c2):
-        c.start(w.now)
-        c.connected(w.now)
-    w.pump()
+    w, srv, c1, c2 = timed_world(fast)
     w.tick(1.0)
-    assert c1.established and c2.established
     return w, srv, c1, c2
 
 
@@ -169,3 +166,495 @@ def test_the_sequence_delivers_what_a_user_expects():
     assert c1[4] == {"not-ipv4": 1}        # the IPv6 record
     assert {k: c1[5][k] for k in ("replay", "forged", "stale", "malformed")} == \
         {"replay": 2, "forged": 1, "stale": 1, "malformed": 1}
+
+
+# --- limits, ages, a previous session, flags, roaming and BULK ---------------
+#
+# The same two worlds, with timers shrunk so that the limits come within a
+# few datagrams. Each scenario below is run once per world; every step
+# records what left each core and the full state the checks read and write
+# (windows, counters and limits, sessions current and previous, endpoints,
+# timers, statistics), and the two logs must be equal step by step. Each
+# scenario also asserts what a user sees, so that it cannot pass by doing
+# nothing.
+
+A1B, A3 = ("198.51.100.7", 5001), ("203.0.113.9", 6001)
+
+
+def timed_world(fast: bool, **timers):
+    """A server and two clients with established sessions, Timers(**timers)
+    in every core; `fast`: the flat paths the cores install, else the full
+    paths only."""
+    srv = V2ServerCore(global_passphrase=PW, config=parse_config(CONF), local_delivery=True,
+                       rng=det_rng(b"srv"), timers=Timers(**timers))
+    c1 = V2ClientCore(auto=True, passphrase=PW, client_id="cam1", rng=det_rng(b"c1"),
+                      timers=Timers(**timers))
+    c2 = V2ClientCore(auto=True, passphrase=b"cam2-own-secret", client_id="CAM2",
+                      rng=det_rng(b"c2"), timers=Timers(**timers))
+    if not fast:
+        for c in (c1, c2):
+            c.datagram_received = bulk.FastReceiver(c.session.frames, c._datagram_received,
+                                                    c._frame_received)
+            c.tun_packet = c._tun_packet
+        srv.datagram_received = bulk.FastReceiver(srv.server.frames, srv._datagram_received,
+                                                  srv.frame_received)
+        srv.deliver = srv._deliver
+        srv.seal_lone = None
+    w = Wire(srv, {A1: c1, A2: c2})
+    for c in (c1, c2):
+        c.start(w.now)
+        c.connected(w.now)
+    w.pump()
+    assert c1.established and c2.established
+    return w, srv, c1, c2
+
+
+def sess(s):
+    """What the checks read and write of a session (its keys aside: the
+    handshakes draw on the system's random source)."""
+    if s is None:
+        return None
+    return (s.local_index, s.remote_index, s.send_counter, s.window.top, s.window.bitmap,
+            s.confirmed, s.created, s.last_sent, s.last_received, s.send_limit, s.recv_limit)
+
+
+def full_state(srv, c1, c2):
+    s = srv.server
+    peers = {p.key: (dict(p.stats), p.ack_due, p.timer_at, p.endpoint, sess(p.current),
+                     sess(p.previous)) for p in s.peers.values()}
+    owners = sorted((i, type(o).__name__) for i, o in s.sessions.items())
+    clients = [(c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes, dict(c.drops), c.last_rx,
+                c.last_register, dict(c.session.stats), c.session.ack_due,
+                c.session.first_unanswered, c.session.handshaking, c.session.next_handshake,
+                len(c.session.queue), c.session.up, sess(c.session.current),
+                sess(c.session.previous), c.next_deadline()) for c in (c1, c2)]
+    return (dict(s.stats), dict(srv.drops), peers, owners, sorted(s.pending_by_key),
+            srv.next_deadline(), clients)
+
+
+class Log:
+    """Step by step: what came out of every core, and the state after."""
+
+    def __init__(self, w, srv, c1, c2):
+        self.w, self.srv, self.c1, self.c2 = w, srv, c1, c2
+        self.entries = []
+
+    def step(self, what):
+        """Take every output (cut BULK runs into datagrams), log it, return
+        (server outbox [(datagram, addr)], c1's datagrams, c2's datagrams)."""
+        srv, c1, c2 = self.srv, self.c1, self.c2
+        out = [(x, a) for d, a in take(srv.outbox) for x in datagrams_of([d])]
+        n1, n2 = datagrams_of(take(c1.to_net)), datagrams_of(take(c2.to_net))
+        self.entries.append((what, [(head(d), len(d), a) for d, a in out],
+                             take(srv.to_tun), take(c1.to_tun), take(c2.to_tun),
+                             [(head(d), len(d)) for d in n1], [(head(d), len(d)) for d in n2],
+                             full_state(srv, c1, c2)))
+        return out, n1, n2
+
+
+def head(d) -> bytes:
+    """A datagram's header: DATA and BULK whole (flags, receiver, counter,
+    fragment); a handshake's type and indexes only (its ephemeral keys are
+    random)."""
+    return bytes(d[:16] if d[1] in (wire.T_DATA, wire.T_BULK) else d[:8])
+
+
+def kind(d) -> int:
+    return wire.msg_type(d)
+
+
+def raw_data(s, counter: int, plain: bytes, flags: int = 0) -> bytes:
+    """A DATA datagram sealed under `s`'s send key with any counter (the
+    session's own seal refuses counters past its limit and never goes back)."""
+    header = wire.data_header(s.remote_index, counter, flags)
+    return header + AEADS.get(s.send_key).encrypt(nonce_bytes(counter), plain, header)
+
+
+def rec(src, dst, text) -> bytes:
+    return wire.pack_records([ipv4(src, dst, text)])
+
+
+def both(scenario, **timers):
+    """Run `scenario(log)` in both worlds; the logs must be equal. Returns
+    the flat paths' log (for the scenario's own assertions)."""
+    logs = []
+    for fast in (True, False):
+        log = Log(*timed_world(fast, **timers))
+        scenario(log)
+        logs.append(log.entries)
+    fast, full = logs
+    assert [e[0] for e in fast] == [e[0] for e in full]
+    for a, b in zip(fast, full):
+        assert a == b, a[0]
+    return fast
+
+
+def payloads(entries, index):
+    return [bytes(p[20:]) for e in entries for p in e[index]]
+
+
+def stats_at(entries, what):
+    return next(e for e in entries if e[0] == what)[-1]
+
+
+def counts_up(log):
+    """Client -> server by message count: DATA flows while the counter is
+    below the rekey limit; past it the client starts a handshake (its INITs
+    held back here) and keeps sending until the reject limit, then queues.
+    A counter at or past the server's receive limit, or a replay near it,
+    is refused. Then the handshake completes and the queue drains."""
+    w, srv, c1 = log.w, log.srv, log.c1
+    held = []
+    for i in range(12):
+        c1.tun_packet(ipv4(C1, LOCAL, b"count %d" % i), w.now)
+        _, n1, _ = log.step(("c1 tun", i))
+        held += [d for d in n1 if kind(d) == wire.T_INIT]
+        for d in n1:
+            if kind(d) == wire.T_DATA:
+                srv.datagram_received(d, A1, w.now)
+                log.step(("server got", i))
+        w.now += 0.01
+    s = c1.session.current
+    limit = s.send_limit
+    for label, d in (("at limit", raw_data(s, limit, rec(C1, LOCAL, b"at limit"))),
+                     ("past limit", raw_data(s, limit + 5, rec(C1, LOCAL, b"past"))),
+                     ("replay below limit", raw_data(s, limit - 1, rec(C1, LOCAL, b"again")))):
+        srv.datagram_received(d, A1, w.now)
+        log.step(label)
+    for d in held:
+        srv.datagram_received(d, A1, w.now)
+    out, _, _ = log.step("INITs released")
+    for d, _ in out:
+        c1.datagram_received(d, w.now)
+    _, n1, _ = log.step("RESP in")
+    for d in n1:
+        srv.datagram_received(d, A1, w.now)
+    log.step("queue drained")
+    for i in range(3):
+        c1.tun_packet(ipv4(C1, LOCAL, b"new session %d" % i), w.now)
+        _, n1, _ = log.step(("c1 tun, new session", i))
+        for d in n1:
+            srv.datagram_received(d, A1, w.now)
+        log.step(("server got, new session", i))
+
+
+@pytest.mark.parametrize("rekey", [6, 1000], ids=["rekey-first", "reject-first"])
+def test_message_limits_client_to_server_agree(rekey):
+    # reject-first: a rekey limit past the reject limit, so that the send
+    # paths' reject checks are the ones that stop them
+    entries = both(counts_up, rekey_after_messages=rekey, reject_after_messages=10)
+    got = payloads(entries, 2)
+    # Sent under the old session: up to its reject limit (counters 0-9,
+    # some taken by the handshake's keepalive); the rest waited for the new
+    # session and came then, in order; nothing crafted near the limit.
+    assert got[:3] == [b"count 0", b"count 1", b"count 2"]
+    assert b"at limit" not in got and b"past" not in got and b"again" not in got
+    assert got[-3:] == [b"new session 0", b"new session 1", b"new session 2"]
+    assert sorted(got) == sorted([b"count %d" % i for i in range(12)]
+                                 + [b"new session %d" % i for i in range(3)])
+    inits = [e for e in entries if e[0][0] == "c1 tun" and any(h[1] == wire.T_INIT
+                                                               for h, _ in e[5])]
+    assert inits, "the rekey limit started no handshake"
+    assert stats_at(entries, "past limit")[0]["replay"] == 2   # at and past the limit
+    assert stats_at(entries, "replay below limit")[0]["replay"] == 3
+
+
+def counts_down(log):
+    """Server -> client by message count: past the rekey limit the server
+    flags its DATA (REKEY, full path) and the client starts a handshake
+    (held back); past the reject limit the server sends nothing more. The
+    client refuses a counter at or past its receive limit."""
+    w, srv, c1 = log.w, log.srv, log.c1
+    held = []
+    for i in range(12):
+        srv.tun_packet(ipv4(LOCAL, C1, b"down %d" % i), w.now)
+        out, _, _ = log.step(("srv tun", i))
+        for d, _ in out:
+            c1.datagram_received(d, w.now)
+            _, n1, _ = log.step(("c1 got", i))
+            held += [x for x in n1 if kind(x) == wire.T_INIT]
+        w.now += 0.01
+    peer = next(p for p in srv.server.peers.values() if p.client_id == "cam1")
+    s = peer.current
+    limit = s.send_limit
+    for label, d in (("at limit", raw_data(s, limit, rec(LOCAL, C1, b"at limit"))),
+                     ("replay below limit", raw_data(s, limit - 1, rec(LOCAL, C1, b"again")))):
+        c1.datagram_received(d, w.now)
+        log.step(label)
+    for d in held:
+        srv.datagram_received(d, A1, w.now)
+    out, _, _ = log.step("INITs released")
+    for d, _ in out:
+        c1.datagram_received(d, w.now)
+    _, n1, _ = log.step("RESP in")
+    for d in n1:
+        srv.datagram_received(d, A1, w.now)
+    log.step("confirmed")
+    for i in range(3):
+        srv.tun_packet(ipv4(LOCAL, C1, b"new %d" % i), w.now)
+        out, _, _ = log.step(("srv tun, new session", i))
+        for d, _ in out:
+            c1.datagram_received(d, w.now)
+        log.step(("c1 got, new session", i))
+
+
+def test_message_limits_server_to_client_agree():
+    entries = both(counts_down, rekey_after_messages=6, reject_after_messages=10)
+    got = payloads(entries, 3)
+    assert b"at limit" not in got and b"again" not in got
+    assert got[-3:] == [b"new 0", b"new 1", b"new 2"]
+    # past the send limit the server had no session to send with: dropped
+    assert 0 < len(got) - 3 < 12
+    flagged = [h for e in entries if e[0][0] == "srv tun" for h, _, _ in e[1]
+               if h[2] & wire.FLAG_REKEY]
+    assert flagged, "no DATA past the rekey limit carried the REKEY flag"
+    assert any(h[2] == 0 for e in entries if e[0][0] == "srv tun" for h, _, _ in e[1])
+
+
+def test_server_send_limit_without_rekey_limit_agrees():
+    # The reject limit first: no REKEY flag ever, the server stops sending
+    # at its limit and the client, hearing nothing new, has nothing to do.
+    entries = both(counts_down, rekey_after_messages=1000, reject_after_messages=10)
+    got = payloads(entries, 3)
+    assert not any(h[2] for e in entries for h, _, _ in e[1])
+    sent = [e for e in entries if e[0][0] == "srv tun" and e[1]]
+    assert 0 < len(sent) < 12 and got == [b"down %d" % i for i in range(len(sent))]
+    assert all(e[1] == [] for e in entries if e[0][0] == "srv tun" and e[0][1] >= len(sent))
+
+
+def ages(log):
+    """Both ways by age, without timers firing (a late loop): the client
+    starts a handshake at rekey_after_time, the server flags from
+    rekey_after_time + 2 handshake_retry, neither sends nor accepts from
+    reject_after_time on; a datagram sealed in time but arriving late is
+    stale. The handshake then completes and data flows again."""
+    w, srv, c1 = log.w, log.srv, log.c1
+    t0 = c1.session.current.created
+    held, late = [], []
+    for age in (0.5, 2.0, 4.9, 5.0, 5.5, 6.9, 7.0, 7.5, 8.9, 9.0, 9.5):
+        w.now = t0 + age
+        c1.tun_packet(ipv4(C1, LOCAL, b"up at %g" % age), w.now)
+        srv.tun_packet(ipv4(LOCAL, C1, b"down at %g" % age), w.now)
+        out, n1, _ = log.step(("sent", age))
+        held += [d for d in n1 if kind(d) == wire.T_INIT]
+        ups = [d for d in n1 if kind(d) == wire.T_DATA]
+        downs = [d for d, _ in out]
+        if age == 8.9:          # these arrive after the reject time
+            late = ups + downs
+            continue
+        for d in ups:
+            srv.datagram_received(d, A1, w.now)
+        for d in downs:
+            c1.datagram_received(d, w.now)
+        _, n1, _ = log.step(("received", age))
+        held += [d for d in n1 if kind(d) == wire.T_INIT]
+    w.now = t0 + 9.2
+    for d in late:
+        if kind(d) == wire.T_DATA and d[4:8] == late[0][4:8]:
+            srv.datagram_received(d, A1, w.now)
+        else:
+            c1.datagram_received(d, w.now)
+        log.step("late")
+    for d in held[-2:]:
+        srv.datagram_received(d, A1, w.now)
+    out, _, _ = log.step("INITs released")
+    for d, _ in out:
+        c1.datagram_received(d, w.now)
+    _, n1, _ = log.step("RESP in")
+    for d in n1:
+        srv.datagram_received(d, A1, w.now)
+    log.step("confirmed")
+    c1.tun_packet(ipv4(C1, LOCAL, b"up again"), w.now)
+    srv.tun_packet(ipv4(LOCAL, C1, b"down again"), w.now)
+    out, n1, _ = log.step("new session")
+    for d in n1:
+        srv.datagram_received(d, A1, w.now)
+    for d, _ in out:
+        c1.datagram_received(d, w.now)
+    log.step("new session received")
+
+
+AGE_TIMERS = dict(rekey_after_time=5.0, reject_after_time=9.0, handshake_retry=1.0,
+                  passive_keepalive=100.0, dead_after=100.0)
+
+
+def test_age_limits_agree():
+    entries = both(ages, **AGE_TIMERS)
+    up, down = payloads(entries, 2), payloads(entries, 3)
+    before = [0.5, 2, 4.9, 5, 5.5, 6.9, 7, 7.5]
+    # Sent at 8.9, arrived at 9.2: stale both ways. From 9 on the client
+    # queues for the next session; the server drops (the client is back soon).
+    assert up == [b"up at %g" % a for a in before + [9, 9.5]] + [b"up again"]
+    assert down == [b"down at %g" % a for a in before] + [b"down again"]
+    late = stats_at(entries, "INITs released")
+    assert late[0]["stale"] == 1 and late[-1][0][7]["stale"] == 1
+    sent = {e[0][1]: e for e in entries if e[0][0] == "sent"}
+    # the client starts its handshake at 5.0, not before; the server flags
+    # REKEY from 7.0 (5 + 2 retries)
+    assert not any(h[1] == wire.T_INIT for h, _ in sent[4.9][5])
+    assert any(h[1] == wire.T_INIT for h, _ in sent[5.0][5])
+    assert all(h[2] == 0 for h, _, _ in sent[6.9][1])
+    assert sent[7.0][1] and all(h[2] & wire.FLAG_REKEY for h, _, _ in sent[7.0][1])
+    assert sent[9.0][1] == []
+
+
+def test_age_limits_agree_when_the_rekey_time_is_past_the_reject_time():
+    # A configuration where the reject time comes first: the age checks of
+    # the send paths are then the reject checks, not the rekey ones.
+    entries = both(ages, **dict(AGE_TIMERS, rekey_after_time=20.0))
+    up, down = payloads(entries, 2), payloads(entries, 3)
+    before = [0.5, 2, 4.9, 5, 5.5, 6.9, 7, 7.5]
+    assert up == [b"up at %g" % a for a in before + [9, 9.5]] + [b"up again"]
+    assert down == [b"down at %g" % a for a in before] + [b"down again"]
+    sent = {e[0][1]: e for e in entries if e[0][0] == "sent"}
+    assert all(h[2] == 0 for a in before for h, _, _ in sent[a][1])   # no REKEY flag
+    assert sent[9.0][1] == [] and [h[1] for h, _ in sent[9.0][5]] == [wire.T_INIT]
+
+
+def frame(s, records, now, max_datagram=1472):
+    """The fragments of one BULK frame sealed under `s` (its next counter)."""
+    return datagrams_of(s.seal_frame(wire.pack_bulk_records(records), now, max_datagram))
+
+
+def sessions_flags_roaming_bulk(log):
+    """A previous session both ways, REKEY and CLOSE flags and an unknown
+    flag bit, roaming (and a replay or a forgery from elsewhere, which must
+    not move the endpoint), BULK frames whose fragments interleave with
+    lone DATA and share its counters."""
+    w, srv, c1, c2 = log.w, log.srv, log.c1, log.c2
+    w.now += 0.5
+    peer = next(p for p in srv.server.peers.values() if p.client_id == "cam1")
+    old_c, old_s = c1.session.current, peer.current
+    old_up = [old_c.seal(rec(C1, LOCAL, b"old up %d" % i), w.now) for i in range(2)]
+    old_down = [old_s.seal(rec(LOCAL, C1, b"old down %d" % i), w.now) for i in range(2)]
+    # The server asks for a rekey (the full path sends REKEY past its limits):
+    c1.datagram_received(old_s.seal(rec(LOCAL, C1, b"rekey please"), w.now, wire.FLAG_REKEY),
+                         w.now)
+    _, n1, _ = log.step("REKEY flag to c1")
+    for d in n1:
+        srv.datagram_received(d, A1, w.now)
+    out, _, _ = log.step("INIT to server")
+    # before the client confirms, lone DATA still arrives on the old session
+    c1.tun_packet(ipv4(C1, LOCAL, b"while pending"), w.now)
+    _, n1, _ = log.step("c1 tun while pending")
+    for d in n1:
+        srv.datagram_received(d, A1, w.now)
+    log.step("server got, pending")
+    for d, _ in out:
+        c1.datagram_received(d, w.now)
+    _, n1, _ = log.step("RESP to c1")
+    for d in n1:
+        srv.datagram_received(d, A1, w.now)
+    log.step("confirmed")
+    # the previous session, both ways, and its replays
+    for i, d in enumerate(old_up + old_up[:1]):
+        srv.datagram_received(d, A1, w.now)
+        log.step(("previous session up", i))
+    for i, d in enumerate(old_down + old_down[1:]):
+        c1.datagram_received(d, w.now)
+        log.step(("previous session down", i))
+    new_c, new_s = c1.session.current, peer.current
+    # flags: unknown bit, CLOSE to and from the server come last
+    odd = new_c.seal(rec(C1, LOCAL, b"odd flag"), w.now, 0x40)
+    srv.datagram_received(odd, A1, w.now)
+    log.step("unknown flag up")
+    c1.datagram_received(new_s.seal(rec(LOCAL, C1, b"odd down"), w.now, 0x40), w.now)
+    log.step("unknown flag down")
+
+    # roaming: c1 moves; a replay and a forgery from elsewhere must not move it
+    ups = []
+    for i in range(4):
+        c1.tun_packet(ipv4(C1, LOCAL if i % 2 else C2, b"roam %d" % i), w.now)
+        ups += log.step(("c1 tun, roaming", i))[1]
+    for label, d, addr in (("from B", ups[0], A1B), ("again from B", ups[1], A1B),
+                           ("replay from A", ups[0], A1), ("forged from C", forged(ups[2]), A3),
+                           ("from A again", ups[2], A1), ("late from B", ups[3], A1B)):
+        srv.datagram_received(d, addr, w.now)
+        out, _, _ = log.step(label)
+        for x, a in out:
+            if a == A2:
+                c2.datagram_received(x, w.now)
+                log.step((label, "relayed to c2"))
+    # after the move the server sends to the new address
+    srv.tun_packet(ipv4(LOCAL, C1, b"to where c1 is"), w.now)
+    out, _, _ = log.step("srv tun after roaming")
+    assert {a for _, a in out} == {A1B}
+
+    # BULK up: fragments of one frame with lone DATA in between; then a
+    # DATA with a frame's counter, the frame again, a frame for c2 (relay)
+    big = ipv4(C1, LOCAL, b"B" * 3000)
+    frag = frame(new_c, [(0, big)], w.now)
+    c1.tun_packet(ipv4(C1, LOCAL, b"between fragments"), w.now)
+    (lone,) = log.step("c1 tun between")[1]
+    frame_counter = int.from_bytes(frag[0][8:16], "little")
+    bulk_seq = [("fragment 0", frag[0]), ("lone DATA", lone)] + \
+        [(("fragment", i), f) for i, f in enumerate(frag[1:], 1)] + \
+        [("DATA with the frame's counter",
+          raw_data(new_c, frame_counter, rec(C1, LOCAL, b"same counter"))),
+         ("frame again", None)]
+    for label, d in bulk_seq:
+        for x in (frag if d is None else [d]):
+            srv.datagram_received(x, A1, w.now)
+        log.step(label)
+    relay = frame(new_c, [(0, ipv4(C1, C2, b"R" * 2500))], w.now)
+    for i, d in enumerate(relay):
+        srv.datagram_received(d, A1, w.now)
+        out, _, _ = log.step(("relay fragment", i))
+        for x, a in out:
+            c2.datagram_received(x, w.now)
+            log.step(("c2 got", i))
+    # BULK down, the same interleaving
+    frag = frame(new_s, [(0, ipv4(LOCAL, C1, b"D" * 3000))], w.now)
+    srv.tun_packet(ipv4(LOCAL, C1, b"down between"), w.now)
+    ((lone, _),) = log.step("srv tun between")[0]
+    for i, d in enumerate([frag[0], lone] + frag[1:] + frag):
+        c1.datagram_received(d, w.now)
+        log.step(("bulk down", i))
+
+    # CLOSE from c2, here with a record (the server forgets c2 and takes
+    # nothing from a session that ends), then relays to it go nowhere
+    srv.datagram_received(c2.session.current.seal(rec(C2, LOCAL, b"last words"), w.now,
+                                                  wire.FLAG_CLOSE), A2, w.now)
+    log.step("server got CLOSE")
+    c1.tun_packet(ipv4(C1, C2, b"to a closed c2"), w.now)
+    for d in log.step("c1 tun to closed c2")[1]:
+        srv.datagram_received(d, A1, w.now)
+    log.step("server after c2 left")
+    # CLOSE from the server: the client starts over
+    c1.datagram_received(new_s.seal(b"", w.now, wire.FLAG_CLOSE), w.now)
+    log.step("CLOSE to c1")
+    c1.datagram_received(new_s.seal(rec(LOCAL, C1, b"after close"), w.now), w.now)
+    log.step("DATA after CLOSE")
+    w.tick(2.0)
+    log.step("tick")
+
+
+def test_sessions_flags_roaming_and_bulk_agree():
+    entries = both(sessions_flags_roaming_bulk)
+    up, down, c2 = payloads(entries, 2), payloads(entries, 3), payloads(entries, 4)
+    assert up[:3] == [b"while pending", b"old up 0", b"old up 1"]
+    assert up[3] == b"odd flag"
+    assert down[:4] == [b"rekey please", b"old down 0", b"old down 1", b"odd down"]
+    # roaming: each datagram once, wherever it came from; the replay and the
+    # forgery moved nothing
+    assert [p for p in up if p.startswith(b"roam")] == [b"roam 1", b"roam 3"]
+    assert [p for p in c2 if p.startswith(b"roam")] == [b"roam 0", b"roam 2"]
+    moves = [e[-1][2]["cam1"][3] for e in entries if e[0] in (
+        "from B", "again from B", "replay from A", "forged from C", "from A again",
+        "late from B")]
+    assert moves == [A1B, A1B, A1B, A1B, A1, A1B]
+    # BULK: the frame once, the lone DATA between its fragments, nothing
+    # for the DATA that reused the frame's counter nor for the frame again
+    assert b"between fragments" in up and b"same counter" not in up
+    assert [p for p in up if p.startswith(b"BBB")] == [b"B" * 3000]
+    assert [p for p in c2 if p.startswith(b"RRR")] == [b"R" * 2500]
+    assert [p for p in down if p.startswith(b"DDD")] == [b"D" * 3000]
+    assert b"down between" in down
+    assert b"to a closed c2" not in c2 and b"after close" not in down
+    assert b"last words" not in up
+    assert "cam2" not in stats_at(entries, "server got CLOSE")[2]   # c2 closed: forgotten
+    # CLOSE from the server: c1 knocks at once and is back after the tick
+    closed = next(e for e in entries if e[0] == "CLOSE to c1")
+    assert closed[-1][-1][0][10] and closed[-1][-1][0][14] is None
+    assert any(h[1] == wire.T_INIT for h, _ in closed[5])
+    assert entries[-1][-1][-1][0][14] is not None and "cam1" in entries[-1][-1][2]
