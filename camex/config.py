@@ -369,6 +369,14 @@ def check_policy(cfg: ServerConfig, server_interfaces=()) -> None:
         raise ConfigError(cfg.path, line, message)
 
 
+def _add_network(nets: list, value: str) -> None:
+    """One more network of a repeatable key; the same one twice is an error."""
+    net = parse_route(value)
+    if net in nets:
+        raise ValueError(f"{net} is listed twice in this section")
+    nets.append(net)
+
+
 def _apply(prof: Profile, section: ClientSection | None, key: str, value: str) -> None:
     if key == "local_cidr":
         prof.local_cidr = parse_host_cidr(value)
@@ -385,18 +393,12 @@ def _apply(prof: Profile, section: ClientSection | None, key: str, value: str) -
         if section is None:
             raise ValueError("only allowed in [client ID] sections (networks "
                              "behind that client)")
-        net = parse_route(value)
-        if net in prof.allowed:
-            raise ValueError(f"{net} is listed twice in this section")
-        prof.allowed.append(net)
+        _add_network(prof.allowed, value)
     elif key == "client_cidr":
         if section is not None:
             raise ValueError("only allowed in [defaults] (the tunnel network "
                              "clients' addresses come from)")
-        net = parse_route(value)
-        if net in prof.client_cidr:
-            raise ValueError(f"{net} is listed twice in this section")
-        prof.client_cidr.append(net)
+        _add_network(prof.client_cidr, value)
     elif key == "route_cidr":
         route = parse_route(value)
         if route in prof.routes:

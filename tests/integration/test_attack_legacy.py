@@ -56,18 +56,6 @@ def _attacker_socket(lab):
     return s
 
 
-def _received(sock, wait=0.3):
-    """Everything the attacker's socket got (answers of the server)."""
-    out = []
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        try:
-            out.append(sock.recv(65535))
-        except BlockingIOError:
-            time.sleep(0.02)
-    return out
-
-
 def test_spoofed_plaintext_data_does_not_hijack(star3, camex3):
     """Flaw 1, plaintext: the C server learns a client's endpoint from the
     inner source of any packet. Spoofed DATA claiming C1's tunnel address
@@ -162,7 +150,7 @@ def test_replayed_data_and_register_from_other_endpoints(star3, camex3):
             forger.send("10.250.0.2", sport, "10.250.2.1", PORT, p.payload); sent += 1
 
     got = sink.drain(1.0)
-    answers = _received(att)
+    answers = A.drain(att)
     st = F.status(ctl)
     after = st["drops"]
     print(f"\nreplays: {sent} datagrams replayed ({len(registers)} REGISTER, {len(datas)} DATA "
@@ -213,7 +201,7 @@ def test_key_of_one_client_cannot_claim_another(star3, camex3):
     for psk, msg in attempts:
         sealer = A.Sealer(psk.encode())
         att.sendto(sealer.seal(1, msg), ("10.250.2.1", PORT))
-    answers = _received(att, 1.0)
+    answers = A.drain(att, 1.0)
     after = F.status(ctl)["drops"]
     refused = after.get("register-refused", 0) - before.get("register-refused", 0)
     print(f"\nkey misuse: {len(attempts)} REGISTERs with the wrong client's key, "
@@ -232,7 +220,7 @@ def test_key_of_one_client_cannot_claim_another(star3, camex3):
     wait_until(lambda: F.client_entry(ctl, "10.0.0.3") is None, 5, "C2's entry to go")
     old = A.Sealer(C2_PSK.encode())
     att.sendto(old.seal(1, b"CX2P REGISTER MODE=AUTO CLIENT_ID=C2\n"), ("10.250.2.1", PORT))
-    assert _received(att, 0.5) == []
+    assert A.drain(att, 0.5) == []
     assert F.client_entry(ctl, "10.0.0.3") is None
     assert F.client_entry(ctl, "10.0.0.2")["endpoint"] == endpoints["10.0.0.2"]
     assert not lab.c1.ping("10.0.0.3", count=2, interval=0.1, wait=0.5).ok
