@@ -209,6 +209,18 @@ def timed_world(fast: bool, **timers):
     return w, srv, c1, c2
 
 
+def handshake_again(log, w, srv, c1, label) -> None:
+    """The held INITs have reached the server: its RESP to c1, c1's
+    confirmation back, each step logged (the last one as `label`)."""
+    out, _, _ = log.step("INITs released")
+    for d, _ in out:
+        c1.datagram_received(d, w.now)
+    _, n1, _ = log.step("RESP in")
+    for d in n1:
+        srv.datagram_received(d, A1, w.now)
+    log.step(label)
+
+
 def sess(s):
     """What the checks read and write of a session (its keys aside: the
     handshakes draw on the system's random source)."""
@@ -323,13 +335,7 @@ def counts_up(log):
         log.step(label)
     for d in held:
         srv.datagram_received(d, A1, w.now)
-    out, _, _ = log.step("INITs released")
-    for d, _ in out:
-        c1.datagram_received(d, w.now)
-    _, n1, _ = log.step("RESP in")
-    for d in n1:
-        srv.datagram_received(d, A1, w.now)
-    log.step("queue drained")
+    handshake_again(log, w, srv, c1, "queue drained")
     for i in range(3):
         c1.tun_packet(ipv4(C1, LOCAL, b"new session %d" % i), w.now)
         _, n1, _ = log.step(("c1 tun, new session", i))
@@ -383,13 +389,7 @@ def counts_down(log):
         log.step(label)
     for d in held:
         srv.datagram_received(d, A1, w.now)
-    out, _, _ = log.step("INITs released")
-    for d, _ in out:
-        c1.datagram_received(d, w.now)
-    _, n1, _ = log.step("RESP in")
-    for d in n1:
-        srv.datagram_received(d, A1, w.now)
-    log.step("confirmed")
+    handshake_again(log, w, srv, c1, "confirmed")
     for i in range(3):
         srv.tun_packet(ipv4(LOCAL, C1, b"new %d" % i), w.now)
         out, _, _ = log.step(("srv tun, new session", i))
@@ -457,13 +457,7 @@ def ages(log):
         log.step("late")
     for d in held[-2:]:
         srv.datagram_received(d, A1, w.now)
-    out, _, _ = log.step("INITs released")
-    for d, _ in out:
-        c1.datagram_received(d, w.now)
-    _, n1, _ = log.step("RESP in")
-    for d in n1:
-        srv.datagram_received(d, A1, w.now)
-    log.step("confirmed")
+    handshake_again(log, w, srv, c1, "confirmed")
     c1.tun_packet(ipv4(C1, LOCAL, b"up again"), w.now)
     srv.tun_packet(ipv4(LOCAL, C1, b"down again"), w.now)
     out, n1, _ = log.step("new session")
