@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 
-from camex.contract import SuperPacket
 from camex.io import gso
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
