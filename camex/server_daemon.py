@@ -7,6 +7,7 @@ import errno
 import functools
 import ipaddress
 import selectors
+import time
 
 from .core.client import IfConfig, default_mtu
 from .core.server_mux import ServerMux
@@ -16,6 +17,7 @@ from .keylog import open_keylog
 from .legacy import codec
 from .log import LOG, Throttle, fault
 from .procinfo import process_status
+from .server_state_io import ServerState
 from .loop import BATCH, BURST_GAP, Loop, StartupError
 from .options import read_psk_file, v2_timers
 
@@ -43,6 +45,9 @@ class ServerDaemon:
                               keylog=self.keylog, timers=v2_timers(opts) if v2 else None,
                               max_clients=opts.max_clients)
         self.tun_config = self._tun_config(config) if opts.server_tun else None
+        # Legacy clients and counters kept across restarts (--state-dir).
+        self.state = ServerState(self.core.legacy, opts) if self.core.legacy is not None \
+            else None
         self.loop = None
         self.sock = None
         self.tun = None
@@ -135,6 +140,9 @@ class ServerDaemon:
                      "on" if self.features.udp_gso else "off (kernel < 4.18)",
                      "on" if self.features.udp_gro else "off (kernel < 5.0)")
             self.loop.sel.register(self.sock, selectors.EVENT_READ, self._sock_readable)
+            if self.state is not None:
+                # Before "listening": a client's first datagram finds its entry.
+                self.state.load(self.loop.now())
             if self.tun_config is not None:
                 self._open_tun()
             self.loop.serve_control(self.opts.control_socket,
@@ -144,12 +152,14 @@ class ServerDaemon:
                      " and ".join(self.protocols),
                      "encrypted" if self.key else "plaintext",
                      ", key fingerprint " + codec.fingerprint(self.key) if self.key else "")
-            self.loop.run(self.core.next_deadline, self._timer, self._reload)
+            self.loop.run(self._next_deadline, self._timer, self._reload)
             LOG.info("stopping")
             # v2 clients get a CLOSE, so they knock again at once and are
             # back as soon as a new server is.
             self.core.close(self.loop.now())
             self._flush()
+            if self.state is not None:
+                self.state.save(self.loop.now())
             return 0
         finally:
             if self.link is not None:
@@ -164,6 +174,7 @@ class ServerDaemon:
     def status(self) -> dict:
         now = self.loop.now()
         return {"mode": "server", "port": self.opts.port, "encrypted": self.key is not None,
+                "wall_time": round(time.time(), 3),
                 "protocols": self.protocols, "clients": self.core.status_clients(now),
                 "v2_cookies_sent": self.core.v2.server.stats["cookie_sent"]
                 if self.core.v2 is not None else None,
@@ -190,9 +201,15 @@ class ServerDaemon:
         LOG.info("configuration reloaded: %d client section(s)",
                  len(config.clients) if config else 0)
 
+    def _next_deadline(self) -> float:
+        t = self.core.next_deadline()
+        return t if self.state is None else min(t, self.state.next_save)
+
     def _timer(self, now: float) -> None:
         self.core.on_timer(now)
         self._flush()
+        if self.state is not None and now >= self.state.next_save:
+            self.state.save(now)
 
     def _sock_readable(self) -> None:
         now = self.loop.now()
