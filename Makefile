@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 # Debian packages every userspace target needs (namespaces, traffic, tools).
-APT_BASE := iproute2 iperf3 nftables tcpdump iputils-ping procps kmod
+APT_BASE := iproute2 iperf3 nftables tcpdump iputils-ping procps kmod faketime
 
 .PHONY: all venv deps test test-unit test-integration demo clean distclean
 
