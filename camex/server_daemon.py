@@ -46,8 +46,7 @@ class ServerDaemon:
                               max_clients=opts.max_clients)
         self.tun_config = self._tun_config(config) if opts.server_tun else None
         # Legacy clients and counters kept across restarts (--state-dir).
-        self.state = ServerState(self.core.legacy, opts) if self.core.legacy is not None \
-            else None
+        self.state = ServerState(self.core, opts)
         self.loop = None
         self.sock = None
         self.tun = None
@@ -143,6 +142,7 @@ class ServerDaemon:
             if self.state is not None:
                 # Before "listening": a client's first datagram finds its entry.
                 self.state.load(self.loop.now())
+                self._flush()
             if self.tun_config is not None:
                 self._open_tun()
             self.loop.serve_control(self.opts.control_socket,

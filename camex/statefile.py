@@ -36,6 +36,7 @@ import json
 import os
 import socket
 import tempfile
+import time
 from hmac import compare_digest
 
 from . import __version__
@@ -45,6 +46,18 @@ FORMAT = "camex-server-state"
 VERSION = 1
 MAC_INFO = b"camex server state file entry mac v1"
 SHOW_REASONS = 4  # ignored entries named in the one summary line
+
+
+def boot_clock() -> tuple:
+    """(boot id, seconds since boot): the age of a file written since this
+    boot, whatever the wall clock did in between (CLOCK_BOOTTIME counts
+    suspend too and is never set)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = None
+    return boot, time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def host_id() -> str:
@@ -105,7 +118,7 @@ class EntryMac:
 
 
 def encode(snapshot: dict, *, host: str, port: int, encrypted: bool, saved_at: float,
-           key_for) -> bytes:
+           key_for, boot: tuple = (None, None)) -> bytes:
     """The file's bytes for a core snapshot (server_state.snapshot)."""
     macs = EntryMac(key_for, f"{host}|{port}|".encode())
     state = dict(snapshot)
@@ -113,12 +126,13 @@ def encode(snapshot: dict, *, host: str, port: int, encrypted: bool, saved_at: f
         state["peers"] = [dict(e, mac=macs.mac(e)) for e in snapshot.get("peers", [])]
         state["windows"] = [dict(e, mac=macs.mac(e)) for e in snapshot.get("windows", [])]
     body = {"format": FORMAT, "version": VERSION, "camex": __version__, "host": host,
-            "port": port, "encrypted": encrypted, "saved_at": saved_at, "state": state}
+            "port": port, "encrypted": encrypted, "saved_at": saved_at,
+            "boot_id": boot[0], "boottime": boot[1], "state": state}
     return canonical(dict(body, sha256=hashlib.sha256(canonical(body)).hexdigest())) + b"\n"
 
 
 def decode(data: bytes, *, host: str, port: int, encrypted: bool, now_wall: float,
-           key_for) -> tuple[dict, float, list]:
+           key_for, boot: tuple = (None, None)) -> tuple[dict, float, list]:
     """(state for server_state.restore, its age in seconds, [notes]) of a
     file's bytes; entries whose MAC does not open are left out with a note.
     Raises Refused for a file that is not used at all (after taking what
@@ -137,8 +151,7 @@ def decode(data: bytes, *, host: str, port: int, encrypted: bool, now_wall: floa
     saved_at = body.get("saved_at")
     if type(state) is not dict or type(saved_at) not in (int, float):
         raise Refused("not a server state")
-    # A clock that stepped back gives no age: count none.
-    age = max(0.0, now_wall - saved_at)
+    age = file_age(body, now_wall, boot)
     notes = []
     if encrypted:
         macs = EntryMac(key_for, f"{host}|{port}|".encode())
@@ -154,6 +167,16 @@ def decode(data: bytes, *, host: str, port: int, encrypted: bool, now_wall: floa
                                  "the configuration, or the entry was altered".replace("  ", " "))
             state = dict(state, **{field: kept})
     return state, age, notes
+
+
+def file_age(body: dict, now_wall: float, boot: tuple) -> float:
+    """Seconds since the file was saved: by the boot clock if it was saved
+    since this boot (immune to wall-clock steps), else by the wall clock
+    (0 if that went back: a reboot into 1970 cannot tell)."""
+    if boot[0] is not None and body.get("boot_id") == boot[0] \
+            and type(body.get("boottime")) in (int, float) and body["boottime"] <= boot[1]:
+        return boot[1] - body["boottime"]
+    return max(0.0, now_wall - body["saved_at"])
 
 
 def _checked(data: bytes) -> dict:
@@ -217,7 +240,7 @@ class StateFile:
         if not self.usable:
             return False
         data = encode(snapshot, host=self.host, port=self.port, encrypted=self.encrypted,
-                      saved_at=saved_at, key_for=key_for)
+                      saved_at=saved_at, key_for=key_for, boot=boot_clock())
         tmp = None
         try:
             fd, tmp = tempfile.mkstemp(prefix=".server-", suffix=".tmp", dir=self.dir)

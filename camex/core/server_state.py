@@ -29,13 +29,46 @@ def key_name(key) -> str | None:
     return None if key is None else (key.client_id or GLOBAL)
 
 
+def v2_snapshot(v2server) -> list:
+    """[address, port, index] of each v2 client's current session: no key
+    (those die with the process), only where to send a NOSESSION so that
+    the client handshakes again at once, even if it is idle."""
+    out = []
+    for p in v2server.peers.values():
+        if p.endpoint is not None and p.current is not None:
+            out.append([p.endpoint[0], p.endpoint[1], p.current.local_index])
+    return out
+
+
+def v2_hints(entries) -> tuple[list, int]:
+    """(NOSESSION datagrams as (bytes, endpoint), entries ignored) for the
+    v2 clients a predecessor served: the client checks the index against
+    its session and handshakes early (docs/PROTOCOL.md, NOSESSION)."""
+    from ..v2 import wire
+
+    out, bad = [], 0
+    for e in entries if type(entries) is list else []:
+        try:
+            host, port, index = e
+            ipaddress.IPv4Address(host)
+            if type(port) is not int or not 0 < port < 65536 or type(index) is not int \
+                    or not 0 <= index < 1 << 32:
+                raise ValueError
+        except (TypeError, ValueError):
+            bad += 1
+            continue
+        out.append((wire.pack_nosession(index), (host, port)))
+    return out, bad
+
+
 def _window(w) -> list | None:
     return None if w is None else [w.top, w.bitmap]
 
 
-def snapshot(server, now: float, wall: float) -> dict:
-    """The server's state: `now` is its monotonic clock, `wall` the wall
-    clock at the same instant (times are saved as wall-clock seconds)."""
+def snapshot(server, now: float) -> dict:
+    """The server's state at `now` (its monotonic clock). Times are saved
+    as durations (idle for, connected for), never as wall-clock times: the
+    successor's wall clock may be anywhere."""
     peers, live = [], set()
     for p in server.by_endpoint.values():
         live.add(id(p.rx_window))
@@ -45,7 +78,7 @@ def snapshot(server, now: float, wall: float) -> dict:
             "tx_prefix": p.tx_prefix.hex(),
             "rx_prefix": p.rx_prefix.hex() if p.rx_prefix is not None else None,
             "rx_window": _window(p.rx_window),
-            "since": round(wall - (now - p.since), 3),
+            "connected_for": round(max(0.0, now - p.since), 3),
             "idle": round(max(0.0, now - p.last_rx), 3),
         })
     windows = [{"key": k, "prefix": prefix.hex(), "window": _window(w)}
@@ -97,7 +130,7 @@ def _key(server, name):
     return key
 
 
-def _peer(server, e, now: float, wall: float, age: float) -> Peer:
+def _peer(server, e, now: float, age: float) -> Peer:
     if type(e) is not dict:
         raise Invalid("not an entry")
     ep = e.get("endpoint")
@@ -119,7 +152,7 @@ def _peer(server, e, now: float, wall: float, age: float) -> Peer:
     idle = _number(e.get("idle"), "idle time") + age
     if idle >= server.idle_timeout:
         raise Invalid(f"silent for {idle:.0f} s, past the idle timeout")
-    since = _number(e.get("since"), "start time")
+    connected = _number(e.get("connected_for"), "connection time")
     rx_prefix = e.get("rx_prefix")
     window = None
     if key is not None and rx_prefix is not None:
@@ -132,16 +165,13 @@ def _peer(server, e, now: float, wall: float, age: float) -> Peer:
                 server.seq_floor.start() if key is not None else 0)
     peer.rx_prefix, peer.rx_window = rx_prefix, window
     peer.last_rx = now - idle
-    # `since` is wall-clock time: a clock that stepped back is no reason to
-    # say "connected in the future".
-    peer.since = now - max(0.0, wall - since)
+    peer.since = now - max(0.0, connected) - age
     peer.restored = True
     return peer
 
 
-def restore(server, state, now: float, wall: float, age: float) -> tuple[int, list]:
-    """Put a snapshot back. `age`: seconds since it was saved (0 if the
-    clock stepped back). Returns (clients restored, [why each ignored
+def restore(server, state, now: float, age: float) -> tuple[int, list]:
+    """Put a snapshot back. `age`: seconds since it was saved. Returns (clients restored, [why each ignored
     entry was ignored]); an entry the key store or the configuration would
     not allow now is ignored, never installed."""
     ignored = []
@@ -164,7 +194,7 @@ def restore(server, state, now: float, wall: float, age: float) -> tuple[int, li
     restored = 0
     for e in state.get("peers") or []:
         try:
-            peer = _peer(server, e, now, wall, age)
+            peer = _peer(server, e, now, age)
             if not server._still_allowed(peer):
                 raise Invalid("the configuration no longer allows it")
             if peer.endpoint in server.by_endpoint or peer.ip in server.by_ip:

@@ -98,7 +98,7 @@ def key_for(server):
 def roundtrip(net, new, age=2.0, host=HOST, encrypted=True, mutate=None):
     """Snapshot `net.server`, encode it, optionally mutate the JSON, decode
     it for `new` and restore: (restored, ignored)."""
-    snap = server_state.snapshot(net.server, net.now, 1000.0)
+    snap = server_state.snapshot(net.server, net.now)
     data = encode(snap, host=host, port=PORT, encrypted=encrypted, saved_at=1000.0,
                   key_for=key_for(net.server))
     if mutate:
@@ -106,7 +106,7 @@ def roundtrip(net, new, age=2.0, host=HOST, encrypted=True, mutate=None):
     state, a, notes = decode(data, host=HOST, port=PORT, encrypted=encrypted,
                              now_wall=1000.0 + age, key_for=key_for(new))
     assert a == age
-    n, ignored = server_state.restore(new, state, 500.0, 1000.0 + age, a)
+    n, ignored = server_state.restore(new, state, 500.0, a)
     return n, notes + ignored
 
 
@@ -196,7 +196,7 @@ def test_a_damaged_or_foreign_file_is_refused_whole(mutate, why):
 
 def test_a_foreign_files_high_water_mark_is_still_taken():
     net, _ = fleet()
-    snap = server_state.snapshot(net.server, net.now, 1000.0)
+    snap = server_state.snapshot(net.server, net.now)
     data = encode(snap, host="elsewhere", port=PORT, encrypted=True, saved_at=1000.0,
                   key_for=key_for(net.server))
     assert statefile.floor_of(data) == snap["seq_high_water"]
@@ -221,7 +221,7 @@ def test_the_clock_an_hour_behind_keeps_counters_above():
 
 def test_plaintext_state_round_trips_and_has_no_macs():
     net, _ = fleet(encrypt=False)
-    snap = server_state.snapshot(net.server, net.now, 1000.0)
+    snap = server_state.snapshot(net.server, net.now)
     data = encode(snap, host=HOST, port=PORT, encrypted=False, saved_at=1000.0,
                   key_for=lambda n: None)
     assert b'"mac"' not in data
@@ -232,7 +232,7 @@ def test_plaintext_state_round_trips_and_has_no_macs():
 
 def test_the_file_holds_no_key_or_passphrase():
     net, _ = fleet()
-    snap = server_state.snapshot(net.server, net.now, 1000.0)
+    snap = server_state.snapshot(net.server, net.now)
     data = encode(snap, host=HOST, port=PORT, encrypted=True, saved_at=1000.0,
                   key_for=key_for(net.server))
     for secret in (GLOBAL, C2PSK, codec.derive_key(GLOBAL), codec.derive_key(C2PSK)):
@@ -242,14 +242,14 @@ def test_the_file_holds_no_key_or_passphrase():
 @pytest.mark.parametrize("field,value", [
     ("endpoint", ["10.250.0.2", 0]), ("endpoint", "x"), ("ip", "300.1.1.1"),
     ("mode", "MANUAL"), ("client_id", "x" * 40), ("rx_window", [1, 1 << 70]),
-    ("tx_prefix", "zz"), ("idle", float("nan")), ("since", None),
+    ("tx_prefix", "zz"), ("idle", float("nan")), ("connected_for", None),
 ])
 def test_schema_errors_ignore_the_entry_not_the_server(field, value):
     net, _ = fleet(encrypt=False)
-    snap = server_state.snapshot(net.server, net.now, 1000.0)
+    snap = server_state.snapshot(net.server, net.now)
     snap["peers"][0][field] = value
     new = successor(net, encrypt=False)
-    n, ignored = server_state.restore(new, snap, 500.0, 1001.0, 1.0)
+    n, ignored = server_state.restore(new, snap, 500.0, 1.0)
     assert n == 2 and len(ignored) == 1
 
 
@@ -263,3 +263,19 @@ def test_state_file_writes_atomically_with_mode_0600(tmp_path):
     state, _, _ = decode(f.read(), host=HOST, port=PORT, encrypted=False, now_wall=1000.0,
                          key_for=lambda n: None)
     assert state["seq_high_water"] == 5
+
+
+def test_the_age_comes_from_the_boot_clock_when_the_wall_clock_jumped():
+    net, _ = fleet()
+    snap = server_state.snapshot(net.server, net.now)
+    data = encode(snap, host=HOST, port=PORT, encrypted=True, saved_at=1000.0,
+                  key_for=key_for(net.server), boot=("boot-a", 50.0))
+    new = successor(net)
+    # Same boot, 3 s later by the boot clock, the wall clock an hour ahead.
+    _, age, _ = decode(data, host=HOST, port=PORT, encrypted=True, now_wall=4600.0,
+                       key_for=key_for(new), boot=("boot-a", 53.0))
+    assert age == 3.0
+    # Another boot: only the wall clock can tell (never below 0).
+    _, age, _ = decode(data, host=HOST, port=PORT, encrypted=True, now_wall=900.0,
+                       key_for=key_for(new), boot=("boot-b", 10.0))
+    assert age == 0.0
