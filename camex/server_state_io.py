@@ -12,7 +12,11 @@ from .statefile import SHOW_REASONS, Refused, StateFile, boot_clock, decode, flo
 
 # Saved this often (and at a clean stop): after a SIGKILL or a power cut the
 # replay windows are at most this old (docs/OPERATIONS.md, "Restarts").
+# A big table is saved less often, so that encoding it (20-40 us an entry
+# on a slow core) stays around 1% of the loop's time: every N/250 s for N
+# entries.
 SAVE_INTERVAL = 1.0
+ENTRIES_PER_SECOND = 250
 # v2 clients are nudged only if the file is fresher than this: after longer
 # their sessions are gone anyway (they handshake on their own).
 V2_HINT_MAX_AGE = 180.0
@@ -78,7 +82,8 @@ class ServerState:
             LOG.info("%s", msg)
 
     def save(self, now: float) -> None:
-        self.next_save = now + SAVE_INTERVAL
+        n = len(self.legacy.by_endpoint) if self.legacy is not None else 0
+        self.next_save = now + max(SAVE_INTERVAL, n / ENTRIES_PER_SECOND)
         snap = server_state.snapshot(self.legacy, now) \
             if self.legacy is not None else {"peers": [], "windows": []}
         if self.core.v2 is not None:

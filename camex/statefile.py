@@ -7,7 +7,7 @@ the old one, directory fsync'ed): a crash leaves the old file or the new
 one, never half of one.
 
 Integrity, from the outside in:
-- a SHA-256 over the whole content: a truncated or corrupted file (a bad
+- a SHA-256 over the whole content (its last line): a truncated or corrupted file (a bad
   disk, a half-copied file, flipped bits) is refused whole;
 - the format name and version, the host (machine-id), the port and the
   mode (encrypted or not): a file of another version, host or server is
@@ -107,7 +107,11 @@ class EntryMac:
             return None
         from cryptography.hazmat.primitives import hashes, hmac
         h = hmac.HMAC(k, hashes.SHA256())
-        h.update(self.context + canonical({n: v for n, v in entry.items() if n != "mac"}))
+        # repr of the fields in name order: the same after a JSON round
+        # trip (str, int, float, None, lists of them) and 4x cheaper than
+        # a canonical JSON dump, which was most of a save's cost.
+        h.update(self.context + "|".join(f"{n}={entry[n]!r}" for n in sorted(entry)
+                                         if n != "mac").encode())
         return h.finalize().hex()
 
     def valid(self, entry: dict) -> bool:
@@ -128,7 +132,30 @@ def encode(snapshot: dict, *, host: str, port: int, encrypted: bool, saved_at: f
     body = {"format": FORMAT, "version": VERSION, "camex": __version__, "host": host,
             "port": port, "encrypted": encrypted, "saved_at": saved_at,
             "boot_id": boot[0], "boottime": boot[1], "state": state}
-    return canonical(dict(body, sha256=hashlib.sha256(canonical(body)).hexdigest())) + b"\n"
+    return seal(body)
+
+
+def seal(body: dict) -> bytes:
+    """The file: the body as one line of JSON, then its SHA-256 (serialised
+    once: encoding is most of what a save costs)."""
+    text = json.dumps(body, separators=(",", ":")).encode()
+    return text + b"\nsha256:" + hashlib.sha256(text).hexdigest().encode() + b"\n"
+
+
+def unseal(data: bytes) -> dict:
+    """The body of a file whose checksum holds; Refused otherwise."""
+    text, sep, tail = data.rstrip(b"\n").rpartition(b"\nsha256:")
+    if not sep:
+        raise Refused("not readable (truncated or corrupt)")
+    if hashlib.sha256(text).hexdigest().encode() != tail:
+        raise Refused("checksum mismatch (corrupt or altered)")
+    try:
+        body = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise Refused("not readable (corrupt)") from None
+    if type(body) is not dict:
+        raise Refused("not a camex state file")
+    return body
 
 
 def decode(data: bytes, *, host: str, port: int, encrypted: bool, now_wall: float,
@@ -137,7 +164,7 @@ def decode(data: bytes, *, host: str, port: int, encrypted: bool, now_wall: floa
     file's bytes; entries whose MAC does not open are left out with a note.
     Raises Refused for a file that is not used at all (after taking what
     it safely can: see `floor_of`)."""
-    body = _checked(data)
+    body = unseal(data)
     if body.get("format") != FORMAT or body.get("version") != VERSION:
         raise Refused(f"written by another version (format {body.get('format')!r} "
                       f"version {body.get('version')!r}, camex {body.get('camex')!r}); "
@@ -179,25 +206,12 @@ def file_age(body: dict, now_wall: float, boot: tuple) -> float:
     return max(0.0, now_wall - body["saved_at"])
 
 
-def _checked(data: bytes) -> dict:
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise Refused("not readable (truncated or corrupt)") from None
-    if type(doc) is not dict or type(doc.get("sha256")) is not str:
-        raise Refused("not a camex state file")
-    body = {k: v for k, v in doc.items() if k != "sha256"}
-    if hashlib.sha256(canonical(body)).hexdigest() != doc["sha256"]:
-        raise Refused("checksum mismatch (corrupt or altered)")
-    return body
-
-
 def floor_of(data: bytes):
     """The counter high-water mark of a file whose checksum holds, whatever
     its version, host or mode (it can only raise where counters start;
     SeqFloor.restore bounds it), else None."""
     try:
-        state = _checked(data).get("state")
+        state = unseal(data).get("state")
     except Refused:
         return None
     return state.get("seq_high_water") if type(state) is dict else None

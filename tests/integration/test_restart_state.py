@@ -9,8 +9,6 @@ from another host, another version, or with bytes flipped: it starts, says
 what it ignored, and serves new clients."""
 
 import glob
-import hashlib
-import json
 import os
 import re
 import signal
@@ -19,6 +17,7 @@ import time
 
 import pytest
 
+from camex import statefile
 from lab import faults as F
 from lab.cclient import CClient
 from lab.daemons import GLOBAL_PSK, SERVER_READY, Camex, auto_config
@@ -180,13 +179,11 @@ def test_ten_restarts_invisible_to_c_clients(star4, camex, encrypt, measure):
 
 def _rewrite(path, fn):
     """Edit the state file's JSON and fix its checksum (a deliberate edit)."""
-    with open(path) as f:
-        doc = json.load(f)
-    body = {k: v for k, v in doc.items() if k != "sha256"}
+    with open(path, "rb") as f:
+        body = statefile.unseal(f.read())
     fn(body)
-    canon = lambda o: json.dumps(o, sort_keys=True, separators=(",", ":")).encode()
     with open(path, "wb") as f:
-        f.write(canon(dict(body, sha256=hashlib.sha256(canon(body)).hexdigest())))
+        f.write(statefile.seal(body))
 
 
 def _flip(path):

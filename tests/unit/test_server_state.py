@@ -13,7 +13,7 @@ from camex.core.server import LegacyServer
 from camex.legacy import codec
 from camex.legacy.seqfloor import MAX_FLOOR, RESTORE_MARGIN, SeqFloor
 from camex import statefile
-from camex.statefile import Refused, canonical, decode, encode
+from camex.statefile import Refused, decode, encode
 
 from test_core_legacy import A1, A2, C2PSK, DB, GLOBAL, Net, counter_rng, ip_packet
 
@@ -161,11 +161,9 @@ def test_entries_whose_key_left_or_changed_are_ignored_one_by_one():
 def _edit(fn):
     """Change the JSON and fix the checksum: a deliberate edit, not bit rot."""
     def mutate(data):
-        doc = json.loads(data)
-        body = {k: v for k, v in doc.items() if k != "sha256"}
+        body = statefile.unseal(data)
         fn(body)
-        import hashlib
-        return canonical(dict(body, sha256=hashlib.sha256(canonical(body)).hexdigest()))
+        return statefile.seal(body)
     return mutate
 
 
@@ -184,6 +182,9 @@ def test_an_edited_entry_is_refused_without_the_passphrase():
     (lambda d: d[:len(d) // 2], "truncated or corrupt"),
     (lambda d: d.replace(b'"manual"', b'"mAnual"'), "checksum mismatch"),
     (lambda d: b"", "truncated or corrupt"),
+    (lambda d: statefile.seal([1, 2]), "not a camex state file"),
+    (lambda d: b"{]\nsha256:" + __import__("hashlib").sha256(b"{]").hexdigest().encode(),
+     "corrupt"),
     (_edit(lambda b: b.update(version=2)), "another version"),
     (_edit(lambda b: b.update(host="elsewhere")), "another host"),
     (_edit(lambda b: b.update(port=7001)), "another server"),
