@@ -280,3 +280,46 @@ def test_the_age_comes_from_the_boot_clock_when_the_wall_clock_jumped():
     _, age, _ = decode(data, host=HOST, port=PORT, encrypted=True, now_wall=900.0,
                        key_for=key_for(new), boot=("boot-b", 10.0))
     assert age == 0.0
+
+
+def test_after_a_crash_only_datagrams_sent_after_the_last_save_replay_and_once():
+    """The documented bound: the file is saved, C1 sends 3 more DATA, the
+    server dies. Those 3 are taken once more by the successor, once; the
+    ones before the save are replays."""
+    net, clients = fleet()
+    before = net.captured[-1]
+    snap = server_state.snapshot(net.server, net.now)
+    c1 = clients[A1]
+    after = []
+    for i in range(3):
+        c1.tun_packet(ip_packet("10.0.0.2", "10.0.0.3", b"late%d" % i), net.now)
+        after += [(d, A1) for d in c1.to_net]
+        net.up(c1, A1)
+    new = successor(net)
+    assert server_state.restore(new, snap, 500.0, 1.0)[0] == 3
+    for d, addr in [before] + after + after:
+        new.datagram_received(d, addr, 600.0)
+    assert len(new.outbox) == 3          # each late datagram once
+    assert new.drops["replay"] == 4      # the old one, and the late ones again
+
+
+def test_v2_clients_of_the_predecessor_get_a_nosession():
+    from camex.v2 import wire
+    hints, bad = server_state.v2_hints([["10.250.3.2", 41000, 7], ["x", 1, 2],
+                                        ["10.250.3.3", 0, 1], ["10.250.3.4", 5, 1 << 32], 5])
+    assert hints == [(wire.pack_nosession(7), ("10.250.3.2", 41000))]
+    assert bad == 4
+    assert server_state.v2_hints("junk") == ([], 0)
+
+
+def test_status_says_since_when_and_whether_restored():
+    from camex.status import format_status
+    st = {"mode": "server", "port": 7000, "encrypted": True, "wall_time": 1_800_000_000.0,
+          "drops": {}, "clients": [{
+              "client_id": "C1", "address": "10.0.0.2", "endpoint": "10.250.0.2:4000",
+              "protocol": "legacy", "mode": "auto", "key": "global", "registered_ago": 1.0,
+              "last_received_ago": 0.5, "rx_bytes": 1, "rx_packets": 1, "tx_bytes": 1,
+              "tx_packets": 1, "connected_for": 3600.0, "restored": True}]}
+    text = format_status("/run/camex/server-7000.sock", st)
+    assert "connected since: 2027-01-15 07:00:00 UTC (3600 s), restored from the state file" \
+        in text
