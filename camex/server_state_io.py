@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from .core import server_state
-from .log import LOG
+from .log import LOG, fault
 from .statefile import SHOW_REASONS, Refused, StateFile, boot_clock, decode, floor_of
 
 # Saved this often (and at a clean stop): after a SIGKILL or a power cut the
@@ -42,8 +42,14 @@ class ServerState:
 
     def load(self, now: float) -> None:
         """Restore what the last server saved; one log line whatever happens."""
-        self.file.prepare()
         self.next_save = now + SAVE_INTERVAL
+        try:
+            self._load(now)
+        except Exception as e:  # noqa: BLE001 - a bad file must never stop a start
+            fault(e, f"the state file {self.file.path} (ignored)")
+
+    def _load(self, now: float) -> None:
+        self.file.prepare()
         data = self.file.read() if self.file.usable else None
         if data is None:
             return
@@ -82,6 +88,12 @@ class ServerState:
             LOG.info("%s", msg)
 
     def save(self, now: float) -> None:
+        try:
+            self._save(now)
+        except Exception as e:  # noqa: BLE001 - the data path goes on without it
+            fault(e, "saving the state file")
+
+    def _save(self, now: float) -> None:
         n = len(self.legacy.by_endpoint) if self.legacy is not None else 0
         self.next_save = now + max(SAVE_INTERVAL, n / ENTRIES_PER_SECOND)
         snap = server_state.snapshot(self.legacy, now) \

@@ -184,7 +184,12 @@ def decode(data: bytes, *, host: str, port: int, encrypted: bool, now_wall: floa
         macs = EntryMac(key_for, f"{host}|{port}|".encode())
         for field in ("peers", "windows"):
             kept = []
-            for e in state.get(field) or []:
+            entries = state.get(field)
+            if type(entries) is not list:
+                if entries is not None:
+                    notes.append(f"{field}: not a list")
+                entries = []
+            for e in entries:
                 if type(e) is dict and macs.valid(e):
                     kept.append(e)
                 else:

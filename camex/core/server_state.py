@@ -137,6 +137,8 @@ def _peer(server, e, now: float, age: float) -> Peer:
     if type(ep) is not list or len(ep) != 2 or type(ep[0]) is not str \
             or type(ep[1]) is not int or not 0 < ep[1] < 65536:
         raise Invalid("bad endpoint")
+    if type(e.get("ip")) is not str:   # (IPv4Address takes ints too)
+        raise Invalid("bad address")
     try:
         ipaddress.IPv4Address(ep[0])
         ip = ipaddress.IPv4Address(e.get("ip"))
@@ -146,7 +148,7 @@ def _peer(server, e, now: float, age: float) -> Peer:
     if mode not in ("manual", "auto"):
         raise Invalid("bad mode")
     if (mode == "auto") != (type(cid) is str) or \
-            (cid is not None and not 0 < len(cid) <= MAX_CLIENT_ID_LEN):
+            (type(cid) is str and not 0 < len(cid) <= MAX_CLIENT_ID_LEN):
         raise Invalid("bad client ID")
     key = _key(server, e.get("key"))
     idle = _number(e.get("idle"), "idle time") + age
@@ -170,6 +172,15 @@ def _peer(server, e, now: float, age: float) -> Peer:
     return peer
 
 
+def _list(state: dict, field: str, ignored: list) -> list:
+    v = state.get(field)
+    if type(v) is list:
+        return v
+    if v is not None:
+        ignored.append(f"{field}: not a list")
+    return []
+
+
 def restore(server, state, now: float, age: float) -> tuple[int, list]:
     """Put a snapshot back. `age`: seconds since it was saved. Returns (clients restored, [why each ignored
     entry was ignored]); an entry the key store or the configuration would
@@ -180,7 +191,7 @@ def restore(server, state, now: float, age: float) -> tuple[int, list]:
     hw = state.get("seq_high_water")
     if hw is not None and not server.seq_floor.restore(hw):
         ignored.append("the counter high-water mark is out of range")
-    for e in state.get("windows") or []:
+    for e in _list(state, "windows", ignored):
         try:
             if type(e) is not dict:
                 raise Invalid("not an entry")
@@ -192,7 +203,7 @@ def restore(server, state, now: float, age: float) -> tuple[int, list]:
         except Invalid as err:
             ignored.append(f"replay window: {err}")
     restored = 0
-    for e in state.get("peers") or []:
+    for e in _list(state, "peers", ignored):
         try:
             peer = _peer(server, e, now, age)
             if not server._still_allowed(peer):
