@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
-# Debian packages every userspace target needs (namespaces, traffic, tools).
+# Debian packages every userspace target needs (namespaces, traffic, tools;
+# faketime: a server whose wall clock is behind, test_restart_state.py).
 APT_BASE := iproute2 iperf3 nftables tcpdump iputils-ping procps kmod faketime
 
 .PHONY: all venv deps test test-unit test-integration demo clean distclean
