@@ -94,7 +94,9 @@ class ServerState:
             fault(e, "saving the state file")
 
     def _save(self, now: float) -> None:
-        n = len(self.legacy.by_endpoint) if self.legacy is not None else 0
+        # Entries to encode: clients and the replay windows kept beside them.
+        n = len(self.legacy.by_endpoint) + len(self.legacy._replay) \
+            if self.legacy is not None else 0
         self.next_save = now + max(SAVE_INTERVAL, n / ENTRIES_PER_SECOND)
         snap = server_state.snapshot(self.legacy, now) \
             if self.legacy is not None else {"peers": [], "windows": []}

@@ -7,8 +7,9 @@ the old one, directory fsync'ed): a crash leaves the old file or the new
 one, never half of one.
 
 Integrity, from the outside in:
-- a SHA-256 over the whole content (its last line): a truncated or corrupted file (a bad
-  disk, a half-copied file, flipped bits) is refused whole;
+- a SHA-256 over the whole content (its last line): a truncated or
+  corrupted file (a bad disk, a half-copied file, flipped bits) is refused
+  whole;
 - the format name and version, the host (machine-id), the port and the
   mode (encrypted or not): a file of another version, host or server is
   refused whole (its counter high-water mark is still taken if the

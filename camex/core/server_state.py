@@ -20,7 +20,7 @@ import ipaddress
 from ..legacy.codec import MAX_CLIENT_ID_LEN
 from ..log import LOG
 from ..replay import ReplayWindow
-from .server import GLOBAL, Peer
+from .server import GLOBAL, REPLAY_STATE_MAX, Peer
 
 U64 = 1 << 64
 
@@ -202,6 +202,8 @@ def restore(server, state, now: float, age: float) -> tuple[int, list]:
             server._replay[(key_name(key), prefix)] = _parse_window(e.get("window"))
         except Invalid as err:
             ignored.append(f"replay window: {err}")
+    while len(server._replay) > REPLAY_STATE_MAX:   # as the live server bounds it
+        server._replay.popitem(last=False)
     restored = 0
     for e in _list(state, "peers", ignored):
         try:
