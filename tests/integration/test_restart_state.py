@@ -12,6 +12,7 @@ import glob
 import os
 import re
 import signal
+import socket
 import threading
 import time
 
@@ -99,11 +100,15 @@ class Prober:
         return best
 
 
+def sock(ns):
+    """What a C model calls for a new socket: a UDP socket in `ns`."""
+    return lambda: ns.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+
 def _fleet(lab, cx, encrypt):
     psk = GLOBAL_PSK.encode() if encrypt else None
     srv = Server(cx, encrypt)
     srv.start()
-    sock = lambda ns: (lambda: ns.socket(2, 2))  # AF_INET, SOCK_DGRAM in that namespace
     c1 = CClient(sock(lab.clients[0]), (lab.clients[0].server_ip, PORT), psk,
                  local_ip="10.0.0.2").start()
     c2 = CClient(sock(lab.clients[1]), (lab.clients[1].server_ip, PORT), psk,
@@ -121,7 +126,7 @@ def _fleet(lab, cx, encrypt):
 
 
 @pytest.mark.parametrize("encrypt", [True, False], ids=["enc", "plain"])
-def test_ten_restarts_invisible_to_c_clients(star4, camex, encrypt, measure):
+def test_ten_restarts_invisible_to_c_clients(star4, encrypt, measure):
     lab = star4
     cx = Camex(lab, protocol="legacy")
     srv, (c1, c2), (p3, p4), (ctl3, ctl4) = _fleet(lab, cx, encrypt)
@@ -208,7 +213,6 @@ def test_a_foreign_or_damaged_state_file_is_ignored(star, camex, damage, said):
     srv = lab.server.spawn(argv, name="camex-server")
     srv.wait_for_line(SERVER_READY)
     psk = GLOBAL_PSK.encode()
-    sock = lambda ns: (lambda: ns.socket(2, 2))
     old = CClient(sock(lab.c1), (lab.c1.server_ip, PORT), psk, local_ip="10.0.0.2").start()
     try:
         srv.wait_for_line(r"client 10\.0\.0\.2 .* registered")
