@@ -370,3 +370,12 @@ def test_no_bytes_and_no_edit_make_loading_raise(encrypt):
         node[path[-1]] = rnd.choice(odd)
         out = _load(statefile.seal(doc), successor(net, encrypt=encrypt), encrypt)
         assert out is None or (type(out[0]) is int and type(out[1]) is list)
+
+
+def test_an_unusable_state_directory_is_one_warning_and_no_file(tmp_path, caplog):
+    (tmp_path / "a-file").write_text("")
+    f = statefile.StateFile(str(tmp_path / "a-file" / "state"), PORT, encrypted=False, host=HOST)
+    f.prepare()
+    assert not f.usable
+    assert "will not survive a restart" in caplog.text
+    assert not f.save({"peers": []}, 1000.0, lambda n: None)
