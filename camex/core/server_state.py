@@ -18,7 +18,6 @@ from __future__ import annotations
 import ipaddress
 
 from ..legacy.codec import MAX_CLIENT_ID_LEN
-from ..log import LOG
 from ..replay import ReplayWindow
 from .server import GLOBAL, REPLAY_STATE_MAX, Peer
 
