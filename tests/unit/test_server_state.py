@@ -379,3 +379,27 @@ def test_an_unusable_state_directory_is_one_warning_and_no_file(tmp_path, caplog
     assert not f.usable
     assert "will not survive a restart" in caplog.text
     assert not f.save({"peers": []}, 1000.0, lambda n: None)
+
+
+def test_a_client_that_expired_and_came_back_gets_a_higher_counter():
+    """Within one server: the C client's window outlives the server's entry
+    (expiry after 120 s of silence), so the new entry's counter must start
+    above the old one's even if the clock did not move."""
+    from camex.core.server import IDLE_TIMEOUT
+    net, clients = fleet(clock=lambda: 5_000)
+    old = net.server.by_endpoint[A2].tx_seq
+    net.now += IDLE_TIMEOUT + 10
+    net.server.on_timer(net.now)
+    assert A2 not in net.server.by_endpoint
+    c2 = clients[A2]
+    c2._register(net.now)
+    net.up(c2, A2)
+    assert net.server.by_endpoint[A2].tx_seq > old
+
+
+def test_the_camex_client_counter_starts_from_the_clock():
+    from camex.core.client import LegacyClient
+    enc = LegacyClient(auto=True, client_id="C1", key=codec.derive_key(GLOBAL),
+                       seq_floor=SeqFloor(clock=lambda: 1_800_000_000 * NS))
+    assert enc.tx_seq == 1_800_000_000 * NS
+    assert LegacyClient(auto=True, client_id="C1").tx_seq == 0   # plaintext has none
