@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
-# Debian packages every userspace target needs (namespaces, traffic, tools).
-APT_BASE := iproute2 iperf3 nftables tcpdump iputils-ping procps kmod
+# Debian packages every userspace target needs (namespaces, traffic, tools;
+# faketime: a server whose wall clock is behind, test_restart_state.py).
+APT_BASE := iproute2 iperf3 nftables tcpdump iputils-ping procps kmod faketime
 
 .PHONY: all venv deps test test-unit test-integration demo clean distclean
 

@@ -29,6 +29,7 @@ ENV_PSK = "CAMEX_PSK"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PROTOCOLS = ("auto", "legacy", "v2")
 DEFAULT_KEEPALIVE = 25
+DEFAULT_STATE_DIR = "/var/lib/camex"  # the unit's StateDirectory=camex
 MAX_KEEPALIVE = 3600
 DEFAULT_REKEY_AFTER = 120   # v2 REKEY_AFTER_TIME (docs/PROTOCOL.md section 7)
 MIN_REKEY_AFTER = 10
@@ -56,7 +57,7 @@ class Options:
               "bind_ip", "config", "routes", "mtu", "psk", "encrypt", "tun_dev", "pid_file",
               "bind_dev", "log_level", "protocol", "legacy", "server_tun", "keepalive",
               "rekey_after", "max_clients", "keylog", "control_socket", "extra", "config_given",
-              "psk_source", "psk_file", "check")
+              "psk_source", "psk_file", "check", "state_dir")
 
     def __init__(self, mode: str = "client", auto: bool = False, name: str | None = None,
                  local_cidr: IPv4Interface | None = None,
@@ -71,7 +72,8 @@ class Options:
                  keylog: str | None = None,
                  control_socket: str = "", extra: dict | None = None,
                  config_given: bool = False, psk_source: str | None = None,
-                 psk_file: str | None = None, check: bool = False):
+                 psk_file: str | None = None, check: bool = False,
+                 state_dir: str = DEFAULT_STATE_DIR):
         self.mode = mode
         self.auto = auto
         self.name = name
@@ -103,6 +105,7 @@ class Options:
         self.psk_source = psk_source      # "--psk", "--psk-file", "CAMEX_PSK" or None
         self.psk_file = psk_file          # so that SIGHUP can re-read it (read_psk_file)
         self.check = check                # --check: camex.check_config, then exit
+        self.state_dir = state_dir        # --state-dir: server, clients kept across restarts
 
     def __repr__(self) -> str:
         return f"Options({self.describe()})"
@@ -222,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--check", action="store_true", help="check the options, the configuration file and "
       "the passphrase files, print what would run, and exit (0: good) without touching "
       "the network; `camex check-config -f FILE` is the same for a server")
+    a("--state-dir", metavar="DIR", help=f"server: keep registered clients and counters "
+      f"here across restarts (default {DEFAULT_STATE_DIR})")
     return p
 
 
@@ -461,6 +466,9 @@ def parse_args(argv: list[str] | None = None, environ=None, *,
             o.control_socket = _nonempty("--control-socket", args.control_socket)
     if not o.control_socket:
         o.control_socket = f"/run/camex/{mode}-{port}.sock"
+    if args.state_dir is not None:
+        with gather:
+            o.state_dir = _nonempty("--state-dir", args.state_dir)
     with gather:
         o.psk, o.psk_source = _passphrase(args, environ)
         if o.psk_source == "--psk-file":
@@ -491,6 +499,8 @@ def _conflicts(o: Options, args) -> list[str]:
             out.append("--server-tun: only for a server")
         if args.max_clients is not None:
             out.append("--max-clients: only for a server")
+        if args.state_dir is not None:
+            out.append("--state-dir: only for a server")
     if args.no_legacy and o.protocol == "legacy":
         out.append("--no-legacy: contradicts --protocol legacy")
     if o.encrypt and o.psk is None:

@@ -8,6 +8,7 @@ import functools
 import ipaddress
 import selectors
 from typing import Callable
+import time
 
 from .config import check_policy
 from .contract import Device, ServerCore, SuperPacket
@@ -19,6 +20,7 @@ from .keylog import open_keylog
 from .legacy import codec
 from .log import LOG, Throttle, fault
 from .procinfo import process_status
+from .server_state_io import ServerState
 from .loop import BATCH, BURST_GAP, Loop, StartupError
 from .options import read_psk_file, v2_timers
 
@@ -98,6 +100,8 @@ class ServerDaemon:
                               keylog=self.keylog, timers=v2_timers(opts) if v2 else None,
                               max_clients=opts.max_clients,
                               server_interfaces=self.server_interfaces)
+        # Legacy clients and counters kept across restarts (--state-dir).
+        self.state = ServerState(self.core, opts)
         self.loop = None
         self.sock = None
         self.tun: Device | None = None
@@ -173,6 +177,10 @@ class ServerDaemon:
                      "on" if self.features.udp_gso else "off (kernel < 4.18)",
                      "on" if self.features.udp_gro else "off (kernel < 5.0)")
             self.loop.sel.register(self.sock, selectors.EVENT_READ, self._sock_readable)
+            if self.state is not None:
+                # Before "listening": a client's first datagram finds its entry.
+                self.state.load(self.loop.now())
+                self._flush()
             if self.tun_config is not None:
                 self._open_tun()
             self.loop.serve_control(self.opts.control_socket,
@@ -182,12 +190,14 @@ class ServerDaemon:
                      " and ".join(self.protocols),
                      "encrypted" if self.key else "plaintext",
                      ", key fingerprint " + codec.fingerprint(self.key) if self.key else "")
-            self.loop.run(self.core.next_deadline, self._timer, self._reload)
+            self.loop.run(self._next_deadline, self._timer, self._reload)
             LOG.info("stopping")
             # v2 clients get a CLOSE, so they knock again at once and are
             # back as soon as a new server is.
             self.core.close(self.loop.now())
             self._flush()
+            if self.state is not None:
+                self.state.save(self.loop.now())
             return 0
         finally:
             if self.link is not None:
@@ -202,6 +212,7 @@ class ServerDaemon:
     def status(self) -> dict:
         now = self.loop.now()
         return {"mode": "server", "port": self.opts.port, "encrypted": self.key is not None,
+                "wall_time": round(time.time(), 3),
                 "protocols": self.protocols, "clients": self.core.status_clients(now),
                 **self.core.v2_counters(),
                 "drops": self.core.drops(), "address_refusals": self.core.refusals(),
@@ -230,9 +241,15 @@ class ServerDaemon:
         LOG.info("configuration reloaded: %d client section(s)",
                  len(config.clients) if config else 0)
 
+    def _next_deadline(self) -> float:
+        t = self.core.next_deadline()
+        return t if self.state is None else min(t, self.state.next_save)
+
     def _timer(self, now: float) -> None:
         self.core.on_timer(now)
         self._flush()
+        if self.state is not None and now >= self.state.next_save:
+            self.state.save(now)
 
     def _sock_readable(self) -> None:
         now = self.loop.now()

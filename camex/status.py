@@ -36,6 +36,18 @@ def _ago(seconds) -> str:
     return f"{seconds:.0f} s ago" if seconds >= 1 else "just now"
 
 
+def _since(st: dict, c: dict) -> str:
+    """When a client connected (its current entry, across moves to a new
+    socket), and whether it came back from the server's state file."""
+    secs = c.get("connected_for")
+    if secs is None:
+        return "-"
+    wall = st.get("wall_time")
+    at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(wall - secs)) if wall else None
+    text = f"{at} ({secs:.0f} s)" if at else f"{secs:.0f} s ago"
+    return text + (", restored from the state file" if c.get("restored") else "")
+
+
 def format_status(path: str, st: dict) -> str:
     lines = []
     drops = ", ".join(f"{k} {v}" for k, v in sorted(st.get("drops", {}).items())) or "none"
@@ -50,6 +62,7 @@ def format_status(path: str, st: dict) -> str:
             lines.append(f"  client {c['client_id'] or '-'}")
             lines.append(f"    address: {c['address']}   endpoint: {c['endpoint']}")
             lines.append(f"    protocol: {c['protocol']} ({c['mode']})   key: {c['key'] or 'none'}")
+            lines.append(f"    connected since: {_since(st, c)}")
             lines.append(f"    registered: {_ago(c['registered_ago'])}   "
                          f"last datagram: {_ago(c['last_received_ago'])}")
             lines.append(f"    transfer: {_human(c['rx_bytes'])} received "

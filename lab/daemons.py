@@ -107,6 +107,9 @@ class Camex:
         parallel test workers)."""
         return os.path.join(self.lab.rundir, f"{ns.role}.sock")
 
+    def state_dir(self) -> str:
+        return os.path.join(self.lab.rundir, "state")
+
     def pid_file(self, ns: Namespace) -> str:
         return os.path.join(self.lab.rundir, f"{ns.role}.pid")
 
@@ -127,7 +130,10 @@ class Camex:
     def server_argv(self, encrypt: bool = False, psk: Optional[str] = None,
                     config: Optional[str] = None, extra: Iterable = ()) -> list[str]:
         argv = [self.binary, "-M", "server", "-p", str(self.port), "--log-level", self.log_level,
-                "--control-socket", self.control_socket(self.lab.server)]
+                "--control-socket", self.control_socket(self.lab.server),
+                # Per lab: the default /var/lib/camex would be shared by
+                # every test (and parallel workers).
+                "--state-dir", self.state_dir()]
         if config:
             argv += ["-f", config]
         return argv + _secret_args(encrypt, psk) + [str(a) for a in extra]

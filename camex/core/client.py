@@ -22,6 +22,7 @@ from collections import Counter, OrderedDict
 
 from ..contract import ClientCoreBase, PlainReceiver
 from ..legacy import codec
+from ..legacy.seqfloor import SeqFloor
 from ..log import LOG, Throttle
 from ..replay import ReplayWindow
 from ..value import Value
@@ -79,7 +80,8 @@ class LegacyClient(ClientCoreBase):
 
     def __init__(self, *, auto: bool, client_id: str | None = None,
                  local_cidr=None, gateway=None, routes=(), mtu: int | None = None,
-                 key: bytes | None = None, rng=os.urandom):
+                 key: bytes | None = None, rng=os.urandom, seq_floor: SeqFloor | None = None):
+        seq_floor = SeqFloor() if seq_floor is None else seq_floor
         if not auto and local_cidr is None:
             raise ValueError("a manual client needs its local address")
         self.auto = auto
@@ -91,7 +93,10 @@ class LegacyClient(ClientCoreBase):
         # cryptography only with a key (codec.new_aead): a plaintext client never loads it.
         self.aead = codec.new_aead(key) if key else None
         self.tx_prefix = rng(4)
-        self.tx_seq = 0
+        # From the wall clock (ns), not 0: a server that keeps its window
+        # across our restart (the C server) still takes us, and a nonce
+        # never repeats unless the clock stepped back (flaw 6).
+        self.tx_seq = seq_floor.start() if key else 0
         self.windows: OrderedDict = OrderedDict()
         self.to_net: list = []
         self.to_tun: list = []

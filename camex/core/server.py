@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from ..addrpolicy import AddressPolicy
 from ..legacy import codec
+from ..legacy.seqfloor import SeqFloor
 from ..log import LOG, Throttle
 from ..replay import ReplayWindow
 
@@ -62,9 +63,9 @@ class Peer:
     __slots__ = ("endpoint", "ip", "ip_text", "client_id", "mode", "key",
                  "tx_prefix", "tx_seq", "rx_prefix", "rx_window", "last_rx",
                  "last_config", "registered_at", "last_register", "rx_packets",
-                 "rx_bytes", "tx_packets", "tx_bytes")
+                 "rx_bytes", "tx_packets", "tx_bytes", "since", "restored")
 
-    def __init__(self, endpoint, ip: bytes, client_id, mode, key, tx_prefix, now):
+    def __init__(self, endpoint, ip: bytes, client_id, mode, key, tx_prefix, now, tx_seq=0):
         self.endpoint = endpoint
         self.ip = ip
         self.ip_text = str(ipaddress.IPv4Address(ip))
@@ -72,13 +73,15 @@ class Peer:
         self.mode = mode
         self.key = key
         self.tx_prefix = tx_prefix
-        self.tx_seq = 0
+        self.tx_seq = tx_seq
         self.rx_prefix = None
         self.rx_window = None
         self.last_rx = now
         self.last_config = -1e9
         self.registered_at = now      # this entry's first REGISTER
         self.last_register = now      # its latest (a client repeats it)
+        self.since = now  # connected since (kept when it moves to a new socket)
+        self.restored = False  # came back from the state file
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
 
     @property
@@ -99,13 +102,16 @@ class LegacyServer:
     def __init__(self, *, encrypt: bool, global_key: bytes | None = None,
                  config=None, rng=os.urandom, idle_timeout: float = IDLE_TIMEOUT,
                  local_delivery: bool = False, max_clients: int = MAX_CLIENTS,
-                 server_interfaces=()):
+                 server_interfaces=(), seq_floor: SeqFloor | None = None):
         self.encrypt = encrypt
         # The server TUN's own address (-l of --server-tun): never a client's.
         self.server_interfaces = tuple(server_interfaces)
         self.policy = AddressPolicy()
         # Registrations refused by the address policy, by reason (status).
         self.refusals: Counter = Counter()
+        # Send counters start above every value used before with any key
+        # (the C client never resets its window: flaw 5).
+        self.seq_floor = SeqFloor() if seq_floor is None else seq_floor
         # The bound counts the clients of both protocols: a server that also
         # speaks v2 sets `other_clients` to the number it holds.
         self.max_clients = max_clients
@@ -421,13 +427,15 @@ class LegacyServer:
                        "registered (--max-clients)")
             return
         if peer is None:
-            peer = Peer(addr, packed, client_id, mode.lower(), key, self.rng(4), now)
+            peer = Peer(addr, packed, client_id, mode.lower(), key, self.rng(4), now,
+                        self.seq_floor.start() if key is not None else 0)
             if holder is not None and holder.endpoint != addr:
                 # The same client came back from a new socket (a legacy
                 # client does that after 20 s without an answer): keep its
-                # send counter so it never sees our sequence go backwards.
+                # send counter, and how long it has been with us.
                 if holder.identity[0] == identity[0]:
                     peer.tx_prefix, peer.tx_seq = holder.tx_prefix, holder.tx_seq
+                    peer.since, peer.restored = holder.since, holder.restored
                 LOG.debug("client %s moved to %s:%s", holder.describe(), *addr)
                 self._remove(holder)
             else:
@@ -591,6 +599,7 @@ class LegacyServer:
             self._remove(peer)
 
     def _remove(self, peer) -> None:
+        self.seq_floor.retire(peer.tx_seq)
         if self.by_endpoint.get(peer.endpoint) is peer:
             del self.by_endpoint[peer.endpoint]
         if self.by_ip.get(peer.ip) is peer:

@@ -209,6 +209,7 @@ class ServerMux:
                     ("global" if p.key.client_id is None else p.key.name),
                     "registered_ago": round(now - p.registered_at, 3),
                     "last_register_ago": round(now - p.last_register, 3),
+                    "connected_for": round(now - p.since, 3), "restored": p.restored,
                     "last_received_ago": round(now - p.last_rx, 3),
                     "rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,
                     "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes,

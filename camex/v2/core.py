@@ -695,6 +695,8 @@ class V2ServerCore:
                 "protocol": "v2",
                 "mode": "auto" if p.request.auto else "manual",
                 "session_age": round(now - s.created, 3) if s else None,
+                "connected_for": round(now - p.since, 3) if p.since is not None else None,
+                "restored": False,  # v2 sessions are not kept: clients handshake again
                 "last_received_ago": round(now - s.last_received, 3) if s else None,
                 "rx_packets": p.stats["rx"], "tx_packets": p.stats["tx"],
                 "rx_bytes": p.stats["rx_bytes"], "tx_bytes": p.stats["tx_bytes"],

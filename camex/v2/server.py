@@ -119,7 +119,7 @@ class Peer:
 
     __slots__ = ("key", "client_id", "psk", "request", "grant", "endpoint",
                  "current", "previous", "ack_due", "_allowed", "stats",
-                 "seq", "timer_at")
+                 "seq", "timer_at", "since")
 
     def __init__(self, key, client_id, psk, request, grant):
         self.key, self.client_id, self.psk, self.request = key, client_id, psk, request
@@ -129,6 +129,7 @@ class Peer:
         self.ack_due = None
         self.seq = 0             # order of arrival in V2Server.peers (set there)
         self.timer_at = None     # time of this peer's live timer heap entry
+        self.since = None        # connected since (its first session; set by the server)
         self.stats = {"rx": 0, "tx": 0, "rx_bytes": 0, "tx_bytes": 0,
                       "spoofed": 0, "replay": 0, "forged": 0, "bulk_rx": 0, "bulk_tx": 0}
         self.set_grant(grant)
@@ -733,6 +734,7 @@ class V2Server:
             peer = Peer(pend.key, pend.client_id, pend.psk, pend.request, pend.grant)
             self._seq += 1
             peer.seq = self._seq
+            peer.since = now
             self.peers[pend.key] = peer
             changed = True
         else:

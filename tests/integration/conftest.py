@@ -55,6 +55,12 @@ def star3(request, tmp_path):
 
 
 @pytest.fixture
+def star4(request, tmp_path):
+    """Like star3, plus C4 (10.250.3.2, tunnel 10.0.0.5)."""
+    yield from _lab(request, tmp_path, clients=4)
+
+
+@pytest.fixture
 def chain(request, tmp_path):
     """Like star, but C1 (192.168.1.2) sits behind a router namespace `mid`
     (lab.faults.ChainTopology)."""

@@ -33,9 +33,10 @@ def _start(lab, cx, encrypt=True, auto=True):
 @pytest.mark.parametrize("protocol", ["legacy", "v2"])
 @pytest.mark.parametrize("auto", [False, True], ids=["manual", "auto"])
 def test_server_restart(star, camex, auto, protocol):
-    """The server loses every entry; legacy clients get no word of it and
-    register again once their traffic goes unanswered for 5 s (the C
-    client waited for 20 s of silence)."""
+    """The new server takes its legacy clients back from the state file
+    (they notice nothing; without it they would register again after 5 s
+    of unanswered traffic, the C client after 20 s); v2 clients got a
+    CLOSE and handshake again."""
     lab = star
     cx = F.legacy(camex) if protocol == "legacy" else Camex(lab, protocol=protocol)
     srv, srv_argv, ctl, clients, _ = _start(lab, cx, auto=auto)
@@ -48,10 +49,10 @@ def test_server_restart(star, camex, auto, protocol):
     took = F.time_until_ping(lab.c1, "10.0.0.3", 45, t0)
     print(f"\nserver restart ({protocol}, encrypted, {'auto' if auto else 'manual'}): new server up in "
           f"{up:.2f} s, tunnel traffic again after {took:.1f} s")
-    assert took <= 10.0
+    assert took <= 3.0
     assert sorted(c["address"] for c in F.server_clients(ctl)) == ["10.0.0.2", "10.0.0.3"]
     # The clients accept the new server's counter at once (flaw 5): no
-    # replay drops although its sequence numbers start at 0 again.
+    # replay drops (its counters start above the old server's anyway).
     for ns in ("c1", "c2"):
         assert F.status(F.ctl_path(lab, ns))["drops"].get("replay", 0) == 0
     assert lab.c2.ping("10.0.0.2", count=3, interval=0.1).received == 3

@@ -74,6 +74,8 @@ def _unit_env(unit, env_file, creds):
         env[k] = v
     env.update(_env_file(env_file))
     env["CREDENTIALS_DIRECTORY"] = creds
+    # What systemd sets for StateDirectory= (/var/lib/camex), moved beside.
+    env["STATE_DIRECTORY"] = os.path.join(os.path.dirname(creds), "state")
     return env
 
 
