@@ -7,12 +7,11 @@ sequence - lone packets, replays, forged tags, wrong receiver indexes,
 reordered counters, multi-record DATA, keepalives, spoofed sources,
 relays - must give the same datagrams, TUN writes, drops and counters."""
 
-from camex.v2 import bulk, wire
-from camex.v2.memlab import det_rng, ipv4
-
-from test_v2_core import A1, A2, CONF, PW, Wire
 from camex.config import parse_config
+from camex.v2 import bulk, wire
 from camex.v2.core import V2ClientCore, V2ServerCore
+from camex.v2.memlab import det_rng, ipv4
+from tests.support.v2_pair import A1, A2, CONF, PW, Wire
 
 C1, C2, GW, LOCAL = "10.0.0.2", "10.0.0.3", "10.0.0.1", "10.0.0.1"
 
