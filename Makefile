@@ -17,7 +17,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test,lab,bench]'
+	$(VENV)/bin/pip install -q -e '.[test,dev,lab,bench]'
 	touch $@
 
 deps:
