@@ -27,7 +27,7 @@ import os
 import shutil
 import subprocess
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 from lab.daemons import CLIENT_READY, SERVER_READY, camex_binary
 from lab.netns import LabError, LabProcess, Namespace, StarTopology, wait_until

@@ -7,7 +7,6 @@ addresses and ports. Datagrams are built with camex.legacy.codec (through
 lab/attacks.py) or captured off the server's link to C1 and replayed.
 """
 
-import socket
 import time
 
 import pytest
