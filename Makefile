@@ -8,7 +8,7 @@ PYTEST := $(VENV)/bin/pytest
 # Debian packages every userspace target needs (namespaces, traffic, tools).
 APT_BASE := iproute2 iperf3 nftables tcpdump iputils-ping procps kmod
 
-.PHONY: all venv deps test test-unit test-integration demo clean distclean
+.PHONY: all venv deps check lint test test-unit test-integration demo clean distclean
 
 all: venv
 
@@ -25,6 +25,11 @@ deps:
 
 test-unit: venv
 	$(PYTEST) -q -n 2 tests/unit
+
+# ruff with the rules of pyproject.toml ([tool.ruff.lint]); `ruff check --fix`
+# applies the mechanical fixes.
+lint: venv
+	$(VENV)/bin/ruff check .
 
 # Namespace labs are PID-named, so two workers run side by side; -rA
 # prints each lab test's measured figures.
@@ -44,10 +49,19 @@ distclean: clean
 
 include $(wildcard mk/*.mk)
 
-# `make test` runs every suite; mk/*.mk add theirs to TEST_SUITES (and
-# benchmarks to BENCH_SUITES). Prerequisites are expanded when a rule is
-# read, so these rules come after the includes.
-test: test-unit test-integration $(TEST_SUITES)
+# `make check`: the fast tier, before every commit (.pre-commit-config.yaml
+# runs the same) and first in `make test`: lint, then what mk/*.mk add to
+# CHECK_SUITES (the place for a type checker: CHECK_SUITES += typecheck),
+# then the unit tier; under a minute on two idle cores.
+# `make test` runs check and then every suite; mk/*.mk add theirs to
+# TEST_SUITES (and benchmarks to BENCH_SUITES). scripts/tiers.sh times each
+# tier and prints a table; a failed check stops it, a failed later tier
+# fails it at the end. Prerequisites are expanded when a rule is read, so
+# these rules come after the includes.
+check: lint $(CHECK_SUITES) test-unit
+
+test:
+	@sh scripts/tiers.sh "$(MAKE)" check test-integration $(TEST_SUITES)
 
 .PHONY: bench
 bench: $(BENCH_SUITES)
