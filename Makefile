@@ -41,7 +41,7 @@ demo: deps venv
 
 clean:
 	rm -rf build *.egg-info camex.egg-info .pytest_cache
-	find . -path ./lab/vm/cache -prune -o -path ./$(VENV) -prune -o \
+	find . -path ./lab/vm/cache -prune -o -path ./$(VENV) -prune -o -path ./.venvs -prune -o \
 		-name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean

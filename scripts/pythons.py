@@ -111,14 +111,16 @@ def ensure_venv(version, exe, full):
         have = {}
     if have == want and os.path.exists(py):
         return py, "cached"
+    how = "reinstalled"  # pyproject.toml changed
     if {k: have.get(k) for k in ("python", "version")} != {k: want[k] for k in ("python", "version")}:
         shutil.rmtree(venv, ignore_errors=True)  # another interpreter: start afresh
         subprocess.run([exe, "-m", "venv", venv], check=True)
+        how = "new"
     subprocess.run([py, "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
     subprocess.run([py, "-m", "pip", "install", "-q", "-e", f"{REPO}[test]"], check=True)
     with open(stamp, "w") as f:
         json.dump(want, f)
-    return py, "built"
+    return py, how
 
 
 def run(label, argv, env=None):
