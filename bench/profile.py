@@ -22,7 +22,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 
 from lab.netns import StarTopology

@@ -27,7 +27,7 @@ import os
 import shutil
 import subprocess
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 from lab.daemons import CLIENT_READY, SERVER_READY, camex_binary
 from lab.netns import LabError, LabProcess, Namespace, StarTopology, wait_until
@@ -296,12 +296,12 @@ class WireguardGo(Entry):
         t0 = time.monotonic()
         ps = lab.server.spawn(["wireguard-go", "-f", ifs["s"]], name="wireguard-go", env=env)
         pc = lab.c1.spawn(["wireguard-go", "-f", ifs["c"]], name="wireguard-go", env=env)
-        for side, ns, me, peer_ip, peer_in in (
+        for side, ns, _me, peer_ip, peer_in in (
                 ("s", lab.server, lab.c1.server_ip, lab.c1.underlay, PEER_CLIENT_IN),
                 ("c", lab.c1, lab.c1.underlay, lab.c1.server_ip, PEER_SERVER_IN)):
             other = "c" if side == "s" else "s"
             sock = f"/var/run/wireguard/{ifs[side]}.sock"
-            wait_until(lambda: os.path.exists(sock), UP_TIMEOUT, sock)
+            wait_until(lambda sock=sock: os.path.exists(sock), UP_TIMEOUT, sock)
             ns.run(["wg", "set", ifs[side], "private-key", keys[side][0], "listen-port", 51820,
                     "peer", keys[other][1], "endpoint", f"{peer_ip}:51820",
                     "allowed-ips", f"{peer_in}/32"], check=True)

@@ -209,7 +209,7 @@ class V2Dissector:
                                         else f"psk{n} {where}")
 
     def _open_init(self, init, rec):
-        for psk, label in self._candidates(init.client_id):
+        for psk, label in self._candidates(init.client_id):  # noqa: B007 (both used after the loop)
             if wire.equal(wire.mac(wire.mac1_key(psk), init.mac1_span), init.mac1):
                 break
         else:

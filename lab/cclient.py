@@ -207,7 +207,7 @@ class CClient:
             self.address = addr
 
     # ----------------------------------------------------------- loop
-    def start(self) -> "CClient":
+    def start(self) -> CClient:
         self._connect()
         self._thread = threading.Thread(target=self.run, name="cclient", daemon=True)
         self._thread.start()

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from typing import Iterable, Optional
+from typing import Optional
+from collections.abc import Iterable
 
 from .netns import PORT, LabError, LabProcess, Namespace, StarTopology
 

@@ -323,7 +323,7 @@ class ReorderRelay:
 
     def _flush_old(self):
         # Nothing else came: release what is held (a reorder, not a loss).
-        for key, held in self._held.items():
+        for held in self._held.values():
             for _, f, d in held:
                 f(d)
             held.clear()

@@ -30,7 +30,8 @@ import resource
 import select
 import threading
 import time
-from typing import Callable, Iterable, Optional
+from typing import Callable, Optional
+from collections.abc import Iterable
 
 from camex.legacy import codec
 

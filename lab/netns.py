@@ -34,7 +34,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from typing import Iterable, Optional
+from typing import Optional
+from collections.abc import Iterable
 
 from pyroute2 import IPRoute, netns
 
@@ -78,7 +79,7 @@ _NAME_RE = re.compile(r"^cx(\d+)(?:k\d+)?-[A-Za-z0-9_.-]+$")
 class Namespace:
     """One named network namespace of a Lab."""
 
-    def __init__(self, lab: "Lab", role: str, name: str):
+    def __init__(self, lab: Lab, role: str, name: str):
         self.lab = lab
         self.role = role
         self.name = name
@@ -297,7 +298,7 @@ def _lookup(ipr: IPRoute, ifname: str, nsname: str) -> int:
 # --------------------------------------------------------------------------
 # labs and cleanup
 
-_live_labs: "set[Lab]" = set()
+_live_labs: set[Lab] = set()
 _live_lock = threading.Lock()
 _lab_counter = itertools.count()
 _handlers_installed = False

@@ -148,7 +148,7 @@ class LabProcess:
     The process leads its own session, so stop() also reaches its children.
     """
 
-    def __init__(self, ns: "Namespace", argv: list[str], name: str, logdir: str, env=None):
+    def __init__(self, ns: Namespace, argv: list[str], name: str, logdir: str, env=None):
         self.ns = ns
         self.argv = [str(a) for a in argv]
         self.name = name

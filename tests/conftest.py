@@ -1,16 +1,48 @@
-"""Shared pytest setup for every suite.
+"""Shared pytest setup for every suite: which tier a test belongs to, what
+plain `pytest` runs, and the summary of lab measurements.
 
-The lab package (lab/) lives beside camex/ at the top of the repository and
-is not installed into the venv; make it importable for tests/integration and
-tests/lab.
+The tiers are the folders: tests/unit (in memory, or a private namespace),
+tests/integration (the namespace lab, marked `lab`), tests/lab (virtme-ng
+VMs, marked `lab` and `vm`). The marks come from the folder, so a lab test
+cannot slip into the unit tier by a forgotten `pytestmark`.
 """
 
 import os
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+import pytest
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+TIER_MARKS = {
+    os.path.join(TESTS, "integration"): ("lab",),
+    os.path.join(TESTS, "lab"): ("lab", "vm"),
+}
+# What `pytest` with neither a path nor -m runs: the unit tier, which needs
+# no lab and takes about a minute. The labs take many minutes and VMs boot
+# kernels, so a user asks for them (`pytest -m lab`, or a path).
+DEFAULT_MARKEXPR = "not lab"
+
+
+def pytest_configure(config):
+    if not config.option.markexpr and config.args_source == pytest.Config.ArgsSource.TESTPATHS:
+        config.option.markexpr = DEFAULT_MARKEXPR
+        config._camex_default_tier = True
+
+
+def pytest_report_header(config):
+    if getattr(config, "_camex_default_tier", False):
+        return ("camex: the unit tier only (-m 'not lab'); `pytest -m lab` runs the namespace "
+                "and VM labs, `pytest -m vm` the VM lab, `pytest tests` everything")
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects anything
+def pytest_collection_modifyitems(items):
+    for item in items:
+        path = str(item.path)
+        for folder, marks in TIER_MARKS.items():
+            if path.startswith(folder + os.sep):
+                for mark in marks:
+                    item.add_marker(mark)
 
 
 # Measurements recorded by the lab tests (tests/integration/conftest.py's

@@ -1,7 +1,7 @@
 """Relay benchmark: C1 -> server -> C2 through camex, iperf3 TCP.
 Prints Gbit/s and daemon CPU seconds per GB (robust to a loaded host).
 usage: python relay.py [--encrypt] [--seconds N] [--pyspy DIR] [--base]"""
-import argparse, os, subprocess, sys, time
+import argparse, os, subprocess, sys
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
 from lab.netns import StarTopology
 from lab.daemons import Camex, GLOBAL_PSK

@@ -126,7 +126,7 @@ def main() -> None:
     srv, clients, now = build(a.peers)
     print(f"{a.peers} peers registered in {time.perf_counter() - t0:.1f} s")
     assert srv.next_timer() == reference_next_timer(srv)
-    (c1, ep1, ip1), (c2, ep2, ip2) = clients[0], clients[1]
+    (c1, ep1, ip1), (_, _, ip2) = clients[0], clients[1]
     pkt = ipv4(ip1, ip2, b"y" * 100)
     p2 = srv.route(ipaddress.IPv4Address(ip2).packed)
     data = c1.encrypt([pkt], now)[0]

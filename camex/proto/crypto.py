@@ -7,7 +7,8 @@ packets and that codec, so a layer can never disagree with the daemon.
 
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
+from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -27,7 +28,7 @@ class LegacyKey(NamedTuple):
     aead: ChaCha20Poly1305
 
     @classmethod
-    def from_passphrase(cls, passphrase, label: str | None = None) -> "LegacyKey":
+    def from_passphrase(cls, passphrase, label: str | None = None) -> LegacyKey:
         if isinstance(passphrase, str):
             passphrase = passphrase.encode()
         key = codec.derive_key(passphrase)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import struct
-from typing import Iterator
+from collections.abc import Iterator
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.packet import fuzz

@@ -16,7 +16,8 @@ reference captures (the daemon itself has no default port).
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable
+from collections.abc import Iterable
 
 from scapy.config import conf
 from scapy.layers.inet import UDP

@@ -44,7 +44,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
+from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -286,7 +287,7 @@ class KeyLog:
             self.add_line(line, n)
 
     @classmethod
-    def from_file(cls, path) -> "KeyLog":
+    def from_file(cls, path) -> KeyLog:
         log = cls()
         log.load(path)
         return log

@@ -20,7 +20,7 @@ in v2.py, so both may import this module.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from scapy.fields import (ByteEnumField, ByteField, FieldLenField, FlagsField,
                           IPField, PacketListField, ShortField, StrField,

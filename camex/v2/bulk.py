@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from collections import deque
 from operator import itemgetter
-from typing import Callable, Iterable
+from typing import Callable
+from collections.abc import Iterable
 
 from ..contract import SuperPacket
 from ..io import gso, offload

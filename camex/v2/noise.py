@@ -118,7 +118,7 @@ class CipherState:
         self.n += 1  # only after success, as the spec requires
         return out
 
-    def copy(self) -> "CipherState":
+    def copy(self) -> CipherState:
         other = CipherState(self.key)
         other.n = self.n
         return other
@@ -161,7 +161,7 @@ class SymmetricState:
         k1, k2 = hkdf(self.ck, b"", 2)
         return CipherState(k1), CipherState(k2)
 
-    def copy(self) -> "SymmetricState":
+    def copy(self) -> SymmetricState:
         other = SymmetricState.__new__(SymmetricState)
         other.cs, other.ck, other.h = self.cs.copy(), self.ck, self.h
         return other
@@ -265,7 +265,7 @@ class HandshakeState:
         c1, c2 = self.ss.split()
         return (c1, c2) if self.initiator else (c2, c1)
 
-    def copy(self) -> "HandshakeState":
+    def copy(self) -> HandshakeState:
         other = HandshakeState.__new__(HandshakeState)
         other.messages, other.psk_mode = self.messages, self.psk_mode
         other.ss = self.ss.copy()

@@ -16,12 +16,6 @@ from lab.faults import ChainTopology
 from lab.netns import StarTopology
 
 
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if "tests/integration/" in str(item.fspath).replace(os.sep, "/"):
-            item.add_marker(pytest.mark.lab)
-
-
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -7,7 +7,6 @@ addresses and ports. Datagrams are built with camex.legacy.codec (through
 lab/attacks.py) or captured off the server's link to C1 and replayed.
 """
 
-import socket
 import time
 
 import pytest
@@ -236,7 +235,7 @@ def test_auto_clients_racing(star3, camex3, encrypt):
     _, ctl = _server(cx, lab, encrypt, config=vectors_config(c2_psk=None))
     kw = dict(auto=True, encrypt=encrypt, psk=GLOBAL_PSK if encrypt else None)
     times = []
-    for round_ in range(3):
+    for _ in range(3):
         t0 = time.monotonic()
         procs = [lab.c1.spawn(cx.client_argv(lab.c1, **kw), name="camex-client"),
                  lab.c2.spawn(cx.client_argv(lab.c2, **kw), name="camex-client")]

@@ -103,7 +103,7 @@ def test_dissect_decodes_icmp_inside_a_live_v2_tunnel(star, tmp_path):
     # The text lines a user reads.
     res = dissect(pcap, "--keylog", server_keys)
     assert res.returncode == 0
-    assert f"v2 INIT sender=" in res.stdout and "v2 RESP receiver=" in res.stdout
+    assert "v2 INIT sender=" in res.stdout and "v2 RESP receiver=" in res.stdout
     assert "echo-request" in res.stdout and "echo-reply" in res.stdout
     assert "  v2 session " in res.stdout
 

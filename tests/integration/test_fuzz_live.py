@@ -99,7 +99,6 @@ def fuzz_server(lab, cx, encrypt, n, seed):
     cx.start_client(lab.c1, auto=True, encrypt=encrypt, psk=GLOBAL_PSK if encrypt else None)
     cx.start_client(lab.c2, auto=True, encrypt=encrypt, psk=C2_PSK if encrypt else None)
     lab.c1.wait_ping("10.0.0.3", timeout=10)
-    ctl = cx.control_socket(lab.server)
     before = {c["address"]: c["endpoint"] for c in cx.status(lab.server)["clients"]}
 
     socks = [A.ns_socket(lab.clients[2], bind=(ATTACKER, 0)) for _ in range(8)]

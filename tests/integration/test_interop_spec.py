@@ -1,8 +1,9 @@
-"""camex against peers written from the spec alone (spec_wire.py), in place
-of the deployed C implementation: a spec-only client behind the camex
-server talks to a real camex client, and a real camex client is configured
-and served by a spec-only server, including that server's restart (new
-sender prefix, sequence numbers from 0 again: legacy flaw 5)."""
+"""camex against peers written from the spec alone
+(tests/support/spec_wire.py), in place of the deployed C implementation: a
+spec-only client behind the camex server talks to a real camex client, and
+a real camex client is configured and served by a spec-only server,
+including that server's restart (new sender prefix, sequence numbers from 0
+again: legacy flaw 5)."""
 
 import os
 import socket
@@ -10,12 +11,11 @@ import struct
 
 import pytest
 
+from lab.attacks import inet_checksum
 from lab.daemons import GLOBAL_PSK
 from lab.netns import wait_until
+from tests.support import spec_wire
 
-from lab.attacks import inet_checksum
-
-import spec_wire  # beside this file (pytest puts tests/integration on sys.path)
 
 pytestmark = pytest.mark.lab
 

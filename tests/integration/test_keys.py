@@ -12,8 +12,8 @@ import pytest
 
 from lab.daemons import C2_PSK, GLOBAL_PSK, auto_config, vectors_config
 from lab.netns import wait_until
+from tests.support import spec_wire
 
-import spec_wire  # beside this file (pytest puts tests/integration on sys.path)
 
 pytestmark = pytest.mark.lab
 

@@ -143,7 +143,7 @@ def test_ten_restarts_invisible_to_c_clients(star4, encrypt, measure):
         for n, (kind, behind) in enumerate(RESTARTS, 1):
             srv.stop(kind)
             t_listen = srv.start(behind)
-            wait_until(lambda: all(prober.first_reply_after(i, t_listen) for i in (0, 1)),
+            wait_until(lambda t=t_listen: all(prober.first_reply_after(i, t) for i in (0, 1)),
                        15, f"traffic after restart {n} ({kind})")
             gap = max(prober.first_reply_after(i, t_listen) for i in (0, 1)) - t_listen
             gaps.append(gap)

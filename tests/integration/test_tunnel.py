@@ -11,8 +11,8 @@ import pytest
 
 from lab.daemons import C2_PSK, GLOBAL_PSK, vectors_config
 from lab.traffic import UdpSniffer, iperf3
+from tests.support import spec_wire
 
-import spec_wire  # beside this file (pytest puts tests/integration on sys.path)
 
 pytestmark = pytest.mark.lab
 
@@ -163,7 +163,7 @@ def test_default_mtu_sends_full_size_packets_unfragmented(camex, star, encrypted
                          ids=["manual-plain", "manual-enc", "auto-plain", "auto-enc"])
 def test_wire_conforms_to_the_spec(camex, star, mode, encrypted):
     """Everything C1 and the server exchange, read with a codec written from
-    the spec alone (tests/integration/spec_wire.py): REGISTER and CONFIG
+    the spec alone (tests/support/spec_wire.py): REGISTER and CONFIG
     lines byte for byte, every encrypted frame opens under the key derived
     from the passphrase, sequence numbers rise, C1 keeps one sender prefix."""
     auto = mode == "auto"

@@ -41,7 +41,7 @@ def until_both_ways(star, timeout: float) -> float:
     """Poll C1 -> C2 and C2 -> C1 with single pings; wall-clock time at which
     both have answered."""
     for a, b in ((star.c1, star.c2), (star.c2, star.c1)):
-        wait_until(lambda: a.ping(b.tunnel_ip, count=1, wait=0.2).ok, timeout,
+        wait_until(lambda a=a, b=b: a.ping(b.tunnel_ip, count=1, wait=0.2).ok, timeout,
                    f"ping {a.name} -> {b.tunnel_ip}", interval=0.02)
     return time.time()
 

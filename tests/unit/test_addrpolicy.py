@@ -15,7 +15,7 @@ from camex.core.server_mux import ServerMux
 from camex.legacy import codec
 from camex.v2.core import V2ClientCore
 
-from test_core_mux import A1, A2, A3, PASS, World, ip_packet
+from tests.support.mux_world import A1, A2, A3, PASS, World, ip_packet
 
 ip = ipaddress.ip_address
 
@@ -237,7 +237,7 @@ def test_legacy_reload_drops_a_client_the_new_configuration_refuses():
 def test_v2_claims_are_refused_with_the_reason(caplog):
     caplog.set_level(logging.ERROR)
     w = World()
-    for i, (claim, why) in enumerate(CLAIMS):
+    for i, (claim, _why) in enumerate(CLAIMS):
         thief = V2ClientCore(auto=False, passphrase=PASS,
                              local_cidr=ipaddress.IPv4Interface(f"{claim}/24"))
         w.add((A3[0], 5000 + i), thief)

@@ -56,7 +56,7 @@ def test_legacy_plaintext_run_on_the_camex_port(tmp_path, capsys):
     recs, _ = run(tmp_path, capsys, [b"".join(pkts)])
     assert [(r["mode"], r["type"], r["gso"]["segment"]) for r in recs] == \
         [("plaintext", "DATA", k) for k in range(3)]
-    assert all(r["summary"].endswith(f"echo-request 0 / Raw") for r in recs)
+    assert all(r["summary"].endswith("echo-request 0 / Raw") for r in recs)
 
 
 def test_v2_data_run_and_text(tmp_path, capsys):

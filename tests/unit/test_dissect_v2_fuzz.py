@@ -6,6 +6,8 @@ records, handshake TLVs) the layers show the same fields. BULK frames cut,
 shuffled, duplicated and thinned out decrypt exactly when all their
 fragments are in the capture."""
 
+from __future__ import annotations
+
 import io
 import json
 import os

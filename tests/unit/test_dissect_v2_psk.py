@@ -4,7 +4,6 @@ COOKIE, and open the INIT's request (mode, address, MTU)."""
 
 import json
 
-import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap

@@ -16,7 +16,7 @@ from camex.legacy.seqfloor import MAX_FLOOR, RESTORE_MARGIN, SeqFloor
 from camex import statefile
 from camex.statefile import Refused, decode, encode
 
-from test_core_legacy import A1, A2, C2PSK, DB, GLOBAL, Net, counter_rng, ip_packet
+from tests.support.legacy_net import A1, A2, C2PSK, DB, GLOBAL, Net, counter_rng, ip_packet
 
 HOST = "0123456789abcdef"
 PORT = 7000

@@ -19,10 +19,9 @@ import pytest
 from camex.contract import SuperPacket
 from camex.io import gso
 from camex.proto.fuzzer_v2 import V2Noise
-from camex.v2.server import FRAME_SLOTS, FRAME_SLOTS_PER_SESSION
-
-from test_v2_bulk import A1, A2, World, frame, tcp_super, v2
 from camex.v2.memlab import ipv4
+from camex.v2.server import FRAME_SLOTS, FRAME_SLOTS_PER_SESSION
+from tests.support.v2_bulk_world import A1, A2, World, frame, tcp_super, v2
 
 SPOOFED = [("192.0.2.66", 4066), ("198.51.100.9", 53), A1, A2]
 

@@ -2,7 +2,6 @@
 
 import ipaddress
 
-import pytest
 
 from camex.v2 import wire
 from camex.v2.client import ClientSession

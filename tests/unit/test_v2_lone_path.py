@@ -20,15 +20,14 @@ current session are always confirmed)."""
 
 import pytest
 
-from camex.v2 import bulk, wire
-from camex.v2.memlab import det_rng, ipv4
-
-from test_v2_core import A1, A2, CONF, PW, Wire
 from camex.config import parse_config
 from camex.io.gso import datagrams_of
+from camex.v2 import bulk, wire
 from camex.v2.core import V2ClientCore, V2ServerCore
+from camex.v2.memlab import det_rng, ipv4
 from camex.v2.noise import nonce_bytes
 from camex.v2.session import AEADS, Timers
+from tests.support.v2_pair import A1, A2, CONF, PW, Wire
 
 C1, C2, GW, LOCAL = "10.0.0.2", "10.0.0.3", "10.0.0.1", "10.0.0.1"
 
@@ -594,7 +593,7 @@ def sessions_flags_roaming_bulk(log):
     for i, d in enumerate(relay):
         srv.datagram_received(d, A1, w.now)
         out, _, _ = log.step(("relay fragment", i))
-        for x, a in out:
+        for x, _ in out:
             c2.datagram_received(x, w.now)
             log.step(("c2 got", i))
     # BULK down, the same interleaving

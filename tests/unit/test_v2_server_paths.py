@@ -1,7 +1,6 @@
 """v2 server: cookies under load, roaming, identity binding, restarts."""
 
 import ipaddress
-import struct
 
 from camex.v2 import wire
 from camex.v2.client import ClientSession

@@ -2,11 +2,9 @@
 raise on network input."""
 
 import ipaddress
-import struct
 
 from hypothesis import given, settings, strategies as st
 
-from camex.legacy import codec
 from camex.v2 import wire
 from camex.v2.client import ClientSession
 from camex.v2.memlab import MemLab, Profile, ipv4, make_server

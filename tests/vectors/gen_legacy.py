@@ -136,7 +136,7 @@ def from_captures(vdir: Path):
             if raw.startswith(b"CX2P "):
                 ctl.append(control_entry(f"capture-{len(ctl)}", src, raw))
             elif raw[:4] == b"CX2P":
-                ptype, prefix, seq, length = raw[4], raw[5:9], *struct.unpack("!QH", raw[9:19])
+                ptype, prefix, seq, _length = raw[4], raw[5:9], *struct.unpack("!QH", raw[9:19])
                 if ptype == 2:
                     n = data_per_prefix.get(prefix, 0)
                     if n >= 3:
