@@ -12,8 +12,10 @@ PYTHONS ?=
 
 .PHONY: test-pythons pythons-clean
 
-test-pythons: deps
-	$(PYTHON) scripts/pythons.py $(PYTHONS)
+# The .venv's own version ran its unit tier in `make check`: only the smoke
+# test there (--unit-done).
+test-pythons: deps venv
+	$(PYTHON) scripts/pythons.py --unit-done $$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])') $(PYTHONS)
 
 pythons-clean:
 	rm -rf .venvs
