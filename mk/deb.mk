@@ -1,0 +1,40 @@
+# Debian packages (owner: packaging): camex and camex-dkms from debian/.
+#
+#   make deb        build dist/camex_<v>_all.deb and dist/camex-dkms_<v>_all.deb
+#                   (dpkg-buildpackage, unsigned)
+#   make deb-lint   lintian on the built packages
+#   make test-deb   build, install in a chroot, purge; dkms build for the
+#                   VM lab's kernels and the guest tests on that module
+#
+# The build dependencies of debian/control, installed by the targets.
+DEB_APT := build-essential debhelper dh-python dh-dkms pybuild-plugin-pyproject \
+	python3-all python3-setuptools devscripts lintian fakeroot dkms
+
+.PHONY: deb deb-deps deb-lint test-deb
+
+deb-deps:
+	sh scripts/install-deps.sh $(DEB_APT)
+
+# dpkg-buildpackage writes next to the source tree; the results move to dist/.
+# Debian's python3 builds the package, whatever python3 comes first on PATH.
+DEB_PATH := /usr/sbin:/usr/bin:/sbin:/bin
+deb: deb-deps
+	env PATH=$(DEB_PATH) dpkg-buildpackage -us -uc -b
+	mkdir -p dist
+	v=$$(dpkg-parsechangelog -S Version) && \
+	  mv ../camex_$${v}_all.deb ../camex-dkms_$${v}_all.deb ../camex_$${v}_*.changes ../camex_$${v}_*.buildinfo dist/
+	@ls -l dist/*.deb
+
+deb-lint: deb
+	lintian --info --display-info dist/*.changes
+
+test-deb: deb deps vm-deps venv
+	$(PYTEST) -q -rA -p no:cacheprovider tests/packaging
+
+distclean: deb-clean
+.PHONY: deb-clean
+deb-clean:
+	rm -rf dist debian/man debian/.debhelper debian/camex debian/camex-dkms debian/files \
+	       debian/*.substvars debian/*.debhelper.log debian/debhelper-build-stamp .pybuild
+
+TEST_SUITES += test-deb
