@@ -3,8 +3,8 @@
 #   make deb        build dist/camex_<v>_all.deb and dist/camex-dkms_<v>_all.deb
 #                   (dpkg-buildpackage, unsigned)
 #   make deb-lint   lintian on the built packages
-#   make test-deb   build, install in a chroot, purge; dkms build for the
-#                   VM lab's kernels and the guest tests on that module
+#   make test-deb   build, lint, install in a chroot, upgrade, remove, purge;
+#                   dkms build for the VM lab's kernels, guest tests on it
 #
 # The build dependencies of debian/control, installed by the targets.
 DEB_APT := build-essential debhelper dh-python dh-dkms pybuild-plugin-pyproject \
@@ -28,7 +28,7 @@ deb: deb-deps
 deb-lint: deb
 	lintian --info --display-info dist/*.changes
 
-test-deb: deb deps vm-deps venv
+test-deb: deb-deps vm-deps venv
 	$(PYTEST) -q -rA -p no:cacheprovider tests/packaging
 
 distclean: deb-clean
