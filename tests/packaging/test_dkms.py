@@ -36,6 +36,7 @@ DKMS_DIR = CACHE / "dkms"
 def unpacked(debs):
     """camex-dkms unpacked as dpkg would, and a private dkms tree."""
     shutil.rmtree(DKMS_DIR, ignore_errors=True)
+    DKMS_DIR.mkdir(parents=True)
     root = DKMS_DIR / "root"
     subprocess.run(["dpkg-deb", "-x", str(debs["camex-dkms"]), str(root)], check=True)
     tree = DKMS_DIR / "tree"
