@@ -26,7 +26,7 @@ deb: deb-deps
 	@ls -l dist/*.deb
 
 deb-lint: deb
-	lintian --info --display-info dist/*.changes
+	lintian -I -E --pedantic --show-overrides dist/*.changes
 
 test-deb: deb-deps vm-deps venv
 	$(PYTEST) -q -rA -p no:cacheprovider tests/packaging

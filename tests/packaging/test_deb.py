@@ -103,6 +103,11 @@ class Chroot:
     def path(self, inside: str) -> Path:
         return Path(str(self.root) + inside)
 
+    def camex_files(self) -> list[str]:
+        """Every path named camex* in the chroot's own filesystem (-xdev:
+        not the bound /proc, /dev, packages and caches)."""
+        return self.sh("find / -xdev -name '*camex*' 2>/dev/null").stdout.split()
+
     def state(self) -> dict:
         """What an operator would look at after each step."""
         wants = self.sh("ls /etc/systemd/system/*.wants/ 2>/dev/null; "
@@ -140,6 +145,7 @@ def lifecycle(debs, tmp_path_factory) -> dict:
                                       str(APT_CACHE / "lists"): "/var/lib/apt/lists"}) as root:
         c = Chroot(root)
         c.ok(*APT, "update")
+        before = set(c.camex_files())        # e.g. the lab's /.camex-ready
         # As an operator would: both packages from files, apt resolving
         # Debian's python3-cryptography, python3-pyroute2 and dkms; scapy
         # (a Recommends) and man-db named so that camex-dissect and man work.
@@ -148,6 +154,7 @@ def lifecycle(debs, tmp_path_factory) -> dict:
                                f"{INSIDE_DEBS}/camex-dkms_{v}_all.deb",
                                "python3-scapy", "man-db")
         rec["installed"] = c.state()
+        rec["installed_files"] = c.camex_files()
         rec["version"] = c.run("camex", "--version")
         rec["help"] = c.run("camex", "-h")
         rec["which"] = c.run("python3", "-c", "import camex; print(camex.__file__)")
@@ -175,9 +182,7 @@ def lifecycle(debs, tmp_path_factory) -> dict:
         rec["psk_after_remove"] = c.path("/etc/camex/server.psk").exists()
         rec["purge"] = c.run(*APT, "purge", "camex", "camex-dkms")
         rec["purged"] = c.state()
-        rec["leftovers"] = c.sh("find / -xdev \\( -name 'camex*' -o -name '*camex*.service' \\) "
-                                f"-not -path '{INSIDE_DEBS}/*' -not -path '/proc/*' "
-                                "-not -path '/work/*' 2>/dev/null").stdout.split()
+        rec["leftovers"] = sorted(set(c.camex_files()) - before)
     return rec
 
 
@@ -188,6 +193,10 @@ def out(proc: subprocess.CompletedProcess) -> str:
 def test_apt_installs_both_packages(lifecycle):
     assert lifecycle["install"].returncode == 0, out(lifecycle["install"])
     assert lifecycle["installed"]["status"] == "ii ii "
+    # What test_purge_leaves_nothing looks for is there after install.
+    for path in ("/usr/bin/camex", "/etc/camex", "/var/lib/camex",
+                 "/usr/share/man/man8/camex.8.gz", f"/usr/src/camex-{version()}"):
+        assert path in lifecycle["installed_files"]
 
 
 def test_camex_runs_from_the_system_python(lifecycle):
