@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.vm import chroot
+from lab.vm import chroot, kernels
 from lab.vm.kernels import CACHE
 from tests.packaging import pcap_sample
 from tests.packaging.conftest import version
@@ -125,6 +125,8 @@ class Chroot:
             "state_dir": self.path("/var/lib/camex").exists(),
             "dkms_src": self.path(f"/usr/src/camex-{version()}").exists(),
             "dkms_tree": self.path("/var/lib/dkms/camex").exists(),
+            "modules": sorted(str(p)[len(str(self.root)):] for p in
+                              self.path("/lib/modules").glob("*/updates/dkms/camex.ko*")),
         }
 
 
@@ -148,11 +150,23 @@ def lifecycle(debs, tmp_path_factory) -> dict:
         before = set(c.camex_files())        # e.g. the lab's /.camex-ready
         # As an operator would: both packages from files, apt resolving
         # Debian's python3-cryptography, python3-pyroute2 and dkms; scapy
-        # (a Recommends) and man-db named so that camex-dissect and man work.
+        # (a Recommends) and man-db named so that camex-dissect and man work;
+        # gcc-12, which the lab's kernels' linux-headers packages depend on.
         rec["install"] = c.run(*APT, "install", "--no-install-recommends",
                                f"{INSIDE_DEBS}/camex_{v}_all.deb",
                                f"{INSIDE_DEBS}/camex-dkms_{v}_all.deb",
-                               "python3-scapy", "man-db")
+                               "python3-scapy", "man-db", "gcc-12")
+        # A kernel installed after camex-dkms: its headers appear as
+        # /lib/modules/<release>/build (the lab's unpacked tree, bound at the
+        # same path) and its package runs the kernel hook that dkms installs.
+        rec["hook"] = {}
+        for name in kernels.TEST_KERNELS:
+            tree = kernels.fetch(name)
+            mod = f"/lib/modules/{tree.release}"
+            hook = c.sh(f"mkdir -p {mod} && ln -sfn {tree.kdir} {mod}/build && "
+                        f"/etc/kernel/postinst.d/dkms {tree.release}")
+            vermagic = c.run("modinfo", "-F", "vermagic", f"{mod}/updates/dkms/camex.ko")
+            rec["hook"][tree.release] = (hook, vermagic.stdout.split()[:1])
         rec["installed"] = c.state()
         rec["installed_files"] = c.camex_files()
         rec["version"] = c.run("camex", "--version")
@@ -252,12 +266,23 @@ def test_dkms_registers_the_module(lifecycle):
     assert f"camex/{version()}" in lifecycle["dkms_status"].stdout, out(lifecycle["dkms_status"])
 
 
+def test_dkms_builds_the_module_for_each_kernel_installed_later(lifecycle):
+    assert len(lifecycle["hook"]) == len(kernels.TEST_KERNELS)
+    for release, (hook, vermagic) in lifecycle["hook"].items():
+        assert hook.returncode == 0, out(hook)
+        assert vermagic == [release]
+    assert len(lifecycle["installed"]["modules"]) == len(kernels.TEST_KERNELS)
+
+
 def test_upgrade_keeps_configuration_and_enablement(lifecycle):
     assert lifecycle["upgrade"].returncode == 0, out(lifecycle["upgrade"])
     assert lifecycle["upgraded_version"] == f"{version()}+up1"
     assert "CAMEX_PORT=7100" in lifecycle["env_after_upgrade"]
     assert lifecycle["upgraded"]["enabled"]
-    assert not lifecycle["installed"]["dkms_src"] or lifecycle["upgraded"]["dkms_src"]
+    # The old package's prerm removed the module, the new one's postinst
+    # built it again for every kernel that has headers.
+    assert lifecycle["upgraded"]["dkms_src"]
+    assert lifecycle["upgraded"]["modules"] == lifecycle["installed"]["modules"] != []
 
 
 def test_remove_keeps_configuration_and_drops_the_code(lifecycle):
@@ -269,6 +294,7 @@ def test_remove_keeps_configuration_and_drops_the_code(lifecycle):
     assert removed["etc"] is not None and "server.env" in removed["etc"]
     assert lifecycle["psk_after_remove"]
     assert not removed["dkms_src"] and not removed["dkms_tree"]
+    assert removed["modules"] == []
 
 
 def test_purge_leaves_nothing(lifecycle):
