@@ -22,6 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from camex import __version__  # noqa: E402
 
+# Subcommands of `camex` (`camex status`, ...): each one's own `-h` output
+# goes into the page, so a new one only needs its name here. One that this
+# version of camex does not know is left out (its -h fails).
+SUBCOMMANDS = ("status", "reload", "check-config")
+
 PAGES = {
     # prog: (module with build_parser(), NAME line, SEE ALSO)
     "camex": ("camex.options", "minimal UDP/TUN tunnel daemon (client or relay server)",
@@ -89,11 +94,38 @@ def render(parser: argparse.ArgumentParser, section: str, name_line: str,
             if a.nargs != 0:
                 names += f" \\fI{roff(a.metavar or a.dest.upper())}\\fR"
             out += [".TP", names, roff(_expand(parser, a))]
+    commands = subcommand_help(prog)
+    if commands:
+        out.append(".SH COMMANDS")
+        for cmd, text in commands:
+            out += [".SS " + roff(f"{prog} {cmd}"), ".nf", roff(text.rstrip("\n")), ".fi"]
     if parser.epilog:
         out += [".SH NOTES", roff(parser.epilog)]
     out += [".SH SEE ALSO", ",\n".join(f".BR {roff(p.split('(')[0])} ({p.split('(')[1]}"
                                        for p in see_also)]
     return "\n".join(out) + "\n"
+
+
+def subcommand_help(prog: str) -> list[tuple[str, str]]:
+    """(name, `camex NAME -h` output) for each subcommand camex knows."""
+    if prog != "camex":
+        return []
+    import contextlib
+    import io
+
+    from camex import cli
+    found = []
+    os.environ["COLUMNS"] = "80"        # the same page whatever the terminal
+    for cmd in SUBCOMMANDS:
+        text, err = io.StringIO(), io.StringIO()
+        try:
+            with contextlib.redirect_stdout(text), contextlib.redirect_stderr(err):
+                code = cli.main([cmd, "-h"])
+        except SystemExit as exc:
+            code = exc.code
+        if code in (0, None) and text.getvalue().startswith(f"usage: camex {cmd}"):
+            found.append((cmd, text.getvalue()))
+    return found
 
 
 def build_date() -> str:

@@ -42,3 +42,12 @@ def test_the_date_follows_source_date_epoch(monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     assert manpage.build_date() == "2023-11-14"
     assert '"2023-11-14"' in manpage.page("camex", "8")
+
+
+def test_camex_subcommands_are_in_the_page_with_their_own_help():
+    page = manpage.page("camex", "8")
+    commands = page[page.index(".SH COMMANDS"):]
+    for cmd in ("status", "reload"):
+        assert f".SS camex {cmd}\n.nf\nusage: camex {cmd} " in commands
+    assert "\\-\\-json" in commands.split(".SS camex reload")[0]
+    assert "\\-\\-json" not in commands.split(".SS camex reload")[1].split(".SH")[0]
