@@ -10,6 +10,10 @@
 DEB_APT := build-essential debhelper dh-python dh-dkms pybuild-plugin-pyproject \
 	python3-all python3-setuptools devscripts lintian fakeroot dkms
 
+# test-deb also runs camex's tests under /usr/bin/python3 with Debian's
+# own versions of what the package depends on.
+DEB_TEST_APT := python3-cryptography python3-pyroute2 python3-pytest python3-hypothesis
+
 .PHONY: deb deb-deps deb-lint test-deb
 
 deb-deps:
@@ -29,6 +33,7 @@ deb-lint: deb
 	lintian -I -E --pedantic --show-overrides dist/*.changes
 
 test-deb: deb-deps vm-deps venv
+	sh scripts/install-deps.sh $(DEB_TEST_APT)
 	$(PYTEST) -q -rA -p no:cacheprovider tests/packaging
 
 distclean: deb-clean

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Iterable, NamedTuple
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from camex.aead import ChaCha20Poly1305
 from scapy.packet import Packet, Raw
 
 from camex.legacy import codec

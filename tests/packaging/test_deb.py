@@ -20,7 +20,7 @@ import pytest
 from lab.vm import chroot, kernels
 from lab.vm.kernels import CACHE
 from tests.packaging import pcap_sample
-from tests.packaging.conftest import version
+from tests.packaging.conftest import REPO, version
 
 pytestmark = pytest.mark.lab
 
@@ -304,3 +304,23 @@ def test_purge_leaves_nothing(lifecycle):
     assert purged["etc"] is None and not purged["state_dir"]
     assert not purged["enabled"]
     assert lifecycle["leftovers"] == []
+
+
+# ---- the host's Debian Python: what camex depends on, at bookworm's versions
+
+SYSTEM_PYTHON_TESTS = ["tests/unit/test_core_legacy.py", "tests/unit/test_client_daemon_fakes.py",
+                       "tests/unit/test_fuzz_codec.py", "tests/unit/test_v2_bulk.py",
+                       "tests/unit/test_v2_handshake.py", "tests/unit/test_v2_lone_path.py",
+                       "tests/unit/test_netlink_child.py"]
+
+
+def test_camex_runs_on_the_hosts_debian_python_packages():
+    """The daemon's crypto and netlink under /usr/bin/python3 with Debian's
+    own python3-cryptography and python3-pyroute2 (debian/README.Debian)."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(REPO),
+           "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/root"}
+    proc = subprocess.run(["/usr/bin/python3", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-o", "addopts=", *SYSTEM_PYTHON_TESTS],
+                          cwd=REPO, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert re.search(r"^\d+ passed", proc.stdout.splitlines()[-1])
