@@ -314,6 +314,19 @@ SYSTEM_PYTHON_TESTS = ["tests/unit/test_core_legacy.py", "tests/unit/test_client
                        "tests/unit/test_netlink_child.py"]
 
 
+def test_the_dependencies_accept_the_hosts_debian_packages(debs):
+    """camex's Depends accept Debian 12's own python3-cryptography and
+    python3-pyroute2 (the host's), the versions the test below runs on."""
+    depends = field(debs["camex"], "Depends")
+    for pkg in ("python3-cryptography", "python3-pyroute2"):
+        have = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], check=True,
+                              capture_output=True, text=True).stdout
+        m = re.search(rf"{pkg} \(>= ([^)]+)\)", depends)
+        assert m, depends
+        assert subprocess.run(["dpkg", "--compare-versions", have, "ge", m.group(1)]).returncode \
+            == 0, f"{pkg} {have} does not satisfy >= {m.group(1)}"
+
+
 def test_camex_runs_on_the_hosts_debian_python_packages():
     """The daemon's crypto and netlink under /usr/bin/python3 with Debian's
     own python3-cryptography and python3-pyroute2 (debian/README.Debian)."""
