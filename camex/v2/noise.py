@@ -23,7 +23,7 @@ from __future__ import annotations
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import (
     X25519PrivateKey, X25519PublicKey)
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from camex.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.hashes import BLAKE2s
 from cryptography.hazmat.primitives.hmac import HMAC
 
@@ -73,7 +73,13 @@ def nonce_bytes(n: int) -> bytes:
 def public_bytes(key: X25519PrivateKey) -> bytes:
     # public_bytes_raw (cryptography >= 40): the serialization package
     # would import SSH/RSA/EC support, 1.1 MiB resident that v2 never uses.
-    return key.public_key().public_bytes_raw()
+    pub = key.public_key()
+    try:
+        return pub.public_bytes_raw()
+    except AttributeError:
+        # cryptography < 40 (Debian 12's 38): only the serialization form.
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+        return pub.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 def dh(private: X25519PrivateKey, public: bytes) -> bytes:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from camex.aead import ChaCha20Poly1305
 
 from ..io.gso import glue_frame
 from . import wire

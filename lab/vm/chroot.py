@@ -19,6 +19,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from .kernels import CACHE
@@ -83,12 +84,15 @@ def install_virtiofsd(suite: str = "trixie") -> Path:
 
 
 @contextlib.contextmanager
-def mounted(root: Path):
-    """Bind /proc, /dev and the lab cache into the chroot (same paths)."""
+def mounted(root: Path, extra: dict[str, str] | None = None):
+    """Bind /proc, /dev and the lab cache into the chroot (same paths),
+    and each host directory of `extra` at its path (value) in the chroot."""
     targets = []
+    binds = [(src, src) for src in ("/proc", "/dev", str(CACHE))]
+    binds += list((extra or {}).items())
     try:
-        for src in ("/proc", "/dev", str(CACHE)):
-            dst = Path(str(root) + src)
+        for src, inside in binds:
+            dst = Path(str(root) + inside)
             dst.mkdir(parents=True, exist_ok=True)
             subprocess.run(["mount", "--bind", src, str(dst)], check=True)
             targets.append(dst)
@@ -101,9 +105,45 @@ def mounted(root: Path):
 def run(suite: str, argv: list[str]) -> subprocess.CompletedProcess:
     root = ensure(suite)
     with mounted(root):
-        return subprocess.run(["chroot", str(root), *argv], capture_output=True,
-                              text=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-                                              "HOME": "/root", "LANG": "C.UTF-8"})
+        return run_in(root, argv)
+
+
+CHROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+
+
+def run_in(root: Path, argv: list[str], env: dict[str, str] | None = None,
+           timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run argv in the chroot at `root` (already mounted)."""
+    return subprocess.run(["chroot", str(root), *argv], capture_output=True, text=True,
+                          env={**CHROOT_ENV, **(env or {})}, timeout=timeout)
+
+
+@contextlib.contextmanager
+def scratch(suite: str = "trixie", extra: dict[str, str] | None = None):
+    """A throwaway writable copy of the chroot of `suite`, mounted.
+
+    An overlayfs over the cached chroot: whatever is installed or changed
+    in it (the Debian package tests install and purge camex there) lands in
+    a temporary upper directory that is dropped on exit, so the VM lab's
+    chroot stays as it was and no second debootstrap is needed.
+    """
+    lower = ensure(suite)
+    base = CACHE / "scratch"
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{suite}-{os.getpid()}-", dir=base))
+    upper, work, root = tmp / "upper", tmp / "work", tmp / "root"
+    for d in (upper, work, root):
+        d.mkdir()
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={lower},upperdir={upper},workdir={work}", str(root)],
+                   check=True)
+    try:
+        with mounted(root, extra):
+            yield root
+    finally:
+        subprocess.run(["umount", "-l", str(root)])
+        # --one-file-system: never into a bind mount that is still live.
+        subprocess.run(["rm", "-rf", "--one-file-system", str(tmp)])
 
 
 def available() -> bool:

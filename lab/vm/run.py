@@ -79,17 +79,26 @@ def _want_virtiofsd() -> None:
 
 
 def run(kernel: str, suite: str = "contract", extra: list[str] | None = None,
-        timeout: float = 900) -> LabRun:
-    """Fetch, build and boot `kernel` (a KERNELS key), run `suite` in it."""
+        timeout: float = 900, ko: Path | None = None, tag: str = "") -> LabRun:
+    """Fetch, build and boot `kernel` (a KERNELS key), run `suite` in it.
+
+    With `ko`, that module (built elsewhere, e.g. by DKMS from the Debian
+    package) is tested instead of one built here; `tag` keeps its results
+    apart from the lab's own run of the same kernel and suite.
+    """
     lab = LabRun(kernel)
     tree = kernels.fetch(kernel)
     lab.release = tree.release
     spec = kernels.KERNELS[kernel]
-    lab.build = kbuild.build(tree, cc=spec.cc, chroot_suite=spec.chroot)
+    if ko is None:
+        lab.build = kbuild.build(tree, cc=spec.cc, chroot_suite=spec.chroot)
+    else:
+        lab.build = kbuild.BuildResult(tree.release, ko if ko.exists() else None,
+                                       f"prebuilt {ko}", [])
     if not lab.build.ok:
         lab.error = "build failed"
         return lab
-    outdir = kernels.CACHE / "runs" / f"{tree.release}-{suite}"
+    outdir = kernels.CACHE / "runs" / f"{tree.release}-{suite}{tag}"
     shutil.rmtree(outdir, ignore_errors=True)
     outdir.mkdir(parents=True)
     lab.outdir = outdir

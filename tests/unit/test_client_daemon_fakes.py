@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from camex.aead import ChaCha20Poly1305
 
 from camex.client_daemon import ClientDaemon, ClientIO
 from camex.io.fake import FakeLink, FakeTransport, FakeTun

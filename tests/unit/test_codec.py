@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from camex.aead import ChaCha20Poly1305
 
 from camex.legacy import codec
 from camex.replay import ReplayWindow
