@@ -9,7 +9,6 @@ recorded once (one lifecycle per run) and checked by the tests below.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
