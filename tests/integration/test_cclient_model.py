@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-import spec_wire  # beside this file
+from tests.support import spec_wire
 from lab.attacks import icmp_echo
 from lab.cclient import CClient, REGISTER_EVERY, RETRY_EVERY, SILENCE_RECONNECT
 from lab.netns import PORT, wait_until
