@@ -26,10 +26,10 @@ import argparse
 import sys
 import time
 
-from camex.config import parse_config
+from camex.daemon.config import parse_config
 from camex.v2 import wire
 from camex.v2.core import V2ClientCore, V2ServerCore
-from camex.v2.memlab import det_rng, ipv4
+from camex.testing.memlab import det_rng, ipv4
 
 CONF = """
 [defaults]

@@ -34,17 +34,17 @@ DEFAULT = ("camex-v2-p2p", "camex-v2-relay", "camex-p2p-enc", "camex-relay-plain
 # role's modules), so that each line is what that step adds.
 IMPORT_STEPS = (
     ("interpreter (python -c pass, with site)", ()),
-    ("camex.log", ("camex.log",)),
+    ("camex.base.log", ("camex.base.log",)),
     ("argparse", ("argparse",)),
-    ("camex.options, camex.config, legacy codec", ("camex.options",)),
-    ("camex.loop (selectors, socket, ctypes, json)", ("camex.loop",)),
-    ("camex.child, camex.io.netlink (no pyroute2)", ("camex.io.netlink",)),
+    ("camex.daemon.options, camex.daemon.config, legacy codec", ("camex.daemon.options",)),
+    ("camex.daemon.loop (selectors, socket, ctypes, json)", ("camex.daemon.loop",)),
+    ("camex.base.child, camex.io.netlink (no pyroute2)", ("camex.io.netlink",)),
     ("cryptography _rust.abi3.so", ("cryptography.hazmat.bindings._rust",)),
     ("cryptography AEAD, X25519 modules", ("cryptography.hazmat.primitives.ciphers.aead",
                                            "cryptography.hazmat.primitives.asymmetric.x25519")),
-    ("camex.core.client, camex.io (offload, gso)", ("camex.core.client", "camex.io.offload")),
+    ("camex.legacy.client, camex.io (offload, gso)", ("camex.legacy.client", "camex.io.offload")),
     ("camex.v2 (core, server, client, noise, wire)", ("camex.v2.core",)),
-    ("client_daemon, server_daemon, server_mux", ("camex.client_daemon", "camex.server_daemon")),
+    ("client_daemon, server_daemon, server_mux", ("camex.daemon.client", "camex.daemon.server")),
 )
 
 _PROBE = r"""

@@ -80,7 +80,7 @@ def _hwm(daemons) -> dict:
 
 def _helpers(daemons) -> dict:
     """The peaks of the short-lived helpers camex daemons fork for link
-    set-up and scrypt (camex.child), from `camex status --json`: gone before
+    set-up and scrypt (camex.base.child), from `camex status --json`: gone before
     VmHWM is read, they are reported next to their daemon, not hidden."""
     out = {}
     for role, p in daemons:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import log
+from .base import log
 
 
 def _config_loader(opts):
@@ -14,7 +14,7 @@ def _config_loader(opts):
     The default path may be absent on a server that serves manual clients
     only; a path given with --config must exist.
     """
-    from .config import load_config
+    from .daemon.config import load_config
 
     def load():
         if not opts.config_given and not os.path.exists(opts.config):
@@ -28,19 +28,19 @@ def _config_loader(opts):
 
 
 def main(argv=None) -> int:
-    from .config import ConfigError
-    from .options import UsageError, parse_args
+    from .daemon.config import ConfigError
+    from .daemon.options import UsageError, parse_args
 
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("status", "reload"):
-        from .status import main as status_main
+        from .daemon.status import main as status_main
         return status_main(argv)
     if argv and argv[0] == "check-config":
-        from .check import main as check_main
+        from .daemon.check import main as check_main
         return check_main(argv)
     if "--check" in argv:
         # Every problem, not only the first one a start would stop at.
-        from .check import check
+        from .daemon.check import check
         return check(argv)
     try:
         opts = parse_args(argv)
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
         print(f"camex: {e}", file=sys.stderr)
         return 1
     log.setup(opts.log_level)
-    from .loop import PidFile, StartupError, harden_process
+    from .daemon.loop import PidFile, StartupError, harden_process
 
     harden_process()
     if opts.mode == "client" or opts.server_tun:
@@ -59,9 +59,9 @@ def main(argv=None) -> int:
     try:
         # Import only the role that runs.
         if opts.mode == "server":
-            from .server_daemon import ServerDaemon as Daemon
+            from .daemon.server import ServerDaemon as Daemon
         else:
-            from .client_daemon import ClientDaemon as Daemon
+            from .daemon.client import ClientDaemon as Daemon
         from .v2 import kdf
         # scrypt's 16 MiB in a short-lived helper, never in the daemon's
         # peak (the daemon is one thread: forking is safe here).

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from camex.capture import LINKTYPE_ETHERNET, PcapWriter
+from camex.dissect.capture import LINKTYPE_ETHERNET, PcapWriter
 
 ETH_P_ALL = 0x0003  # outgoing packets reach ETH_P_ALL sockets only
 ETH_P_IP = 0x0800

@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Optional
 
-from camex.control import request
+from camex.daemon.control import request
 
 from .attacks import ns_socket
 from .capture import SO_RCVBUFFORCE

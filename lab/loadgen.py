@@ -10,7 +10,7 @@ source, and reads what the server relays to it. Three generators:
   sends (CONFIGs, relayed DATA); the ops tests (tests/integration/test_load_*).
 - `SpoofedLoad`: REGISTERs only, all from one raw socket (a source port of
   one address per client, no socket or file descriptor each), so tens of
-  thousands fit in one process; the 10,000-client bench (bench/loadgen.py).
+  thousands fit in one process; the 10,000-client bench (bench/load.py).
 - `V2Load`: v2 clients (camex.v2.client.ClientSession), one socket each.
 
     load = LegacyLoad(ns, ("10.250.2.1", 7000), 1000, passphrase=b"...", auto=True)
@@ -18,7 +18,7 @@ source, and reads what the server relays to it. Three generators:
     load.wait_configs()          # auto mode: every client got its CONFIG
     ok = load.relay_sample(50)   # a -> b for random pairs, checked byte for byte
 
-`python -m bench.loadgen` is the command-line tool (server memory and relay
+`python -m bench.load` is the command-line tool (server memory and relay
 speed with N registered clients); the lab tests drive this module directly.
 """
 

@@ -25,7 +25,7 @@ bench-list: venv
 	$(PY) -m bench.run --list
 
 bench-load: venv deps
-	$(PY) -m bench.loadgen $(LOADGEN_ARGS)
+	$(PY) -m bench.load $(LOADGEN_ARGS)
 
 bench-profile: venv deps
 	$(PY) -m bench.profile $(PROFILE_ARGS)

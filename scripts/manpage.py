@@ -29,9 +29,9 @@ SUBCOMMANDS = ("status", "reload", "check-config")
 
 PAGES = {
     # prog: (module with build_parser(), NAME line, SEE ALSO)
-    "camex": ("camex.options", "minimal UDP/TUN tunnel daemon (client or relay server)",
+    "camex": ("camex.daemon.options", "minimal UDP/TUN tunnel daemon (client or relay server)",
               ["camex-dissect(1)", "systemctl(1)"]),
-    "camex-dissect": ("camex.dissect", "show and decrypt the camex datagrams of a capture",
+    "camex-dissect": ("camex.dissect.cli", "show and decrypt the camex datagrams of a capture",
                       ["camex(8)", "tcpdump(8)"]),
 }
 

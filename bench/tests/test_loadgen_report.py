@@ -1,4 +1,4 @@
-"""bench/loadgen.py's results: what a reader of results/loadgen.md sees.
+"""bench/load.py's results: what a reader of results/loadgen.md sees.
 
 The measurement needs namespaces and minutes (`make bench-load`); its
 report is checked here from the last real run's JSON, so that a change to
@@ -8,7 +8,7 @@ the generator keeps the results format the README quotes.
 import json
 import os
 
-from bench import loadgen
+from bench import load as loadgen
 
 RESULTS = os.path.join(os.path.dirname(loadgen.__file__), "results")
 

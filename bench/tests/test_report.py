@@ -74,7 +74,7 @@ def test_profile_summary_separates_waiting(tmp_path):
     assert s["samples"] == 100
     assert abs(s["idle_share"] - 0.6) < 1e-9
     assert s["self"][0] == ("seal (camex/legacy/codec.py:104)", 0.75)
-    assert ("run (camex/loop.py)", 1.0) not in s["inclusive"]  # on every busy stack: not shown
+    assert ("run (camex/daemon/loop.py)", 1.0) not in s["inclusive"]  # on every busy stack: not shown
 
 
 def test_readme_quotes_the_latest_run_and_replaces_the_old_quote(tmp_path):

@@ -1,7 +1,7 @@
 """Interface address, MTU, link state and routes: the daemon's side.
 
 The netlink work runs through pyroute2 in a short-lived forked helper
-(camex.io.netlink_ops in a camex.child.Helper): importing pyroute2 costs
+(camex.io.netlink_ops in a camex.base.child.Helper): importing pyroute2 costs
 ~20 MiB resident, more than the rest of the daemon, and a process's peak
 never comes down. The daemon process itself never imports pyroute2.
 
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import socket
 
-from ..child import Helper, HelperError
-from ..log import LOG
+from ..base.child import Helper, HelperError
+from ..base.log import LOG
 
 TX_QUEUE_LEN = 2000
 # The first request waits for pyroute2's import: 0.1-0.5 s on a PC, seconds

@@ -1,5 +1,5 @@
 """The netlink work itself, through pyroute2: runs only in the helper child
-(camex.io.netlink forks it; see camex.child), never in the daemon.
+(camex.io.netlink forks it; see camex.base.child), never in the daemon.
 
 Importing pyroute2 costs ~20 MiB resident and 0.1-0.5 s, which is why it
 is imported here only. Arguments and results are plain strings, numbers,

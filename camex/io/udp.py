@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import socket
 
-from ..contract import DatagramReceiver
-from ..log import fault
-from ..loop import BATCH
-from .gso import split
+from ..base.contract import DatagramReceiver
+from ..base.log import fault
+from ..v2.framing import split
 
 MAX_DATAGRAM = 65535
 SOCK_BUF = 4 << 20  # absorb bursts from a TUN read loop
@@ -61,7 +60,7 @@ def receive(recv, receiver: DatagramReceiver, addressed: bool, now: float, burst
 
     `recv()` -> (data, size, address) (camex.io.gso.gro_receiver): `data`
     holds datagrams of `size` bytes (a GRO batch), or is one datagram when
-    `size` is 0. They go to the core's `receiver` (camex.contract): with
+    `size` is 0. They go to the core's `receiver` (camex.base.contract): with
     the sender's address (`addressed`, a server) or without (a client, whose
     socket is connected): `receiver(data, [address,] now)`. A
     lone datagram (`burst` False) is delivered and flushed at once, without
@@ -102,3 +101,6 @@ def receive(recv, receiver: DatagramReceiver, addressed: bool, now: float, burst
         if backlog() >= flush_at:
             flush()
     flush()
+
+
+BATCH = 64  # datagrams or packets handled per readiness event

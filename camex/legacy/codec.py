@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from ..blake2 import blake2b
+from ..base.blake2 import blake2b
 
 MAGIC = b"CX2P"
 T_REGISTER = 1
@@ -61,7 +61,7 @@ def new_aead(key: bytes):
     """cryptography's ChaCha20Poly1305 for a key (what seal and open_datagram
     take). `cryptography` is imported here, not at the top: a plaintext
     daemon never loads it (6.6 MiB of resident memory, issue 6)."""
-    from camex.aead import ChaCha20Poly1305
+    from ..base.aead import ChaCha20Poly1305
     return ChaCha20Poly1305(key)
 
 

@@ -13,7 +13,7 @@ classifier with registry.py, which hooks Scapy's UDP dissection once. To add
 a version: write camex/proto/<name>.py with layers and a `register()`
 function, and list it in VERSIONS below.
 
-This package (and camex.dissect) are the only parts of camex that import
+This package (and camex.dissect.cli) are the only parts of camex that import
 Scapy; the daemon's data path never does.
 """
 

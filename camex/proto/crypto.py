@@ -11,7 +11,7 @@ from typing import NamedTuple
 from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidTag
-from camex.aead import ChaCha20Poly1305
+from camex.base.aead import ChaCha20Poly1305
 from scapy.packet import Packet, Raw
 
 from camex.legacy import codec

@@ -48,7 +48,7 @@ from typing import NamedTuple
 from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidTag
-from camex.aead import ChaCha20Poly1305
+from camex.base.aead import ChaCha20Poly1305
 from scapy.fields import (ByteEnumField, ByteField, ConditionalField,
                           FieldLenField, FlagsField, StrLenField, XByteField,
                           XLEIntField, XLELongField, XShortField, XStrField,

@@ -2,7 +2,7 @@
 
 Everything here is free of I/O ("sans-I/O"): datagrams and a clock go in,
 datagrams to send, inner packets to deliver and timer deadlines come out.
-The daemon (camex/daemon.py, camex/core) owns sockets, the TUN and the loop.
+The daemons (camex.daemon) own sockets, the TUN and the loop.
 
 Modules:
 - noise:   Noise SymmetricState/CipherState/HandshakeState (checked against
@@ -15,8 +15,10 @@ Modules:
 - client:  ClientSession, the client's state machine;
 - server:  V2Server, the server's state machine, peers, identity binding;
 - events:  what the state machines return (Send, Deliver, Up, Down, ...);
-- core:    V2ClientCore / AutoClientCore / V2ServerCore: the same surface as
-           the legacy cores in camex/core, for the daemons;
-- memlab:  an in-memory network for tests and sample traffic.
+- core:    V2ClientCore / V2ServerCore: the cores the daemons drive
+           (camex.base.contract; AutoClientCore is in camex.tunnel.client);
+- bulk:    BULK records and super-packets, FastReceiver (per-fragment path);
+- framing: GSO runs of datagrams, BULK frames cut and glued, reassembly;
+- lone:    the flat lone-datagram paths (held to the full ones by tests).
 docs/PROTOCOL.md is the specification.
 """

@@ -6,7 +6,7 @@ TCP/UDP header over up to 64 KiB of payload, the L4 checksum field holding
 the pseudo-header sum (virtio NEEDS_CSUM). This module turns TUN reads into
 records (sender) and records into TUN writes (receiver) - a GSO write with
 a virtio_net_hdr when the TUN takes one, else complete packets cut by
-camex.io.offload.segment (also what DATA-only peers and legacy clients get
+camex.base.netpkt.segment (also what DATA-only peers and legacy clients get
 on a relay). Pure functions; no I/O.
 """
 
@@ -17,9 +17,9 @@ from operator import itemgetter
 from typing import Callable
 from collections.abc import Iterable
 
-from ..contract import SuperPacket
-from ..io import gso, offload
-from . import wire
+from ..base import netpkt
+from ..base.contract import SuperPacket
+from . import framing, wire
 from .events import FORGED
 
 _BULK_FIELDS = wire.bulk_fields
@@ -36,8 +36,8 @@ PROTO_TCP, PROTO_UDP = 6, 17
 def record_of(hdr, packet):
     """(gso_size, packet) for a TSO/USO read of an IPv4 super-packet, or
     None if it is not one (the caller cuts it and sends DATA)."""
-    gtype = hdr[1] & ~gso.GSO_ECN
-    if gtype not in (gso.GSO_TCPV4, gso.GSO_UDP_L4) or not hdr[3] or \
+    gtype = hdr[1] & ~netpkt.GSO_ECN
+    if gtype not in (netpkt.GSO_TCPV4, netpkt.GSO_UDP_L4) or not hdr[3] or \
             len(packet) < 28 or packet[0] >> 4 != 4 or len(packet) > 0xFFFF:
         return None
     return hdr[3], packet
@@ -89,7 +89,7 @@ def tun_items(g: int, packet) -> list:
         return []
     ihl, hl, proto = l4
     if proto == PROTO_TCP:
-        return [SuperPacket(gso.pack_vnet(gso.F_NEEDS_CSUM, gso.GSO_TCPV4, hl, g, ihl, 16),
+        return [SuperPacket(netpkt.pack_vnet(netpkt.F_NEEDS_CSUM, netpkt.GSO_TCPV4, hl, g, ihl, 16),
                             packet)]
     return segments(g, packet)
 
@@ -103,10 +103,10 @@ def segments(g: int, packet) -> list:
     if l4 is None:
         return []
     ihl, hl, proto = l4
-    gtype, off = (gso.GSO_TCPV4, 16) if proto == PROTO_TCP else (gso.GSO_UDP_L4, 6)
+    gtype, off = (netpkt.GSO_TCPV4, 16) if proto == PROTO_TCP else (netpkt.GSO_UDP_L4, 6)
     try:
-        return offload.segment(gso.VnetHdr((gso.F_NEEDS_CSUM, gtype, hl, g, ihl, off)), packet)
-    except offload.OffloadError:
+        return netpkt.segment(netpkt.VnetHdr((netpkt.F_NEEDS_CSUM, gtype, hl, g, ihl, off)), packet)
+    except netpkt.OffloadError:
         return []
 
 
@@ -148,8 +148,8 @@ def _same_frame(h, other) -> bool:
 
 
 class FastReceiver:
-    """A core's DatagramReceiver (camex.contract), with the per-fragment
-    fast path in front (camex.io.gso.Reassembly.last): if `data` is the
+    """A core's DatagramReceiver (camex.base.contract), with the per-fragment
+    fast path in front (camex.v2.framing.Reassembly.last): if `data` is the
     next, not the last, fragment of the BULK frame that `frames` started
     last (same receiver, counter and flags, the expected index, the same
     count, reserved bytes 0), its slice is appended and that is all. Anything
@@ -240,12 +240,12 @@ class FastReceiver:
         n = len(data)
         c = -(-n // size)
         if 2 < c <= _MAX_COUNT and size > _HL and data[16] == c and data[1] == 6 \
-                and data[0] == 0xC2 and data[3::size] == gso.INDEX_BYTES[c]:
+                and data[0] == 0xC2 and data[3::size] == framing.INDEX_BYTES[c]:
             mv = memoryview(data)
             first, end = mv[:size], mv[(c - 1) * size:]
             h = _BULK_FIELDS(first)
             if len(end) > _HL and _same_frame(h, _BULK_FIELDS(end)):
-                payloads = gso.repeated_struct(f"{_HL}x{size - _HL}s", c - 1)
+                payloads = framing.repeated_struct(f"{_HL}x{size - _HL}s", c - 1)
                 self.frame(first, b"".join(payloads.unpack_from(data) + (end[_HL:],)),
                            *rest)
                 return True

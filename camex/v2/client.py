@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import struct
 
-from ..io.gso import Reassembly
+from .framing import Reassembly
 from . import wire
 from .bulk import collect
 from .cookie import open_cookie

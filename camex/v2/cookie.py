@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 
 from cryptography.exceptions import InvalidTag
-from camex.aead import ChaCha20Poly1305
+from ..base.aead import ChaCha20Poly1305
 
 from . import wire
 

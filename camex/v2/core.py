@@ -1,14 +1,14 @@
 """v2 behind the interface of the legacy cores, for the daemons.
 
-camex.client_daemon and camex.server_daemon drive a core through a small
-surface (see camex/core/client.py and server.py): `datagram_received`,
+camex.daemon.client and camex.daemon.server drive a core through a small
+surface (see camex/legacy/client.py and server.py): `datagram_received`,
 `tun_packet`, `on_timer`, `next_deadline`, and the lists `to_net` /
 `outbox`, `to_tun`, `events` that the loop drains. The classes here give
 the v2 state machines that same surface:
 
 - V2ClientCore: drop-in for LegacyClient (IfConfig events, no Reconnect:
   v2 roams, a new source port needs no new registration);
-- AutoClientCore: `--protocol auto` on a client: v2 first, legacy after
+- AutoClientCore (camex.tunnel.client): `--protocol auto` on a client: v2 first, legacy after
   `fallback_after` seconds without any v2 answer, and back to v2 as soon as
   a v2 answer comes (it keeps probing every PROBE_INTERVAL). Once v2 has
   answered it never falls back (a dropped v2 datagram is not a downgrade);
@@ -24,11 +24,10 @@ import os
 from collections import Counter
 from typing import Any, Callable, ClassVar
 
-from ..addrpolicy import AddressPolicy
-from ..contract import PlainReceiver
-from ..core.client import IfConfig, admit
-from ..io import gso
-from ..log import LOG, Throttle
+from ..base.addrpolicy import AddressPolicy
+from ..base import netpkt
+from ..legacy.client import IfConfig, admit
+from ..base.log import LOG, Throttle
 from . import bulk, kdf, lone, wire
 from .bulk import FastReceiver
 from .client import ClientSession
@@ -46,7 +45,7 @@ INF = float("inf")
 def bulk_wanted() -> bool:
     """BULK unless CAMEX_FASTPATH names "nobulk" (or "off"): a switch for
     benchmarks and bug hunts, like the other fast-path parts."""
-    return not gso.disabled("nobulk")
+    return not netpkt.disabled("nobulk")
 
 
 _ERRORS = {wire.ERR_UNKNOWN_CLIENT: "unknown client", wire.ERR_ADDRESS: "address refused",
@@ -54,7 +53,7 @@ _ERRORS = {wire.ERR_UNKNOWN_CLIENT: "unknown client", wire.ERR_ADDRESS: "address
 
 
 class V2ClientCore:
-    """The v2 client core (camex.contract.ClientCore)."""
+    """The v2 client core (camex.base.contract.ClientCore)."""
 
     protocol = "v2"
     bulk: ClassVar[bool] = True
@@ -97,7 +96,7 @@ class V2ClientCore:
         self.last_register = -1e9     # time of the last handshake start (status)
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
         # Middle fragments of a BULK frame are stored before anything else.
-        flat = not gso.disabled("nolone")   # CAMEX_FASTPATH=nolone: full paths only
+        flat = not netpkt.disabled("nolone")   # CAMEX_FASTPATH=nolone: full paths only
         self.datagram_received = bulk.FastReceiver(
             self.session.frames,
             lone.client_receiver(self) if flat else self._datagram_received,
@@ -270,169 +269,6 @@ class V2ClientCore:
         return self.session.established
 
 
-def _of_active(name: str, settable: bool = False) -> Any:
-    """A property of AutoClientCore that is the active core's attribute."""
-    def get(self):
-        return getattr(self.active, name)
-
-    def put(self, value) -> None:
-        setattr(self.active, name, value)
-    return property(get, put if settable else None)
-
-
-class AutoClientCore:
-    """`--protocol auto`: v2 first; legacy only while v2 never answered.
-
-    A camex.contract.ClientCore whose queues, configuration and counters
-    are those of the active core; its `datagram_received` keeps v2's
-    batched paths (a GRO batch, a whole BULK frame) while v2 is active."""
-
-    bulk: ClassVar[bool] = True
-
-    def __init__(self, v2: V2ClientCore, make_legacy, fallback_after: float = FALLBACK_AFTER):
-        self.v2 = v2
-        self.make_legacy = make_legacy   # () -> LegacyClient
-        self.legacy: Any = None   # the LegacyClient once fallen back
-        self.active: Any = v2
-        self.fallback_after = fallback_after
-        self.fallback_at = INF
-        self.next_probe = INF
-        self.datagram_received = _AutoReceiver(self)
-
-    protocol = property(lambda self: "v2" if self.active is self.v2 else "legacy")
-    bulk_ready = property(lambda self: self.active is self.v2 and self.v2.bulk_ready)
-
-    # What the daemon reads and drains is the active core's. The queues
-    # may be rebound by the daemon (`core.events = []`): they must stay
-    # those of the active core, never become the wrapper's own.
-    to_net = _of_active("to_net", settable=True)
-    to_tun = _of_active("to_tun", settable=True)
-    events = _of_active("events", settable=True)
-    client_id = _of_active("client_id")
-    config = _of_active("config")
-    drops = _of_active("drops")
-    last_rx = _of_active("last_rx")
-    last_register = _of_active("last_register")
-    rx_packets = _of_active("rx_packets")
-    rx_bytes = _of_active("rx_bytes")
-    tx_packets = _of_active("tx_packets")
-    tx_bytes = _of_active("tx_bytes")
-
-    def counters(self) -> dict:
-        c = self.v2.counters()
-        if self.active is self.v2:
-            return c
-        del c["bulk_tx_frames"], c["bulk_rx_frames"]   # on legacy: v2 probes only
-        return c
-
-    def accept_bulk(self, on: bool) -> None:
-        self.v2.accept_bulk(on)
-
-    def tun_super(self, hdr, packet, now: float) -> None:
-        self.v2.tun_super(hdr, packet, now)   # only while bulk_ready: v2 is active
-
-    def start(self, now: float) -> None:
-        self.v2.start(now)
-
-    def tso_max(self) -> int:
-        return self.v2.tso_max()
-
-    def connected(self, now: float) -> None:
-        self.active.connected(now)
-        if self.active is self.v2 and not self.v2.session.answered and self.fallback_at == INF:
-            self.fallback_at = now + self.fallback_after
-
-    def close(self, now: float) -> None:
-        if self.active is self.v2:
-            self.v2.close(now)
-
-    def tun_packet(self, packet, now: float) -> None:
-        self.active.tun_packet(packet, now)
-
-    def _one(self, data, now: float) -> None:
-        if wire.is_v2(data):
-            self.v2.datagram_received(data, now)
-            if self.v2.session.answered:
-                self._settle_on_v2(now)
-        elif self.active is not self.v2:
-            self.active.datagram_received(data, now)
-        else:
-            self.v2.drops["legacy-while-v2"] += 1
-
-    def next_deadline(self) -> float:
-        if self.active is self.v2:
-            t = self.v2.next_deadline()
-            return t if self.v2.session.answered else min(t, self.fallback_at)
-        return min(self.legacy.next_deadline(), self.next_probe)
-
-    def on_timer(self, now: float) -> None:
-        if self.active is self.v2:
-            if not self.v2.session.answered and now >= self.fallback_at:
-                self._fall_back(now)
-            else:
-                self.v2.on_timer(now)
-            return
-        self.legacy.on_timer(now)
-        if now >= self.next_probe:
-            # Still try v2 now and then: an outage of the server at our
-            # start must not pin us to legacy for good.
-            self.next_probe = now + PROBE_INTERVAL
-            self.legacy.to_net.extend(self.v2.session.probe(now))
-
-    def _fall_back(self, now: float) -> None:
-        LOG.info("no v2 answer from the server in %.0f s: using the legacy protocol "
-                 "(trying v2 again every %.0f s)", self.fallback_after, PROBE_INTERVAL)
-        self.legacy = self.make_legacy()
-        self.active = self.legacy
-        self.v2.session.next_handshake = None   # probes only, from now on
-        self.fallback_at = INF
-        self.next_probe = now + PROBE_INTERVAL
-        self.legacy.start(now)
-        self.legacy.connected(now)
-
-    def _settle_on_v2(self, now: float) -> None:
-        self.fallback_at = self.next_probe = INF
-        if self.active is self.v2:
-            return
-        LOG.info("the server answers v2: leaving the legacy protocol")
-        self.active = self.v2
-        if not self.v2.auto:
-            self.v2.config = None     # announce the v2 MTU to the interface again
-            self.v2.start(now)
-
-
-class _AutoReceiver(PlainReceiver):
-    """AutoClientCore's DatagramReceiver: one datagram at a time through
-    the protocol dispatch; GRO batches and whole BULK frames straight to
-    v2's batched paths while v2 is the active protocol (a GRO batch holds
-    datagrams of one sender and size: the server's, of one protocol)."""
-
-    __slots__ = ("auto",)
-
-    def __init__(self, auto: AutoClientCore):
-        super().__init__(auto._one)
-        self.auto = auto
-
-    def many(self, datagrams: list, *now: Any) -> None:
-        auto = self.auto
-        v2 = auto.v2
-        if auto.active is v2 and wire.is_v2(datagrams[0]):
-            v2.datagram_received.many(datagrams, *now)
-            if v2.session.answered:
-                auto._settle_on_v2(*now)
-        else:
-            super().many(datagrams, *now)
-
-    def whole(self, data, size: int, *now: Any) -> bool:
-        auto = self.auto
-        v2 = auto.v2
-        if auto.active is v2 and v2.datagram_received.whole(data, size, *now):
-            if v2.session.answered:
-                auto._settle_on_v2(*now)
-            return True
-        return False
-
-
 class V2ServerCore:
     """The v2 half of a server, with LegacyServer's surface."""
 
@@ -470,7 +306,7 @@ class V2ServerCore:
         # Middle fragments of a BULK frame are stored before anything else;
         # `receive_whole` takes every other datagram (ServerMux, which puts
         # the same fast path in front of both protocols, calls it directly).
-        flat = not gso.disabled("nolone")   # CAMEX_FASTPATH=nolone: full paths only
+        flat = not netpkt.disabled("nolone")   # CAMEX_FASTPATH=nolone: full paths only
         self.receive_whole = lone.server_receiver(self) if flat else self._datagram_received
         self.datagram_received = bulk.FastReceiver(self.server.frames, self.receive_whole,
                                                    self.frame_received)

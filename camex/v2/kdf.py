@@ -3,7 +3,7 @@
 Computed once per passphrase when the daemon starts or reloads, never per
 packet: scrypt with N=2^14, r=8, p=1 takes 16 MiB and tens of milliseconds
 on a PC (about a second on a small camera SoC). The daemon (camex.cli sets
-IN_CHILD) runs it in a forked helper (camex.child) that hands back the
+IN_CHILD) runs it in a forked helper (camex.base.child) that hands back the
 32-byte keys: a process's peak resident set never comes down, and 16 MiB
 for a moment at start-up would be most of a small daemon's budget. The
 keys are the same either way; all that differs is where the memory is.
@@ -27,8 +27,8 @@ version camex supports (>= 41), and both ends must derive the same key.
 
 from __future__ import annotations
 
-from .. import child
-from ..log import LOG
+from ..base import child
+from ..base.log import LOG
 
 SCRYPT_N = 2**14
 SCRYPT_R = 8

@@ -23,11 +23,11 @@ from __future__ import annotations
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import (
     X25519PrivateKey, X25519PublicKey)
-from camex.aead import ChaCha20Poly1305
+from ..base.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.hashes import BLAKE2s
 from cryptography.hazmat.primitives.hmac import HMAC
 
-from .. import blake2
+from ..base import blake2
 
 HASHLEN = 32
 DHLEN = 32

@@ -1,10 +1,10 @@
-"""The v2 replay window: camex.replay.ReplayWindow sized for v2.
+"""The v2 replay window: camex.base.replay.ReplayWindow sized for v2.
 
 2048 packets (WireGuard's in-kernel window is 8192): `check` before the
 AEAD open, `update` only after it authenticated.
 """
 
-from ..replay import ReplayWindow as _Window
+from ..base.replay import ReplayWindow as _Window
 
 WINDOW = 2048
 

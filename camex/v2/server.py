@@ -44,8 +44,8 @@ import struct
 from typing import Any
 from collections import OrderedDict
 
-from ..io.gso import Reassembly
-from ..value import Value
+from .framing import Reassembly
+from ..base.value import Value
 from . import bulk, wire
 from .cookie import CookieMaker, LoadMeter
 from .events import Deliver, DeliverFrame, Down, Roamed, Send, Up
@@ -199,7 +199,7 @@ class V2Server:
         self.cookies = CookieMaker(rng, self.t.cookie_secret_life)
         self.peers: dict[str, Peer] = {}
         self.by_address: dict[int, Peer] = {}
-        # Addresses of the server itself (camex.addrpolicy), as integers:
+        # Addresses of the server itself (camex.base.addrpolicy), as integers:
         # route() never gives a peer for them, whatever the table says.
         self.reserved: frozenset = frozenset()
         self._behind: list | None = None   # networks behind clients, longest prefix first

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from cryptography.exceptions import InvalidTag
-from camex.aead import ChaCha20Poly1305
+from ..base.aead import ChaCha20Poly1305
 
-from ..io.gso import glue_frame
+from .framing import glue_frame
 from . import wire
 from .events import FORGED, REPLAY, TOO_OLD  # what open() returns instead of a plaintext
 from .noise import nonce_bytes

@@ -23,9 +23,9 @@ import ipaddress
 import re
 import struct
 
-from ..blake2 import blake2s, compare_digest
-from ..io.gso import MAX_GSO_BYTES   # what one UDP (GSO) send carries
-from ..value import Value
+from ..base.blake2 import blake2s, compare_digest
+from .framing import MAX_GSO_BYTES  # what one UDP (GSO) send carries
+from ..base.value import Value
 
 MARK = 0xC2
 T_INIT, T_RESP, T_COOKIE, T_DATA, T_NOSESSION, T_BULK = 1, 2, 3, 4, 5, 6

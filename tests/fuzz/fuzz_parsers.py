@@ -8,7 +8,7 @@ Targets:
   codec    camex.legacy.codec: parse_header, open_datagram, parse_control
   layers   Scapy dissection of the bytes as a camex UDP payload (port 7000)
            and as each CX2P layer; CX2P layers must rebuild the same bytes
-  capture  camex.capture + camex-dissect's record logic on the bytes as a
+  capture  camex.dissect.capture + camex-dissect's record logic on the bytes as a
            capture file (pcap/pcapng)
   v2       camex v2 (BULK included): the bytes as a v2 datagram (and as a
            BULK fragment) through camex.v2.wire and the Scapy layers, which
@@ -39,7 +39,7 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports():
-    from camex import capture, dissect, dissect_gso
+    from camex.dissect import capture, cli as dissect, gso as dissect_gso
     from camex.legacy import codec
     from camex.proto import crypto as pcrypto
     from camex.proto import v2 as pv2

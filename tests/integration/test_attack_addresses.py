@@ -1,5 +1,5 @@
 """A client with the global passphrase claims addresses that belong to the
-server side (camex.addrpolicy): the gateway, the tunnel network's network
+server side (camex.base.addrpolicy): the gateway, the tunnel network's network
 and broadcast addresses, an address inside a route the server pushes, an
 address outside the tunnel network. Each claim is made over v2 (a real
 handshake from a plain UDP socket, lab.attacks.v2_claim) and with a legacy

@@ -32,7 +32,7 @@ def _setup(lab, cx, encrypt=True, sniff=False, client_cidrs=()):
     ctl = F.ctl_path(lab, "srv")
     text = vectors_config(c2_psk=C2_PSK if encrypt else None)
     # Tunnel networks besides the lab's 10.0.0.0/24 (a client's address
-    # must lie in one: camex.addrpolicy).
+    # must lie in one: camex.base.addrpolicy).
     extra = "".join(f"client_cidr={n}\n" for n in ("10.0.0.0/24",) + tuple(client_cidrs)
                     if client_cidrs)
     conf = cx.write_config(text.replace("[defaults]\n", "[defaults]\n" + extra, 1))

@@ -1,4 +1,4 @@
-"""Live fuzzing: malformed camex traffic (camex.proto.fuzzer) at a running
+"""Live fuzzing: malformed camex traffic (camex.testing.fuzzer) at a running
 server while clients C1 and C2 ping each other through it.
 
 Checks: the server never dies; honest traffic keeps flowing during and after;
@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from camex.proto.fuzzer import DatagramFuzzer
+from camex.testing.fuzzer import DatagramFuzzer
 from lab import attacks as A
 from lab.daemons import C2_PSK, GLOBAL_PSK, vectors_config
 from lab.netns import LabError
@@ -32,7 +32,7 @@ N = int(os.environ.get("CAMEX_FUZZ_LIVE_N", "100000"))
 IN_FLIGHT = 2000                   # datagrams sent but not yet read by the server
 # The fuzzer's authentic datagrams come from 1024 sender prefixes: the
 # server's per-(key, prefix) replay windows (~320 bytes each, capped at
-# 65,536 = ~20 MiB by camex/core/server.py) then hold well under 1 MiB, so
+# 65,536 = ~20 MiB by camex/legacy/server.py) then hold well under 1 MiB, so
 # growth beyond the bound below is a leak, not a cap being filled.
 RSS_GROWTH_MAX_KIB = 8 * 1024
 PLATEAU_MAX_KIB = 2 * 1024         # growth allowed over the last 40% of a long run

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from camex import statefile
+from camex.daemon import statefile
 from lab import faults as F
 from lab.cclient import CClient
 from lab.daemons import GLOBAL_PSK, SERVER_READY, Camex, auto_config

@@ -1,4 +1,4 @@
-"""Live v2 noise at a running server (camex.proto.fuzzer_v2), from a third
+"""Live v2 noise at a running server (camex.testing.fuzzer_v2), from a third
 namespace, while C1 moves TCP to C2 through the server's relay (BULK
 frames on both legs) and C2 pings C1.
 
@@ -18,7 +18,7 @@ import time
 import pytest
 
 from camex.io import gso
-from camex.proto.fuzzer_v2 import V2Noise
+from camex.testing.fuzzer_v2 import V2Noise
 from lab import attacks as A
 from lab.daemons import auto_config
 from lab.faults import tcp_transfer

@@ -2,7 +2,7 @@
 
 Two legacy datagrams between a client and a server on port 7000, encrypted
 with a passphrase: the client's REGISTER and the server's CONFIG. Written
-as a raw-IP pcap by camex.capture.PcapWriter, so camex-dissect (from the
+as a raw-IP pcap by camex.dissect.capture.PcapWriter, so camex-dissect (from the
 installed package) has something real to authenticate and decrypt.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from camex import capture
+from camex.dissect import capture
 from camex.legacy import codec
 
 PASSPHRASE = b"package-test-secret"

@@ -111,12 +111,13 @@ class Chroot:
         """What an operator would look at after each step."""
         wants = self.sh("ls /etc/systemd/system/*.wants/ 2>/dev/null; "
                         "ls /var/lib/systemd/deb-systemd-helper-enabled/ -R 2>/dev/null").stdout
+        pkg = self.path("/usr/lib/python3/dist-packages/camex")
         return {
             "status": self.sh("dpkg-query -W -f='${db:Status-Abbrev}' camex camex-dkms "
                               "2>/dev/null").stdout,
-            "python": sorted(p.name for p in
-                             self.path("/usr/lib/python3/dist-packages/camex").glob("*.py"))
-            if self.path("/usr/lib/python3/dist-packages/camex").exists() else [],
+            # every module, subpackages included, relative to the package
+            "python": sorted(str(p.relative_to(pkg)) for p in pkg.rglob("*.py"))
+            if pkg.exists() else [],
             "units": [u for u in UNITS if self.path(f"/lib/systemd/system/{u}").exists()],
             "enabled": "camex-server.service" in wants,
             "etc": sorted(p.name for p in self.path("/etc/camex").iterdir())
@@ -218,7 +219,10 @@ def test_camex_runs_from_the_system_python(lifecycle):
     assert lifecycle["help"].returncode == 0 and "--mode" in lifecycle["help"].stdout
     assert lifecycle["which"].stdout.strip() == \
         "/usr/lib/python3/dist-packages/camex/__init__.py"
-    assert "server_daemon.py" in lifecycle["installed"]["python"]
+    # every package of the tree is in the .deb, not only the top level
+    for module in ("daemon/server.py", "tunnel/server.py", "legacy/client.py", "v2/framing.py",
+                   "base/contract.py", "io/udp.py", "dissect/cli.py", "proto/v2.py"):
+        assert module in lifecycle["installed"]["python"], module
 
 
 def test_camex_dissect_decrypts_a_capture(lifecycle):
@@ -235,7 +239,7 @@ def test_man_pages_are_installed_and_show_every_option(lifecycle):
         out(lifecycle["man"])
     assert lifecycle["man_dissect"].stdout.strip() == \
         "/usr/share/man/man1/camex-dissect.1.gz"
-    from camex.options import build_parser
+    from camex.daemon.options import build_parser
     text = lifecycle["man_text"].stdout
     for action in build_parser()._actions:
         for opt in action.option_strings:

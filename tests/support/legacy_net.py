@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-from camex.config import parse_config
-from camex.core.client import LegacyClient
-from camex.core.server import LegacyServer
+from camex.daemon.config import parse_config
+from camex.legacy.client import LegacyClient
+from camex.legacy.server import LegacyServer
 from camex.legacy import codec
 
 A1 = ("10.250.0.2", 40001)

@@ -5,11 +5,12 @@ test_addrpolicy.py."""
 from __future__ import annotations
 
 import ipaddress
-from camex.config import parse_config
-from camex.core.client import LegacyClient
-from camex.core.server_mux import ServerMux
+from camex.daemon.config import parse_config
+from camex.legacy.client import LegacyClient
+from camex.tunnel.server import ServerMux
 from camex.legacy import codec
-from camex.v2.core import AutoClientCore, V2ClientCore
+from camex.tunnel.client import AutoClientCore
+from camex.v2.core import V2ClientCore
 
 PASS = b"demo-global-secret"
 C2PASS = b"per-client-secret-c2"

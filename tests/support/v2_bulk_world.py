@@ -6,9 +6,10 @@ test of the cores (tests/unit/test_v2_core_fuzz.py)."""
 import ipaddress
 import struct
 
-from camex.config import parse_config
-from camex.core.server_mux import ServerMux
-from camex.io import gso, offload
+from camex.base import netpkt
+from camex.daemon.config import parse_config
+from camex.tunnel.server import ServerMux
+from camex.v2 import framing
 from camex.v2.core import V2ClientCore, V2ServerCore
 
 PW = b"bulk-global-secret"
@@ -34,10 +35,10 @@ def tcp_super(src, dst, payload_len, seq=1000):
     total = 40 + payload_len
     ip = bytearray(struct.pack("!BBHHHBBH", 0x45, 0, total, 0x1234, 0x4000, 64, 6, 0)
                    + ipaddress.IPv4Address(src).packed + ipaddress.IPv4Address(dst).packed)
-    ip[10:12] = offload.ip_checksum(ip).to_bytes(2, "big")
+    ip[10:12] = netpkt.ip_checksum(ip).to_bytes(2, "big")
     p = bytearray(ip + tcp + payload)
-    p[36:38] = (offload.pseudo4(p, 6, total - 20) % 0xFFFF).to_bytes(2, "big")
-    hdr = gso.VnetHdr((gso.F_NEEDS_CSUM, gso.GSO_TCPV4, 40, MSS, 20, 16))
+    p[36:38] = (netpkt.pseudo4(p, 6, total - 20) % 0xFFFF).to_bytes(2, "big")
+    hdr = netpkt.VnetHdr((netpkt.F_NEEDS_CSUM, netpkt.GSO_TCPV4, 40, MSS, 20, 16))
     return hdr, memoryview(bytes(p))
 
 
@@ -69,14 +70,14 @@ class World:
         for _ in range(10):
             moved = False
             for addr, c in self.clients.items():
-                out, c.to_net[:] = gso.datagrams_of(c.to_net), []
+                out, c.to_net[:] = framing.datagrams_of(c.to_net), []
                 for d in out:
                     moved = True
                     if self.drop is None or not self.drop(d, addr):
                         self.entry.datagram_received(d, addr, self.now)
             # (a BULK frame is one gso.Run in an outbox: its datagrams travel)
             out, self.entry.outbox[:] = [(x, a) for d, a in self.entry.outbox
-                                         for x in gso.datagrams_of((d,))], []
+                                         for x in framing.datagrams_of((d,))], []
             for d, addr in out:
                 moved = True
                 if addr in self.clients:
@@ -96,5 +97,5 @@ def v2(cid, monkeypatch=None, bulk_on=True):
 
 def frame(c, hdr_pkt):
     c.tun_super(*hdr_pkt, 0.0)
-    out, c.to_net[:] = gso.datagrams_of(c.to_net), []
+    out, c.to_net[:] = framing.datagrams_of(c.to_net), []
     return out

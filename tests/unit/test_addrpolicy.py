@@ -1,4 +1,4 @@
-"""The address policy (camex.addrpolicy): every rule on its own, IPv4 and
+"""The address policy (camex.base.addrpolicy): every rule on its own, IPv4 and
 IPv6, then as the configuration file, the legacy server, the v2 server and
 the relay apply it."""
 
@@ -7,11 +7,11 @@ import logging
 
 import pytest
 
-from camex import addrpolicy as P
-from camex.addrpolicy import AddressPolicy
-from camex.config import ConfigError, check_policy, parse_config
-from camex.core.client import LegacyClient
-from camex.core.server_mux import ServerMux
+from camex.base import addrpolicy as P
+from camex.base.addrpolicy import AddressPolicy
+from camex.daemon.config import ConfigError, check_policy, parse_config
+from camex.legacy.client import LegacyClient
+from camex.tunnel.server import ServerMux
 from camex.legacy import codec
 from camex.v2.core import V2ClientCore
 

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from camex import check
+from camex.daemon import check
 from camex.legacy import codec
 
 GOOD = """\

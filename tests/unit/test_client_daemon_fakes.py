@@ -7,12 +7,12 @@ import threading
 import time
 
 import pytest
-from camex.aead import ChaCha20Poly1305
+from camex.base.aead import ChaCha20Poly1305
 
-from camex.client_daemon import ClientDaemon, ClientIO
-from camex.io.fake import FakeLink, FakeTransport, FakeTun
+from camex.daemon.client import ClientDaemon, ClientIO
+from camex.testing.fakes import FakeLink, FakeTransport, FakeTun
 from camex.legacy import codec
-from camex.options import parse_args
+from camex.daemon.options import parse_args
 
 
 def ip_packet(src, dst, payload=b"hello-through-the-tunnel"):
@@ -141,7 +141,7 @@ def test_lone_packet_path_moves_exactly_what_the_batched_path_does(running, monk
     once, no draining read; epoll calls again for the rest). 1e9: every
     event is a burst, drained in batches. Both deliver the same packets, in
     order, both ways."""
-    import camex.client_daemon as cd
+    import camex.daemon.client as cd
     monkeypatch.setattr(cd, "BURST_GAP", gap)
     daemon, tun, transport, links = running(
         ["-M", "client", "-l", "10.0.0.2/24", "-s", "10.250.0.1", "-p", "7000",
@@ -187,9 +187,9 @@ def test_a_fault_on_a_tun_packet_costs_that_packet_not_the_daemon(running, monke
                                                                   gap):
     """Should handling a packet from the TUN raise (a bug), the daemon logs
     one warning per kind of fault, saying where, and goes on with the next
-    packets, as for datagrams (camex.log.fault)."""
-    import camex.client_daemon as cd
-    from camex import log
+    packets, as for datagrams (camex.base.log.fault)."""
+    import camex.daemon.client as cd
+    from camex.base import log
     monkeypatch.setattr(cd, "BURST_GAP", gap)
     monkeypatch.setattr(log, "_FAULTS", log.Throttle(rate=1, burst=5))  # this test's own
     daemon, tun, transport, links = running(

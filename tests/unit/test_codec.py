@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from cryptography.exceptions import InvalidTag
-from camex.aead import ChaCha20Poly1305
+from camex.base.aead import ChaCha20Poly1305
 
 from camex.legacy import codec
-from camex.replay import ReplayWindow
+from camex.base.replay import ReplayWindow
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = json.loads((ROOT / "tests" / "vectors" / "legacy.json").read_text())

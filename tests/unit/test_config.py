@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from camex.config import ConfigError, ServerConfig, load_config, parse_config
+from camex.daemon.config import ConfigError, ServerConfig, load_config, parse_config
 
 # The database of the auto-mode captures, exactly as in tests/vectors/captures/README.md.
 VECTORS_DB = """\
@@ -229,7 +229,7 @@ def test_any_text_gives_config_or_config_error(text):
 
 
 def test_allowed_cidr_lists_networks_behind_a_client():
-    from camex.config import ConfigError, parse_config
+    from camex.daemon.config import ConfigError, parse_config
     cfg = parse_config("[client cam7]\nlocal_cidr=10.0.0.7/24\nallowed_cidr=192.168.7.0/24\n"
                        "allowed_cidr=192.168.8.0/24\n", "t.conf")
     assert [str(n) for n in cfg.profile_for("CAM7").allowed] == ["192.168.7.0/24", "192.168.8.0/24"]

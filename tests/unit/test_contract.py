@@ -1,4 +1,4 @@
-"""The daemon/core contract (camex.contract) holds for every implementation.
+"""The daemon/core contract (camex.base.contract) holds for every implementation.
 
 Two checks of one thing: `make check` runs mypy on this file, which holds
 each core and device to its Protocol statically (the functions below are
@@ -12,13 +12,14 @@ import ipaddress
 
 import pytest
 
-from camex.config import parse_config
-from camex.contract import (ClientCore, DatagramReceiver, Device, PlainReceiver, ServerCore,
+from camex.daemon.config import parse_config
+from camex.base.contract import (ClientCore, DatagramReceiver, Device, PlainReceiver, ServerCore,
                             SuperPacket)
-from camex.core.client import LegacyClient
-from camex.core.server_mux import ServerMux
-from camex.io.fake import FakeTun
-from camex.v2.core import AutoClientCore, V2ClientCore
+from camex.legacy.client import LegacyClient
+from camex.tunnel.server import ServerMux
+from camex.testing.fakes import FakeTun
+from camex.tunnel.client import AutoClientCore
+from camex.v2.core import V2ClientCore
 
 PW = b"contract-test-passphrase"
 
@@ -50,7 +51,7 @@ def members(proto) -> set:
     """What a Protocol promises: its annotated attributes and its methods."""
     names = set()
     for klass in proto.__mro__:
-        if klass.__module__ == "camex.contract":
+        if klass.__module__ == "camex.base.contract":
             names |= set(getattr(klass, "__annotations__", {}))
             names |= {n for n, v in vars(klass).items()
                       if not n.startswith("_") and (callable(v) or isinstance(v, property))}
@@ -75,7 +76,7 @@ def test_fake_tun_is_a_device_and_cuts_super_packets_it_cannot_take():
     tun = devices()[0]
     assert not sorted(n for n in members(Device) if not hasattr(tun, n))
     assert tun.read_items() is None and tun.offload is False
-    from camex.io import gso
+    from camex.base import netpkt
     from camex.v2 import bulk
     payload = bytes(range(256)) * 12                 # 3072 bytes: three segments of 1024
     total = 40 + len(payload)
@@ -93,7 +94,7 @@ def test_fake_tun_is_a_device_and_cuts_super_packets_it_cannot_take():
         except BlockingIOError:
             break
     assert [len(p) for p in got] == [1064, 1064, 1064]
-    assert gso.VnetHdr is not None
+    assert netpkt.VnetHdr is not None
     tun.close()
 
 

@@ -9,9 +9,9 @@ import ipaddress
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from camex.config import parse_config
-from camex.core.client import IfConfig, Reconnect, default_mtu
-from camex.core.server import IDLE_TIMEOUT, LegacyServer
+from camex.daemon.config import parse_config
+from camex.legacy.client import IfConfig, Reconnect, default_mtu
+from camex.legacy.server import IDLE_TIMEOUT, LegacyServer
 from camex.legacy import codec
 from tests.support.legacy_net import (
     A1, A2, EVIL, GLOBAL, C2PSK, DB, ip_packet, Net, manual_pair)
@@ -304,7 +304,7 @@ def test_plaintext_live_address_is_not_moved_by_another_host():
 
 
 def test_throttle_lets_distinct_sources_through_within_a_global_budget():
-    from camex.log import Throttle
+    from camex.base.log import Throttle
     lines = []
 
     class Sink:

@@ -1,9 +1,9 @@
 """One server, both protocols: v2 and legacy clients share one address
-space on one port (camex.core.server_mux, camex.core.client_mux)."""
+space on one port (camex.tunnel.server, camex.tunnel.client)."""
 
 import ipaddress
 
-from camex.core.client import LegacyClient
+from camex.legacy.client import LegacyClient
 from camex.legacy import codec
 from tests.support.mux_world import (
     PASS, C2PASS, A1, A2, A3, ip_packet, World, v2_client)

@@ -16,7 +16,7 @@ import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.utils import rdpcap
 
-from camex import dissect
+from camex.dissect import cli as dissect
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS = Path(os.environ.get("CAMEX_VECTORS") or REPO / "tests" / "vectors" / "captures")

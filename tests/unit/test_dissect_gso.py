@@ -1,5 +1,5 @@
 """camex-dissect on UDP GSO runs captured before the kernel cut them
-(camex/dissect_gso.py): the camex daemons send equal-sized datagrams to a
+(camex/dissect/gso.py): the camex daemons send equal-sized datagrams to a
 peer in one sendmsg; a capture on the sender or on a veth shows them as
 one UDP datagram. Legacy encrypted, legacy plaintext and v2 runs are cut
 back into their datagrams; single datagrams and look-alikes are not."""
@@ -12,8 +12,9 @@ from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 
-from camex import dissect, dissect_gso, proto
-from camex.capture import Datagram
+from camex.dissect import cli as dissect, gso as dissect_gso
+from camex import proto
+from camex.dissect.capture import Datagram
 from camex.proto.v2 import seal_data
 from camex.v2 import wire
 

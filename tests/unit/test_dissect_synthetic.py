@@ -1,4 +1,4 @@
-"""camex-dissect and camex.capture on captures built here: every link type,
+"""camex-dissect and camex.dissect.capture on captures built here: every link type,
 pcapng, IPv4 reassembly (out of order, overlapping, never-completed), replays,
 port selection and unreadable input."""
 
@@ -11,7 +11,8 @@ from scapy.layers.inet import ICMP, IP, UDP, fragment
 from scapy.layers.l2 import CookedLinux, CookedLinuxV2, Dot1Q, Ether, Loopback
 from scapy.utils import PcapNgWriter, wrpcap
 
-from camex import capture, dissect, proto
+from camex.dissect import capture, cli as dissect
+from camex import proto
 from camex.legacy import codec
 
 PASS = "lab-pass"
@@ -194,7 +195,7 @@ def test_replay_window_is_per_sender_prefix(tmp_path, capsys):
 
 
 def test_replay_window_unit():
-    # The daemon's own window class (camex.replay), 64 wide as the spec's receiver.
+    # The daemon's own window class (camex.base.replay), 64 wide as the spec's receiver.
     w = dissect.ReplayWindow(dissect.REPLAY_WINDOW)
     check = lambda seq: dissect.replay_reason(w, seq)   # noqa: E731
     assert check(10) is None and check(9) is None

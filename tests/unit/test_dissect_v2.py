@@ -1,5 +1,5 @@
 """camex-dissect on v2 traffic: captures written here (Ether/IP/UDP around
-the datagrams of camex.v2.memlab, via tests/vectors/v2.json, and a longer
+the datagrams of camex.testing.memlab, via tests/vectors/v2.json, and a longer
 in-memory run with rekeys), decoded without and with --keylog."""
 
 import json
@@ -10,9 +10,10 @@ from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.utils import rdpcap, wrpcap
 
-from camex import dissect, proto
+from camex.dissect import cli as dissect
+from camex import proto
 from camex.v2 import wire
-from camex.v2.memlab import MemLab, Profile, ipv4, make_server
+from camex.testing.memlab import MemLab, Profile, ipv4, make_server
 
 VECTORS = json.loads((Path(__file__).resolve().parents[2] / "tests/vectors/v2.json").read_text())
 CLIENT, SERVER = tuple(VECTORS["client"]), tuple(VECTORS["server"])

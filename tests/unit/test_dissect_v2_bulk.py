@@ -18,7 +18,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.utils import rdpcap, wrpcap
 
-from camex import dissect
+from camex.dissect import cli as dissect
 
 VECTORS = json.loads((Path(__file__).resolve().parents[2] /
                       "tests/vectors/v2_bulk.json").read_text())
@@ -312,7 +312,7 @@ def test_runs_mixing_bulk_fragments_and_data_are_cut(tmp_path, capsys, keys):
     runs() groups datagrams by size only, so one GSO send can carry both:
     a DATA of the fragments' size inside a run, a shorter DATA closing
     one. Each datagram is shown and decrypted, as the kernel cuts them."""
-    from camex.io import gso
+    from camex.v2 import framing
     from camex.proto.v2 import seal_data
     frags = seal_frame([super_packet(5000)], counter=50)
     pad = len(frags[0]) - 16 - 2 - 20 - 8 - 16
@@ -322,7 +322,7 @@ def test_runs_mixing_bulk_fragments_and_data_are_cut(tmp_path, capsys, keys):
     data = bytes(seal_data(RECEIVER, 53, KEY, [ping(53)[1]]))
     assert len(full) == len(frags[0]) and len(data) < len(small[0]) < len(frags[-1])
     sent = frags[:-1] + [full, frags[-1]] + small + [data]
-    runs = [run for _size, run in gso.runs(sent)]               # what the sender makes
+    runs = [run for _size, run in framing.runs(sent)]               # what the sender makes
     assert [len(r) for r in runs] == [len(frags) + 1, 2]
     recs, summary = run(capsys, write(tmp_path / "m.pcap", [b"".join(r) for r in runs]),
                         "--keylog", keys)
@@ -393,7 +393,7 @@ def test_segment_without_w_is_a_usage_error(tmp_path, capsys):
 def test_held_fragments_are_bounded_in_bytes():
     """A forged capture of huge slices cannot make the dissector hold more
     than max_held bytes: the oldest open frames are given up (incomplete)."""
-    from camex.dissect_v2_bulk import BulkFrames
+    from camex.dissect.v2_bulk import BulkFrames
     frames = BulkFrames(max_held=100_000)
     for counter in range(10):
         for index in range(2):   # 2 of 3 fragments, 30 kB each: never complete
@@ -435,13 +435,13 @@ def test_a_run_ending_in_another_message_is_cut_where_the_key_log_opens_it(tmp_p
     decide runs, not types), so no receiver index repeats to show the cut.
     With the key log the DATA before the cut opens: both are shown. A run
     whose first datagram does not open is left whole: a cut is never a guess."""
-    from camex.io import gso
+    from camex.v2 import framing
     from camex.proto.v2 import seal_data
-    from camex.v2.memlab import sample_traffic
+    from camex.testing.memlab import sample_traffic
     init = bytes.fromhex(sample_traffic()["datagrams"][0][1])
     data = bytes(seal_data(RECEIVER, 5, KEY, [super_packet(200)[1]]))
     assert init[1] == 1 and len(init) < len(data)
-    assert [len(r) for _s, r in gso.runs([data, init])] == [2]        # one GSO send
+    assert [len(r) for _s, r in framing.runs([data, init])] == [2]        # one GSO send
     recs, summary = run(capsys, write(tmp_path / "r.pcap", [data + init]), "--keylog", keys)
     assert [(r["type"], r["gso"]["segment"]) for r in recs] == [("DATA", 0), ("INIT", 1)]
     assert recs[0]["status"] == "ok"

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP
 from scapy.utils import wrpcap
 
-from camex import dissect
+from camex.dissect import cli as dissect
 from camex.proto import v2 as L
 from camex.v2 import wire
 

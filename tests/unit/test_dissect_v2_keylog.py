@@ -1,4 +1,4 @@
-"""`camex --keylog FILE` (camex/keylog.py): the file the daemons write is
+"""`camex --keylog FILE` (camex/daemon/keylog.py): the file the daemons write is
 private, announced loudly, and what camex-dissect --keylog reads."""
 
 import json
@@ -11,13 +11,13 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 
-from camex import dissect
-from camex.keylog import KeyLogFile
-from camex.loop import StartupError
-from camex.options import parse_args
+from camex.dissect import cli as dissect
+from camex.daemon.keylog import KeyLogFile
+from camex.daemon.loop import StartupError
+from camex.daemon.options import parse_args
 from camex.v2 import wire
 from camex.v2.client import ClientSession
-from camex.v2.memlab import MemLab, Profile, ipv4, make_server
+from camex.testing.memlab import MemLab, Profile, ipv4, make_server
 
 PSK = b"p" * 32
 
@@ -58,8 +58,8 @@ def test_unwritable_path_is_a_startup_error(tmp_path):
 
 def test_daemons_open_the_keylog(tmp_path):
     """Both roles create the file at start (before any session)."""
-    from camex.client_daemon import ClientDaemon
-    from camex.server_daemon import ServerDaemon
+    from camex.daemon.client import ClientDaemon
+    from camex.daemon.server import ServerDaemon
     c, s = tmp_path / "client.keys", tmp_path / "server.keys"
     client = ClientDaemon(parse_args(["-M", "client", "-s", "10.250.0.1", "-p", "7000",
                                       "-l", "10.0.0.2/24", "-e", "-k", "lab-pass",
@@ -71,7 +71,7 @@ def test_daemons_open_the_keylog(tmp_path):
 
 
 def test_legacy_only_server_opens_no_keylog(tmp_path):
-    from camex.server_daemon import ServerDaemon
+    from camex.daemon.server import ServerDaemon
     s = tmp_path / "server.keys"
     server = ServerDaemon(parse_args(["-M", "server", "-p", "7000", "--protocol", "legacy",
                                       "--keylog", str(s)], environ={}), lambda: None)

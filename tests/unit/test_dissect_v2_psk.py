@@ -8,10 +8,10 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 
-from camex import dissect
+from camex.dissect import cli as dissect
 from camex.v2 import kdf, wire
 from camex.v2.client import ClientSession
-from camex.v2.memlab import MemLab, Profile, make_server
+from camex.testing.memlab import MemLab, Profile, make_server
 
 PASS = b"lab-pass"
 CLIENT, SERVER = ("192.0.2.10", 40000), ("192.0.2.1", 7000)

@@ -10,7 +10,7 @@ import os
 import struct
 
 from cryptography.exceptions import InvalidTag
-from camex.aead import ChaCha20Poly1305
+from camex.base.aead import ChaCha20Poly1305
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 

@@ -1,4 +1,4 @@
-"""Fuzzing camex-dissect and camex.capture with mutated captures: the only
+"""Fuzzing camex-dissect and camex.dissect.capture with mutated captures: the only
 acceptable failure is one CaptureError line (exit 1); anything else the
 reader or the dissector raises is a bug."""
 
@@ -16,7 +16,8 @@ from scapy.layers.inet import ICMP, IP, UDP, fragment
 from scapy.layers.l2 import Ether
 from scapy.utils import PcapNgWriter, wrpcap
 
-from camex import capture, dissect, proto
+from camex.dissect import capture, cli as dissect
+from camex import proto
 
 N = int(os.environ.get("CAMEX_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=N, deadline=None,

@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from camex import child
+from camex.base import child
 from camex.v2 import kdf
 
 

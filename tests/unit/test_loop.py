@@ -1,8 +1,8 @@
-"""camex.loop: the epoll selector and how the loop keeps a core's deadline."""
+"""camex.daemon.loop: the epoll selector and how the loop keeps a core's deadline."""
 
 import socket
 
-from camex.loop import Deadline, EpollSelector, Loop
+from camex.daemon.loop import Deadline, EpollSelector, Loop
 
 
 class Clock:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from camex import __version__
-from camex import dissect, options
+from camex.dissect import cli as dissect
+from camex.daemon import options
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "manpage.py"
 spec = importlib.util.spec_from_file_location("manpage", SCRIPT)

@@ -13,7 +13,7 @@ import sys
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from camex import metrics
+from camex.daemon import metrics
 
 NOW = 1_765_000_000.0
 

@@ -1,4 +1,4 @@
-"""The helper child that does the daemon's netlink work (camex.child,
+"""The helper child that does the daemon's netlink work (camex.base.child,
 camex.io.netlink): answers, errors that reach the caller as one clear
 message, a helper that dies or hangs, one that gave up waiting, and the
 daemon-side bookkeeping of what the link owns."""
@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from camex import child
-from camex.core.client import IfConfig
+from camex.base import child
+from camex.legacy.client import IfConfig
 from camex.io import netlink
 
 
@@ -232,7 +232,7 @@ def test_link_config_for_a_missing_interface():
 def test_the_netlink_module_does_not_import_pyroute2():
     import subprocess
     import sys
-    code = ("import sys, camex.io.netlink, camex.client_daemon, camex.server_daemon; "
+    code = ("import sys, camex.io.netlink, camex.daemon.client, camex.daemon.server; "
             "print('pyroute2' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

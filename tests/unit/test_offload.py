@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.packet import Raw
 
-from camex.contract import PlainReceiver, SuperPacket
-from camex.io import gso, offload
+from camex.base import netpkt
+from camex.base.contract import PlainReceiver, SuperPacket
+from camex.io import offload
+from camex.v2 import framing
 
 SRC, DST = "10.0.0.2", "10.0.0.3"
 
@@ -52,9 +54,9 @@ def test_l4_checksum_matches_scapy(payload, proto):
     b = bytearray(ref)
     at = 36 if proto == "tcp" else 26
     b[at:at + 2] = b"\0\0"
-    c = offload.l4_checksum(b, 20, offload.PROTO_TCP if proto == "tcp" else offload.PROTO_UDP)
+    c = netpkt.l4_checksum(b, 20, netpkt.PROTO_TCP if proto == "tcp" else netpkt.PROTO_UDP)
     assert c == int.from_bytes(ref[at:at + 2], "big")
-    assert offload.l4_valid(ref, 20, ref[9])
+    assert netpkt.l4_valid(ref, 20, ref[9])
 
 
 @settings(max_examples=100, deadline=None)
@@ -66,16 +68,16 @@ def test_ip_checksum_matches_scapy(hdr):
     p = IP(bytes(h))
     del p.chksum
     want = IP(bytes(p)).chksum
-    assert offload.ip_checksum(h) == want
+    assert netpkt.ip_checksum(h) == want
 
 
 def test_checksum_zero_and_ffff_cases():
     # Data whose word sum is 0xFFFF: the checksum is 0 (TCP) but UDP must
     # send 0xFFFF, since a UDP checksum of 0 means "none".
-    assert offload.fold(offload.sum16(b"\xff\xff")) == 0
-    assert offload.fold(offload.sum16(b"\x12\x34")) == 0xFFFF - 0x1234
+    assert netpkt.fold(netpkt.sum16(b"\xff\xff")) == 0
+    assert netpkt.fold(netpkt.sum16(b"\x12\x34")) == 0xFFFF - 0x1234
     # Odd length: the last byte is the high half of a word.
-    assert offload.sum16(b"\x01") == 0x0100
+    assert netpkt.sum16(b"\x01") == 0x0100
 
 
 # ---------------------------------------------------------- segmentation
@@ -86,8 +88,8 @@ def test_segment_tcp_like_the_kernel(mss):
     payload = os.urandom(3 * 1389 + 100) if mss > 1 else os.urandom(5)
     sup = tcp_super(payload, flags="FPA",
                     options=[("NOP", None), ("NOP", None), ("Timestamp", (1, 2))])
-    hdr = gso.VnetHdr((gso.F_NEEDS_CSUM, gso.GSO_TCPV4, 52, mss, 20, 16))
-    segs = offload.segment(hdr, sup)
+    hdr = netpkt.VnetHdr((netpkt.F_NEEDS_CSUM, netpkt.GSO_TCPV4, 52, mss, 20, 16))
+    segs = netpkt.segment(hdr, sup)
     assert len(segs) == -(-len(payload) // mss)
     got = b""
     for i, s in enumerate(segs):
@@ -107,16 +109,16 @@ def test_segment_tcp_like_the_kernel(mss):
 
 def test_segment_tcp_cwr_only_on_first():
     sup = tcp_super(os.urandom(3000), flags="CA")
-    hdr = gso.VnetHdr((gso.F_NEEDS_CSUM, gso.GSO_TCPV4 | gso.GSO_ECN, 40, 1000, 20, 16))
-    segs = [IP(bytes(s)) for s in offload.segment(hdr, sup)]
+    hdr = netpkt.VnetHdr((netpkt.F_NEEDS_CSUM, netpkt.GSO_TCPV4 | netpkt.GSO_ECN, 40, 1000, 20, 16))
+    segs = [IP(bytes(s)) for s in netpkt.segment(hdr, sup)]
     assert [bool(s[TCP].flags.C) for s in segs] == [True, False, False]
 
 
 def test_segment_udp_uso():
     payload = os.urandom(4000)
     p = IP(src=SRC, dst=DST, id=100) / UDP(sport=9, dport=10) / Raw(payload)
-    hdr = gso.VnetHdr((gso.F_NEEDS_CSUM, gso.GSO_UDP_L4, 28, 1472, 20, 6))
-    segs = [bytes(s) for s in offload.segment(hdr, bytes(p))]
+    hdr = netpkt.VnetHdr((netpkt.F_NEEDS_CSUM, netpkt.GSO_UDP_L4, 28, 1472, 20, 6))
+    segs = [bytes(s) for s in netpkt.segment(hdr, bytes(p))]
     assert [len(s) - 28 for s in segs] == [1472, 1472, 1056]
     assert all(scapy_valid(s) for s in segs)
     assert b"".join(s[28:] for s in segs) == payload
@@ -127,23 +129,23 @@ def test_segment_completes_a_partial_checksum():
     ref = bytes(IP(src=SRC, dst=DST) / UDP(sport=5, dport=6) / Raw(b"hello, world!"))
     b = bytearray(ref)
     # The field holds the folded pseudo-header sum, as the kernel leaves it.
-    ps = offload.pseudo4(b, 17, len(b) - 20) % 0xFFFF
+    ps = netpkt.pseudo4(b, 17, len(b) - 20) % 0xFFFF
     b[26:28] = ps.to_bytes(2, "big")
-    hdr = gso.VnetHdr((gso.F_NEEDS_CSUM, gso.GSO_NONE, 0, 0, 20, 6))
-    (out,) = offload.segment(hdr, bytes(b))
+    hdr = netpkt.VnetHdr((netpkt.F_NEEDS_CSUM, netpkt.GSO_NONE, 0, 0, 20, 6))
+    (out,) = netpkt.segment(hdr, bytes(b))
     assert bytes(out) == ref
 
 
 def test_segment_rejects_what_it_cannot_cut():
-    hdr = gso.VnetHdr((gso.F_NEEDS_CSUM, gso.GSO_TCPV4, 40, 1000, 20, 16))
-    with pytest.raises(offload.OffloadError):
-        offload.segment(hdr, b"\x60" + bytes(60))  # IPv6
+    hdr = netpkt.VnetHdr((netpkt.F_NEEDS_CSUM, netpkt.GSO_TCPV4, 40, 1000, 20, 16))
+    with pytest.raises(netpkt.OffloadError):
+        netpkt.segment(hdr, b"\x60" + bytes(60))  # IPv6
     bad = bytearray(tcp_super(os.urandom(100)))
     bad[2:4] = (5000).to_bytes(2, "big")  # total length beyond the data
-    with pytest.raises(offload.OffloadError):
-        offload.segment(hdr, bytes(bad))
-    with pytest.raises(offload.OffloadError):
-        offload.segment(gso.VnetHdr((0, 99, 0, 0, 0, 0)), tcp_super(b"x"))
+    with pytest.raises(netpkt.OffloadError):
+        netpkt.segment(hdr, bytes(bad))
+    with pytest.raises(netpkt.OffloadError):
+        netpkt.segment(netpkt.VnetHdr((0, 99, 0, 0, 0, 0)), tcp_super(b"x"))
 
 
 # -------------------------------------------------------------- merging
@@ -168,11 +170,11 @@ def merged_packet(bufs) -> bytes:
 @pytest.mark.parametrize("mss", [1389, 1388])
 def test_coalesce_merges_a_train_with_a_valid_checksum(mss):
     pkts, payload = train(mss=mss, flags_last="PA")
-    writes = list(offload.coalesce(pkts))
+    writes = list(netpkt.coalesce(pkts))
     assert len(writes) == 1
     vnet, bufs = writes[0]
-    h = gso.parse_vnet(vnet)
-    assert (h.gso_type, h.gso_size, h.hdr_len) == (gso.GSO_TCPV4, mss, 52)
+    h = netpkt.parse_vnet(vnet)
+    assert (h.gso_type, h.gso_size, h.hdr_len) == (netpkt.GSO_TCPV4, mss, 52)
     # No "checksum valid" flag: the kernel verifies the merged packet.
     assert h.flags == 0
     m = merged_packet(bufs)
@@ -187,7 +189,7 @@ def test_coalesce_merged_checksum_exposes_a_corrupt_segment():
     bad = bytearray(pkts[2])
     bad[100] ^= 0x40  # payload bit flip, checksum field left as it was
     pkts[2] = bytes(bad)
-    (vnet, bufs), = list(offload.coalesce(pkts))
+    (vnet, bufs), = list(netpkt.coalesce(pkts))
     assert not scapy_valid(merged_packet(bufs))
 
 
@@ -195,21 +197,21 @@ def test_coalesce_keeps_apart_what_must_not_merge():
     pkts, _ = train(n=4, last=1389)
     gap = list(pkts)
     gap.pop(1)  # a hole in the sequence
-    writes = list(offload.coalesce(gap))
-    assert [gso.parse_vnet(v).gso_type for v, _ in writes] == [gso.GSO_NONE, gso.GSO_TCPV4]
+    writes = list(netpkt.coalesce(gap))
+    assert [netpkt.parse_vnet(v).gso_type for v, _ in writes] == [netpkt.GSO_NONE, netpkt.GSO_TCPV4]
     other_flow = bytearray(pkts[1])
     other_flow[22:24] = (5202).to_bytes(2, "big")
-    writes = list(offload.coalesce([pkts[0], bytes(other_flow)]))
-    assert [gso.parse_vnet(v).gso_type for v, _ in writes] == [gso.GSO_NONE] * 2
+    writes = list(netpkt.coalesce([pkts[0], bytes(other_flow)]))
+    assert [netpkt.parse_vnet(v).gso_type for v, _ in writes] == [netpkt.GSO_NONE] * 2
     push_first = train(n=3, flags_last="A")[0]
     p0 = bytearray(push_first[0])
-    p0[33] |= offload.TCP_PSH
-    writes = list(offload.coalesce([bytes(p0)] + push_first[1:]))
-    assert gso.parse_vnet(writes[0][0]).gso_type == gso.GSO_NONE
+    p0[33] |= netpkt.TCP_PSH
+    writes = list(netpkt.coalesce([bytes(p0)] + push_first[1:]))
+    assert netpkt.parse_vnet(writes[0][0]).gso_type == netpkt.GSO_NONE
     assert len(writes) == 2  # the other two merge
     udp = bytes(IP(src=SRC, dst=DST) / UDP(sport=1) / Raw(b"x" * 100))
     udp2 = bytes(IP(src=SRC, dst=DST) / UDP(sport=2) / Raw(b"x" * 100))
-    writes = list(offload.coalesce([udp, udp2]))  # two flows: not merged
+    writes = list(netpkt.coalesce([udp, udp2]))  # two flows: not merged
     assert [merged_packet(b) for _, b in writes] == [udp, udp2]
 
 
@@ -217,7 +219,7 @@ def test_coalesce_in_order_of_arrival():
     pkts, _ = train(n=3, last=1389)
     udp = bytes(IP(src=SRC, dst=DST) / UDP() / Raw(b"y"))
     seq = [udp] + pkts + [udp]
-    writes = list(offload.coalesce(seq))
+    writes = list(netpkt.coalesce(seq))
     assert len(writes) == 3
     assert merged_packet(writes[0][1]) == udp and merged_packet(writes[2][1]) == udp
 
@@ -225,8 +227,8 @@ def test_coalesce_in_order_of_arrival():
 def test_segment_then_coalesce_gives_back_the_super_packet():
     payload = os.urandom(40 * 1389 + 3)
     sup = tcp_super(payload, flags="A")
-    hdr = gso.VnetHdr((gso.F_NEEDS_CSUM, gso.GSO_TCPV4, 40, 1389, 20, 16))
-    (vnet, bufs), = list(offload.coalesce(offload.segment(hdr, sup)))
+    hdr = netpkt.VnetHdr((netpkt.F_NEEDS_CSUM, netpkt.GSO_TCPV4, 40, 1389, 20, 16))
+    (vnet, bufs), = list(netpkt.coalesce(netpkt.segment(hdr, sup)))
     m = merged_packet(bufs)
     assert scapy_valid(m) and m[40:] == payload
 
@@ -235,13 +237,13 @@ def test_segment_then_coalesce_gives_back_the_super_packet():
 
 
 def test_vnet_header_roundtrip():
-    b = gso.pack_vnet(gso.F_NEEDS_CSUM, gso.GSO_TCPV4, 52, 1389, 20, 16)
+    b = netpkt.pack_vnet(netpkt.F_NEEDS_CSUM, netpkt.GSO_TCPV4, 52, 1389, 20, 16)
     assert len(b) == 10
-    h = gso.parse_vnet(b + b"payload")
+    h = netpkt.parse_vnet(b + b"payload")
     assert (h.flags, h.gso_type, h.hdr_len, h.gso_size, h.csum_start, h.csum_offset) == (
         1, 1, 52, 1389, 20, 16)
     with pytest.raises(ValueError):
-        gso.parse_vnet(b"\0" * 9)
+        netpkt.parse_vnet(b"\0" * 9)
 
 
 @settings(max_examples=300, deadline=None)
@@ -249,9 +251,9 @@ def test_vnet_header_roundtrip():
 def test_runs_are_gso_sendable_and_keep_order(sizes):
     ds = [bytes([i % 256]) * n for i, n in enumerate(sizes)]
     flat = []
-    for size, run in gso.runs(ds):
-        assert 1 <= len(run) <= gso.MAX_SEGMENTS
-        assert sum(map(len, run)) <= gso.MAX_GSO_BYTES
+    for size, run in framing.runs(ds):
+        assert 1 <= len(run) <= framing.MAX_SEGMENTS
+        assert sum(map(len, run)) <= framing.MAX_GSO_BYTES
         assert all(len(d) == size for d in run[:-1]) and 0 < len(run[-1]) <= size
         flat += run
     assert flat == ds
@@ -263,12 +265,12 @@ def test_runs_are_gso_sendable_and_keep_order(sizes):
 def test_cut_frame_and_reassemble_in_any_order():
     body = os.urandom(60000)
     head = bytes([0xC2, 6, 0, 0]) + bytes(16)
-    ds = gso.cut_frame(head, body, 1472)
+    ds = framing.cut_frame(head, body, 1472)
     assert len(ds) == -(-60000 // 1452)
     assert all(len(d) == 1472 for d in ds[:-1]) and len(ds[-1]) <= 1472
     assert [d[3] for d in ds] == list(range(len(ds)))
-    (size, run), = list(gso.runs(ds))  # one GSO send
-    r = gso.Reassembly()
+    (size, run), = list(framing.runs(ds))  # one GSO send
+    r = framing.Reassembly()
     order = list(range(len(ds)))
     order = order[1::2] + order[0::2]
     out = None
@@ -279,7 +281,7 @@ def test_cut_frame_and_reassemble_in_any_order():
 
 
 def test_reassembly_bounds_and_mismatches():
-    r = gso.Reassembly(max_slots=2, timeout=1.0)
+    r = framing.Reassembly(max_slots=2, timeout=1.0)
     assert r.add("a", 0, 3, b"x", 0.0) is None
     assert r.add("b", 0, 3, b"x", 0.0) is None
     assert r.add("c", 0, 3, b"x", 0.1) is None  # evicts "a", the oldest
@@ -291,7 +293,7 @@ def test_reassembly_bounds_and_mismatches():
     assert r.add("d", 3, 3, b"z", 5.0) is None and "d" not in r.slots  # index out of range
     assert r.add("e", 0, 1, b"whole", 5.0) == b"whole"
     with pytest.raises(ValueError):
-        gso.cut_frame(bytes(20), bytes(65 * 1452), 1472)
+        framing.cut_frame(bytes(20), bytes(65 * 1452), 1472)
 
 
 # ---------------------------------------- devices (over a socket pair)
@@ -313,7 +315,7 @@ def test_plain_device_cuts_super_packet_items():
     dev, peer = _device(offload.BatchTun)
     payload = os.urandom(2500)
     sup = tcp_super(payload, flags="A")
-    vnet = gso.pack_vnet(gso.F_NEEDS_CSUM, gso.GSO_TCPV4, 40, 1000, 20, 16)
+    vnet = netpkt.pack_vnet(netpkt.F_NEEDS_CSUM, netpkt.GSO_TCPV4, 40, 1000, 20, 16)
     small = bytes(IP(src=SRC, dst=DST) / UDP() / Raw(b"q"))
     dev.write_batch([small, SuperPacket(vnet, sup), small])
     got = [peer.recv(70000) for _ in range(5)]
@@ -327,11 +329,11 @@ def test_offload_device_writes_pairs_whole_and_merges_the_rest():
     dev, peer = _device(offload.OffloadTun)
     pkts, payload = train(n=3, last=1389)
     sup = tcp_super(os.urandom(3000), flags="A")
-    vnet = gso.pack_vnet(gso.F_NEEDS_CSUM, gso.GSO_TCPV4, 40, 1000, 20, 16)
+    vnet = netpkt.pack_vnet(netpkt.F_NEEDS_CSUM, netpkt.GSO_TCPV4, 40, 1000, 20, 16)
     dev.write_batch(pkts + [SuperPacket(vnet, sup)] + pkts)
     msgs = [peer.recv(70000) for _ in range(3)]
-    h = [gso.parse_vnet(m) for m in msgs]
-    assert [x.gso_type for x in h] == [gso.GSO_TCPV4] * 3
+    h = [netpkt.parse_vnet(m) for m in msgs]
+    assert [x.gso_type for x in h] == [netpkt.GSO_TCPV4] * 3
     assert msgs[1] == vnet + sup  # the pair, untouched
     assert msgs[0][10:] == msgs[2][10:] and scapy_valid(msgs[0][10:])
     dev.close()
@@ -346,16 +348,16 @@ def test_coalesce_merges_small_udp_of_one_flow_only():
         return bytes(b)
     seq = [dg(0), dg(1), dg(2, n=10), dg(3), dg(4, sport=9), dg(5, corrupt=True), dg(6),
            dg(7, n=400), dg(8, n=400)]
-    writes = list(offload.coalesce(seq))
-    kinds = [(gso.parse_vnet(v).gso_type, len(b)) for v, b in writes]
+    writes = list(netpkt.coalesce(seq))
+    kinds = [(netpkt.parse_vnet(v).gso_type, len(b)) for v, b in writes]
     # 0,1 and the shorter 2 merge; 3 alone (next is another flow); 4 alone;
     # the corrupt 5 alone; 6 alone; datagrams over MAX_UDP_MERGE are not merged.
-    assert kinds == [(gso.GSO_UDP_L4, 4), (0, 1), (0, 1), (0, 1), (0, 1), (0, 1), (0, 1)]
+    assert kinds == [(netpkt.GSO_UDP_L4, 4), (0, 1), (0, 1), (0, 1), (0, 1), (0, 1), (0, 1)]
     vnet, bufs = writes[0]
-    segs = offload.segment(gso.parse_vnet(vnet), merged_packet(bufs))
+    segs = netpkt.segment(netpkt.parse_vnet(vnet), merged_packet(bufs))
     assert [bytes(s)[28:] for s in segs] == [d[28:] for d in seq[:3]]
     assert all(scapy_valid(bytes(s)) for s in segs)
-    assert list(offload.coalesce(seq, udp=False))[0][1] == [seq[0]]
+    assert list(netpkt.coalesce(seq, udp=False))[0][1] == [seq[0]]
 
 
 # ------------------------------------------ udp.receive: lone datagram or burst
@@ -436,7 +438,7 @@ def test_a_fault_on_one_datagram_costs_that_receive_not_the_daemon(caplog, monke
     """Every refusal of bad input is counted, never raised; should handling
     a datagram raise anyway (a bug), the daemon logs one warning per kind
     of fault, saying where, and keeps receiving."""
-    from camex import log
+    from camex.base import log
     from camex.io import udp
 
     monkeypatch.setattr(log, "_FAULTS", log.Throttle(rate=1, burst=5))  # this test's own

@@ -13,7 +13,9 @@ import subprocess
 import sys
 import textwrap
 
+from camex.base import netpkt
 from camex.io import gso
+from camex.v2 import framing
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -51,18 +53,18 @@ def test_a_glued_frame_goes_out_as_its_datagrams():
     head = bytes([0xC2, 6, 0, 0]) + bytes(range(16))
     for body_len, sends in ((30000, 1), (44 * 1452 + 1, 2), (1000, 1)):
         body = os.urandom(body_len)
-        want = gso.cut_frame(head, body, 1472)
+        want = framing.cut_frame(head, body, 1472)
         for use_gso in (True, False):
             s, r = udp_pair()
             r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
             sender = gso.Sender(s, use_gso)
-            sender.send([b"before", gso.glue_frame(head, body, 1472), b"after"])
+            sender.send([b"before", framing.glue_frame(head, body, 1472), b"after"])
             got = [r.recv(65535) for _ in range(len(want) + 2)]
             assert got == [b"before"] + want + [b"after"], (body_len, use_gso)
             assert sender.sends == (sends + 2 if use_gso else len(want) + 2)
             # A server's outbox: (datagram, address) pairs; a frame alone too.
             sender = gso.Sender(s, use_gso)
-            sender.send_grouped([(gso.glue_frame(head, body, 1472), r.getsockname())])
+            sender.send_grouped([(framing.glue_frame(head, body, 1472), r.getsockname())])
             assert [r.recv(65535) for _ in want] == want
             assert sender.sends == (sends if use_gso else len(want))
 
@@ -106,8 +108,9 @@ CHILD = textwrap.dedent(r'''
     libc = ctypes.CDLL(None, use_errno=True)
     assert libc.unshare(0x40000000) == 0, "unshare(CLONE_NEWNET) failed"
     from pyroute2 import IPRoute
+    from camex.base import netpkt
     from camex.io import gso, offload
-    from camex.contract import SuperPacket
+    from camex.base.contract import SuperPacket
     from scapy.layers.inet import IP, TCP, UDP
     from scapy.packet import Raw
 
@@ -150,7 +153,7 @@ CHILD = textwrap.dedent(r'''
     out["udp_gso_types"] = sorted({h[1] for h, _ in reads})
     segs = []
     for h, p in reads:
-        segs += [bytes(s) for s in offload.segment(gso.VnetHdr(h), p)]
+        segs += [bytes(s) for s in netpkt.segment(netpkt.VnetHdr(h), p)]
     ok = []
     for s in segs:
         q = IP(s); del q[IP].chksum; del q[UDP].chksum
@@ -174,8 +177,8 @@ CHILD = textwrap.dedent(r'''
 
     for corrupt in (False, True):
         before = snmp("InCsumErrors")
-        writes = list(offload.coalesce(train(corrupt)))
-        assert len(writes) == 1 and gso.parse_vnet(writes[0][0]).gso_type == gso.GSO_TCPV4
+        writes = list(netpkt.coalesce(train(corrupt)))
+        assert len(writes) == 1 and netpkt.parse_vnet(writes[0][0]).gso_type == netpkt.GSO_TCPV4
         tun.write_batch(train(corrupt))
         rst = [p for h, p in read_all(0.5) if p[0] >> 4 == 4 and p[9] == 6
                and IP(p)[TCP].flags.R]
@@ -198,8 +201,8 @@ CHILD = textwrap.dedent(r'''
     dgrams = [bytes(IP(src="10.9.0.2", dst="10.9.0.1", id=i) / UDP(sport=6666, dport=7777)
                     / Raw(bytes([48 + i]) * 40)) for i in range(6)]
     bad = bytearray(dgrams[4]); bad[-1] ^= 1; dgrams[4] = bytes(bad)
-    writes = list(offload.coalesce(dgrams))
-    out["udp_merge_writes"] = [(gso.parse_vnet(v).gso_type, len(b)) for v, b in writes]
+    writes = list(netpkt.coalesce(dgrams))
+    out["udp_merge_writes"] = [(netpkt.parse_vnet(v).gso_type, len(b)) for v, b in writes]
     before = udp_snmp("InCsumErrors")
     tun.write_batch(dgrams)
     got = []
@@ -259,7 +262,7 @@ def test_tun_offloads_in_a_private_namespace():
     out = run_child()
     assert out["kind"] == "OffloadTun" and out["uso"]
     # USO: ten 1000-byte datagrams came out of the TUN as one super-packet.
-    assert out["udp_reads"] == 1 and out["udp_gso_types"] == [gso.GSO_UDP_L4]
+    assert out["udp_reads"] == 1 and out["udp_gso_types"] == [netpkt.GSO_UDP_L4]
     assert out["udp_segments"] == 10 and out["udp_checksums_ok"]
     # The merged valid train is accepted as ONE packet: TCP answers it with
     # one RST (four separate segments would draw four), whose sequence is
@@ -272,12 +275,12 @@ def test_tun_offloads_in_a_private_namespace():
     # 4 alone, 5 alone;
     # the socket gets 0, 1, 2, 3 and 5 (40 bytes each), 4 is dropped.
     assert out["uso_writes"]
-    assert out["udp_merge_writes"] == [[gso.GSO_UDP_L4, 5], [gso.GSO_NONE, 1],
-                                       [gso.GSO_NONE, 1]]
+    assert out["udp_merge_writes"] == [[netpkt.GSO_UDP_L4, 5], [netpkt.GSO_NONE, 1],
+                                       [netpkt.GSO_NONE, 1]]
     assert out["udp_merge_got"] == ["040", "140", "240", "340", "540"]
     assert out["udp_merge_csum_errors"] == 1
     # TSO/USO off at run time: ten plain datagrams; on again: one pair.
-    assert out["off_reads"] == 10 and out["off_types"] == [gso.GSO_NONE]
+    assert out["off_reads"] == 10 and out["off_types"] == [netpkt.GSO_NONE]
     assert out["on_items"] == ["SuperPacket"]
     # Over the MTU: GSO refused, the five datagrams still leave (2 fragments
     # each), and GSO stays on for sizes that fit.

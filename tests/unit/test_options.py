@@ -18,7 +18,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import camex
-from camex.options import Options, UsageError, parse_args, read_psk_file
+from camex.daemon.options import Options, UsageError, parse_args, read_psk_file
 
 CLIENT = ["-M", "client", "-s", "10.250.0.1", "-p", "7000"]
 SERVER = ["-M", "server", "-p", "7000"]
@@ -202,7 +202,7 @@ def test_help_fits_the_terminal_width(capsys, monkeypatch):
 def test_parsing_a_command_line_does_not_load_shutil():
     # argparse's help formatter would import shutil (and zlib, bz2, lzma):
     # 0.6 MiB resident in every daemon for help it never prints.
-    code = ("import sys; from camex.options import parse_args; "
+    code = ("import sys; from camex.daemon.options import parse_args; "
             "parse_args(['-M', 'server', '-p', '7000', '--protocol', 'v2', '-e', '-k', 'p' * 16],"
             " environ={}); "
             "parse_args(['-M', 'client', '-s', '10.250.0.1', '-p', '7000', '-a'], environ={}); "

@@ -1,4 +1,4 @@
-"""The live fuzzer's datagram generator (camex.proto.fuzzer): what it claims
+"""The live fuzzer's datagram generator (camex.testing.fuzzer): what it claims
 about each category holds, and it never impersonates an honest client."""
 
 import collections
@@ -8,7 +8,7 @@ import pytest
 
 from camex.legacy import codec
 from camex.proto import KeyRing, NoKeyError
-from camex.proto.fuzzer import AUTH_CATEGORIES, BASE_CATEGORIES, DatagramFuzzer
+from camex.testing.fuzzer import AUTH_CATEGORIES, BASE_CATEGORIES, DatagramFuzzer
 
 PASS = b"demo-global-secret"
 

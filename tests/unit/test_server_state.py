@@ -8,13 +8,13 @@ import json
 
 import pytest
 
-from camex.config import parse_config
-from camex.core import server_state
-from camex.core.server import LegacyServer
+from camex.daemon.config import parse_config
+from camex.tunnel import server_state
+from camex.legacy.server import LegacyServer
 from camex.legacy import codec
 from camex.legacy.seqfloor import MAX_FLOOR, RESTORE_MARGIN, SeqFloor
-from camex import statefile
-from camex.statefile import Refused, decode, encode
+from camex.daemon import statefile
+from camex.daemon.statefile import Refused, decode, encode
 
 from tests.support.legacy_net import A1, A2, C2PSK, DB, GLOBAL, Net, counter_rng, ip_packet
 
@@ -314,7 +314,7 @@ def test_v2_clients_of_the_predecessor_get_a_nosession():
 
 
 def test_status_says_since_when_and_whether_restored():
-    from camex.status import format_status
+    from camex.daemon.status import format_status
     st = {"mode": "server", "port": 7000, "encrypted": True, "wall_time": 1_800_000_000.0,
           "drops": {}, "clients": [{
               "client_id": "C1", "address": "10.0.0.2", "endpoint": "10.250.0.2:4000",
@@ -385,7 +385,7 @@ def test_a_client_that_expired_and_came_back_gets_a_higher_counter():
     """Within one server: the C client's window outlives the server's entry
     (expiry after 120 s of silence), so the new entry's counter must start
     above the old one's even if the clock did not move."""
-    from camex.core.server import IDLE_TIMEOUT
+    from camex.legacy.server import IDLE_TIMEOUT
     net, clients = fleet(clock=lambda: 5_000)
     old = net.server.by_endpoint[A2].tx_seq
     net.now += IDLE_TIMEOUT + 10
@@ -398,7 +398,7 @@ def test_a_client_that_expired_and_came_back_gets_a_higher_counter():
 
 
 def test_the_camex_client_counter_starts_from_the_clock():
-    from camex.core.client import LegacyClient
+    from camex.legacy.client import LegacyClient
     enc = LegacyClient(auto=True, client_id="C1", key=codec.derive_key(GLOBAL),
                        seq_floor=SeqFloor(clock=lambda: 1_800_000_000 * NS))
     assert enc.tx_seq == 1_800_000_000 * NS

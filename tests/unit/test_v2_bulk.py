@@ -5,11 +5,11 @@ v2 clients with and without BULK and to legacy clients."""
 
 import pytest
 
-from camex.contract import SuperPacket
-from camex.core.client import LegacyClient
-from camex.io import gso, offload
+from camex.base import netpkt
+from camex.base.contract import SuperPacket
+from camex.legacy.client import LegacyClient
 from camex.legacy import codec
-from camex.v2 import bulk, wire
+from camex.v2 import bulk, framing, wire
 from camex.v2.server import FRAME_SLOTS, FRAME_SLOTS_PER_SESSION
 from tests.support.v2_bulk_world import A1, A2, A3, MSS, PW, World, frame, tcp_super, v2
 
@@ -20,8 +20,8 @@ def tcp_payload(segments):
     out = b""
     for s in segments:
         s = bytes(s)
-        assert offload.sum16(s[:20]) % 0xFFFF == 0, "IP checksum"
-        assert offload.l4_valid(s, 20, 6), "TCP checksum"
+        assert netpkt.sum16(s[:20]) % 0xFFFF == 0, "IP checksum"
+        assert netpkt.l4_valid(s, 20, 6), "TCP checksum"
         assert len(s) - 40 <= MSS
         out += s[40:]
     return out
@@ -41,8 +41,8 @@ def test_both_sides_announce_bulk_and_a_super_packet_is_one_frame():
     hdr, pkt = tcp_super("10.0.0.2", "10.0.0.1", 60000)
     c1.tun_super(hdr, pkt, w.now)
     # Glued: one buffer for the whole frame, cut by the kernel's UDP GSO.
-    assert [type(d) for d in c1.to_net] == [gso.Run]
-    frags = gso.datagrams_of(c1.to_net)
+    assert [type(d) for d in c1.to_net] == [framing.Run]
+    frags = framing.datagrams_of(c1.to_net)
     assert all(wire.msg_type(d) == wire.T_BULK for d in frags)
     assert len(frags) == -(-(60000 + 40 + 4 + 16) // (1472 - 20))
     assert all(len(d) == 1472 for d in frags[:-1])
@@ -51,9 +51,9 @@ def test_both_sides_announce_bulk_and_a_super_packet_is_one_frame():
     (item,) = w.server.to_tun
     vnet, got = item
     assert bytes(got) == bytes(pkt)
-    assert gso.parse_vnet(vnet) == (gso.F_NEEDS_CSUM, gso.GSO_TCPV4, 40, MSS, 20, 16)
+    assert netpkt.parse_vnet(vnet) == (netpkt.F_NEEDS_CSUM, netpkt.GSO_TCPV4, 40, MSS, 20, 16)
     # What the kernel makes of that write: segments with valid checksums.
-    assert tcp_payload(offload.segment(gso.parse_vnet(vnet), got)) == bytes(pkt[40:])
+    assert tcp_payload(netpkt.segment(netpkt.parse_vnet(vnet), got)) == bytes(pkt[40:])
     assert c1.bulk_tx_frames == 1 and peer(w, "C1").stats["bulk_rx"] == 1
     assert peer(w, "C1").stats["rx"] == -(-60000 // MSS)
 
@@ -197,7 +197,7 @@ def test_a_forged_fragment_sent_ahead_does_not_spoil_the_frame(where, gro):
     if where == "all-but-first":
         # The first genuine fragment completes a frame of forgeries; the
         # next genuine ones mend it MEND_TRIES times, then it is given up.
-        assert got == [] and w.server.server.stats["forged"] == 1 + gso.Reassembly.MEND_TRIES
+        assert got == [] and w.server.server.stats["forged"] == 1 + framing.Reassembly.MEND_TRIES
     else:
         assert [bytes(x[1]) for x in got] == [bytes(hp[1])]
     assert len(w.server.server.frames.slots) <= FRAME_SLOTS_PER_SESSION
@@ -260,7 +260,7 @@ def test_server_sends_frames_to_the_client_and_the_client_writes_gso():
     assert w.server.tun_super(hdr, pkt) is True
     w.pump()
     ((vnet, got),) = c1.to_tun
-    assert bytes(got) == bytes(pkt) and gso.parse_vnet(vnet)[1] == gso.GSO_TCPV4
+    assert bytes(got) == bytes(pkt) and netpkt.parse_vnet(vnet)[1] == netpkt.GSO_TCPV4
     assert c1.bulk_rx_frames == 1 and c1.rx_bytes == len(pkt)
 
 
@@ -271,7 +271,7 @@ def test_the_client_takes_a_whole_frame_read_uncut_and_refuses_its_replay():
     assert w.server.tun_super(hdr, pkt) is True
     ((run, addr),) = w.server.outbox
     w.server.outbox.clear()
-    assert addr == A1 and type(run) is gso.Run
+    assert addr == A1 and type(run) is framing.Run
     for _ in range(2):
         assert c1.datagram_received.whole(bytes(run.buf), run.size, w.now)
     ((vnet, got),) = c1.to_tun
@@ -335,7 +335,7 @@ def test_bad_records_are_dropped_not_written():
     assert bulk.tun_items(MSS, b"\x45" + bytes(100)) == []            # length mismatch
     assert bulk.tun_items(0, b"\x60" + bytes(39)) == []                # not IPv4
     hdr, pkt = tcp_super("10.0.0.1", "10.0.0.2", 3000)
-    assert bulk.record_of(gso.VnetHdr((0, gso.GSO_NONE, 0, 0, 0, 0)), pkt) is None
+    assert bulk.record_of(netpkt.VnetHdr((0, netpkt.GSO_NONE, 0, 0, 0, 0)), pkt) is None
 
 
 def test_a_frame_with_records_for_two_destinations_is_split_by_destination():
@@ -404,7 +404,7 @@ def test_batches_that_are_not_one_clean_frame_go_fragment_by_fragment(change):
     if change == "gso-sends":
         # 46 fragments are two GSO sends (65,507 bytes at most each): two
         # GRO batches at the receiver, the first one without the last fragment.
-        batches = [run for _, run in gso.runs(f)]
+        batches = [run for _, run in framing.runs(f)]
         assert [len(b) for b in batches] == [44, 2]
     elif change == "swap":
         batches = [[f[0], f[2], f[1]] + f[3:]]
@@ -463,7 +463,7 @@ def gro_read(entry, f, addr, now):
     data, size = b"".join(f), len(f[0])
     if entry.datagram_received.whole(data, size, addr, now):
         return True
-    entry.datagram_received.many(gso.split(data, size), addr, now)
+    entry.datagram_received.many(framing.split(data, size), addr, now)
     return False
 
 
@@ -527,7 +527,7 @@ def test_a_gro_read_that_is_not_one_clean_frame_is_left_to_the_split_path(change
     data, size = b"".join(f), len(f[0])
     assert not w.server.datagram_received.whole(data, size, A1, w.now)
     assert w.server.to_tun == [] and not w.server.server.frames.slots
-    w.server.datagram_received.many(gso.split(data, size), A1, w.now)
+    w.server.datagram_received.many(framing.split(data, size), A1, w.now)
     got = [bytes(x[1]) if type(x) is SuperPacket else None for x in w.server.to_tun]
     assert got == want
     assert w.server.server.stats["forged"] == 0 and peer(w, "C1").current is not None
@@ -561,7 +561,7 @@ def test_a_super_packet_within_the_tso_cap_is_one_udp_send():
         hp = tcp_super("10.0.0.2", "10.0.0.1", total - 40)
         assert len(hp[1]) == total
         f = frame(c1, hp)
-        reads = [run for _, run in gso.runs(f)]      # one GRO read per GSO send
+        reads = [run for _, run in framing.runs(f)]      # one GRO read per GSO send
         assert len(reads) == sends, total
         taken = [gro_read(w.server, r, A1, w.now) for r in reads]
         assert taken[0] == (sends == 1)              # uncut only when it is the whole frame
@@ -573,8 +573,8 @@ def test_a_super_packet_within_the_tso_cap_is_one_udp_send():
 
 def default_client(cid):
     """The client core a user's command line builds: no --protocol (auto)."""
-    from camex.client_daemon import make_core
-    from camex.options import parse_args
+    from camex.daemon.client import make_core
+    from camex.daemon.options import parse_args
 
     opts = parse_args(["-M", "client", "-a", "-n", cid, "-s", "192.0.2.1", "-p", "7000",
                        "-k", PW.decode()])
@@ -586,7 +586,7 @@ def test_the_default_client_takes_whole_frames_and_gro_batches_as_v2_does():
     paths: a GRO read that is one whole BULK frame opens without a slot,
     a GRO batch goes in one call - through the daemon's receive loop."""
     from camex.io import udp
-    from camex.v2.core import AutoClientCore
+    from camex.tunnel.client import AutoClientCore
 
     w = World(local_delivery=True)
     c1 = w.add(A1, default_client("C1"))

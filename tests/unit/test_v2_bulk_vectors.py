@@ -12,8 +12,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from camex.io import gso
-from camex.v2 import wire
+from camex.v2 import framing, wire
 from camex.v2.noise import nonce_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,15 +65,15 @@ def test_codec_builds_the_same_header_records_and_fragments(f):
     assert plain.hex() == f["plaintext"]
     assert [(g, bytes(p)) for g, p in wire.parse_bulk_records(plain)] == records
     ct = ChaCha20Poly1305(KEY).encrypt(nonce_bytes(f["counter"]), plain, ad)
-    assert [d.hex() for d in gso.cut_frame(ad, ct, f["datagram_size"])] == f["fragments"]
+    assert [d.hex() for d in framing.cut_frame(ad, ct, f["datagram_size"])] == f["fragments"]
     # The glued form a core sends (one buffer, cut by the kernel): the same bytes.
-    run = gso.glue_frame(ad, ct, f["datagram_size"])
+    run = framing.glue_frame(ad, ct, f["datagram_size"])
     assert [bytes(d).hex() for d in run.datagrams()] == f["fragments"]
 
 
 @pytest.mark.parametrize("f", FRAMES, ids=names(FRAMES))
 def test_frame_reassembled_in_reverse_order_opens(f):
-    r = gso.Reassembly()
+    r = framing.Reassembly()
     whole = None
     for x in reversed(f["fragments"]):
         _, index, receiver, counter, count, sl = wire.parse_bulk(bytes.fromhex(x))

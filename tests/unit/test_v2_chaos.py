@@ -8,7 +8,7 @@ import pytest
 
 from camex.v2 import wire
 from camex.v2.client import ClientSession
-from camex.v2.memlab import MemLab, Profile, ipv4, make_server
+from camex.testing.memlab import MemLab, Profile, ipv4, make_server
 
 G = b"G" * 32
 PROFILES = {"cam1": Profile("10.0.0.2/24", "10.0.0.1"), "cam2": Profile("10.0.0.3/24", "10.0.0.1")}

@@ -3,12 +3,13 @@
 import ipaddress
 import logging
 
-from camex.config import parse_config
-from camex.core.client import IfConfig, LegacyClient
+from camex.daemon.config import parse_config
+from camex.legacy.client import IfConfig, LegacyClient
 from camex.legacy import codec
 from camex.v2 import wire
-from camex.v2.core import DEFAULT_MTU, AutoClientCore, V2ClientCore, V2ServerCore
-from camex.v2.memlab import ipv4
+from camex.v2.core import DEFAULT_MTU, V2ClientCore, V2ServerCore
+from camex.tunnel.client import AutoClientCore
+from camex.testing.memlab import ipv4
 from tests.support.v2_pair import A1, A2, CONF, PW, Wire
 
 

@@ -3,7 +3,7 @@
 A server (the mux that also speaks legacy) and two v2 clients that take
 BULK, wired in memory. Between genuine traffic, a seeded generator feeds
 the server - one datagram at a time and as GRO batches (`many`) - and the
-clients with (camex.proto.fuzzer_v2): the genuine datagrams of the run mutated (bits flipped, cut,
+clients with (camex.testing.fuzzer_v2): the genuine datagrams of the run mutated (bits flipped, cut,
 lengthened, header fields rewritten), replayed, or sent from other
 addresses; BULK fragments under a session's real receiver index with any
 counter, index, count and slice (reassembly state is what they could
@@ -16,10 +16,10 @@ import random
 
 import pytest
 
-from camex.contract import SuperPacket
-from camex.io import gso
-from camex.proto.fuzzer_v2 import V2Noise
-from camex.v2.memlab import ipv4
+from camex.base.contract import SuperPacket
+from camex.testing.fuzzer_v2 import V2Noise
+from camex.v2 import framing
+from camex.testing.memlab import ipv4
 from camex.v2.server import FRAME_SLOTS, FRAME_SLOTS_PER_SESSION
 from tests.support.v2_bulk_world import A1, A2, World, frame, tcp_super, v2
 
@@ -80,7 +80,7 @@ def test_noise_never_breaks_the_tunnel_nor_reaches_a_tun(seed):
                 burst, size = noise.bulk_burst()
                 data, src = b"".join(burst), rng.choice(SPOOFED)
                 if not w.entry.datagram_received.whole(data, size, src, w.now):
-                    w.entry.datagram_received.many(gso.split(data, size), src, w.now)
+                    w.entry.datagram_received.many(framing.split(data, size), src, w.now)
             else:
                 rng.choice((c1, c2)).datagram_received(d, w.now)
         _bounded(w)

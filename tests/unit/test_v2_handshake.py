@@ -7,7 +7,7 @@ from camex.v2 import wire
 from camex.v2.client import ClientSession
 from camex.v2.events import Down, Refused, Up
 from camex.v2.kdf import KeyStore, client_candidates, derive_psk
-from camex.v2.memlab import MemLab, Profile, ipv4, make_server
+from camex.testing.memlab import MemLab, Profile, ipv4, make_server
 
 G = b"G" * 32
 K1 = b"1" * 32

@@ -20,11 +20,11 @@ current session are always confirmed)."""
 
 import pytest
 
-from camex.config import parse_config
-from camex.io.gso import datagrams_of
+from camex.daemon.config import parse_config
+from camex.v2.framing import datagrams_of
 from camex.v2 import bulk, wire
 from camex.v2.core import V2ClientCore, V2ServerCore
-from camex.v2.memlab import det_rng, ipv4
+from camex.testing.memlab import det_rng, ipv4
 from camex.v2.noise import nonce_bytes
 from camex.v2.session import AEADS, Timers
 from tests.support.v2_pair import A1, A2, CONF, PW, Wire

@@ -5,7 +5,7 @@ import ipaddress
 from camex.v2 import wire
 from camex.v2.client import ClientSession
 from camex.v2.events import Down, Roamed, Up
-from camex.v2.memlab import MemLab, Profile, ipv4, make_server
+from camex.testing.memlab import MemLab, Profile, ipv4, make_server
 
 G = b"G" * 32
 PROFILES = {"cam1": Profile("10.0.0.2/24", "10.0.0.1"),

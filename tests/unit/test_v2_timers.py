@@ -16,7 +16,7 @@ import random
 from camex.v2 import wire
 from camex.v2.client import ClientSession
 from camex.v2.events import Deliver, DeliverFrame, Down, Roamed, Send
-from camex.v2.memlab import det_rng, ipv4
+from camex.testing.memlab import det_rng, ipv4
 from camex.v2.server import V2Server, grant_for
 from camex.v2.session import Timers
 

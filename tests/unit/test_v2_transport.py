@@ -6,7 +6,7 @@ import struct
 from camex.v2 import wire
 from camex.v2.client import ClientSession
 from camex.v2.events import Down, Send
-from camex.v2.memlab import MemLab, Profile, ipv4, make_server
+from camex.testing.memlab import MemLab, Profile, ipv4, make_server
 from camex.v2.replay import ReplayWindow
 from camex.v2.session import Timers
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from camex.v2 import wire
 from camex.v2.client import ClientSession
-from camex.v2.memlab import MemLab, Profile, ipv4, make_server
+from camex.testing.memlab import MemLab, Profile, ipv4, make_server
 
 G = b"G" * 32
 
@@ -104,7 +104,7 @@ def test_any_flipped_byte_is_rejected(which, pos, xor):
 
 
 def test_sample_traffic_is_reproducible_and_complete():
-    from camex.v2.memlab import sample_traffic
+    from camex.testing.memlab import sample_traffic
     a, b = sample_traffic(), sample_traffic()
     assert a == b and sample_traffic(b"other") != a
     kinds = {bytes.fromhex(h)[1] for _, h in a["datagrams"]}

@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/vectors/gen_v2.py
 
-The datagrams come from camex.v2.memlab.sample_traffic() - a reproducible
+The datagrams come from camex.testing.memlab.sample_traffic() - a reproducible
 v2 conversation of the real state machines (INIT, COOKIE, INIT with mac2,
 RESP, DATA both ways, keepalives, NOSESSION) - plus two DATA datagrams with
 the CLOSE and REKEY flags sealed here. Their FIELDS, however, are decoded
@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from camex.v2.memlab import sample_traffic  # noqa: E402
+from camex.testing.memlab import sample_traffic  # noqa: E402
 
 OUT = HERE / "v2.json"
 CLIENT = ("192.0.2.10", 40000)   # the client address memlab uses

@@ -1,0 +1,370 @@
+"""The client daemon: a TUN device, one UDP socket to the server, and the
+client core between them. Reads are drained in batches and flushed in one
+place, so that batching and offloads slot in without a rewrite."""
+
+from __future__ import annotations
+
+import functools
+import selectors
+import socket
+
+from typing import Callable
+
+from ..base import netpkt
+from ..base.contract import ClientCore, Device, SuperPacket
+from ..legacy.client import IfConfig, LegacyClient, Reconnect
+from ..io import gso, netlink, offload, udp
+from ..v2.framing import Run
+from .keylog import open_keylog
+from ..legacy import codec
+from ..base.log import LOG, Throttle, fault
+from .procinfo import process_status
+from ..io.udp import BATCH
+from .loop import BURST_GAP, RESOLVE_RETRY, Loop, StartupError
+from .options import v2_timers
+
+FLUSH_AT = 64  # datagrams/packets queued before a mid-batch flush (bounds memory)
+
+
+def _backlog(to_tun) -> int:
+    """Received packets waiting for the TUN; a BULK super-packet (up to
+    64 KiB, written whole, one write each) counts as a full batch: holding
+    many for one flush saves no syscall, only memory."""
+    if to_tun and type(to_tun[-1]) is SuperPacket:
+        return FLUSH_AT
+    return len(to_tun)
+
+
+def make_core(opts, client_id, key, keylog=None) -> ClientCore:
+    """The client core for --protocol: legacy alone, v2 alone, or v2 with a
+    legacy fallback (auto, when there is a passphrase for v2). `keylog`:
+    callable(line) for v2 session keys (--keylog)."""
+    def legacy():
+        return LegacyClient(auto=opts.auto, client_id=client_id, local_cidr=opts.local_cidr,
+                            gateway=opts.gateway_ip, routes=opts.routes, mtu=opts.mtu, key=key)
+
+    if opts.protocol == "legacy" or not opts.psk:
+        return legacy()
+    # v2 (Noise, X25519, its modules: ~0.7 MiB) only for a client that may speak it.
+    from ..tunnel.client import AutoClientCore
+    from ..v2.core import V2ClientCore
+    v2 = V2ClientCore(auto=opts.auto, passphrase=opts.psk, client_id=client_id,
+                      local_cidr=opts.local_cidr, gateway=opts.gateway_ip, routes=opts.routes,
+                      mtu=opts.mtu, keepalive=opts.keepalive, timers=v2_timers(opts),
+                      keylog=keylog)
+    return v2 if opts.protocol == "v2" else AutoClientCore(v2, legacy)
+
+
+class ClientIO:
+    """The client's narrow view of the system; camex.testing.fakes has stand-ins."""
+
+    def __init__(self, open_tun: Callable = offload.open_tun,
+                 link: Callable = netlink.LinkConfig, resolve: Callable = udp.resolve,
+                 connect: Callable = udp.client_socket,
+                 prepare_interface: Callable = netlink.disable_ipv6, signals: bool = True):
+        self.open_tun = open_tun
+        self.link = link
+        self.resolve = resolve
+        self.connect = connect
+        self.prepare_interface = prepare_interface
+        self.signals = signals
+
+
+class ClientDaemon:
+    def __init__(self, opts, io: ClientIO | None = None):
+        self.opts = opts
+        self.io = io or ClientIO()
+        self.key = codec.derive_key(opts.psk) if opts.encrypt else None
+        client_id = opts.name
+        if opts.auto and not client_id:
+            try:
+                client_id = netlink.default_route_mac()
+            except netlink.NetlinkConfigError as e:
+                raise StartupError(f"--name: not given, and the default route cannot "
+                                   f"be read: {e}") from None
+            if not client_id:
+                raise StartupError("--name: not given and no default-route interface "
+                                   "with a MAC address to derive it from")
+            LOG.info("client ID %s (MAC of the default-route interface)", client_id)
+        self.keylog = open_keylog(opts.keylog)
+        self.core: ClientCore = make_core(opts, client_id, self.key, self.keylog)
+        self.loop = None
+        self.tun: Device | None = None
+        self.link = None
+        self.sock = None
+        self.server = None
+        self.next_connect = 0.0
+        self.throttle = Throttle()
+        self.up = False
+        self.features = gso.probe()
+        self.sender = None
+        self._recv = None
+        self._tso_switch = False
+        # Start of the last readiness event per descriptor: a lone packet or a burst?
+        self._tun_at = self._sock_at = -1.0
+        core = self.core
+        self._rx_backlog = lambda: _backlog(core.to_tun)  # auto: the active core's
+        self._flush_lone = functools.partial(self._flush, False)
+
+    def run(self) -> int:
+        self.loop = Loop(signals=self.io.signals)
+        try:
+            try:
+                self.tun = self.io.open_tun(self.opts.tun_dev)
+            except OSError as e:
+                raise StartupError(str(e)) from None
+            self.io.prepare_interface(self.tun.name)
+            if self.core.bulk:
+                # BULK pays only where the TUN takes a super-packet whole
+                # (virtio-net header); camex.ko's would be cut in Python,
+                # dearer than per-packet DATA, so such a client asks for DATA.
+                self.core.accept_bulk(self.tun.offload)
+            try:
+                self.link = self.io.link(self.tun.name)
+            except netlink.NetlinkConfigError as e:
+                raise StartupError(str(e)) from None
+            if self.tun.offload and self.core.bulk:
+                # A super-packet then seals into a BULK frame that is ONE
+                # UDP GSO send (not two): one send, one receive per frame.
+                self.link.gso_max_size = self.core.tso_max()
+            protocol = {"legacy": "legacy", "v2": "v2", "auto": "v2, else legacy"}[
+                self.opts.protocol] if self.opts.psk else "legacy"
+            LOG.info("client %s: TUN %s (%s), server %s:%d, protocol %s%s",
+                     self.core.client_id or self.opts.local_cidr, self.tun.name,
+                     self.tun.path, self.opts.server_host, self.opts.port, protocol,
+                     ", legacy encrypted, key fingerprint " + codec.fingerprint(self.key)
+                     if self.key else ", legacy plaintext" if protocol != "v2" else "")
+            LOG.info("data path: %s, UDP GSO %s, UDP GRO %s",
+                     self.tun.why or "TUN plain",
+                     "on" if self.features.udp_gso else "off (kernel < 4.18)",
+                     "on" if self.features.udp_gro else "off (kernel < 5.0)")
+            # Only a core that may carry super-packets whole (v2) switches TSO.
+            self._tso_switch = self.tun.offload and self.core.bulk
+            self.loop.sel.register(self.tun, selectors.EVENT_READ, self._tun_readable)
+            self.loop.serve_control(self.opts.control_socket, {"status": self.status})
+            now = self.loop.now()
+            self.core.start(now)
+            self._flush()
+            self._connect(now)
+            self.loop.run(self._deadline, self._timer)
+            LOG.info("stopping")
+            if self.sock is not None:
+                self.core.close(self.loop.now())  # v2: the server frees us at once
+                self._flush()
+            return 0
+        finally:
+            self._shutdown()
+
+    # ----------------------------------------------------- connection
+
+    def _connect(self, now: float) -> None:
+        if self.sock is not None:
+            self.loop.sel.unregister(self.sock)
+            self.sock.close()
+            self.sock = None
+        try:
+            self.server = self.io.resolve(self.opts.server_host, self.opts.port)
+            self.sock = self.io.connect(self.server, self.opts.bind_ip, self.opts.bind_dev)
+        except (OSError, socket.gaierror) as e:
+            self.throttle.warning("connect", "cannot reach server %s:%d: %s; retrying "
+                                  "every %.0f s", self.opts.server_host, self.opts.port,
+                                  e, RESOLVE_RETRY)
+            self.next_connect = now + RESOLVE_RETRY
+            return
+        self.next_connect = 0.0
+        if self.features.udp_gro:
+            gso.enable_gro(self.sock)
+        self.sender = gso.Sender(self.sock, self.features.udp_gso, self._send_error)
+        self._recv = gso.gro_receiver(self.sock)
+        self.loop.sel.register(self.sock, selectors.EVENT_READ, self._sock_readable)
+        LOG.debug("connected to %s:%d from port %d", *self.server,
+                  self.sock.getsockname()[1])
+        self.core.connected(now)
+        self._flush()
+
+    def _deadline(self) -> float:
+        if self.sock is None:
+            return self.next_connect
+        return self.core.next_deadline()
+
+    def _timer(self, now: float) -> None:
+        if self.sock is None:
+            if now >= self.next_connect:
+                self._connect(now)
+            return
+        self.core.on_timer(now)
+        self._flush()
+
+    # --------------------------------------------------------- data path
+
+    def _tun_readable(self) -> None:
+        core = self.core
+        now = self.loop.now()
+        # A lone packet (idle tunnel, interactive traffic) goes out at once,
+        # without the read that would only find the queue empty: epoll is
+        # level-triggered and calls again if more came meanwhile. Packets
+        # that follow each other closely are a burst: drained in batches,
+        # for UDP GSO and merged writes (docs/FASTPATH.md).
+        burst = now - self._tun_at < BURST_GAP
+        self._tun_at = now
+        # A TUN with offloads returns a whole super-packet per read, cut
+        # into packets with correct checksums (camex.io.offload).
+        read = self.tun.read_items
+        for _ in range(BATCH):
+            pkts = read()
+            if pkts is None:
+                break
+            try:
+                for pkt in pkts:
+                    if type(pkt) is SuperPacket:
+                        self._super_packet(pkt, now)
+                    else:
+                        core.tun_packet(pkt, now)
+            except Exception as e:  # noqa: BLE001 - see log.fault
+                fault(e, "a packet from the TUN")
+            if not burst:
+                self._flush(False)
+                return
+            to_net = core.to_net
+            if len(to_net) >= FLUSH_AT or (to_net and type(to_net[-1]) is Run):
+                self._flush()   # (a BULK frame is one Run of up to 64 KiB: send it)
+        self._flush()
+        self._tun_at = self.loop.now()  # a long batch is no gap
+
+    def _sock_readable(self) -> None:
+        now = self.loop.now()
+        burst = now - self._sock_at < BURST_GAP
+        self._sock_at = now
+        # With UDP GRO one receive may hold many datagrams.
+        udp.receive(self._recv, self.core.datagram_received, False, now, burst,
+                    self._rx_backlog, FLUSH_AT, self._flush if burst else self._flush_lone,
+                    self._recv_error)
+        if burst:
+            self._sock_at = self.loop.now()
+
+    def _recv_error(self, e: OSError) -> bool:
+        if isinstance(e, ConnectionRefusedError):
+            # ICMP port unreachable: the server is down. The silence timer
+            # reconnects; nothing else to do.
+            return True
+        self.throttle.warning("recv", "receive error: %s", e)
+        return False
+
+    def _super_packet(self, item: SuperPacket, now: float) -> None:
+        """A TSO read: sealed whole by a core that can now (v2 BULK:
+        `bulk_ready`, `tun_super`), else cut here."""
+        core = self.core
+        if core.bulk_ready:
+            core.tun_super(item[0], item[1], now)
+            return
+        try:
+            segs = netpkt.segment(item[0], item[1])
+        except netpkt.OffloadError:
+            return
+        for seg in segs:
+            core.tun_packet(seg, now)
+
+    def _send_error(self, e, addr) -> None:
+        self.throttle.warning("send", "send error: %s", e)
+
+    def _flush(self, tso: bool = True) -> None:
+        """Send and write what the core produced. `tso` False (after a lone
+        packet): skip asking the core whether TSO should switch; bursts,
+        timers and reconnects ask (a lone packet's delay matters more than
+        TSO coming on one batch later)."""
+        core = self.core
+        out = core.to_net
+        if out:
+            if self.sock is not None:
+                if len(out) == 1 and type(out[0]) is not Run:
+                    # A lone datagram: one send(), none of the batching.
+                    try:
+                        self.sock.send(out[0])
+                    except (BlockingIOError, ConnectionRefusedError):
+                        pass  # a full buffer drops, as a NIC would; ICMP: timers act
+                    except OSError as e:
+                        self._send_error(e, None)
+                else:
+                    # Equal-sized datagrams go out in one sendmsg (UDP GSO).
+                    self.sender.send(out)
+                    if self.sender.fallback_reason:
+                        LOG.warning("%s", self.sender.fallback_reason)
+                        self.sender.fallback_reason = None
+            out.clear()
+        tun = self.tun
+        if tso and self._tso_switch and core.bulk_ready != tun.tso:
+            # TSO only while the core carries super-packets whole: for
+            # one-packet-per-datagram framings the kernel cuts faster.
+            LOG.info("TUN TSO %s", "on" if tun.set_tso(not tun.tso) else "off")
+        pkts = core.to_tun
+        if pkts:
+            if len(pkts) == 1 and type(pkts[0]) is not SuperPacket:
+                tun.write(pkts[0])
+            else:  # in-order TCP segments of one flow become one GSO write
+                tun.write_batch(pkts)
+            pkts.clear()
+        if core.events:
+            events, core.events = core.events, []
+            for ev in events:
+                if isinstance(ev, IfConfig):
+                    self._apply(ev)
+                elif isinstance(ev, Reconnect):
+                    LOG.info("reconnecting: %s", ev.reason)
+                    self._connect(self.loop.now())
+
+    def _apply(self, cfg: IfConfig) -> None:
+        try:
+            self.link.apply(cfg)
+        except netlink.NetlinkConfigError as e:
+            LOG.error("%s", e)
+            return
+        LOG.info("tunnel up: dev %s address %s mtu %d%s%s", self.tun.name, cfg.address,
+                 cfg.mtu, f" gateway {cfg.gateway}" if cfg.gateway else "",
+                 "".join(f" route {r}" for r in cfg.routes))
+        self.up = True
+
+    def status(self) -> dict:
+        core = self.core
+        now = self.loop.now()
+        counters = core.counters()
+        # What the v2 session refused (replays, forgeries aimed at us).
+        drops = dict(core.drops)
+        drops.update((k, v) for k, v in counters.items() if k.startswith("v2-"))
+        return {
+            "mode": "client",
+            "protocol": core.protocol,
+            # v2 is always encrypted (a passphrase without -e is enough).
+            "encrypted": self.key is not None or core.protocol == "v2",
+            "client_id": core.client_id,
+            "interface": self.tun.name if self.tun else None,
+            "address": str(core.config.address) if core.config else None,
+            "mtu": core.config.mtu if core.config else None,
+            "server": f"{self.server[0]}:{self.server[1]}" if self.server else
+                      f"{self.opts.server_host}:{self.opts.port}",
+            "local_port": self.sock.getsockname()[1] if self.sock else None,
+            "last_received_ago": None if core.last_rx is None else round(now - core.last_rx, 3),
+            "last_register_ago": round(now - core.last_register, 3),
+            "tx_packets": core.tx_packets, "tx_bytes": core.tx_bytes,
+            "rx_packets": core.rx_packets, "rx_bytes": core.rx_bytes,
+            # v2 BULK frames (one AEAD per super-packet); None on legacy.
+            "bulk_tx_frames": counters.get("bulk_tx_frames"),
+            "bulk_rx_frames": counters.get("bulk_rx_frames"),
+            # v2 handshakes completed, and the age of the session in use
+            # (None without v2, or before the first handshake).
+            "handshakes": counters.get("handshakes"),
+            "last_handshake_ago": None if counters.get("session_created") is None
+            else round(now - counters["session_created"], 3),
+            "drops": drops,
+            "process": process_status(),
+        }
+
+    def _shutdown(self) -> None:
+        if self.link is not None:
+            self.link.clear()
+            self.link.close()
+        if self.sock is not None:
+            self.sock.close()
+        if self.tun is not None:
+            self.tun.close()
+        if self.loop is not None:
+            self.loop.close()

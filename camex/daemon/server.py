@@ -1,0 +1,333 @@
+"""The server daemon: one UDP socket, the server core, the configuration
+file and the control socket."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import ipaddress
+import selectors
+from typing import Callable
+import time
+
+from ..base import netpkt
+from .config import check_policy
+from ..base.contract import Device, ServerCore, SuperPacket
+from ..legacy.client import IfConfig, default_mtu
+from ..tunnel.server import ServerMux
+from ..io import gso, offload, udp
+from ..v2.framing import Run
+from .keylog import open_keylog
+from ..legacy import codec
+from ..base.log import LOG, Throttle, fault
+from .procinfo import process_status
+from .server_state_io import ServerState
+from ..io.udp import BATCH
+from .loop import BURST_GAP, Loop, StartupError
+from .options import read_psk_file, v2_timers
+
+FLUSH_AT = 128  # datagrams queued before a mid-batch flush (bounds memory)
+
+
+def protocols(opts, config) -> list[str]:
+    """The protocols a server with these options and this configuration
+    serves, v2 first; StartupError if none (also `camex check-config`)."""
+    legacy = opts.legacy and opts.protocol != "v2"
+    # v2 needs a passphrase: the global one or a [client ID] psk.
+    v2 = opts.protocol != "legacy" and bool(
+        opts.psk or (config is not None and config.psk_entries()))
+    if not legacy and not v2:
+        raise StartupError("--no-legacy: v2 needs a passphrase (-k, --psk-file, or "
+                           "psk= in client sections)")
+    return [name for name, on in (("v2", v2), ("legacy", legacy)) if on]
+
+
+def tun_config(opts, config) -> IfConfig:
+    """The --server-tun TUN's address: -l, else the gateway of [defaults]
+    (also `camex check-config`)."""
+    address = opts.local_cidr
+    if address is None:
+        gw = config.defaults.gateway_ip if config else None
+        if gw is None:
+            raise StartupError("--server-tun: needs -l A.B.C.D/NN or gateway_ip "
+                               "in the [defaults] of the configuration file")
+        local = config.defaults.local_cidr
+        prefix = local.network.prefixlen if local is not None else 24
+        address = ipaddress.IPv4Interface(f"{gw}/{prefix}")
+    return IfConfig(address, opts.mtu or default_mtu(opts.encrypt), None, list(opts.routes))
+def _netlink_link(ifname: str):
+    # Only a server with a TUN of its own configures a link (through a
+    # helper child: camex.io.netlink), so the module loads only then.
+    from ..io import netlink
+    return netlink.LinkConfig(ifname)
+
+
+def _prepare_interface(ifname: str) -> None:
+    from ..io import netlink
+    netlink.disable_ipv6(ifname)
+
+
+class ServerIO:
+    """The server's narrow view of the system, as ClientIO is the client's;
+    camex.testing.fakes has stand-ins for the TUN and the link."""
+
+    def __init__(self, open_tun: Callable = offload.open_tun, link: Callable = _netlink_link,
+                 bind: Callable = udp.server_socket,
+                 prepare_interface: Callable = _prepare_interface, signals: bool = True):
+        self.open_tun = open_tun
+        self.link = link
+        self.bind = bind
+        self.prepare_interface = prepare_interface
+        self.signals = signals
+
+
+class ServerDaemon:
+    def __init__(self, opts, load_config, io: ServerIO | None = None):
+        self.opts = opts
+        self.io = io or ServerIO()
+        self.load_config = load_config  # () -> ServerConfig | None, raises on errors
+        self.key = codec.derive_key(opts.psk) if opts.encrypt else None
+        self.passphrase = opts.psk
+        config = load_config()
+        self.tun_config = tun_config(opts, config) if opts.server_tun else None
+        # The server TUN's address is the server's: no client may hold it.
+        self.server_interfaces = [self.tun_config.address] if self.tun_config else []
+        if config is not None:
+            check_policy(config, self.server_interfaces)
+        self.protocols = protocols(opts, config)
+        legacy, v2 = "legacy" in self.protocols, "v2" in self.protocols
+        self.keylog = open_keylog(opts.keylog) if v2 else None
+        self.core: ServerCore = ServerMux(passphrase=opts.psk, encrypt=opts.encrypt, config=config,
+                              legacy=legacy, v2=v2, local_delivery=opts.server_tun,
+                              keylog=self.keylog, timers=v2_timers(opts) if v2 else None,
+                              max_clients=opts.max_clients,
+                              server_interfaces=self.server_interfaces)
+        # Legacy clients and counters kept across restarts (--state-dir).
+        self.state = ServerState(self.core, opts)
+        self.loop = None
+        self.sock = None
+        self.tun: Device | None = None
+        self.link = None
+        self.throttle = Throttle()
+        self.features = gso.probe()
+        self.sender = None
+        self._recv = None
+        # Start of the last readiness event per descriptor: a lone packet or a burst?
+        self._tun_at = self._sock_at = -1.0
+        self._flush_lone = functools.partial(self._flush, False)
+
+    def _open_tun(self) -> None:
+        from ..io.netlink import NetlinkConfigError
+
+        try:
+            self.tun = self.io.open_tun(self.opts.tun_dev)
+            self.io.prepare_interface(self.tun.name)
+            self.link = self.io.link(self.tun.name)
+            tso_max = self.core.tso_max()
+            if self.tun.offload and tso_max is not None:
+                # As the client's: one BULK frame per UDP send.
+                self.link.gso_max_size = tso_max
+            self.link.apply(self.tun_config)
+        except (OSError, NetlinkConfigError) as e:
+            raise StartupError(f"--server-tun: {e}") from None
+        self.loop.sel.register(self.tun, selectors.EVENT_READ, self._tun_readable)
+        LOG.info("server TUN %s address %s mtu %d (%s)", self.tun.name,
+                 self.tun_config.address, self.tun_config.mtu, self.tun.why)
+
+    def _tun_readable(self) -> None:
+        # A lone packet goes out at once, a burst is drained in batches
+        # (see ClientDaemon._tun_readable).
+        now = self.loop.now()
+        burst = now - self._tun_at < BURST_GAP
+        self._tun_at = now
+        core, read = self.core, self.tun.read_items
+        for _ in range(BATCH):
+            pkts = read()
+            if pkts is None:
+                break
+            try:
+                for pkt in pkts:
+                    if type(pkt) is SuperPacket:
+                        self._super_packet(pkt)
+                    else:
+                        core.tun_packet(pkt, now)
+            except Exception as e:  # noqa: BLE001 - see log.fault
+                fault(e, "a packet from the TUN")
+            if not burst:
+                self._flush(False)
+                return
+            out = core.outbox
+            if len(out) >= FLUSH_AT or (out and type(out[-1][0]) is Run):
+                self._flush()   # (a BULK frame is one Run of up to 64 KiB: send it)
+        self._flush()
+        self._tun_at = self.loop.now()
+
+    def run(self) -> int:
+        self.loop = Loop(signals=self.io.signals)
+        try:
+            try:
+                self.sock = self.io.bind(self.opts.port, self.opts.bind_ip, self.opts.bind_dev)
+            except OSError as e:
+                raise StartupError(f"--port: cannot bind UDP port {self.opts.port}"
+                                   f"{' on ' + self.opts.bind_ip if self.opts.bind_ip else ''}"
+                                   f": {e.strerror}") from None
+            if self.features.udp_gro:
+                gso.enable_gro(self.sock)
+            self.sender = gso.Sender(self.sock, self.features.udp_gso, self._send_error)
+            self._recv = gso.gro_receiver(self.sock)
+            LOG.info("data path: UDP GSO %s, UDP GRO %s",
+                     "on" if self.features.udp_gso else "off (kernel < 4.18)",
+                     "on" if self.features.udp_gro else "off (kernel < 5.0)")
+            self.loop.sel.register(self.sock, selectors.EVENT_READ, self._sock_readable)
+            if self.state is not None:
+                # Before "listening": a client's first datagram finds its entry.
+                self.state.load(self.loop.now())
+                self._flush()
+            if self.tun_config is not None:
+                self._open_tun()
+            self.loop.serve_control(self.opts.control_socket,
+                                    {"status": self.status, "reload": self.loop.request_reload})
+            addr = self.sock.getsockname()
+            LOG.info("listening on %s:%d (%s; legacy %s%s)", addr[0], addr[1],
+                     " and ".join(self.protocols),
+                     "encrypted" if self.key else "plaintext",
+                     ", key fingerprint " + codec.fingerprint(self.key) if self.key else "")
+            self.loop.run(self._next_deadline, self._timer, self._reload)
+            LOG.info("stopping")
+            # v2 clients get a CLOSE, so they knock again at once and are
+            # back as soon as a new server is.
+            self.core.close(self.loop.now())
+            self._flush()
+            if self.state is not None:
+                self.state.save(self.loop.now())
+            return 0
+        finally:
+            if self.link is not None:
+                self.link.clear()
+                self.link.close()
+            if self.tun is not None:
+                self.tun.close()
+            if self.sock is not None:
+                self.sock.close()
+            self.loop.close()
+
+    def status(self) -> dict:
+        now = self.loop.now()
+        return {"mode": "server", "port": self.opts.port, "encrypted": self.key is not None,
+                "wall_time": round(time.time(), 3),
+                "protocols": self.protocols, "clients": self.core.status_clients(now),
+                **self.core.v2_counters(),
+                "drops": self.core.drops(), "address_refusals": self.core.refusals(),
+                "process": process_status()}
+
+    def _reload(self) -> None:
+        try:
+            config = self.load_config()
+            if config is not None:
+                check_policy(config, self.server_interfaces)
+            passphrase = self.passphrase
+            if self.opts.psk_source == "--psk-file":
+                # The global passphrase file is re-read too, so that
+                # rotating it takes effect without a restart.
+                passphrase = read_psk_file(self.opts.psk_file)
+        except Exception as e:  # a bad file must not take the server down
+            LOG.error("reload failed, keeping the old configuration: %s", e)
+            return
+        if passphrase != self.passphrase:
+            self.passphrase = passphrase
+            if self.opts.encrypt:
+                self.key = codec.derive_key(passphrase)
+                LOG.info("global passphrase changed, key fingerprint %s",
+                         codec.fingerprint(self.key))
+        self.core.reload(config, self.passphrase, self.loop.now())
+        LOG.info("configuration reloaded: %d client section(s)",
+                 len(config.clients) if config else 0)
+
+    def _next_deadline(self) -> float:
+        t = self.core.next_deadline()
+        return t if self.state is None else min(t, self.state.next_save)
+
+    def _timer(self, now: float) -> None:
+        self.core.on_timer(now)
+        self._flush()
+        if self.state is not None and now >= self.state.next_save:
+            self.state.save(now)
+
+    def _sock_readable(self) -> None:
+        now = self.loop.now()
+        burst = now - self._sock_at < BURST_GAP
+        self._sock_at = now
+        # With UDP GRO one receive may hold many datagrams of one sender
+        # (equal size; udp.receive offers it whole, else cuts it apart).
+        udp.receive(self._recv, self.core.datagram_received, True, now, burst, self._backlog,
+                    FLUSH_AT, self._flush if burst else self._flush_lone, self._recv_error)
+        if burst:
+            self._sock_at = self.loop.now()
+
+    def _backlog(self) -> int:
+        to_tun = self.core.to_tun
+        if to_tun and type(to_tun[-1]) is SuperPacket:
+            # A BULK super-packet (up to 64 KiB) is written whole, one write
+            # each: holding many for one flush saves no syscall, only memory.
+            return FLUSH_AT
+        out = self.core.outbox
+        if out and type(out[-1][0]) is Run:
+            return FLUSH_AT      # a BULK frame to send (up to 64 KiB): as above
+        return len(out) + len(to_tun)
+
+    def _recv_error(self, e: OSError) -> bool:
+        # ICMP errors from earlier sends surface here; keep serving.
+        if e.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+            self.throttle.warning("recv", "receive error: %s", e)
+        return True
+
+    def _super_packet(self, item: SuperPacket) -> None:
+        """A TSO read: sealed whole by a core that can now (v2 BULK:
+        `bulk_ready`, `tun_super`), else cut here."""
+        core = self.core
+        if core.bulk_ready:
+            core.tun_super(item[0], item[1])
+            return
+        try:
+            segs = netpkt.segment(item[0], item[1])
+        except netpkt.OffloadError:
+            return
+        for seg in segs:
+            core.tun_packet(seg)
+
+    def _send_error(self, e, addr) -> None:
+        self.throttle.warning("send", "send to %s:%d failed: %s", addr[0], addr[1], e)
+
+    def _flush(self, tso: bool = True) -> None:
+        """Write and send what the core produced; `tso` False after a lone
+        packet (see ClientDaemon._flush)."""
+        tun, core = self.tun, self.core
+        if tun is not None:
+            if tso and tun.offload and core.bulk_ready != tun.tso:
+                LOG.info("TUN TSO %s", "on" if tun.set_tso(not tun.tso) else "off")
+            pkts = core.to_tun
+            if pkts:
+                if len(pkts) == 1 and type(pkts[0]) is not SuperPacket:
+                    tun.write(pkts[0])
+                else:  # in-order TCP segments of one flow become one GSO write
+                    tun.write_batch(pkts)
+                pkts.clear()
+        out = core.outbox
+        if not out:
+            return
+        if len(out) == 1 and type(out[0][0]) is not Run:
+            # A lone datagram: one sendto(), none of the batching.
+            datagram, addr = out[0]
+            try:
+                self.sock.sendto(datagram, addr)
+            except (BlockingIOError, ConnectionRefusedError):
+                pass  # a full buffer drops, as a NIC would
+            except OSError as e:
+                self._send_error(e, addr)
+        else:
+            # Per destination, equal-sized datagrams go out in one sendmsg (GSO).
+            self.sender.send_grouped(out)
+            if self.sender.fallback_reason:
+                LOG.warning("%s", self.sender.fallback_reason)
+                self.sender.fallback_reason = None
+        out.clear()

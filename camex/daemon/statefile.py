@@ -1,0 +1,288 @@
+"""The server's state file: what camex.tunnel.server_state snapshots, kept in
+--state-dir across restarts.
+
+One JSON file per server port, `server-<port>.json`, mode 0600, replaced
+atomically (written to a temporary file beside it, fsync'ed, renamed over
+the old one, directory fsync'ed): a crash leaves the old file or the new
+one, never half of one.
+
+Integrity, from the outside in:
+- a SHA-256 over the whole content (its last line): a truncated or
+  corrupted file (a bad disk, a half-copied file, flipped bits) is refused
+  whole;
+- the format name and version, the host (machine-id), the port and the
+  mode (encrypted or not): a file of another version, host or server is
+  refused whole (its counter high-water mark is still taken if the
+  checksum holds: it can only raise where counters start);
+- in encrypted mode every client and replay-window entry carries an
+  HMAC-SHA256 under a key derived (HKDF) from the passphrase of the key it
+  names, over the entry, the host and the port: someone who can write the
+  file but does not know that passphrase cannot add, move or alter an entry
+  (a client on another address, an older replay window), and an entry whose
+  passphrase changed or left the configuration no longer opens. Such an
+  entry is ignored, the others are kept. A plaintext server authenticates
+  nothing on the wire either; its entries are covered by the checksum only.
+What is NOT protected: someone with write access to the state directory
+(root) can delete the file or put back an older genuine one (rollback: its
+replay windows are older, see docs/OPERATIONS.md), exactly as they could
+stop the server.
+
+No key or passphrase is ever written; keys are named.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import tempfile
+import time
+from hmac import compare_digest
+
+from .. import __version__
+from ..base.log import LOG, Throttle
+
+FORMAT = "camex-server-state"
+VERSION = 1
+MAC_INFO = b"camex server state file entry mac v1"
+SHOW_REASONS = 4  # ignored entries named in the one summary line
+
+
+def boot_clock() -> tuple:
+    """(boot id, seconds since boot): the age of a file written since this
+    boot, whatever the wall clock did in between (CLOCK_BOOTTIME counts
+    suspend too and is never set)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = None
+    return boot, time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def host_id() -> str:
+    """This host: its machine-id (hostname if it has none)."""
+    try:
+        with open("/etc/machine-id") as f:
+            mid = f.read().strip()
+        if mid:
+            return mid
+    except OSError:
+        pass
+    return socket.gethostname()
+
+
+def canonical(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+class Refused(ValueError):
+    """The whole file is not used; the message says why."""
+
+
+class EntryMac:
+    """HMAC-SHA256 of state entries under keys derived from the named keys."""
+
+    def __init__(self, key_for, context: bytes):
+        self.key_for = key_for  # key name -> 32-byte key or None
+        self.context = context
+        self._derived: dict = {}
+
+    def _key(self, name):
+        key = self.key_for(name) if type(name) is str else None
+        if key is None:
+            return None
+        d = self._derived.get(name)
+        if d is None or d[0] != key:
+            # cryptography only here: a plaintext server never loads it.
+            from cryptography.hazmat.primitives import hashes
+            from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+            mk = HKDF(hashes.SHA256(), 32, salt=None, info=MAC_INFO).derive(key)
+            d = self._derived[name] = (key, mk)
+        return d[1]
+
+    def mac(self, entry: dict):
+        k = self._key(entry.get("key"))
+        if k is None:
+            return None
+        from cryptography.hazmat.primitives import hashes, hmac
+        h = hmac.HMAC(k, hashes.SHA256())
+        # repr of the fields in name order: the same after a JSON round
+        # trip (str, int, float, None, lists of them) and 4x cheaper than
+        # a canonical JSON dump, which was most of a save's cost.
+        h.update(self.context + "|".join(f"{n}={entry[n]!r}" for n in sorted(entry)
+                                         if n != "mac").encode())
+        return h.finalize().hex()
+
+    def valid(self, entry: dict) -> bool:
+        """The entry's MAC opens (entry names a key this server holds)."""
+        want = self.mac(entry)
+        got = entry.get("mac")
+        return want is not None and type(got) is str and compare_digest(want, got)
+
+
+def encode(snapshot: dict, *, host: str, port: int, encrypted: bool, saved_at: float,
+           key_for, boot: tuple = (None, None)) -> bytes:
+    """The file's bytes for a core snapshot (server_state.snapshot)."""
+    macs = EntryMac(key_for, f"{host}|{port}|".encode())
+    state = dict(snapshot)
+    if encrypted:
+        state["peers"] = [dict(e, mac=macs.mac(e)) for e in snapshot.get("peers", [])]
+        state["windows"] = [dict(e, mac=macs.mac(e)) for e in snapshot.get("windows", [])]
+    body = {"format": FORMAT, "version": VERSION, "camex": __version__, "host": host,
+            "port": port, "encrypted": encrypted, "saved_at": saved_at,
+            "boot_id": boot[0], "boottime": boot[1], "state": state}
+    return seal(body)
+
+
+def seal(body: dict) -> bytes:
+    """The file: the body as one line of JSON, then its SHA-256 (serialised
+    once: encoding is most of what a save costs)."""
+    text = json.dumps(body, separators=(",", ":")).encode()
+    return text + b"\nsha256:" + hashlib.sha256(text).hexdigest().encode() + b"\n"
+
+
+def unseal(data: bytes) -> dict:
+    """The body of a file whose checksum holds; Refused otherwise."""
+    text, sep, tail = data.rstrip(b"\n").rpartition(b"\nsha256:")
+    if not sep:
+        raise Refused("not readable (truncated or corrupt)")
+    if hashlib.sha256(text).hexdigest().encode() != tail:
+        raise Refused("checksum mismatch (corrupt or altered)")
+    try:
+        body = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise Refused("not readable (corrupt)") from None
+    if type(body) is not dict:
+        raise Refused("not a camex state file")
+    return body
+
+
+def decode(data: bytes, *, host: str, port: int, encrypted: bool, now_wall: float,
+           key_for, boot: tuple = (None, None)) -> tuple[dict, float, list]:
+    """(state for server_state.restore, its age in seconds, [notes]) of a
+    file's bytes; entries whose MAC does not open are left out with a note.
+    Raises Refused for a file that is not used at all (after taking what
+    it safely can: see `floor_of`)."""
+    body = unseal(data)
+    if body.get("format") != FORMAT or body.get("version") != VERSION:
+        raise Refused(f"written by another version (format {body.get('format')!r} "
+                      f"version {body.get('version')!r}, camex {body.get('camex')!r}); "
+                      f"this one reads version {VERSION}")
+    if body.get("host") != host:
+        raise Refused(f"written on another host ({str(body.get('host'))[:40]!r})")
+    if body.get("port") != port or body.get("encrypted") is not encrypted:
+        raise Refused(f"written by another server (port {body.get('port')!r}, "
+                      f"{'encrypted' if body.get('encrypted') else 'plaintext'})")
+    state = body.get("state")
+    saved_at = body.get("saved_at")
+    if type(state) is not dict or type(saved_at) not in (int, float):
+        raise Refused("not a server state")
+    age = file_age(body, now_wall, boot)
+    notes = []
+    if encrypted:
+        macs = EntryMac(key_for, f"{host}|{port}|".encode())
+        for field in ("peers", "windows"):
+            kept = []
+            entries = state.get(field)
+            if type(entries) is not list:
+                if entries is not None:
+                    notes.append(f"{field}: not a list")
+                entries = []
+            for e in entries:
+                if type(e) is dict and macs.valid(e):
+                    kept.append(e)
+                else:
+                    what = "client" if field == "peers" else "replay window"
+                    who = e.get("client_id") or e.get("ip") if type(e) is dict else None
+                    notes.append(f"{what} {who or ''}: its passphrase changed, its key left "
+                                 "the configuration, or the entry was altered".replace("  ", " "))
+            state = dict(state, **{field: kept})
+    return state, age, notes
+
+
+def file_age(body: dict, now_wall: float, boot: tuple) -> float:
+    """Seconds since the file was saved: by the boot clock if it was saved
+    since this boot (immune to wall-clock steps), else by the wall clock
+    (0 if that went back: a reboot into 1970 cannot tell)."""
+    if boot[0] is not None and body.get("boot_id") == boot[0] \
+            and type(body.get("boottime")) in (int, float) and body["boottime"] <= boot[1]:
+        return boot[1] - body["boottime"]
+    return max(0.0, now_wall - body["saved_at"])
+
+
+def floor_of(data: bytes):
+    """The counter high-water mark of a file whose checksum holds, whatever
+    its version, host or mode (it can only raise where counters start;
+    SeqFloor.restore bounds it), else None."""
+    try:
+        state = unseal(data).get("state")
+    except Refused:
+        return None
+    return state.get("seq_high_water") if type(state) is dict else None
+
+
+class StateFile:
+    """The state file of one server: atomic saves, a load at start."""
+
+    def __init__(self, directory: str, port: int, encrypted: bool, host: str | None = None):
+        self.dir = directory
+        self.path = os.path.join(directory, f"server-{port}.json")
+        self.port = port
+        self.encrypted = encrypted
+        self.host = host_id() if host is None else host
+        self.throttle = Throttle(interval=60)
+        self.usable = True
+
+    def prepare(self) -> None:
+        """Create the directory (0700) if it is missing; a failure is logged
+        once and the server runs without a state file."""
+        try:
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        except OSError as e:
+            self.usable = False
+            LOG.warning("state directory %s: %s; registered clients will not survive a "
+                        "restart", self.dir, e.strerror or e)
+
+    def read(self):
+        """The file's bytes, None if there is none (a first start)."""
+        try:
+            with open(self.path, "rb") as f:
+                return f.read(64 << 20)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            LOG.warning("state file %s: cannot read it: %s", self.path, e.strerror or e)
+            return None
+
+    def save(self, snapshot: dict, saved_at: float, key_for) -> bool:
+        if not self.usable:
+            return False
+        data = encode(snapshot, host=self.host, port=self.port, encrypted=self.encrypted,
+                      saved_at=saved_at, key_for=key_for, boot=boot_clock())
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".server-", suffix=".tmp", dir=self.dir)
+            with os.fdopen(fd, "wb") as f:   # mkstemp: mode 0600
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, self.path)
+            tmp = None
+            dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+            return True
+        except OSError as e:
+            self.throttle.warning("save", "state file %s: cannot save it: %s", self.path,
+                                  e.strerror or e)
+            return False
+        finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass

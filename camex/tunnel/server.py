@@ -1,0 +1,251 @@
+"""A server that speaks both protocols on one UDP port, free of I/O.
+
+The first bytes of a datagram say which protocol it belongs to (a v2
+datagram starts with 0xC2 and a type 1..5; legacy ones start with "CX2P" or
+an IPv4 header), so one socket serves legacy clients (LegacyServer) and v2
+clients (V2Server). Both share one address space: a packet from any client
+is relayed to whichever client holds its destination, over that client's
+protocol, or to the server's own TUN.
+
+The v2 half is camex.v2.core.V2ServerCore with the cross-protocol policy
+of camex.tunnel.server_v2, imported only when v2 is on: v2 needs
+`cryptography`, which a plaintext legacy server never loads (6.6 MiB of
+resident memory, issue 6). Inputs and outputs are those of LegacyServer:
+`datagram_received`, `tun_packet`, `on_timer`; `outbox` (datagram, endpoint)
+and `to_tun`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from ..base.contract import DatagramReceiver, PlainReceiver
+from ..legacy import codec
+from ..base.log import Throttle
+from ..v2 import bulk, wire  # neither loads cryptography (is_v2; cutting TSO reads)
+from ..legacy.server import GLOBAL, MAX_CLIENTS, LegacyServer
+
+# The v2 server's counters that count work done, not datagrams refused:
+# left out of drops() (frames relayed are not losses).
+_V2_NOT_DROPS = frozenset(("handshakes", "cookie_sent", "bulk_rx", "bulk_tx"))
+
+if TYPE_CHECKING:
+    from ..v2.session import Timers
+
+
+class ServerMux:
+    """The server core of the daemon (camex.base.contract.ServerCore)."""
+
+    datagram_received: DatagramReceiver
+
+    def __init__(self, *, passphrase: bytes | None, encrypt: bool, config=None,
+                 legacy: bool = True, v2: bool = True, local_delivery: bool = False,
+                 timers: Timers | None = None, rng=os.urandom, keylog=None,
+                 max_clients: int = MAX_CLIENTS, server_interfaces=()):
+        self.config = config
+        self.outbox: list = []
+        self.to_tun: list = []
+        self.throttle = Throttle()
+        self.refused_legacy = 0
+        self.legacy: LegacyServer | None = None
+        if legacy:
+            self.legacy = LegacyServer(
+                encrypt=encrypt, global_key=codec.derive_key(passphrase) if encrypt else None,
+                config=config, rng=rng, local_delivery=local_delivery,
+                max_clients=max_clients, server_interfaces=server_interfaces)
+            self.legacy.outbox = self.outbox
+            self.legacy.to_tun = self.to_tun
+        self.v2 = None
+        if v2:
+            from .server_v2 import V2Half
+            self.v2 = V2Half(self, global_passphrase=passphrase, config=config,
+                              local_delivery=local_delivery, relay_other=self._to_legacy,
+                              rng=rng, keylog=keylog, timers=timers,
+                              max_clients=max_clients, server_interfaces=server_interfaces)
+            self.v2.outbox = self.outbox
+            self.v2.to_tun = self.to_tun
+            self.v2.other_holds = self._legacy_holds
+            if self.legacy is not None:
+                self.legacy.foreign = self._to_v2
+                self.legacy.holder_elsewhere = self._v2_identity_at
+                # --max-clients bounds both protocols' clients together.
+                v2_peers, legacy_peers = self.v2.server.peers, self.legacy.by_endpoint
+                self.legacy.other_clients = lambda: len(v2_peers)
+                self.v2.server.other_peers = lambda: len(legacy_peers)
+        if self.v2 is not None:
+            # The middle fragments of a v2 BULK frame are stored before any
+            # other dispatch: most datagrams of a bulk transfer are those.
+            self.datagram_received = bulk.FastReceiver(self.v2.server.frames,
+                                                       self._datagram_received,
+                                                       self.v2.frame_received)
+        else:
+            self.datagram_received = PlainReceiver(self._datagram_received)
+
+    # ------------------------------------------------------------ policy
+
+    def key_name(self, client_id: str | None) -> str:
+        section = self.config.client(client_id) if self.config and client_id else None
+        return section.id if section is not None and section.psk else GLOBAL
+
+    def pinned_owner(self, ip) -> str | None:
+        """The client section whose profile pins this address, if any."""
+        if self.config is None:
+            return None
+        for cid in self.config.clients:
+            prof = self.config.profile_for(cid)
+            if prof.local_cidr is not None and prof.local_cidr.ip == ip:
+                return cid
+        return None
+
+    def _v2_identity_at(self, packed: bytes):
+        peer = self.v2.server.by_address.get(int.from_bytes(packed, "big"))
+        if peer is None:
+            return None
+        cid = peer.client_id.lower() if peer.client_id else None
+        return (self.key_name(peer.client_id), cid)
+
+    # ------------------------------------------------- receive and route
+
+    def _datagram_received(self, data, addr, now: float) -> None:
+        if wire.is_v2(data):
+            if self.v2 is None:
+                self.throttle.warning("v2-off", "ignored v2 datagrams from %s:%d: this "
+                                      "server runs the legacy protocol only", addr[0], addr[1])
+                return
+            # Past the fast path for BULK middle fragments (this mux's own,
+            # in front): the v2 core's would only check them again.
+            self.v2.receive_whole(data, addr, now)
+        elif self.legacy is not None:
+            self.legacy.datagram_received(data, addr, now)
+        else:
+            self.refused_legacy += 1
+            self.throttle.warning("legacy-off", "refused legacy-protocol datagrams from "
+                                  "%s:%d (--no-legacy)", addr[0], addr[1])
+
+    def _to_legacy(self, packet) -> bool:
+        """A v2 client's packet for an address no v2 client holds."""
+        legacy = self.legacy
+        if legacy is None:
+            return False
+        d = bytes(packet[16:20])
+        peer = legacy.by_ip.get(d)
+        if peer is None or d in legacy.server_packed:
+            return False      # (a server address: the server's, whatever the table says)
+        self.legacy.send_data(peer, packet)
+        return True
+
+    def _legacy_holds(self, dst: bytes) -> bool:
+        return self.legacy is not None and dst in self.legacy.by_ip
+
+    def _to_v2(self, packet) -> bool:
+        """A legacy client's packet for an address no legacy client holds."""
+        return self.v2.deliver(packet, self.v2.now)
+
+    @property
+    def bulk_ready(self) -> bool:
+        """Daemon hook: TSO on the server TUN while a v2 client takes BULK."""
+        return self.v2 is not None and self.v2.bulk_ready
+
+    def tso_max(self) -> int | None:
+        """Daemon hook: the server TUN's TSO size limit (v2 BULK), or None."""
+        return self.v2.tso_max() if self.v2 is not None else None
+
+    def tun_super(self, hdr, packet, now: float | None = None) -> None:
+        """A TSO read of the server's TUN: one BULK frame to a v2 client
+        that takes them, else cut into packets for whoever holds the
+        destination (legacy gets one packet per datagram, full checksums)."""
+        if self.v2 is not None and self.v2.tun_super(hdr, packet, now):
+            return
+        rec = bulk.record_of(hdr, packet)
+        for p in bulk.segments(rec[0], packet) if rec is not None else ():
+            self.tun_packet(p, now)
+
+    def tun_packet(self, packet, now: float | None = None) -> None:
+        """A packet from the server's own TUN, to whichever client holds
+        its destination."""
+        if self.legacy is not None:
+            self.legacy.tun_packet(packet)  # tries v2 through `foreign`
+        else:
+            self.v2.tun_packet(packet, now)
+
+    # ------------------------------------------------------------- timers
+
+    def next_deadline(self) -> float:
+        t = [c.next_deadline() for c in (self.legacy, self.v2) if c is not None]
+        return min(t)
+
+    def on_timer(self, now: float) -> None:
+        for c in (self.legacy, self.v2):
+            if c is not None:
+                c.on_timer(now)
+
+    # ------------------------------------------------------ reload, close
+
+    def reload(self, config, passphrase: bytes | None, now: float) -> None:
+        self.config = config
+        if self.legacy is not None:
+            self.legacy.reload(config, codec.derive_key(passphrase)
+                               if self.legacy.encrypt and passphrase else None)
+        if self.v2 is not None:
+            self.v2.reload(config, passphrase, now)
+
+    def close(self, now: float) -> None:
+        """Tell v2 clients we are going, so they are back as soon as we are."""
+        if self.v2 is not None:
+            self.v2.close(now)
+
+    # ------------------------------------------------------------- status
+
+    def status_clients(self, now: float) -> list:
+        out = []
+        if self.legacy is not None:
+            for p in self.legacy.by_endpoint.values():
+                out.append({
+                    "client_id": p.client_id, "address": p.ip_text,
+                    "endpoint": f"{p.endpoint[0]}:{p.endpoint[1]}",
+                    "protocol": "legacy", "mode": p.mode,
+                    "key": None if p.key is None else
+                    ("global" if p.key.client_id is None else p.key.name),
+                    "registered_ago": round(now - p.registered_at, 3),
+                    "last_register_ago": round(now - p.last_register, 3),
+                    "connected_for": round(now - p.since, 3), "restored": p.restored,
+                    "last_received_ago": round(now - p.last_rx, 3),
+                    "rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,
+                    "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes,
+                })
+        if self.v2 is not None:
+            for entry in self.v2.status(now):
+                name = self.key_name(entry["client_id"])
+                entry.setdefault("key", "global" if name == GLOBAL else name)
+                entry.setdefault("registered_ago", entry.get("session_age"))
+                out.append(entry)
+        return out
+
+    def refusals(self) -> dict:
+        """Registrations refused by the address policy (camex.base.addrpolicy),
+        by reason, both protocols together."""
+        out: dict = {}
+        for c in (self.legacy, self.v2):
+            if c is not None:
+                for k, v in c.refusals.items():
+                    out[k] = out.get(k, 0) + v
+        return out
+
+    def v2_counters(self) -> dict:
+        """v2 handshakes done and cookies sent under load (None without v2)."""
+        stats = self.v2.server.stats if self.v2 is not None else None
+        return {"v2_cookies_sent": stats["cookie_sent"] if stats else None,
+                "v2_handshakes": stats["handshakes"] if stats else None}
+
+    def drops(self) -> dict:
+        d = dict(self.legacy.drops) if self.legacy is not None else {}
+        if self.v2 is not None:
+            for k, v in self.v2.drops.items():
+                d[f"v2-{k}"] = d.get(f"v2-{k}", 0) + v
+            for k, v in self.v2.server.stats.items():
+                if v and k not in _V2_NOT_DROPS:
+                    d[f"v2-{k}"] = v
+        if self.refused_legacy:
+            d["legacy-refused"] = self.refused_legacy
+        return d
