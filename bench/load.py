@@ -161,7 +161,7 @@ def markdown(doc: dict) -> str:
         "an iperf3 run through the relay. Relay: iperf3 TCP one stream c1 -> srv -> c2 "
         f"({doc['seconds']:g} s); with N clients the generator keeps re-sending every "
         f"client's REGISTER (all of them every {REFRESH:g} s) during the run, as real "
-        "legacy clients do. Goal of issue 6: at most 4 KiB per client and the same relay "
+        "legacy clients do. Goal: at most 4 KiB per client and the same relay "
         "speed as with two.",
     ]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""Where a camex daemon's resident memory goes (issue 6: <= 20 MiB each).
+"""Where a camex daemon's resident memory goes (goal: <= 20 MiB each).
 
     python -m bench.memory [--only camex-v2-p2p,...] [--seconds 3]
     python -m bench.memory --imports

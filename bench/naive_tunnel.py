@@ -1,4 +1,4 @@
-"""The plain Python tunnels issue 6 starts from: one packet per system call.
+"""The plain Python tunnels camex is measured against: one packet per system call.
 
 Point-to-point UDP/TUN loops with none of camex's offloads: read one
 packet from the TUN, send it as one datagram; receive one datagram, write
@@ -7,7 +7,7 @@ them as baselines, to show what the data path work buys over the obvious
 program and what Python itself costs on this machine:
 
 - default: one thread, a select loop over both descriptors
-  ("naive-python", the program the issue measured first);
+  ("naive-python", the first baseline measured);
 - --threads: one thread per direction, each blocked in its own read, so
   a packet wakes the reader directly (no select call, no dispatch): the
   shortest path from a packet to Python code and back to the kernel;

@@ -179,7 +179,7 @@ def _row(doc, name) -> Optional[dict]:
 
 
 def goals(doc: dict) -> str:
-    """The ratios issue 6 asks for, from this run only."""
+    """The performance goals as ratios, from this run only."""
     out = []
     p2p, relay = _row(doc, "camex-v2-p2p"), _row(doc, "camex-v2-relay")
     legacy = _row(doc, "camex-relay-enc")
@@ -194,7 +194,7 @@ def goals(doc: dict) -> str:
         mark = "n/a" if ok is None else ("met" if ok else "NOT met")
         out.append(f"| {goal} | {value} | {mark} |")
 
-    out.append("| goal (issue 6) | this run | |")
+    out.append("| goal | this run | |")
     out.append("|---|---|---|")
     x = ratio(p2p and p2p["tcp1"], best_tcp)
     line("camex v2 TCP 1 stream >= 5 x best peer"
@@ -339,7 +339,7 @@ def markdown(doc: dict, png_name: str) -> str:
         "",
         f"![chart]({png_name})",
         "",
-        "## Goals of issue 6 (ratios from this run)",
+        "## Performance goals (ratios from this run)",
         "",
         goals(doc),
         *(["## The default command line against --protocol v2", "", dflt] if dflt else []),

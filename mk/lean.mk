@@ -1,4 +1,4 @@
-# Memory of the camex daemons (issue 6: <= 20 MiB resident each); see
+# Memory of the camex daemons (goal: <= 20 MiB resident each); see
 # bench/README.md, profile items 8 and 9.
 #   make bench-memory            VmHWM/VmRSS per daemon, anonymous vs file-backed by library
 #   make bench-memory-imports    RSS step by step through a daemon's imports

@@ -56,7 +56,7 @@ def test_camex_daemons_are_charged(results):
 def test_report_files_are_written(results):
     base, doc = results
     text = open(base + ".md").read()
-    assert "| camex-relay-plain |" in text and "## Goals of issue 6" in text
+    assert "| camex-relay-plain |" in text and "## Performance goals" in text
     assert doc["machine"]["kernel"] in text
     with open(base + ".png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"

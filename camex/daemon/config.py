@@ -145,7 +145,7 @@ class ConfigError(Exception):
 
 
 # Plain classes rather than dataclasses: `dataclasses` imports `inspect`
-# (1.2 MiB of the daemon's resident memory, issue 6); camex.base.value.Value gives
+# (1.2 MiB of the daemon's resident memory); camex.base.value.Value gives
 # the equality and repr a dataclass would. One Profile and one ClientSection
 # per [client ID] section: __slots__ keep a large file small.
 

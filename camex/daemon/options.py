@@ -50,8 +50,8 @@ class UsageError(Exception):
 
 class Options:
     """The parsed command line. A plain class rather than a dataclass:
-    `dataclasses` imports `inspect`, 1.2 MiB of the daemon's resident memory
-    (issue 6). __slots__ lists every option, in describe()'s order."""
+    `dataclasses` imports `inspect`, 1.2 MiB of the daemon's resident memory.
+    __slots__ lists every option, in describe()'s order."""
 
     __slots__ = ("mode", "auto", "name", "local_cidr", "gateway_ip", "server_host", "port",
               "bind_ip", "config", "routes", "mtu", "psk", "encrypt", "tun_dev", "pid_file",

@@ -60,7 +60,7 @@ def fingerprint(key: bytes) -> str:
 def new_aead(key: bytes):
     """cryptography's ChaCha20Poly1305 for a key (what seal and open_datagram
     take). `cryptography` is imported here, not at the top: a plaintext
-    daemon never loads it (6.6 MiB of resident memory, issue 6)."""
+    daemon never loads it (6.6 MiB of resident memory)."""
     from ..base.aead import ChaCha20Poly1305
     return ChaCha20Poly1305(key)
 

@@ -10,7 +10,7 @@ protocol, or to the server's own TUN.
 The v2 half is camex.v2.core.V2ServerCore with the cross-protocol policy
 of camex.tunnel.server_v2, imported only when v2 is on: v2 needs
 `cryptography`, which a plaintext legacy server never loads (6.6 MiB of
-resident memory, issue 6). Inputs and outputs are those of LegacyServer:
+resident memory). Inputs and outputs are those of LegacyServer:
 `datagram_received`, `tun_packet`, `on_timer`; `outbox` (datagram, endpoint)
 and `to_tun`.
 """

@@ -93,7 +93,7 @@ def equal(a, b) -> bool:
 # --- INIT -----------------------------------------------------------------
 
 # The records below are plain classes rather than dataclasses: `dataclasses`
-# imports `inspect`, 1.2 MiB of the daemon's resident memory (issue 6).
+# imports `inspect`, 1.2 MiB of the daemon's resident memory.
 # __slots__: the server keeps a Request and a Config per client.
 
 class Init:

@@ -1,4 +1,4 @@
-"""camex-dissect on a real v2 tunnel (issue 5: "camex-dissect decodes v2
+"""camex-dissect on a real v2 tunnel ("camex-dissect decodes v2
 handshakes and, given the session keys, v2 data").
 
 A v2 server and two v2 clients run with `--keylog`; the underlay link of

@@ -1,7 +1,7 @@
 """1,000 legacy clients at once against one camex server (lab/loadgen.py,
 one socket per client from the load namespace): every one registered (as
 `camex status --json` shows), the relay correct for a random sample, and
-the server's memory within the bound of issue 6 (4 KiB per client).
+the server's memory within its bound (4 KiB per client).
 
 CAMEX_LOAD_N changes the number of clients (default 1000).
 """
@@ -19,7 +19,7 @@ from lab.daemons import Camex, GLOBAL_PSK
 pytestmark = pytest.mark.lab
 
 N = int(os.environ.get("CAMEX_LOAD_N", "1000"))
-PER_CLIENT_MAX = 4096  # bytes, issue 6
+PER_CLIENT_MAX = 4096  # bytes, the memory goal
 WARM = 600  # v2: clients before the baseline (they fill the cipher cache)
 
 

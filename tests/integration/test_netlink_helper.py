@@ -1,7 +1,7 @@
 """Link set-up and scrypt run in short-lived helper processes (camex.base.child):
 what an operator sees of that in `camex status`, with the tunnel working as
 before, and a reload that derives a changed passphrase in a helper again.
-A plaintext daemon does not load `cryptography` at all (issue 6: memory);
+A plaintext daemon does not load `cryptography` at all (memory);
 `camex status --json` says so in `process.crypto_loaded`."""
 
 import subprocess

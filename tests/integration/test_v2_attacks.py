@@ -1,4 +1,4 @@
-"""Attacks on v2 in the namespace lab (issue 5): real datagrams captured on
+"""Attacks on v2 in the namespace lab: real datagrams captured on
 the underlay (AF_PACKET) and sent again - replayed from the client's own
 endpoint and from another one, reflected back to their sender, replayed to
 a restarted server - plus inner packets with a spoofed source and a wrong

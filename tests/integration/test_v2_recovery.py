@@ -1,4 +1,4 @@
-"""v2 under change, in the namespace lab (issue 5): roaming (the client's
+"""v2 under change, in the namespace lab: roaming (the client's
 source port changes mid-stream), server and client restarts (back within
 3 s), and rekeying under traffic (no stall, new sessions, old session
 indexes dead).

@@ -1,4 +1,4 @@
-"""v2 tunnels in the namespace lab (issue 5): manual and auto clients, the
+"""v2 tunnels in the namespace lab: manual and auto clients, the
 global and per-client passphrases, the server as a host on the tunnel
 (--server-tun), and the mix with the legacy protocol on one port.
 
