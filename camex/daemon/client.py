@@ -19,6 +19,7 @@ from .keylog import open_keylog
 from ..legacy import codec
 from ..base.log import LOG, Throttle, fault
 from .procinfo import process_status
+from ..io.tun import write_queued
 from ..io.udp import BATCH
 from .loop import BURST_GAP, RESOLVE_RETRY, Loop, StartupError
 from .options import v2_timers
@@ -296,13 +297,8 @@ class ClientDaemon:
             # TSO only while the core carries super-packets whole: for
             # one-packet-per-datagram framings the kernel cuts faster.
             LOG.info("TUN TSO %s", "on" if tun.set_tso(not tun.tso) else "off")
-        pkts = core.to_tun
-        if pkts:
-            if len(pkts) == 1 and type(pkts[0]) is not SuperPacket:
-                tun.write(pkts[0])
-            else:  # in-order TCP segments of one flow become one GSO write
-                tun.write_batch(pkts)
-            pkts.clear()
+        if core.to_tun:
+            write_queued(tun, core.to_tun)
         if core.events:
             events, core.events = core.events, []
             for ev in events:

@@ -22,6 +22,7 @@ from ..legacy import codec
 from ..base.log import LOG, Throttle, fault
 from .procinfo import process_status
 from .server_state_io import ServerState
+from ..io.tun import write_queued
 from ..io.udp import BATCH
 from .loop import BURST_GAP, Loop, StartupError
 from .options import read_psk_file, v2_timers
@@ -305,13 +306,8 @@ class ServerDaemon:
         if tun is not None:
             if tso and tun.offload and core.bulk_ready != tun.tso:
                 LOG.info("TUN TSO %s", "on" if tun.set_tso(not tun.tso) else "off")
-            pkts = core.to_tun
-            if pkts:
-                if len(pkts) == 1 and type(pkts[0]) is not SuperPacket:
-                    tun.write(pkts[0])
-                else:  # in-order TCP segments of one flow become one GSO write
-                    tun.write_batch(pkts)
-                pkts.clear()
+            if core.to_tun:
+                write_queued(tun, core.to_tun)
         out = core.outbox
         if not out:
             return

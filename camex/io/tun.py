@@ -14,6 +14,8 @@ import fcntl
 import os
 import struct
 
+from ..base.contract import SuperPacket
+
 TUN_PATH = "/dev/net/tun"
 CAMEX_PATH = "/dev/camex"
 CAMEX_IFNAME = "camex"
@@ -60,6 +62,18 @@ class TunDevice:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def write_queued(tun, pkts: list) -> None:
+    """Write what a core queued for its TUN (a camex.base.contract.Device)
+    and empty the list: a lone packet with one write(), anything more with
+    write_batch() (in-order TCP segments of one flow become one GSO write;
+    a SuperPacket goes whole, or cut by a device without offloads)."""
+    if len(pkts) == 1 and type(pkts[0]) is not SuperPacket:
+        tun.write(pkts[0])
+    else:
+        tun.write_batch(pkts)
+    pkts.clear()
 
 
 def _open_tun(path: str, name: str = "tun%d") -> TunDevice:
