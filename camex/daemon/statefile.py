@@ -7,7 +7,7 @@ the old one, directory fsync'ed): a crash leaves the old file or the new
 one, never half of one.
 
 Integrity, from the outside in:
-- a SHA-256 over the whole content (its last line): a truncated or
+- a BLAKE2b digest over the whole content (its last line): a truncated or
   corrupted file (a bad disk, a half-copied file, flipped bits) is refused
   whole;
 - the format name and version, the host (machine-id), the port and the
@@ -32,15 +32,13 @@ No key or passphrase is ever written; keys are named.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
-import tempfile
 import time
-from hmac import compare_digest
 
 from .. import __version__
+from ..base.blake2 import blake2b, compare_digest
 from ..base.log import LOG, Throttle
 
 FORMAT = "camex-server-state"
@@ -137,18 +135,24 @@ def encode(snapshot: dict, *, host: str, port: int, encrypted: bool, saved_at: f
 
 
 def seal(body: dict) -> bytes:
-    """The file: the body as one line of JSON, then its SHA-256 (serialised
-    once: encoding is most of what a save costs)."""
+    """The file: the body as one line of JSON, then its BLAKE2b digest
+    (serialised once: encoding is most of what a save costs). BLAKE2 from
+    the interpreter's own _blake2 (camex.base.blake2): hashlib's SHA-256
+    would load a second OpenSSL binding, ~4 MiB resident in the server."""
     text = json.dumps(body, separators=(",", ":")).encode()
-    return text + b"\nsha256:" + hashlib.sha256(text).hexdigest().encode() + b"\n"
+    return text + b"\nblake2b:" + checksum(text) + b"\n"
+
+
+def checksum(text: bytes) -> bytes:
+    return blake2b(text, digest_size=32).hexdigest().encode()
 
 
 def unseal(data: bytes) -> dict:
     """The body of a file whose checksum holds; Refused otherwise."""
-    text, sep, tail = data.rstrip(b"\n").rpartition(b"\nsha256:")
+    text, sep, tail = data.rstrip(b"\n").rpartition(b"\nblake2b:")
     if not sep:
         raise Refused("not readable (truncated or corrupt)")
-    if hashlib.sha256(text).hexdigest().encode() != tail:
+    if not compare_digest(checksum(text), tail):
         raise Refused("checksum mismatch (corrupt or altered)")
     try:
         body = json.loads(text)
@@ -263,8 +267,13 @@ class StateFile:
                       saved_at=saved_at, key_for=key_for, boot=boot_clock())
         tmp = None
         try:
-            fd, tmp = tempfile.mkstemp(prefix=".server-", suffix=".tmp", dir=self.dir)
-            with os.fdopen(fd, "wb") as f:   # mkstemp: mode 0600
+            # (not tempfile: its imports - random, shutil, bz2, lzma - cost
+            # the server ~1 MiB resident for one name)
+            tmp = os.path.join(self.dir, f".server-{self.port}.{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+                         | os.O_NOFOLLOW, 0o600)
+            os.fchmod(fd, 0o600)   # a leftover of a crashed run keeps no wider mode
+            with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
