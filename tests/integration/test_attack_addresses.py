@@ -14,10 +14,13 @@ Lab: star3 - C1 (v2) and C2 (legacy) are honest auto clients, C3
 """
 
 import re
+import socket
+import time
 
 import pytest
 
 from lab import attacks as A
+from lab.cclient import CClient
 from lab.daemons import auto_config
 from lab.netns import wait_until
 from lab.v2lab import GLOBAL, V2Camex
@@ -172,3 +175,54 @@ def test_a_configuration_that_gives_a_client_a_server_address(cx, star3):
                       rf"the server", start=mark, timeout=5)
     assert lab.c1.ping(GATEWAY, count=2, interval=0.1).received >= 2
     assert sorted(cx.clients()) == ["10.0.0.2"]
+
+
+def _c_ping(client, dst, ident, timeout=10.0) -> bool:
+    """Echo requests from a C-model camera until one is answered (each
+    given 0.3 s), or False after `timeout`."""
+    deadline, seq = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
+        seq += 1
+        client.ping(dst, ident, seq)
+        answer_by = time.monotonic() + 0.3
+        while time.monotonic() < answer_by:
+            if (ident, seq) in client.replies:
+                return True
+            time.sleep(0.01)
+    return False
+
+
+@pytest.mark.parametrize("encrypt", [True, False], ids=["encrypted", "plaintext"])
+def test_deployed_c_clients_under_the_address_policy(cx, star3, encrypt):
+    """The deployed C client (lab.cclient's model of it): a camera with an
+    honest manual address and one in auto mode keep their tunnel; a camera
+    whose operator gave it the gateway's address gets no registration -
+    the server answers the gateway for the others and hands the claimer
+    none of their traffic."""
+    lab = star3
+    conf = cx.write_config(auto_config({"C2": {"local_cidr": "10.0.0.3/24"}}))
+    cx.start_server(encrypt=encrypt, psk=GLOBAL, config=conf, extra=["--server-tun"])
+    psk = GLOBAL.encode() if encrypt else None
+
+    def camera(i, **kw):
+        ns = lab.clients[i]
+        return CClient(lambda: ns.socket(socket.AF_INET, socket.SOCK_DGRAM),
+                       (ns.server_ip, cx.port), psk, **kw).start()
+
+    honest, auto, claimer = (camera(0, local_ip="10.0.0.2"), camera(1, client_id="C2"),
+                             camera(2, local_ip=GATEWAY))
+    try:
+        wait_until(lambda: auto.address == "10.0.0.3", 10, "C2's CONFIG")
+        wait_until(lambda: cx.status(lab.server)["address_refusals"].get("server-address"),
+                   10, "the server to refuse the camera claiming the gateway")
+        assert _c_ping(honest, GATEWAY, 1), "the manual camera lost the gateway"
+        assert _c_ping(auto, GATEWAY, 2), "the auto camera lost the gateway"
+        assert _c_ping(honest, "10.0.0.3", 3), "camera to camera through the server"
+        assert not _c_ping(claimer, "10.0.0.2", 4, timeout=2), \
+            "the camera claiming the gateway got a tunnel"
+        assert claimer.rx == 0, "traffic reached the camera claiming the gateway"
+        assert sorted(c["address"] for c in cx.status(lab.server)["clients"]) == \
+            ["10.0.0.2", "10.0.0.3"]
+    finally:
+        for c in (honest, auto, claimer):
+            c.stop()
