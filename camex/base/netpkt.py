@@ -1,6 +1,7 @@
 """The virtio-net header and the packet work that needs no syscall: Internet checksums,
 cutting a TSO/USO super-packet into packets (`segment`), merging packets into one
-(`coalesce`), and the CAMEX_FASTPATH switches (`disabled`).
+(`coalesce`), and the CAMEX_FASTPATH switches (`disabled`). IPv4 and IPv6
+(TCPv6 and UDPv6 without extension headers: see `segment`).
 
 The TUN device side (reads, writes, ioctls) is camex.io.offload; v2's BULK
 fast path uses this module directly.
@@ -72,7 +73,7 @@ PROTO_TCP = 6
 PROTO_UDP = 17
 TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK, TCP_URG, TCP_ECE, TCP_CWR = (
     0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80)
-MAX_COALESCED = 65535  # IPv4 total length of a coalesced write
+MAX_COALESCED = 65535  # length of a coalesced write (IPv4's total length field)
 MAX_COALESCE_SEGS = 64
 MAX_UDP_MERGE = 256  # largest datagram merged into a USO write (see _udp_train)
 
@@ -105,6 +106,14 @@ def ip_checksum(header) -> int:
 def pseudo4(packet, proto: int, l4len: int) -> int:
     """Residue of the IPv4 pseudo-header of `packet` for an L4 length."""
     return int.from_bytes(packet[12:20], "big") + proto + l4len
+
+
+def pseudo6(packet, proto: int, l4len: int) -> int:
+    """Residue of the IPv6 pseudo-header (RFC 8200 8.1) of `packet`: both
+    addresses, the upper-layer length and the next header value. Its
+    32-bit length and the zero bytes before the next header change nothing
+    in a word sum, so it is the same formula as IPv4's with 32 address bytes."""
+    return int.from_bytes(packet[8:40], "big") + proto + l4len
 
 
 def l4_checksum(packet, ihl: int, proto: int) -> int:
@@ -140,13 +149,21 @@ def complete_csum(packet, start: int, offset: int) -> bytearray:
 
 
 class OffloadError(ValueError):
-    """A super-packet we cannot cut (not IPv4 TCP/UDP, inconsistent)."""
+    """A super-packet we cannot cut (not IPv4/IPv6 TCP/UDP, inconsistent)."""
 
 
 def segment(hdr: VnetHdr, packet) -> list:
     """Complete packets (checksums done) from one TUN read.
 
-    `hdr` is the parsed virtio_net_hdr, `packet` the bytes after it.
+    `hdr` is the parsed virtio_net_hdr, `packet` the bytes after it. The
+    GSO type must match the IP version (TCPV4 on IPv4, TCPV6 on IPv6, USO
+    on either), as the kernel's own checks want. An IPv6 super-packet is cut
+    only when its TCP/UDP header follows the fixed header directly: with
+    extension headers the pseudo-header may need the final destination of
+    a routing header and the per-segment headers would have to be walked,
+    for packets Linux's TCP makes only when an application sets IPv6
+    options; such a super-packet raises OffloadError (dropped and counted
+    by the caller, as any packet that cannot be cut), never goes out whole.
     Raises OffloadError for what cannot be cut (the caller drops it)."""
     gtype = hdr[1] & ~GSO_ECN
     if gtype == GSO_NONE:
@@ -155,13 +172,20 @@ def segment(hdr: VnetHdr, packet) -> list:
                 raise OffloadError("checksum offset beyond the packet")
             return [complete_csum(packet, hdr[4], hdr[5])]
         return [packet]
-    if len(packet) < 20 or packet[0] >> 4 != 4:
-        raise OffloadError("GSO packet is not IPv4")
-    if gtype == GSO_TCPV4:
-        return segment_tcp4(packet, hdr[3])
-    if gtype == GSO_UDP_L4:
-        return segment_udp4(packet, hdr[3])
-    raise OffloadError(f"GSO type {hdr[1]} not supported")
+    version = packet[0] >> 4 if len(packet) >= 20 else 0
+    if version == 4:
+        if gtype == GSO_TCPV4:
+            return segment_tcp4(packet, hdr[3])
+        if gtype == GSO_UDP_L4:
+            return segment_udp4(packet, hdr[3])
+    elif version == 6:
+        if gtype == GSO_TCPV6:
+            return segment_tcp6(packet, hdr[3])
+        if gtype == GSO_UDP_L4:
+            return segment_udp6(packet, hdr[3])
+    else:
+        raise OffloadError("GSO packet is neither IPv4 nor IPv6")
+    raise OffloadError(f"GSO type {hdr[1]} not supported for IPv{version}")
 
 
 def _headers(packet, proto: int):
@@ -259,40 +283,140 @@ def segment_udp4(packet, size: int) -> list:
     return out
 
 
+def _headers6(packet, proto: int) -> int:
+    """The end (40 + payload length) of a sane IPv6 super-packet whose
+    next header is `proto` itself (no extension headers)."""
+    if len(packet) < 48:
+        raise OffloadError("truncated IPv6 GSO packet")
+    total = 40 + ((packet[4] << 8) | packet[5])
+    if packet[6] != proto:
+        raise OffloadError(f"IPv6 GSO packet with next header {packet[6]}, not {proto}"
+                           " (extension headers are not cut)")
+    if total > len(packet) or total <= 40:
+        raise OffloadError("bad IPv6 payload length in a GSO packet")
+    return total
+
+
+def segment_tcp6(packet, mss: int) -> list:
+    """Cut an IPv6/TCP super-packet into segments of `mss` payload bytes:
+    segment_tcp4 without the IP ID and IP checksum (IPv6 has neither); the
+    payload length, sequence numbers, flags (CWR first, FIN/PSH last) and
+    the TCP checksum over the IPv6 pseudo-header are set per segment."""
+    total = _headers6(packet, PROTO_TCP)
+    if total < 60:
+        raise OffloadError("truncated TCP header")
+    thl = (packet[52] >> 4) * 4
+    hl = 40 + thl
+    if thl < 20 or hl > total or mss <= 0:
+        raise OffloadError("bad TCP header or MSS in a GSO packet")
+    mv = memoryview(packet)
+    tcph = bytearray(mv[40:hl])
+    tcph[16] = tcph[17] = 0
+    pseudo = int.from_bytes(mv[8:40], "big") + PROTO_TCP
+    iph = bytearray(mv[:40])
+    if total - hl <= mss:
+        seg = iph + tcph
+        seg += mv[hl:total]
+        c = fold(pseudo + total - 40 + sum16(memoryview(seg)[40:]))
+        seg[56], seg[57] = c >> 8, c & 0xFF
+        return [seg]
+    seq0 = int.from_bytes(tcph[4:8], "big")
+    flags = tcph[13]
+    out = []
+    last_off = total - ((total - hl - 1) % mss + 1)
+    first = True
+    for off in range(hl, total, mss):
+        end = off + mss if off + mss < total else total
+        plen = end - off
+        iph[4:6] = _IP_ID.pack(thl + plen)
+        tcph[4:8] = ((seq0 + off - hl) & 0xFFFFFFFF).to_bytes(4, "big")
+        f = flags
+        if not first:
+            f &= ~TCP_CWR
+        if off != last_off:
+            f &= ~(TCP_FIN | TCP_PSH)
+        tcph[13] = f
+        seg = iph + tcph
+        seg += mv[off:end]
+        c = fold(pseudo + thl + plen + sum16(memoryview(seg)[40:]))
+        seg[56], seg[57] = c >> 8, c & 0xFF
+        out.append(seg)
+        first = False
+    return out
+
+
+def segment_udp6(packet, size: int) -> list:
+    """Cut an IPv6/UDP super-packet (USO) into datagrams of `size` payload
+    bytes; a UDP checksum is mandatory over IPv6 (0 is sent as 0xFFFF)."""
+    total = _headers6(packet, PROTO_UDP)
+    if size <= 0:
+        raise OffloadError("bad UDP GSO packet")
+    mv = memoryview(packet)
+    iph = bytearray(mv[:40])
+    udph = bytearray(mv[40:48])
+    pseudo = int.from_bytes(mv[8:40], "big") + PROTO_UDP
+    out = []
+    for off in range(48, total, size):
+        end = min(off + size, total)
+        plen = end - off
+        iph[4:6] = udph[4:6] = _IP_ID.pack(8 + plen)
+        udph[6] = udph[7] = 0
+        seg = iph + udph
+        seg += mv[off:end]
+        c = fold(pseudo + 8 + plen + sum16(memoryview(seg)[40:])) or 0xFFFF
+        seg[46], seg[47] = c >> 8, c & 0xFF
+        out.append(seg)
+    return out
+
+
 # ------------------------------------------------------------- coalescing
 
 
 def _tcp_info(p):
-    """(flow key, seq, payload offset, payload length, flags) of a plain
-    IPv4/TCP packet that may be coalesced, else None."""
+    """(TCP header length, flags, IP header length) of a plain IPv4/TCP
+    or IPv6/TCP packet that may be coalesced, else None. IPv6 only when TCP
+    follows the fixed header directly (no extension headers)."""
     n = len(p)
-    if n < 40 or p[0] != 0x45 or p[9] != PROTO_TCP:
+    if n < 40:
         return None
-    if (p[2] << 8 | p[3]) != n or p[6] & 0x3F or p[7]:  # fragments, MF
+    if p[0] == 0x45:
+        if p[9] != PROTO_TCP or (p[2] << 8 | p[3]) != n or p[6] & 0x3F or p[7]:  # fragments, MF
+            return None
+        ipl = 20
+    elif p[0] >> 4 == 6:
+        if n < 60 or p[6] != PROTO_TCP or (p[4] << 8 | p[5]) != n - 40:
+            return None
+        ipl = 40
+    else:
         return None
-    thl = (p[32] >> 4) * 4
-    flags = p[33]
-    if thl < 20 or 20 + thl > n or flags & (TCP_SYN | TCP_FIN | TCP_RST | TCP_URG) \
+    thl = (p[ipl + 12] >> 4) * 4
+    flags = p[ipl + 13]
+    if thl < 20 or ipl + thl > n or flags & (TCP_SYN | TCP_FIN | TCP_RST | TCP_URG) \
             or not flags & TCP_ACK:
         return None
-    return thl, flags
+    return thl, flags, ipl
 
 _MASKS: dict = {}
 
 
-def _masks(hl: int):
-    """For a header of `hl` bytes (IPv4 without options + TCP): the mask of
-    the bytes two segments of one train share (version/IHL/TOS, DF/TTL/
-    protocol, addresses, ports, ack, data offset, window, urgent pointer,
-    options; not length, IP ID, checksums, sequence or flags), and the bit
-    shifts of the total length, sequence number and flags."""
-    m = _MASKS.get(hl)
+def _masks(hl: int, ipl: int = 20):
+    """For a header of `hl` bytes (IPv4 without options or IPv6 without
+    extension headers, `ipl` bytes, then TCP): the mask of the bytes two
+    segments of one train share (IPv4 version/IHL/TOS, DF/TTL/protocol;
+    IPv6 version/traffic class/flow label, next header, hop limit;
+    addresses, ports, ack, data offset, window, urgent pointer, options;
+    not length, IP ID, checksums, sequence or flags), and the bit shifts
+    of the IP length field, sequence number and flags."""
+    m = _MASKS.get((hl, ipl))
     if m is None:
         keep = bytearray(b"\xff" * hl)
-        for lo, hi in ((2, 6), (10, 12), (24, 28), (33, 34), (36, 38)):
+        t = ipl - 20  # TCP fields sit 20 bytes further in IPv6
+        ip_fields = ((2, 6), (10, 12)) if ipl == 20 else ((4, 6),)
+        for lo, hi in ip_fields + ((t + 24, t + 28), (t + 33, t + 34), (t + 36, t + 38)):
             keep[lo:hi] = bytes(hi - lo)
         shift = lambda end: (hl - end) * 8  # noqa: E731 (bit offset of a field ending at `end`)
-        m = _MASKS[hl] = (int.from_bytes(keep, "big"), (shift(4), shift(28), shift(34)))
+        m = _MASKS[(hl, ipl)] = (int.from_bytes(keep, "big"),
+                                 (shift(4 if ipl == 20 else 6), shift(t + 28), shift(t + 34)))
     return m
 
 
@@ -346,20 +470,22 @@ def _udp_train(packets, i: int):
 
 
 def coalesce(packets, udp: bool = True):
-    """Group complete IPv4 packets for TUN writes, order kept.
+    """Group complete IPv4 and IPv6 packets for TUN writes, order kept.
 
     Yields (vnet header bytes, [buffers]) per write. A run of in-order TCP
     segments of one flow (same addresses, ports, ack, window, options and
-    TOS/TTL/DF; equal payload sizes except a shorter last one; PSH only on
-    the last) becomes one GSO_TCPV4 write, the way the kernel's GRO hands a
-    train to TCP. Its TCP checksum is the full checksum of the merged
+    TOS/TTL/DF, or traffic class/flow label/hop limit; equal payload sizes
+    except a shorter last one; PSH only on the last) becomes one GSO_TCPV4
+    or GSO_TCPV6 write, the way the kernel's GRO hands a train to TCP. IPv6
+    packets with extension headers are written alone. Its TCP checksum is
+    the full checksum of the merged
     packet, computed from the segments' own checksums (no payload bytes are
     read): a valid segment satisfies pseudo + header (checksum field
     included) + payload = 0 (mod 0xFFFF), so its payload's sum follows from
     its header. If a field lies, the merged checksum is wrong too, and the
     kernel, which is given no "checksum valid" flag, drops the merged packet
     as it would have dropped the bad segment. Anything else is written
-    alone, unchanged.
+    alone, unchanged. Small UDP datagrams merge into USO writes (IPv4 only).
     """
     i, n = 0, len(packets)
     plain = PLAIN_VNET_HDR
@@ -375,8 +501,8 @@ def coalesce(packets, udp: bool = True):
             yield plain, [p]
             i += 1
             continue
-        thl, flags = info
-        hl = 20 + thl
+        thl, flags, ipl = info
+        hl = ipl + thl
         mss = len(p) - hl
         if mss <= 0 or flags & TCP_PSH:
             yield plain, [p]
@@ -385,12 +511,15 @@ def coalesce(packets, udp: bool = True):
         # The whole header as one integer: what must be equal is compared
         # under a mask, the rest (length, seq, flags, checksum) is read
         # from it with shifts. One C call per segment.
-        mask, sh = _masks(hl)
+        mask, sh = _masks(hl, ipl)
         hp = int.from_bytes(p[:hl], "big")
         tmpl = hp & mask
         tcp_bits = (1 << (thl * 8)) - 1
-        addrs = int.from_bytes(p[12:20], "big")
-        base = addrs + PROTO_TCP - 20
+        # IPv4's length field is the packet's length, IPv6's leaves out
+        # the 40-byte fixed header.
+        lenadj = 0 if ipl == 20 else 40
+        addrs = int.from_bytes(p[12:20] if ipl == 20 else p[8:40], "big")
+        base = addrs + PROTO_TCP - ipl
         seq = ((hp >> sh[1]) & 0xFFFFFFFF) + mss
         total = len(p)
         parts = [p[hl:]]
@@ -404,7 +533,7 @@ def coalesce(packets, udp: bool = True):
             if qlen <= 0 or qlen > mss or total + qlen > MAX_COALESCED:
                 break
             hq = int.from_bytes(q[:hl], "big")
-            if hq & mask != tmpl or (hq >> sh[0]) & 0xFFFF != ql \
+            if hq & mask != tmpl or (hq >> sh[0]) & 0xFFFF != ql - lenadj \
                     or (hq >> sh[1]) & 0xFFFFFFFF != seq & 0xFFFFFFFF:
                 break
             qf = (hq >> sh[2]) & 0xFF
@@ -426,13 +555,18 @@ def coalesce(packets, udp: bool = True):
             i += 1
             continue
         hdr = bytearray(p[:hl])
-        hdr[2:4] = _IP_ID.pack(total)
-        hdr[10] = hdr[11] = 0
-        c = ip_checksum(hdr[:20])
-        hdr[10], hdr[11] = c >> 8, c & 0xFF
-        hdr[33] = last_flags
-        hdr[36] = hdr[37] = 0
-        c = fold(addrs + PROTO_TCP + total - 20 + int.from_bytes(hdr[20:hl], "big") + residue)
-        hdr[36], hdr[37] = c >> 8, c & 0xFF
-        yield pack_vnet(0, GSO_TCPV4, hl, mss), [hdr] + parts
+        if ipl == 20:
+            hdr[2:4] = _IP_ID.pack(total)
+            hdr[10] = hdr[11] = 0
+            c = ip_checksum(hdr[:20])
+            hdr[10], hdr[11] = c >> 8, c & 0xFF
+            gtype = GSO_TCPV4
+        else:
+            hdr[4:6] = _IP_ID.pack(total - 40)
+            gtype = GSO_TCPV6
+        hdr[ipl + 13] = last_flags
+        hdr[ipl + 16] = hdr[ipl + 17] = 0
+        c = fold(addrs + PROTO_TCP + total - ipl + int.from_bytes(hdr[ipl:hl], "big") + residue)
+        hdr[ipl + 16], hdr[ipl + 17] = c >> 8, c & 0xFF
+        yield pack_vnet(0, gtype, hl, mss), [hdr] + parts
         i = j
