@@ -4,8 +4,9 @@ A TUN opened with IFF_VNET_HDR puts a virtio_net_hdr before every packet,
 which lets us hand the kernel one GSO "super-packet" per write: a train of
 in-order TCP segments of one flow (or small datagrams of one UDP flow)
 merged as the kernel's GRO would (`coalesce`), so its TCP sees one skb
-instead of ~45. With TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4 [| USO]) the
-kernel also READS up to 64 KiB of one flow at once, checksum left to us;
+instead of ~45. With TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
+[| USO]) the kernel also READS up to 64 KiB of one flow at once (TCP over
+IPv4 or IPv6, UDP with USO), checksum left to us;
 `segment` cuts such a super-packet into MSS-sized packets with correct
 checksums, as tcp_gso_segment would. For the legacy framing (one packet per
 datagram) that costs more in Python than the kernel's own segmentation, so
@@ -50,6 +51,14 @@ TUN_F_USO6 = 0x40  # the kernel wants USO4 and USO6 together
 
 
 READ_SIZE = netpkt.VNET_HDR_LEN + 65535 + 1
+
+# What TSO on asks for: TCP super-packets of both families. Every reader of
+# a TSO TUN takes TCPv6 ones: read_items() passes only IPv4 super-packets on
+# whole (to v2 BULK, whose records are IPv4) and cuts the others with
+# netpkt.segment, which handles TCPV6; read_packets() and the devices
+# without a vnet header cut everything. CAMEX_FASTPATH=notso6 leaves TSO6
+# out (the kernel then cuts TCPv6 itself, one read per segment).
+TSO_FLAGS = TUN_F_CSUM | TUN_F_TSO4 | (0 if netpkt.disabled("notso6") else TUN_F_TSO6)
 
 
 # ----------------------------------------------------------------- devices
@@ -111,7 +120,7 @@ class OffloadTun(BatchTun):
         if on == self.tso:
             return on
         if on:
-            base = TUN_F_CSUM | TUN_F_TSO4
+            base = TSO_FLAGS
             try:
                 fcntl.ioctl(self.fd, TUNSETOFFLOAD, base | TUN_F_USO4 | TUN_F_USO6)
                 self.uso = True
@@ -259,7 +268,7 @@ def _open_offload(path: str, tso: bool, name: str = "tun%d") -> OffloadTun:
         # Can this kernel take USO (GSO_UDP_L4) writes? Same version as USO
         # offload (Linux 6.2): ask for it once, then set it back.
         try:
-            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_USO4 | TUN_F_USO6)
+            fcntl.ioctl(fd, TUNSETOFFLOAD, TSO_FLAGS | TUN_F_USO4 | TUN_F_USO6)
             dev.uso_writes = True
         except OSError:
             dev.uso_writes = False
@@ -290,7 +299,8 @@ def open_tun(path: str | None = None, offload: bool = True, tso: bool | None = N
             dev = _open_offload(path or TUN_PATH, tso)
             dev.coalescing = not netpkt.disabled("nocoalesce")
             dev.why = "TUN vnet header on, %s, %s" % (
-                ("TSO4" + (" and USO" if dev.uso else "")) if tso else "TSO off",
+                (("TSO4, TSO6" if TSO_FLAGS & TUN_F_TSO6 else "TSO4")
+                 + (" and USO" if dev.uso else "")) if tso else "TSO off",
                 "merged TCP writes" if dev.coalescing else "no merged writes")
             return dev
         except OSError as e:
