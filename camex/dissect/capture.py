@@ -1,9 +1,12 @@
-"""Reading UDP datagrams out of pcap / pcapng captures, with IPv4 reassembly.
+"""Reading UDP datagrams out of pcap / pcapng captures, with IP reassembly.
 
 Pure Python (no Scapy): camex-dissect and the tests use it to find every UDP
 datagram of a capture, whatever the link type, and to put fragmented IPv4
-datagrams back together (the legacy C peer lets full-size encrypted packets
-be fragmented, flaw 7 in docs/LEGACY.md).
+and IPv6 datagrams back together (the legacy C peer lets full-size
+encrypted packets be fragmented, flaw 7 in docs/LEGACY.md; over IPv6 the
+sending host fragments what exceeds the path MTU, with a Fragment header).
+IPv6 extension headers (hop-by-hop, routing, destination options) before
+UDP or the Fragment header are skipped.
 
 Supported: pcap (micro- and nanosecond, either byte order), pcapng (several
 interfaces with their own link types and timestamp resolutions), link types
@@ -96,6 +99,11 @@ class Stats:
     orphan_fragments: int = 0
     malformed: int = 0
     linktypes: set = field(default_factory=set)
+
+
+def endpoint(addr: str, port: int) -> str:
+    """`192.0.2.1:7000`, or `[2001:db8::1]:7000` for an IPv6 address."""
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
 # ------------------------------------------------------------ file formats
@@ -302,6 +310,30 @@ class _FragSet:
     parts: dict = field(default_factory=dict)  # offset -> bytes
     total: int | None = None                   # payload length, once the last fragment is seen
     count: int = 0
+    src: str = ""
+    dst: str = ""
+    # IPv6: the next header the Fragment header names (what the reassembled
+    # payload starts with); IPv4 reassembles UDP only, so 17.
+    next_header: int = 17
+
+
+# IPv6 extension headers skipped on the way to UDP: hop-by-hop options,
+# routing, destination options (RFC 8200 4.1). The Fragment header (44) is
+# handled by reassembly; anything else (ESP, AH, no next header) ends the walk.
+IPV6_EXT = (0, 43, 60)
+IPV6_FRAGMENT = 44
+
+
+def _skip_ext(buf, nh: int, pos: int):
+    """(next header, offset) after the skippable extension headers of
+    `buf` from `pos`; (None, pos) when one runs past the end."""
+    while nh in IPV6_EXT:
+        if pos + 2 > len(buf):
+            return None, pos
+        nh, pos = buf[pos], pos + (buf[pos + 1] + 1) * 8
+    if pos > len(buf):
+        return None, pos
+    return nh, pos
 
 
 def _udp_from(index, time, src, dst, l4: bytes, complete: bool, fragments: int = 1):
@@ -321,7 +353,8 @@ def _udp_from(index, time, src, dst, l4: bytes, complete: bool, fragments: int =
 
 
 class Reassembler:
-    """Turns IP packets into UDP Datagrams, in capture order, IPv4 reassembled."""
+    """Turns IP packets into UDP Datagrams, in capture order, IPv4 and IPv6
+    fragments reassembled."""
 
     def __init__(self, stats: Stats | None = None, timeout: float = FRAG_TIMEOUT,
                  max_pending: int = MAX_PENDING):
@@ -386,8 +419,14 @@ class Reassembler:
         if not more and off == 0:
             self._ready(_udp_from(index, time, src, dst, payload, not truncated))
             return
+        self._fragment(index, time, (ip[12:16], ip[16:20], ip[4:6]), src, dst, off, more,
+                       payload, off + (total - ihl), 17)
+
+    def _fragment(self, index, time, key, src, dst, off, more, payload, end, next_header):
+        """One IP fragment of a datagram: `payload` at offset `off`; `end`
+        (the offset its header's length says it ends at, whatever was
+        captured) is the whole payload's length when this is the last one."""
         self.stats.fragments += 1
-        key = (ip[12:16], ip[16:20], ip[4:6])
         fs = self.pending.get(key)
         if fs is None:
             if len(self.pending) >= self.max_pending:
@@ -395,8 +434,7 @@ class Reassembler:
                 self._give_up(oldest)
             slot = [None]
             self.queue.append(slot)
-            fs = _FragSet(key, index, time, slot)
-            fs.src, fs.dst = src, dst
+            fs = _FragSet(key, index, time, slot, src=src, dst=dst, next_header=next_header)
             self.pending[key] = fs
         if off + len(payload) > MAX_IP_LEN:
             self.stats.malformed += 1
@@ -405,9 +443,9 @@ class Reassembler:
         fs.parts.setdefault(off, payload)
         if off == 0:
             fs.index, fs.time = index, time
+            fs.next_header = next_header
         if not more:
-            # the header's length, not what was captured (caplen may cut it)
-            fs.total = off + (total - ihl)
+            fs.total = end
         self._try_complete(fs)
 
     def _contiguous(self, fs) -> bytes:
@@ -427,8 +465,8 @@ class Reassembler:
             return
         del self.pending[fs.key]
         self.stats.reassembled += 1
-        fs.slot[0] = _udp_from(fs.index, fs.time, fs.src, fs.dst, data[:fs.total], True,
-                               fs.count) or False
+        fs.slot[0] = _udp_from(fs.index, fs.time, fs.src, fs.dst, self._l4(fs, data[:fs.total]),
+                               True, fs.count) or False
         if fs.slot[0] is not False:
             self.stats.udp += 1
 
@@ -436,7 +474,8 @@ class Reassembler:
         self.pending.pop(fs.key, None)
         if 0 in fs.parts:
             self.stats.incomplete += 1
-            dg = _udp_from(fs.index, fs.time, fs.src, fs.dst, self._contiguous(fs), False, fs.count)
+            dg = _udp_from(fs.index, fs.time, fs.src, fs.dst, self._l4(fs, self._contiguous(fs)),
+                           False, fs.count)
             if dg is not None:
                 dg.complete = False
                 dg.why_incomplete = "IP fragments missing from the capture"
@@ -452,20 +491,48 @@ class Reassembler:
         for fs in [f for f in self.pending.values() if now - f.time > self.timeout]:
             self._give_up(fs)
 
+    @staticmethod
+    def _l4(fs, data: bytes) -> bytes:
+        """The UDP part of a reassembled payload: all of it, or (IPv6) what
+        follows the extension headers the Fragment header announced; b""
+        if that is not UDP."""
+        if fs.next_header == 17:
+            return data
+        nh, pos = _skip_ext(data, fs.next_header, 0)
+        return data[pos:] if nh == 17 else b""
+
     def _ipv6(self, index, time, ip):
-        # The legacy protocol runs over IPv4; IPv6 UDP without extension
-        # headers is read too (no IPv6 reassembly).
         if len(ip) < 40:
             self.stats.malformed += 1
             return
         self.stats.ip_packets += 1
-        if ip[6] != 17:
-            return
         plen = int.from_bytes(ip[4:6], "big")
-        payload = ip[40:40 + plen]
+        end = 40 + plen if plen else len(ip)  # 0: a jumbogram, taken as captured
+        nh, pos = _skip_ext(ip, ip[6], 40)
+        if nh is None or pos > end:
+            self.stats.malformed += 1
+            return
         src = str(ipaddress.IPv6Address(ip[8:24]))
         dst = str(ipaddress.IPv6Address(ip[24:40]))
-        self._ready(_udp_from(index, time, src, dst, payload, len(payload) == plen))
+        truncated = len(ip) < end
+        if nh == 17:
+            self._ready(_udp_from(index, time, src, dst, ip[pos:end], not truncated))
+            return
+        if nh != IPV6_FRAGMENT or pos + 8 > len(ip):
+            return
+        # Fragment header: next header, reserved, offset (13 bits) | M, id.
+        inner_nh = ip[pos]
+        offm = int.from_bytes(ip[pos + 2:pos + 4], "big")
+        off, more = offm & 0xFFF8, bool(offm & 1)
+        if inner_nh != 17 and inner_nh not in IPV6_EXT:
+            return  # not UDP (the first fragment's next header says the same)
+        payload = ip[pos + 8:end]
+        if not more and off == 0:  # an atomic fragment (RFC 6946)
+            self._ready(_udp_from(index, time, src, dst, self._l4(
+                _FragSet((), 0, 0.0, [], next_header=inner_nh), payload), not truncated))
+            return
+        self._fragment(index, time, (ip[8:24], ip[24:40], ip[pos + 4:pos + 8]), src, dst,
+                       off, more, payload, off + (end - pos - 8), inner_nh)
 
 
 def datagrams(src, stats: Stats | None = None) -> Iterator[Datagram]:

@@ -4,7 +4,8 @@
                   [--port 7000,...] [--json] [-w inner.pcap [--segment]] [--no-summary]
 
 One line per camex datagram (time, endpoints, type, sequence, length, inner
-packet). With passphrases, legacy encrypted datagrams are authenticated and
+packet: IPv4 or IPv6, camex/dissect/inner.py), over IPv4 or IPv6 (IPv6
+endpoints as [addr]:port; fragments of either reassembled). With passphrases, legacy encrypted datagrams are authenticated and
 decrypted with the daemon's codec; those no key opens, replayed sequence
 numbers (per sender prefix, 64-entry window as in the spec), malformed ones
 and ones whose IP fragments are missing from the capture are reported as
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 
 from camex.dissect import capture
 from camex.dissect import gso as dissect_gso
+from camex.dissect.inner import summary as inner_summary
 from camex.dissect.v2 import V2Dissector
 from camex.dissect.v2 import text_fields as v2_text_fields
 from camex.legacy import codec
@@ -98,7 +100,7 @@ class Dissector:
     def _client_of(self, d, kind, ptype, hint=None):
         """Which endpoint is the client: the one not on a camex port (v2:
         the one the message type or the session says)."""
-        src, dst = f"{d.src}:{d.sport}", f"{d.dst}:{d.dport}"
+        src, dst = capture.endpoint(d.src, d.sport), capture.endpoint(d.dst, d.dport)
         if hint == "c2s":
             return src, "c2s"
         if hint == "s2c":
@@ -219,14 +221,7 @@ class Dissector:
 
     @staticmethod
     def _inner_summary(data) -> str:
-        from scapy.packet import Raw
-
-        from camex.proto.legacy import inner_class
-        cls = inner_class(data)
-        try:
-            return cls(data).summary() if data else "(empty)"
-        except Exception:  # Scapy should not raise, but a line must still print
-            return Raw(data).summary()
+        return inner_summary(data)
 
     def _account(self, rec, d):
         self.count += 1
@@ -272,7 +267,8 @@ def fmt_time(t: float) -> str:
 
 
 def text_line(rec) -> str:
-    parts = [fmt_time(rec["time"]), f"{rec['src']}:{rec['sport']} > {rec['dst']}:{rec['dport']}"]
+    parts = [fmt_time(rec["time"]), f"{capture.endpoint(rec['src'], rec['sport'])} > "
+                                    f"{capture.endpoint(rec['dst'], rec['dport'])}"]
     if rec["mode"] == "v2":
         parts.append(f"v2 {rec['type']}")
         parts += v2_text_fields(rec)

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from camex.dissect.capture import endpoint
 from camex.dissect.v2_bulk import BulkFrames
 from camex.v2 import kdf, wire
 from camex.v2.cookie import open_cookie
@@ -142,7 +143,7 @@ class V2Dissector:
         t = wire.msg_type(buf)
         name = wire.TYPE_NAMES.get(t, f"type{t}")
         self.messages[name] = self.messages.get(name, 0) + 1
-        src, dst = f"{d.src}:{d.sport}", f"{d.dst}:{d.dport}"
+        src, dst = endpoint(d.src, d.sport), endpoint(d.dst, d.dport)
         rec.update(mode="v2", type=name, seq=None, length=d.udp_length, status="ok")
         if not d.complete:
             rec["status"] = "incomplete"

@@ -125,8 +125,12 @@ def test_write_decrypted_inner_pcap_and_reread(tmp_path, capsys):
     assert len(pkts) == len(data) == summary["written"] > 50
     # raw-IP link type, so Wireshark/tcpdump show the inner IP packets
     assert out.read_bytes()[20:24] == (101).to_bytes(4, "little")
+    from camex.dissect.inner import summary as inner_summary
+    # (the line's summary is Scapy's for IPv4, camex.dissect.inner's for
+    # IPv6, whose Scapy summary leaves ICMPv6 addresses out)
     for rec, pkt in zip(data, pkts):
-        assert pkt.summary() == rec["summary"]
+        assert inner_summary(bytes(pkt)) == rec["summary"]
+        assert pkt.version == 6 or pkt.summary() == rec["summary"]
         assert abs(float(pkt.time) - rec["time"]) < 1e-6
     # and camex-dissect itself reads what it wrote (raw IP link type)
     rc2 = dissect.main([str(out), "--json"])
