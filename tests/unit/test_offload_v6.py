@@ -249,3 +249,15 @@ def test_a_tcp6_super_packet_read_comes_out_cut_on_every_reader():
 def test_tso_asks_for_tso6():
     from camex.io import offload
     assert offload.TSO_FLAGS & offload.TUN_F_TSO6 and offload.TSO_FLAGS & offload.TUN_F_TSO4
+
+
+def test_v2_bulk_refuses_tcp6_super_packets_cleanly():
+    """BULK records are IPv4 (docs/PROTOCOL.md, BULK): a TCPv6 super-packet
+    is not made a record (the sender cuts it for DATA), and an IPv6 record
+    from a peer is dropped (the core counts it as bad-record), not
+    misread as IPv4."""
+    from camex.v2 import bulk
+    sup = tcp6_super(os.urandom(3000))
+    assert bulk.record_of(hdr_tcp6(72, 1000), sup) is None
+    assert bulk.record_of(netpkt.VnetHdr((1, netpkt.GSO_UDP_L4, 48, 1000, 40, 6)), sup) is None
+    assert bulk.tun_items(1000, sup) == [] and bulk.segments(1000, sup) == []
