@@ -18,7 +18,7 @@ from camex.base import netpkt
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 CHILD = textwrap.dedent(r'''
-    import ctypes, json, os, socket, sys, time
+    import ctypes, json, os, socket, sys, threading, time
     sys.path.insert(0, REPO)
     libc = ctypes.CDLL(None, use_errno=True)
     assert libc.unshare(0x40000000) == 0, "unshare(CLONE_NEWNET) failed"
@@ -86,7 +86,10 @@ CHILD = textwrap.dedent(r'''
     #    checksums Scapy must agree with. We ACK what arrives.
     data = os.urandom(60000)
     c.setblocking(True)
-    c.sendall(data)
+    c.settimeout(10)
+    # From a thread: sendall may wait for the ACKs this loop sends.
+    sender = threading.Thread(target=c.sendall, args=(data,), daemon=True)
+    sender.start()
     got_types, sizes, ok, payload = set(), [], True, b""
     end = time.time() + 5
     while len(payload) < len(data) and time.time() < end:
@@ -104,6 +107,7 @@ CHILD = textwrap.dedent(r'''
             a = hdr(); a[TCP].flags = "A"; a[TCP].seq = 1001
             a[TCP].ack = (isn + 1 + len(payload)) & 0xFFFFFFFF; a[TCP].window = 65535
             write(a)
+    sender.join(5)
     out["tso6_gso_types"] = sorted(got_types)
     out["tso6_max_segment"] = max(sizes) if sizes else 0
     out["tso6_checksums_ok"] = ok
@@ -124,7 +128,10 @@ CHILD = textwrap.dedent(r'''
     c.settimeout(2)
     got = b""
     while len(got) < 5600:
-        got += c.recv(65536)
+        more = c.recv(65536)
+        if not more:
+            break
+        got += more
     out["train_received"] = got == b"".join(bytes([65 + i]) * 1400 for i in range(4))
     print(json.dumps(out))
 ''')
