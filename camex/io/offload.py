@@ -156,9 +156,10 @@ class OffloadTun(BatchTun):
             return []
 
     def read_items(self):
-        """Like read_packets(), but with TSO on a super-packet comes back
-        whole, as a (VnetHdr, packet) pair, for a framing that seals it
-        once (v2 BULK); None when the queue is empty. One flat function:
+        """Like read_packets(), but with TSO on an IPv4 super-packet comes
+        back whole, as a (VnetHdr, packet) pair, for a framing that seals it
+        once (v2 BULK, whose records are IPv4; an IPv6 one is cut here);
+        None when the queue is empty. One flat function:
         it runs once per packet on an idle tunnel, where every Python call
         on the path is a cold one (docs/FASTPATH.md)."""
         try:
