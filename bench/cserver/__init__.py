@@ -73,10 +73,12 @@ def build(out_dir: Optional[os.PathLike] = None) -> str:
 
 def argv(port: int, psk: Optional[str] = None, config: Optional[str] = None,
          bind: Optional[str] = None, log_level: Optional[str] = None,
-         binary: Optional[str] = None) -> list[str]:
+         socket_buffer: Optional[int] = None, binary: Optional[str] = None) -> list[str]:
     """The command line of a cxserver: encrypted when ``psk`` is given.
     ``log_level="warning"`` leaves out its line per relayed packet (the
-    deployed server writes one: flaw 8), keeping one per dropped datagram."""
+    deployed server writes one: flaw 8), keeping one per dropped datagram.
+    ``socket_buffer``: SO_RCVBUF/SO_SNDBUF in bytes (camex's server asks for
+    4 MiB; without it the kernel's default, ~208 KiB)."""
     cmd = [binary or build(), "-M", "server", "-p", str(port)]
     if bind:
         cmd += ["-b", bind]
@@ -86,4 +88,6 @@ def argv(port: int, psk: Optional[str] = None, config: Optional[str] = None,
         cmd += ["-f", config]
     if log_level:
         cmd += ["--log-level", log_level]
+    if socket_buffer:
+        cmd += ["--socket-buffer", str(socket_buffer)]
     return cmd

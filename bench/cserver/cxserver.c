@@ -32,8 +32,14 @@
  * Command line as camex's server:
  *   cxserver -M server -p PORT [-b ADDR] [-e -k PASS | --psk-file F]
  *            [-f FILE] [--log-level debug|info|warning|error]
+ *            [--socket-buffer BYTES]
  * --log-level is the model's knob (the deployed tool's is unknown): at
  * warning the per-packet lines go, the per-drop ones stay.
+ * --socket-buffer BYTES (also the model's) sets SO_RCVBUF and SO_SNDBUF;
+ * without it the socket keeps the kernel's default, as a plain server's
+ * does. A bench that measures loss on a shared machine gives it camex's
+ * 4 MiB so that loss says how fast each server is, not how long a
+ * scheduling stall its buffer absorbs.
  */
 
 #include <arpa/inet.h>
@@ -732,6 +738,7 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: cxserver -M server -p PORT [-b ADDR] [-e -k PASS | --psk-file FILE]\n"
 		   "                [-f FILE] [--log-level debug|info|warning|error]\n"
+		   "                [--socket-buffer BYTES]\n"
 		   "a model of the deployed C server of camex's legacy protocol, for benchmarks\n");
 }
 
@@ -767,6 +774,7 @@ int main(int argc, char **argv)
 		{ "psk-file", required_argument, NULL, 'K' },
 		{ "config", required_argument, NULL, 'f' },
 		{ "log-level", required_argument, NULL, 'L' },
+		{ "socket-buffer", required_argument, NULL, 'B' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -778,6 +786,7 @@ int main(int argc, char **argv)
 	const char *mode = NULL, *env;
 	double now, next_sweep;
 	long port = -1;
+	int sockbuf = 0;
 	int opt;
 
 	memset(&bind_addr, 0, sizeof(bind_addr));
@@ -832,6 +841,18 @@ int main(int argc, char **argv)
 				return 1;
 			}
 			break;
+		case 'B': {
+			char *end;
+			long v = strtol(optarg, &end, 10);
+
+			if (*end || v < 4096 || v > (1L << 30)) {
+				fprintf(stderr, "cxserver: --socket-buffer: %s is not 4096..1073741824 bytes\n",
+					optarg);
+				return 1;
+			}
+			sockbuf = v;
+			break;
+		}
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -889,6 +910,10 @@ int main(int argc, char **argv)
 	if (sock < 0 || bind(sock, (struct sockaddr *)&bind_addr, sizeof(bind_addr)) < 0) {
 		logmsg(L_ERROR, "cannot bind UDP port %ld: %s", port, strerror(errno));
 		return 1;
+	}
+	if (sockbuf) {
+		setsockopt(sock, SOL_SOCKET, SO_RCVBUF, &sockbuf, sizeof(sockbuf));
+		setsockopt(sock, SOL_SOCKET, SO_SNDBUF, &sockbuf, sizeof(sockbuf));
 	}
 	/* Wake up every second for the idle sweep. */
 	setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
