@@ -5,8 +5,10 @@ other through it (encrypted and plaintext, manual and auto); a 257th client
 gets nothing; the four captures of the real C server, replayed against it,
 get back what the real server sent, byte for byte in plaintext."""
 
+import glob
 import socket
 import struct
+import time
 
 import pytest
 
@@ -24,10 +26,10 @@ pytestmark = pytest.mark.lab
 CAPTURES = "tests/vectors/captures"
 
 
-def start_cxserver(lab, camex, psk=None, config=None, log_level=None):
+def start_cxserver(lab, camex, psk=None, config=None, log_level=None, env=None):
     path = camex.write_config(config if config is not None else vectors_config(), "cx.conf")
     proc = lab.server.spawn(cserver.argv(PORT, psk=psk, config=path, log_level=log_level),
-                            name="cxserver")
+                            name="cxserver", env=env)
     proc.wait_for_line(cserver.READY, timeout=10)
     lab.server.wait_port(PORT, "udp")
     return proc
@@ -227,4 +229,49 @@ def test_a_replayed_data_moves_the_client_before_the_replay_check(star, camex):
         assert struct.unpack("!HH", pt[24:28]) == (5, 2)   # C1's traffic reached C2's socket
     finally:
         for s in socks:
+            s.close()
+
+
+def test_a_silent_client_expires_after_120_s_and_a_registering_one_stays(star, camex):
+    """The idle expiry, under faketime at 20x (120 s in 6): B says nothing
+    and is forgotten, A keeps sending REGISTERs and stays; B is served again
+    after its next REGISTER."""
+    lib = glob.glob("/usr/lib/*/faketime/libfaketime.so.1")
+    if not lib:
+        pytest.fail("Debian's faketime is not installed (make deps installs it)")
+    srv = start_cxserver(star, camex, env={"LD_PRELOAD": lib[0], "FAKETIME": "+0 x20"})
+    socks = {}
+    for ns, ip in ((star.c1, TUNNEL_C1), (star.c2, TUNNEL_C2)):
+        s = ns.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(5)
+        s.connect((ns.server_ip, PORT))
+        socks[ip] = s
+    a, b = socks[TUNNEL_C1], socks[TUNNEL_C2]
+
+    def register(s, ip):
+        s.send(f"CX2P REGISTER MODE=MANUAL LOCAL_IP={ip}\n".encode())
+
+    try:
+        register(a, TUNNEL_C1)
+        register(b, TUNNEL_C2)
+        srv.wait_for_line(rf"client {TUNNEL_C2} registered", timeout=5)
+        a.send(icmp_echo(TUNNEL_C1, TUNNEL_C2, 9, 1))
+        assert b.recv(65535) == icmp_echo(TUNNEL_C1, TUNNEL_C2, 9, 1)
+        t0 = time.monotonic()
+
+        def a_keeps_registering():
+            register(a, TUNNEL_C1)    # every 0.5 s: 10 s of the server's clock
+            return srv.find(rf"client {TUNNEL_C2} \(\S+\) expired")
+        wait_until(a_keeps_registering, 20, "B's expiry", interval=0.5)
+        assert time.monotonic() - t0 >= 120 / 20 * 0.8
+        assert srv.find(rf"client {TUNNEL_C1} \(\S+\) expired") is None
+        mark = srv.mark()
+        a.send(icmp_echo(TUNNEL_C1, TUNNEL_C2, 9, 2))
+        srv.wait_for_line(rf"no client for {TUNNEL_C2}", start=mark, timeout=5)
+        register(b, TUNNEL_C2)
+        srv.wait_for_line(rf"client {TUNNEL_C2} registered", start=mark, timeout=5)
+        a.send(icmp_echo(TUNNEL_C1, TUNNEL_C2, 9, 3))
+        assert b.recv(65535) == icmp_echo(TUNNEL_C1, TUNNEL_C2, 9, 3)
+    finally:
+        for s in socks.values():
             s.close()
