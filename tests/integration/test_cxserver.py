@@ -3,9 +3,12 @@
 (lab/cclient.py) and a camex legacy client register with it and ping each
 other through it (encrypted and plaintext, manual and auto); a 257th client
 gets nothing; the four captures of the real C server, replayed against it,
-get back what the real server sent, byte for byte in plaintext."""
+get back what the real server sent, byte for byte in plaintext; flaws 1
+and 4 show as clients see them; idle clients expire; SIGHUP re-reads the
+database."""
 
 import glob
+import signal
 import socket
 import struct
 import time
@@ -275,3 +278,26 @@ def test_a_silent_client_expires_after_120_s_and_a_registering_one_stays(star, c
     finally:
         for s in socks.values():
             s.close()
+
+
+def test_sighup_rereads_the_database(star, camex):
+    """An auto client unknown to the file gets nothing; after the file
+    gains its section and a SIGHUP, its next REGISTER gets its CONFIG."""
+    srv = start_cxserver(star, camex, config="[defaults]\ngateway_ip=10.0.0.1\n")
+    s = star.c1.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(0.5)
+    s.connect((star.c1.server_ip, PORT))
+    try:
+        s.send(b"CX2P REGISTER MODE=AUTO CLIENT_ID=C7\n")
+        srv.wait_for_line(r"unknown client ID C7", timeout=5)
+        with pytest.raises(socket.timeout):
+            s.recv(65535)
+        camex.write_config("[defaults]\ngateway_ip=10.0.0.1\n\n[client c7]\nlocal_cidr=10.0.0.7/24\n",
+                           "cx.conf")
+        srv.signal(signal.SIGHUP)
+        srv.wait_for_line(r"reloaded .*: 1 clients", timeout=5)
+        s.send(b"CX2P REGISTER MODE=AUTO CLIENT_ID=C7\n")
+        s.settimeout(5)
+        assert s.recv(65535) == b"CX2P CONFIG CLIENT_ID=C7 LOCAL_CIDR=10.0.0.7/24 GATEWAY_IP=10.0.0.1\n"
+    finally:
+        s.close()
