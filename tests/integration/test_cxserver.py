@@ -65,6 +65,8 @@ def test_cclient_and_camex_manual_clients_ping_each_other(star, camex, psk):
         assert star.c2.wait_ping(TUNNEL_C1, timeout=15).ok     # camex -> C model
         wait_reply(c1, TUNNEL_C2, 0x4321)                       # C model -> camex
         assert not c1.dropped
+        if psk:   # docs/LEGACY.md's example fingerprint
+            assert srv.find(r"key fingerprint beeba85739952129851313a1f979fafc")
         # The deployed server's log: a line per relayed packet (flaw 8).
         assert srv.count(rf"{TUNNEL_C2} -> {TUNNEL_C1} \d+ bytes") >= 1
     finally:
