@@ -5,13 +5,17 @@
 #   make bench-list              names of the entries
 #   make bench-load LOADGEN_ARGS="--clients 10000"
 #   make bench-profile           py-spy of the camex relay under iperf3 load
+#   make bench-cserver           build/cserver/cxserver, the C model of the deployed legacy server
+#   make bench-cserver-compare CSERVER_ARGS="--clients 10"   its CPU per relayed datagram beside camex's
 
-APT_BENCH := iperf3 iputils-ping openssl procps wireguard-go wireguard-tools openvpn fastd tinc
+APT_BENCH := iperf3 iputils-ping openssl procps wireguard-go wireguard-tools openvpn fastd tinc \
+	gcc make libssl-dev libsodium-dev
 BENCH_ARGS ?=
 LOADGEN_ARGS ?=
 PROFILE_ARGS ?=
+CSERVER_ARGS ?=
 
-.PHONY: bench bench-net bench-deps bench-list bench-load bench-profile
+.PHONY: bench bench-net bench-deps bench-list bench-load bench-profile bench-cserver bench-cserver-compare
 
 bench: bench-net $(BENCH_SUITES)
 
@@ -29,6 +33,13 @@ bench-load: venv deps
 
 bench-profile: venv deps
 	$(PY) -m bench.profile $(PROFILE_ARGS)
+
+# The C model of the deployed legacy server (bench/cserver/cxserver.c).
+bench-cserver: bench-deps
+	$(MAKE) -C bench/cserver
+
+bench-cserver-compare: venv deps bench-cserver
+	$(PY) -m bench.cserver.compare $(CSERVER_ARGS)
 
 # The harness and report checks (run by `make test`).
 TEST_SUITES += bench-selftest
