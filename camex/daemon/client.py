@@ -41,8 +41,10 @@ def make_core(opts, client_id, key, keylog=None) -> ClientCore:
     legacy fallback (auto, when there is a passphrase for v2). `keylog`:
     callable(line) for v2 session keys (--keylog)."""
     def legacy():
+        # The legacy protocol carries IPv4 only: its core gets the IPv4 part.
         return LegacyClient(auto=opts.auto, client_id=client_id, local_cidr=opts.local_cidr,
-                            gateway=opts.gateway_ip, routes=opts.routes, mtu=opts.mtu, key=key)
+                            gateway=opts.gateway_ip, mtu=opts.mtu, key=key,
+                            routes=[r for r in opts.routes if r.version == 4])
 
     if opts.protocol == "legacy" or not opts.psk:
         return legacy()

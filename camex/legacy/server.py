@@ -370,7 +370,11 @@ class LegacyServer:
                 return
             prof = self.config.profile_for(client_id) if self.config else None
             if prof is None or prof.local_cidr is None:
+                v6 = prof is not None and getattr(prof, "local_cidr6", None) is not None
                 self._drop("unknown-client", addr,
+                           f"client ID {client_id!r} has only an IPv6 local_cidr "
+                           f"(section [client {client_id}] of the configuration); the "
+                           f"legacy protocol carries IPv4 only" if v6 else
                            f"no address configured for client ID {client_id!r}")
                 return
             refusal = None
@@ -520,7 +524,7 @@ class LegacyServer:
         text = codec.config_message(
             client_id, prof.mtu, str(prof.local_cidr),
             str(prof.gateway_ip) if prof.gateway_ip else None,
-            [str(r) for r in prof.routes])
+            [str(r) for r in prof.routes if r.version == 4])   # legacy: IPv4 inside
         self._send(peer, codec.T_CONFIG, text)
 
     # ----------------------------------------------------------- relay
