@@ -116,6 +116,16 @@ class V2ClientCore:
 
     # ------------------------------------------------------- lifecycle
 
+    def drop_ipv6(self) -> None:
+        """No IPv6 inside the tunnel from now on (a TUN that cannot carry
+        it: camex.ko); before start(). The handshake asks as a payload-1
+        client, so the server grants IPv4 only."""
+        self.ipv6 = False
+        self.local_cidr6 = self.gateway6 = None
+        self.routes = [r for r in self.routes if r.version == 4]
+        req = self.session.request
+        req.local_cidr6, req.version = None, wire.PAYLOAD_V1
+
     def start(self, now: float) -> None:
         if not self.auto:
             self._configure(IfConfig(self.local_cidr, self.mtu_override or DEFAULT_MTU,

@@ -109,8 +109,9 @@ class Grant(Value):
         return (self.address,) + self.extra
 
 
-_OLD_CLIENT = ("this client's camex predates IPv6 inside the tunnel (handshake payload "
-               "version 1); its profile has only an IPv6 address")
+_OLD_CLIENT = ("this client does not carry IPv6 inside the tunnel (handshake payload "
+               "version 1: an older camex, or camex.ko's TUN); its profile has only an "
+               "IPv6 address")
 
 
 def grant_for(request: wire.Request, profile, behind=()):

@@ -159,7 +159,7 @@ def test_an_old_client_with_an_ipv6_only_profile_is_refused_clearly(caplog):
     with caplog.at_level(logging.ERROR, logger="camex"):
         w.add(A["O"], old)
     assert old.config is None
-    assert "this client's camex predates IPv6 inside the tunnel" in caplog.text
+    assert "this client does not carry IPv6 inside the tunnel" in caplog.text
     # and a dual-stack profile gives such a client its IPv4 part only
     old_d = V2ClientCore(auto=True, passphrase=PASS, client_id="M", ipv6=False)
     w.add(("10.250.9.2", 4009), old_d)
