@@ -137,7 +137,8 @@ def _server(opts: Options, report: Report) -> None:
                      f"{_profile(merge(config.defaults, sec.profile))}; key {key}")
     if tun is not None:
         routes = ", ".join(map(str, tun.routes)) or "none"
-        L.append(f"  server TUN: {tun.address} mtu {tun.mtu}, routes {routes}, "
+        addrs = " ".join(str(a) for a in (tun.address, tun.address6) if a is not None)
+        L.append(f"  server TUN: {addrs} mtu {tun.mtu}, routes {routes}, "
                  f"device {opts.tun_dev or '/dev/net/tun, else /dev/camex'}")
     if "v2" in served and opts.keylog:
         L.append(f"  keylog: v2 session keys appended to {opts.keylog} (debugging only)")

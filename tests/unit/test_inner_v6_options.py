@@ -159,3 +159,19 @@ def test_bad_ipv6_config_lines_name_file_and_line(text, line, words):
 def test_one_address_of_each_family_is_not_twice():
     cfg = parse_config("[client A]\nlocal_cidr=10.0.0.2/24\nlocal_cidr=fd00::2/64\n")
     assert cfg.client("A").profile.local_cidr6 == IPv6Interface("fd00::2/64")
+
+
+def test_the_server_tun_gets_its_ipv6_gateway_address_too():
+    from camex.daemon.server import tun_config
+    cfg = parse_config(GOOD)
+    opts = parse_args(["-M", "server", "-p", "7000", "--server-tun", "-k", "x"], environ={})
+    tun = tun_config(opts, cfg)
+    assert (str(tun.address), str(tun.address6)) == ("10.0.0.1/24", "fd00:c::1/64")
+    own = parse_args(["-M", "server", "-p", "7000", "--server-tun", "-k", "x",
+                      "-l", "fd00:c::1/120"], environ={})
+    tun = tun_config(own, cfg)
+    assert (str(tun.address), str(tun.address6)) == ("10.0.0.1/24", "fd00:c::1/120")
+    six_only = parse_config("[defaults]\ngateway_ip=fd00:c::1\n[client A]\n"
+                            "local_cidr=fd00:c::2/64\n")
+    tun = tun_config(opts, six_only)
+    assert tun.address is None and str(tun.address6) == "fd00:c::1/64"
