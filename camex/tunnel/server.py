@@ -165,8 +165,8 @@ class ServerMux:
     def tun_packet(self, packet, now: float | None = None) -> None:
         """A packet from the server's own TUN, to whichever client holds
         its destination."""
-        if self.legacy is not None and (self.v2 is None or packet[:1] < b"\x60"
-                                        or packet[:1] >= b"\x70"):
+        if self.legacy is not None and (self.v2 is None or not packet
+                                        or packet[0] >> 4 != 6):
             self.legacy.tun_packet(packet)  # tries v2 through `foreign`
         else:
             self.v2.tun_packet(packet, now)  # IPv6: v2 clients only
