@@ -371,9 +371,12 @@ class LegacyServer:
             prof = self.config.profile_for(client_id) if self.config else None
             if prof is None or prof.local_cidr is None:
                 v6 = prof is not None and getattr(prof, "local_cidr6", None) is not None
+                where = ""
+                if v6:
+                    sec = self.config.client(client_id)
+                    where = f"{self.config.path}:{sec.line}: " if sec is not None else ""
                 self._drop("unknown-client", addr,
-                           f"client ID {client_id!r} has only an IPv6 local_cidr "
-                           f"(section [client {client_id}] of the configuration); the "
+                           f"{where}[client {client_id}] has only an IPv6 local_cidr; the "
                            f"legacy protocol carries IPv4 only" if v6 else
                            f"no address configured for client ID {client_id!r}")
                 return

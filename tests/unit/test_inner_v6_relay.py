@@ -176,3 +176,24 @@ def test_the_ipv4_route_lookup_costs_what_it_did():
     assert route(dst) is not None
     t = min(timeit.repeat(lambda: route(dst), number=20000, repeat=5)) / 20000
     assert t < 5e-6, t
+
+
+def test_a_legacy_client_of_an_ipv6_only_section_is_told_where(caplog):
+    w = world()
+    legacy = LegacyClient(auto=True, client_id="S", key=codec.derive_key(PASS))
+    with caplog.at_level(logging.WARNING, logger="camex"):
+        w.add(("10.250.8.2", 4008), legacy)
+    assert legacy.config is None
+    assert "v6.conf:14: [client S] has only an IPv6 local_cidr; the legacy protocol " \
+           "carries IPv4 only" in caplog.text
+    assert w.server.drops()["unknown-client"] >= 1
+
+
+def test_camex_status_shows_both_addresses():
+    from camex.daemon.status import format_status
+    w = world()
+    st = {"mode": "server", "port": 7000, "encrypted": True, "drops": w.server.drops(),
+          "clients": w.server.status_clients(w.now)}
+    text = format_status("/run/camex/server-7000.sock", st)
+    assert "address: 10.0.0.2 fd00:c::2   endpoint" in text
+    assert "address: fd00:c::3   endpoint" in text
