@@ -13,6 +13,7 @@ import struct
 import pytest
 
 from lab.daemons import auto_config
+from lab.traffic import iperf3
 from lab.proc import wait_until
 from lab.v2lab import GLOBAL, V2Camex
 
@@ -67,6 +68,8 @@ def test_two_v2_clients_and_the_server_tun_over_ipv6(cx, star):
     ping6_ok(star.c1, V6["srv"])           # the server's own TUN, by its IPv6 address
     ping6_ok(star.c2, V6["srv"])
     ping6_ok(star.c1, star.c2.tunnel_ip)   # IPv4 beside it, unchanged
+    res = iperf3(star.c1, star.c2, V6["c2"], seconds=2)   # TCP over IPv6 through the relay
+    assert res.received_bytes > 1 << 20
     clients = {c["client_id"] or a: c for a, c in cx.clients().items()}
     assert {tuple(c["addresses"]) for c in clients.values()} == \
         {("10.0.0.2", V6["c1"]), ("10.0.0.3", V6["c2"])}
