@@ -344,6 +344,7 @@ class V2ServerCore:
         self.server = V2Server(self._keystore(global_passphrase, config), self._authorize,
                                rng=rng, keylog=keylog, timers=timers, bulk=bulk_wanted(), **kw)
         self._set_policy(config)
+        self.server.on_spoofed = self._spoofed
         # Middle fragments of a BULK frame are stored before anything else;
         # `receive_whole` takes every other datagram (ServerMux, which puts
         # the same fast path in front of both protocols, calls it directly).
@@ -522,6 +523,17 @@ class V2ServerCore:
             self.to_tun.append(packet)
         else:
             self.drops["no-route"] += 1
+
+    def _spoofed(self, peer, packet) -> None:
+        """A throttled line per client for inner packets whose source it
+        does not own (counted by V2Server as `spoofed`)."""
+        src = "?"
+        if len(packet) >= 20 and packet[0] >> 4 == 4:
+            src = str(ipaddress.IPv4Address(bytes(packet[12:16])))
+        elif len(packet) >= 40 and packet[0] >> 4 == 6:
+            src = str(ipaddress.IPv6Address(bytes(packet[8:24])))
+        self.throttle.warning(("spoofed", peer.key), "dropped packets from client %s with "
+                              "inner source %s, not its own", peer.describe(), src)
 
     def _relay6(self, packet, src, now: float) -> None:
         """An IPv6 packet of a v2 client: to the v2 client owning its

@@ -258,6 +258,9 @@ class V2Server:
         self.load = LoadMeter(load_threshold)
         self.cookies = CookieMaker(rng, self.t.cookie_secret_life)
         self.peers: dict[str, Peer] = {}
+        # (peer, packet) for an inner packet whose source the peer does not
+        # own, after it is counted: the daemon's throttled log line.
+        self.on_spoofed = None
         self.by_address: dict[int, Peer] = {}
         # Addresses of the server itself (camex.base.addrpolicy), as integers:
         # route() never gives a peer for them, whatever the table says.
@@ -758,6 +761,8 @@ class V2Server:
             n = len(packets) - len(good)
             peer.stats["spoofed"] += n
             self.stats["spoofed"] += n
+            if self.on_spoofed is not None:
+                self.on_spoofed(peer, next(p for p in packets if not peer.allows_source(p)))
         if good:
             peer.stats["rx"] += len(good)
             peer.stats["rx_bytes"] += sum(map(len, good))
@@ -792,6 +797,8 @@ class V2Server:
             n = len(records) - len(good)
             peer.stats["spoofed"] += n
             self.stats["spoofed"] += n
+            if self.on_spoofed is not None:
+                self.on_spoofed(peer, next(r[1] for r in records if not peer.allows_source(r[1])))
         if good:
             for g, p in good:
                 peer.stats["rx"] += bulk.segment_count(g, p)

@@ -197,3 +197,14 @@ def test_camex_status_shows_both_addresses():
     text = format_status("/run/camex/server-7000.sock", st)
     assert "address: 10.0.0.2 fd00:c::2   endpoint" in text
     assert "address: fd00:c::3   endpoint" in text
+
+
+def test_spoofed_sources_get_one_throttled_line(caplog):
+    w = world()
+    with caplog.at_level(logging.WARNING, logger="camex"):
+        for i in range(5):
+            send(w, "S", ip6_packet(f"fd00:c::9{i}", "fd00:c::5"))
+    lines = [r.getMessage() for r in caplog.records if "not its own" in r.getMessage()]
+    assert lines[0].startswith("dropped packets from client S fd00:c::3 at 10.250.1.2:4001 "
+                               "with inner source fd00:c::90")
+    assert len(lines) == 1
