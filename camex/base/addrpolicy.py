@@ -86,7 +86,10 @@ class AddressPolicy:
         routes, behind = [], {}
         if config is not None:
             d = config.defaults
-            tunnels += list(getattr(d, "client_cidr", None) or ()) or _derived_tunnel(config)
+            # client_cidr= per family: a family it does not name is derived.
+            given = list(getattr(d, "client_cidr", None) or ())
+            tunnels += given + [n for n in _derived_tunnel(config)
+                                if not any(g.version == n.version for g in given)]
             profiles = [d] + [s.profile for s in config.clients.values()]
             servers += [g for p in profiles for g in (p.gateway_ip, getattr(p, "gateway_ip6", None))
                         if g is not None]

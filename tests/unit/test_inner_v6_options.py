@@ -175,3 +175,17 @@ def test_the_server_tun_gets_its_ipv6_gateway_address_too():
                             "local_cidr=fd00:c::2/64\n")
     tun = tun_config(opts, six_only)
     assert tun.address is None and str(tun.address6) == "fd00:c::1/64"
+
+
+def test_client_cidr_per_family():
+    both = parse_config(GOOD.replace("[defaults]\n", "[defaults]\nclient_cidr=10.0.0.0/16\n"
+                                     "client_cidr=fd00:c::/48\n"))
+    pol = AddressPolicy.from_config(both)
+    assert pol.check(IPv6Address("fd00:c:0:1::5")) is None          # inside the /48
+    assert pol.check(IPv6Address("fd00:d::5")).reason == "outside-tunnel"
+    # an IPv4 client_cidr= alone: the IPv6 tunnel network is still derived
+    four = parse_config(GOOD.replace("[defaults]\n", "[defaults]\nclient_cidr=10.0.0.0/16\n"))
+    pol = AddressPolicy.from_config(four)
+    assert pol.check(IPv4Address("10.0.9.9")) is None
+    assert pol.check(IPv6Address("fd00:c:0:1::5")).reason == "outside-tunnel"
+    assert pol.check(IPv6Address("fd00:c::9")) is None
