@@ -41,7 +41,7 @@ import heapq
 import ipaddress
 import os
 import struct
-from typing import Any
+from typing import Any, Callable
 from collections import OrderedDict
 
 from .framing import Reassembly
@@ -260,7 +260,7 @@ class V2Server:
         self.peers: dict[str, Peer] = {}
         # (peer, packet) for an inner packet whose source the peer does not
         # own, after it is counted: the daemon's throttled log line.
-        self.on_spoofed = None
+        self.on_spoofed: Callable[[Peer, Any], None] | None = None
         self.by_address: dict[int, Peer] = {}
         # Addresses of the server itself (camex.base.addrpolicy), as integers:
         # route() never gives a peer for them, whatever the table says.
