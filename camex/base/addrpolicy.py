@@ -86,9 +86,13 @@ class AddressPolicy:
         routes, behind = [], {}
         if config is not None:
             d = config.defaults
-            tunnels += list(getattr(d, "client_cidr", None) or ()) or _derived_tunnel(config)
+            # client_cidr= per family: a family it does not name is derived.
+            given = list(getattr(d, "client_cidr", None) or ())
+            tunnels += given + [n for n in _derived_tunnel(config)
+                                if not any(g.version == n.version for g in given)]
             profiles = [d] + [s.profile for s in config.clients.values()]
-            servers += [p.gateway_ip for p in profiles if p.gateway_ip is not None]
+            servers += [g for p in profiles for g in (p.gateway_ip, getattr(p, "gateway_ip6", None))
+                        if g is not None]
             for p in profiles:
                 routes += p.routes
             behind = {cid: list(s.profile.allowed) for cid, s in config.clients.items()
@@ -139,29 +143,39 @@ class AddressPolicy:
         return None
 
 
+# (gateway, local address) attribute pairs of a profile: the IPv4 pair and,
+# on a configuration that has them, the IPv6 pair (`gateway_ip6=` is
+# written `gateway_ip=` with an IPv6 value in the file).
+_PAIRS = (("gateway_ip", "local_cidr"), ("gateway_ip6", "local_cidr6"))
+
+
 def _derived_tunnel(config) -> list:
     """The tunnel networks without `client_cidr=` (see the module's
     docstring), and that of every client section with a gateway_ip of its
-    own (its local_cidr's prefix: a second subnet served by the server)."""
-    own = [ipaddress.ip_interface((s.profile.gateway_ip, s.profile.local_cidr.network.prefixlen))
-           .network for s in config.clients.values()
-           if s.profile.gateway_ip is not None and s.profile.local_cidr is not None
-           and s.profile.gateway_ip.version == s.profile.local_cidr.version]
-    return _defaults_tunnel(config) + own
+    own (its local_cidr's prefix: a second subnet served by the server);
+    per address family."""
+    out = []
+    for gw_attr, local_attr in _PAIRS:
+        out += _defaults_tunnel(config, gw_attr, local_attr)
+        for s in config.clients.values():
+            gw = getattr(s.profile, gw_attr, None)
+            local = getattr(s.profile, local_attr, None)
+            if gw is not None and local is not None and gw.version == local.version:
+                out.append(ipaddress.ip_interface((gw, local.network.prefixlen)).network)
+    return out
 
 
-def _defaults_tunnel(config) -> list:
+def _defaults_tunnel(config, gw_attr: str = "gateway_ip", local_attr: str = "local_cidr") -> list:
     d = config.defaults
-    gw, local = d.gateway_ip, d.local_cidr
+    gw, local = getattr(d, gw_attr, None), getattr(d, local_attr, None)
     if gw is None:
         return [local.network] if local is not None else []
     if local is not None and local.version == gw.version:
         prefix = local.network.prefixlen
     else:
-        holding = [s.profile.local_cidr.network for s in config.clients.values()
-                   if s.profile.local_cidr is not None
-                   and s.profile.local_cidr.version == gw.version
-                   and gw in s.profile.local_cidr.network]
+        holding = [n.network for s in config.clients.values()
+                   for n in (getattr(s.profile, local_attr, None),)
+                   if n is not None and n.version == gw.version and gw in n.network]
         prefix = min((n.prefixlen for n in holding), default=DEFAULT_PREFIX[gw.version])
     return [ipaddress.ip_interface((gw, prefix)).network]
 
@@ -175,13 +189,16 @@ def config_errors(config, server_interfaces=()) -> list:
     out = []
     for cid, section in config.clients.items():
         prof = config.profile_for(cid)
-        if prof.local_cidr is not None:
-            r = policy.check(prof.local_cidr.ip, cid)
+        for attr in ("local_cidr", "local_cidr6"):
+            local = getattr(prof, attr, None)
+            if local is None:
+                continue
+            r = policy.check(local.ip, cid)
             if r is not None:
-                own = section.profile.local_cidr is not None
-                line = lines.get((cid if own else None, "local_cidr"), section.line)
+                own = getattr(section.profile, attr, None) is not None
+                line = lines.get((cid if own else None, attr), section.line)
                 where = "" if own else " (from [defaults])"
-                out.append((line, f"[client {section.id}] local_cidr={prof.local_cidr}"
+                out.append((line, f"[client {section.id}] local_cidr={local}"
                                   f"{where}: {r.message} ({r.reason})"))
         for net in section.profile.allowed:
             r = policy.network_refusal(net)

@@ -137,7 +137,8 @@ def _server(opts: Options, report: Report) -> None:
                      f"{_profile(merge(config.defaults, sec.profile))}; key {key}")
     if tun is not None:
         routes = ", ".join(map(str, tun.routes)) or "none"
-        L.append(f"  server TUN: {tun.address} mtu {tun.mtu}, routes {routes}, "
+        addrs = " ".join(str(a) for a in (tun.address, tun.address6) if a is not None)
+        L.append(f"  server TUN: {addrs} mtu {tun.mtu}, routes {routes}, "
                  f"device {opts.tun_dev or '/dev/net/tun, else /dev/camex'}")
     if "v2" in served and opts.keylog:
         L.append(f"  keylog: v2 session keys appended to {opts.keylog} (debugging only)")
@@ -168,9 +169,11 @@ def _client_keys(config: ServerConfig | None) -> str:
 
 
 def _profile(p) -> str:
-    parts = [f"address {p.local_cidr}" if p.local_cidr else "no address (manual clients)"]
-    if p.gateway_ip:
-        parts.append(f"gateway {p.gateway_ip}")
+    addrs = [str(a) for a in (p.local_cidr, getattr(p, "local_cidr6", None)) if a]
+    parts = [f"address {' '.join(addrs)}" if addrs else "no address (manual clients)"]
+    gws = [str(g) for g in (p.gateway_ip, getattr(p, "gateway_ip6", None)) if g]
+    if gws:
+        parts.append(f"gateway {' '.join(gws)}")
     if p.mtu:
         parts.append(f"mtu {p.mtu}")
     parts.append("routes " + (", ".join(map(str, p.routes)) or "none"))
@@ -187,6 +190,10 @@ def _config_warnings(config: ServerConfig) -> list[str]:
         prof = merge(config.defaults, sec.profile)
         ip = prof.local_cidr.ip if prof.local_cidr else None
         if ip is None:
+            if prof.local_cidr6 is not None:
+                out.append(f"{config.path}:{sec.line}: [client {sec.id}] has only an IPv6 "
+                           f"local_cidr: a legacy client with this ID gets no configuration "
+                           f"(the legacy protocol carries IPv4 only; v2 clients are served)")
             continue
         first = owner.setdefault(ip, sec)
         if first is not sec:
@@ -248,7 +255,9 @@ def _client(opts: Options, report: Report) -> None:
                  f"from the server")
     else:
         routes = ", ".join(map(str, opts.routes)) or "none"
-        L.append(f"  address {opts.local_cidr}, gateway {opts.gateway_ip or 'none'}, "
+        addrs = " ".join(str(a) for a in (opts.local_cidr, opts.local_cidr6) if a)
+        gws = " ".join(str(g) for g in (opts.gateway_ip, opts.gateway_ip6) if g)
+        L.append(f"  address {addrs}, gateway {gws or 'none'}, "
                  f"routes {routes}, mtu {opts.mtu or 'default for the protocol'}")
     L.append(f"  TUN: {opts.tun_dev or '/dev/net/tun, else /dev/camex'}")
     if opts.keylog:

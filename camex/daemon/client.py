@@ -5,6 +5,7 @@ place, so that batching and offloads slot in without a rewrite."""
 from __future__ import annotations
 
 import functools
+import os
 import selectors
 import socket
 
@@ -41,8 +42,10 @@ def make_core(opts, client_id, key, keylog=None) -> ClientCore:
     legacy fallback (auto, when there is a passphrase for v2). `keylog`:
     callable(line) for v2 session keys (--keylog)."""
     def legacy():
+        # The legacy protocol carries IPv4 only: its core gets the IPv4 part.
         return LegacyClient(auto=opts.auto, client_id=client_id, local_cidr=opts.local_cidr,
-                            gateway=opts.gateway_ip, routes=opts.routes, mtu=opts.mtu, key=key)
+                            gateway=opts.gateway_ip, mtu=opts.mtu, key=key,
+                            routes=[r for r in opts.routes if r.version == 4])
 
     if opts.protocol == "legacy" or not opts.psk:
         return legacy()
@@ -52,8 +55,35 @@ def make_core(opts, client_id, key, keylog=None) -> ClientCore:
     v2 = V2ClientCore(auto=opts.auto, passphrase=opts.psk, client_id=client_id,
                       local_cidr=opts.local_cidr, gateway=opts.gateway_ip, routes=opts.routes,
                       mtu=opts.mtu, keepalive=opts.keepalive, timers=v2_timers(opts),
-                      keylog=keylog)
+                      keylog=keylog, local_cidr6=getattr(opts, "local_cidr6", None),
+                      gateway6=getattr(opts, "gateway_ip6", None),
+                      ipv6=not _camex_ko(opts.tun_dev))
     return v2 if opts.protocol == "v2" else AutoClientCore(v2, legacy)
+
+
+def _camex_ko(tun_dev: str | None) -> bool:
+    """Is the TUN camex.ko's (/dev/camex)? Its contract is IPv4 only."""
+    return tun_dev is not None and os.path.basename(tun_dev) == "camex"
+
+
+def ipv6_not_carried(opts, tun_path: str | None = None) -> str | None:
+    """The start-up line of a client whose TUN carries no IPv6 (camex.ko:
+    --tun-dev, or `tun_path`, the device that opened) while its command
+    line asks for IPv6 inside the tunnel, or might get it (auto mode over
+    v2); None otherwise."""
+    path = tun_path or opts.tun_dev
+    if not _camex_ko(path):
+        return None
+    six = [str(x) for x in (getattr(opts, "local_cidr6", None),
+                            getattr(opts, "gateway_ip6", None)) if x is not None]
+    six += [str(r) for r in opts.routes if r.version == 6]
+    if six:
+        return (f"IPv6 inside the tunnel is not carried on {path} (camex.ko carries "
+                f"IPv4 only): {', '.join(six)} not installed")
+    if opts.auto and opts.psk and opts.protocol != "legacy":
+        return (f"IPv6 inside the tunnel is not carried on {path} (camex.ko carries "
+                f"IPv4 only): IPv6 addresses and routes of the server's profile are not asked for")
+    return None
 
 
 class ClientIO:
@@ -115,6 +145,12 @@ class ClientDaemon:
             except OSError as e:
                 raise StartupError(str(e)) from None
             self.io.prepare_interface(self.tun.name)
+            line = ipv6_not_carried(self.opts, self.tun.path)
+            if line is not None:
+                LOG.warning("%s", line)
+            v2core = getattr(self.core, "v2", self.core)
+            if _camex_ko(self.tun.path) and hasattr(v2core, "drop_ipv6"):
+                v2core.drop_ipv6()
             if self.core.bulk:
                 # BULK pays only where the TUN takes a super-packet whole
                 # (virtio-net header); camex.ko's would be cut in Python,
@@ -314,8 +350,10 @@ class ClientDaemon:
         except netlink.NetlinkConfigError as e:
             LOG.error("%s", e)
             return
-        LOG.info("tunnel up: dev %s address %s mtu %d%s%s", self.tun.name, cfg.address,
-                 cfg.mtu, f" gateway {cfg.gateway}" if cfg.gateway else "",
+        addrs = " ".join(str(a) for a in (cfg.address, cfg.address6) if a is not None)
+        gws = " ".join(str(g) for g in (cfg.gateway, cfg.gateway6) if g is not None)
+        LOG.info("tunnel up: dev %s address %s mtu %d%s%s", self.tun.name, addrs,
+                 cfg.mtu, f" gateway {gws}" if gws else "",
                  "".join(f" route {r}" for r in cfg.routes))
         self.up = True
 
@@ -333,7 +371,9 @@ class ClientDaemon:
             "encrypted": self.key is not None or core.protocol == "v2",
             "client_id": core.client_id,
             "interface": self.tun.name if self.tun else None,
-            "address": str(core.config.address) if core.config else None,
+            "address": str(core.config.address) if core.config and core.config.address else None,
+            "address6": str(core.config.address6) if core.config and getattr(
+                core.config, "address6", None) else None,
             "mtu": core.config.mtu if core.config else None,
             "server": f"{self.server[0]}:{self.server[1]}" if self.server else
                       f"{self.opts.server_host}:{self.opts.port}",

@@ -13,7 +13,8 @@ ServerConfig or raises.
 from __future__ import annotations
 
 import re
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import (IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface,
+                       IPv6Network)
 
 from camex.base import addrpolicy
 from camex.legacy.codec import (MAX_CLIENT_ID_LEN, MAX_MTU, MAX_ROUTES, MIN_MTU,
@@ -65,16 +66,69 @@ def parse_ipv4(text: str) -> IPv4Address:
 def _split_cidr(text: str) -> tuple[str, int]:
     addr, sep, prefix = text.partition("/")
     if not sep:
-        raise ValueError(f"{_quote(text)} has no prefix length (write it as a.b.c.d/nn)")
+        raise ValueError(f"{_quote(text)} has no prefix length (write it as "
+                         f"{'x:y::z/nn' if ':' in addr else 'a.b.c.d/nn'})")
+    if ":" in addr:
+        parse_ip(addr)
+        if not (prefix.isascii() and _DECIMAL.fullmatch(prefix)) or int(prefix) > 128:
+            raise ValueError(f"{_quote(text)} has a bad prefix length (0..128 for IPv6)")
+        return addr, int(prefix)
     if not (prefix.isascii() and _DECIMAL.fullmatch(prefix)) or int(prefix) > 32:
         raise ValueError(f"{_quote(text)} has a bad prefix length (0..32)")
     parse_ipv4(addr)
     return addr, int(prefix)
 
 
-def parse_host_cidr(text: str) -> IPv4Interface:
-    """A tunnel address with its prefix, e.g. 10.0.0.2/24 (not 10.0.0.0/24)."""
+def parse_ipv6(text: str) -> IPv6Address:
+    """An IPv6 address inside the tunnel: no scope id (a tunnel address is
+    global to the tunnel), no IPv4-mapped form (say the IPv4 address)."""
+    if "%" in text:
+        raise ValueError(f"{_quote(text)} has a scope id ({text[text.index('%'):]!r}); "
+                         f"tunnel addresses and routes take none")
+    try:
+        a = IPv6Address(text)
+    except ValueError:
+        raise ValueError(f"{_quote(text)} is not an IPv6 address") from None
+    if a.ipv4_mapped is not None:
+        raise ValueError(f"{_quote(text)} is an IPv4-mapped IPv6 address; write the "
+                         f"IPv4 address {a.ipv4_mapped} instead")
+    return a
+
+
+def parse_ip(text: str) -> IPv4Address | IPv6Address:
+    """An address of either family (IPv6 when it holds a ':')."""
+    return parse_ipv6(text) if ":" in text else parse_ipv4(text)
+
+
+def parse_gateway(text: str) -> IPv4Address | IPv6Address:
+    """A tunnel gateway of either family. An IPv6 link-local one is refused:
+    every interface has its own fe80::/64, so it names no host of the tunnel."""
+    a = parse_ip(text)
+    if a.version == 6 and (a.is_link_local or a.is_multicast or a.is_unspecified
+                           or a.is_loopback):
+        kind = "link-local" if a.is_link_local else "not a unicast host address"
+        raise ValueError(f"{_quote(text)} is {kind}; a tunnel gateway needs a global or "
+                         f"unique-local IPv6 address (as the clients' own)")
+    return a
+
+
+def parse_host_cidr(text: str) -> IPv4Interface | IPv6Interface:
+    """A tunnel address with its prefix, e.g. 10.0.0.2/24 (not 10.0.0.0/24),
+    or fd00:c::2/64."""
     addr, prefix = _split_cidr(text)
+    if ":" in addr:
+        iface6 = IPv6Interface(f"{addr}/{prefix}")
+        ip6, net6 = iface6.ip, iface6.network
+        if (ip6.is_unspecified or ip6.is_multicast or ip6.is_loopback or ip6.is_link_local
+                or int(ip6) >> 32 == 0):
+            raise ValueError(f"{_quote(text)} is not a usable tunnel address (unspecified, "
+                             f"loopback, multicast, link-local or IPv4-compatible)")
+        if prefix == 0:
+            raise ValueError(f"{_quote(text)}: prefix length 0 is not a tunnel subnet")
+        if prefix < 127 and ip6 == net6.network_address:
+            raise ValueError(f"{_quote(text)} is the network address; give the host's "
+                             f"own address, e.g. {net6.network_address + 1}/{prefix}")
+        return iface6
     iface = IPv4Interface(f"{addr}/{prefix}")
     ip, net = iface.ip, iface.network
     if ip.is_unspecified or ip.is_multicast or ip == IPv4Address("255.255.255.255"):
@@ -89,14 +143,16 @@ def parse_host_cidr(text: str) -> IPv4Interface:
     return iface
 
 
-def parse_route(text: str) -> IPv4Network:
-    """A destination network routed into the tunnel, e.g. 10.251.0.0/24."""
+def parse_route(text: str) -> IPv4Network | IPv6Network:
+    """A destination network routed into the tunnel, e.g. 10.251.0.0/24 or
+    fd00:251::/48."""
     addr, prefix = _split_cidr(text)
+    net_type = IPv6Network if ":" in addr else IPv4Network
     try:
-        return IPv4Network(f"{addr}/{prefix}")
+        return net_type(f"{addr}/{prefix}")
     except ValueError:
         # Host bits set: the kernel would refuse the route, so say so now.
-        net = IPv4Network(f"{addr}/{prefix}", strict=False)
+        net = net_type(f"{addr}/{prefix}", strict=False)
         raise ValueError(f"{_quote(text)} has host bits set (did you mean {net}?)") from None
 
 
@@ -150,15 +206,24 @@ class ConfigError(Exception):
 # per [client ID] section: __slots__ keep a large file small.
 
 class Profile(Value):
-    __slots__ = ("local_cidr", "gateway_ip", "routes", "mtu", "allowed", "client_cidr")
+    """One section's values. `local_cidr`/`gateway_ip` are the IPv4 ones (what
+    the legacy protocol carries), `local_cidr6`/`gateway_ip6` the IPv6 ones
+    (v2 only); `routes`, `allowed` and `client_cidr` hold both families."""
+
+    __slots__ = ("local_cidr", "gateway_ip", "routes", "mtu", "allowed", "client_cidr",
+                 "local_cidr6", "gateway_ip6")
 
     def __init__(self, local_cidr: IPv4Interface | None = None,
                  gateway_ip: IPv4Address | None = None,
-                 routes: list[IPv4Network] | None = None, mtu: int | None = None,
-                 allowed: list[IPv4Network] | None = None,
-                 client_cidr: list[IPv4Network] | None = None):
+                 routes: list | None = None, mtu: int | None = None,
+                 allowed: list | None = None,
+                 client_cidr: list | None = None,
+                 local_cidr6: IPv6Interface | None = None,
+                 gateway_ip6: IPv6Address | None = None):
         self.local_cidr = local_cidr
         self.gateway_ip = gateway_ip
+        self.local_cidr6 = local_cidr6
+        self.gateway_ip6 = gateway_ip6
         self.routes = [] if routes is None else routes
         self.mtu = mtu
         # Networks behind the client whose addresses it may use as inner
@@ -226,12 +291,15 @@ def merge(defaults: Profile, own: Profile) -> Profile:
         routes=routes,
         mtu=own.mtu if own.mtu is not None else defaults.mtu,
         allowed=list(own.allowed),
+        local_cidr6=own.local_cidr6 if own.local_cidr6 is not None else defaults.local_cidr6,
+        gateway_ip6=own.gateway_ip6 if own.gateway_ip6 is not None else defaults.gateway_ip6,
     )
 
 
 # ------------------------------------------------------------ parser
 
 _SINGLE_KEYS = ("local_cidr", "gateway_ip", "mtu", "psk")
+_FAMILY_KEYS = ("local_cidr", "gateway_ip")   # once per address family
 _KNOWN_KEYS = _SINGLE_KEYS + ("route_cidr", "allowed_cidr", "client_cidr")
 
 
@@ -344,17 +412,20 @@ def _key_line(cfg: ServerConfig, line: str, lineno: int, current: Profile | None
         return
     if not value:
         raise _LineError(f"{key}: empty value")
+    # local_cidr= and gateway_ip= once per family: an IPv4 and an IPv6 one.
+    slot = key + "6" if key in _FAMILY_KEYS and ":" in value else key
     if key in _SINGLE_KEYS:
-        if key in seen_keys:
-            raise _LineError(f"{key}: given twice in this section (first at line "
-                             f"{seen_keys[key]})")
-        seen_keys[key] = lineno
+        if slot in seen_keys:
+            family = " (IPv6)" if slot != key else " (IPv4)" if key in _FAMILY_KEYS else ""
+            raise _LineError(f"{key}: given twice in this section{family} (first at line "
+                             f"{seen_keys[slot]})")
+        seen_keys[slot] = lineno
     try:
         _apply(current, section, key, value)
     except ValueError as e:
         raise _LineError(f"{key}: {e}") from None
     owner = section.id.lower() if section is not None else None
-    cfg.key_lines.setdefault((owner, key), lineno)
+    cfg.key_lines.setdefault((owner, slot), lineno)
     if key == "allowed_cidr":
         cfg.key_lines[(owner, key, str(current.allowed[-1]))] = lineno
 
@@ -379,9 +450,17 @@ def _add_network(nets: list, value: str) -> None:
 
 def _apply(prof: Profile, section: ClientSection | None, key: str, value: str) -> None:
     if key == "local_cidr":
-        prof.local_cidr = parse_host_cidr(value)
+        iface = parse_host_cidr(value)
+        if iface.version == 6:
+            prof.local_cidr6 = iface
+        else:
+            prof.local_cidr = iface
     elif key == "gateway_ip":
-        prof.gateway_ip = parse_ipv4(value)
+        gw = parse_gateway(value)
+        if gw.version == 6:
+            prof.gateway_ip6 = gw
+        else:
+            prof.gateway_ip = gw
     elif key == "mtu":
         prof.mtu = parse_mtu(value)
     elif key == "psk":
@@ -403,8 +482,9 @@ def _apply(prof: Profile, section: ClientSection | None, key: str, value: str) -
         route = parse_route(value)
         if route in prof.routes:
             raise ValueError(f"{route} is listed twice in this section")
-        if len(prof.routes) >= MAX_ROUTES:
-            raise ValueError(f"more than {MAX_ROUTES} routes in this section")
+        if sum(r.version == route.version for r in prof.routes) >= MAX_ROUTES:
+            raise ValueError(f"more than {MAX_ROUTES} routes (IPv{route.version}) in this "
+                             f"section")
         prof.routes.append(route)
 
 
@@ -412,10 +492,13 @@ def _check_merged_routes(cfg: ServerConfig) -> list[ConfigError]:
     # A CONFIG message carries at most 16 routes; a merged profile with more
     # would be silently cut on the wire, so refuse the file instead.
     problems = []
+    # (v2 carries at most 16 of each family.)
     for sec in cfg.clients.values():
         merged = merge(cfg.defaults, sec.profile)
-        if len(merged.routes) > MAX_ROUTES:
-            problems.append(ConfigError(
-                cfg.path, sec.line, f"[client {sec.id}]: {len(merged.routes)} routes with "
-                                    f"those of [defaults], at most {MAX_ROUTES}"))
+        for version in (4, 6):
+            n = sum(r.version == version for r in merged.routes)
+            if n > MAX_ROUTES:
+                problems.append(ConfigError(
+                    cfg.path, sec.line, f"[client {sec.id}]: {n} routes (IPv{version}) with "
+                                        f"those of [defaults], at most {MAX_ROUTES}"))
     return problems

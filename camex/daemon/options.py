@@ -17,11 +17,11 @@ import os
 import re
 import stat
 import sys
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
 from camex import __version__
-from camex.daemon.config import (DEFAULT_PATH, parse_host_cidr, parse_int, parse_ipv4,
-                          parse_mtu, parse_psk, parse_route)
+from camex.daemon.config import (DEFAULT_PATH, parse_gateway, parse_host_cidr, parse_int,
+                                parse_ipv4, parse_mtu, parse_psk, parse_route)
 from camex.legacy.server import MAX_CLIENTS
 from camex.legacy.codec import MAX_CLIENT_ID_LEN, MAX_ROUTES
 
@@ -57,13 +57,13 @@ class Options:
               "bind_ip", "config", "routes", "mtu", "psk", "encrypt", "tun_dev", "pid_file",
               "bind_dev", "log_level", "protocol", "legacy", "server_tun", "keepalive",
               "rekey_after", "max_clients", "keylog", "control_socket", "extra", "config_given",
-              "psk_source", "psk_file", "check", "state_dir")
+              "psk_source", "psk_file", "check", "state_dir", "local_cidr6", "gateway_ip6")
 
     def __init__(self, mode: str = "client", auto: bool = False, name: str | None = None,
                  local_cidr: IPv4Interface | None = None,
                  gateway_ip: IPv4Address | None = None, server_host: str | None = None,
                  port: int = 0, bind_ip: str | None = None, config: str = DEFAULT_PATH,
-                 routes: list[IPv4Network] | None = None, mtu: int | None = None,
+                 routes: list | None = None, mtu: int | None = None,
                  psk: bytes | None = None, encrypt: bool = False, tun_dev: str | None = None,
                  pid_file: str | None = None, bind_dev: str | None = None,
                  log_level: str = "info", protocol: str = "auto", legacy: bool = True,
@@ -73,7 +73,9 @@ class Options:
                  control_socket: str = "", extra: dict | None = None,
                  config_given: bool = False, psk_source: str | None = None,
                  psk_file: str | None = None, check: bool = False,
-                 state_dir: str = DEFAULT_STATE_DIR):
+                 state_dir: str = DEFAULT_STATE_DIR,
+                 local_cidr6: IPv6Interface | None = None,
+                 gateway_ip6: IPv6Address | None = None):
         self.mode = mode
         self.auto = auto
         self.name = name
@@ -106,6 +108,9 @@ class Options:
         self.psk_file = psk_file          # so that SIGHUP can re-read it (read_psk_file)
         self.check = check                # --check: camex.check_config, then exit
         self.state_dir = state_dir        # --state-dir: server, clients kept across restarts
+        # -l / -g with an IPv6 value (v2 only; local_cidr/gateway_ip are IPv4):
+        self.local_cidr6 = local_cidr6
+        self.gateway_ip6 = gateway_ip6
 
     def __repr__(self) -> str:
         return f"Options({self.describe()})"
@@ -119,7 +124,7 @@ class Options:
                 value = f"<set, from {self.psk_source}>" if value else None
             elif name == "routes":
                 value = ",".join(str(r) for r in value) or None
-            elif name == "extra" and not value:
+            elif name in ("extra", "local_cidr6", "gateway_ip6") and not value:
                 continue
             parts.append(f"{name}={value}")
         return " ".join(parts)
@@ -194,13 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     a("-M", "--mode", metavar="client|server", help="role (required)")
     a("-a", "--auto", action="store_true", help="client: get the address from the server (auto mode)")
     a("-n", "--name", metavar="ID", help=f"client ID for auto mode (1..{MAX_CLIENT_ID_LEN} of A-Z a-z 0-9 . _ : -; default: MAC of the default-route interface)")
-    a("-l", "--local-cidr", metavar="A.B.C.D/NN", help="client: tunnel address with prefix (manual mode)")
-    a("-g", "--gateway-ip", metavar="A.B.C.D", help="client: tunnel gateway address")
+    a("-l", "--local-cidr", metavar="ADDR/NN", action="append", default=[],
+      help="client: tunnel address with prefix (manual mode); one IPv4 and/or one IPv6 "
+           "(IPv6: v2 only)")
+    a("-g", "--gateway-ip", metavar="ADDR", action="append", default=[],
+      help="client: tunnel gateway address; one per address family")
     a("-s", "--server-host", metavar="HOST", help="client: server name or IPv4 address")
     a("-p", "--port", metavar="PORT", help="UDP port (required)")
     a("-b", "--bind-ip", metavar="A.B.C.D", help="local IPv4 address to bind")
     a("-f", "--config", metavar="FILE", help=f"server configuration file (default {DEFAULT_PATH})")
-    a("-c", "--route-cidr", metavar="NET/NN", action="append", default=[], help=f"client: route this network into the tunnel (repeatable, at most {MAX_ROUTES})")
+    a("-c", "--route-cidr", metavar="NET/NN", action="append", default=[], help=f"client: route this network into the tunnel (repeatable, IPv4 or IPv6, at most {MAX_ROUTES} of each)")
     a("-t", "--mtu", metavar="MTU", help="tunnel MTU, 576..9000")
     a("-k", "--psk", metavar="PASS", help="passphrase, 1..63 bytes")
     a("-e", "--encrypt", action="store_true", help="encrypt (ChaCha20-Poly1305); both ends must agree")
@@ -401,14 +409,25 @@ def parse_args(argv: list[str] | None = None, environ=None, *,
     if args.name is not None:
         with gather:
             o.name = _check("--name", _name, args.name)
-    if args.local_cidr is not None:
+    for text in args.local_cidr:
         with gather:
-            o.local_cidr = _check("--local-cidr", parse_host_cidr, args.local_cidr)
-    if args.gateway_ip is not None:
+            iface = _check("--local-cidr", parse_host_cidr, text)
+            attr = "local_cidr6" if iface.version == 6 else "local_cidr"
+            if getattr(o, attr) is not None:
+                raise UsageError(f"--local-cidr: one IPv{iface.version} address only, got "
+                                 f"{getattr(o, attr)} and {iface}")
+            setattr(o, attr, iface)
+    for text in args.gateway_ip:
         with gather:
-            o.gateway_ip = _check("--gateway-ip", parse_ipv4, args.gateway_ip)
-            if o.local_cidr is not None and o.gateway_ip == o.local_cidr.ip:
-                raise UsageError(f"--gateway-ip: {o.gateway_ip} is the local address itself")
+            gw = _check("--gateway-ip", parse_gateway, text)
+            attr = "gateway_ip6" if gw.version == 6 else "gateway_ip"
+            if getattr(o, attr) is not None:
+                raise UsageError(f"--gateway-ip: one IPv{gw.version} gateway only, got "
+                                 f"{getattr(o, attr)} and {gw}")
+            setattr(o, attr, gw)
+            local = o.local_cidr6 if gw.version == 6 else o.local_cidr
+            if local is not None and gw == local.ip:
+                raise UsageError(f"--gateway-ip: {gw} is the local address itself")
     if args.server_host is not None:
         with gather:
             o.server_host = _check("--server-host", _server_host, args.server_host)
@@ -426,8 +445,11 @@ def parse_args(argv: list[str] | None = None, environ=None, *,
                 if route in o.routes:
                     raise UsageError(f"--route-cidr: {route} given twice")
                 o.routes.append(route)
-        if len(o.routes) > MAX_ROUTES:
-            raise UsageError(f"--route-cidr: at most {MAX_ROUTES} routes, got {len(o.routes)}")
+        for version in (4, 6):
+            n = sum(r.version == version for r in o.routes)
+            if n > MAX_ROUTES:
+                raise UsageError(f"--route-cidr: at most {MAX_ROUTES} routes, got {n} "
+                                 f"(IPv{version})")
     if args.mtu is not None:
         with gather:
             o.mtu = _check("--mtu", parse_mtu, args.mtu)
@@ -493,8 +515,13 @@ def _conflicts(o: Options, args) -> list[str]:
     else:
         if o.server_host is None:
             out.append("--server-host: required for a client")
-        if not o.auto and o.local_cidr is None:
+        if not o.auto and o.local_cidr is None and o.local_cidr6 is None:
             out.append("--local-cidr: required for a manual client (or use --auto)")
+        elif not o.auto and o.local_cidr is None and (o.protocol != "v2" or not o.psk):
+            # The legacy protocol (a fallback of --protocol auto too)
+            # carries IPv4 only: an IPv6-only client has nothing to say there.
+            out.append(f"--local-cidr: {o.local_cidr6} alone needs --protocol v2 and a "
+                       f"passphrase (the legacy protocol carries IPv4 only; add an IPv4 -l)")
         if args.no_legacy:
             out.append("--no-legacy: only for a server (a client picks with --protocol)")
         if args.server_tun:

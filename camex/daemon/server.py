@@ -46,16 +46,29 @@ def protocols(opts, config) -> list[str]:
 def tun_config(opts, config) -> IfConfig:
     """The --server-tun TUN's address: -l, else the gateway of [defaults]
     (also `camex check-config`)."""
-    address = opts.local_cidr
-    if address is None:
-        gw = config.defaults.gateway_ip if config else None
-        if gw is None:
-            raise StartupError("--server-tun: needs -l A.B.C.D/NN or gateway_ip "
-                               "in the [defaults] of the configuration file")
-        local = config.defaults.local_cidr
-        prefix = local.network.prefixlen if local is not None else 24
-        address = ipaddress.IPv4Interface(f"{gw}/{prefix}")
-    return IfConfig(address, opts.mtu or default_mtu(opts.encrypt), None, list(opts.routes))
+    address, address6 = _tun_address(opts, config, 4), _tun_address(opts, config, 6)
+    if address is None and address6 is None:
+        raise StartupError("--server-tun: needs -l A.B.C.D/NN or gateway_ip "
+                           "in the [defaults] of the configuration file")
+    return IfConfig(address, opts.mtu or default_mtu(opts.encrypt), None, list(opts.routes),
+                    address6=address6)
+
+
+def _tun_address(opts, config, version: int):
+    """The server TUN's address of one family: -l of that family, else the
+    [defaults] gateway_ip of that family with the prefix of its local_cidr
+    (24 for IPv4, 64 for IPv6 without one), else None."""
+    six = version == 6
+    own = getattr(opts, "local_cidr6", None) if six else opts.local_cidr
+    if own is not None:
+        return own
+    d = config.defaults if config else None
+    gw = getattr(d, "gateway_ip6" if six else "gateway_ip", None)
+    if gw is None:
+        return None
+    local = getattr(d, "local_cidr6" if six else "local_cidr", None)
+    prefix = local.network.prefixlen if local is not None else (64 if six else 24)
+    return ipaddress.ip_interface(f"{gw}/{prefix}")
 def _netlink_link(ifname: str):
     # Only a server with a TUN of its own configures a link (through a
     # helper child: camex.io.netlink), so the module loads only then.
@@ -92,7 +105,9 @@ class ServerDaemon:
         config = load_config()
         self.tun_config = tun_config(opts, config) if opts.server_tun else None
         # The server TUN's address is the server's: no client may hold it.
-        self.server_interfaces = [self.tun_config.address] if self.tun_config else []
+        self.server_interfaces = [a for a in (self.tun_config.address,
+                                              self.tun_config.address6)
+                                  if a is not None] if self.tun_config else []
         if config is not None:
             check_policy(config, self.server_interfaces)
         self.protocols = protocols(opts, config)
@@ -133,7 +148,8 @@ class ServerDaemon:
             raise StartupError(f"--server-tun: {e}") from None
         self.loop.sel.register(self.tun, selectors.EVENT_READ, self._tun_readable)
         LOG.info("server TUN %s address %s mtu %d (%s)", self.tun.name,
-                 self.tun_config.address, self.tun_config.mtu, self.tun.why)
+                 " ".join(str(a) for a in (self.tun_config.address, self.tun_config.address6)
+                          if a is not None), self.tun_config.mtu, self.tun.why)
 
     def _tun_readable(self) -> None:
         # A lone packet goes out at once, a burst is drained in batches

@@ -60,7 +60,8 @@ def format_status(path: str, st: dict) -> str:
         lines.append(f"  address refusals: {refused}")
         for c in sorted(st["clients"], key=lambda c: c["address"]):
             lines.append(f"  client {c['client_id'] or '-'}")
-            lines.append(f"    address: {c['address']}   endpoint: {c['endpoint']}")
+            addrs = " ".join(c.get("addresses") or [c["address"]])
+            lines.append(f"    address: {addrs}   endpoint: {c['endpoint']}")
             lines.append(f"    protocol: {c['protocol']} ({c['mode']})   key: {c['key'] or 'none'}")
             lines.append(f"    connected since: {_since(st, c)}")
             lines.append(f"    registered: {_ago(c['registered_ago'])}   "
@@ -70,7 +71,8 @@ def format_status(path: str, st: dict) -> str:
                          f"({c['tx_packets']} pkts)")
     else:
         lines.append(f"client {st.get('client_id') or '-'}: interface {st.get('interface')} "
-                     f"address {st.get('address')} mtu {st.get('mtu')}   [{path}]")
+                     f"address {' '.join(str(a) for a in (st.get('address'), st.get('address6')) if a) or None} "
+                     f"mtu {st.get('mtu')}   [{path}]")
         lines.append(f"  server: {st['server']} from port {st.get('local_port')}   "
                      f"protocol: {st['protocol']} "
                      f"({'encrypted' if st['encrypted'] else 'plaintext'})")

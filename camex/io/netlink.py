@@ -68,6 +68,7 @@ class LinkConfig:
         except OSError:
             raise NetlinkConfigError(f"interface {ifname} not found") from None
         self.address = None
+        self.address6 = None
         self.routes: list = []
         # Largest TSO super-packet the kernel may hand the TUN (None: the
         # kernel's 64 KiB); a v2 daemon sets it so that a BULK frame is one
@@ -81,23 +82,36 @@ class LinkConfig:
     def apply(self, cfg) -> None:
         """Make the interface match `cfg` (an IfConfig), changing only what differs."""
         wanted = list(dict.fromkeys(cfg.routes))
+        address6 = getattr(cfg, "address6", None)
         # A gateway inside the local subnet is reachable on the link; any
         # other gateway would make the kernel refuse the route.
-        gateway = cfg.gateway if cfg.gateway is not None and \
+        gateway = cfg.gateway if cfg.gateway is not None and cfg.address is not None and \
             cfg.gateway in cfg.address.network else None
+        gateway6 = getattr(cfg, "gateway6", None)
+        if gateway6 is not None and (address6 is None or gateway6 not in address6.network):
+            gateway6 = None
+        if address6 is None:
+            wanted = [n for n in wanted if n.version == 4]   # no IPv6 on the link
+        else:
+            enable_ipv6(self.ifname)
         by_name = {str(n): n for n in self.routes + wanted}
+        _s = lambda x: None if x is None else str(x)   # noqa: E731
         try:
             state = _call("apply", self.index, self.ifname, cfg.mtu, TX_QUEUE_LEN,
-                          str(cfg.address),
-                          None if self.address is None else str(self.address),
+                          _s(cfg.address), _s(self.address),
                           [str(n) for n in self.routes], [str(n) for n in wanted],
-                          None if gateway is None else str(gateway), self.gso_max_size)
+                          _s(gateway), self.gso_max_size,
+                          _s(address6), _s(self.address6), _s(gateway6))
         finally:
             _helper.release()
         if state["address"] is None:
             self.address = None
         elif state["address"] == str(cfg.address):
             self.address = cfg.address
+        if state.get("address6") is None:
+            self.address6 = None
+        elif state["address6"] == str(address6):
+            self.address6 = address6
         self.routes = [by_name[n] for n in state["routes"]]
         for warning in state["warnings"]:
             LOG.warning("%s", warning)
@@ -109,13 +123,14 @@ class LinkConfig:
         try:
             _call("clear", self.index,
                   None if self.address is None else str(self.address),
-                  [str(n) for n in self.routes])
+                  [str(n) for n in self.routes],
+                  None if self.address6 is None else str(self.address6))
         except NetlinkConfigError as e:
             LOG.error("could not remove the address and routes of %s: %s", self.ifname, e)
         finally:
             _helper.release()
         self.routes = []
-        self.address = None
+        self.address = self.address6 = None
 
     def close(self) -> None:
         _helper.release()
@@ -125,6 +140,22 @@ def default_route_mac() -> str | None:
     """The MAC of the default-route interface as 12 upper-case hex digits.
     The helper stays for the link set-up that follows."""
     return _call("mac")
+
+
+def enable_ipv6(ifname: str) -> None:
+    """IPv6 on the TUN for a v2 client given an IPv6 tunnel address, and
+    nothing the kernel would add by itself: no link-local address
+    (addr_gen_mode 1), so no router solicitations into the tunnel (the
+    server would drop them as spoofed), and no router advertisements taken.
+    Best effort: absent without IPv6."""
+    base = f"/proc/sys/net/ipv6/conf/{ifname}/"
+    for name, value in (("addr_gen_mode", "1"), ("accept_ra", "0"),
+                        ("router_solicitations", "0"), ("disable_ipv6", "0")):
+        try:
+            with open(base + name, "w") as f:
+                f.write(value)
+        except OSError:
+            pass
 
 
 def disable_ipv6(ifname: str) -> None:

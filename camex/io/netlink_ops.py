@@ -16,6 +16,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 _ipr = None
+IFA_F_NODAD = 0x02   # linux/if_addr.h
 
 
 def _route() -> IPRoute:
@@ -30,19 +31,23 @@ def handle(op: str, *args):
     return OPS[op](*args)
 
 
-def apply(index: int, ifname: str, mtu: int, txqlen: int, address: str,
+def apply(index: int, ifname: str, mtu: int, txqlen: int, address: str | None,
           owned_address: str | None, owned_routes: list, wanted: list,
-          gateway: str | None, gso_max_size: int | None = None) -> dict:
-    """Bring interface `index` to `address`, `mtu`, up, and exactly the
-    routes in `wanted` among those we own; change only what differs.
+          gateway: str | None, gso_max_size: int | None = None,
+          address6: str | None = None, owned_address6: str | None = None,
+          gateway6: str | None = None) -> dict:
+    """Bring interface `index` to `address` (IPv4) and `address6` (IPv6;
+    either may be None), `mtu`, up, and exactly the routes in `wanted`
+    (both families) among those we own; change only what differs.
 
-    Returns what we own afterwards (address, routes), warnings for the log,
-    and "error" (None when all went well): on an error half-way the state
-    says how far it got, so that a later clear removes what was added.
+    Returns what we own afterwards (address, address6, routes), warnings
+    for the log, and "error" (None when all went well): on an error
+    half-way the state says how far it got, so that a later clear removes
+    what was added.
     """
     ipr = _route()
-    state = {"address": owned_address, "routes": list(owned_routes), "warnings": [],
-             "error": None}
+    state = {"address": owned_address, "address6": owned_address6,
+             "routes": list(owned_routes), "warnings": [], "error": None}
     try:
         # A deeper queue than tun's default 500: bursts of GSO-sized
         # receives otherwise overflow it and TCP sees losses.
@@ -60,16 +65,28 @@ def apply(index: int, ifname: str, mtu: int, txqlen: int, address: str,
             for msg in ipr.get_addr(family=socket.AF_INET, index=index):
                 ipr.addr("del", index=index, address=msg.get_attr("IFA_ADDRESS"),
                          prefixlen=msg["prefixlen"])
-            ip, prefix = address.split("/")
-            ipr.addr("add", index=index, address=ip, prefixlen=int(prefix))
-            state["address"] = address
+            if address is not None:
+                ip, prefix = address.split("/")
+                ipr.addr("add", index=index, address=ip, prefixlen=int(prefix))
+                state["address"] = address
+        if address6 != owned_address6:
+            if owned_address6 is not None:
+                _del_addr(ipr, index, owned_address6)
+                state["address6"] = None
+            if address6 is not None:
+                ip, prefix = address6.split("/")
+                # No duplicate address detection: the tunnel is point to
+                # point and the server has already granted the address.
+                ipr.addr("add", index=index, address=ip, prefixlen=int(prefix),
+                         flags=IFA_F_NODAD)
+                state["address6"] = address6
         ipr.link("set", index=index, state="up")
         for net in [r for r in state["routes"] if r not in wanted]:
             _del_route(ipr, index, net)
             state["routes"].remove(net)
         for net in wanted:
             if net not in state["routes"]:
-                if _add_route(ipr, index, net, gateway):
+                if _add_route(ipr, index, net, gateway6 if ":" in net else gateway):
                     state["routes"].append(net)
                 else:
                     state["warnings"].append(f"route {net} already exists; leaving it as it is")
@@ -106,13 +123,15 @@ def _del_addr(ipr, index: int, address: str) -> None:
         pass
 
 
-def clear(index: int, owned_address: str | None, owned_routes: list) -> None:
-    """Remove the routes and the address we added and take the link down."""
+def clear(index: int, owned_address: str | None, owned_routes: list,
+          owned_address6: str | None = None) -> None:
+    """Remove the routes and the addresses we added and take the link down."""
     ipr = _route()
     for net in owned_routes:
         _del_route(ipr, index, net)
-    if owned_address is not None:
-        _del_addr(ipr, index, owned_address)
+    for owned in (owned_address, owned_address6):
+        if owned is not None:
+            _del_addr(ipr, index, owned)
     try:
         ipr.link("set", index=index, state="down")
     except NetlinkError:

@@ -40,10 +40,14 @@ def default_mtu(encrypt: bool) -> int:
 
 
 def admit(core, packet) -> bool:
-    """May a packet read from the TUN enter the tunnel? Both client cores
-    (legacy and v2) carry IPv4 only, and an auto client nothing before it
-    has its configuration; a refused packet is counted in `core.drops`."""
+    """May a packet read from the TUN enter the tunnel? The legacy core
+    carries IPv4 only, the v2 core IPv6 too once its interface has an IPv6
+    address, and an auto client nothing before it has its configuration;
+    a refused packet is counted in `core.drops`."""
     if len(packet) < 20 or packet[0] >> 4 != 4:
+        if packet[:1] and packet[0] >> 4 == 6 and len(packet) >= 40 \
+                and getattr(core.config, "address6", None) is not None:
+            return not (core.auto and core.config is None)
         core.drops["not-ipv4"] += 1
         return False
     if core.auto and core.config is None:
@@ -56,14 +60,18 @@ class IfConfig(Value):
     """What the TUN interface should look like. Compared by value: a core
     reconfigures the interface only when the configuration changed."""
 
-    __slots__ = ("address", "mtu", "gateway", "routes")
+    __slots__ = ("address", "mtu", "gateway", "routes", "address6", "gateway6")
 
-    def __init__(self, address: ipaddress.IPv4Interface, mtu: int,
-                 gateway: ipaddress.IPv4Address | None = None, routes: list | None = None):
-        self.address = address
+    def __init__(self, address: ipaddress.IPv4Interface | None, mtu: int,
+                 gateway: ipaddress.IPv4Address | None = None, routes: list | None = None,
+                 address6: ipaddress.IPv6Interface | None = None,
+                 gateway6: ipaddress.IPv6Address | None = None):
+        self.address = address      # IPv4; None on an IPv6-only v2 client
         self.mtu = mtu
         self.gateway = gateway
-        self.routes = [] if routes is None else routes
+        self.routes = [] if routes is None else routes   # both families
+        self.address6 = address6    # v2 only: IPv6 inside the tunnel
+        self.gateway6 = gateway6
 
 
 class Reconnect:

@@ -370,7 +370,14 @@ class LegacyServer:
                 return
             prof = self.config.profile_for(client_id) if self.config else None
             if prof is None or prof.local_cidr is None:
+                v6 = prof is not None and getattr(prof, "local_cidr6", None) is not None
+                where = ""
+                if v6:
+                    sec = self.config.client(client_id)
+                    where = f"{self.config.path}:{sec.line}: " if sec is not None else ""
                 self._drop("unknown-client", addr,
+                           f"{where}[client {client_id}] has only an IPv6 local_cidr; the "
+                           f"legacy protocol carries IPv4 only" if v6 else
                            f"no address configured for client ID {client_id!r}")
                 return
             refusal = None
@@ -520,7 +527,7 @@ class LegacyServer:
         text = codec.config_message(
             client_id, prof.mtu, str(prof.local_cidr),
             str(prof.gateway_ip) if prof.gateway_ip else None,
-            [str(r) for r in prof.routes])
+            [str(r) for r in prof.routes if r.version == 4])   # legacy: IPv4 inside
         self._send(peer, codec.T_CONFIG, text)
 
     # ----------------------------------------------------------- relay

@@ -9,7 +9,7 @@
                         pseudo-header partial sum), a zero length ends the list
     CamexV2Payload      handshake payload (INIT request, RESP configuration):
                         TLVs type u8 | length u8 | value (§4.6), one class per
-                        known type (CamexV2TlvMode ... CamexV2TlvFeatures) and
+                        known type (CamexV2TlvMode ... CamexV2TlvRoute6) and
                         CamexV2Tlv for unknown types or odd lengths
 
 None of these layers ever raises on what it dissects and each rebuilds the
@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from scapy.fields import (ByteEnumField, ByteField, FieldLenField, FlagsField,
-                          IPField, PacketListField, ShortField, StrField,
+                          IP6Field, IPField, PacketListField, ShortField, StrField,
                           StrLenField)
 from scapy.packet import Packet
 
@@ -167,7 +167,9 @@ def bulk_records(items: Iterable) -> CamexV2BulkRecords:
 TLV_NAMES = {wire.TLV_MODE: "MODE", wire.TLV_LOCAL_CIDR: "LOCAL_CIDR",
              wire.TLV_GATEWAY: "GATEWAY_IP", wire.TLV_ROUTE: "ROUTE_CIDR",
              wire.TLV_MTU: "MTU", wire.TLV_ERROR: "ERROR",
-             wire.TLV_FEATURES: "FEATURES"}
+             wire.TLV_FEATURES: "FEATURES", wire.TLV_VERSION: "VERSION",
+             wire.TLV_LOCAL_CIDR6: "LOCAL_CIDR6", wire.TLV_GATEWAY6: "GATEWAY_IP6",
+             wire.TLV_ROUTE6: "ROUTE_CIDR6"}
 ERROR_NAMES = {wire.ERR_UNKNOWN_CLIENT: "unknown client", wire.ERR_ADDRESS: "address",
                wire.ERR_CONFIG: "no profile", wire.ERR_REQUEST: "malformed request"}
 # TLV_FEATURES bits, bit 0 first (FEATURE_BULK = 0x01: "accepts BULK").
@@ -298,10 +300,55 @@ class CamexV2TlvFeatures(_TlvBase):
         return self.sprintf("FEATURES [%features%]")
 
 
+class CamexV2TlvVersion(_TlvBase):
+    """VERSION (INIT and RESP, payload 2 on): the sender's payload version;
+    absent in a version-1 payload. A longer value keeps its first byte."""
+
+    name = "camex v2 TLV VERSION"
+    fields_desc = _head(wire.TLV_VERSION) + [
+        ByteField("version", wire.PAYLOAD_VERSION),
+        StrLenField("more", b"", length_from=lambda p: (p.length or 1) - 1)]
+    fits = classmethod(lambda cls, length, avail: 1 <= length <= avail)
+
+    def mysummary(self):
+        return f"VERSION {self.version}"
+
+
+class CamexV2TlvLocalCidr6(_TlvBase):
+    name = "camex v2 TLV LOCAL_CIDR6"
+    fields_desc = _head(wire.TLV_LOCAL_CIDR6) + [IP6Field("address", "::"),
+                                                   ByteField("prefix", 128)]
+    fits = _fixed(17)
+
+    def mysummary(self):
+        return f"LOCAL_CIDR6 {self.address}/{self.prefix}"
+
+
+class CamexV2TlvGateway6(_TlvBase):
+    name = "camex v2 TLV GATEWAY_IP6"
+    fields_desc = _head(wire.TLV_GATEWAY6) + [IP6Field("address", "::")]
+    fits = _fixed(16)
+
+    def mysummary(self):
+        return f"GATEWAY_IP6 {self.address}"
+
+
+class CamexV2TlvRoute6(_TlvBase):
+    name = "camex v2 TLV ROUTE_CIDR6"
+    fields_desc = _head(wire.TLV_ROUTE6) + [IP6Field("network", "::"),
+                                              ByteField("prefix", 0)]
+    fits = _fixed(17)
+
+    def mysummary(self):
+        return f"ROUTE_CIDR6 {self.network}/{self.prefix}"
+
+
 TLV_CLASSES = {wire.TLV_MODE: CamexV2TlvMode, wire.TLV_LOCAL_CIDR: CamexV2TlvLocalCidr,
                wire.TLV_GATEWAY: CamexV2TlvGateway, wire.TLV_ROUTE: CamexV2TlvRoute,
                wire.TLV_MTU: CamexV2TlvMtu, wire.TLV_ERROR: CamexV2TlvError,
-               wire.TLV_FEATURES: CamexV2TlvFeatures}
+               wire.TLV_FEATURES: CamexV2TlvFeatures, wire.TLV_VERSION: CamexV2TlvVersion,
+               wire.TLV_LOCAL_CIDR6: CamexV2TlvLocalCidr6,
+               wire.TLV_GATEWAY6: CamexV2TlvGateway6, wire.TLV_ROUTE6: CamexV2TlvRoute6}
 
 
 def _next_tlv(pkt, lst, cur, remain):
@@ -327,6 +374,12 @@ class CamexV2Payload(Packet):
         items = [t for t in self.tlvs if isinstance(t, CamexV2TlvFeatures)]
         return int(items[-1].features) if items else None
 
+    def version(self) -> int:
+        """The payload version (the last VERSION item's, as the daemon
+        reads it); 1 without one."""
+        items = [t for t in self.tlvs if isinstance(t, CamexV2TlvVersion)]
+        return max(int(items[-1].version), wire.PAYLOAD_V1) if items else wire.PAYLOAD_V1
+
     def mysummary(self):
         return " ".join(t.summary() for t in self.tlvs) or "empty payload"
 
@@ -338,5 +391,7 @@ def payload(*tlvs) -> CamexV2Payload:
 __all__ = ["CamexV2Record", "CamexV2Records", "records", "CamexV2BulkRecord",
            "CamexV2BulkRecords", "bulk_records", "CamexV2Tlv", "CamexV2TlvMode",
            "CamexV2TlvLocalCidr", "CamexV2TlvGateway", "CamexV2TlvRoute", "CamexV2TlvMtu",
-           "CamexV2TlvError", "CamexV2TlvFeatures", "CamexV2Payload", "payload",
+           "CamexV2TlvError", "CamexV2TlvFeatures", "CamexV2TlvVersion",
+           "CamexV2TlvLocalCidr6", "CamexV2TlvGateway6", "CamexV2TlvRoute6",
+           "CamexV2Payload", "payload",
            "TLV_CLASSES", "TLV_NAMES", "FEATURE_NAMES"]

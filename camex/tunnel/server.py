@@ -94,7 +94,8 @@ class ServerMux:
             return None
         for cid in self.config.clients:
             prof = self.config.profile_for(cid)
-            if prof.local_cidr is not None and prof.local_cidr.ip == ip:
+            local = prof.local_cidr6 if ip.version == 6 else prof.local_cidr
+            if local is not None and local.ip == ip:
                 return cid
         return None
 
@@ -164,10 +165,11 @@ class ServerMux:
     def tun_packet(self, packet, now: float | None = None) -> None:
         """A packet from the server's own TUN, to whichever client holds
         its destination."""
-        if self.legacy is not None:
+        if self.legacy is not None and (self.v2 is None or not packet
+                                        or packet[0] >> 4 != 6):
             self.legacy.tun_packet(packet)  # tries v2 through `foreign`
         else:
-            self.v2.tun_packet(packet, now)
+            self.v2.tun_packet(packet, now)  # IPv6: v2 clients only
 
     # ------------------------------------------------------------- timers
 

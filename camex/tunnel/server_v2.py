@@ -29,13 +29,14 @@ class V2Half(V2ServerCore):
     def _authorize(self, client_id: str, request):
         mux = self.mux
         cid = (client_id or "").lower()
-        if not request.auto and request.local_cidr is not None:
-            owner = mux.pinned_owner(request.local_cidr.ip)
-            if owner is not None and owner != cid:
-                return wire.Refusal(wire.ERR_ADDRESS,
-                                    f"{request.local_cidr.ip} belongs to another client")
+        if not request.auto:
+            for local in (request.local_cidr, request.local_cidr6):
+                owner = mux.pinned_owner(local.ip) if local is not None else None
+                if owner is not None and owner != cid:
+                    return wire.Refusal(wire.ERR_ADDRESS,
+                                        f"{local.ip} belongs to another client")
         grant = super()._authorize(client_id, request)
-        if isinstance(grant, Grant) and mux.legacy is not None:
+        if isinstance(grant, Grant) and mux.legacy is not None and grant.address.version == 4:
             other = mux.legacy.identity_of(grant.address.packed)
             me = (mux.key_name(client_id), cid or None)
             if other is not None and not LegacyServer._same_client(other, me):
@@ -46,6 +47,6 @@ class V2Half(V2ServerCore):
     def _handle(self, actions, now: float) -> None:
         if self.mux.legacy is not None:
             for a in actions:
-                if isinstance(a, Up):
+                if isinstance(a, Up) and a.peer.grant.address.version == 4:
                     self.mux.legacy.evict(a.peer.grant.address.packed, "moved to protocol v2")
         super()._handle(actions, now)

@@ -32,7 +32,7 @@ from . import bulk, kdf, lone, wire
 from .bulk import FastReceiver
 from .client import ClientSession
 from .events import Deliver, DeliverFrame, Down, Refused, Roamed, Send, Up
-from .server import Grant, V2Server, grant_for
+from .server import V6, Grant, V2Server, grant_for
 from .session import Timers
 
 PATH_MTU = 1500
@@ -65,8 +65,9 @@ class V2ClientCore:
     def __init__(self, *, auto: bool, passphrase: bytes, client_id: str | None = None,
                  local_cidr=None, gateway=None, routes=(), mtu: int | None = None,
                  keepalive: float = 25.0, rng=os.urandom, keylog=None,
-                 timers: Timers | None = None):
-        if not auto and local_cidr is None:
+                 timers: Timers | None = None, local_cidr6=None, gateway6=None,
+                 ipv6: bool = True):
+        if not auto and local_cidr is None and local_cidr6 is None:
             raise ValueError("a manual client needs its local address")
         if not passphrase:
             raise ValueError("v2 needs a passphrase")
@@ -76,11 +77,21 @@ class V2ClientCore:
         self.gateway = gateway
         self.routes = list(routes)
         self.mtu_override = mtu
+        # IPv6 inside the tunnel: False where the TUN cannot carry it
+        # (camex.ko): the IPv6 address, gateway and routes are then left out.
+        self.ipv6 = ipv6
+        self.local_cidr6 = local_cidr6 if ipv6 else None
+        self.gateway6 = gateway6 if ipv6 else None
+        if not ipv6:
+            self.routes = [r for r in self.routes if r.version == 4]
+        self._v1_server_said = False
         t = timers or Timers()
         t.keepalive = keepalive
         request = wire.Request(auto=auto, local_cidr=None if auto else local_cidr,
                                mtu=None if auto else mtu,
-                               features=wire.FEATURE_BULK if bulk_wanted() else 0)
+                               features=wire.FEATURE_BULK if bulk_wanted() else 0,
+                               local_cidr6=None if auto else self.local_cidr6,
+                               version=wire.PAYLOAD_VERSION if ipv6 else wire.PAYLOAD_V1)
         # scrypt, once: the own-section key and the global one.
         self.session = ClientSession(kdf.client_candidates(passphrase, client_id or None),
                                      client_id or "", request, timers=t, rng=rng,
@@ -105,10 +116,21 @@ class V2ClientCore:
 
     # ------------------------------------------------------- lifecycle
 
+    def drop_ipv6(self) -> None:
+        """No IPv6 inside the tunnel from now on (a TUN that cannot carry
+        it: camex.ko); before start(). The handshake asks as a payload-1
+        client, so the server grants IPv4 only."""
+        self.ipv6 = False
+        self.local_cidr6 = self.gateway6 = None
+        self.routes = [r for r in self.routes if r.version == 4]
+        req = self.session.request
+        req.local_cidr6, req.version = None, wire.PAYLOAD_V1
+
     def start(self, now: float) -> None:
         if not self.auto:
             self._configure(IfConfig(self.local_cidr, self.mtu_override or DEFAULT_MTU,
-                                     self.gateway, list(self.routes)))
+                                     self.gateway, list(self.routes),
+                                     address6=self.local_cidr6, gateway6=self.gateway6))
 
     def connected(self, now: float) -> None:
         """A socket to the server exists. The first time: handshake. Later
@@ -222,8 +244,10 @@ class V2ClientCore:
                 self.to_net.append(ev.data)
             elif isinstance(ev, Deliver):
                 for p in ev.packets:
-                    if len(p) < 20 or p[0] >> 4 != 4:
-                        self.drops["not-ipv4"] += 1
+                    if len(p) < 20 or p[0] >> 4 != 4 and not (
+                            p[0] >> 4 == 6 and len(p) >= 40 and self.config is not None
+                            and self.config.address6 is not None):
+                        self.drops["not-ipv4"] += 1   # (nor IPv6 on an IPv6 interface)
                         continue
                     self.rx_packets += 1
                     self.rx_bytes += len(p)
@@ -249,15 +273,32 @@ class V2ClientCore:
     def _up(self, cfg) -> None:
         LOG.info("v2 session up with the server")
         if not self.auto:
+            if self.local_cidr6 is not None and (cfg is None or cfg.version < wire.PAYLOAD_VERSION):
+                # An older server skipped our IPv6 address (docs/PROTOCOL.md
+                # §4.6, "Versions"): it would relay nothing to it.
+                if not self._v1_server_said:
+                    self._v1_server_said = True
+                    LOG.warning("the server does not carry IPv6 inside the tunnel (handshake "
+                                "payload version 1): %s and the IPv6 routes are not used",
+                                self.local_cidr6)
+                self._configure(IfConfig(self.local_cidr, self.mtu_override or DEFAULT_MTU,
+                                         self.gateway, [r for r in self.routes if r.version == 4]))
             return
-        if cfg is None or cfg.local_cidr is None or cfg.gateway_ip is None:
+        four = cfg is not None and cfg.local_cidr is not None and cfg.gateway_ip is not None
+        six = self.ipv6 and cfg is not None and cfg.local_cidr6 is not None \
+            and cfg.gateway_ip6 is not None
+        if not four and not six:
             self.throttle.warning("config", "the server sent no usable configuration")
             return
         # As the legacy client does (flaw 7): an offered MTU never exceeds
         # what fits a 1500-byte path with the v2 overhead; -t sets any MTU.
         mtu = self.mtu_override or (min(cfg.mtu, DEFAULT_MTU) if cfg.mtu else DEFAULT_MTU)
         routes = list(cfg.routes) + [r for r in self.routes if r not in cfg.routes]
-        self._configure(IfConfig(cfg.local_cidr, mtu, cfg.gateway_ip, routes))
+        routes = [r for r in routes if (r.version == 4 and four) or (r.version == 6 and six)]
+        self._configure(IfConfig(cfg.local_cidr if four else None, mtu,
+                                 cfg.gateway_ip if four else None, routes,
+                                 address6=cfg.local_cidr6 if six else None,
+                                 gateway6=cfg.gateway_ip6 if six else None))
 
     def _configure(self, cfg: IfConfig) -> None:
         if cfg != self.config:
@@ -303,6 +344,7 @@ class V2ServerCore:
         self.server = V2Server(self._keystore(global_passphrase, config), self._authorize,
                                rng=rng, keylog=keylog, timers=timers, bulk=bulk_wanted(), **kw)
         self._set_policy(config)
+        self.server.on_spoofed = self._spoofed
         # Middle fragments of a BULK frame are stored before anything else;
         # `receive_whole` takes every other datagram (ServerMux, which puts
         # the same fast path in front of both protocols, calls it directly).
@@ -335,17 +377,19 @@ class V2ServerCore:
         self.policy = AddressPolicy.from_config(config, self.server_interfaces)
         # The relay's test (V2Server.route): the server's IPv4 addresses as
         # the integers its address table is keyed by.
-        self.server.reserved = frozenset(int.from_bytes(p, "big")
-                                         for p in self.policy.server_packed if len(p) == 4)
+        self.server.reserved = frozenset(
+            int.from_bytes(p, "big") | (V6 if len(p) == 16 else 0)
+            for p in self.policy.server_packed)
 
     def _authorize(self, client_id: str, request: wire.Request):
         profile = self.config.profile_for(client_id) if (self.config and client_id) else None
         grant = grant_for(request, profile, self.behind_for(profile))
         if isinstance(grant, Grant):
-            denied = self.policy.check(grant.address, (client_id or "").lower() or None)
-            if denied is not None:
-                self.refusals[denied.reason] += 1
-                return wire.Refusal(wire.ERR_ADDRESS, denied.message)
+            for a in grant.addresses:
+                denied = self.policy.check(a, (client_id or "").lower() or None)
+                if denied is not None:
+                    self.refusals[denied.reason] += 1
+                    return wire.Refusal(wire.ERR_ADDRESS, denied.message)
         return grant
 
     # ------------------------------------------------------------- I/O
@@ -373,11 +417,17 @@ class V2ServerCore:
             self.drops["no-route"] += 1
 
     def _deliver(self, packet, now: float) -> bool:
-        """Send an IPv4 packet to the v2 client owning its destination;
-        False if there is none (the caller tries elsewhere)."""
-        if len(packet) < 20 or packet[0] >> 4 != 4:
+        """Send an IPv4 or IPv6 packet to the v2 client owning its
+        destination; False if there is none (the caller tries elsewhere)."""
+        if len(packet) < 20:
             return False
-        peer = self.server.route(bytes(packet[16:20]))
+        v = packet[0] >> 4
+        if v == 4:
+            peer = self.server.route(bytes(packet[16:20]))
+        elif v == 6 and len(packet) >= 40:
+            peer = self.server.route6(bytes(packet[24:40]))
+        else:
+            return False
         if peer is None:
             return False
         self.outbox.extend(self.server.send(peer, (packet,), now))
@@ -458,6 +508,8 @@ class V2ServerCore:
                                    a.peer.describe(), a.old[0], a.old[1])
 
     def _relay(self, packet, src, now: float) -> None:
+        if packet[0] >> 4 != 4:    # (allows_source let IPv4 and IPv6 through)
+            return self._relay6(packet, src, now)
         dst = self.server.route(bytes(packet[16:20]))
         if dst is src:
             self.drops["no-route"] += 1
@@ -472,6 +524,41 @@ class V2ServerCore:
         else:
             self.drops["no-route"] += 1
 
+    def _spoofed(self, peer, packet) -> None:
+        """A throttled line per client for inner packets whose source it
+        does not own (counted by V2Server as `spoofed`)."""
+        src = "?"
+        if len(packet) >= 20 and packet[0] >> 4 == 4:
+            src = str(ipaddress.IPv4Address(bytes(packet[12:16])))
+        elif len(packet) >= 40 and packet[0] >> 4 == 6:
+            src = str(ipaddress.IPv6Address(bytes(packet[8:24])))
+        self.throttle.warning(("spoofed", peer.key), "dropped packets from client %s with "
+                              "inner source %s, not its own", peer.describe(), src)
+
+    def _relay6(self, packet, src, now: float) -> None:
+        """An IPv6 packet of a v2 client: to the v2 client owning its
+        destination, else the server TUN. Never to a legacy client (the
+        legacy protocol carries IPv4 only): one whose IPv4 address the
+        destination embeds (::ffff:a.b.c.d, ::a.b.c.d) is a counted drop."""
+        dst = self.server.route6(bytes(packet[24:40]))
+        if dst is not None and dst is not src:
+            self.outbox.extend(self.server.send(dst, (packet,), now))
+            return
+        if dst is None:
+            d = packet[24:40]
+            holds = self.other_holds
+            if holds is not None and d[:10] == bytes(10) and d[10:12] in (b"\xff\xff", b"\0\0") \
+                    and holds(bytes(d[12:16])):
+                self.drops["ipv6-to-legacy"] += 1
+                self.throttle.warning("v6-legacy", "dropped IPv6 packets from %s for a legacy "
+                                      "client: the legacy protocol carries IPv4 only",
+                                      src.describe())
+                return
+            if self.local_delivery:
+                self.to_tun.append(packet)
+                return
+        self.drops["ipv6-no-route"] += 1
+
     def _relay_frame(self, records, src, now: float, plain=None) -> None:
         """The records of a BULK frame, by destination: a v2 client that
         takes BULK gets them re-sealed as one frame (decrypted once,
@@ -481,7 +568,8 @@ class V2ServerCore:
         server = self.server
         by_peer: dict = {}
         for g, p in records:
-            dst = server.route(bytes(p[16:20]))
+            four = p[0] >> 4 == 4
+            dst = server.route(bytes(p[16:20])) if four else server.route6(bytes(p[24:40]))
             if dst is src:
                 self.drops["no-route"] += 1
             elif dst is not None:
@@ -490,6 +578,13 @@ class V2ServerCore:
                     by_peer[dst] = [(g, p)]
                 else:
                     lst.append((g, p))
+            elif not four:
+                if g and self.local_delivery:
+                    self.to_tun.extend(bulk.tun_items(g, p))
+                elif g:
+                    self.drops["ipv6-no-route"] += 1
+                else:
+                    self._relay6(p, src, now)   # never to a legacy client
             elif self.relay_other is not None and self._relay_cut(g, p):
                 pass
             elif self.local_delivery:
@@ -527,6 +622,7 @@ class V2ServerCore:
             out.append({
                 "client_id": p.client_id or None,
                 "address": str(p.grant.address),
+                "addresses": [str(a) for a in p.grant.addresses],
                 "endpoint": f"{p.endpoint[0]}:{p.endpoint[1]}" if p.endpoint else None,
                 "protocol": "v2",
                 "mode": "auto" if p.request.auto else "manual",

@@ -41,7 +41,7 @@ import heapq
 import ipaddress
 import os
 import struct
-from typing import Any
+from typing import Any, Callable
 from collections import OrderedDict
 
 from .framing import Reassembly
@@ -75,50 +75,98 @@ HEAP_SPARE = 64          # dead timer entries tolerated beyond twice the live on
 TIMER_SLACK = 1e-6
 
 
-class Grant(Value):
-    """What a client may do: its tunnel address, the inner source networks
-    it may use (its address and networks behind it), and the configuration
-    pushed to it in the RESP (auto mode; None for a manual client). One per
-    client (__slots__); compared by value on a reload. A plain class rather
-    than a dataclass: `dataclasses` imports `inspect`, 1.2 MiB resident."""
-    __slots__ = ("address", "allowed", "config")
+V6 = 1 << 128   # by_address keys of IPv6 addresses: int(address) | V6 (never an IPv4 key)
 
-    def __init__(self, address: ipaddress.IPv4Address, allowed: list | None = None,
-                 config: wire.Config | None = None):
+
+def addr_key(address) -> int:
+    """The by_address / reserved key of an ipaddress address of either family."""
+    return int(address) | V6 if address.version == 6 else int(address)
+
+
+class Grant(Value):
+    """What a client may do: its tunnel address (IPv4 if it has one, else
+    IPv6) and its other one (`extra`: the IPv6 address of a dual-stack
+    client), the inner source networks it may use (its addresses and
+    networks behind it), and the configuration pushed to it in the RESP
+    (auto mode; None for a manual client). One per client (__slots__);
+    compared by value on a reload. A plain class rather than a dataclass:
+    `dataclasses` imports `inspect`, 1.2 MiB resident."""
+    __slots__ = ("address", "allowed", "config", "extra")
+
+    def __init__(self, address, allowed: list | None = None,
+                 config: wire.Config | None = None, extra: tuple = ()):
         self.address = address
+        self.extra = tuple(extra)
         self.allowed = [] if allowed is None else allowed
         self.config = config
-        host = ipaddress.IPv4Network((address, 32))
-        if host not in self.allowed:
-            self.allowed = [host] + list(self.allowed)
+        hosts = [ipaddress.ip_network((a, a.max_prefixlen)) for a in (address,) + self.extra]
+        missing = [h for h in hosts if h not in self.allowed]
+        if missing:
+            self.allowed = missing + list(self.allowed)
+
+    @property
+    def addresses(self) -> tuple:
+        return (self.address,) + self.extra
+
+
+_OLD_CLIENT = ("this client does not carry IPv6 inside the tunnel (handshake payload "
+               "version 1: an older camex, or camex.ko's TUN); its profile has only an "
+               "IPv6 address")
 
 
 def grant_for(request: wire.Request, profile, behind=()):
     """The default policy, from a config.Profile (or None) and the networks
     configured behind the client:
-    - auto: the profile must give local_cidr and gateway_ip; they, its
-      routes and MTU are pushed to the client;
-    - manual: the client names its address; if the profile pins one, it
-      must be that one."""
+    - auto: the profile must give a local_cidr and a gateway_ip of one
+      family at least (IPv4, IPv6 or both); they, its routes and MTU are
+      pushed to the client. A client of payload version 1 gets the IPv4
+      part only, and is refused clearly if there is none;
+    - manual: the client names its address(es); if the profile pins one of
+      a family, it must be that one.
+    IPv6 is granted only to a client that announced payload version 2."""
+    v6 = request.version >= wire.PAYLOAD_VERSION
     pinned = getattr(profile, "local_cidr", None)
+    pinned6 = getattr(profile, "local_cidr6", None)
     if request.auto:
-        if pinned is None or getattr(profile, "gateway_ip", None) is None:
+        gw, gw6 = getattr(profile, "gateway_ip", None), getattr(profile, "gateway_ip6", None)
+        four = pinned is not None and gw is not None
+        six = v6 and pinned6 is not None and gw6 is not None
+        if not four and not six:
+            if not v6 and pinned6 is not None and gw6 is not None:
+                return wire.Refusal(wire.ERR_CONFIG, _OLD_CLIENT)
             return wire.Refusal(wire.ERR_CONFIG, "no local_cidr/gateway_ip for this client")
-        cfg = wire.Config(pinned, profile.gateway_ip, list(profile.routes or []), profile.mtu)
-        return Grant(pinned.ip, list(behind), cfg)
-    if request.local_cidr is None:
+        routes = [r for r in (profile.routes or []) if (r.version == 4 and four)
+                  or (r.version == 6 and six)]
+        cfg = wire.Config(pinned if four else None, gw if four else None, routes, profile.mtu,
+                          local_cidr6=pinned6 if six else None, gateway_ip6=gw6 if six else None,
+                          version=wire.PAYLOAD_VERSION if v6 else wire.PAYLOAD_V1)
+        addrs = ([pinned.ip] if four else []) + ([pinned6.ip] if six else [])
+        return Grant(addrs[0], _behind_of(behind, v6), cfg, tuple(addrs[1:]))
+    local6 = request.local_cidr6 if v6 else None
+    if request.local_cidr is None and local6 is None:
         return wire.Refusal(wire.ERR_REQUEST, "manual client without an address")
-    if pinned is not None and pinned.ip != request.local_cidr.ip:
+    if pinned is not None and request.local_cidr is not None \
+            and pinned.ip != request.local_cidr.ip:
         return wire.Refusal(wire.ERR_ADDRESS, "address not allowed for this client")
+    if pinned6 is not None and local6 is not None and pinned6.ip != local6.ip:
+        return wire.Refusal(wire.ERR_ADDRESS, "IPv6 address not allowed for this client")
     mtu = getattr(profile, "mtu", None)
-    return Grant(request.local_cidr.ip, list(behind), wire.Config(mtu=mtu) if mtu else None)
+    cfg = wire.Config(mtu=mtu) if mtu else None
+    if cfg is not None and v6:
+        cfg.version = wire.PAYLOAD_VERSION
+    addrs = [a.ip for a in (request.local_cidr, local6) if a is not None]
+    return Grant(addrs[0], _behind_of(behind, v6), cfg, tuple(addrs[1:]))
+
+
+def _behind_of(behind, v6: bool) -> list:
+    return [n for n in behind if v6 or n.version == 4]
 
 
 class Peer:
     """A client as the server knows it, across its successive sessions."""
 
     __slots__ = ("key", "client_id", "psk", "request", "grant", "endpoint",
-                 "current", "previous", "ack_due", "_allowed", "stats",
+                 "current", "previous", "ack_due", "_allowed", "_allowed6", "stats",
                  "seq", "timer_at", "since")
 
     def __init__(self, key, client_id, psk, request, grant):
@@ -136,17 +184,29 @@ class Peer:
 
     def set_grant(self, grant: Grant) -> None:
         self.grant = grant
-        self._allowed = [(int(n.network_address), int(n.netmask)) for n in grant.allowed]
+        # Per family: an IPv4 source is never compared with an IPv6 network.
+        self._allowed = [(int(n.network_address), int(n.netmask)) for n in grant.allowed
+                         if n.version == 4]
+        self._allowed6 = [(int(n.network_address), int(n.netmask)) for n in grant.allowed
+                          if n.version == 6]
 
     def allows_source(self, packet) -> bool:
         """Identity binding: may this peer send an inner packet with this
-        source address? Only IPv4 with a source inside its grant."""
-        if len(packet) < 20 or packet[0] >> 4 != 4:
+        source address? IPv4 or IPv6 with a source inside its grant."""
+        if len(packet) < 20:
             return False
-        src = int.from_bytes(packet[12:16], "big")
-        for net, mask in self._allowed:
-            if src & mask == net:
-                return True
+        v = packet[0] >> 4
+        if v == 4:
+            src = int.from_bytes(packet[12:16], "big")
+            for net, mask in self._allowed:
+                if src & mask == net:
+                    return True
+            return False
+        if v == 6 and len(packet) >= 40:
+            src = int.from_bytes(packet[8:24], "big")
+            for net, mask in self._allowed6:
+                if src & mask == net:
+                    return True
         return False
 
     @property
@@ -157,7 +217,7 @@ class Peer:
     def describe(self) -> str:
         who = self.client_id or "-"
         ep = f"{self.endpoint[0]}:{self.endpoint[1]}" if self.endpoint else "?"
-        return f"{who} {self.grant.address} at {ep}"
+        return f"{who} {' '.join(map(str, self.grant.addresses))} at {ep}"
 
 
 class _Pending:
@@ -198,11 +258,15 @@ class V2Server:
         self.load = LoadMeter(load_threshold)
         self.cookies = CookieMaker(rng, self.t.cookie_secret_life)
         self.peers: dict[str, Peer] = {}
+        # (peer, packet) for an inner packet whose source the peer does not
+        # own, after it is counted: the daemon's throttled log line.
+        self.on_spoofed: Callable[[Peer, Any], None] | None = None
         self.by_address: dict[int, Peer] = {}
         # Addresses of the server itself (camex.base.addrpolicy), as integers:
         # route() never gives a peer for them, whatever the table says.
         self.reserved: frozenset = frozenset()
         self._behind: list | None = None   # networks behind clients, longest prefix first
+        self._behind6: list | None = None  # the same for IPv6 (keys without V6)
         self.sessions: dict[int, Any] = {}   # local index -> Peer or _Pending
         self.pending_by_key: dict[str, int] = {}
         self._timers: list = []       # heap of (time, peer.seq, peer), see "Timers"
@@ -308,8 +372,27 @@ class V2Server:
             self._behind = sorted(
                 ((net.prefixlen, int(net.netmask), int(net.network_address), p)
                  for p in self.peers.values() for net in p.grant.allowed
-                 if net.prefixlen < 32), key=lambda x: -x[0])
+                 if net.version == 4 and net.prefixlen < 32), key=lambda x: -x[0])
         for _, mask, net, p in self._behind:   # longest prefix first
+            if n & mask == net:
+                return p
+        return None
+
+    def route6(self, dst) -> Peer | None:
+        """route() for an IPv6 destination (16 bytes or IPv6Address)."""
+        n = int.from_bytes(dst, "big") if isinstance(dst, (bytes, bytearray, memoryview)) \
+            else int(dst)
+        if n | V6 in self.reserved:
+            return None
+        peer = self.by_address.get(n | V6)
+        if peer is not None:
+            return peer
+        if self._behind6 is None:   # rebuilt lazily after any change of peers
+            self._behind6 = sorted(
+                ((net.prefixlen, int(net.netmask), int(net.network_address), p)
+                 for p in self.peers.values() for net in p.grant.allowed
+                 if net.version == 6 and net.prefixlen < 128), key=lambda x: -x[0])
+        for _, mask, net, p in self._behind6:
             if n & mask == net:
                 return p
         return None
@@ -467,14 +550,14 @@ class V2Server:
             psk = psk_for(p.client_id)
             grant = authorize(p.client_id, p.request) if psk is not None else None
             if (psk != p.psk or not isinstance(grant, Grant)
-                    or grant.address != p.grant.address or grant.config != p.grant.config):
+                    or grant.addresses != p.grant.addresses or grant.config != p.grant.config):
                 s = p.current
                 if s is not None and s.can_send() and p.endpoint is not None:
                     out.append(Send(s.seal(b"", now, wire.FLAG_CLOSE), p.endpoint))
                 out += self._drop_peer(p, "key or profile changed on reload")
             elif grant != p.grant:
                 p.set_grant(grant)
-                self._behind = self._bulk_n = None
+                self._behind = self._behind6 = self._bulk_n = None
                 out.append(Up(grant.config, p))
         return out
 
@@ -535,20 +618,24 @@ class V2Server:
                   else wire.Refusal(wire.ERR_REQUEST, "malformed request"))
         if isinstance(result, Grant):
             key = peer_key(init.client_id, result)
-            holder = self.by_address.get(int(result.address))
-            if holder is not None and holder.key != key:
-                result = wire.Refusal(wire.ERR_ADDRESS, "address in use by another client")
-            elif key not in self.peers and \
+            for a in result.addresses:
+                holder = self.by_address.get(addr_key(a))
+                if holder is not None and holder.key != key:
+                    result = wire.Refusal(wire.ERR_ADDRESS, f"{a} in use by another client")
+                    break
+        if isinstance(result, Grant):
+            if key not in self.peers and \
                     len(self.peers) + self.other_peers() >= self.max_peers:
                 result = wire.Refusal(wire.ERR_ADDRESS, f"server full: {self.max_peers} "
                                       "clients registered (--max-clients)")
         index = self._new_index()
         if isinstance(result, Grant):
-            # Features are announced to clients that announce theirs: an
-            # older client gets the RESP it always got.
+            # Features and the payload version are announced to clients
+            # that announce theirs: an older client gets the RESP it always got.
             features = self.features if request.features else 0
-            body = struct.pack("<I", index) + wire.encode_config(result.config,
-                                                                 features=features)
+            body = struct.pack("<I", index) + wire.encode_config(
+                result.config, features=features,
+                version=min(request.version, wire.PAYLOAD_VERSION))
         else:
             self.stats["refused"] += 1
             body = struct.pack("<I", 0) + wire.encode_config(None, result)
@@ -674,6 +761,8 @@ class V2Server:
             n = len(packets) - len(good)
             peer.stats["spoofed"] += n
             self.stats["spoofed"] += n
+            if self.on_spoofed is not None:
+                self.on_spoofed(peer, next(p for p in packets if not peer.allows_source(p)))
         if good:
             peer.stats["rx"] += len(good)
             peer.stats["rx_bytes"] += sum(map(len, good))
@@ -708,6 +797,8 @@ class V2Server:
             n = len(records) - len(good)
             peer.stats["spoofed"] += n
             self.stats["spoofed"] += n
+            if self.on_spoofed is not None:
+                self.on_spoofed(peer, next(r[1] for r in records if not peer.allows_source(r[1])))
         if good:
             for g, p in good:
                 peer.stats["rx"] += bulk.segment_count(g, p)
@@ -726,10 +817,11 @@ class V2Server:
         s.confirmed = True
         out = []
         peer = self.peers.get(pend.key)
-        # Someone else may have taken the address since the RESP went out.
-        holder = self.by_address.get(int(pend.grant.address))
-        if holder is not None and holder is not peer:
-            out += self._drop_peer(holder, "address taken over")
+        # Someone else may have taken an address since the RESP went out.
+        for a in pend.grant.addresses:
+            holder = self.by_address.get(addr_key(a))
+            if holder is not None and holder is not peer:
+                out += self._drop_peer(holder, "address taken over")
         if peer is None:
             peer = Peer(pend.key, pend.client_id, pend.psk, pend.request, pend.grant)
             self._seq += 1
@@ -739,14 +831,16 @@ class V2Server:
             changed = True
         else:
             changed = pend.grant != peer.grant
-            if changed and pend.grant.address != peer.grant.address:
-                self.by_address.pop(int(peer.grant.address), None)
+            if changed and pend.grant.addresses != peer.grant.addresses:
+                for a in peer.grant.addresses:
+                    self.by_address.pop(addr_key(a), None)
             peer.psk, peer.request = pend.psk, pend.request
             peer.set_grant(pend.grant)
             if peer.previous is not None:
                 self.sessions.pop(peer.previous.local_index, None)
-        self.by_address[int(peer.grant.address)] = peer
-        self._behind = self._bulk_n = None
+        for a in peer.grant.addresses:
+            self.by_address[addr_key(a)] = peer
+        self._behind = self._behind6 = self._bulk_n = None
         peer.previous, peer.current = peer.current, s
         self.sessions[s.local_index] = peer
         self._arm(peer)
@@ -763,9 +857,10 @@ class V2Server:
         self._forget_pending(peer.key)
         if self.peers.get(peer.key) is peer:
             del self.peers[peer.key]
-        if self.by_address.get(int(peer.grant.address)) is peer:
-            del self.by_address[int(peer.grant.address)]
-        self._behind = self._bulk_n = None
+        for a in peer.grant.addresses:
+            if self.by_address.get(addr_key(a)) is peer:
+                del self.by_address[addr_key(a)]
+        self._behind = self._behind6 = self._bulk_n = None
         return [Down(reason, peer)]
 
     def _rekey_flag(self, s: Session, now: float) -> int:

@@ -350,6 +350,16 @@ TLV_ROUTE = 4       # 4-byte network + u8 prefix, repeatable     (RESP)
 TLV_MTU = 5         # u16 big-endian, 576..9000                  (INIT manual, RESP)
 TLV_ERROR = 6       # u8 code + UTF-8 text: the server refuses   (RESP)
 TLV_FEATURES = 7    # u8 bitmask of what the sender accepts      (INIT, RESP)
+# Payload version 2: IPv6 inside the tunnel (docs/PROTOCOL.md §4.6). New
+# types, so that a version-1 peer, which skips unknown types, reads the
+# IPv4 part of a version-2 payload exactly as before.
+TLV_VERSION = 8     # u8 payload version of the sender, 2        (INIT, RESP)
+TLV_LOCAL_CIDR6 = 9  # 16-byte address + u8 prefix length        (INIT manual, RESP)
+TLV_GATEWAY6 = 10   # 16-byte address                            (RESP)
+TLV_ROUTE6 = 11     # 16-byte network + u8 prefix, repeatable     (RESP)
+
+PAYLOAD_V1 = 1       # no TLV_VERSION: IPv4 inside only
+PAYLOAD_VERSION = 2  # what this camex speaks
 
 FEATURE_BULK = 0x01  # "I accept BULK messages"
 
@@ -363,14 +373,18 @@ MAX_ROUTES = 16
 class Request(Value):
     """What a client asks for in its INIT. Compared by value (a re-sent
     request is the same request)."""
-    __slots__ = ("auto", "local_cidr", "mtu", "features")
+    __slots__ = ("auto", "local_cidr", "mtu", "features", "local_cidr6", "version")
 
     def __init__(self, auto: bool = False, local_cidr: ipaddress.IPv4Interface | None = None,
-                 mtu: int | None = None, features: int = 0):
+                 mtu: int | None = None, features: int = 0,
+                 local_cidr6: ipaddress.IPv6Interface | None = None,
+                 version: int = PAYLOAD_V1):
         self.auto = auto
         self.local_cidr = local_cidr
         self.mtu = mtu
         self.features = features    # FEATURE_* the client accepts (TLV_FEATURES)
+        self.local_cidr6 = local_cidr6  # a manual client's IPv6 address (payload 2)
+        self.version = version      # payload version (TLV_VERSION; 1 without it)
 
 
 
@@ -378,16 +392,23 @@ class Config(Value):
     """What the server grants, sent back in the RESP (auto-mode CONFIG).
     Compared by value: a client reconfigures only on a change, a reload
     keeps a session whose grant is unchanged."""
-    __slots__ = ("local_cidr", "gateway_ip", "routes", "mtu", "features")
+    __slots__ = ("local_cidr", "gateway_ip", "routes", "mtu", "features",
+                 "local_cidr6", "gateway_ip6", "version")
 
     def __init__(self, local_cidr: ipaddress.IPv4Interface | None = None,
                  gateway_ip: ipaddress.IPv4Address | None = None, routes: list | None = None,
-                 mtu: int | None = None, features: int = 0):
+                 mtu: int | None = None, features: int = 0,
+                 local_cidr6: ipaddress.IPv6Interface | None = None,
+                 gateway_ip6: ipaddress.IPv6Address | None = None,
+                 version: int = PAYLOAD_V1):
         self.local_cidr = local_cidr
         self.gateway_ip = gateway_ip
-        self.routes = [] if routes is None else routes
+        self.routes = [] if routes is None else routes   # both families
         self.mtu = mtu
         self.features = features    # FEATURE_* the server accepts (TLV_FEATURES)
+        self.local_cidr6 = local_cidr6
+        self.gateway_ip6 = gateway_ip6
+        self.version = version      # payload version (TLV_VERSION; 1 without it)
 
 
 
@@ -403,8 +424,13 @@ def _tlv(t: int, v: bytes) -> bytes:
     return bytes((t, len(v))) + v
 
 
-def _cidr(i: ipaddress.IPv4Interface) -> bytes:
+def _cidr(i) -> bytes:
     return i.ip.packed + bytes((i.network.prefixlen,))
+
+
+def _version(v: int) -> bytes:
+    # Version 1 is the absence of the item: a v1 payload keeps its bytes.
+    return _tlv(TLV_VERSION, bytes((v,))) if v > PAYLOAD_V1 else b""
 
 
 def encode_request(req: Request) -> bytes:
@@ -415,14 +441,19 @@ def encode_request(req: Request) -> bytes:
         out += _tlv(TLV_MTU, req.mtu.to_bytes(2, "big"))
     if req.features:
         out += _tlv(TLV_FEATURES, bytes((req.features,)))
+    out += _version(req.version)
+    if req.local_cidr6 is not None and req.version > PAYLOAD_V1:
+        out += _tlv(TLV_LOCAL_CIDR6, _cidr(req.local_cidr6))
     return out
 
 
 def encode_config(cfg: Config | None, refusal: Refusal | None = None,
-                  features: int = 0) -> bytes:
+                  features: int = 0, version: int = PAYLOAD_V1) -> bytes:
     """The RESP payload: a refusal, or the granted config (None for a manual
     client without one) followed by the server's features (`features`, or
-    cfg.features)."""
+    cfg.features) and payload version (`version`, or cfg.version). The
+    IPv6 items go only into a version-2 payload; IPv4 routes beyond 16 and
+    IPv6 ones beyond 16 are cut."""
     if refusal is not None:
         return _tlv(TLV_ERROR, bytes((refusal.code,)) + refusal.message.encode()[:200])
     out = b""
@@ -431,13 +462,22 @@ def encode_config(cfg: Config | None, refusal: Refusal | None = None,
             out += _tlv(TLV_LOCAL_CIDR, _cidr(cfg.local_cidr))
         if cfg.gateway_ip is not None:
             out += _tlv(TLV_GATEWAY, cfg.gateway_ip.packed)
-        for r in cfg.routes[:MAX_ROUTES]:
+        for r in [r for r in cfg.routes if r.version == 4][:MAX_ROUTES]:
             out += _tlv(TLV_ROUTE, r.network_address.packed + bytes((r.prefixlen,)))
         if cfg.mtu is not None:
             out += _tlv(TLV_MTU, cfg.mtu.to_bytes(2, "big"))
         features = features or cfg.features
+        version = max(version, cfg.version)
     if features:
         out += _tlv(TLV_FEATURES, bytes((features,)))
+    out += _version(version)
+    if cfg is not None and version > PAYLOAD_V1:
+        if cfg.local_cidr6 is not None:
+            out += _tlv(TLV_LOCAL_CIDR6, _cidr(cfg.local_cidr6))
+        if cfg.gateway_ip6 is not None:
+            out += _tlv(TLV_GATEWAY6, cfg.gateway_ip6.packed)
+        for r in [r for r in cfg.routes if r.version == 6][:MAX_ROUTES]:
+            out += _tlv(TLV_ROUTE6, r.network_address.packed + bytes((r.prefixlen,)))
     return out
 
 
@@ -460,6 +500,22 @@ def _iface(v: bytes) -> ipaddress.IPv4Interface:
     return ipaddress.IPv4Interface((ipaddress.IPv4Address(v[:4]), v[4]))
 
 
+def _iface6(v: bytes) -> ipaddress.IPv6Interface:
+    if len(v) != 17 or v[16] > 128:
+        raise ValueError("bad IPv6 CIDR")
+    a = ipaddress.IPv6Address(v[:16])
+    if a.ipv4_mapped is not None or a.is_link_local or a.is_multicast or int(a) >> 32 == 0:
+        raise ValueError("not a tunnel IPv6 address")   # what camex's parsers refuse too
+    return ipaddress.IPv6Interface((a, v[16]))
+
+
+def _net6(v: bytes) -> ipaddress.IPv6Network:
+    if len(v) != 17 or v[16] > 128:
+        raise ValueError("bad IPv6 route")
+    # Host bits are cleared, as for an IPv4 route (_iface(v).network).
+    return ipaddress.IPv6Interface((ipaddress.IPv6Address(v[:16]), v[16])).network
+
+
 def _mtu(v: bytes) -> int:
     m = int.from_bytes(v, "big")
     if len(v) != 2 or not 576 <= m <= 9000:
@@ -479,6 +535,10 @@ def decode_request(data: bytes) -> Request | None:
                 req.mtu = _mtu(v)
             elif t == TLV_FEATURES and len(v) >= 1:
                 req.features = v[0]
+            elif t == TLV_VERSION and len(v) >= 1:
+                req.version = max(v[0], PAYLOAD_V1)
+            elif t == TLV_LOCAL_CIDR6:
+                req.local_cidr6 = _iface6(v)
     except ValueError:
         return None
     return req
@@ -496,12 +556,23 @@ def decode_config(data: bytes):
             elif t == TLV_GATEWAY and len(v) == 4:
                 cfg.gateway_ip = ipaddress.IPv4Address(v)
             elif t == TLV_ROUTE:
-                if len(cfg.routes) < MAX_ROUTES:
+                if sum(r.version == 4 for r in cfg.routes) < MAX_ROUTES:
                     cfg.routes.append(_iface(v).network)
             elif t == TLV_MTU:
                 cfg.mtu = _mtu(v)
             elif t == TLV_FEATURES and len(v) >= 1:
                 cfg.features = v[0]
+            elif t == TLV_VERSION and len(v) >= 1:
+                cfg.version = max(v[0], PAYLOAD_V1)
+            elif t == TLV_LOCAL_CIDR6:
+                cfg.local_cidr6 = _iface6(v)
+            elif t == TLV_GATEWAY6:
+                if len(v) != 16:
+                    raise ValueError("bad IPv6 gateway")
+                cfg.gateway_ip6 = ipaddress.IPv6Address(v)
+            elif t == TLV_ROUTE6:
+                if sum(r.version == 6 for r in cfg.routes) < MAX_ROUTES:
+                    cfg.routes.append(_net6(v))
     except ValueError:
         return None
     return cfg

@@ -160,7 +160,7 @@ class FakeNetlinkChild:
     def __call__(self, op, *args):
         if op == "apply":
             (_index, ifname, _mtu, _txq, address, _owned, owned_routes, wanted, gateway,
-             _gso_max_size) = args
+             _gso_max_size, *_ipv6) = args
             routes = [r for r in owned_routes if r in wanted]
             for net in wanted:
                 if net in routes:

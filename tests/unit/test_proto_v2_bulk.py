@@ -227,7 +227,7 @@ def test_longer_features_keep_their_first_byte_as_the_daemon_does():
 
 
 @pytest.mark.parametrize("raw", [b"\x07\x00",              # FEATURES without its byte
-                                 b"\x09\x03abc",          # unknown type
+                                 b"\x0c\x03abc",          # unknown type
                                  b"\x05\x09\x05",         # length past the end
                                  b"\x01\x01\x01\x07",     # a stray byte at the end
                                  b""])
