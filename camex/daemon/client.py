@@ -11,6 +11,7 @@ import socket
 from typing import Callable
 
 from ..base import netpkt
+from ..base.endpoint import canonical, fmt, fmt_host
 from ..base.contract import ClientCore, Device, SuperPacket
 from ..legacy.client import IfConfig, LegacyClient, Reconnect
 from ..io import gso, netlink, offload, udp
@@ -130,9 +131,9 @@ class ClientDaemon:
                 self.link.gso_max_size = self.core.tso_max()
             protocol = {"legacy": "legacy", "v2": "v2", "auto": "v2, else legacy"}[
                 self.opts.protocol] if self.opts.psk else "legacy"
-            LOG.info("client %s: TUN %s (%s), server %s:%d, protocol %s%s",
+            LOG.info("client %s: TUN %s (%s), server %s, protocol %s%s",
                      self.core.client_id or self.opts.local_cidr, self.tun.name,
-                     self.tun.path, self.opts.server_host, self.opts.port, protocol,
+                     self.tun.path, fmt_host(self.opts.server_host, self.opts.port), protocol,
                      ", legacy encrypted, key fingerprint " + codec.fingerprint(self.key)
                      if self.key else ", legacy plaintext" if protocol != "v2" else "")
             LOG.info("data path: %s, UDP GSO %s, UDP GRO %s",
@@ -144,6 +145,10 @@ class ClientDaemon:
             self.loop.sel.register(self.tun, selectors.EVENT_READ, self._tun_readable)
             self.loop.serve_control(self.opts.control_socket, {"status": self.status})
             now = self.loop.now()
+            if ":" in self.opts.server_host:
+                # An IPv6 literal: the first TUN configuration has the IPv6
+                # MTU (a name's family is known at connect: outer_family).
+                self.core.outer_family(True)
             self.core.start(now)
             self._flush()
             self._connect(now)
@@ -164,11 +169,10 @@ class ClientDaemon:
             self.sock.close()
             self.sock = None
         try:
-            self.server = self.io.resolve(self.opts.server_host, self.opts.port)
-            self.sock = self.io.connect(self.server, self.opts.bind_ip, self.opts.bind_dev)
+            self.server, self.sock = self._open_socket()
         except (OSError, socket.gaierror) as e:
-            self.throttle.warning("connect", "cannot reach server %s:%d: %s; retrying "
-                                  "every %.0f s", self.opts.server_host, self.opts.port,
+            self.throttle.warning("connect", "cannot reach server %s: %s; retrying "
+                                  "every %.0f s", fmt_host(self.opts.server_host, self.opts.port),
                                   e, RESOLVE_RETRY)
             self.next_connect = now + RESOLVE_RETRY
             return
@@ -178,10 +182,28 @@ class ClientDaemon:
         self.sender = gso.Sender(self.sock, self.features.udp_gso, self._send_error)
         self._recv = gso.gro_receiver(self.sock)
         self.loop.sel.register(self.sock, selectors.EVENT_READ, self._sock_readable)
-        LOG.debug("connected to %s:%d from port %d", *self.server,
-                  self.sock.getsockname()[1])
+        LOG.debug("connected to %s from port %d", fmt(self.server), self.sock.getsockname()[1])
+        self.core.outer_family(":" in self.server[0])
+        if self.tun.offload and self.core.bulk:
+            # BULK fragments are 20 bytes smaller over IPv6: a TSO super-packet
+            # still seals into a frame of one send (applied with the MTU).
+            self.link.gso_max_size = self.core.tso_max()
         self.core.connected(now)
         self._flush()
+
+    def _open_socket(self):
+        """(server endpoint, connected socket): the first of the server's
+        addresses (AAAA and A records, getaddrinfo's order) that a socket
+        connects to; a family without a route fails at connect() and the
+        next address is tried. Raises the last error."""
+        error: Exception = OSError("no address")
+        for addr in self.io.resolve(self.opts.server_host, self.opts.port):
+            try:
+                return canonical(addr), self.io.connect(addr, self.opts.bind_ip,
+                                                        self.opts.bind_dev)
+            except OSError as e:
+                error = e
+        raise error
 
     def _deadline(self) -> float:
         if self.sock is None:
@@ -335,8 +357,8 @@ class ClientDaemon:
             "interface": self.tun.name if self.tun else None,
             "address": str(core.config.address) if core.config else None,
             "mtu": core.config.mtu if core.config else None,
-            "server": f"{self.server[0]}:{self.server[1]}" if self.server else
-                      f"{self.opts.server_host}:{self.opts.port}",
+            "server": fmt(self.server) if self.server else
+                      fmt_host(self.opts.server_host, self.opts.port),
             "local_port": self.sock.getsockname()[1] if self.sock else None,
             "last_received_ago": None if core.last_rx is None else round(now - core.last_rx, 3),
             "last_register_ago": round(now - core.last_register, 3),

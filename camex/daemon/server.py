@@ -11,6 +11,7 @@ from typing import Callable
 import time
 
 from ..base import netpkt
+from ..base.endpoint import fmt
 from .config import check_policy
 from ..base.contract import Device, ServerCore, SuperPacket
 from ..legacy.client import IfConfig, default_mtu
@@ -112,6 +113,7 @@ class ServerDaemon:
         self.throttle = Throttle()
         self.features = gso.probe()
         self.sender = None
+        self._to_sock = None
         self._recv = None
         # Start of the last readiness event per descriptor: a lone packet or a burst?
         self._tun_at = self._sock_at = -1.0
@@ -174,7 +176,11 @@ class ServerDaemon:
                                    f": {e.strerror}") from None
             if self.features.udp_gro:
                 gso.enable_gro(self.sock)
-            self.sender = gso.Sender(self.sock, self.features.udp_gso, self._send_error)
+            # An AF_INET6 socket takes IPv4 peers v4-mapped: the cores' endpoints
+            # are canonical (camex.base.endpoint), mapped at the send edge.
+            self._to_sock = gso.sockaddr_for(self.sock)
+            self.sender = gso.Sender(self.sock, self.features.udp_gso, self._send_error,
+                                     self._to_sock)
             self._recv = gso.gro_receiver(self.sock)
             LOG.info("data path: UDP GSO %s, UDP GRO %s",
                      "on" if self.features.udp_gso else "off (kernel < 4.18)",
@@ -188,8 +194,9 @@ class ServerDaemon:
                 self._open_tun()
             self.loop.serve_control(self.opts.control_socket,
                                     {"status": self.status, "reload": self.loop.request_reload})
-            addr = self.sock.getsockname()
-            LOG.info("listening on %s:%d (%s; legacy %s%s)", addr[0], addr[1],
+            LOG.info("listening on %s%s (%s; legacy %s%s)", fmt(self.sock.getsockname()),
+                     ", IPv6 and IPv4," if self._to_sock is not None
+                     and self.sock.getsockname()[0] == "::" else "",
                      " and ".join(self.protocols),
                      "encrypted" if self.key else "plaintext",
                      ", key fingerprint " + codec.fingerprint(self.key) if self.key else "")
@@ -297,7 +304,7 @@ class ServerDaemon:
             core.tun_packet(seg)
 
     def _send_error(self, e, addr) -> None:
-        self.throttle.warning("send", "send to %s:%d failed: %s", addr[0], addr[1], e)
+        self.throttle.warning("send", "send to %s failed: %s", fmt(addr), e)
 
     def _flush(self, tso: bool = True) -> None:
         """Write and send what the core produced; `tso` False after a lone
@@ -315,7 +322,7 @@ class ServerDaemon:
             # A lone datagram: one sendto(), none of the batching.
             datagram, addr = out[0]
             try:
-                self.sock.sendto(datagram, addr)
+                self.sock.sendto(datagram, addr if self._to_sock is None else self._to_sock(addr))
             except (BlockingIOError, ConnectionRefusedError):
                 pass  # a full buffer drops, as a NIC would
             except OSError as e:

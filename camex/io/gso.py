@@ -25,6 +25,7 @@ import socket
 import struct
 import sys
 
+from ..base.endpoint import canonical, sockaddr_v6
 from ..base.netpkt import disabled
 from ..v2.framing import Run, datagrams_of, runs, split
 
@@ -111,8 +112,11 @@ class Sender:
     to `on_error(exc, addr)` (the daemon throttles its log).
     """
 
-    def __init__(self, sock, gso: bool, on_error=None):
+    def __init__(self, sock, gso: bool, on_error=None, to_sock=None):
         self.sock = sock
+        # send_grouped's addresses are canonical endpoints: `to_sock` maps
+        # one to the socket's form (sockaddr_for), once per group.
+        self.to_sock = to_sock
         self.gso = gso and hasattr(sock, "sendmsg")
         self.on_error = on_error
         self.sends = 0  # syscalls, for status and benchmarks
@@ -150,9 +154,10 @@ class Sender:
     def send_grouped(self, pairs) -> None:
         """(datagram, address) pairs, batched per address (order kept per
         address; different addresses are independent flows anyway)."""
+        to_sock = self.to_sock
         if not self.gso or (len(pairs) == 1 and type(pairs[0][0]) is not Run):
             for d, addr in pairs:
-                self._one_by_one((d,), addr)
+                self._one_by_one((d,), addr if to_sock is None else to_sock(addr))
             return
         groups: dict = {}
         for d, addr in pairs:
@@ -162,7 +167,7 @@ class Sender:
             else:
                 g.append(d)
         for addr, ds in groups.items():
-            self.send(ds, addr)
+            self.send(ds, addr if to_sock is None else to_sock(addr))
 
     def _one_by_one(self, datagrams, addr) -> None:
         sock = self.sock
@@ -196,6 +201,8 @@ def gro_receiver(sock, bufsize: int = RECV_BUF):
     handled without cutting it into datagrams first."""
     if hasattr(sock, "recvmsg"):
         recvmsg, space = sock.recvmsg, GRO_CMSG_SPACE
+        if getattr(sock, "family", None) == socket.AF_INET6:
+            return _canonical_receiver(recvmsg, bufsize, space)
 
         def recv():
             data, anc, _flags, addr = recvmsg(bufsize, space)
@@ -217,6 +224,53 @@ def gro_receiver(sock, bufsize: int = RECV_BUF):
     def recv_plain():
         return plain(bufsize), 0, None
     return recv_plain
+
+
+ENDPOINT_CACHE = 4096   # socket addresses remembered in their canonical form
+
+
+def _canonical_receiver(recvmsg, bufsize: int, space: int):
+    """gro_receiver() for an AF_INET6 socket: the address comes back in its
+    canonical form (camex.base.endpoint.canonical: an IPv4 peer of a
+    dual-stack socket as (a.b.c.d, port), an IPv6 one without flowinfo
+    and scope). A dict look-up per receive (~0.1 us, the same sender
+    every time in a burst) instead of recomputing it; the dict is
+    emptied when full, so forged sources cannot grow it."""
+    cache: dict = {}
+    get = cache.get
+
+    def recv():
+        data, anc, _flags, addr = recvmsg(bufsize, space)
+        ep = get(addr)
+        if ep is None:
+            if len(cache) >= ENDPOINT_CACHE:
+                cache.clear()
+            ep = cache[addr] = canonical(addr)
+        if anc:
+            size = gro_size(anc)
+            if size and size < len(data):
+                return data, size, ep
+        return data, 0, ep
+    return recv
+
+
+def sockaddr_for(sock):
+    """What a daemon passes to sendto() on `sock` for a canonical endpoint:
+    None where the canonical form is the socket's own (AF_INET), else a
+    caching camex.base.endpoint.sockaddr_v6 (AF_INET6, IPv4 peers mapped)."""
+    if getattr(sock, "family", None) != socket.AF_INET6:
+        return None
+    cache: dict = {}
+    get = cache.get
+
+    def to_sock(ep):
+        addr = get(ep)
+        if addr is None:
+            if len(cache) >= ENDPOINT_CACHE:
+                cache.clear()
+            addr = cache[ep] = sockaddr_v6(ep)
+        return addr
+    return to_sock
 
 
 def receiver(sock, bufsize: int = RECV_BUF):
@@ -248,6 +302,7 @@ def probe() -> Features:
     """Try UDP_SEGMENT and UDP_GRO on a throwaway socket (no traffic)."""
     if not sys.platform.startswith("linux"):
         return Features(False, False)
+    # The options are UDP's, the same on AF_INET and AF_INET6 sockets.
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         try:
