@@ -4,6 +4,7 @@ place, so that batching and offloads slot in without a rewrite."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import selectors
 import socket
@@ -26,6 +27,9 @@ from .loop import BURST_GAP, RESOLVE_RETRY, Loop, StartupError
 from .options import v2_timers
 
 FLUSH_AT = 64  # datagrams/packets queued before a mid-batch flush (bounds memory)
+# Send errors that say this socket's path is gone, not that a datagram was lost.
+PATH_GONE = (errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EINVAL)
+PATH_RECONNECT_EVERY = 1.0   # at most one new socket a second for them
 
 
 def _backlog(to_tun) -> int:
@@ -102,6 +106,7 @@ class ClientDaemon:
         self.sender = None
         self._recv = None
         self._tso_switch = False
+        self._path_reconnect = -1e9
         # Start of the last readiness event per descriptor: a lone packet or a burst?
         self._tun_at = self._sock_at = -1.0
         core = self.core
@@ -289,6 +294,17 @@ class ClientDaemon:
 
     def _send_error(self, e, addr) -> None:
         self.throttle.warning("send", "send error: %s", e)
+        if e.errno in PATH_GONE and self.loop is not None:
+            # The route to the server's address went away (e.g. the IPv4
+            # address of the link): a new socket, to the first of its
+            # addresses that connects (IPv6 where IPv4 left). A v2 session
+            # goes on over it (the server follows, as after any roam); a
+            # legacy client registers again.
+            now = self.loop.now()
+            if now - self._path_reconnect >= PATH_RECONNECT_EVERY:
+                self._path_reconnect = now
+                self.core.events.append(Reconnect(f"server unreachable from this socket "
+                                                  f"({e.strerror})"))
 
     def _flush(self, tso: bool = True) -> None:
         """Send and write what the core produced. `tso` False (after a lone
