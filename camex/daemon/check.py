@@ -108,7 +108,7 @@ def _server(opts: Options, report: Report) -> None:
     from .server import protocols, tun_config
     try:
         served = protocols(opts, config)
-        tun = tun_config(opts, config) if opts.server_tun else None
+        tun = tun_config(opts, config, served) if opts.server_tun else None
     except StartupError as e:
         report.errors.append(str(e))
         return

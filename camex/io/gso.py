@@ -25,7 +25,7 @@ import socket
 import struct
 import sys
 
-from ..base.endpoint import canonical, sockaddr_v6
+from ..base.endpoint import MAPPED, canonical, sockaddr_v6
 from ..base.netpkt import disabled
 from ..v2.framing import Run, datagrams_of, runs, split
 
@@ -123,15 +123,19 @@ class Sender:
         self.fallback_reason = None
         # Largest datagram GSO may carry: GSO cannot IP-fragment, so
         # datagrams above the path MTU (EMSGSIZE) go one by one and the
-        # kernel fragments each, as without GSO.
-        self.max_size = 65535
+        # kernel fragments each, as without GSO. Per outer family (index
+        # 1: IPv6 peers of a dual-stack socket, whose path is 20 bytes
+        # shorter), so that an IPv6 peer's limit never slows IPv4 ones.
+        self.max_sizes = [65535, 65535]
 
     def send(self, datagrams, addr=None) -> None:
         if not self.gso:
             self._one_by_one(datagrams, addr)
             return
+        v6 = addr is not None and ":" in addr[0] and not addr[0].startswith(MAPPED)
+        max_sizes = self.max_sizes
         for size, run in runs(datagrams):
-            if size > self.max_size and _many(run):
+            if size > max_sizes[v6] and _many(run):
                 self._one_by_one(run, addr)
                 continue
             self.sends += 1
@@ -141,7 +145,7 @@ class Sender:
                 pass
             except OSError as e:
                 if _many(run) and e.errno == errno.EMSGSIZE:
-                    self.max_size = size - 1
+                    max_sizes[v6] = size - 1
                     self._one_by_one(run, addr)
                 elif _many(run) and e.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT,
                                                 errno.EOPNOTSUPP):

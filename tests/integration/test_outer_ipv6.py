@@ -22,9 +22,10 @@ import pytest
 from lab.cclient import CClient
 from lab.daemons import auto_config
 from lab.faults import tcp_transfer
-from lab.netns import PORT, StarTopology, wait_until
+from lab.netns import PORT, PointToPoint, StarTopology, wait_until
 from lab.v2lab import GLOBAL, V2Camex
 
+from camex.io import gso
 from camex.v2 import wire
 
 pytestmark = pytest.mark.lab
@@ -113,7 +114,7 @@ def test_legacy_over_ipv6_only(star6, encrypt, mtu):
         st = cx.status(ns)
         assert st["protocol"] == "legacy" and st["mtu"] == mtu
         assert cx.clients()[ns.tunnel_ip]["endpoint"] == endpoint(ns, st["local_port"])
-    assert "listening on [::]:7000, IPv6 and IPv4," in srv.output()
+    assert srv.find(r"listening on \[::\]:7000 \(.*\), IPv6 and IPv4$") is not None, srv.tail()
 
 
 def test_dual_stack_server_serves_an_ipv4_c_client_and_an_ipv6_camex_client(star46):
@@ -213,3 +214,36 @@ def test_bulk_over_ipv6_uses_the_fast_path(star6, measure):
     measure(f"BULK over IPv6: {size >> 20} MiB C1->server "
             f"{size / up['seconds'] / 1e6 * 8:.0f} Mbit/s, C1->C2 relay "
             f"{size / relay['seconds'] / 1e6 * 8:.0f} Mbit/s")
+
+
+def test_an_ipv6_path_limit_leaves_ipv4_peers_their_gso(tmp_path):
+    """A run of 1472-byte datagrams fits an IPv4 path but not an IPv6 one
+    (EMSGSIZE: GSO cannot fragment): the dual-stack socket's sender then
+    sends such runs one by one to IPv6 peers only, and IPv4 peers keep one
+    sendmsg per run."""
+    with PointToPoint(logdir=str(tmp_path), family="dual") as lab:
+        srv = lab.a.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        srv.bind(("::", 0))
+        peers = {}
+        for family, host in ((socket.AF_INET, lab.b.underlay4), (socket.AF_INET6, lab.b.underlay6)):
+            r = lab.b.socket(family, socket.SOCK_DGRAM)
+            r.bind((host, 0))
+            r.settimeout(2)
+            peers[family] = r
+        assert gso.probe().udp_gso
+        sender = gso.Sender(srv, True, None, gso.sockaddr_for(srv))
+        run = [bytes([i]) * 1472 for i in range(4)]
+        v6 = peers[socket.AF_INET6].getsockname()[:2]
+        v4 = peers[socket.AF_INET].getsockname()[:2]
+        sender.send_grouped([(d, v6) for d in run])
+        assert sender.max_sizes == [65535, 1471]
+        got = [peers[socket.AF_INET6].recv(2000) for _ in run]   # fragmented, reassembled
+        assert got == run
+        before = sender.sends
+        sender.send_grouped([(d, v4) for d in run])
+        assert sender.sends == before + 1            # one GSO sendmsg for the run
+        assert [peers[socket.AF_INET].recv(2000) for _ in run] == run
+        for r in peers.values():
+            r.close()
+        srv.close()
