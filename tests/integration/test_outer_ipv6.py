@@ -14,13 +14,14 @@
   (UDP GSO sends, GRO receives), with no IPv6 fragment on the underlay.
 """
 
+import re
 import socket
 import subprocess
 
 import pytest
 
 from lab.cclient import CClient
-from lab.daemons import auto_config
+from lab.daemons import Camex, GLOBAL_PSK, auto_config, vectors_config
 from lab.faults import tcp_transfer
 from lab.netns import PORT, PointToPoint, StarTopology, wait_until
 from lab.v2lab import GLOBAL, V2Camex
@@ -247,3 +248,45 @@ def test_an_ipv6_path_limit_leaves_ipv4_peers_their_gso(tmp_path):
         for r in peers.values():
             r.close()
         srv.close()
+
+
+def _ping_df(ns, dst, size):
+    r = ns.run(["ping", "-n", "-c", "1", "-W", "1", "-M", "do", "-s", str(size), dst], timeout=10)
+    return r.returncode, r.stdout + r.stderr
+
+
+def _fragments(lab) -> int:
+    """IPv6 fragments made or reassembled anywhere on the underlay."""
+    return sum(ns.snmp6().get("Ip6FragCreates", 0) + ns.snmp6().get("Ip6ReasmReqds", 0)
+               for ns in (lab.server, *lab.clients))
+
+
+@pytest.mark.parametrize("encrypt, auto, protocol, mtu", [
+    (False, False, "legacy", 1452), (True, True, "legacy", 1409),
+    (True, False, "v2", 1418), (True, True, "v2", 1418)],
+    ids=["plaintext-manual", "encrypted-auto-mtu1500", "v2-manual", "v2-auto-mtu1500"])
+def test_mtu_over_ipv6_full_size_unfragmented_and_oversize_answered(star6, encrypt, auto,
+                                                                    protocol, mtu):
+    """As the IPv4 MTU test (test_fault_network): over an IPv6 underlay the
+    TUN MTU leaves room for the 40-byte IPv6 header too, also when the
+    server offers mtu=1500; full-size DF packets and a TCP transfer cross
+    without an IPv6 fragment anywhere, one byte more is refused locally
+    with the TUN's MTU."""
+    lab = star6
+    cx = Camex(lab, protocol=protocol)
+    psk = GLOBAL_PSK if encrypt else None
+    config = cx.write_config(vectors_config(c2_psk=None)) if auto else None
+    cx.start_server(encrypt=encrypt, psk=psk, config=config)
+    for ns in lab.clients:
+        cx.start_client(ns, encrypt=encrypt, psk=psk, auto=auto)
+    lab.c1.wait_ping("10.0.0.3", timeout=10)
+    assert cx.status(lab.c1)["mtu"] == mtu and cx.status(lab.c1)["protocol"] == protocol
+    before = _fragments(lab)
+    for src, dst in ((lab.c1, "10.0.0.3"), (lab.c2, "10.0.0.2")):
+        rc, out = _ping_df(src, dst, mtu - 28)
+        assert rc == 0, out
+    xfer = tcp_transfer(lab.c1, lab.c2, "10.0.0.3", 1 << 20, timeout=15)
+    assert xfer["ok"], xfer
+    assert _fragments(lab) == before, "full-size packets were fragmented on the IPv6 underlay"
+    rc, local = _ping_df(lab.c1, "10.0.0.3", mtu - 27)
+    assert rc != 0 and re.search(rf"message too long, mtu={mtu}", local), local
