@@ -96,7 +96,12 @@ def test_v2_over_ipv6_only(star6):
     text = subprocess.run([cx.binary, "status", "--control-socket",
                            cx.control_socket(star6.server)], capture_output=True, text=True,
                           timeout=10).stdout
-    assert f"endpoint: {endpoint(star6.c1, cx.status(star6.c1)['local_port'])}" in text, text
+    c1_ep = endpoint(star6.c1, cx.status(star6.c1)["local_port"])
+    assert f"endpoint: {c1_ep}" in text, text
+    prom = subprocess.run([cx.binary, "status", "--prometheus", "--control-socket",
+                           cx.control_socket(star6.server)], capture_output=True, text=True,
+                          timeout=10).stdout
+    assert f'endpoint="{c1_ep}"' in prom, prom
 
 
 @pytest.mark.parametrize("encrypt, mtu", [(True, 1409), (False, 1452)])
