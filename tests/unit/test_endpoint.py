@@ -127,3 +127,28 @@ def test_resolve_names_both_families():
     addrs = udp.resolve("localhost", 7000)
     assert ("127.0.0.1", 7000) in addrs
     assert all(len(a) == 2 for a in addrs)
+
+
+def test_server_falls_back_to_ipv4_where_the_host_has_no_ipv6(monkeypatch):
+    real = socket.socket
+
+    def no_ipv6(family=socket.AF_INET, *args, **kw):
+        if family == socket.AF_INET6:
+            raise OSError(97, "Address family not supported by protocol")   # EAFNOSUPPORT
+        return real(family, *args, **kw)
+    monkeypatch.setattr(udp.socket, "socket", no_ipv6)
+    s = udp.server_socket(0)
+    try:
+        assert s.family == socket.AF_INET and s.getsockname()[0] == "0.0.0.0"
+    finally:
+        s.close()
+
+
+def test_server_bind_errors_other_than_no_ipv6_are_raised():
+    taken = udp.server_socket(0)
+    try:
+        with pytest.raises(OSError) as e:
+            udp.server_socket(taken.getsockname()[1])
+        assert e.value.errno == 98   # EADDRINUSE: not hidden behind an IPv4 fallback
+    finally:
+        taken.close()
