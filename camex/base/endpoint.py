@@ -6,7 +6,7 @@ A dual-stack (AF_INET6, IPV6_V6ONLY=0) socket reports an IPv4 peer as
 (the cores, the state file, the address policy, the per-endpoint tables,
 `camex status`) sees one canonical endpoint per peer instead: (host, port)
 with a plain dotted quad for an IPv4 peer, the compressed IPv6 text for an
-IPv6 one, and no flowinfo or scope. `canonical()` makes it, `sockaddr_v6()`
+IPv6 one, and no flowinfo (nor scope, but for a link-local peer). `canonical()` makes it, `sockaddr_v6()`
 turns it back into what an AF_INET6 socket's sendto() takes (an AF_INET
 socket takes the canonical form as it is). No I/O here.
 """
@@ -19,10 +19,14 @@ MAPPED = "::ffff:"
 
 
 def canonical(addr) -> tuple:
-    """The canonical (host, port) of a socket address (2- or 4-tuple)."""
+    """The canonical (host, port) of a socket address (2- or 4-tuple). A
+    link-local IPv6 peer keeps its scope as 'fe80::2%3' (sendto() takes
+    it back; without it the reply could not leave)."""
     host = addr[0]
     if host.startswith(MAPPED) and "." in host:
         return host[7:], addr[1]
+    if len(addr) == 4 and addr[3]:
+        return f"{host}%{addr[3]}", addr[1]
     return host, addr[1]
 
 

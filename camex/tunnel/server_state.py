@@ -141,9 +141,8 @@ def _peer(server, e, now: float, age: float) -> Peer:
     if type(e.get("ip")) is not str:   # (IPv4Address takes ints too)
         raise Invalid("bad address")
     try:
-        if ipaddress.ip_address(ep[0]).version == 6 and (canonical(ep)[0] != ep[0]
-                                                          or "%" in ep[0]):
-            # Never written: endpoints are canonical (no mapped form, no scope).
+        if ipaddress.ip_address(ep[0]).version == 6 and canonical(ep)[0] != ep[0]:
+            # Never written: endpoints are canonical (an IPv4 peer unmapped).
             raise ValueError("not a canonical endpoint")
         ip = ipaddress.IPv4Address(e.get("ip"))
     except (ipaddress.AddressValueError, ValueError):

@@ -15,6 +15,8 @@ from camex.io import gso, udp
 @pytest.mark.parametrize("addr, ep", [
     (("::ffff:192.0.2.1", 7000, 0, 0), ("192.0.2.1", 7000)),
     (("2001:db8::2", 7000, 5, 0), ("2001:db8::2", 7000)),
+    # A link-local peer keeps its interface: the reply needs it.
+    (("fe80::2", 7000, 0, 3), ("fe80::2%3", 7000)),
     (("192.0.2.1", 7000), ("192.0.2.1", 7000)),
     # An IPv6 address whose text merely begins like a mapped one is kept.
     (("::ffff:c000:201", 1, 0, 0), ("::ffff:c000:201", 1)),
@@ -27,6 +29,7 @@ def test_canonical(addr, ep):
     (("192.0.2.1", 7000), "192.0.2.1:7000"),
     (("2001:db8::2", 7000), "[2001:db8::2]:7000"),
     (("::ffff:192.0.2.1", 7000, 0, 0), "192.0.2.1:7000"),
+    (("fe80::2", 7000, 0, 3), "[fe80::2%3]:7000"),
     (None, "?"),
 ])
 def test_fmt(ep, text):

@@ -254,7 +254,7 @@ def test_a_client_at_an_ipv6_endpoint_is_restored_there():
 
 @pytest.mark.parametrize("field,value", [
     ("endpoint", ["10.250.0.2", 0]), ("endpoint", "x"), ("ip", "300.1.1.1"),
-    ("endpoint", ["::ffff:10.250.0.2", 4000]), ("endpoint", ["fe80::1%eth0", 4000]),
+    ("endpoint", ["::ffff:10.250.0.2", 4000]), ("endpoint", ["fe80::1%%", 4000]),
     ("mode", "MANUAL"), ("client_id", "x" * 40), ("rx_window", [1, 1 << 70]),
     ("tx_prefix", "zz"), ("idle", float("nan")), ("connected_for", None),
 ])
