@@ -295,3 +295,25 @@ def test_mtu_over_ipv6_full_size_unfragmented_and_oversize_answered(star6, encry
     assert _fragments(lab) == before, "full-size packets were fragmented on the IPv6 underlay"
     rc, local = _ping_df(lab.c1, "10.0.0.3", mtu - 27)
     assert rc != 0 and re.search(rf"message too long, mtu={mtu}", local), local
+
+
+def test_server_bound_to_one_ipv6_address_serves_that_address_only(star46):
+    cx = V2Camex(star46)
+    c1, c2 = star46.c1, star46.c2
+    srv = cx.start_server(encrypt=True, psk=GLOBAL, extra=["-b", c1.server_ip6])
+    assert srv.find(rf"listening on \[{c1.server_ip6}\]:7000 \(") is not None, srv.tail()
+    assert srv.find("IPv6 and IPv4") is None
+    # A bracketed literal on the client's command line.
+    cx.start_client(c1, encrypt=True, psk=GLOBAL, server=f"[{c1.server_ip6}]")
+    wait_until(lambda: "10.0.0.2" in cx.clients() or None, 10, "C1's session")
+    assert cx.status(c1)["server"] == f"[{c1.server_ip6}]:{PORT}"
+    assert list(cx.clients()) == ["10.0.0.2"]
+    # The server's other addresses, IPv4 or IPv6, answer port unreachable.
+    for family, host in ((socket.AF_INET, c2.server_ip4), (socket.AF_INET6, c2.server_ip6)):
+        s = c2.socket(family, socket.SOCK_DGRAM)
+        s.settimeout(2)
+        s.connect((host, PORT))
+        s.send(b"anyone?")
+        with pytest.raises(ConnectionRefusedError):
+            s.recv(100)
+        s.close()
