@@ -150,10 +150,11 @@ class Camex:
 
     # -- clients
     def client_argv(self, ns: Namespace, auto: bool = False, name: Optional[str] = None,
+                    server: Optional[str] = None,
                     encrypt: bool = False, psk: Optional[str] = None,
                     local_cidr: Optional[str] = None, gateway: Optional[str] = None,
                     routes: Iterable[str] = (), extra: Iterable = ()) -> list[str]:
-        argv = [self.binary, "-M", "client", "-s", ns.server_ip, "-p", str(self.port),
+        argv = [self.binary, "-M", "client", "-s", server or ns.server_ip, "-p", str(self.port),
                 "--log-level", self.log_level, "--control-socket", self.control_socket(ns)]
         if self.protocol:
             argv += ["--protocol", self.protocol]
@@ -167,8 +168,10 @@ class Camex:
             argv += ["-c", r]
         return argv + _secret_args(encrypt, psk) + [str(a) for a in extra]
 
-    def start_client(self, ns: Namespace, wait: bool = True, timeout: float = 20.0, **kw) -> LabProcess:
-        proc = ns.spawn(self.client_argv(ns, **kw), name="camex-client")
+    def start_client(self, ns: Namespace, wait: bool = True, timeout: float = 20.0,
+                     hosts: Optional[dict] = None, **kw) -> LabProcess:
+        """``hosts``: names the client resolves (Namespace.spawn)."""
+        proc = ns.spawn(self.client_argv(ns, **kw), name="camex-client", hosts=hosts)
         if wait:
             self.wait_client(proc, timeout=timeout)
         return proc

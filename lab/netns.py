@@ -17,6 +17,13 @@ namespace can be traced to its (dead) owner: see clean_stale() and
 Addresses of the star lab are those of the captures in tests/vectors/captures:
 server 10.250.0.1 / 10.250.1.1, clients C1 10.250.0.2 and C2 10.250.1.2,
 tunnel 10.0.0.2 (C1), 10.0.0.3 (C2), gateway 10.0.0.1.
+
+The underlay between the peers (the outer path) is IPv4 by default; a
+topology's ``family="ipv6"`` gives the veths IPv6 addresses only
+(fd00:250:<i>::1 server side, ::2 client side, /64; no IPv4 address), and
+``family="dual"`` both. IPv6 addresses are added without duplicate address
+detection (IFA_F_NODAD) and waited for until none is tentative, so a
+daemon can bind them at once.
 """
 
 from __future__ import annotations
@@ -62,6 +69,10 @@ __all__ = [
 SERVER_UNDERLAY = ("10.250.0.1", "10.250.1.1")
 CLIENT_UNDERLAY = ("10.250.0.2", "10.250.1.2")
 UNDERLAY_PREFIX = 24
+UNDERLAY6_PREFIX = 64
+FAMILIES = ("ipv4", "ipv6", "dual")
+IFA_F_NODAD = 0x02
+IFA_F_TENTATIVE = 0x40
 TUNNEL_GATEWAY = "10.0.0.1"
 TUNNEL_C1 = "10.0.0.2"
 TUNNEL_C2 = "10.0.0.3"
@@ -87,6 +98,13 @@ class Namespace:
         # server address it reaches, its tunnel address and client ID.
         self.underlay: Optional[str] = None
         self.server_ip: Optional[str] = None
+        # On a dual-stack or IPv6 underlay, both families' addresses
+        # (None where the family is absent); underlay/server_ip are the
+        # IPv6 ones on an IPv6-only underlay, the IPv4 ones otherwise.
+        self.underlay4: Optional[str] = None
+        self.server_ip4: Optional[str] = None
+        self.underlay6: Optional[str] = None
+        self.server_ip6: Optional[str] = None
         self.tunnel_ip: Optional[str] = None
         self.client_id: Optional[str] = None
 
@@ -111,8 +129,12 @@ class Namespace:
                 }
         return out
 
-    def addresses(self, ifname: Optional[str] = None) -> list[ipaddress.IPv4Interface]:
-        """IPv4 addresses (with prefix) of one link or of all links."""
+    def addresses(self, ifname: Optional[str] = None, family: int = socket.AF_INET) -> list:
+        """Addresses (with prefix) of one link or of all links: IPv4 by
+        default, IPv6 with ``family=socket.AF_INET6`` (link-local ones too)."""
+        return [iface for iface, _flags in self._addresses(ifname, family)]
+
+    def _addresses(self, ifname: Optional[str], family: int) -> list:
         with self.ipr() as ipr:
             kw = {}
             if ifname is not None:
@@ -121,15 +143,17 @@ class Namespace:
                     return []
                 kw["index"] = idx[0]
             return [
-                ipaddress.IPv4Interface(f"{a.get('address')}/{a['prefixlen']}")
-                for a in ipr.get_addr(family=2, **kw)
+                (ipaddress.ip_interface(f"{a.get('address')}/{a['prefixlen']}"),
+                 a.get("IFA_FLAGS") or a["flags"])
+                for a in ipr.get_addr(family=family, **kw)
             ]
 
     def link_of(self, address: str) -> Optional[str]:
-        """Name of the link that holds IPv4 ``address`` (None if none)."""
+        """Name of the link that holds ``address``, IPv4 or IPv6 (None if none)."""
+        ip = ipaddress.ip_address(address)
         with self.ipr() as ipr:
-            for a in ipr.get_addr(family=2):
-                if a.get("address") == address:
+            for a in ipr.get_addr(family=socket.AF_INET6 if ip.version == 6 else socket.AF_INET):
+                if ipaddress.ip_address(a.get("address")) == ip:
                     return ipr.get_links(a["index"])[0].get("ifname")
         return None
 
@@ -155,10 +179,21 @@ class Namespace:
             ipr.link("set", index=idx, state="up")
 
     def add_address(self, ifname: str, cidr: str) -> None:
-        iface = ipaddress.IPv4Interface(cidr)
+        """Add an IPv4 or IPv6 address (an IPv6 one without duplicate
+        address detection: usable at once, see wait_address)."""
+        iface = ipaddress.ip_interface(cidr)
+        kw = {"flags": IFA_F_NODAD} if iface.version == 6 else {}
         with self.ipr() as ipr:
             idx = _lookup(ipr, ifname, self.name)
-            ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+            ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen,
+                     **kw)
+
+    def del_address(self, ifname: str, cidr: str) -> None:
+        """Remove an address (the routes through it go with it)."""
+        iface = ipaddress.ip_interface(cidr)
+        with self.ipr() as ipr:
+            idx = _lookup(ipr, ifname, self.name)
+            ipr.addr("del", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
 
     def add_route(self, dst: str, gateway: Optional[str] = None, ifname: Optional[str] = None) -> None:
         """Add an IPv4 route ("default" or a CIDR) via a gateway and/or link."""
@@ -223,15 +258,36 @@ class Namespace:
                 out[f"{proto}.{k}"] = int(v)
         return out
 
+    def snmp6(self) -> dict[str, int]:
+        """Counters of /proc/net/snmp6 here, as "Ip6FragCreates" -> value."""
+        with _thread_in_ns(self.name):
+            with open("/proc/thread-self/net/snmp6") as f:
+                return {k: int(v) for k, v in (line.split() for line in f if line.strip())}
+
     def socket(self, family: int, type: int, proto: int = 0) -> socket.socket:
         """A socket that lives in this namespace (e.g. AF_PACKET to watch a veth)."""
         with _thread_in_ns(self.name):
             return socket.socket(family, type, proto)
 
     # -- processes
-    def spawn(self, argv: Iterable, name: Optional[str] = None, env: Optional[dict] = None) -> LabProcess:
-        """Start a long-running process here; the lab stops it at cleanup."""
-        return self.lab._spawn(self, list(argv), name, env)
+    def spawn(self, argv: Iterable, name: Optional[str] = None, env: Optional[dict] = None,
+              hosts: Optional[dict] = None) -> LabProcess:
+        """Start a long-running process here; the lab stops it at cleanup.
+
+        ``hosts`` ({name: [address, ...]}) gives the process an /etc/hosts
+        of its own (a private mount namespace with that file bound over
+        /etc/hosts; util-linux unshare and mount, execed in place, so the
+        process keeps the pid): a name with A and AAAA records for it
+        alone, the host's file untouched."""
+        argv = list(argv)
+        if hosts:
+            path = os.path.join(self.lab.rundir, f"hosts-{self.role}-{len(self.lab.processes)}")
+            with open(path, "w") as f:
+                for host, addresses in hosts.items():
+                    f.writelines(f"{a} {host}\n" for a in addresses)
+            argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                    'mount --bind "$0" /etc/hosts && exec "$@"', path] + argv
+        return self.lab._spawn(self, argv, name, env)
 
     def run(self, argv: Iterable, timeout: float = 60.0, check: bool = False) -> subprocess.CompletedProcess:
         """Run a command here to completion; returns text stdout/stderr."""
@@ -275,17 +331,29 @@ class Namespace:
         )
 
     def wait_address(self, address: str, ifname: Optional[str] = None, timeout: float = 10.0) -> str:
-        """Wait until ``address`` (IPv4, no prefix) is on a link; return the link."""
+        """Wait until ``address`` (IPv4 or IPv6, no prefix) is on a link, an
+        IPv6 one past duplicate address detection (not tentative); return
+        the link."""
+        ip = ipaddress.ip_address(address)
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
 
         def check():
-            if ifname is not None:
-                return ifname if any(str(a.ip) == address for a in self.addresses(ifname)) else None
-            return self.link_of(address)
+            link = ifname if ifname is not None else self.link_of(address)
+            if link is None:
+                return None
+            ready = any(a.ip == ip and not flags & IFA_F_TENTATIVE
+                        for a, flags in self._addresses(link, family))
+            return link if ready else None
 
         return wait_until(check, timeout, f"address {address} in {self.name}")
 
     def wait_port(self, port: int, proto: str = "udp", timeout: float = 10.0) -> None:
         wait_until(lambda: port in self.bound_ports(proto), timeout, f"{proto} port {port} bound in {self.name}")
+
+
+def _v6(text: str) -> str:
+    """An IPv6 address in its canonical text (what camex status prints)."""
+    return str(ipaddress.IPv6Address(text))
 
 
 def _lookup(ipr: IPRoute, ifname: str, nsname: str) -> int:
@@ -507,14 +575,17 @@ class StarTopology(Lab):
     10.0.0.<i+1>, gateway 10.0.0.1.
     """
 
-    def __init__(self, clients: int = 2, logdir: Optional[str] = None):
+    def __init__(self, clients: int = 2, logdir: Optional[str] = None, family: str = "ipv4"):
+        if family not in FAMILIES:
+            raise LabError(f"family {family!r} is not one of {', '.join(FAMILIES)}")
         super().__init__(logdir=logdir)
+        self.family = family
         try:
             self.server = self.add_ns("srv")
             self.clients: list[Namespace] = []
             for i in range(clients):
                 c = self.add_ns(f"c{i + 1}")
-                c.server_ip = f"10.250.{i}.1"
+                c.server_ip = f"10.250.{i}.1"   # (_attach_client may change it)
                 c.tunnel_ip = f"10.0.0.{i + 2}"
                 c.client_id = f"C{i + 1}"
                 c.underlay = self._attach_client(i, c)
@@ -527,10 +598,22 @@ class StarTopology(Lab):
         """Link client ``i`` (0-based) to the server; return its underlay
         address. Other topologies (lab.faults.ChainTopology) put a client
         elsewhere by overriding this."""
-        underlay = f"10.250.{i}.2"
-        self.veth(self.server, f"c{i + 1}", f"{c.server_ip}/{UNDERLAY_PREFIX}",
-                  c, "eth0", f"{underlay}/{UNDERLAY_PREFIX}")
-        return underlay
+        v4 = self.family in ("ipv4", "dual")
+        v6 = self.family in ("ipv6", "dual")
+        if v4:
+            c.server_ip4, c.underlay4 = f"10.250.{i}.1", f"10.250.{i}.2"
+        if v6:
+            c.server_ip6, c.underlay6 = _v6(f"fd00:250:{i}::1"), _v6(f"fd00:250:{i}::2")
+        self.veth(self.server, f"c{i + 1}", None, c, "eth0", None)
+        for ns, ifname, a4, a6 in ((self.server, f"c{i + 1}", c.server_ip4, c.server_ip6),
+                                   (c, "eth0", c.underlay4, c.underlay6)):
+            if a4:
+                ns.add_address(ifname, f"{a4}/{UNDERLAY_PREFIX}")
+            if a6:
+                ns.add_address(ifname, f"{a6}/{UNDERLAY6_PREFIX}")
+                ns.wait_address(a6, ifname)
+        c.server_ip = c.server_ip4 or c.server_ip6
+        return c.underlay4 or c.underlay6
 
     @property
     def c1(self) -> Namespace:
@@ -542,15 +625,27 @@ class StarTopology(Lab):
 
 
 class PointToPoint(Lab):
-    """Two namespaces ``a`` (10.250.0.1) and ``b`` (10.250.0.2) on one veth."""
+    """Two namespaces ``a`` (10.250.0.1, fd00:250:0::1) and ``b``
+    (10.250.0.2, fd00:250:0::2) on one veth; ``family`` as StarTopology's."""
 
-    def __init__(self, logdir: Optional[str] = None, mtu: int = 1500):
+    def __init__(self, logdir: Optional[str] = None, mtu: int = 1500, family: str = "ipv4"):
+        if family not in FAMILIES:
+            raise LabError(f"family {family!r} is not one of {', '.join(FAMILIES)}")
         super().__init__(logdir=logdir)
+        self.family = family
         try:
             self.a = self.add_ns("a")
             self.b = self.add_ns("b")
-            self.a.underlay, self.b.underlay = "10.250.0.1", "10.250.0.2"
-            self.veth(self.a, "eth0", "10.250.0.1/24", self.b, "eth0", "10.250.0.2/24", mtu=mtu)
+            self.veth(self.a, "eth0", None, self.b, "eth0", None, mtu=mtu)
+            for ns, host in ((self.a, 1), (self.b, 2)):
+                if family != "ipv6":
+                    ns.underlay4 = f"10.250.0.{host}"
+                    ns.add_address("eth0", f"{ns.underlay4}/{UNDERLAY_PREFIX}")
+                if family != "ipv4":
+                    ns.underlay6 = _v6(f"fd00:250:0::{host}")
+                    ns.add_address("eth0", f"{ns.underlay6}/{UNDERLAY6_PREFIX}")
+                    ns.wait_address(ns.underlay6, "eth0")
+                ns.underlay = ns.underlay4 or ns.underlay6
         except BaseException:
             self.cleanup()
             raise

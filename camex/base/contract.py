@@ -122,6 +122,10 @@ class ClientCore(Protocol):
 
     def start(self, now: float) -> None: ...
 
+    def outer_family(self, ipv6: bool) -> None:
+        """The socket to the server is IPv6 (True) or IPv4: default MTU
+        and datagram sizes follow the outer header (before connected())."""
+
     def connected(self, now: float) -> None: ...
 
     def close(self, now: float) -> None: ...

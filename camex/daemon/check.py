@@ -24,6 +24,7 @@ import os
 import sys
 
 from .config import ConfigError, ServerConfig, load_config, merge
+from ..base.endpoint import fmt_host
 from .loop import StartupError
 from .options import ENV_PSK, Options, UsageError, parse_args
 
@@ -107,7 +108,7 @@ def _server(opts: Options, report: Report) -> None:
     from .server import protocols, tun_config
     try:
         served = protocols(opts, config)
-        tun = tun_config(opts, config) if opts.server_tun else None
+        tun = tun_config(opts, config, served) if opts.server_tun else None
     except StartupError as e:
         report.errors.append(str(e))
         return
@@ -239,7 +240,7 @@ def _client(opts: Options, report: Report) -> None:
     if opts.bind_ip or opts.bind_dev:
         local = " from " + ", ".join(x for x in (opts.bind_ip, opts.bind_dev and
                                                  f"device {opts.bind_dev}") if x)
-    L.append(f"client: to {opts.server_host}:{opts.port}{local}")
+    L.append(f"client: to {fmt_host(opts.server_host, opts.port)}{local}")
     if opts.protocol == "legacy" or not opts.psk:
         proto = "legacy, " + ("encrypted" if opts.encrypt else "plaintext")
     elif opts.protocol == "v2":

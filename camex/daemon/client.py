@@ -4,6 +4,7 @@ place, so that batching and offloads slot in without a rewrite."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import selectors
@@ -12,6 +13,7 @@ import socket
 from typing import Callable
 
 from ..base import netpkt
+from ..base.endpoint import canonical, fmt, fmt_host
 from ..base.contract import ClientCore, Device, SuperPacket
 from ..legacy.client import IfConfig, LegacyClient, Reconnect
 from ..io import gso, netlink, offload, udp
@@ -26,6 +28,9 @@ from .loop import BURST_GAP, RESOLVE_RETRY, Loop, StartupError
 from .options import v2_timers
 
 FLUSH_AT = 64  # datagrams/packets queued before a mid-batch flush (bounds memory)
+# Send errors that say this socket's path is gone, not that a datagram was lost.
+PATH_GONE = (errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EINVAL)
+PATH_RECONNECT_EVERY = 1.0   # at most one new socket a second for them
 
 
 def _backlog(to_tun) -> int:
@@ -131,6 +136,7 @@ class ClientDaemon:
         self.sender = None
         self._recv = None
         self._tso_switch = False
+        self._path_reconnect = -1e9
         # Start of the last readiness event per descriptor: a lone packet or a burst?
         self._tun_at = self._sock_at = -1.0
         core = self.core
@@ -166,9 +172,9 @@ class ClientDaemon:
                 self.link.gso_max_size = self.core.tso_max()
             protocol = {"legacy": "legacy", "v2": "v2", "auto": "v2, else legacy"}[
                 self.opts.protocol] if self.opts.psk else "legacy"
-            LOG.info("client %s: TUN %s (%s), server %s:%d, protocol %s%s",
+            LOG.info("client %s: TUN %s (%s), server %s, protocol %s%s",
                      self.core.client_id or self.opts.local_cidr, self.tun.name,
-                     self.tun.path, self.opts.server_host, self.opts.port, protocol,
+                     self.tun.path, fmt_host(self.opts.server_host, self.opts.port), protocol,
                      ", legacy encrypted, key fingerprint " + codec.fingerprint(self.key)
                      if self.key else ", legacy plaintext" if protocol != "v2" else "")
             LOG.info("data path: %s, UDP GSO %s, UDP GRO %s",
@@ -180,6 +186,10 @@ class ClientDaemon:
             self.loop.sel.register(self.tun, selectors.EVENT_READ, self._tun_readable)
             self.loop.serve_control(self.opts.control_socket, {"status": self.status})
             now = self.loop.now()
+            if ":" in self.opts.server_host:
+                # An IPv6 literal: the first TUN configuration has the IPv6
+                # MTU (a name's family is known at connect: outer_family).
+                self.core.outer_family(True)
             self.core.start(now)
             self._flush()
             self._connect(now)
@@ -200,11 +210,10 @@ class ClientDaemon:
             self.sock.close()
             self.sock = None
         try:
-            self.server = self.io.resolve(self.opts.server_host, self.opts.port)
-            self.sock = self.io.connect(self.server, self.opts.bind_ip, self.opts.bind_dev)
+            self.server, self.sock = self._open_socket()
         except (OSError, socket.gaierror) as e:
-            self.throttle.warning("connect", "cannot reach server %s:%d: %s; retrying "
-                                  "every %.0f s", self.opts.server_host, self.opts.port,
+            self.throttle.warning("connect", "cannot reach server %s: %s; retrying "
+                                  "every %.0f s", fmt_host(self.opts.server_host, self.opts.port),
                                   e, RESOLVE_RETRY)
             self.next_connect = now + RESOLVE_RETRY
             return
@@ -214,10 +223,28 @@ class ClientDaemon:
         self.sender = gso.Sender(self.sock, self.features.udp_gso, self._send_error)
         self._recv = gso.gro_receiver(self.sock)
         self.loop.sel.register(self.sock, selectors.EVENT_READ, self._sock_readable)
-        LOG.debug("connected to %s:%d from port %d", *self.server,
-                  self.sock.getsockname()[1])
+        LOG.debug("connected to %s from port %d", fmt(self.server), self.sock.getsockname()[1])
+        self.core.outer_family(":" in self.server[0])
+        if self.tun.offload and self.core.bulk:
+            # BULK fragments are 20 bytes smaller over IPv6: a TSO super-packet
+            # still seals into a frame of one send (applied with the MTU).
+            self.link.gso_max_size = self.core.tso_max()
         self.core.connected(now)
         self._flush()
+
+    def _open_socket(self):
+        """(server endpoint, connected socket): the first of the server's
+        addresses (AAAA and A records, getaddrinfo's order) that a socket
+        connects to; a family without a route fails at connect() and the
+        next address is tried. Raises the last error."""
+        error: Exception = OSError("no address")
+        for addr in self.io.resolve(self.opts.server_host, self.opts.port):
+            try:
+                return canonical(addr), self.io.connect(addr, self.opts.bind_ip,
+                                                        self.opts.bind_dev)
+            except OSError as e:
+                error = e
+        raise error
 
     def _deadline(self) -> float:
         if self.sock is None:
@@ -303,6 +330,17 @@ class ClientDaemon:
 
     def _send_error(self, e, addr) -> None:
         self.throttle.warning("send", "send error: %s", e)
+        if e.errno in PATH_GONE and self.loop is not None:
+            # The route to the server's address went away (e.g. the IPv4
+            # address of the link): a new socket, to the first of its
+            # addresses that connects (IPv6 where IPv4 left). A v2 session
+            # goes on over it (the server follows, as after any roam); a
+            # legacy client registers again.
+            now = self.loop.now()
+            if now - self._path_reconnect >= PATH_RECONNECT_EVERY:
+                self._path_reconnect = now
+                self.core.events.append(Reconnect(f"server unreachable from this socket "
+                                                  f"({e.strerror})"))
 
     def _flush(self, tso: bool = True) -> None:
         """Send and write what the core produced. `tso` False (after a lone
@@ -375,8 +413,8 @@ class ClientDaemon:
             "address6": str(core.config.address6) if core.config and getattr(
                 core.config, "address6", None) else None,
             "mtu": core.config.mtu if core.config else None,
-            "server": f"{self.server[0]}:{self.server[1]}" if self.server else
-                      f"{self.opts.server_host}:{self.opts.port}",
+            "server": fmt(self.server) if self.server else
+                      fmt_host(self.opts.server_host, self.opts.port),
             "local_port": self.sock.getsockname()[1] if self.sock else None,
             "last_received_ago": None if core.last_rx is None else round(now - core.last_rx, 3),
             "last_register_ago": round(now - core.last_register, 3),

@@ -20,6 +20,7 @@ import sys
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
 from camex import __version__
+from camex.base.endpoint import parse_ip
 from camex.daemon.config import (DEFAULT_PATH, parse_gateway, parse_host_cidr, parse_int,
                                 parse_ipv4, parse_mtu, parse_psk, parse_route)
 from camex.legacy.server import MAX_CLIENTS
@@ -204,9 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
            "(IPv6: v2 only)")
     a("-g", "--gateway-ip", metavar="ADDR", action="append", default=[],
       help="client: tunnel gateway address; one per address family")
-    a("-s", "--server-host", metavar="HOST", help="client: server name or IPv4 address")
+    a("-s", "--server-host", metavar="HOST", help="client: server name, IPv4 or IPv6 address")
     a("-p", "--port", metavar="PORT", help="UDP port (required)")
-    a("-b", "--bind-ip", metavar="A.B.C.D", help="local IPv4 address to bind")
+    a("-b", "--bind-ip", metavar="ADDRESS", help="local IPv4 or IPv6 address to bind "
+      "(server default: :: and 0.0.0.0, both families)")
     a("-f", "--config", metavar="FILE", help=f"server configuration file (default {DEFAULT_PATH})")
     a("-c", "--route-cidr", metavar="NET/NN", action="append", default=[], help=f"client: route this network into the tunnel (repeatable, IPv4 or IPv6, at most {MAX_ROUTES} of each)")
     a("-t", "--mtu", metavar="MTU", help="tunnel MTU, 576..9000")
@@ -266,8 +268,10 @@ def _name(text: str) -> str:
 
 
 def _server_host(text: str) -> str:
-    if ":" in text:
-        raise ValueError(f"{text!r}: IPv6 is not supported, camex runs over IPv4")
+    """An IPv4 or IPv6 literal (brackets allowed; kept without them), or a
+    host name (its AAAA and A records are tried at connect time)."""
+    if ":" in text or text.startswith("["):
+        return str(parse_ip(text))
     if text and all(c.isdigit() or c == "." for c in text):
         parse_ipv4(text)  # looks numeric: must be a real dotted quad
         return text
@@ -275,8 +279,15 @@ def _server_host(text: str) -> str:
     labels = name.split(".")
     if not name or len(name) > 253 or not name.isascii() or not all(
             len(lb) <= 63 and _LABEL_RE.fullmatch(lb) for lb in labels):
-        raise ValueError(f"{text!r} is neither an IPv4 address nor a host name")
+        raise ValueError(f"{text!r} is neither an IPv4 or IPv6 address nor a host name")
     return text
+
+
+def _bind_ip(text: str) -> str:
+    """A local IPv4 or IPv6 address (no scope id, not v4-mapped)."""
+    if ":" not in text and not text.startswith("["):
+        return str(parse_ipv4(text))
+    return str(parse_ip(text))
 
 
 def _bind_dev(text: str) -> str:
@@ -433,7 +444,7 @@ def parse_args(argv: list[str] | None = None, environ=None, *,
             o.server_host = _check("--server-host", _server_host, args.server_host)
     if args.bind_ip is not None:
         with gather:
-            o.bind_ip = str(_check("--bind-ip", parse_ipv4, args.bind_ip))
+            o.bind_ip = _check("--bind-ip", _bind_ip, args.bind_ip)
     if args.config is not None:
         with gather:
             o.config = _nonempty("--config", args.config)

@@ -7,15 +7,19 @@ import errno
 import functools
 import ipaddress
 import selectors
+import socket
 from typing import Callable
 import time
 
 from ..base import netpkt
+from ..base.endpoint import fmt
 from .config import check_policy
 from ..base.contract import Device, ServerCore, SuperPacket
-from ..legacy.client import IfConfig, default_mtu
+from ..base.endpoint import outer_ip_udp
+from ..legacy.client import PATH_MTU, IfConfig, default_mtu
 from ..tunnel.server import ServerMux
 from ..io import gso, offload, udp
+from ..v2 import wire
 from ..v2.framing import Run
 from .keylog import open_keylog
 from ..legacy import codec
@@ -43,15 +47,39 @@ def protocols(opts, config) -> list[str]:
     return [name for name, on in (("v2", v2), ("legacy", legacy)) if on]
 
 
-def tun_config(opts, config) -> IfConfig:
-    """The --server-tun TUN's address: -l, else the gateway of [defaults]
-    (also `camex check-config`)."""
+def listens_ipv6(opts) -> bool:
+    """May IPv6 peers come? An IPv6 -b, or the default (:: and 0.0.0.0)."""
+    return not opts.bind_ip or ":" in opts.bind_ip
+
+
+def tun_mtu(opts, config, served, ipv6: bool) -> int:
+    """The --server-tun TUN's MTU, by the rule of the clients' TUNs: -t,
+    else mtu= of [defaults] lowered to what fits a 1500-byte path, else
+    that figure. The figure is the smallest of the protocols served (v2
+    1438, legacy 1429 encrypted or 1472 plaintext) over the outer family
+    the server listens on (20 less where IPv6 peers may come: 1418, 1409,
+    1452), so a packet from this TUN reaches any client unfragmented."""
+    if opts.mtu:
+        return opts.mtu
+    rooms = []
+    if "v2" in served:
+        rooms.append(PATH_MTU - outer_ip_udp(ipv6) - wire.OVERHEAD)
+    if "legacy" in served:
+        rooms.append(default_mtu(opts.encrypt, ipv6))
+    room = min(rooms) if rooms else default_mtu(opts.encrypt, ipv6)
+    offered = config.defaults.mtu if config is not None else None
+    return min(offered, room) if offered else room
+
+
+def tun_config(opts, config, served=(), ipv6: bool | None = None) -> IfConfig:
+    """The --server-tun TUN's addresses: -l, else the gateway of [defaults]
+    (one per family); its MTU: tun_mtu() (also `camex check-config`)."""
     address, address6 = _tun_address(opts, config, 4), _tun_address(opts, config, 6)
     if address is None and address6 is None:
         raise StartupError("--server-tun: needs -l A.B.C.D/NN or gateway_ip "
                            "in the [defaults] of the configuration file")
-    return IfConfig(address, opts.mtu or default_mtu(opts.encrypt), None, list(opts.routes),
-                    address6=address6)
+    mtu = tun_mtu(opts, config, served, listens_ipv6(opts) if ipv6 is None else ipv6)
+    return IfConfig(address, mtu, None, list(opts.routes), address6=address6)
 
 
 def _tun_address(opts, config, version: int):
@@ -69,6 +97,8 @@ def _tun_address(opts, config, version: int):
     local = getattr(d, "local_cidr6" if six else "local_cidr", None)
     prefix = local.network.prefixlen if local is not None else (64 if six else 24)
     return ipaddress.ip_interface(f"{gw}/{prefix}")
+
+
 def _netlink_link(ifname: str):
     # Only a server with a TUN of its own configures a link (through a
     # helper child: camex.io.netlink), so the module loads only then.
@@ -103,14 +133,15 @@ class ServerDaemon:
         self.key = codec.derive_key(opts.psk) if opts.encrypt else None
         self.passphrase = opts.psk
         config = load_config()
-        self.tun_config = tun_config(opts, config) if opts.server_tun else None
+        self.start_config = config   # (the server TUN's MTU, once the socket is bound)
+        self.protocols = protocols(opts, config)
+        self.tun_config = tun_config(opts, config, self.protocols) if opts.server_tun else None
         # The server TUN's address is the server's: no client may hold it.
         self.server_interfaces = [a for a in (self.tun_config.address,
                                               self.tun_config.address6)
                                   if a is not None] if self.tun_config else []
         if config is not None:
             check_policy(config, self.server_interfaces)
-        self.protocols = protocols(opts, config)
         legacy, v2 = "legacy" in self.protocols, "v2" in self.protocols
         self.keylog = open_keylog(opts.keylog) if v2 else None
         self.core: ServerCore = ServerMux(passphrase=opts.psk, encrypt=opts.encrypt, config=config,
@@ -127,6 +158,7 @@ class ServerDaemon:
         self.throttle = Throttle()
         self.features = gso.probe()
         self.sender = None
+        self._to_sock = None
         self._recv = None
         # Start of the last readiness event per descriptor: a lone packet or a burst?
         self._tun_at = self._sock_at = -1.0
@@ -190,7 +222,11 @@ class ServerDaemon:
                                    f": {e.strerror}") from None
             if self.features.udp_gro:
                 gso.enable_gro(self.sock)
-            self.sender = gso.Sender(self.sock, self.features.udp_gso, self._send_error)
+            # An AF_INET6 socket takes IPv4 peers v4-mapped: the cores' endpoints
+            # are canonical (camex.base.endpoint), mapped at the send edge.
+            self._to_sock = gso.sockaddr_for(self.sock)
+            self.sender = gso.Sender(self.sock, self.features.udp_gso, self._send_error,
+                                     self._to_sock)
             self._recv = gso.gro_receiver(self.sock)
             LOG.info("data path: UDP GSO %s, UDP GRO %s",
                      "on" if self.features.udp_gso else "off (kernel < 4.18)",
@@ -201,14 +237,19 @@ class ServerDaemon:
                 self.state.load(self.loop.now())
                 self._flush()
             if self.tun_config is not None:
+                if self.sock.family != socket.AF_INET6 and listens_ipv6(self.opts):
+                    # No IPv6 on this host after all (the AF_INET fallback).
+                    self.tun_config = tun_config(self.opts, self.start_config, self.protocols,
+                                                 False)
                 self._open_tun()
             self.loop.serve_control(self.opts.control_socket,
                                     {"status": self.status, "reload": self.loop.request_reload})
-            addr = self.sock.getsockname()
-            LOG.info("listening on %s:%d (%s; legacy %s%s)", addr[0], addr[1],
+            LOG.info("listening on %s (%s; legacy %s%s)%s", fmt(self.sock.getsockname()),
                      " and ".join(self.protocols),
                      "encrypted" if self.key else "plaintext",
-                     ", key fingerprint " + codec.fingerprint(self.key) if self.key else "")
+                     ", key fingerprint " + codec.fingerprint(self.key) if self.key else "",
+                     ", IPv6 and IPv4" if self._to_sock is not None
+                     and self.sock.getsockname()[0] == "::" else "")
             self.loop.run(self._next_deadline, self._timer, self._reload)
             LOG.info("stopping")
             # v2 clients get a CLOSE, so they knock again at once and are
@@ -313,7 +354,7 @@ class ServerDaemon:
             core.tun_packet(seg)
 
     def _send_error(self, e, addr) -> None:
-        self.throttle.warning("send", "send to %s:%d failed: %s", addr[0], addr[1], e)
+        self.throttle.warning("send", "send to %s failed: %s", fmt(addr), e)
 
     def _flush(self, tso: bool = True) -> None:
         """Write and send what the core produced; `tso` False after a lone
@@ -331,7 +372,7 @@ class ServerDaemon:
             # A lone datagram: one sendto(), none of the batching.
             datagram, addr = out[0]
             try:
-                self.sock.sendto(datagram, addr)
+                self.sock.sendto(datagram, addr if self._to_sock is None else self._to_sock(addr))
             except (BlockingIOError, ConnectionRefusedError):
                 pass  # a full buffer drops, as a NIC would
             except OSError as e:

@@ -25,6 +25,7 @@ import socket
 import struct
 import sys
 
+from ..base.endpoint import MAPPED, canonical, sockaddr_v6
 from ..base.netpkt import disabled
 from ..v2.framing import Run, datagrams_of, runs, split
 
@@ -111,23 +112,30 @@ class Sender:
     to `on_error(exc, addr)` (the daemon throttles its log).
     """
 
-    def __init__(self, sock, gso: bool, on_error=None):
+    def __init__(self, sock, gso: bool, on_error=None, to_sock=None):
         self.sock = sock
+        # send_grouped's addresses are canonical endpoints: `to_sock` maps
+        # one to the socket's form (sockaddr_for), once per group.
+        self.to_sock = to_sock
         self.gso = gso and hasattr(sock, "sendmsg")
         self.on_error = on_error
         self.sends = 0  # syscalls, for status and benchmarks
         self.fallback_reason = None
         # Largest datagram GSO may carry: GSO cannot IP-fragment, so
         # datagrams above the path MTU (EMSGSIZE) go one by one and the
-        # kernel fragments each, as without GSO.
-        self.max_size = 65535
+        # kernel fragments each, as without GSO. Per outer family (index
+        # 1: IPv6 peers of a dual-stack socket, whose path is 20 bytes
+        # shorter), so that an IPv6 peer's limit never slows IPv4 ones.
+        self.max_sizes = [65535, 65535]
 
     def send(self, datagrams, addr=None) -> None:
         if not self.gso:
             self._one_by_one(datagrams, addr)
             return
+        v6 = addr is not None and ":" in addr[0] and not addr[0].startswith(MAPPED)
+        max_sizes = self.max_sizes
         for size, run in runs(datagrams):
-            if size > self.max_size and _many(run):
+            if size > max_sizes[v6] and _many(run):
                 self._one_by_one(run, addr)
                 continue
             self.sends += 1
@@ -137,7 +145,7 @@ class Sender:
                 pass
             except OSError as e:
                 if _many(run) and e.errno == errno.EMSGSIZE:
-                    self.max_size = size - 1
+                    max_sizes[v6] = size - 1
                     self._one_by_one(run, addr)
                 elif _many(run) and e.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT,
                                                 errno.EOPNOTSUPP):
@@ -150,9 +158,10 @@ class Sender:
     def send_grouped(self, pairs) -> None:
         """(datagram, address) pairs, batched per address (order kept per
         address; different addresses are independent flows anyway)."""
+        to_sock = self.to_sock
         if not self.gso or (len(pairs) == 1 and type(pairs[0][0]) is not Run):
             for d, addr in pairs:
-                self._one_by_one((d,), addr)
+                self._one_by_one((d,), addr if to_sock is None else to_sock(addr))
             return
         groups: dict = {}
         for d, addr in pairs:
@@ -162,7 +171,7 @@ class Sender:
             else:
                 g.append(d)
         for addr, ds in groups.items():
-            self.send(ds, addr)
+            self.send(ds, addr if to_sock is None else to_sock(addr))
 
     def _one_by_one(self, datagrams, addr) -> None:
         sock = self.sock
@@ -196,6 +205,8 @@ def gro_receiver(sock, bufsize: int = RECV_BUF):
     handled without cutting it into datagrams first."""
     if hasattr(sock, "recvmsg"):
         recvmsg, space = sock.recvmsg, GRO_CMSG_SPACE
+        if getattr(sock, "family", None) == socket.AF_INET6:
+            return _canonical_receiver(recvmsg, bufsize, space)
 
         def recv():
             data, anc, _flags, addr = recvmsg(bufsize, space)
@@ -217,6 +228,53 @@ def gro_receiver(sock, bufsize: int = RECV_BUF):
     def recv_plain():
         return plain(bufsize), 0, None
     return recv_plain
+
+
+ENDPOINT_CACHE = 4096   # socket addresses remembered in their canonical form
+
+
+def _canonical_receiver(recvmsg, bufsize: int, space: int):
+    """gro_receiver() for an AF_INET6 socket: the address comes back in its
+    canonical form (camex.base.endpoint.canonical: an IPv4 peer of a
+    dual-stack socket as (a.b.c.d, port), an IPv6 one without flowinfo
+    and scope). A dict look-up per receive (~0.1 us, the same sender
+    every time in a burst) instead of recomputing it; the dict is
+    emptied when full, so forged sources cannot grow it."""
+    cache: dict = {}
+    get = cache.get
+
+    def recv():
+        data, anc, _flags, addr = recvmsg(bufsize, space)
+        ep = get(addr)
+        if ep is None:
+            if len(cache) >= ENDPOINT_CACHE:
+                cache.clear()
+            ep = cache[addr] = canonical(addr)
+        if anc:
+            size = gro_size(anc)
+            if size and size < len(data):
+                return data, size, ep
+        return data, 0, ep
+    return recv
+
+
+def sockaddr_for(sock):
+    """What a daemon passes to sendto() on `sock` for a canonical endpoint:
+    None where the canonical form is the socket's own (AF_INET), else a
+    caching camex.base.endpoint.sockaddr_v6 (AF_INET6, IPv4 peers mapped)."""
+    if getattr(sock, "family", None) != socket.AF_INET6:
+        return None
+    cache: dict = {}
+    get = cache.get
+
+    def to_sock(ep):
+        addr = get(ep)
+        if addr is None:
+            if len(cache) >= ENDPOINT_CACHE:
+                cache.clear()
+            addr = cache[ep] = sockaddr_v6(ep)
+        return addr
+    return to_sock
 
 
 def receiver(sock, bufsize: int = RECV_BUF):
@@ -248,6 +306,7 @@ def probe() -> Features:
     """Try UDP_SEGMENT and UDP_GRO on a throwaway socket (no traffic)."""
     if not sys.platform.startswith("linux"):
         return Features(False, False)
+    # The options are UDP's, the same on AF_INET and AF_INET6 sockets.
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         try:

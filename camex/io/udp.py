@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 
 from ..base.contract import DatagramReceiver
+from ..base.endpoint import fmt
 from ..base.log import fault
 from ..v2.framing import split
 
@@ -23,15 +25,39 @@ def _tune(sock: socket.socket, bind_dev: str | None) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, bind_dev.encode())
 
 
-def resolve(host: str, port: int):
-    """The first IPv4 address of `host` (raises socket.gaierror)."""
-    infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
-    return infos[0][4]
+def resolve(host: str, port: int) -> list:
+    """The socket addresses of `host` to try, in getaddrinfo's order
+    (RFC 6724: IPv6 first where the host has IPv6 routes), AAAA and A
+    records alike; an address literal (brackets allowed) is the one
+    candidate. Raises socket.gaierror."""
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_DGRAM)
+    out = []
+    for family, _type, _proto, _name, addr in infos:
+        if family in (socket.AF_INET, socket.AF_INET6):
+            addr = (addr[0], addr[1])
+            if addr not in out:
+                out.append(addr)
+    if not out:
+        raise socket.gaierror(socket.EAI_NONAME, "no IPv4 or IPv6 address")
+    return out
+
+
+def family_of(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def client_socket(server, bind_ip: str | None = None, bind_dev: str | None = None):
-    """A new socket (new source port) connected to `server` (ip, port)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    """A new socket (new source port) connected to `server` (ip, port), of
+    the server address's family. connect() fails at once (ENETUNREACH,
+    EADDRNOTAVAIL) where that family has no route or `bind_ip` is of the
+    other family: the caller then tries the next address."""
+    family = family_of(server[0])
+    if bind_ip and family_of(bind_ip) != family:
+        raise OSError(errno.EAFNOSUPPORT, f"--bind-ip {bind_ip} is not of the "
+                      f"server address's family ({server[0]})")
+    sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         _tune(sock, bind_dev)
         if bind_ip:
@@ -44,10 +70,27 @@ def client_socket(server, bind_ip: str | None = None, bind_dev: str | None = Non
 
 
 def server_socket(port: int, bind_ip: str | None = None, bind_dev: str | None = None):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    """The server's socket: on `bind_ip` (IPv4 or IPv6), else one
+    dual-stack AF_INET6 socket on :: (IPv4 peers arrive v4-mapped; see
+    camex.base.endpoint), else, where the host has no IPv6, AF_INET on
+    0.0.0.0."""
+    if bind_ip:
+        return _bound(family_of(bind_ip), bind_ip, port, bind_dev)
     try:
+        return _bound(socket.AF_INET6, "::", port, bind_dev)
+    except OSError as e:
+        if e.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT):
+            raise
+    return _bound(socket.AF_INET, "0.0.0.0", port, bind_dev)
+
+
+def _bound(family: int, ip: str, port: int, bind_dev: str | None):
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6 and ip == "::":
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         _tune(sock, bind_dev)
-        sock.bind((bind_ip or "0.0.0.0", port))
+        sock.bind((ip, port))
     except OSError:
         sock.close()
         raise
@@ -95,7 +138,7 @@ def receive(recv, receiver: DatagramReceiver, addressed: bool, now: float, burst
                     for d in datagrams:
                         one(d, *rest)
         except Exception as e:  # noqa: BLE001 - see log.fault
-            fault(e, f"a datagram from {addr}")
+            fault(e, f"a datagram from {fmt(addr) if addr else 'the server'}")
         if not burst:
             break
         if backlog() >= flush_at:

@@ -27,6 +27,7 @@ from typing import Any, Callable
 from ..base.addrpolicy import AddressPolicy
 from . import codec
 from .seqfloor import SeqFloor
+from ..base.endpoint import fmt
 from ..base.log import LOG, Throttle
 from ..base.replay import ReplayWindow
 
@@ -91,7 +92,7 @@ class Peer:
 
     def describe(self) -> str:
         who = f"{self.client_id} " if self.client_id else ""
-        return f"{who}{self.ip_text} at {self.endpoint[0]}:{self.endpoint[1]}"
+        return f"{who}{self.ip_text} at {fmt(self.endpoint)}"
 
 
 class LegacyServer:
@@ -205,7 +206,7 @@ class LegacyServer:
         self.drops[reason] += 1
         if reason in ("auth", "register-refused", "unknown-client", "malformed-control",
                       "server-full"):
-            where = f" from {addr[0]}:{addr[1]}" if addr else ""
+            where = f" from {fmt(addr)}" if addr else ""
             self.throttle.warning((reason, addr[0] if addr else None),
                                   "rejected datagram%s: %s", where,
                                   detail or reason)
@@ -318,7 +319,7 @@ class LegacyServer:
             self.drops["unknown-endpoint"] += 1
             return
         peer.rx_window.update(hdr.seq)
-        LOG.debug("client %s roamed to %s:%d", peer.describe(), *addr)
+        LOG.debug("client %s roamed to %s", peer.describe(), fmt(addr))
         if self.by_endpoint.get(peer.endpoint) is peer:
             del self.by_endpoint[peer.endpoint]
         old = self.by_endpoint.get(addr)
@@ -443,7 +444,7 @@ class LegacyServer:
                 if holder.identity[0] == identity[0]:
                     peer.tx_prefix, peer.tx_seq = holder.tx_prefix, holder.tx_seq
                     peer.since, peer.restored = holder.since, holder.restored
-                LOG.debug("client %s moved to %s:%s", holder.describe(), *addr)
+                LOG.debug("client %s moved to %s", holder.describe(), fmt(addr))
                 self._remove(holder)
             else:
                 self.register_log.info(addr, "client %s registered (%s%s)",

@@ -82,7 +82,7 @@ class FakeTransport:
         self.servers = []
 
     def resolve(self, host, port):
-        return (host, port)
+        return [(host, port)]
 
     def connect(self, server, bind_ip=None, bind_dev=None):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

@@ -79,6 +79,11 @@ class AutoClientCore:
     def tso_max(self) -> int:
         return self.v2.tso_max()
 
+    def outer_family(self, ipv6: bool) -> None:
+        self.v2.outer_family(ipv6)
+        if self.legacy is not None:
+            self.legacy.outer_family(ipv6)
+
     def connected(self, now: float) -> None:
         self.active.connected(now)
         if self.active is self.v2 and not self.v2.session.answered and self.fallback_at == INF:
@@ -125,6 +130,7 @@ class AutoClientCore:
         LOG.info("no v2 answer from the server in %.0f s: using the legacy protocol "
                  "(trying v2 again every %.0f s)", self.fallback_after, PROBE_INTERVAL)
         self.legacy = self.make_legacy()
+        self.legacy.outer_family(self.v2.outer_v6)
         self.active = self.legacy
         self.v2.session.next_handshake = None   # probes only, from now on
         self.fallback_at = INF

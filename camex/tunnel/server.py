@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from ..base.contract import DatagramReceiver, PlainReceiver
 from ..legacy import codec
+from ..base.endpoint import fmt
 from ..base.log import Throttle
 from ..v2 import bulk, wire  # neither loads cryptography (is_v2; cutting TSO reads)
 from ..legacy.server import GLOBAL, MAX_CLIENTS, LegacyServer
@@ -111,8 +112,8 @@ class ServerMux:
     def _datagram_received(self, data, addr, now: float) -> None:
         if wire.is_v2(data):
             if self.v2 is None:
-                self.throttle.warning("v2-off", "ignored v2 datagrams from %s:%d: this "
-                                      "server runs the legacy protocol only", addr[0], addr[1])
+                self.throttle.warning("v2-off", "ignored v2 datagrams from %s: this "
+                                      "server runs the legacy protocol only", fmt(addr))
                 return
             # Past the fast path for BULK middle fragments (this mux's own,
             # in front): the v2 core's would only check them again.
@@ -122,7 +123,7 @@ class ServerMux:
         else:
             self.refused_legacy += 1
             self.throttle.warning("legacy-off", "refused legacy-protocol datagrams from "
-                                  "%s:%d (--no-legacy)", addr[0], addr[1])
+                                  "%s (--no-legacy)", fmt(addr))
 
     def _to_legacy(self, packet) -> bool:
         """A v2 client's packet for an address no v2 client holds."""
@@ -205,7 +206,7 @@ class ServerMux:
             for p in self.legacy.by_endpoint.values():
                 out.append({
                     "client_id": p.client_id, "address": p.ip_text,
-                    "endpoint": f"{p.endpoint[0]}:{p.endpoint[1]}",
+                    "endpoint": fmt(p.endpoint),
                     "protocol": "legacy", "mode": p.mode,
                     "key": None if p.key is None else
                     ("global" if p.key.client_id is None else p.key.name),

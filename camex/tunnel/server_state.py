@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from ..base.endpoint import canonical
+
 from ..legacy.codec import MAX_CLIENT_ID_LEN
 from ..base.replay import ReplayWindow
 from ..legacy.server import GLOBAL, REPLAY_STATE_MAX, Peer
@@ -139,7 +141,9 @@ def _peer(server, e, now: float, age: float) -> Peer:
     if type(e.get("ip")) is not str:   # (IPv4Address takes ints too)
         raise Invalid("bad address")
     try:
-        ipaddress.IPv4Address(ep[0])
+        if ipaddress.ip_address(ep[0]).version == 6 and canonical(ep)[0] != ep[0]:
+            # Never written: endpoints are canonical (an IPv4 peer unmapped).
+            raise ValueError("not a canonical endpoint")
         ip = ipaddress.IPv4Address(e.get("ip"))
     except (ipaddress.AddressValueError, ValueError):
         raise Invalid("bad address") from None

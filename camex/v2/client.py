@@ -62,9 +62,7 @@ class ClientSession:
         self.rng = rng
         self.keylog = keylog  # callable(line) for session keys, or None
         self.keygen = keygen  # () -> X25519PrivateKey; None: fresh random keys
-        self.max_plain = max_datagram - wire.DATA_MIN
-        self.max_datagram = max_datagram
-        self.max_frame = wire.bulk_max_plain(max_datagram)
+        self.set_max_datagram(max_datagram)
         self.peer_bulk = False   # the server's RESP announced FEATURE_BULK
         self.frames = Reassembly(FRAME_SLOTS, FRAME_TIMEOUT)
         self.current: Session | None = None
@@ -88,6 +86,13 @@ class ClientSession:
 
     # --- public API -------------------------------------------------------
 
+
+    def set_max_datagram(self, size: int) -> None:
+        """The largest datagram to send (1472 over IPv4, 1452 over IPv6:
+        a 1500-byte path less the outer headers)."""
+        self.max_plain = size - wire.DATA_MIN
+        self.max_datagram = size
+        self.max_frame = wire.bulk_max_plain(size)
     def start(self, now: float) -> list:
         return [Send(d) for d in self._begin_handshake(now)]
 

@@ -26,6 +26,7 @@ from typing import Any, Callable, ClassVar
 
 from ..base.addrpolicy import AddressPolicy
 from ..base import netpkt
+from ..base.endpoint import fmt, outer_ip_udp
 from ..legacy.client import IfConfig, admit
 from ..base.log import LOG, Throttle
 from . import bulk, kdf, lone, wire
@@ -37,6 +38,16 @@ from .session import Timers
 
 PATH_MTU = 1500
 DEFAULT_MTU = PATH_MTU - 28 - wire.OVERHEAD   # 1438: one packet per datagram, unfragmented
+
+
+def default_mtu(ipv6: bool = False) -> int:
+    """1438 over IPv4, 1418 over IPv6 (40-byte IPv6 header)."""
+    return PATH_MTU - outer_ip_udp(ipv6) - wire.OVERHEAD
+
+
+def max_datagram(ipv6: bool = False) -> int:
+    """The largest datagram (UDP payload) a 1500-byte path carries: 1472, 1452."""
+    return PATH_MTU - outer_ip_udp(ipv6)
 FALLBACK_AFTER = 3.0   # --protocol auto: seconds without a v2 answer before legacy
 PROBE_INTERVAL = 30.0  # on legacy, how often to try v2 again
 REJECT_REPORT_DELAY = 2.0  # wait this long before logging "no key opens it"
@@ -85,6 +96,8 @@ class V2ClientCore:
         if not ipv6:
             self.routes = [r for r in self.routes if r.version == 4]
         self._v1_server_said = False
+        self.outer_v6 = False   # the server is reached over IPv6 (outer_family)
+        self.offered_mtu = None  # auto: the MTU the server's grant named
         t = timers or Timers()
         t.keepalive = keepalive
         request = wire.Request(auto=auto, local_cidr=None if auto else local_cidr,
@@ -128,9 +141,28 @@ class V2ClientCore:
 
     def start(self, now: float) -> None:
         if not self.auto:
-            self._configure(IfConfig(self.local_cidr, self.mtu_override or DEFAULT_MTU,
-                                     self.gateway, list(self.routes),
+            self._configure(IfConfig(self.local_cidr, self._mtu(), self.gateway,
+                                     list(self.routes),
                                      address6=self.local_cidr6, gateway6=self.gateway6))
+
+    def _mtu(self) -> int:
+        # As the legacy client does (flaw 7): an offered MTU never exceeds
+        # what fits a 1500-byte path with the outer headers and the v2
+        # overhead; -t sets any MTU.
+        room = default_mtu(self.outer_v6)
+        return self.mtu_override or (min(self.offered_mtu, room) if self.offered_mtu else room)
+
+    def outer_family(self, ipv6: bool) -> None:
+        """The daemon's socket to the server is IPv6 (True) or IPv4: the
+        datagram size and the default MTU follow (20 bytes less over IPv6)."""
+        if ipv6 == self.outer_v6:
+            return
+        self.outer_v6 = ipv6
+        self.session.set_max_datagram(max_datagram(ipv6))
+        cfg = self.config
+        if cfg is not None:
+            self._configure(IfConfig(cfg.address, self._mtu(), cfg.gateway, cfg.routes,
+                                     address6=cfg.address6, gateway6=cfg.gateway6))
 
     def connected(self, now: float) -> None:
         """A socket to the server exists. The first time: handshake. Later
@@ -281,7 +313,7 @@ class V2ClientCore:
                     LOG.warning("the server does not carry IPv6 inside the tunnel (handshake "
                                 "payload version 1): %s and the IPv6 routes are not used",
                                 self.local_cidr6)
-                self._configure(IfConfig(self.local_cidr, self.mtu_override or DEFAULT_MTU,
+                self._configure(IfConfig(self.local_cidr, self._mtu(),
                                          self.gateway, [r for r in self.routes if r.version == 4]))
             return
         four = cfg is not None and cfg.local_cidr is not None and cfg.gateway_ip is not None
@@ -290,9 +322,8 @@ class V2ClientCore:
         if not four and not six:
             self.throttle.warning("config", "the server sent no usable configuration")
             return
-        # As the legacy client does (flaw 7): an offered MTU never exceeds
-        # what fits a 1500-byte path with the v2 overhead; -t sets any MTU.
-        mtu = self.mtu_override or (min(cfg.mtu, DEFAULT_MTU) if cfg.mtu else DEFAULT_MTU)
+        self.offered_mtu = cfg.mtu
+        mtu = self._mtu()
         routes = list(cfg.routes) + [r for r in self.routes if r not in cfg.routes]
         routes = [r for r in routes if (r.version == 4 and four) or (r.version == 6 and six)]
         self._configure(IfConfig(cfg.local_cidr if four else None, mtu,
@@ -469,8 +500,8 @@ class V2ServerCore:
         for addr, t in list(self._rejected.items()):
             if now - t >= REJECT_REPORT_DELAY:
                 del self._rejected[addr]
-                self.throttle.warning(("nokey", addr[0]), "rejected a v2 handshake from %s:%d: no key "
-                                   "opens it", addr[0], addr[1])
+                self.throttle.warning(("nokey", addr[0]), "rejected a v2 handshake from %s: no key "
+                                   "opens it", fmt(addr))
 
     def reload(self, config, global_passphrase: bytes | None, now: float | None = None) -> None:
         now = self.now if now is None else now
@@ -504,8 +535,8 @@ class V2ServerCore:
             elif isinstance(a, Down):
                 LOG.info("client %s gone (v2): %s", a.peer.describe(), a.reason)
             elif isinstance(a, Roamed):
-                self.throttle.info(("roam", a.peer.key), "client %s moved from %s:%d",
-                                   a.peer.describe(), a.old[0], a.old[1])
+                self.throttle.info(("roam", a.peer.key), "client %s moved from %s",
+                                   a.peer.describe(), fmt(a.old))
 
     def _relay(self, packet, src, now: float) -> None:
         if packet[0] >> 4 != 4:    # (allows_source let IPv4 and IPv6 through)
@@ -623,7 +654,7 @@ class V2ServerCore:
                 "client_id": p.client_id or None,
                 "address": str(p.grant.address),
                 "addresses": [str(a) for a in p.grant.addresses],
-                "endpoint": f"{p.endpoint[0]}:{p.endpoint[1]}" if p.endpoint else None,
+                "endpoint": fmt(p.endpoint) if p.endpoint else None,
                 "protocol": "v2",
                 "mode": "auto" if p.request.auto else "manual",
                 "session_age": round(now - s.created, 3) if s else None,

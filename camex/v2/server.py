@@ -45,6 +45,7 @@ from typing import Any, Callable
 from collections import OrderedDict
 
 from .framing import Reassembly
+from ..base.endpoint import fmt, outer_ip_udp
 from ..base.value import Value
 from . import bulk, wire
 from .cookie import CookieMaker, LoadMeter
@@ -216,7 +217,7 @@ class Peer:
 
     def describe(self) -> str:
         who = self.client_id or "-"
-        ep = f"{self.endpoint[0]}:{self.endpoint[1]}" if self.endpoint else "?"
+        ep = fmt(self.endpoint)
         return f"{who} {' '.join(map(str, self.grant.addresses))} at {ep}"
 
 
@@ -252,6 +253,10 @@ class V2Server:
         self.max_plain = max_datagram - wire.DATA_MIN
         self.max_datagram = max_datagram
         self.max_frame = wire.bulk_max_plain(max_datagram)
+        # A peer reached over IPv6: 20 bytes more of outer header, so
+        # datagrams 20 bytes smaller (max_plain, max_frame, max_datagram).
+        v6 = max_datagram - (outer_ip_udp(True) - outer_ip_udp(False))
+        self.v6_sizes = (v6 - wire.DATA_MIN, wire.bulk_max_plain(v6), v6)
         self.features = wire.FEATURE_BULK if bulk else 0
         self.frames = Reassembly(FRAME_SLOTS, FRAME_TIMEOUT, per_group=FRAME_SLOTS_PER_SESSION)
         self._bulk_n: int | None = None   # peers that take BULK (cached, reset with _behind)
@@ -315,7 +320,9 @@ class V2Server:
         peer.ack_due = None
         peer.stats["tx"] += len(packets)
         peer.stats["tx_bytes"] += sum(map(len, packets))
-        return [(d, peer.endpoint) for d in s.seal_packets(packets, now, self.max_plain, flags)]
+        ep = peer.endpoint
+        max_plain = self.v6_sizes[0] if ":" in ep[0] else self.max_plain
+        return [(d, ep) for d in s.seal_packets(packets, now, max_plain, flags)]
 
     def send_frame(self, peer: Peer, records, now: float, plain=None):
         """[(gso_size, packet)] for `peer` -> [(datagram, addr)] as BULK
@@ -334,22 +341,26 @@ class V2Server:
         st = peer.stats
         out = []
         fits = []
+        ep = peer.endpoint
+        if ":" in ep[0]:
+            max_plain, max_frame, max_datagram = self.v6_sizes
+        else:
+            max_plain, max_frame, max_datagram = self.max_plain, self.max_frame, self.max_datagram
         for g, p in records:
             st["tx"] += bulk.segment_count(g, p)
             st["tx_bytes"] += len(p)
-            if len(p) + wire.BULK_RECORD <= self.max_frame:
+            if len(p) + wire.BULK_RECORD <= max_frame:
                 fits.append((g, p))
             else:
-                out += s.seal_packets(bulk.segments(g, p), now, self.max_plain, flags)
-        if plain is None or len(fits) != len(records) or len(plain) > self.max_frame:
-            plains = bulk.plaintexts(fits, self.max_frame)
+                out += s.seal_packets(bulk.segments(g, p), now, max_plain, flags)
+        if plain is None or len(fits) != len(records) or len(plain) > max_frame:
+            plains = bulk.plaintexts(fits, max_frame)
         else:
             plains = (plain,)
         for plain in plains:
-            out += s.seal_frame(plain, now, self.max_datagram, flags)
+            out += s.seal_frame(plain, now, max_datagram, flags)
             st["bulk_tx"] += 1
             self.stats["bulk_tx"] += 1
-        ep = peer.endpoint
         return [(d, ep) for d in out]
 
     @property

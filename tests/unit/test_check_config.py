@@ -132,13 +132,40 @@ def test_options_and_file_problems_together(files):
     assert [int(e.split(":")[2]) for e in errors[3:]] == sorted(BAD_LINES)
 
 
+@pytest.mark.parametrize("extra, mtu", [
+    (["-b", "192.0.2.1"], 1438),                       # IPv4 only: the v2 clients' 1438
+    (["-b", "192.0.2.1", "-e"], 1429),                 # legacy encrypted served too
+    (["-b", "2001:db8::1", "-e"], 1409),               # ... over IPv6
+    (["-b", "192.0.2.1", "--protocol", "legacy"], 1472),  # plaintext legacy only
+    (["-t", "1300"], 1300),                            # -t sets any MTU
+])
+def test_server_tun_mtu_follows_the_clients_rule(files, extra, mtu):
+    conf, psk = files / "good.conf", files / "server.psk"
+    r = camex("check-config", "-p", "7000", "-f", str(conf), "--psk-file", str(psk),
+              "--server-tun", *extra)
+    assert r.returncode == 0, r.stderr
+    assert f"server TUN: 10.0.0.1/24 mtu {mtu}, routes none" in r.stdout, r.stdout
+
+
+def test_server_tun_takes_a_smaller_mtu_of_the_defaults(files, tmp_path):
+    conf = tmp_path / "small.conf"
+    conf.write_text((files / "good.conf").read_text().replace("mtu=1500", "mtu=1280"))
+    r = camex("check-config", "-p", "7000", "-f", str(conf), "--psk-file",
+              str(files / "server.psk"), "--server-tun")
+    assert r.returncode == 0, r.stderr
+    assert "server TUN: 10.0.0.1/24 mtu 1280, routes none" in r.stdout, r.stdout
+
+
 def test_check_option_on_the_daemon_command_line(files):
     conf, psk = files / "good.conf", files / "server.psk"
     r = camex("-M", "server", "-p", "7000", "-f", str(conf), "--psk-file", str(psk),
               "--server-tun", "--check")
     assert r.returncode == 0, r.stderr
     # --server-tun takes the gateway of [defaults]; a psk without -e is v2 (encrypted).
-    assert "server TUN: 10.0.0.1/24 mtu 1472, routes none" in r.stdout
+    # Its MTU follows the clients' rule: mtu=1500 of [defaults] lowered to
+    # what fits a 1500-byte path for v2 (and plaintext legacy) over IPv6,
+    # which the default socket accepts: 1418.
+    assert "server TUN: 10.0.0.1/24 mtu 1418, routes none" in r.stdout
     assert "protocols v2 and legacy, legacy plaintext" in r.stdout
     # The same file and options as check-config say the same.
     r2 = camex("check-config", "-p", "7000", "-f", str(conf), "--psk-file", str(psk),

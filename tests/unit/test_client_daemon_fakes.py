@@ -217,3 +217,54 @@ def test_a_fault_on_a_tun_packet_costs_that_packet_not_the_daemon(running, monke
                                 "index out of range at ")
     assert "test_client_daemon_fakes.py:" in faults[0]
     assert daemon.loop is not None and not daemon.loop.stopping
+
+
+class _TwoFamilies(FakeTransport):
+    """A server name with an AAAA and an A record; `unreachable` lists the
+    addresses whose connect() fails as a family without a route does."""
+
+    def __init__(self, unreachable=()):
+        super().__init__()
+        self.unreachable = set(unreachable)
+        self.tried = []
+
+    def resolve(self, host, port):
+        return [("2001:db8::1", port), ("192.0.2.1", port)]
+
+    def connect(self, server, bind_ip=None, bind_dev=None):
+        self.tried.append(server[0])
+        if server[0] in self.unreachable:
+            raise OSError(101, "Network is unreachable")   # ENETUNREACH
+        return super().connect(server, bind_ip, bind_dev)
+
+
+@pytest.mark.parametrize("unreachable, server, mtu", [
+    ((), "[2001:db8::1]:7000", 1452),                 # IPv6 connects: the IPv6 MTU
+    (("2001:db8::1",), "192.0.2.1:7000", 1472)])      # no IPv6 route: the A record
+def test_client_takes_the_first_server_address_that_connects(unreachable, server, mtu):
+    tun, transport, links = FakeTun(), _TwoFamilies(unreachable), []
+
+    def link(name):
+        links.append(FakeLink(name))
+        return links[-1]
+
+    io = ClientIO(open_tun=lambda path: tun, link=link, resolve=transport.resolve,
+                  connect=transport.connect, prepare_interface=lambda name: None, signals=False)
+    opts = parse_args(["-M", "client", "-l", "10.0.0.2/24", "-s", "server.example",
+                       "-p", "7000", "--protocol", "legacy"])
+    opts.control_socket = ""
+    daemon = ClientDaemon(opts, io)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not (transport.servers and links and links[0].applied and
+                   links[0].applied[-1].mtu == mtu) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert transport.tried == ["2001:db8::1"] + (["192.0.2.1"] if unreachable else [])
+        assert links[0].applied[-1].mtu == mtu
+        assert recv(transport.servers[0]) == b"CX2P REGISTER MODE=MANUAL LOCAL_IP=10.0.0.2\n"
+        assert daemon.status()["server"] == server
+    finally:
+        daemon.loop.stop()
+        thread.join(5)

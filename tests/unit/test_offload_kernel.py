@@ -244,7 +244,7 @@ CHILD = textwrap.dedent(r'''
     snd = gso.Sender(u, True)
     snd.send([bytes([i]) * 1600 for i in range(5)])
     frags = [p for h, p in read_all(0.5) if p[0] >> 4 == 4 and p[9] == 17]
-    out["big_max_size"] = snd.max_size
+    out["big_max_size"] = snd.max_sizes[0]
     out["big_fragments"] = len(frags)
     out["big_gso_still_on"] = snd.gso
     print(json.dumps(out))

@@ -47,6 +47,21 @@ def test_manual_client_short_options():
     assert o.psk is None and o.encrypt is False
 
 
+@pytest.mark.parametrize("given, kept", [
+    ("2001:db8::1", "2001:db8::1"), ("[2001:db8::1]", "2001:db8::1"),
+    ("2001:DB8:0::1", "2001:db8::1"), ("::1", "::1"), ("fd00::7", "fd00::7"),
+    ("192.0.2.1", "192.0.2.1"), ("vpn.example.net", "vpn.example.net")])
+def test_server_host_ipv6_literal_or_name(given, kept):
+    o = parse(["-M", "client", "-a", "-p", "1", "-s", given])
+    assert o.server_host == kept
+
+
+@pytest.mark.parametrize("given, kept", [
+    ("::1", "::1"), ("[2001:db8::2]", "2001:db8::2"), ("::", "::"), ("192.0.2.1", "192.0.2.1")])
+def test_bind_ip_either_family(given, kept):
+    assert parse(SERVER + ["-b", given]).bind_ip == kept
+
+
 def test_long_options_and_defaults():
     o = parse(["--mode", "client", "--auto", "--name", "C1", "--server-host",
                "camex.example.net", "--port", "1"])
@@ -251,14 +266,28 @@ BAD = [
     (CLIENT + M + ["-t", "575"], "--mtu: 575 is out of range 576..9000"),
     (CLIENT + M + ["-t", "9001"], "--mtu: 9001 is out of range 576..9000"),
     (CLIENT + M + ["-t", "big"], "--mtu: 'big' is not a number"),
-    (CLIENT + M + ["-b", "::1"], "--bind-ip: '::1' is IPv6"),
+    (CLIENT + M + ["-b", "fe80::1%eth0"], "--bind-ip: 'fe80::1%eth0': an IPv6 scope id"),
+    (CLIENT + M + ["-b", "::ffff:10.0.0.1"], "--bind-ip: '::ffff:10.0.0.1' is a v4-mapped "
+     "address; write 10.0.0.1"),
+    (CLIENT + M + ["-b", "[10.0.0.1]"], "--bind-ip: '[10.0.0.1]': only an IPv6 address"),
+    (CLIENT + M + ["-b", "10.0.0"], "--bind-ip: '10.0.0' is not an IPv4 address"),
     (CLIENT + M + ["-n", ""], "--name: client ID must be 1..31 characters, got 0"),
     (CLIENT + M + ["-n", "x" * 32], "--name: client ID must be 1..31 characters, got 32"),
     (CLIENT + M + ["-n", "a b"], "--name: 'a b' may hold only"),
     (CLIENT + M + ["-n", "a=b"], "--name: 'a=b' may hold only"),
     (CLIENT + M + ["-n", "caf\u00e9"], "--name: "),
     (["-M", "client", "-p", "1", "-a", "-s", "bad host"], "--server-host: 'bad host' is neither"),
-    (["-M", "client", "-p", "1", "-a", "-s", "fe80::1"], "--server-host: 'fe80::1': IPv6"),
+    (["-M", "client", "-p", "1", "-a", "-s", "fe80::1%eth0"],
+     "--server-host: 'fe80::1%eth0': an IPv6 scope id (%...) is not supported"),
+    (["-M", "client", "-p", "1", "-a", "-s", "fe80::1"], "--server-host: 'fe80::1' is link-local"),
+    (["-M", "client", "-p", "1", "-a", "-s", "::ffff:192.0.2.1"],
+     "--server-host: '::ffff:192.0.2.1' is a v4-mapped address; write 192.0.2.1"),
+    (["-M", "client", "-p", "1", "-a", "-s", "[camex.example.net]"],
+     "--server-host: '[camex.example.net]': only an IPv6 address goes in brackets"),
+    (["-M", "client", "-p", "1", "-a", "-s", "[2001:db8::1"], "--server-host: '[2001:db8::1': "
+     "unbalanced brackets"),
+    (["-M", "client", "-p", "1", "-a", "-s", "2001:db8::zz"],
+     "--server-host: '2001:db8::zz' is not an IPv4 or IPv6 address"),
     (["-M", "client", "-p", "1", "-a", "-s", "10.0.0.256"], "--server-host: '10.0.0.256' is not"),
     (["-M", "client", "-p", "1", "-a", "-s", "-x.example"], "--server-host: "),
     (CLIENT + M + ["-d", "a" * 16], "--bind-dev: "),

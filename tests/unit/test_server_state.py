@@ -240,8 +240,21 @@ def test_the_file_holds_no_key_or_passphrase():
         assert secret not in data and secret.hex().encode() not in data
 
 
+def test_a_client_at_an_ipv6_endpoint_is_restored_there():
+    net, clients = fleet(encrypt=False)
+    v6 = ("2001:db8::9", 40010)
+    c = net.client(None, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.10/24"))
+    net.up(c, v6)
+    net.down({**clients, v6: c})
+    new = successor(net, encrypt=False)
+    n, ignored = roundtrip(net, new, encrypted=False)
+    assert (n, ignored) == (4, []) and new.by_endpoint[v6].ip_text == "10.0.0.10"
+    assert new.by_endpoint[v6].describe() == "10.0.0.10 at [2001:db8::9]:40010"
+
+
 @pytest.mark.parametrize("field,value", [
     ("endpoint", ["10.250.0.2", 0]), ("endpoint", "x"), ("ip", "300.1.1.1"),
+    ("endpoint", ["::ffff:10.250.0.2", 4000]), ("endpoint", ["fe80::1%%", 4000]),
     ("mode", "MANUAL"), ("client_id", "x" * 40), ("rx_window", [1, 1 << 70]),
     ("tx_prefix", "zz"), ("idle", float("nan")), ("connected_for", None),
 ])
