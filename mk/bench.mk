@@ -5,13 +5,19 @@
 #   make bench-list              names of the entries
 #   make bench-load LOADGEN_ARGS="--clients 10000"
 #   make bench-profile           py-spy of the camex relay under iperf3 load
+#   make bench-fleet             N = 10, 100, 1,000 camera-like clients through one server
+#   make bench-fleet FLEET_ARGS="--clients 100 --servers camex,naive-relay"
 
 APT_BENCH := iperf3 iputils-ping openssl procps wireguard-go wireguard-tools openvpn fastd tinc
 BENCH_ARGS ?=
 LOADGEN_ARGS ?=
 PROFILE_ARGS ?=
+FLEET_ARGS ?=
+# The fleet rows of `make bench`: a smaller set than `make bench-fleet`
+# (about 3 minutes); `make bench BENCH_FLEET=` leaves them out.
+BENCH_FLEET ?= --fleet 10,100
 
-.PHONY: bench bench-net bench-deps bench-list bench-load bench-profile
+.PHONY: bench bench-net bench-deps bench-list bench-load bench-profile bench-fleet
 
 bench: bench-net $(BENCH_SUITES)
 
@@ -19,7 +25,7 @@ bench-deps:
 	sh scripts/install-deps.sh $(APT_BENCH)
 
 bench-net: venv deps bench-deps
-	$(PY) -m bench.run $(BENCH_ARGS)
+	$(PY) -m bench.run $(BENCH_ARGS) $(BENCH_FLEET)
 
 bench-list: venv
 	$(PY) -m bench.run --list
@@ -29,6 +35,9 @@ bench-load: venv deps
 
 bench-profile: venv deps
 	$(PY) -m bench.profile $(PROFILE_ARGS)
+
+bench-fleet: venv deps
+	$(PY) -m bench.fleet $(FLEET_ARGS)
 
 # The harness and report checks (run by `make test`).
 TEST_SUITES += bench-selftest
