@@ -50,6 +50,7 @@ from .fleet_workers import GATEWAY, NET, CClientReceiver, LegacyGenerator, TunRe
 PORT = 7000
 PSK = "camex-fleet-passphrase"
 TUN_NAME = "fleettun0"
+START_RATE = 8000.0   # datagrams/s of every search's first step
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -170,7 +171,7 @@ def _wait_received(rx, step: int, settle: float = 0.3, limit: float = 3.0) -> di
 
 
 def run_one(server: FleetServer, receiver: str, n: int, step_seconds: float, log,
-            max_steps: int = 10, start_rate: float = 8000.0) -> dict:
+            max_steps: int = 10, start_rate: float = START_RATE) -> dict:
     out = {"server": server.name, "receiver": receiver, "clients": n,
            "client_kind": server.clients, "status": "ok",
            "load_before": [round(x, 2) for x in os.getloadavg()]}
@@ -304,7 +305,7 @@ def _step(lab, srv, gen, rx, n: int, step_id: int, rate: float, seconds: float,
 
 
 def run(clients: list, servers: list, receivers: list, step_seconds: float, log,
-        max_steps: int = 10, start_rate: float = 8000.0) -> list:
+        max_steps: int = 10, start_rate: float = START_RATE) -> list:
     runs = []
     for n in clients:
         for name in servers:
@@ -329,11 +330,13 @@ def run(clients: list, servers: list, receivers: list, step_seconds: float, log,
     return runs
 
 
-def document(runs: list, command: str, started, minutes: float, step_seconds: float) -> dict:
+def document(runs: list, command: str, started, minutes: float, step_seconds: float,
+             start_rate: float = START_RATE) -> dict:
     return {"started": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "minutes": round(minutes, 1),
             "command": command, "machine": report.machine_info(),
             "settings": {"inner_size": INNER_SIZE, "step_seconds": step_seconds,
-                         "max_loss": MAX_LOSS, "keep_up": KEEP_UP, "net": NET},
+                         "max_loss": MAX_LOSS, "keep_up": KEEP_UP, "net": NET,
+                         "start_rate": start_rate},
             "runs": runs}
 
 

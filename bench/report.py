@@ -312,15 +312,21 @@ def fleet_rows(doc: dict) -> list[dict]:
     """One row per server x receiver x N: the figures of its best passing
     step (the highest offered rate relayed with under 0.1 % loss)."""
     rows = []
+    ref = doc.get("settings", {}).get("start_rate")
     for r in doc.get("runs", []):
         steps = r.get("steps") or []
         best = steps[r["best_step"]] if r.get("best_step") is not None else None
+        # Every search starts at the same rate: there the servers' CPU per
+        # datagram compares at equal load (at its best step each server
+        # runs at its own rate, and a busier loop wakes up less per datagram).
+        at_ref = next((st for st in steps if ref and st["asked"] == ref and st["passed"]), None)
         rows.append({
             "server": r["server"], "receiver": r["receiver"], "clients": r["clients"],
             "status": r.get("status", "ok"), "note": r.get("note"),
             "generator_bound": bool(r.get("generator_bound")),
             "max_kdps": None if best is None else best["achieved"] / 1e3,
             "server_us": None if best is None else best.get("server_cpu_us"),
+            "server_us_ref": None if at_ref is None else at_ref.get("server_cpu_us"),
             "gen_us": None if best is None else best.get("gen_cpu_us"),
             "seal_us": None if best is None else best.get("gen_seal_us"),
             "achieved_ratio": None if best is None else best.get("achieved_ratio"),
@@ -333,7 +339,7 @@ def fleet_rows(doc: dict) -> list[dict]:
 
 
 FLEET_COLUMNS = ("| server | receiver | N | max loss-free kdgram/s | server µs CPU / dgram | "
-                 "server RSS MiB (VmHWM / VmRSS) | generator µs / dgram (send; seal) | "
+                 "server µs CPU / dgram at the start rate | server RSS MiB (VmHWM / VmRSS) | generator µs / dgram (send; seal) | "
                  "achieved / asked | load avg | steps |")
 
 
@@ -342,11 +348,11 @@ def fleet_table(doc: dict) -> str:
     for r in fleet_rows(doc):
         head = f"| {r['server']} | {r['receiver']} | {r['clients']:,} |"
         if r["status"] != "ok":
-            lines.append(head + f" {r['status']}: {r['note'] or ''} |" + " |" * 6)
+            lines.append(head + f" {r['status']}: {r['note'] or ''} |" + " |" * 7)
             continue
         rate = _f(r["max_kdps"], "%.1f") + (" (generator-bound)" if r["generator_bound"] else "")
         lines.append(head + " " + " | ".join([
-            rate, _f(r["server_us"], "%.2f"),
+            rate, _f(r["server_us"], "%.2f"), _f(r["server_us_ref"], "%.2f"),
             f"{_f(r['hwm_mib'], '%.1f')} / {_f(r['rss_mib'], '%.1f')}",
             f"{_f(r['gen_us'], '%.2f')}; {_f(r['seal_us'], '%.2f')}",
             _f(r["achieved_ratio"], "%.3f"), _f(r["load"], "%.2f"), str(r["steps"])]) + " |")
@@ -426,7 +432,10 @@ def fleet_section(doc: dict) -> str:
         f"(datagrams/s offered) that lost under {s.get('max_loss', 0.001) * 100:g} % in a "
         f"{s.get('step_seconds', '?')}-s step, loss counted exactly by the sequence numbers "
         "in the inner payloads (the rate doubled until a step lost, then bisected). Server "
-        "µs CPU: utime+stime of the server process over that step per datagram relayed. "
+        "µs CPU: utime+stime of the server process over that step per datagram relayed; "
+        f"at the start rate: the same in the search's first step "
+        f"({(s.get('start_rate') or 0) / 1e3:g} k/s for every row, if it passed), where all "
+        "servers carry the same load. "
         "Generator µs: its send loop's CPU per datagram sent; seal: what sealing cost it "
         "per datagram, done before the step. Achieved / asked: the generator's offered "
         f"rate against the asked one (below {s.get('keep_up', 0.95):g} on a passing step the "

@@ -156,7 +156,7 @@ def _doc(runs):
             "machine": {"cores": 2, "cpu": "AMD EPYC", "kernel": "6.1", "python": "3.11.7",
                         "camex_commit": "abc1234"},
             "settings": {"inner_size": 1200, "step_seconds": 3.0, "max_loss": 0.001,
-                         "keep_up": 0.95}, "runs": runs}
+                         "keep_up": 0.95, "start_rate": 30000.0}, "runs": runs}
 
 
 def test_the_fleet_table_shows_the_best_passing_step_of_each_row():
@@ -165,8 +165,14 @@ def test_the_fleet_table_shows_the_best_passing_step_of_each_row():
                 _run("c-server", "client", 10, 0, 0, status="not available")])
     lines = report.fleet_table(doc).splitlines()
     assert lines[0] == report.FLEET_COLUMNS
-    assert lines[2] == ("| camex | client | 10 | 60.0 | 12.00 | 25.0 / 24.0 | 6.00; 4.00 | "
+    assert lines[2] == ("| camex | client | 10 | 60.0 | 12.00 | – | 25.0 / 24.0 | 6.00; 4.00 | "
                         "1.000 | 1.50 | 2 |")
+    # The row whose first step ran at the start rate (30 k/s) and passed shows it there.
+    at_start = dict(_run("camex", "client", 10, 30000, 12.0), steps=[
+        dict(_run("camex", "client", 10, 30000, 15.0)["steps"][1]),
+        _run("camex", "client", 10, 60000, 12.0)["steps"][1]])
+    row = report.fleet_table(_doc([at_start])).splitlines()[2]
+    assert row.startswith("| camex | client | 10 | 60.0 | 12.00 | 15.00 |")
     assert "| 1,000 | 50.0 (generator-bound) |" in lines[3]
     assert lines[4].startswith("| c-server | client | 10 | not available: bench/cserver")
     assert all(line.count("|") == lines[0].count("|") for line in lines)
