@@ -376,6 +376,8 @@ def main(argv=None) -> int:
     cmd = "python -m bench.fleet " + " ".join(argv if argv is not None else sys.argv[1:])
     doc = document(runs, cmd, started, (time.monotonic() - t0) / 60, args.step_seconds)
     write(doc, args.out)
+    if args.out == "fleet":
+        report.update_readme_fleet(doc, os.path.join(os.path.dirname(RESULTS_DIR), "README.md"))
     print(report.fleet_section(doc))
     return 0 if all(r["status"] in ("ok", "n/a", "not available") for r in runs) else 1
 

@@ -401,6 +401,27 @@ def fleet_goals(doc: dict) -> str:
     return "\n".join(out) + "\n" if len(out) > 2 else ""
 
 
+def update_readme_fleet(doc: dict, path: str) -> None:
+    """Quote a full fleet run (results/fleet.md) in bench/README.md between
+    two `<!-- fleet-summary -->` markers."""
+    marker = "<!-- fleet-summary -->"
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return
+    parts = text.split(marker)
+    if len(parts) != 3:
+        return
+    m = doc["machine"]
+    g = fleet_goals(doc)
+    block = (f"\nFrom `results/fleet.md`, run {doc['started']} ({doc.get('minutes', '?')} min, "
+             f"`{doc['command'].strip()}`; {m['cores']} x {m['cpu']}, camex at "
+             f"{m['camex_commit']}):\n\n" + fleet_table(doc) + ("\n" + g if g else ""))
+    with open(path, "w") as f:
+        f.write(parts[0] + marker + block + marker + parts[2])
+
+
 def fleet_markdown(doc: dict) -> str:
     """results/fleet.md: the fleet section with its run's heading."""
     m = doc["machine"]
@@ -619,6 +640,9 @@ def main(argv=None) -> int:
     if "entries" not in doc and "runs" in doc:   # a fleet document on its own
         with open(base + ".md", "w") as f:
             f.write(fleet_markdown(doc))
+        if os.path.basename(base) == "fleet":
+            update_readme_fleet(doc, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                  "README.md"))
         print(fleet_table(doc))
         return 0
     if fleet_path:

@@ -217,3 +217,13 @@ def test_make_bench_fleet_and_its_help_exist():
     with open(os.path.join(root, "mk", "bench.mk")) as f:
         mk = f.read()
     assert "\nbench-fleet:" in mk and "-m bench.fleet" in mk
+
+
+def test_a_full_fleet_run_is_quoted_between_the_readme_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- fleet-summary -->\nold\n<!-- fleet-summary -->\nrest\n")
+    report.update_readme_fleet(_doc([_run("camex", "client", 10, 60000, 12.0)]), str(readme))
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n")
+    assert "`python -m bench.fleet --clients 10,1000`" in text
+    assert "| camex | client | 10 | 60.0 | 12.00 |" in text
