@@ -122,19 +122,34 @@ class NaiveRelay(FleetServer):
 
 
 class CServer(FleetServer):
-    """The model of the deployed legacy C server (bench/cserver): built by
-    its module's build(), started with camex's server command line. It
-    owns no TUN (docs/LEGACY.md §1), so it has no "tun" row."""
+    """The model of the deployed legacy C server (bench/cserver: its
+    `argv(port, psk=..., log_level=...)` builds the binary once and gives
+    camex's server command line). It owns no TUN (docs/LEGACY.md §1), so it
+    has no "tun" row. Started at log level warning: the deployed server
+    writes a line per relayed packet, which would measure its log file."""
 
-    label = "model of the deployed legacy C server (bench/cserver)"
+    label = "model of the deployed legacy C server (bench/cserver), log level warning"
     tun = False
+    ready_line = None
 
     def argv(self, conf, server_tun):
         try:
             from . import cserver  # type: ignore[attr-defined]
         except ImportError as e:
             raise NotAvailable(f"bench/cserver is not there yet ({e})") from None
-        return [cserver.build(), "-M", "server", "-p", PORT, "-e", "-k", PSK]
+        self.ready_line = getattr(cserver, "READY", None)
+        try:
+            if hasattr(cserver, "argv"):
+                return cserver.argv(PORT, psk=PSK, log_level="warning")
+            return [cserver.build(), "-M", "server", "-p", PORT, "-e", "-k", PSK]
+        except Exception as e:  # noqa: BLE001 - its BuildError says what is missing
+            raise NotAvailable(f"bench/cserver: {str(e).splitlines()[0][:200]}") from None
+
+    def ready(self, lab, proc):
+        if self.ready_line:
+            proc.wait_for_line(self.ready_line, timeout=20)
+        else:
+            super().ready(lab, proc)
 
 
 SERVERS = [

@@ -313,6 +313,9 @@ def fleet_rows(doc: dict) -> list[dict]:
     step (the highest offered rate relayed with under 0.1 % loss)."""
     rows = []
     ref = doc.get("settings", {}).get("start_rate")
+    if ref is None:   # runs before it was recorded: the first step most rows share
+        firsts = [r["steps"][0]["asked"] for r in doc.get("runs", []) if r.get("steps")]
+        ref = max(set(firsts), key=firsts.count) if firsts else None
     for r in doc.get("runs", []):
         steps = r.get("steps") or []
         best = steps[r["best_step"]] if r.get("best_step") is not None else None
