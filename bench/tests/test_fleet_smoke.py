@@ -1,7 +1,8 @@
 """One quick run of the camera-fleet bench in a real lab (root: network
-namespaces): 10 C-client models through the camex server to a receiving
-C-client model, and through the naive relay to its own TUN; 1-s steps,
-three of them. What `make bench-fleet` reports must come out of it: a
+namespaces): 10 C-client models through the camex server and the naive
+relay to a receiving C-client model, 10 v2 clients through camex to a v2
+client, and C-client models through the naive relay to its own TUN;
+1-s steps, two of them (every generator and receiver kind runs once). What `make bench-fleet` reports must come out of it: a
 loss-free rate, the server's CPU per datagram and memory, the generator's
 cost and that it kept up."""
 
@@ -16,16 +17,17 @@ from bench import fleet
 def runs():
     assert os.geteuid() == 0, "the fleet smoke run needs root (network namespaces)"
     lines = []
-    out = fleet.run([10], ["camex", "naive-relay"], ["client"], 1.0, lines.append,
-                    max_steps=3, start_rate=2000.0)
-    out += fleet.run([10], ["naive-relay"], ["tun"], 1.0, lines.append, max_steps=3,
+    out = fleet.run([10], ["camex", "camex-v2", "naive-relay"], ["client"], 1.0, lines.append,
+                    max_steps=2, start_rate=2000.0)
+    out += fleet.run([10], ["naive-relay"], ["tun"], 1.0, lines.append, max_steps=2,
                      start_rate=2000.0)
     return out
 
 
 def test_every_row_finds_a_loss_free_rate_with_its_costs(runs):
     assert [(r["server"], r["receiver"]) for r in runs] == [
-        ("camex", "client"), ("naive-relay", "client"), ("naive-relay", "tun")]
+        ("camex", "client"), ("camex-v2", "client"), ("naive-relay", "client"),
+        ("naive-relay", "tun")]
     for r in runs:
         assert r["status"] == "ok", r.get("note")
         assert r["registered"] == 10
