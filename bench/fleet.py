@@ -38,6 +38,7 @@ import os
 import sys
 import time
 import traceback
+from typing import Optional
 
 from lab.daemons import SERVER_READY, camex_binary
 from lab.netns import StarTopology, wait_until
@@ -132,6 +133,12 @@ class CServer(FleetServer):
     tun = False
     ready_line = None
 
+    def __init__(self, name: str, socket_buffer: Optional[int] = None):
+        super().__init__(name)
+        self.socket_buffer = socket_buffer
+        if socket_buffer:
+            self.label += f", socket buffers {socket_buffer >> 20} MiB as camex's"
+
     def argv(self, conf, server_tun):
         try:
             from . import cserver  # type: ignore[attr-defined]
@@ -139,6 +146,9 @@ class CServer(FleetServer):
             raise NotAvailable(f"bench/cserver is not there yet ({e})") from None
         self.ready_line = getattr(cserver, "READY", None)
         try:
+            if self.socket_buffer:
+                return cserver.argv(PORT, psk=PSK, log_level="warning",
+                                    socket_buffer=self.socket_buffer)
             if hasattr(cserver, "argv"):
                 return cserver.argv(PORT, psk=PSK, log_level="warning")
             return [cserver.build(), "-M", "server", "-p", PORT, "-e", "-k", PSK]
@@ -157,7 +167,11 @@ SERVERS = [
     Camex("camex-v2", ("--protocol", "v2"), clients="v2",
           label="camex server, v2 clients (--protocol v2)"),
     NaiveRelay("naive-relay"),
+    # As deployed: the kernel's default socket buffers (~208 KiB, about 90
+    # datagrams: a server descheduled for ~10 ms at 10 k/s loses), and with
+    # camex's 4 MiB (the naive relay has them too): the CPU comparison.
     CServer("c-server"),
+    CServer("c-server-4m", socket_buffer=4 << 20),
 ]
 BY_NAME = {s.name: s for s in SERVERS}
 RECEIVERS = ("client", "tun")

@@ -44,7 +44,7 @@ README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md")
 PING_COUNT = 30
 # --fleet: the servers and search of the fleet rows inside `make bench`
 # (`make bench-fleet` measures more: v2 clients, the server's TUN, 3-s steps).
-FLEET_SERVERS = ("camex", "naive-relay", "c-server")
+FLEET_SERVERS = ("camex", "naive-relay", "c-server", "c-server-4m")
 FLEET_STEP_S = 2.0
 FLEET_MAX_STEPS = 7
 
