@@ -14,7 +14,7 @@ LOADGEN_ARGS ?=
 PROFILE_ARGS ?=
 FLEET_ARGS ?=
 # The fleet rows of `make bench`: a smaller set than `make bench-fleet`
-# (about 3 minutes); `make bench BENCH_FLEET=` leaves them out.
+# (about 4 minutes); `make bench BENCH_FLEET=` leaves them out.
 BENCH_FLEET ?= --fleet 10,100
 
 .PHONY: bench bench-net bench-deps bench-list bench-load bench-profile bench-fleet
