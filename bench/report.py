@@ -301,6 +301,177 @@ def floor(doc: dict) -> str:
     return text
 
 
+# ---------------------------------------------------------------- fleet
+# bench/fleet.py's results (`make bench-fleet`, and a smaller set in
+# `make bench`): a server under N camera-like clients.
+
+FLEET_GOALS = {"c_server_cpu": 1.5, "naive_cpu": 1.25, "rate_1000_vs_10": 0.9}
+
+
+def fleet_rows(doc: dict) -> list[dict]:
+    """One row per server x receiver x N: the figures of its best passing
+    step (the highest offered rate relayed with under 0.1 % loss)."""
+    rows = []
+    ref = doc.get("settings", {}).get("start_rate")
+    if ref is None:   # runs before it was recorded: the first step most rows share
+        firsts = [r["steps"][0]["asked"] for r in doc.get("runs", []) if r.get("steps")]
+        ref = max(set(firsts), key=firsts.count) if firsts else None
+    for r in doc.get("runs", []):
+        steps = r.get("steps") or []
+        best = steps[r["best_step"]] if r.get("best_step") is not None else None
+        # Every search starts at the same rate: there the servers' CPU per
+        # datagram compares at equal load (at its best step each server
+        # runs at its own rate, and a busier loop wakes up less per datagram).
+        at_ref = next((st for st in steps if ref and st["asked"] == ref and st["passed"]), None)
+        rows.append({
+            "server": r["server"], "receiver": r["receiver"], "clients": r["clients"],
+            "status": r.get("status", "ok"), "note": r.get("note"),
+            "generator_bound": bool(r.get("generator_bound")),
+            "max_kdps": None if best is None else best["achieved"] / 1e3,
+            "server_us": None if best is None else best.get("server_cpu_us"),
+            "server_us_ref": None if at_ref is None else at_ref.get("server_cpu_us"),
+            "gen_us": None if best is None else best.get("gen_cpu_us"),
+            "seal_us": None if best is None else best.get("gen_seal_us"),
+            "achieved_ratio": None if best is None else best.get("achieved_ratio"),
+            "rss_mib": None if r.get("rss_kib") is None else r["rss_kib"] / 1024,
+            "hwm_mib": None if r.get("peak_rss_kib") is None else r["peak_rss_kib"] / 1024,
+            "load": (r.get("load_before") or [None])[0],
+            "steps": len(steps),
+        })
+    return rows
+
+
+FLEET_COLUMNS = ("| server | receiver | N | max loss-free kdgram/s | server µs CPU / dgram | "
+                 "server µs CPU / dgram at the start rate | server RSS MiB (VmHWM / VmRSS) | generator µs / dgram (send; seal) | "
+                 "achieved / asked | load avg | steps |")
+
+
+def fleet_table(doc: dict) -> str:
+    lines = [FLEET_COLUMNS, "|" + "---|" * (FLEET_COLUMNS.count("|") - 1)]
+    for r in fleet_rows(doc):
+        head = f"| {r['server']} | {r['receiver']} | {r['clients']:,} |"
+        if r["status"] != "ok":
+            lines.append(head + f" {r['status']}: {r['note'] or ''} |" + " |" * 7)
+            continue
+        rate = _f(r["max_kdps"], "%.1f") + (" (generator-bound)" if r["generator_bound"] else "")
+        lines.append(head + " " + " | ".join([
+            rate, _f(r["server_us"], "%.2f"), _f(r["server_us_ref"], "%.2f"),
+            f"{_f(r['hwm_mib'], '%.1f')} / {_f(r['rss_mib'], '%.1f')}",
+            f"{_f(r['gen_us'], '%.2f')}; {_f(r['seal_us'], '%.2f')}",
+            _f(r["achieved_ratio"], "%.3f"), _f(r["load"], "%.2f"), str(r["steps"])]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fleet_get(rows, server, receiver, n, key):
+    for r in rows:
+        if (r["server"], r["receiver"], r["clients"]) == (server, receiver, n) and \
+                r["status"] == "ok":
+            return r[key]
+    return None
+
+
+def fleet_goals(doc: dict) -> str:
+    """The fleet goals as ratios of this run, per receiver and N where both
+    sides were measured."""
+    rows = fleet_rows(doc)
+    out = ["| goal | receiver | N | this run | |", "|---|---|---|---|---|"]
+
+    def line(goal, recv, n, a, b, want, lower_is_goal):
+        if a is None or not b:
+            return
+        x = a / b
+        ok = x <= want if lower_is_goal else x >= want
+        out.append(f"| {goal} | {recv} | {n:,} | {a:.2f} / {b:.2f} = {x:.2f} x | "
+                   f"{'met' if ok else 'NOT met'} |")
+
+    keys = sorted({(r["receiver"], r["clients"]) for r in rows})
+    c_servers = sorted({r["server"] for r in rows if r["server"].startswith("c-server")})
+    for recv, n in keys:
+        cam = _fleet_get(rows, "camex", recv, n, "server_us")
+        for cs in c_servers:
+            line(f"camex legacy CPU / dgram <= {cs}'s / "
+                 f"{FLEET_GOALS['c_server_cpu']:g}", recv, n, cam,
+                 _fleet_get(rows, cs, recv, n, "server_us"),
+                 1 / FLEET_GOALS["c_server_cpu"], True)
+        line(f"camex legacy CPU / dgram <= {FLEET_GOALS['naive_cpu']:g} x naive-relay's", recv,
+             n, cam, _fleet_get(rows, "naive-relay", recv, n, "server_us"),
+             FLEET_GOALS["naive_cpu"], True)
+    for server in sorted({r["server"] for r in rows}):
+        for recv in sorted({r["receiver"] for r in rows}):
+            line(f"{server}: max rate at 1,000 clients >= "
+                 f"{FLEET_GOALS['rate_1000_vs_10']:g} x at 10", recv, 1000,
+                 _fleet_get(rows, server, recv, 1000, "max_kdps"),
+                 _fleet_get(rows, server, recv, 10, "max_kdps"),
+                 FLEET_GOALS["rate_1000_vs_10"], False)
+    return "\n".join(out) + "\n" if len(out) > 2 else ""
+
+
+def update_readme_fleet(doc: dict, path: str) -> None:
+    """Quote a full fleet run (results/fleet.md) in bench/README.md between
+    two `<!-- fleet-summary -->` markers."""
+    marker = "<!-- fleet-summary -->"
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return
+    parts = text.split(marker)
+    if len(parts) != 3:
+        return
+    m = doc["machine"]
+    g = fleet_goals(doc)
+    block = (f"\nFrom `results/fleet.md`, run {doc['started']} ({doc.get('minutes', '?')} min, "
+             f"`{doc['command'].strip()}`; {m['cores']} x {m['cpu']}, camex at "
+             f"{m['camex_commit']}):\n\n" + fleet_table(doc) + ("\n" + g if g else ""))
+    with open(path, "w") as f:
+        f.write(parts[0] + marker + block + marker + parts[2])
+
+
+def fleet_markdown(doc: dict) -> str:
+    """results/fleet.md: the fleet section with its run's heading."""
+    m = doc["machine"]
+    return "\n".join([
+        "# camex bench: a server under a camera fleet (bench/fleet.py)",
+        "",
+        f"Run {doc['started']} ({doc.get('minutes', '?')} min): `{doc['command'].strip()}`. "
+        f"Machine: {m['cores']} cores ({m['cpu']}), kernel {m['kernel']}, Python "
+        f"{m['python']}, camex at {m['camex_commit']}.",
+        "",
+        fleet_section(doc),
+    ])
+
+
+def fleet_section(doc: dict) -> str:
+    """The fleet results as a report section (its own file or inside the
+    bench report)."""
+    s = doc.get("settings", {})
+    g = fleet_goals(doc)
+    return "\n".join([
+        "## Camera fleet: N legacy (or v2) clients through one server",
+        "",
+        fleet_table(doc),
+        f"Each client: one UDP socket, one {s.get('inner_size', 1200)}-byte inner IPv4/UDP "
+        "packet per datagram, no offloads; legacy clients are models of the deployed C client "
+        "(lab/cclient.py: encrypted, REGISTER with a manual address), v2 clients camex's own "
+        "v2 client core. All N send round-robin to one receiver: another client (\"client\") "
+        "or the server's own TUN (\"tun\", --server-tun). Max loss-free: the highest rate "
+        f"(datagrams/s offered) that lost under {s.get('max_loss', 0.001) * 100:g} % in a "
+        f"{s.get('step_seconds', '?')}-s step, loss counted exactly by the sequence numbers "
+        "in the inner payloads (the rate doubled until a step lost, then bisected). Server "
+        "µs CPU: utime+stime of the server process over that step per datagram relayed; "
+        f"at the start rate: the same in the search's first step "
+        f"({(s.get('start_rate') or 0) / 1e3:g} k/s for every row, if it passed), where all "
+        "servers carry the same load. "
+        "Generator µs: its send loop's CPU per datagram sent; seal: what sealing cost it "
+        "per datagram, done before the step. Achieved / asked: the generator's offered "
+        f"rate against the asked one (below {s.get('keep_up', 0.95):g} on a passing step the "
+        "search stops and the row says generator-bound). Load avg: the 1-minute load "
+        "average before the row (2 cores shared with other work: compare rows of one run).",
+        "",
+        *(["### Fleet goals (ratios from this run)", "", g] if g else []),
+    ])
+
+
 def markdown(doc: dict, png_name: str) -> str:
     m = doc["machine"]
     s = doc["settings"]
@@ -344,6 +515,7 @@ def markdown(doc: dict, png_name: str) -> str:
         goals(doc),
         *(["## The default command line against --protocol v2", "", dflt] if dflt else []),
         *(["## The floor: naive Python tunnels in this run", "", fl] if fl else []),
+        *([fleet_section(doc["fleet"])] if doc.get("fleet") else []),
         "## Configurations",
         "",
     ]
@@ -450,19 +622,46 @@ def chart(doc: dict, path: str) -> None:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """`python -m bench.report RESULTS.json [--fleet FLEET.json]`: re-make the
+    markdown (and chart) of a bench run, with the fleet results of
+    FLEET.json as their own section; a fleet JSON alone re-makes its own
+    report (results/fleet.md)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    fleet_path = None
+    if "--fleet" in argv:
+        i = argv.index("--fleet")
+        if i + 1 >= len(argv):
+            print("usage: python -m bench.report RESULTS.json [--fleet FLEET.json]",
+                  file=sys.stderr)
+            return 1
+        fleet_path = argv[i + 1]
+        del argv[i:i + 2]
     if not argv:
-        print("usage: python -m bench.report RESULTS.json", file=sys.stderr)
+        print("usage: python -m bench.report RESULTS.json [--fleet FLEET.json]", file=sys.stderr)
         return 1
     with open(argv[0]) as f:
         doc = json.load(f)
     base = argv[0][:-5] if argv[0].endswith(".json") else argv[0]
+    if "entries" not in doc and "runs" in doc:   # a fleet document on its own
+        with open(base + ".md", "w") as f:
+            f.write(fleet_markdown(doc))
+        here = os.path.dirname(os.path.abspath(__file__))
+        # Only the committed results/fleet.json is quoted (not a copy elsewhere).
+        if os.path.abspath(base) == os.path.join(here, "results", "fleet"):
+            update_readme_fleet(doc, os.path.join(here, "README.md"))
+        print(fleet_table(doc))
+        return 0
+    if fleet_path:
+        with open(fleet_path) as f:
+            doc["fleet"] = json.load(f)
     with open(base + ".md", "w") as f:
         f.write(markdown(doc, os.path.basename(base) + ".png"))
     chart(doc, base + ".png")
     if os.path.basename(base) == "latest":
         update_readme(doc, os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md"))
     print(table(doc))
+    if doc.get("fleet"):
+        print(fleet_table(doc["fleet"]))
     return 0
 
 

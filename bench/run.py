@@ -42,6 +42,11 @@ from .tunnels import BY_NAME, ENTRIES, INNER_MTU, NotAvailable
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md")
 PING_COUNT = 30
+# --fleet: the servers and search of the fleet rows inside `make bench`
+# (`make bench-fleet` measures more: v2 clients, the server's TUN, 3-s steps).
+FLEET_SERVERS = ("camex", "naive-relay", "c-server", "c-server-4m")
+FLEET_STEP_S = 2.0
+FLEET_MAX_STEPS = 7
 
 
 class Durations:
@@ -247,6 +252,10 @@ def main(argv=None) -> int:
     ap.add_argument("--nice", type=int, default=0,
                     help="run the bench and everything it starts at this niceness (e.g. -10: "
                          "on a shared machine, other tenants at nice 0 then disturb less)")
+    ap.add_argument("--fleet", metavar="N,N",
+                    help="also the camera-fleet rows (bench/fleet.py) for these client counts, "
+                         "with FLEET_SERVERS and a receiving client, 2-s steps; their section "
+                         "goes into the report (`make bench` passes --fleet 10,100)")
     ap.add_argument("--out", help="results name under bench/results (default latest, "
                                   "or quick with --quick/--only)")
     args = ap.parse_args(argv)
@@ -300,6 +309,16 @@ def main(argv=None) -> int:
             rec["round"] = rnd + 1
             by_name[name].append(rec)
     results = [report.combine(by_name[n]) for n in names]
+    fleet_doc = None
+    if args.fleet:
+        from . import fleet
+
+        f0, f_started = time.monotonic(), datetime.datetime.now(datetime.timezone.utc)
+        counts = [int(x) for x in args.fleet.split(",") if x.strip()]
+        runs = fleet.run(counts, list(FLEET_SERVERS), ["client"], FLEET_STEP_S, log,
+                         max_steps=FLEET_MAX_STEPS)
+        fleet_doc = fleet.document(runs, f"python -m bench.run ... --fleet {args.fleet}",
+                                   f_started, (time.monotonic() - f0) / 60, FLEET_STEP_S)
     doc = {
         "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "minutes": round((time.monotonic() - t0) / 60, 1),
@@ -310,6 +329,8 @@ def main(argv=None) -> int:
         "machine": report.machine_info(),
         "entries": results,
     }
+    if fleet_doc is not None:
+        doc["fleet"] = fleet_doc
     os.makedirs(RESULTS_DIR, exist_ok=True)
     # A bare name goes under bench/results; a path is taken as given.
     base = out if os.sep in out else os.path.join(RESULTS_DIR, out)
@@ -326,6 +347,8 @@ def main(argv=None) -> int:
         report.update_readme(doc, README)
     log(f"wrote {base}.md, .json, .png ({doc['minutes']} min)")
     print(report.table(doc))
+    if fleet_doc is not None:
+        print(report.fleet_table(fleet_doc))
     return 0
 
 

@@ -7,6 +7,8 @@
 #   make bench-profile           py-spy of the camex relay under iperf3 load
 #   make bench-cserver           build/cserver/cxserver, the C model of the deployed legacy server
 #   make bench-cserver-compare CSERVER_ARGS="--clients 10"   its CPU per relayed datagram beside camex's
+#   make bench-fleet             N = 10, 100, 1,000 camera-like clients through one server
+#   make bench-fleet FLEET_ARGS="--clients 100 --servers camex,naive-relay"
 
 APT_BENCH := iperf3 iputils-ping openssl procps wireguard-go wireguard-tools openvpn fastd tinc \
 	gcc make libssl-dev libsodium-dev
@@ -14,8 +16,13 @@ BENCH_ARGS ?=
 LOADGEN_ARGS ?=
 PROFILE_ARGS ?=
 CSERVER_ARGS ?=
+FLEET_ARGS ?=
+# The fleet rows of `make bench`: a smaller set than `make bench-fleet`
+# (about 4 minutes); `make bench BENCH_FLEET=` leaves them out.
+BENCH_FLEET ?= --fleet 10,100
 
-.PHONY: bench bench-net bench-deps bench-list bench-load bench-profile bench-cserver bench-cserver-compare
+.PHONY: bench bench-net bench-deps bench-list bench-load bench-profile bench-fleet \
+	bench-cserver bench-cserver-compare
 
 bench: bench-net $(BENCH_SUITES)
 
@@ -23,7 +30,7 @@ bench-deps:
 	sh scripts/install-deps.sh $(APT_BENCH)
 
 bench-net: venv deps bench-deps
-	$(PY) -m bench.run $(BENCH_ARGS)
+	$(PY) -m bench.run $(BENCH_ARGS) $(BENCH_FLEET)
 
 bench-list: venv
 	$(PY) -m bench.run --list
@@ -40,6 +47,9 @@ bench-cserver: bench-deps
 
 bench-cserver-compare: venv deps bench-cserver
 	$(PY) -m bench.cserver.compare $(CSERVER_ARGS)
+
+bench-fleet: venv deps bench-cserver
+	$(PY) -m bench.fleet $(FLEET_ARGS)
 
 # The harness and report checks (run by `make test`).
 TEST_SUITES += bench-selftest
