@@ -5,20 +5,28 @@
 #   make bench-list              names of the entries
 #   make bench-load LOADGEN_ARGS="--clients 10000"
 #   make bench-profile           py-spy of the camex relay under iperf3 load
+#   make bench-peers             the newest wireguard-go of Debian sid/trixie, unpacked
+#                                into ~/.cache/camex-bench (cached; BENCH_PEERS_ARGS=--refresh)
 
-APT_BENCH := iperf3 iputils-ping openssl procps wireguard-go wireguard-tools openvpn fastd tinc
+APT_BENCH := iperf3 iputils-ping openssl procps wireguard-go wireguard-tools openvpn fastd tinc \
+	debian-archive-keyring
 BENCH_ARGS ?=
 LOADGEN_ARGS ?=
 PROFILE_ARGS ?=
+BENCH_PEERS_ARGS ?=
 
-.PHONY: bench bench-net bench-deps bench-list bench-load bench-profile
+.PHONY: bench bench-net bench-deps bench-peers bench-list bench-load bench-profile
 
 bench: bench-net $(BENCH_SUITES)
 
 bench-deps:
 	sh scripts/install-deps.sh $(APT_BENCH)
 
-bench-net: venv deps bench-deps
+# Never fails: a peer it cannot fetch is a bench row saying why.
+bench-peers: venv bench-deps
+	$(PY) -m bench.fetch $(BENCH_PEERS_ARGS)
+
+bench-net: venv deps bench-deps bench-peers
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 bench-list: venv
