@@ -296,13 +296,12 @@ class WireguardGo(Entry):
         if not self.fetched:
             _need("wireguard-go")
             return shutil.which("wireguard-go") or "wireguard-go", \
-                f"Debian 12 package {pkg_version('wireguard-go')}"
+                f"Debian 12 {pkg_version('wireguard-go')}"
         try:
             path, state = fetch.fetched_binary()
         except fetch.FetchError as e:
             raise NotAvailable(str(e)) from None
-        return path, (f"Debian {state['suite']} package {state['debian_version']}, unpacked "
-                      f"by bench.fetch (make bench-peers)")
+        return path, f"Debian {state['suite']} {state['debian_version']}"
 
     def up(self, lab):
         binary, origin = self._binary()
@@ -331,9 +330,11 @@ class WireguardGo(Entry):
             _configure_link(ns, ifs[side], f"{PEER_SERVER_IN if side == 's' else PEER_CLIENT_IN}/24")
         startup = _startup(lab.c1, PEER_SERVER_IN, t0, [ps, pc])
         return Up(lab.c1, lab.server, PEER_SERVER_IN, [("server", ps), ("client", pc)],
-                  f"wireguard-go {version} ({origin}; `{binary}`), keys from wg genkey, "
-                  f"UDP 51820, MTU {INNER_MTU} (Noise_IK, ChaCha20-Poly1305)", startup,
-                  {"version": f"wireguard-go {version}"})
+                  f"wireguard-go {version} (package {origin}"
+                  + (", unpacked by make bench-peers" if self.fetched else "")
+                  + f"; `{binary}`), keys from wg genkey, UDP 51820, MTU {INNER_MTU} "
+                  "(Noise_IK, ChaCha20-Poly1305)", startup,
+                  {"version": f"wireguard-go {version} ({origin})"})
 
 
 @dataclasses.dataclass
