@@ -185,7 +185,10 @@ def _private_apt(tmp: str, mirror: str) -> list:
             "-o", f"Dir::State={tmp}/state",
             "-o", f"Dir::State::status={tmp}/status",
             "-o", f"Dir::Cache={tmp}/cache",
-            "-o", "Acquire::Languages=none"]
+            "-o", "Acquire::Languages=none",
+            # Whatever the host's apt.conf.d says: an unsigned suite is an error.
+            "-o", "Acquire::AllowInsecureRepositories=false",
+            "-o", "Acquire::AllowDowngradeToInsecureRepositories=false"]
 
 
 def _sha256(path: str) -> str:
