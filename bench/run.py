@@ -36,7 +36,7 @@ from lab.daemons import camex_binary
 from lab.netns import LabError, StarTopology
 from lab.traffic import iperf3
 
-from . import procstat, report
+from . import procstat, report, tunstat
 from .tunnels import BY_NAME, ENTRIES, INNER_MTU, NotAvailable
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -203,7 +203,15 @@ def _measure(entry, dur: Durations, log) -> dict:
         hwm = {"idle": _hwm(up.daemons)}
         rev = entry.reverse
         r["direction"] = "reverse" if rev else "forward"
+        # The TUNs' counters around the TCP run: super-packets or not.
+        tuns = tunstat.locate(up.client, up.server, up.target)
+        tun0 = tunstat.counters(tuns)
         r["tcp1"] = _iperf(up, dur.tcp, (), reverse=rev)
+        if tuns:
+            r["tun"] = tunstat.summary(
+                tunstat.delta(tun0, tunstat.counters(tuns)),
+                {role: tunstat.features(ns, ifname) for role, (ns, ifname) in tuns.items()},
+                INNER_MTU, rev)
         hwm["tcp1"] = _hwm(up.daemons)
         r["tcp4"] = _iperf(up, dur.tcp, ("-P", "4"), reverse=rev)
         hwm["tcp4"] = _hwm(up.daemons)

@@ -32,6 +32,7 @@ from typing import Optional
 from lab.daemons import CLIENT_READY, SERVER_READY, camex_binary
 from lab.netns import LabError, LabProcess, Namespace, StarTopology, wait_until
 
+from . import fetch
 from .probe import first_reply
 
 # Largest inner MTU that all tunnels fit into a 1500-byte path (wireguard
@@ -282,9 +283,30 @@ def _first_error(srv: LabProcess, err: Exception, procs=()) -> str:
 # ---------------------------------------------------------------- peers
 
 
+@dataclasses.dataclass
 class WireguardGo(Entry):
+    """wireguard-go between c1 and srv. ``fetched``: the binary bench.fetch
+    unpacked from Debian's newest suite (TUN offloads, UDP GSO/GRO) instead
+    of Debian 12's /usr/bin/wireguard-go (2022, one packet per TUN read)."""
+
+    fetched: bool = False
+
+    def _binary(self) -> tuple[str, str]:
+        """(path, what it is for the description); NotAvailable if missing."""
+        if not self.fetched:
+            _need("wireguard-go")
+            return shutil.which("wireguard-go") or "wireguard-go", \
+                f"Debian 12 {pkg_version('wireguard-go')}"
+        try:
+            path, state = fetch.fetched_binary()
+        except fetch.FetchError as e:
+            raise NotAvailable(str(e)) from None
+        return path, f"Debian {state['suite']} {state['debian_version']}"
+
     def up(self, lab):
-        _need("wireguard-go", "wg")
+        binary, origin = self._binary()
+        _need("wg")
+        version = fetch.parse_version_output(_tool([binary, "--version"])) or "?"
         d = lab.logdir
         ifs = {"s": _ifname(lab, "wgs"), "c": _ifname(lab, "wgc")}
         keys = {}
@@ -294,8 +316,8 @@ class WireguardGo(Entry):
             keys[side] = (_write(os.path.join(d, f"wg-{side}.key"), priv + "\n"), pub)
         env = {"WG_PROCESS_FOREGROUND": "1"}
         t0 = time.monotonic()
-        ps = lab.server.spawn(["wireguard-go", "-f", ifs["s"]], name="wireguard-go", env=env)
-        pc = lab.c1.spawn(["wireguard-go", "-f", ifs["c"]], name="wireguard-go", env=env)
+        ps = lab.server.spawn([binary, "-f", ifs["s"]], name="wireguard-go", env=env)
+        pc = lab.c1.spawn([binary, "-f", ifs["c"]], name="wireguard-go", env=env)
         for side, ns, _me, peer_ip, peer_in in (
                 ("s", lab.server, lab.c1.server_ip, lab.c1.underlay, PEER_CLIENT_IN),
                 ("c", lab.c1, lab.c1.underlay, lab.c1.server_ip, PEER_SERVER_IN)):
@@ -308,8 +330,11 @@ class WireguardGo(Entry):
             _configure_link(ns, ifs[side], f"{PEER_SERVER_IN if side == 's' else PEER_CLIENT_IN}/24")
         startup = _startup(lab.c1, PEER_SERVER_IN, t0, [ps, pc])
         return Up(lab.c1, lab.server, PEER_SERVER_IN, [("server", ps), ("client", pc)],
-                  f"wireguard-go {pkg_version('wireguard-go')} (Debian), keys from wg genkey, "
-                  f"UDP 51820, MTU {INNER_MTU} (Noise_IK, ChaCha20-Poly1305)", startup)
+                  f"wireguard-go {version} (package {origin}"
+                  + (", unpacked by make bench-peers" if self.fetched else "")
+                  + f"; `{binary}`), keys from wg genkey, UDP 51820, MTU {INNER_MTU} "
+                  "(Noise_IK, ChaCha20-Poly1305)", startup,
+                  {"version": f"wireguard-go {version} ({origin})"})
 
 
 @dataclasses.dataclass
@@ -548,6 +573,9 @@ ENTRIES: list[Entry] = [
     CamexEntry("camex-relay-plain", "camex", label="legacy relay, plaintext",
                client_args=LEGACY),
     WireguardGo("wireguard-go", "peer", ("wireguard-go", "wireguard-tools")),
+    # The newest wireguard-go Debian serves (TUN offloads, UDP GSO/GRO), fetched by
+    # `make bench-peers` into a cache outside the tree; "not available" without it.
+    WireguardGo("wireguard-go-new", "peer", ("wireguard-tools",), fetched=True),
     OpenVPN("openvpn-chacha20", "peer", ("openvpn",), cipher="CHACHA20-POLY1305"),
     Fastd("fastd-salsa2012-umac", "peer", ("fastd",), method="salsa2012+umac"),
     Fastd("fastd-null", "peer", ("fastd",), method="null"),

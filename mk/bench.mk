@@ -9,19 +9,22 @@
 #   make bench-cserver-compare CSERVER_ARGS="--clients 10"   its CPU per relayed datagram beside camex's
 #   make bench-fleet             N = 10, 100, 1,000 camera-like clients through one server
 #   make bench-fleet FLEET_ARGS="--clients 100 --servers camex,naive-relay"
+#   make bench-peers             the newest wireguard-go of Debian sid/trixie, unpacked
+#                                into ~/.cache/camex-bench (cached; BENCH_PEERS_ARGS=--refresh)
 
 APT_BENCH := iperf3 iputils-ping openssl procps wireguard-go wireguard-tools openvpn fastd tinc \
-	gcc make libssl-dev libsodium-dev
+	gcc make libssl-dev libsodium-dev debian-archive-keyring
 BENCH_ARGS ?=
 LOADGEN_ARGS ?=
 PROFILE_ARGS ?=
 CSERVER_ARGS ?=
 FLEET_ARGS ?=
+BENCH_PEERS_ARGS ?=
 # The fleet rows of `make bench`: a smaller set than `make bench-fleet`
 # (about 4 minutes); `make bench BENCH_FLEET=` leaves them out.
 BENCH_FLEET ?= --fleet 10,100
 
-.PHONY: bench bench-net bench-deps bench-list bench-load bench-profile bench-fleet \
+.PHONY: bench bench-net bench-deps bench-peers bench-list bench-load bench-profile bench-fleet \
 	bench-cserver bench-cserver-compare
 
 bench: bench-net $(BENCH_SUITES)
@@ -29,7 +32,11 @@ bench: bench-net $(BENCH_SUITES)
 bench-deps:
 	sh scripts/install-deps.sh $(APT_BENCH)
 
-bench-net: venv deps bench-deps
+# Never fails: a peer it cannot fetch is a bench row saying why.
+bench-peers: venv bench-deps
+	$(PY) -m bench.fetch $(BENCH_PEERS_ARGS)
+
+bench-net: venv deps bench-deps bench-peers
 	$(PY) -m bench.run $(BENCH_ARGS) $(BENCH_FLEET)
 
 bench-list: venv

@@ -42,6 +42,16 @@ def test_every_requested_entry_has_figures(results):
         assert e["tcp1"]["gbps"] > 0 and e["tcp4"]["gbps"] > 0
         assert e["udp64"]["rx_pps"] > 0
         assert e["ping"]["received"] == e["ping"]["transmitted"]
+    # The TUN's own counters: the raw path has none; the naive tunnel reads
+    # one packet per read (never above the MTU), camex v2 reads
+    # super-packets (TUN offloads) on its sending side, here c2's (-R).
+    assert "tun" not in by["raw"]
+    naive = by["naive-python-aead"]["tun"]
+    assert 1000 < naive["read_avg_bytes"] <= 1420 and naive["super_packets"] is False
+    assert naive["sender_tso"] is False
+    v2 = by["camex-default-relay-rev"]["tun"]
+    assert v2["sender"] == "server" and v2["super_packets"] is True, v2
+    assert v2["read_avg_bytes"] > 1420 and v2["sender_tso"] is True
 
 
 def test_camex_daemons_are_charged(results):
