@@ -7,6 +7,7 @@ import errno
 import functools
 import ipaddress
 import selectors
+import socket
 from typing import Callable
 import time
 
@@ -15,7 +16,7 @@ from .config import check_policy
 from ..base.contract import Device, ServerCore, SuperPacket
 from ..legacy.client import IfConfig, default_mtu
 from ..tunnel.server import ServerMux
-from ..io import gso, offload, udp
+from ..io import gso, mmsg, offload, udp
 from ..v2.framing import Run
 from .keylog import open_keylog
 from ..legacy import codec
@@ -28,6 +29,7 @@ from .loop import BURST_GAP, Loop, StartupError
 from .options import read_psk_file, v2_timers
 
 FLUSH_AT = 128  # datagrams queued before a mid-batch flush (bounds memory)
+MMSG_ROUNDS = 4  # recvmmsg batches (of udp.BATCH) per readiness event
 
 
 def protocols(opts, config) -> list[str]:
@@ -74,8 +76,13 @@ class ServerIO:
 
     def __init__(self, open_tun: Callable = offload.open_tun, link: Callable = _netlink_link,
                  bind: Callable = udp.server_socket,
-                 prepare_interface: Callable = _prepare_interface, signals: bool = True):
+                 prepare_interface: Callable = _prepare_interface, signals: bool = True,
+                 batched: bool = True):
         self.open_tun = open_tun
+        # recvmmsg/sendmmsg on the UDP socket where libc has them (camex.io.mmsg);
+        # False keeps the one-datagram path (a bound socket that is no real
+        # socket, in tests).
+        self.batched = batched
         self.link = link
         self.bind = bind
         self.prepare_interface = prepare_interface
@@ -113,6 +120,8 @@ class ServerDaemon:
         self.features = gso.probe()
         self.sender = None
         self._recv = None
+        self._batch = None    # camex.io.mmsg.Batch where libc has recvmmsg/sendmmsg
+        self._one_read = None
         # Start of the last readiness event per descriptor: a lone packet or a burst?
         self._tun_at = self._sock_at = -1.0
         self._flush_lone = functools.partial(self._flush, False)
@@ -174,12 +183,18 @@ class ServerDaemon:
                                    f": {e.strerror}") from None
             if self.features.udp_gro:
                 gso.enable_gro(self.sock)
-            self.sender = gso.Sender(self.sock, self.features.udp_gso, self._send_error)
+            if self.io.batched and isinstance(self.sock, socket.socket) and mmsg.available():
+                self._batch = mmsg.Batch(self.sock, BATCH, on_error=self._send_error)
+                self._one_read = udp.one_read(self.core.datagram_received)
+            self.sender = gso.Sender(self.sock, self.features.udp_gso, self._send_error,
+                                     batch=self._batch)
             self._recv = gso.gro_receiver(self.sock)
-            LOG.info("data path: UDP GSO %s, UDP GRO %s",
+            LOG.info("data path: UDP GSO %s, UDP GRO %s, recvmmsg/sendmmsg %s",
                      "on" if self.features.udp_gso else "off (kernel < 4.18)",
-                     "on" if self.features.udp_gro else "off (kernel < 5.0)")
-            self.loop.sel.register(self.sock, selectors.EVENT_READ, self._sock_readable)
+                     "on" if self.features.udp_gro else "off (kernel < 5.0)",
+                     "on" if self._batch else "off")
+            self.loop.sel.register(self.sock, selectors.EVENT_READ,
+                                   self._sock_batch if self._batch else self._sock_readable)
             if self.state is not None:
                 # Before "listening": a client's first datagram finds its entry.
                 self.state.load(self.loop.now())
@@ -208,6 +223,8 @@ class ServerDaemon:
                 self.link.close()
             if self.tun is not None:
                 self.tun.close()
+            if self._batch is not None:
+                self._batch.close()
             if self.sock is not None:
                 self.sock.close()
             self.loop.close()
@@ -264,6 +281,14 @@ class ServerDaemon:
                     FLUSH_AT, self._flush if burst else self._flush_lone, self._recv_error)
         if burst:
             self._sock_at = self.loop.now()
+
+    def _sock_batch(self) -> None:
+        # recvmmsg: datagrams of many senders per call, the legacy relay's
+        # batch path, one flush per batch (sendmmsg, GSO per destination).
+        batch = self._batch
+        udp.receive_batch(batch.recv, self.core.datagrams_received, self._one_read,
+                          self.loop.now(), MMSG_ROUNDS, batch.size, self._flush,
+                          self._recv_error)
 
     def _backlog(self) -> int:
         to_tun = self.core.to_tun

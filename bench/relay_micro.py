@@ -1,0 +1,370 @@
+"""Server CPU per relayed legacy encrypted datagram, a camera fleet's way.
+
+    python -m bench.relay_micro [--clients 10,1000] [--relays camex,naive]
+                                [--fixed-rate 20000] [--step 1.0]
+
+A measurement tool for the server's relay path (not the fleet benchmark):
+in a two-namespace lab (lab.netns.PointToPoint), N emulated C clients in
+namespace b, each with its own UDP socket, sender prefix and counter, send
+encrypted 1,200-byte DATA (one inner IPv4 packet per datagram) through a
+server in namespace a to one receiving client (another socket in b,
+registered like the others). Per relay and N:
+
+- `cpu_us`: server CPU (utime+stime of /proc/PID/stat) per datagram the
+  receiver got, at a fixed offered rate (`--fixed-rate`, the same for every
+  relay, so batching luck is equal) and at the highest loss-free rate;
+- `max_rate`: the highest offered rate (a ladder, x1.2 per step) at which
+  the receiver got at least 99.9 % of the datagrams;
+- the generator's own CPU per datagram and the rate it achieved (it must
+  keep up: `sent_rate` close to the offered rate).
+
+Relays: `camex` (`camex -M server -e -k ...`, both protocols, as a user
+runs it) and `naive` (this file's naive_relay(): recvfrom, open, look up
+the inner destination, seal, sendto; the floor a Python relay reaches).
+Only ratios within one run mean anything on a shared machine: the load
+average is printed with the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mmap
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+from camex.legacy import codec
+
+PORT = 7000
+PSK = b"relay-micro-passphrase"
+SIZE = 1200          # inner IPv4 packet bytes (a video-like stream's packets)
+NET = "10.64"        # tunnel addresses 10.64.x.y; the receiver is 10.64.0.2
+LOSS_FREE = 0.999
+
+
+def tunnel_ip(i: int) -> str:
+    """Client i's tunnel address (i = 0 is the receiver): 10.64.0.2 up."""
+    n = i + 2
+    return f"{NET}.{n >> 8}.{n & 255}"
+
+
+def inner(src: str, dst: str, size: int = SIZE) -> bytes:
+    """An IPv4/UDP packet of `size` bytes (checksums are the receiver's
+    business; the server checks only version, source and destination)."""
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, size, 0, 0x4000, 64, 17, 0,
+                      socket.inet_aton(src), socket.inet_aton(dst))
+    return hdr + struct.pack("!HHHH", 40000, 9, size - 20, 0) + bytes(size - 28)
+
+
+# ------------------------------------------------------------- naive relay
+
+
+def naive_relay(port: int, psk: bytes) -> None:
+    """The floor: per datagram recvfrom, open, look up, seal, sendto.
+
+    It learns manual REGISTERs (tunnel address -> endpoint) and relays
+    DATA between registered clients; no replay window, no address policy,
+    no source check (what camex keeps and this does not)."""
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+    aead = ChaCha20Poly1305(codec.derive_key(psk))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    sock.bind(("0.0.0.0", port))
+    hdr_s = codec.HEADER
+    prefix = os.urandom(4)
+    seq = 0
+    routes: dict = {}
+    recvfrom, sendto, decrypt, encrypt = sock.recvfrom, sock.sendto, aead.decrypt, aead.encrypt
+    print("listening", flush=True)
+    while True:
+        data, addr = recvfrom(65535)
+        try:
+            _m, ptype, npre, nseq, length, _s = hdr_s.unpack_from(data)
+            plain = decrypt(npre + nseq.to_bytes(8, "big"), data[27:], data[:27])
+        except Exception:  # noqa: BLE001 - junk is dropped
+            continue
+        if ptype == codec.T_DATA:
+            dst = routes.get(plain[16:20])
+            if dst is not None:
+                h = hdr_s.pack(codec.MAGIC, 2, prefix, seq, len(plain), seq)
+                sendto(h + encrypt(prefix + seq.to_bytes(8, "big"), plain, h), dst)
+                seq += 1
+        elif ptype == codec.T_REGISTER:
+            ip = codec.parse_control(plain).get("LOCAL_IP")
+            if ip:
+                routes[socket.inet_aton(ip)] = addr
+
+
+# ------------------------------------------------------------------ driver
+
+
+class Receiver:
+    """The receiving client: a forked child reading its socket and
+    counting DATA datagrams in a shared page (no decryption: the count is
+    what matters, and the generator must not be the bottleneck)."""
+
+    def __init__(self, sock: socket.socket):
+        self.page = mmap.mmap(-1, 8)
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                self._child(sock)
+            finally:
+                os._exit(0)
+
+    def _child(self, sock: socket.socket) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        sock.setblocking(True)
+        buf = bytearray(65535)
+        recv_into, page, pack = sock.recv_into, self.page, struct.pack_into
+        n = 0
+        while True:
+            try:
+                size = recv_into(buf)
+            except ConnectionRefusedError:
+                continue
+            if size == SIZE + codec.OVERHEAD_ENC and buf[4] == codec.T_DATA:
+                n += 1
+                pack("Q", page, 0, n)
+
+    @property
+    def count(self) -> int:
+        return struct.unpack_from("Q", self.page, 0)[0]
+
+    def settle(self, quiet: float = 0.15, limit: float = 3.0) -> int:
+        """The count once it stopped moving for `quiet` seconds."""
+        last, t_last = self.count, time.monotonic()
+        deadline = t_last + limit
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
+            c = self.count
+            if c != last:
+                last, t_last = c, time.monotonic()
+            elif time.monotonic() - t_last >= quiet:
+                break
+        return last
+
+    def close(self) -> None:
+        os.kill(self.pid, signal.SIGTERM)
+        os.waitpid(self.pid, 0)
+
+
+class Fleet:
+    """N sending clients and one receiver in namespace `ns`."""
+
+    def __init__(self, ns, server_ip: str, n: int):
+        from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+        from lab.loadgen import raise_fd_limit
+
+        raise_fd_limit(n + 256)
+        self.server = (server_ip, PORT)
+        self.aead = ChaCha20Poly1305(codec.derive_key(PSK))
+        self.socks = []
+        for _ in range(n + 1):
+            s = ns.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+            s.bind((ns.underlay, 0))
+            self.socks.append(s)
+        self.prefixes = [os.urandom(4) for _ in self.socks]
+        self.seqs = [0] * len(self.socks)
+        self.packets = [inner(tunnel_ip(i), tunnel_ip(0)) for i in range(len(self.socks))]
+        self.receiver = None
+
+    def seal(self, i: int, ptype: int, payload: bytes) -> bytes:
+        seq = self.seqs[i]
+        self.seqs[i] = seq + 1
+        return codec.seal(self.aead, ptype, self.prefixes[i], seq, payload)
+
+    def register(self) -> None:
+        for i, s in enumerate(self.socks):
+            s.sendto(self.seal(i, codec.T_REGISTER, codec.register_manual(tunnel_ip(i))),
+                     self.server)
+            if i % 50 == 49:
+                time.sleep(0.005)
+        # The receiver drains its socket from now on (the REGISTERs have no answer).
+        self.receiver = Receiver(self.socks[0])
+
+    def ready(self, timeout: float = 20.0) -> None:
+        """Every sender relays: one DATA each reaches the receiver (retried)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            before = self.receiver.count
+            self.step(len(self.socks) - 1, 0.2 + len(self.socks) / 20000)
+            got = self.receiver.settle() - before
+            if got >= len(self.socks) - 1:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {got} of {len(self.socks) - 1} senders relayed")
+            self.register_again()
+
+    def register_again(self) -> None:
+        for i, s in enumerate(self.socks):
+            s.sendto(self.seal(i, codec.T_REGISTER, codec.register_manual(tunnel_ip(i))),
+                     self.server)
+
+    def step(self, total: int, seconds: float) -> dict:
+        """Send `total` DATA over `seconds`, round robin over the senders,
+        paced in 1 ms ticks. Sealed beforehand: the pacing loop only sends."""
+        n = len(self.socks) - 1
+        work = []
+        for k in range(total):
+            i = 1 + k % n
+            work.append((self.socks[i].sendto, self.seal(i, codec.T_DATA, self.packets[i])))
+        server = self.server
+        t_cpu = time.thread_time()
+        t0 = time.monotonic()
+        sent = 0
+        while sent < total:
+            due = min(total, int((time.monotonic() - t0) / seconds * total) + 1)
+            while sent < due:
+                send, d = work[sent]
+                try:
+                    send(d, server)
+                except (BlockingIOError, ConnectionRefusedError):
+                    pass
+                sent += 1
+            time.sleep(0.001)
+        elapsed = time.monotonic() - t0
+        return {"sent": total, "elapsed": elapsed, "gen_cpu": time.thread_time() - t_cpu}
+
+    def close(self) -> None:
+        if self.receiver is not None:
+            self.receiver.close()
+        for s in self.socks:
+            s.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    from bench.procstat import cpu_seconds as cs
+    v = cs(pid)
+    if v is None:
+        raise RuntimeError("the relay exited")
+    return v
+
+
+def measure_rate(fleet: Fleet, pid: int, rate: float, seconds: float) -> dict:
+    total = int(rate * seconds)
+    got0 = fleet.receiver.settle()
+    c0 = cpu_seconds(pid)
+    st = fleet.step(total, seconds)
+    got = fleet.receiver.settle() - got0
+    cpu = cpu_seconds(pid) - c0
+    return {"rate": rate, "sent_rate": round(total / st["elapsed"]), "received": got,
+            "delivered": round(got / total, 5),
+            "cpu_us": round(cpu / max(got, 1) * 1e6, 2),
+            "gen_cpu_us": round(st["gen_cpu"] / total * 1e6, 2)}
+
+
+def profile(fleet: Fleet, pid: int, relay: str, n: int, args) -> dict:
+    """py-spy (self and inclusive shares of the busy samples, as
+    bench/profile.py) while the fleet sends at --fixed-rate."""
+    from bench.profile import py_spy, summarise
+
+    raw = f"/tmp/relay-micro-{relay}-{n}.raw"
+    sp = subprocess.Popen([py_spy(), "record", "--pid", str(pid), "--duration",
+                           str(int(args.profile)), "--rate", "1000", "--idle", "--format",
+                           "raw", "--nonblocking", "--output", raw],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    r = measure_rate(fleet, pid, args.fixed_rate, args.profile - 1)
+    sp.wait(timeout=args.profile + 30)
+    s = summarise(raw, top=25)
+    print(f"{relay} N={n}: {r}; waiting {s['idle_share']:.0%}")
+    for title in ("self", "inclusive"):
+        print(f"  {title}:")
+        for fr, share in s[title]:
+            print(f"    {share:6.1%}  {fr}")
+    return {"relay": relay, "clients": n, "fixed": r, "max": None, "peak_rss_kib": None}
+
+
+def run_one(relay: str, n: int, args) -> dict:
+    from lab.netns import PointToPoint
+
+    import tempfile
+
+    with PointToPoint() as lab, tempfile.TemporaryDirectory(prefix="relay-micro-") as state:
+        if relay == "camex":
+            argv = [os.path.join(os.path.dirname(sys.executable), "camex"), "-M", "server",
+                    "-p", str(PORT), "-e", "-k", PSK.decode(), "-f", "/dev/null",
+                    "--state-dir", state, "--control-socket", os.path.join(state, "ctl.sock"), "--max-clients", "65536"]
+        else:
+            argv = [sys.executable, "-m", "bench.relay_micro", "naive-relay",
+                    "--port", str(PORT)]
+        proc = lab.a.spawn(argv, name=relay)
+        lab.a.wait_port(PORT, "udp", timeout=20)
+        fleet = Fleet(lab.b, lab.a.underlay, n)
+        try:
+            fleet.register()
+            fleet.ready()
+            if args.profile:
+                return profile(fleet, proc.pid, relay, n, args)
+            fixed = measure_rate(fleet, proc.pid, args.fixed_rate, args.step)
+            rate, best, tries = args.start_rate, None, 0
+            while rate <= args.max_rate:
+                r = measure_rate(fleet, proc.pid, rate, args.step)
+                if r["delivered"] >= LOSS_FREE and r["sent_rate"] >= 0.95 * rate:
+                    best, tries = r, 0
+                    rate *= 1.2
+                elif tries == 0:
+                    tries = 1   # once more at this rate: a neighbour's burst
+                else:
+                    break
+            from bench.procstat import peak_rss_kib
+            return {"relay": relay, "clients": n, "fixed": fixed, "max": best,
+                    "peak_rss_kib": peak_rss_kib(proc.pid)}
+        finally:
+            fleet.close()
+
+
+def main(argv=None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "naive-relay":
+        ap = argparse.ArgumentParser(prog="python -m bench.relay_micro naive-relay")
+        ap.add_argument("--port", type=int, default=PORT)
+        a = ap.parse_args(argv[1:])
+        naive_relay(a.port, PSK)
+        return 0
+    ap = argparse.ArgumentParser(prog="python -m bench.relay_micro",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clients", default="10,1000", help="comma-separated N")
+    ap.add_argument("--relays", default="camex,naive", help="camex and/or naive")
+    ap.add_argument("--fixed-rate", type=float, default=20000,
+                    help="offered datagrams/s for the like-for-like CPU figure")
+    ap.add_argument("--start-rate", type=float, default=30000)
+    ap.add_argument("--max-rate", type=float, default=400000)
+    ap.add_argument("--step", type=float, default=1.0, help="seconds per rate step")
+    ap.add_argument("--profile", type=float, default=0,
+                    help="py-spy the relay for this many seconds at --fixed-rate instead")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args(argv)
+    results = []
+    load0 = os.getloadavg()
+    for n in [int(x) for x in args.clients.split(",")]:
+        for relay in args.relays.split(","):
+            r = run_one(relay, n, args)
+            results.append(r)
+            m = r["max"] or {}
+            print(f"{relay:6} N={n:5}  fixed {r['fixed']['rate']:.0f}/s: "
+                  f"{r['fixed']['cpu_us']:6.2f} us/dgram (delivered {r['fixed']['delivered']:.4f}, "
+                  f"gen {r['fixed']['gen_cpu_us']:.2f} us)  max loss-free "
+                  f"{m.get('rate', 0):.0f}/s at {m.get('cpu_us', 0):.2f} us "
+                  f"(sent {m.get('sent_rate', 0)}/s)  peak RSS {r['peak_rss_kib']} KiB",
+                  flush=True)
+    out = {"load_before": load0, "load_after": os.getloadavg(), "results": results}
+    print(f"load average before {load0[0]:.2f}, after {out['load_after'][0]:.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
