@@ -19,8 +19,10 @@ registered like the others). Per relay and N:
   keep up: `sent_rate` close to the offered rate).
 
 Relays: `camex` (`camex -M server -e -k ...`, both protocols, as a user
-runs it) and `naive` (this file's naive_relay(): recvfrom, open, look up
-the inner destination, seal, sendto; the floor a Python relay reaches).
+runs it; this checkout's), `camex-base` (the same command from another
+checkout, `--baseline DIR`: before and after a change in one run) and
+`naive` (this file's naive_relay(): recvfrom, open, look up the inner
+destination, seal, sendto; the floor a Python relay reaches).
 Only ratios within one run mean anything on a shared machine: the load
 average is printed with the results.
 """
@@ -249,20 +251,29 @@ def cpu_seconds(pid: int) -> float:
     return v
 
 
-def measure_rate(fleet: Fleet, pid: int, rate: float, seconds: float) -> dict:
+def _rcvbuf_errors(ns) -> int:
+    return ns.snmp().get("Udp.RcvbufErrors", 0)
+
+
+def measure_rate(fleet: Fleet, pid: int, rate: float, seconds: float, lab) -> dict:
     total = int(rate * seconds)
     got0 = fleet.receiver.settle()
+    e0 = _rcvbuf_errors(lab.a), _rcvbuf_errors(lab.b)
     c0 = cpu_seconds(pid)
     st = fleet.step(total, seconds)
     got = fleet.receiver.settle() - got0
     cpu = cpu_seconds(pid) - c0
+    # Where datagrams were lost: a full receive buffer at the relay's
+    # socket (a) or at the receiving client's (b).
+    e1 = _rcvbuf_errors(lab.a), _rcvbuf_errors(lab.b)
     return {"rate": rate, "sent_rate": round(total / st["elapsed"]), "received": got,
             "delivered": round(got / total, 5),
             "cpu_us": round(cpu / max(got, 1) * 1e6, 2),
-            "gen_cpu_us": round(st["gen_cpu"] / total * 1e6, 2)}
+            "gen_cpu_us": round(st["gen_cpu"] / total * 1e6, 2),
+            "lost_at_relay": e1[0] - e0[0], "lost_at_receiver": e1[1] - e0[1]}
 
 
-def profile(fleet: Fleet, pid: int, relay: str, n: int, args) -> dict:
+def profile(fleet: Fleet, pid: int, relay: str, n: int, args, lab) -> dict:
     """py-spy (self and inclusive shares of the busy samples, as
     bench/profile.py) while the fleet sends at --fixed-rate."""
     from bench.profile import py_spy, summarise
@@ -273,7 +284,7 @@ def profile(fleet: Fleet, pid: int, relay: str, n: int, args) -> dict:
                            "raw", "--nonblocking", "--output", raw],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
-    r = measure_rate(fleet, pid, args.fixed_rate, args.profile - 1)
+    r = measure_rate(fleet, pid, args.fixed_rate, args.profile - 1, lab)
     sp.wait(timeout=args.profile + 30)
     s = summarise(raw, top=25)
     print(f"{relay} N={n}: {r}; waiting {s['idle_share']:.0%}")
@@ -290,10 +301,23 @@ def run_one(relay: str, n: int, args) -> dict:
     import tempfile
 
     with PointToPoint() as lab, tempfile.TemporaryDirectory(prefix="relay-micro-") as state:
-        if relay == "camex":
-            argv = [os.path.join(os.path.dirname(sys.executable), "camex"), "-M", "server",
-                    "-p", str(PORT), "-e", "-k", PSK.decode(), "-f", "/dev/null",
-                    "--state-dir", state, "--control-socket", os.path.join(state, "ctl.sock"), "--max-clients", "65536"]
+        if relay.startswith("camex"):
+            # camex-base: another checkout's camex (--baseline), e.g. the
+            # commit before a change, before and after in one run. Its
+            # directory goes first on sys.path (PYTHONPATH would lose to the
+            # working directory and to the venv's editable install).
+            root = args.baseline if relay == "camex-base" else \
+                os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            argv = [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                    "import camex; assert camex.__file__.startswith(sys.path[0]); "
+                    "from camex.cli import main; sys.exit(main())", os.path.abspath(root),
+                    "-M", "server", "-p", str(PORT), "-e", "-k", PSK.decode(), "-f", "/dev/null",
+                    "--state-dir", state, "--control-socket", os.path.join(state, "ctl.sock")]
+        elif relay == "cxserver":
+            # A C model of the deployed server (--cserver BINARY), without
+            # its log line per packet and with camex's socket buffers.
+            argv = [args.cserver, "-M", "server", "-p", str(PORT), "-e", "-k", PSK.decode(),
+                    "--log-level", "warning", "--socket-buffer", str(4 << 20)]
         else:
             argv = [sys.executable, "-m", "bench.relay_micro", "naive-relay",
                     "--port", str(PORT)]
@@ -304,11 +328,13 @@ def run_one(relay: str, n: int, args) -> dict:
             fleet.register()
             fleet.ready()
             if args.profile:
-                return profile(fleet, proc.pid, relay, n, args)
-            fixed = measure_rate(fleet, proc.pid, args.fixed_rate, args.step)
+                return profile(fleet, proc.pid, relay, n, args, lab)
+            fixed = measure_rate(fleet, proc.pid, args.fixed_rate, args.step, lab)
             rate, best, tries = args.start_rate, None, 0
             while rate <= args.max_rate:
-                r = measure_rate(fleet, proc.pid, rate, args.step)
+                r = measure_rate(fleet, proc.pid, rate, args.step, lab)
+                if args.verbose:
+                    print("   ", relay, n, r, flush=True)
                 if r["delivered"] >= LOSS_FREE and r["sent_rate"] >= 0.95 * rate:
                     best, tries = r, 0
                     rate *= 1.2
@@ -335,7 +361,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.relay_micro",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", default="10,1000", help="comma-separated N")
-    ap.add_argument("--relays", default="camex,naive", help="camex and/or naive")
+    ap.add_argument("--relays", default="camex,naive",
+                    help="camex, naive, camex-base (the camex of --baseline) and "
+                    "cxserver (--cserver)")
+    ap.add_argument("--baseline", help="a checkout whose camex runs as camex-base "
+                    "(git archive COMMIT camex | tar -x -C DIR)")
+    ap.add_argument("--cserver", help="a cxserver binary (a C model of the deployed "
+                    "server, built elsewhere) to run as the relay `cxserver`")
     ap.add_argument("--fixed-rate", type=float, default=20000,
                     help="offered datagrams/s for the like-for-like CPU figure")
     ap.add_argument("--start-rate", type=float, default=30000)
@@ -343,8 +375,13 @@ def main(argv=None) -> int:
     ap.add_argument("--step", type=float, default=1.0, help="seconds per rate step")
     ap.add_argument("--profile", type=float, default=0,
                     help="py-spy the relay for this many seconds at --fixed-rate instead")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print every rate step")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
+    if "camex-base" in args.relays and not args.baseline:
+        ap.error("camex-base needs --baseline DIR")
+    if "cxserver" in args.relays and not args.cserver:
+        ap.error("cxserver needs --cserver BINARY")
     results = []
     load0 = os.getloadavg()
     for n in [int(x) for x in args.clients.split(",")]:
@@ -352,7 +389,7 @@ def main(argv=None) -> int:
             r = run_one(relay, n, args)
             results.append(r)
             m = r["max"] or {}
-            print(f"{relay:6} N={n:5}  fixed {r['fixed']['rate']:.0f}/s: "
+            print(f"{relay:10} N={n:5}  fixed {r['fixed']['rate']:.0f}/s: "
                   f"{r['fixed']['cpu_us']:6.2f} us/dgram (delivered {r['fixed']['delivered']:.4f}, "
                   f"gen {r['fixed']['gen_cpu_us']:.2f} us)  max loss-free "
                   f"{m.get('rate', 0):.0f}/s at {m.get('cpu_us', 0):.2f} us "
