@@ -1,28 +1,37 @@
 """Server CPU per relayed legacy encrypted datagram, a camera fleet's way.
 
     python -m bench.relay_micro [--clients 10,1000] [--relays camex,naive]
-                                [--fixed-rate 20000] [--step 1.0]
+        [--baseline DIR] [--cserver BINARY] [--fixed-rate 30000] [--rounds 5]
+        [--step 1.5] [--json FILE] [-v] [--profile SECONDS]
 
 A measurement tool for the server's relay path (not the fleet benchmark):
-in a two-namespace lab (lab.netns.PointToPoint), N emulated C clients in
-namespace b, each with its own UDP socket, sender prefix and counter, send
-encrypted 1,200-byte DATA (one inner IPv4 packet per datagram) through a
-server in namespace a to one receiving client (another socket in b,
-registered like the others). Per relay and N:
+in a two-namespace lab (lab.netns.PointToPoint) per relay, N emulated C
+clients in namespace b, each with its own UDP socket, sender prefix and
+counter, send encrypted 1,200-byte DATA (one inner IPv4 packet per
+datagram, round robin over the clients, paced in 1 ms ticks) through the
+relay in namespace a to one receiving client (another socket in b,
+registered like the others, counting in a child process). Every relay is
+up at once; per N:
 
-- `cpu_us`: server CPU (utime+stime of /proc/PID/stat) per datagram the
-  receiver got, at a fixed offered rate (`--fixed-rate`, the same for every
-  relay, so batching luck is equal) and at the highest loss-free rate;
-- `max_rate`: the highest offered rate (a ladder, x1.2 per step) at which
-  the receiver got at least 99.9 % of the datagrams;
+- server CPU (utime+stime of /proc/PID/stat) per datagram the receiver
+  got, at a fixed offered rate (`--fixed-rate`, the same for every relay),
+  `--rounds` samples taken in turn over the relays (a neighbour's burst
+  hits them alike): the median and the least;
+- the highest offered rate (a ladder from `--start-rate`, x1.2 a step) at
+  which the receiver got at least 99.9 % (a lossy step is tried once
+  more), with the CPU per datagram there, and where losses were (receive
+  buffer overflows of the relay's socket or the receiver's);
+- past the limit (`--saturate`, offered 120,000/s): datagrams relayed per
+  second and the CPU per relayed datagram, where batches are fullest;
 - the generator's own CPU per datagram and the rate it achieved (it must
-  keep up: `sent_rate` close to the offered rate).
+  keep up: a step whose sent rate is under 95 % of the offered one fails).
 
 Relays: `camex` (`camex -M server -e -k ...`, both protocols, as a user
 runs it; this checkout's), `camex-base` (the same command from another
-checkout, `--baseline DIR`: before and after a change in one run) and
+checkout, `--baseline DIR`: before and after a change in one run),
 `naive` (this file's naive_relay(): recvfrom, open, look up the inner
-destination, seal, sendto; the floor a Python relay reaches).
+destination, seal, sendto; the floor a Python relay reaches) and
+`cxserver` (a C model of the deployed server, `--cserver BINARY`).
 Only ratios within one run mean anything on a shared machine: the load
 average is printed with the results.
 """
@@ -292,44 +301,73 @@ def profile(fleet: Fleet, pid: int, relay: str, n: int, args, lab) -> dict:
         print(f"  {title}:")
         for fr, share in s[title]:
             print(f"    {share:6.1%}  {fr}")
-    return {"relay": relay, "clients": n, "fixed": r, "max": None, "peak_rss_kib": None}
+    return {"relay": relay, "clients": n, "profiled": r}
 
 
-def run_one(relay: str, n: int, args) -> dict:
-    from lab.netns import PointToPoint
-
+def start(relay: str, n: int, args, stack):
+    """A lab of its own with `relay` in namespace a and N clients plus the
+    receiver in b, registered and relaying: (lab, relay process, fleet)."""
     import tempfile
 
-    with PointToPoint() as lab, tempfile.TemporaryDirectory(prefix="relay-micro-") as state:
-        if relay.startswith("camex"):
-            # camex-base: another checkout's camex (--baseline), e.g. the
-            # commit before a change, before and after in one run. Its
-            # directory goes first on sys.path (PYTHONPATH would lose to the
-            # working directory and to the venv's editable install).
-            root = args.baseline if relay == "camex-base" else \
-                os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-            argv = [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
-                    "import camex; assert camex.__file__.startswith(sys.path[0]); "
-                    "from camex.cli import main; sys.exit(main())", os.path.abspath(root),
-                    "-M", "server", "-p", str(PORT), "-e", "-k", PSK.decode(), "-f", "/dev/null",
-                    "--state-dir", state, "--control-socket", os.path.join(state, "ctl.sock")]
-        elif relay == "cxserver":
-            # A C model of the deployed server (--cserver BINARY), without
-            # its log line per packet and with camex's socket buffers.
-            argv = [args.cserver, "-M", "server", "-p", str(PORT), "-e", "-k", PSK.decode(),
-                    "--log-level", "warning", "--socket-buffer", str(4 << 20)]
-        else:
-            argv = [sys.executable, "-m", "bench.relay_micro", "naive-relay",
-                    "--port", str(PORT)]
-        proc = lab.a.spawn(argv, name=relay)
-        lab.a.wait_port(PORT, "udp", timeout=20)
-        fleet = Fleet(lab.b, lab.a.underlay, n)
-        try:
-            fleet.register()
-            fleet.ready()
-            if args.profile:
-                return profile(fleet, proc.pid, relay, n, args, lab)
-            fixed = measure_rate(fleet, proc.pid, args.fixed_rate, args.step, lab)
+    from lab.netns import PointToPoint
+
+    lab = stack.enter_context(PointToPoint())
+    state = stack.enter_context(tempfile.TemporaryDirectory(prefix="relay-micro-"))
+    if relay.startswith("camex"):
+        # camex-base: another checkout's camex (--baseline), e.g. the
+        # commit before a change, before and after in one run. Its
+        # directory goes first on sys.path (PYTHONPATH would lose to the
+        # working directory and to the venv's editable install).
+        root = args.baseline if relay == "camex-base" else \
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        argv = [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                "import camex; assert camex.__file__.startswith(sys.path[0]); "
+                "from camex.cli import main; sys.exit(main())", os.path.abspath(root),
+                "-M", "server", "-p", str(PORT), "-e", "-k", PSK.decode(), "-f", "/dev/null",
+                "--state-dir", state, "--control-socket", os.path.join(state, "ctl.sock")]
+    elif relay == "cxserver":
+        # A C model of the deployed server (--cserver BINARY), without
+        # its log line per packet and with camex's socket buffers.
+        argv = [args.cserver, "-M", "server", "-p", str(PORT), "-e", "-k", PSK.decode(),
+                "--log-level", "warning", "--socket-buffer", str(4 << 20)]
+    else:
+        argv = [sys.executable, "-m", "bench.relay_micro", "naive-relay", "--port", str(PORT)]
+    proc = lab.a.spawn(argv, name=relay)
+    lab.a.wait_port(PORT, "udp", timeout=20)
+    fleet = Fleet(lab.b, lab.a.underlay, n)
+    stack.callback(fleet.close)
+    fleet.register()
+    fleet.ready()
+    return lab, proc, fleet
+
+
+def run_n(n: int, relays: list, args) -> list:
+    """Every relay up at once, each in its own lab; `--rounds` fixed-rate
+    samples taken in turn (relay 1, 2, ..., 1, 2, ...: a neighbour's burst
+    hits them alike), then each relay's loss-free ladder."""
+    from contextlib import ExitStack
+
+    from bench.procstat import peak_rss_kib
+    from lab.loadgen import raise_fd_limit
+
+    raise_fd_limit(len(relays) * (n + 1) + 256)
+    out = []
+    with ExitStack() as stack:
+        ups = {}
+        for relay in relays:
+            try:
+                ups[relay] = start(relay, n, args, stack)
+            except RuntimeError as e:   # e.g. cxserver keeps 256 clients at most
+                out.append({"relay": relay, "clients": n, "error": str(e)})
+        if args.profile:
+            return [profile(fleet, proc.pid, relay, n, args, lab)
+                    for relay, (lab, proc, fleet) in ups.items()]
+        samples: dict = {relay: [] for relay in ups}
+        for _ in range(args.rounds):
+            for relay, (lab, proc, fleet) in ups.items():
+                samples[relay].append(measure_rate(fleet, proc.pid, args.fixed_rate,
+                                                   args.step, lab))
+        for relay, (lab, proc, fleet) in ups.items():
             rate, best, tries = args.start_rate, None, 0
             while rate <= args.max_rate:
                 r = measure_rate(fleet, proc.pid, rate, args.step, lab)
@@ -342,11 +380,19 @@ def run_one(relay: str, n: int, args) -> dict:
                     tries = 1   # once more at this rate: a neighbour's burst
                 else:
                     break
-            from bench.procstat import peak_rss_kib
-            return {"relay": relay, "clients": n, "fixed": fixed, "max": best,
-                    "peak_rss_kib": peak_rss_kib(proc.pid)}
-        finally:
-            fleet.close()
+            # Past its limit: what one core relays flat out, and at what CPU
+            # per relayed datagram (batches are fullest there).
+            sat = measure_rate(fleet, proc.pid, args.saturate, args.step, lab) \
+                if args.saturate else None
+            if args.verbose:
+                print("   ", relay, n, "saturated", sat, flush=True)
+            cpu = sorted(x["cpu_us"] for x in samples[relay])
+            out.append({"relay": relay, "clients": n, "fixed_samples": samples[relay],
+                        "fixed_cpu_us_median": cpu[len(cpu) // 2], "fixed_cpu_us_min": cpu[0],
+                        "fixed_delivered_min": min(x["delivered"] for x in samples[relay]),
+                        "max": best, "saturated": sat,
+                        "peak_rss_kib": peak_rss_kib(proc.pid)})
+    return out
 
 
 def main(argv=None) -> int:
@@ -370,6 +416,10 @@ def main(argv=None) -> int:
                     "server, built elsewhere) to run as the relay `cxserver`")
     ap.add_argument("--fixed-rate", type=float, default=20000,
                     help="offered datagrams/s for the like-for-like CPU figure")
+    ap.add_argument("--saturate", type=float, default=120000,
+                    help="offered rate of a last step past every relay's limit (0: none)")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="fixed-rate samples per relay, taken in turn")
     ap.add_argument("--start-rate", type=float, default=30000)
     ap.add_argument("--max-rate", type=float, default=400000)
     ap.add_argument("--step", type=float, default=1.0, help="seconds per rate step")
@@ -385,16 +435,26 @@ def main(argv=None) -> int:
     results = []
     load0 = os.getloadavg()
     for n in [int(x) for x in args.clients.split(",")]:
-        for relay in args.relays.split(","):
-            r = run_one(relay, n, args)
+        for r in run_n(n, args.relays.split(","), args):
             results.append(r)
+            if "error" in r:
+                print(f"{r['relay']:10} N={n:5}  {r['error']}", flush=True)
+                continue
+            if args.profile:
+                continue
             m = r["max"] or {}
-            print(f"{relay:10} N={n:5}  fixed {r['fixed']['rate']:.0f}/s: "
-                  f"{r['fixed']['cpu_us']:6.2f} us/dgram (delivered {r['fixed']['delivered']:.4f}, "
-                  f"gen {r['fixed']['gen_cpu_us']:.2f} us)  max loss-free "
+            print(f"{r['relay']:10} N={n:5}  {args.fixed_rate:.0f}/s x{args.rounds}: "
+                  f"median {r['fixed_cpu_us_median']:6.2f} us/dgram "
+                  f"(min {r['fixed_cpu_us_min']:.2f}, delivered >= "
+                  f"{r['fixed_delivered_min']:.4f})  max loss-free "
                   f"{m.get('rate', 0):.0f}/s at {m.get('cpu_us', 0):.2f} us "
-                  f"(sent {m.get('sent_rate', 0)}/s)  peak RSS {r['peak_rss_kib']} KiB",
-                  flush=True)
+                  f"(sent {m.get('sent_rate', 0)}/s, generator {m.get('gen_cpu_us', 0):.2f} "
+                  f"us/dgram)  peak RSS {r['peak_rss_kib']} KiB", flush=True)
+            sat = r["saturated"]
+            if sat:
+                print(f"{'':10}          offered {sat['rate']:.0f}/s (sent {sat['sent_rate']}/s): "
+                      f"relayed {sat['received'] / args.step:.0f}/s at {sat['cpu_us']:.2f} "
+                      f"us/dgram", flush=True)
     out = {"load_before": load0, "load_after": os.getloadavg(), "results": results}
     print(f"load average before {load0[0]:.2f}, after {out['load_after'][0]:.2f}")
     if args.json:
