@@ -453,7 +453,7 @@ def main(argv=None) -> int:
             sat = r["saturated"]
             if sat:
                 print(f"{'':10}          offered {sat['rate']:.0f}/s (sent {sat['sent_rate']}/s): "
-                      f"relayed {sat['received'] / args.step:.0f}/s at {sat['cpu_us']:.2f} "
+                      f"relayed {sat['delivered'] * sat['sent_rate']:.0f}/s at {sat['cpu_us']:.2f} "
                       f"us/dgram", flush=True)
     out = {"load_before": load0, "load_after": os.getloadavg(), "results": results}
     print(f"load average before {load0[0]:.2f}, after {out['load_after'][0]:.2f}")
