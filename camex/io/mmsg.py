@@ -109,12 +109,14 @@ def _ntop(family: int):
         def v4(name) -> tuple:
             return (ntoa(name[4:8]), (name[2] << 8) | name[3])
         return v4
-    ntop, unpack = socket.inet_ntop, struct.Struct("!HHI16sI").unpack_from
+    # sockaddr_in6: port and flow label in network order, scope id in host order.
+    ntop, unpack, scope_of = (socket.inet_ntop, struct.Struct("!2xHI16s").unpack_from,
+                              struct.Struct("=24xI").unpack_from)
     v6 = socket.AF_INET6
 
     def v6name(name) -> tuple:
-        _f, port, flow, addr, scope = unpack(name)
-        return (ntop(v6, addr), port, flow, scope)
+        port, flow, addr = unpack(name)
+        return (ntop(v6, addr), port, flow, scope_of(name)[0])
     return v6name
 
 
@@ -128,13 +130,13 @@ def _pton(family: int):
         def v4(addr) -> bytes:
             return pack(fam, addr[1].to_bytes(2, "big"), aton(addr[0]))
         return v4
-    pack6, pton = struct.Struct("=H2sI16sI").pack, socket.inet_pton
+    pack6, pton = struct.Struct("=H2s4s16sI").pack, socket.inet_pton
     fam6 = socket.AF_INET6
 
     def v6(addr) -> bytes:
         flow = addr[2] if len(addr) > 2 else 0
         scope = addr[3] if len(addr) > 3 else 0
-        return pack6(fam6, addr[1].to_bytes(2, "big"), socket.htonl(flow),
+        return pack6(fam6, addr[1].to_bytes(2, "big"), flow.to_bytes(4, "big"),
                      pton(fam6, addr[0]), scope)
     return v6
 

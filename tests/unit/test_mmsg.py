@@ -193,3 +193,14 @@ def test_gro_read_says_its_datagram_size():
     assert sum(n for n, _ in sizes) == 4000
     assert all(size in (0, 1000) for _, size in sizes)
     assert all(size == 1000 for n, size in sizes if n > 1000)
+
+
+def test_ipv6_link_local_scope_and_flow_label_round_trip():
+    """sockaddr_in6 both ways: the scope id of a link-local address (host
+    order) and a flow label (network order) come back as they went."""
+    fns = (mmsg._pton(socket.AF_INET6), mmsg._ntop(socket.AF_INET6))
+    for addr in (("fe80::1", 7000, 0, 1), ("2001:db8::5", 9, 0x12345, 0),
+                 ("::ffff:192.0.2.1", 40000, 0, 0)):
+        name = fns[0](addr)
+        assert len(name) == 28
+        assert fns[1](name) == addr
