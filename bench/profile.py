@@ -57,7 +57,8 @@ def _short(frame: str) -> str:
 def _is_idle(frames: list) -> bool:
     """Waiting for work: in the event loop's selector (with --native the
     leaf is epoll_wait under it)."""
-    return any(f.startswith(("EpollSelector.select (", "epoll_wait (")) for f in frames[-6:])
+    return any(f.startswith(("EpollSelector.select (", "EpollSelector.poll (", "epoll_wait ("))
+               for f in frames[-6:])
 
 
 def summarise(raw_path: str, top: int = 14) -> dict:

@@ -185,6 +185,12 @@ class ServerCore(Protocol):
     def datagram_received(self) -> DatagramReceiver:
         """Datagrams from clients: (data, addr, now)."""
 
+    def datagrams_received(self, items: list, now: float,
+                           other: Callable[[Any, Any, int, float], None]) -> None:
+        """A batched receive, [(data, addr, GRO size)] from any senders;
+        what the core does not take goes, as bytes and in order, to
+        `other(data, addr, size, now)`."""
+
     def tun_packet(self, packet: Any, now: float | None = None) -> None: ...
 
     def tun_super(self, hdr: Any, packet: Any, now: float | None = None) -> None: ...

@@ -112,11 +112,14 @@ class Sender:
     to `on_error(exc, addr)` (the daemon throttles its log).
     """
 
-    def __init__(self, sock, gso: bool, on_error=None, to_sock=None):
+    def __init__(self, sock, gso: bool, on_error=None, to_sock=None, batch=None):
         self.sock = sock
         # send_grouped's addresses are canonical endpoints: `to_sock` maps
         # one to the socket's form (sockaddr_for), once per group.
         self.to_sock = to_sock
+        # camex.io.mmsg.Batch: datagrams to many destinations in one
+        # sendmmsg (it takes canonical endpoints as they are).
+        self.batch = batch
         self.gso = gso and hasattr(sock, "sendmsg")
         self.on_error = on_error
         self.sends = 0  # syscalls, for status and benchmarks
@@ -158,8 +161,11 @@ class Sender:
     def send_grouped(self, pairs) -> None:
         """(datagram, address) pairs, batched per address (order kept per
         address; different addresses are independent flows anyway)."""
-        to_sock = self.to_sock
+        to_sock, batch = self.to_sock, self.batch
         if not self.gso or (len(pairs) == 1 and type(pairs[0][0]) is not Run):
+            if batch is not None and len(pairs) > 1 and not any(type(d) is Run for d, _ in pairs):
+                batch.send(pairs)
+                return
             for d, addr in pairs:
                 self._one_by_one((d,), addr if to_sock is None else to_sock(addr))
             return
@@ -170,6 +176,18 @@ class Sender:
                 groups[addr] = [d]
             else:
                 g.append(d)
+        if batch is not None:
+            # A lone datagram per destination (a fleet's cameras talking to
+            # one another) goes out with the others in one sendmmsg; two
+            # or more to one destination in one GSO send.
+            singles = [(ds[0], addr) for addr, ds in groups.items()
+                       if len(ds) == 1 and type(ds[0]) is not Run]
+            if len(singles) > 1:
+                batch.send(singles)
+                for addr, ds in groups.items():
+                    if len(ds) > 1 or type(ds[0]) is Run:
+                        self.send(ds, addr if to_sock is None else to_sock(addr))
+                return
         for addr, ds in groups.items():
             self.send(ds, addr if to_sock is None else to_sock(addr))
 

@@ -146,4 +146,54 @@ def receive(recv, receiver: DatagramReceiver, addressed: bool, now: float, burst
     flush()
 
 
+def one_read(receiver: DatagramReceiver):
+    """`fn(data, address, size, now)`: one read into a server core's
+    `receiver` as receive() hands it over (a GRO read of several datagrams
+    whole, in one `many` call, or one by one), an exception in the core
+    logged and the datagram dropped."""
+    one, whole, many = receiver.__call__, receiver.whole, receiver.many
+
+    def read(data, addr, size: int, now: float) -> None:
+        try:
+            if not size:
+                one(data, addr, now)
+            elif not whole(data, size, addr, now):
+                datagrams = split(data, size)
+                if len(datagrams) > 2:
+                    many(datagrams, addr, now)
+                else:
+                    for d in datagrams:
+                        one(d, addr, now)
+        except Exception as e:  # noqa: BLE001 - see log.fault
+            fault(e, f"a datagram from {fmt(addr)}")
+    return read
+
+
+def receive_batch(recv, take, other, now: float, rounds: int, full: int, flush,
+                  on_error) -> None:
+    """One readiness event of a server's UDP socket read with recvmmsg
+    (camex.io.mmsg.Batch.recv: [(data, address, gro_size)], many senders
+    per call). `take(items, now, other)` is the core's batch path
+    (ServerMux.datagrams_received), which hands what it does not take to
+    `other` (one_read()). After each batch, `flush()`: the core's outbox
+    goes out in as few sends as possible, and no datagram outlives the
+    receive buffers it came in. At most `rounds` batches; a batch of fewer
+    than `full` reads means the socket is empty (epoll, level-triggered,
+    calls again if more came meanwhile).
+    """
+    for _ in range(rounds):
+        try:
+            items = recv()
+        except OSError as e:
+            if on_error(e):
+                continue
+            break
+        if not items:
+            break
+        take(items, now, other)
+        flush()
+        if len(items) < full:
+            break
+
+
 BATCH = 64  # datagrams or packets handled per readiness event

@@ -125,6 +125,18 @@ class ServerMux:
             self.throttle.warning("legacy-off", "refused legacy-protocol datagrams from "
                                   "%s (--no-legacy)", fmt(addr))
 
+    def datagrams_received(self, items, now: float, other) -> None:
+        """A batched receive, [(data, address, GRO size)] from any senders:
+        the legacy relay takes what it can in one loop
+        (LegacyServer.relay_batch); every other datagram goes, as bytes and
+        in its place, to `other(data, address, size, now)` (the daemon's
+        way into `datagram_received`)."""
+        if self.legacy is None:
+            for d, a, s in items:
+                other(bytes(d), a, s, now)
+            return
+        self.legacy.relay_batch(items, now, other)
+
     def _to_legacy(self, packet) -> bool:
         """A v2 client's packet for an address no v2 client holds."""
         legacy = self.legacy

@@ -48,7 +48,14 @@ def counter_rng():
 
 
 class Net:
-    """A server core and client cores, with explicit delivery."""
+    """A server core and client cores, with explicit delivery.
+
+    With `batched` (a class attribute the tests may flip), datagrams reach
+    the server as the daemon's recvmmsg path hands them over: through
+    LegacyServer.relay_batch as memoryviews, and what it leaves through
+    datagram_received."""
+
+    batched = False
 
     def __init__(self, encrypt, config_text=None, global_psk=GLOBAL):
         self.cfg = parse_config(config_text, "test.conf") if config_text else None
@@ -68,8 +75,24 @@ class Net:
         """Deliver everything `client` queued to the server from `addr`."""
         for d in client.to_net:
             self.captured.append((d, addr))
-            self.server.datagram_received(d, addr, self.now)
+        self.receive_many([(d, addr) for d in client.to_net])
         client.to_net.clear()
+
+    def receive(self, data, addr, now=None) -> None:
+        """One datagram into the server (batched or not, see the class)."""
+        self.receive_many([(data, addr)], now)
+
+    def receive_many(self, pairs, now=None) -> None:
+        now = self.now if now is None else now
+        if not self.batched:
+            for d, addr in pairs:
+                self.server.datagram_received(d, addr, now)
+            return
+        def other(d, addr, _size, t):
+            assert type(d) is bytes   # what is left outlives the receive buffers
+            self.server.datagram_received(d, addr, t)
+
+        self.server.relay_batch([(memoryview(d), a, 0) for d, a in pairs], now, other)
 
     def down(self, clients_by_addr):
         """Deliver the server's outbox to the clients; return undeliverable."""

@@ -17,6 +17,14 @@ from tests.support.legacy_net import (
     A1, A2, EVIL, GLOBAL, C2PSK, DB, ip_packet, Net, manual_pair)
 
 
+@pytest.fixture(autouse=True, params=["one-by-one", "batched"])
+def delivery(request, monkeypatch):
+    """Every test twice: datagrams one at a time, and as the server
+    daemon's recvmmsg path delivers them (LegacyServer.relay_batch first)."""
+    monkeypatch.setattr(Net, "batched", request.param == "batched")
+    return request.param
+
+
 @pytest.mark.parametrize("psk", [None, GLOBAL])
 def test_manual_clients_relay_both_ways(psk):
     net, c1, c2 = manual_pair(psk)
@@ -80,7 +88,7 @@ def test_spoofed_plaintext_data_does_not_hijack(caplog):
     """Flaw 1: the C server learns addresses from inner sources."""
     net, c1, c2 = manual_pair(None)
     # The attacker sends DATA claiming to be 10.0.0.2, then something for it.
-    net.server.datagram_received(ip_packet("10.0.0.2", "10.0.0.3"), EVIL, net.now)
+    net.receive(ip_packet("10.0.0.2", "10.0.0.3"), EVIL, net.now)
     assert net.server.outbox == []
     c2.tun_packet(ip_packet("10.0.0.3", "10.0.0.2"), net.now)
     net.up(c2, A2)
@@ -101,11 +109,11 @@ def test_replayed_data_from_another_endpoint_moves_nothing():
     net.up(c1, A1)
     net.server.outbox.clear()
     data, _ = net.captured[-1]
-    net.server.datagram_received(data, EVIL, net.now)
+    net.receive(data, EVIL, net.now)
     assert net.server.by_ip[ipaddress.IPv4Address("10.0.0.2").packed].endpoint == A1
     assert net.server.outbox == []
     # And from the right endpoint the replay is dropped by the window too.
-    net.server.datagram_received(data, A1, net.now)
+    net.receive(data, A1, net.now)
     assert net.server.outbox == []
     assert net.server.drops["replay"] == 2
 
@@ -119,8 +127,8 @@ def test_replayed_register_changes_nothing_and_reopens_no_replay():
     old_data, _ = net.captured[-1]
     net.server.outbox.clear()
     for src in (EVIL, A1):
-        net.server.datagram_received(register, src, net.now)
-        net.server.datagram_received(old_data, src, net.now)
+        net.receive(register, src, net.now)
+        net.receive(old_data, src, net.now)
     assert net.server.outbox == []
     assert net.server.by_ip[ipaddress.IPv4Address("10.0.0.2").packed].endpoint == A1
     assert EVIL not in net.server.by_endpoint
@@ -228,7 +236,7 @@ def test_idle_client_expires():
 
 def test_old_bare_register_form_is_accepted():
     net = Net(encrypt=False)
-    net.server.datagram_received(b"CX2P REGISTER 10.0.0.7\n", A1, net.now)
+    net.receive(b"CX2P REGISTER 10.0.0.7\n", A1, net.now)
     assert net.server.by_endpoint[A1].ip_text == "10.0.0.7"
 
 
@@ -239,7 +247,7 @@ def test_old_bare_register_form_is_accepted():
                                   b"\x60" + bytes(47)])
 def test_plain_server_survives_junk(junk):
     net = Net(encrypt=False, config_text=DB)
-    net.server.datagram_received(junk, EVIL, net.now)
+    net.receive(junk, EVIL, net.now)
     assert net.server.by_endpoint == {} and net.server.outbox == []
 
 
@@ -296,10 +304,10 @@ def test_plaintext_live_address_is_not_moved_by_another_host():
     net = Net(encrypt=False)
     c1 = net.client(None, auto=False, local_cidr=ipaddress.IPv4Interface("10.0.0.2/24"))
     net.up(c1, A1)
-    net.server.datagram_received(codec.register_manual("10.0.0.2"), EVIL, net.now + 1)
+    net.receive(codec.register_manual("10.0.0.2"), EVIL, net.now + 1)
     assert net.server.by_ip[ipaddress.IPv4Address("10.0.0.2").packed].endpoint == A1
     # The same host from a new port (a legacy reconnect) moves it at once.
-    net.server.datagram_received(codec.register_manual("10.0.0.2"), (A1[0], 1234), net.now + 2)
+    net.receive(codec.register_manual("10.0.0.2"), (A1[0], 1234), net.now + 2)
     assert net.server.by_ip[ipaddress.IPv4Address("10.0.0.2").packed].endpoint == (A1[0], 1234)
 
 
@@ -345,7 +353,7 @@ def test_encrypted_client_roams_on_authenticated_fresh_data_only():
     net.server.outbox.clear()
     forged = codec.seal(ChaCha20Poly1305(codec.derive_key(b"not-the-key")), codec.T_DATA,
                         c1.tx_prefix, c1.tx_seq + 5, ping)
-    net.server.datagram_received(forged, EVIL, net.now)
+    net.receive(forged, EVIL, net.now)
     assert net.server.by_ip[ipaddress.IPv4Address("10.0.0.2").packed].endpoint == moved
     assert net.server.outbox == []
 
@@ -359,26 +367,26 @@ def test_plaintext_registrations_stop_at_max_clients():
     net = Net(encrypt=False)
     net.server.max_clients = 3
     for i in range(3):
-        net.server.datagram_received(f"CX2P REGISTER MODE=MANUAL LOCAL_IP=10.0.0.{i + 2}\n"
+        net.receive(f"CX2P REGISTER MODE=MANUAL LOCAL_IP=10.0.0.{i + 2}\n"
                                      .encode(), ("10.250.0.2", 40000 + i), net.now)
     for i in range(50):   # a flood of forged registrations
-        net.server.datagram_received(f"CX2P REGISTER MODE=MANUAL LOCAL_IP=10.9.{i}.1\n"
+        net.receive(f"CX2P REGISTER MODE=MANUAL LOCAL_IP=10.9.{i}.1\n"
                                      .encode(), (f"192.0.2.{i}", 1000 + i), net.now)
     assert len(net.server.by_endpoint) == 3 and len(net.server.by_ip) == 3
     assert net.server.drops["server-full"] == 50
     # The registered clients still relay to each other.
-    net.server.datagram_received(ip_packet("10.0.0.2", "10.0.0.3"), ("10.250.0.2", 40000),
+    net.receive(ip_packet("10.0.0.2", "10.0.0.3"), ("10.250.0.2", 40000),
                                  net.now)
     assert [a for _, a in net.server.outbox] == [("10.250.0.2", 40001)]
     # A registered client that comes back from a new port replaces its entry.
-    net.server.datagram_received(b"CX2P REGISTER MODE=MANUAL LOCAL_IP=10.0.0.4\n",
+    net.receive(b"CX2P REGISTER MODE=MANUAL LOCAL_IP=10.0.0.4\n",
                                  ("10.250.0.2", 50000), net.now)
     assert ("10.250.0.2", 50000) in net.server.by_endpoint
     assert len(net.server.by_endpoint) == 3
     # Two fall silent and expire; the third keeps talking; a new one fits.
     net.now += IDLE_TIMEOUT + 10
-    net.server.datagram_received(b"CX2P REGISTER MODE=MANUAL LOCAL_IP=10.0.0.4\n",
+    net.receive(b"CX2P REGISTER MODE=MANUAL LOCAL_IP=10.0.0.4\n",
                                  ("10.250.0.2", 50000), net.now)
     net.server.on_timer(net.now)
-    net.server.datagram_received(b"CX2P REGISTER MODE=MANUAL LOCAL_IP=10.0.0.9\n", A2, net.now)
+    net.receive(b"CX2P REGISTER MODE=MANUAL LOCAL_IP=10.0.0.9\n", A2, net.now)
     assert A2 in net.server.by_endpoint and len(net.server.by_endpoint) == 2

@@ -1,0 +1,206 @@
+"""camex.io.mmsg: recvmmsg/sendmmsg over loopback UDP sockets."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import pytest
+
+from camex.io import gso, mmsg
+
+pytestmark = pytest.mark.skipif(not mmsg.available(), reason="libc without recvmmsg")
+
+
+def udp(bind=("127.0.0.1", 0)):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(bind)
+    s.setblocking(False)
+    return s
+
+
+def drain(sock, wait=1.0):
+    sock.settimeout(wait)
+    out = []
+    try:
+        while True:
+            out.append(sock.recvfrom(70000))
+            sock.settimeout(0.05)
+    except (socket.timeout, BlockingIOError):
+        pass
+    return out
+
+
+def test_one_recv_takes_datagrams_of_many_senders_with_their_addresses():
+    rx = udp()
+    senders = [udp() for _ in range(5)]
+    sent = []
+    for i, s in enumerate(senders):
+        for k in range(3):
+            d = bytes([i, k]) * (100 + 50 * i)
+            s.sendto(d, rx.getsockname())
+            sent.append((d, s.getsockname()))
+    batch = mmsg.Batch(rx, size=8)
+    got = []
+    while True:
+        items = batch.recv()
+        if not items:
+            break
+        assert len(items) <= 8
+        got += [(bytes(v), a, size) for v, a, size in items]
+    assert got == [(d, a, 0) for d, a in sent]
+    assert batch.recv() == []      # empty socket: no error, nothing
+    for s in senders + [rx]:
+        s.close()
+    batch.close()
+
+
+def test_views_are_valid_until_the_next_receive_and_large_datagrams_are_whole():
+    rx, tx = udp(), udp()
+    big = bytes(range(256)) * 250     # 64,000 bytes: one slot holds it whole
+    tx.sendto(big, rx.getsockname())
+    tx.sendto(b"small", rx.getsockname())
+    batch = mmsg.Batch(rx, size=4)
+    items = batch.recv()
+    assert [bytes(v) for v, _, _ in items] == [big, b"small"]
+    assert batch.truncated == 0
+
+
+def test_send_reaches_several_endpoints_in_order_in_one_call():
+    tx = udp()
+    rxs = [udp() for _ in range(4)]
+    pairs = [(f"to {i} #{k}".encode() * 20, r.getsockname())
+             for k in range(3) for i, r in enumerate(rxs)]
+    batch = mmsg.Batch(tx, size=64)
+    batch.send(pairs)
+    assert batch.sends == 1           # twelve datagrams, one sendmmsg
+    for r in rxs:
+        got = drain(r)
+        assert [d for d, _ in got] == [d for d, a in pairs if a == r.getsockname()]
+        assert {a for _, a in got} == {tx.getsockname()}
+
+
+def test_send_more_than_a_batch_and_oversized_ones_still_arrive():
+    tx, rx = udp(), udp()
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    batch = mmsg.Batch(tx, size=4, send_slot=2048)
+    pairs = [(bytes([k]) * 100, rx.getsockname()) for k in range(10)]
+    pairs.insert(5, (b"L" * 5000, rx.getsockname()))   # above send_slot: sendto
+    batch.send(pairs)
+    assert [d for d, _ in drain(rx)] == [d for d, _ in pairs]
+
+
+def test_a_refused_destination_loses_only_its_own_datagram():
+    """An ICMP port unreachable of an earlier send is reported by the next
+    send on the socket (with IP_RECVERR, as a connected socket would): the
+    datagram that meets it is sent again, the rest of the batch goes on."""
+    tx = udp()
+    tx.setsockopt(socket.IPPROTO_IP, 11, 1)   # IP_RECVERR
+    closed = udp()
+    dead = closed.getsockname()
+    closed.close()                 # nobody listens there now
+    rxs = [udp() for _ in range(3)]
+    errors = []
+    batch = mmsg.Batch(tx, size=16, on_error=lambda e, a: errors.append((e.errno, a)))
+    # Met in the middle of a call (sendmmsg stops there) ...
+    batch.send([(b"to nobody", dead)] + [(b"first %d" % i, r.getsockname())
+                                         for i, r in enumerate(rxs)])
+    # ... and by the first datagram of a call.
+    tx.sendto(b"again to nobody", dead)
+    batch.send([(b"second %d" % i, r.getsockname()) for i, r in enumerate(rxs)])
+    for i, r in enumerate(rxs):
+        assert [d for d, _ in drain(r)] == [b"first %d" % i, b"second %d" % i]
+    assert errors == []            # refused is not an error worth a log line
+
+
+def test_a_full_buffer_drops_without_stopping_the_batch(monkeypatch):
+    """EAGAIN on one datagram (a full send buffer) drops that one only."""
+    tx, rx = udp(), udp()
+    batch = mmsg.Batch(tx, size=8)
+    real = batch._sendmmsg
+    calls = []
+
+    def first_fails(fd, ptr, n, flags):
+        calls.append(n)
+        if len(calls) == 1:
+            import ctypes
+            ctypes.set_errno(errno.EAGAIN)
+            return -1
+        return real(fd, ptr, n, flags)
+
+    monkeypatch.setattr(batch, "_sendmmsg", first_fails)
+    batch.send([(b"%d" % k, rx.getsockname()) for k in range(5)])
+    assert calls == [5, 4]
+    assert [d for d, _ in drain(rx)] == [b"1", b"2", b"3", b"4"]
+
+
+def test_other_send_errors_are_reported_with_the_address_and_the_rest_goes_on():
+    tx, rx = udp(), udp()
+    errors = []
+    batch = mmsg.Batch(tx, size=8, on_error=lambda e, a: errors.append((e.errno, a)))
+    bad = ("255.255.255.255", 9)     # broadcast without SO_BROADCAST: EACCES
+    batch.send([(b"a", rx.getsockname()), (b"b", bad), (b"c", rx.getsockname())])
+    assert errors == [(errno.EACCES, bad)]
+    assert [d for d, _ in drain(rx)] == [b"a", b"c"]
+
+
+def test_an_address_of_another_family_falls_back_to_sendto():
+    tx, rx = udp(), udp()
+    errors = []
+    batch = mmsg.Batch(tx, size=8, on_error=lambda e, a: errors.append(a))
+    batch.send([(b"x", ("::1", 9)), (b"y", rx.getsockname())])
+    assert [d for d, _ in drain(rx)] == [b"y"]
+    assert errors == [("::1", 9)]     # sendto's own error, reported once
+
+
+def test_ipv6_socket_addresses_round_trip():
+    try:
+        rx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        rx.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    tx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    tx.bind(("::1", 0))
+    rx.setblocking(False)
+    batch = mmsg.Batch(tx, size=4)
+    batch.send([(b"six", rx.getsockname())])
+    rb = mmsg.Batch(rx, size=4)
+    drain_until = [(bytes(v), a[:2]) for v, a, _ in _wait_recv(rb)]
+    assert drain_until == [(b"six", tx.getsockname()[:2])]
+
+
+def _wait_recv(batch, tries=100):
+    import time
+    for _ in range(tries):
+        items = batch.recv()
+        if items:
+            return items
+        time.sleep(0.01)
+    return []
+
+
+def test_gro_read_says_its_datagram_size():
+    """With UDP GRO on, one read may hold several datagrams of a sender:
+    recv() reports their size, as gso.gro_receiver does."""
+    if not gso.probe().udp_gro or not gso.probe().udp_gso:
+        pytest.skip("kernel without UDP GSO/GRO")
+    rx, tx = udp(), udp()
+    gso.enable_gro(rx)
+    gso.send_gso(tx, [b"g" * 1000] * 4, 1000, rx.getsockname())
+    items = _wait_recv(mmsg.Batch(rx, size=4))
+    sizes = [(len(v), size) for v, _, size in items]
+    # Coalesced (one read of 4000 bytes, size 1000) or not, never lost.
+    assert sum(n for n, _ in sizes) == 4000
+    assert all(size in (0, 1000) for _, size in sizes)
+    assert all(size == 1000 for n, size in sizes if n > 1000)
+
+
+def test_ipv6_link_local_scope_and_flow_label_round_trip():
+    """sockaddr_in6 both ways: the scope id of a link-local address (host
+    order) and a flow label (network order) come back as they went."""
+    fns = (mmsg._pton(socket.AF_INET6), mmsg._ntop(socket.AF_INET6))
+    for addr in (("fe80::1", 7000, 0, 1), ("2001:db8::5", 9, 0x12345, 0),
+                 ("::ffff:192.0.2.1", 40000, 0, 0)):
+        name = fns[0](addr)
+        assert len(name) == 28
+        assert fns[1](name) == addr
