@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import errno
 import socket
+import struct
 
 import pytest
 
+from camex.base.endpoint import canonical
 from camex.io import gso, mmsg
 
 pytestmark = pytest.mark.skipif(not mmsg.available(), reason="libc without recvmmsg")
@@ -195,12 +197,53 @@ def test_gro_read_says_its_datagram_size():
     assert all(size == 1000 for n, size in sizes if n > 1000)
 
 
-def test_ipv6_link_local_scope_and_flow_label_round_trip():
-    """sockaddr_in6 both ways: the scope id of a link-local address (host
-    order) and a flow label (network order) come back as they went."""
-    fns = (mmsg._pton(socket.AF_INET6), mmsg._ntop(socket.AF_INET6))
+def test_ipv6_sockaddrs_are_canonical_endpoints_both_ways():
+    """sockaddr_in6 both ways: what comes back is the canonical endpoint
+    (camex.base.endpoint): a v4-mapped peer as its dotted quad, a
+    link-local one with its scope, no flow label; the scope id goes out in
+    host order and a flow label in network order; a canonical endpoint
+    goes out as the socket module's form of it would."""
+    pton, ntop = mmsg._pton(socket.AF_INET6), mmsg._ntop(socket.AF_INET6)
     for addr in (("fe80::1", 7000, 0, 1), ("2001:db8::5", 9, 0x12345, 0),
                  ("::ffff:192.0.2.1", 40000, 0, 0)):
-        name = fns[0](addr)
+        name = pton(addr)
         assert len(name) == 28
-        assert fns[1](name) == addr
+        assert struct.unpack_from("!I", name, 4)[0] == addr[2]
+        assert struct.unpack_from("=I", name, 24)[0] == addr[3]
+        ep = canonical(addr)
+        assert ntop(name) == ep
+        assert pton(ep) == pton(addr[:2] + (0, addr[3]))
+    assert ntop(pton(("::ffff:192.0.2.1", 40000, 0, 0))) == ("192.0.2.1", 40000)
+    assert ntop(pton(("192.0.2.1", 40000))) == ("192.0.2.1", 40000)
+    assert ntop(pton(("fe80::1%1", 7000))) == ("fe80::1%1", 7000)
+
+
+@pytest.mark.skipif(not mmsg.available(), reason="libc without recvmmsg")
+def test_a_dual_stack_socket_reads_and_answers_ipv4_peers_as_dotted_quads():
+    """The server's default socket (AF_INET6, IPV6_V6ONLY off): IPv4
+    peers read by recvmmsg carry the endpoint the cores know them by, and
+    a batch sent to that endpoint reaches them."""
+    srv = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    srv.bind(("::", 0))
+    peers = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    try:
+        for p in peers:
+            p.bind(("127.0.0.1", 0))
+            p.settimeout(2)
+            p.sendto(b"hello %d" % p.getsockname()[1], ("127.0.0.1", srv.getsockname()[1]))
+        batch = mmsg.Batch(srv, 8)
+        got: list = []
+        for _ in range(1000):   # loopback: they are there at once
+            got += [(bytes(d), a) for d, a, _ in batch.recv()]
+            if len(got) == 3:
+                break
+        assert sorted(a for _, a in got) == sorted(p.getsockname() for p in peers)
+        assert all(d == b"hello %d" % a[1] for d, a in got)
+        batch.send([(b"back " + d, a) for d, a in got])
+        for p in peers:
+            assert p.recv(100) == b"back hello %d" % p.getsockname()[1]
+    finally:
+        srv.close()
+        for p in peers:
+            p.close()
