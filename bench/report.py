@@ -301,6 +301,31 @@ def floor(doc: dict) -> str:
     return text
 
 
+# The cost of IPv6 (underlay and inside) in one run: each IPv6 entry
+# against its IPv4 twin, same topology, direction and crypto.
+IPV6_PAIRS = (("camex-v2-relay-ipv6", "camex-v2-relay"), ("wireguard-go-ipv6", "wireguard-go"))
+IPV6_FIGURES = (("tcp1", "TCP 1 stream Gbit/s", "%.3f"), ("kpps", "UDP 64 B kpps", "%.1f"),
+                ("rtt", "RTT ms", "%.3f"), ("cpu_gb", "CPU s per GB", "%.1f"))
+
+
+def ipv6_cost(doc: dict) -> str:
+    """Each IPv6 row over its IPv4 twin, figure by figure, as ratios
+    (IPv6 / IPv4: below 1 for throughput, above 1 for RTT and CPU means
+    IPv6 costs more); empty when no pair has both rows in this run."""
+    out = ["| IPv6 / IPv4 | " + " | ".join(h for _, h, _ in IPV6_FIGURES) + " |",
+           "|---|" + "---|" * len(IPV6_FIGURES)]
+    for six, four in IPV6_PAIRS:
+        a, b = _row(doc, six), _row(doc, four)
+        if a is None or b is None:
+            continue
+        cells = []
+        for key, _, fmt in IPV6_FIGURES:
+            x = None if a.get(key) is None or not b.get(key) else a[key] / b[key]
+            cells.append(f"{_f(a.get(key), fmt)} / {_f(b.get(key), fmt)} = {_f(x, '%.2f x')}")
+        out.append(f"| {six} / {four} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n" if len(out) > 2 else ""
+
+
 def markdown(doc: dict, png_name: str) -> str:
     m = doc["machine"]
     s = doc["settings"]
@@ -313,6 +338,7 @@ def markdown(doc: dict, png_name: str) -> str:
                       "tenants at nice 0 disturbed less.")
     fl = floor(doc)
     dflt = defaults(doc)
+    six = ipv6_cost(doc)
     parts = [
         "# camex bench: tunnels side by side",
         "",
@@ -343,6 +369,10 @@ def markdown(doc: dict, png_name: str) -> str:
         "",
         goals(doc),
         *(["## The default command line against --protocol v2", "", dflt] if dflt else []),
+        *(["## The cost of IPv6 (underlay and inside) against IPv4", "",
+           "Rows named -ipv6 run over IPv6-only veths with IPv6 inside, inner MTU "
+           f"{s.get('inner_mtu6', '?')} (the largest camex v2 fits over IPv6); each is divided "
+           "by its IPv4 twin of this run.", "", six] if six else []),
         *(["## The floor: naive Python tunnels in this run", "", fl] if fl else []),
         "## Configurations",
         "",
@@ -390,10 +420,11 @@ def update_readme(doc: dict, path: str) -> None:
     m = doc["machine"]
     fl = floor(doc)
     dflt = defaults(doc)
+    six = ipv6_cost(doc)
     block = (f"\n\nFrom `results/latest.md`, run {doc['started']} ({m['cores']} x {m['cpu']}, "
              f"kernel {m['kernel']}, camex at {m['camex_commit']}):\n\n"
              + table(doc) + "\n" + goals(doc) + "\n" + (dflt + "\n" if dflt else "")
-             + (fl + "\n" if fl else ""))
+             + (six + "\n" if six else "") + (fl + "\n" if fl else ""))
     tail = parts[2] if len(parts) == 3 else parts[1]
     with open(path, "w") as f:
         f.write(parts[0] + marker + block + marker + tail)

@@ -37,7 +37,7 @@ from lab.netns import LabError, StarTopology
 from lab.traffic import iperf3
 
 from . import procstat, report
-from .tunnels import BY_NAME, ENTRIES, INNER_MTU, NotAvailable
+from .tunnels import BY_NAME, ENTRIES, INNER_MTU, INNER_MTU6, NotAvailable
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md")
@@ -176,7 +176,7 @@ def measure(entry, dur: Durations, log, attempts: int = 2) -> dict:
 def _measure(entry, dur: Durations, log) -> dict:
     r = {"name": entry.name, "group": entry.group, "status": "ok"}
     busy0, own0, w0 = procstat.machine_busy_seconds(), procstat.own_cpu_seconds(), time.monotonic()
-    with StarTopology(clients=2) as lab:
+    with StarTopology(clients=2, family=getattr(entry, "family", "ipv4")) as lab:
         try:
             up = entry.up(lab)
         except NotAvailable as e:
@@ -306,7 +306,7 @@ def main(argv=None) -> int:
         "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
         "settings": {"runs": args.runs, "nice": args.nice, "quiet_max": args.quiet_max, "quiet_wait": quiet_wait,
                      "tcp_seconds": dur.tcp, "udp_seconds": dur.udp, "ping_count": dur.ping,
-                     "inner_mtu": INNER_MTU, "udp_payload": 64, "camex_byte_compiled": True},
+                     "inner_mtu": INNER_MTU, "inner_mtu6": INNER_MTU6, "udp_payload": 64, "camex_byte_compiled": True},
         "machine": report.machine_info(),
         "entries": results,
     }
