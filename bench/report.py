@@ -326,6 +326,17 @@ def ipv6_cost(doc: dict) -> str:
     return "\n".join(out) + "\n" if len(out) > 2 else ""
 
 
+def _ipv6_part(doc: dict) -> list:
+    """The markdown lines of the IPv6 section (none without a pair)."""
+    six = ipv6_cost(doc)
+    if not six:
+        return []
+    return ["## The cost of IPv6 (underlay and inside) against IPv4", "",
+            "Rows named -ipv6 run over IPv6-only veths with IPv6 inside, inner MTU "
+            f"{doc['settings'].get('inner_mtu6', '?')} (the largest camex v2 fits over IPv6); "
+            "each is divided by its IPv4 twin of this run.", "", six]
+
+
 def markdown(doc: dict, png_name: str) -> str:
     m = doc["machine"]
     s = doc["settings"]
@@ -338,7 +349,6 @@ def markdown(doc: dict, png_name: str) -> str:
                       "tenants at nice 0 disturbed less.")
     fl = floor(doc)
     dflt = defaults(doc)
-    six = ipv6_cost(doc)
     parts = [
         "# camex bench: tunnels side by side",
         "",
@@ -368,11 +378,8 @@ def markdown(doc: dict, png_name: str) -> str:
         "## Performance goals (ratios from this run)",
         "",
         goals(doc),
+        *_ipv6_part(doc),
         *(["## The default command line against --protocol v2", "", dflt] if dflt else []),
-        *(["## The cost of IPv6 (underlay and inside) against IPv4", "",
-           "Rows named -ipv6 run over IPv6-only veths with IPv6 inside, inner MTU "
-           f"{s.get('inner_mtu6', '?')} (the largest camex v2 fits over IPv6); each is divided "
-           "by its IPv4 twin of this run.", "", six] if six else []),
         *(["## The floor: naive Python tunnels in this run", "", fl] if fl else []),
         "## Configurations",
         "",
@@ -424,7 +431,9 @@ def update_readme(doc: dict, path: str) -> None:
     block = (f"\n\nFrom `results/latest.md`, run {doc['started']} ({m['cores']} x {m['cpu']}, "
              f"kernel {m['kernel']}, camex at {m['camex_commit']}):\n\n"
              + table(doc) + "\n" + goals(doc) + "\n" + (dflt + "\n" if dflt else "")
-             + (six + "\n" if six else "") + (fl + "\n" if fl else ""))
+             + (fl + "\n" if fl else ""))
+    if six:
+        block += six + "\n"
     tail = parts[2] if len(parts) == 3 else parts[1]
     with open(path, "w") as f:
         f.write(parts[0] + marker + block + marker + tail)

@@ -35,9 +35,10 @@ import traceback
 from lab.daemons import camex_binary
 from lab.netns import LabError, StarTopology
 from lab.traffic import iperf3
+from bench.tunnels import INNER_MTU6  # the IPv6 entries' inner MTU
 
 from . import procstat, report
-from .tunnels import BY_NAME, ENTRIES, INNER_MTU, INNER_MTU6, NotAvailable
+from .tunnels import BY_NAME, ENTRIES, INNER_MTU, NotAvailable
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md")
