@@ -8,6 +8,7 @@ an echo request every few milliseconds until one is answered.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import select
 import socket
@@ -24,7 +25,11 @@ def ns_socket(nsname: str, family: int, type_: int, proto: int = 0) -> socket.so
     return in_ns(nsname, lambda: socket.socket(family, type_, proto))
 
 
-def _echo_request(ident: int, seq: int) -> bytes:
+def _echo_request(ident: int, seq: int, v6: bool = False) -> bytes:
+    if v6:
+        # ICMPv6 echo request (type 128): the kernel fills in the checksum of
+        # a raw ICMPv6 socket (it covers the IPv6 pseudo-header).
+        return struct.pack("!BBHHH", 128, 0, 0, ident, seq) + b"camex-bench-probe"
     return icmp_echo_message(ident, seq, b"camex-bench-probe")
 
 
@@ -36,7 +41,14 @@ def first_reply(nsname: str, dst: str, t0: float, timeout: float = 15.0,
     Sends errors (no route yet, no neighbour) are expected while the tunnel
     comes up and are ignored.
     """
-    sock = ns_socket(nsname, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    v6 = ipaddress.ip_address(dst).version == 6
+    if v6:
+        dst = str(ipaddress.ip_address(dst))
+        sock = ns_socket(nsname, socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    else:
+        sock = ns_socket(nsname, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    # An ICMPv6 raw socket hands over the message without the IPv6 header.
+    reply_type = 129 if v6 else 0
     ident = (os.getpid() ^ threading.get_ident()) & 0xFFFF
     try:
         sock.setblocking(False)
@@ -48,7 +60,7 @@ def first_reply(nsname: str, dst: str, t0: float, timeout: float = 15.0,
                 return None
             seq = (seq + 1) & 0xFFFF
             try:
-                sock.sendto(_echo_request(ident, seq), (dst, 0))
+                sock.sendto(_echo_request(ident, seq, v6), (dst, 0))
             except OSError:
                 pass
             end = min(now + interval, deadline)
@@ -61,11 +73,11 @@ def first_reply(nsname: str, dst: str, t0: float, timeout: float = 15.0,
                     break
                 data, addr = sock.recvfrom(2048)
                 got = time.monotonic()
-                ihl = (data[0] & 0x0F) * 4
+                ihl = 0 if v6 else (data[0] & 0x0F) * 4
                 if addr[0] != dst or len(data) < ihl + 8:
                     continue
                 itype, _, _, rid, _ = struct.unpack_from("!BBHHH", data, ihl)
-                if itype == 0 and rid == ident:
+                if itype == reply_type and rid == ident:
                     return got - t0
     finally:
         sock.close()

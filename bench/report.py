@@ -535,6 +535,42 @@ def fleet_section(doc: dict) -> str:
     ])
 
 
+# The cost of IPv6 (underlay and inside) in one run: each IPv6 entry
+# against its IPv4 twin, same topology, direction and crypto.
+IPV6_PAIRS = (("camex-v2-relay-ipv6", "camex-v2-relay"), ("wireguard-go-ipv6", "wireguard-go"))
+IPV6_FIGURES = (("tcp1", "TCP 1 stream Gbit/s", "%.3f"), ("kpps", "UDP 64 B kpps", "%.1f"),
+                ("rtt", "RTT ms", "%.3f"), ("cpu_gb", "CPU s per GB", "%.1f"))
+
+
+def ipv6_cost(doc: dict) -> str:
+    """Each IPv6 row over its IPv4 twin, figure by figure, as ratios
+    (IPv6 / IPv4: below 1 for throughput, above 1 for RTT and CPU means
+    IPv6 costs more); empty when no pair has both rows in this run."""
+    out = ["| IPv6 / IPv4 | " + " | ".join(h for _, h, _ in IPV6_FIGURES) + " |",
+           "|---|" + "---|" * len(IPV6_FIGURES)]
+    for six, four in IPV6_PAIRS:
+        a, b = _row(doc, six), _row(doc, four)
+        if a is None or b is None:
+            continue
+        cells = []
+        for key, _, fmt in IPV6_FIGURES:
+            x = None if a.get(key) is None or not b.get(key) else a[key] / b[key]
+            cells.append(f"{_f(a.get(key), fmt)} / {_f(b.get(key), fmt)} = {_f(x, '%.2f x')}")
+        out.append(f"| {six} / {four} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n" if len(out) > 2 else ""
+
+
+def _ipv6_part(doc: dict) -> list:
+    """The markdown lines of the IPv6 section (none without a pair)."""
+    six = ipv6_cost(doc)
+    if not six:
+        return []
+    return ["## The cost of IPv6 (underlay and inside) against IPv4", "",
+            "Rows named -ipv6 run over IPv6-only veths with IPv6 inside, inner MTU "
+            f"{doc['settings'].get('inner_mtu6', '?')} (the largest camex v2 fits over IPv6); "
+            "each is divided by its IPv4 twin of this run.", "", six]
+
+
 def markdown(doc: dict, png_name: str) -> str:
     m = doc["machine"]
     s = doc["settings"]
@@ -577,6 +613,7 @@ def markdown(doc: dict, png_name: str) -> str:
         "## Performance goals (ratios from this run)",
         "",
         goals(doc),
+        *_ipv6_part(doc),
         *(["## The default command line against --protocol v2", "", dflt] if dflt else []),
         *(["## TUN reads: super-packets or one packet per read", "",
            "From the TUN devices' own packet and byte counters during TCP 1 stream (the "
@@ -632,11 +669,14 @@ def update_readme(doc: dict, path: str) -> None:
     m = doc["machine"]
     fl = floor(doc)
     dflt = defaults(doc)
+    six = ipv6_cost(doc)
     block = (f"\n\nFrom `results/latest.md`, run {doc['started']} ({m['cores']} x {m['cpu']}, "
              f"kernel {m['kernel']}, camex at {m['camex_commit']}):\n\n"
              + table(doc) + "\n" + goals(doc) + "\n" + (dflt + "\n" if dflt else "")
              + (tun_reads(doc) + "\n" if tun_reads(doc) else "")
              + (fl + "\n" if fl else ""))
+    if six:
+        block += six + "\n"
     tail = parts[2] if len(parts) == 3 else parts[1]
     with open(path, "w") as f:
         f.write(parts[0] + marker + block + marker + tail)

@@ -35,6 +35,7 @@ import traceback
 from lab.daemons import camex_binary
 from lab.netns import LabError, StarTopology
 from lab.traffic import iperf3
+from bench.tunnels import INNER_MTU6  # the IPv6 entries' inner MTU
 
 from . import procstat, report, tunstat
 from .tunnels import BY_NAME, ENTRIES, INNER_MTU, NotAvailable
@@ -181,7 +182,7 @@ def measure(entry, dur: Durations, log, attempts: int = 2) -> dict:
 def _measure(entry, dur: Durations, log) -> dict:
     r = {"name": entry.name, "group": entry.group, "status": "ok"}
     busy0, own0, w0 = procstat.machine_busy_seconds(), procstat.own_cpu_seconds(), time.monotonic()
-    with StarTopology(clients=2) as lab:
+    with StarTopology(clients=2, family=getattr(entry, "family", "ipv4")) as lab:
         try:
             up = entry.up(lab)
         except NotAvailable as e:
@@ -333,7 +334,7 @@ def main(argv=None) -> int:
         "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
         "settings": {"runs": args.runs, "nice": args.nice, "quiet_max": args.quiet_max, "quiet_wait": quiet_wait,
                      "tcp_seconds": dur.tcp, "udp_seconds": dur.udp, "ping_count": dur.ping,
-                     "inner_mtu": INNER_MTU, "udp_payload": 64, "camex_byte_compiled": True},
+                     "inner_mtu": INNER_MTU, "inner_mtu6": INNER_MTU6, "udp_payload": 64, "camex_byte_compiled": True},
         "machine": report.machine_info(),
         "entries": results,
     }

@@ -43,6 +43,15 @@ INNER_MTU = 1420
 PEER_NET = "10.252.0.{}"
 PEER_SERVER_IN = PEER_NET.format(1)
 PEER_CLIENT_IN = PEER_NET.format(2)
+# Over an IPv6 underlay the outer header is 20 bytes longer: 1418 is the
+# largest inner MTU camex v2 fits into a 1500-byte IPv6 path (its default
+# there); the IPv6 peer gets the same so both IPv6 rows carry one segment
+# size (2 bytes under their IPv4 twins' INNER_MTU).
+INNER_MTU6 = 1418
+# Inner IPv6 addresses of the IPv6 entries (a /64 per tunnel): the
+# point-to-point peers' server side ::1 and client side ::2; camex relay
+# clients c1, c2 (lab order) ::2, ::3.
+INNER6 = "fd00:252::{}"
 PSK = "camex-bench-passphrase"
 CAMEX_PORT = 7000
 UP_TIMEOUT = 20.0
@@ -72,6 +81,9 @@ class Entry:
     # (c1, where a camex client runs) receives. A client's receive path is
     # not its send path (batched reads, BULK reassembly): both are measured.
     reverse: bool = False
+    # The lab's underlay (lab.netns FAMILIES): "ipv6" entries run over
+    # IPv6-only veths and carry IPv6 inside (INNER_MTU6, INNER6).
+    family: str = "ipv4"
 
     def up(self, lab: StarTopology) -> Up:
         raise NotImplementedError
@@ -184,10 +196,23 @@ class CamexEntry(Entry):
     protocol: str = "legacy"
 
     def _fmt(self, args) -> list:
-        return [a.format(psk=PSK, mtu=INNER_MTU, gateway="10.0.0.1") for a in args]
+        return [a.format(psk=PSK, mtu=self._mtu(), gateway="10.0.0.1") for a in args]
+
+    def _mtu(self) -> int:
+        return INNER_MTU6 if self.family == "ipv6" else INNER_MTU
+
+    def _inner(self, lab, ns) -> tuple:
+        """A client's -l and the address the tunnel reaches it by."""
+        if self.family == "ipv6":
+            addr = INNER6.format(lab.clients.index(ns) + 2)
+            return f"{addr}/64", addr
+        return f"{ns.tunnel_ip}/24", ns.tunnel_ip
 
     def up(self, lab):
+        if self.family == "ipv6" and self.topology != "relay":
+            raise NotAvailable("camex IPv6 entries run as a relay only")
         camex = camex_binary()
+        mtu = self._mtu()
         conf = _write(os.path.join(lab.logdir, "camex.conf"),
                       "# camex bench: the server TUN's address (--server-tun)\n[defaults]\n"
                       f"gateway_ip=10.0.0.1\nmtu={INNER_MTU}\n")
@@ -197,7 +222,7 @@ class CamexEntry(Entry):
 
         def client(ns):
             return ns.spawn([camex, "-M", "client", "-s", ns.server_ip, "-p", CAMEX_PORT,
-                             "-l", f"{ns.tunnel_ip}/24", "-t", INNER_MTU,
+                             "-l", self._inner(lab, ns)[0], "-t", mtu,
                              "--control-socket", ctl(ns), *self._fmt(self.client_args)],
                             name="camex-client")
 
@@ -216,7 +241,7 @@ class CamexEntry(Entry):
         else:
             # The far client first: start-up is then one client's launch to
             # a usable tunnel, as for point to point.
-            server_ns, target = lab.c2, lab.c2.tunnel_ip
+            server_ns, target = lab.c2, self._inner(lab, lab.c2)[1]
             far = client(lab.c2)
             daemons.append(("client c2", far))
             try:
@@ -239,9 +264,11 @@ class CamexEntry(Entry):
         if self.reverse:
             path = ("srv -> c1" if self.topology == "p2p" else "c2 -> srv -> c1 (relay)") \
                 + " (iperf3 -R: the client in c1 receives)"
-        desc = (f"camex {self.label}, {path}, tun MTU {INNER_MTU}; server "
+        if self.family == "ipv6":
+            path += ", IPv6 underlay and IPv6 inside"
+        desc = (f"camex {self.label}, {path}, tun MTU {mtu}; server "
                 f"`{' '.join(self._fmt(self.server_args)) or '(defaults)'}`, clients "
-                f"`-l ... -t {INNER_MTU} {' '.join(self._fmt(self.client_args))}`")
+                f"`-l ... -t {mtu} {' '.join(self._fmt(self.client_args))}`")
         extra = {"server_ready_s": round(server_ready, 4), "protocol": spoken}
         up_at = _log_time(near, CLIENT_READY)
         if up_at is not None:
@@ -335,6 +362,40 @@ class WireguardGo(Entry):
                   + f"; `{binary}`), keys from wg genkey, UDP 51820, MTU {INNER_MTU} "
                   "(Noise_IK, ChaCha20-Poly1305)", startup,
                   {"version": f"wireguard-go {version} ({origin})"})
+
+
+class WireguardGo6(Entry):
+    """wireguard-go over the IPv6 underlay with IPv6 inside: the IPv6 twin of
+    WireguardGo (family "ipv6"), the peer beside camex's IPv6 entries."""
+
+    def up(self, lab):
+        _need("wireguard-go", "wg")
+        d = lab.logdir
+        ifs = {"s": _ifname(lab, "wg6s"), "c": _ifname(lab, "wg6c")}
+        inner = {"s": INNER6.format(1), "c": INNER6.format(2)}
+        keys = {}
+        for side in ("s", "c"):
+            priv = _tool(["wg", "genkey"]).strip()
+            pub = _tool(["wg", "pubkey"], priv + "\n").strip()
+            keys[side] = (_write(os.path.join(d, f"wg6-{side}.key"), priv + "\n"), pub)
+        env = {"WG_PROCESS_FOREGROUND": "1"}
+        t0 = time.monotonic()
+        ps = lab.server.spawn(["wireguard-go", "-f", ifs["s"]], name="wireguard-go", env=env)
+        pc = lab.c1.spawn(["wireguard-go", "-f", ifs["c"]], name="wireguard-go", env=env)
+        for side, ns, peer_ip in (("s", lab.server, lab.c1.underlay),
+                                  ("c", lab.c1, lab.c1.server_ip)):
+            other = "c" if side == "s" else "s"
+            sock = f"/var/run/wireguard/{ifs[side]}.sock"
+            wait_until(lambda sock=sock: os.path.exists(sock), UP_TIMEOUT, sock)
+            ns.run(["wg", "set", ifs[side], "private-key", keys[side][0], "listen-port", 51820,
+                    "peer", keys[other][1], "endpoint", f"[{peer_ip}]:51820",
+                    "allowed-ips", f"{inner[other]}/128"], check=True)
+            _configure_link(ns, ifs[side], f"{inner[side]}/64", mtu=INNER_MTU6)
+        startup = _startup(lab.c1, inner["s"], t0, [ps, pc])
+        return Up(lab.c1, lab.server, inner["s"], [("server", ps), ("client", pc)],
+                  f"wireguard-go {pkg_version('wireguard-go')} (Debian) over the IPv6 underlay, "
+                  f"IPv6 inside, UDP 51820, MTU {INNER_MTU6} (Noise_IK, ChaCha20-Poly1305)",
+                  startup)
 
 
 @dataclasses.dataclass
@@ -580,6 +641,12 @@ ENTRIES: list[Entry] = [
     Fastd("fastd-salsa2012-umac", "peer", ("fastd",), method="salsa2012+umac"),
     Fastd("fastd-null", "peer", ("fastd",), method="null"),
     Tinc("tinc", "peer", ("tinc",)),
+    # IPv6 over IPv6 (underlay and inside), each the twin of an IPv4 row
+    # above; the report states their ratios (report.ipv6_cost).
+    CamexEntry("camex-v2-relay-ipv6", "camex", protocol="v2", family="ipv6",
+               label="v2 relay (encrypted)",
+               server_args=(*V2, *ENC), client_args=(*V2, *ENC)),
+    WireguardGo6("wireguard-go-ipv6", "peer", ("wireguard-go", "wireguard-tools"), family="ipv6"),
 ]
 
 BY_NAME = {e.name: e for e in ENTRIES}

@@ -4,8 +4,10 @@ Builds server + two client namespaces (the captures' lab: C1 10.250.0.2,
 C2 10.250.1.2, server 10.250.0.1 / 10.250.1.1, tunnel 10.0.0.2 / 10.0.0.3),
 then for each mode starts `camex` on all three, pings C2 from C1 through the
 server, runs iperf3 C1 -> C2 through the tunnel, and stops the daemons. A
-table at the end compares the modes with the bare veth. Everything is torn
-down on exit, Ctrl-C and SIGTERM included.
+second lab of the same shape over IPv6-only veths (fd00:250:<i>::/64) then
+runs v2 with IPv6 inside (C1 fd00:c::2, C2 fd00:c::3): ping -6 and
+iperf3 -6. A table at the end compares the modes with the bare veth.
+Everything is torn down on exit, Ctrl-C and SIGTERM included.
 
     .venv/bin/python -m lab.demo [--seconds N] [--pings N] [--keep-logs]
 """
@@ -18,7 +20,7 @@ import sys
 import time
 from typing import Callable, Optional
 
-from .daemons import C2_PSK, GLOBAL_PSK, Camex, vectors_config
+from .daemons import C2_PSK, GLOBAL_PSK, Camex, auto_config, vectors_config
 from .netns import LabError, StarTopology
 from .traffic import iperf3
 
@@ -57,6 +59,23 @@ def _start_auto(cx: Camex, lab: StarTopology, encrypt: bool, protocol: Optional[
         cx.wait_client(p)
 
 
+# Inner IPv6 addresses of the IPv6 mode (the server pushes them in auto mode).
+V6_INNER = {"C1": "fd00:c::2", "C2": "fd00:c::3"}
+
+
+def _start_auto_v6(cx: Camex, lab: StarTopology):
+    """v2 auto clients with IPv6-only profiles, over the IPv6 underlay."""
+    cx.protocol = None
+    config = cx.write_config(auto_config(
+        {cid: {"local_cidr": f"{a}/64"} for cid, a in V6_INNER.items()},
+        defaults={"gateway_ip": "fd00:c::1", "route_cidr": "fd00:251::/48"}))
+    cx.start_server(encrypt=True, psk=GLOBAL_PSK, config=config)
+    procs = [cx.start_client(c, wait=False, auto=True, encrypt=True, psk=GLOBAL_PSK)
+             for c in lab.clients]
+    for p in procs:
+        cx.wait_client(p)
+
+
 # The legacy protocol (what an unmodified C peer speaks) in each mode, then
 # the daemon's default with a passphrase: the secure protocol v2.
 SCENARIOS: list[tuple[str, str, Callable]] = [
@@ -66,21 +85,30 @@ SCENARIOS: list[tuple[str, str, Callable]] = [
     ("auto", "encrypted, C2 own key", lambda cx, lab: _start_auto(cx, lab, True, "legacy")),
     ("auto", "encrypted, default protocol", lambda cx, lab: _start_auto(cx, lab, True)),
 ]
+# Run in the IPv6 lab: outer and inner IPv6, traffic to C2's IPv6 address.
+SCENARIOS6: list[tuple[str, str, Callable]] = [
+    ("auto", "encrypted, IPv6 underlay, IPv6 inside", _start_auto_v6),
+]
 
 
 def measure(lab: StarTopology, row: Row, dst_ns, dst_ip: str, pings: int, seconds: float) -> None:
     src = lab.c1
+    # ping -6 / iperf3 -6 towards an IPv6 address (the tools would pick the
+    # family from the address; saying it shows in the daemons' argv).
+    six = ("-6",) if ":" in dst_ip else ()
     # Readiness: the first answered ping (no fixed sleep), then the series.
     src.wait_ping(dst_ip, timeout=20)
-    p = src.ping(dst_ip, count=pings, interval=0.1, wait=1)
+    p = src.ping(dst_ip, count=pings, interval=0.1, wait=1, extra=six)
     row.loss, row.rtt_ms = p.loss_pct, p.rtt_avg_ms
-    r = iperf3(src, dst_ns, dst_ip, seconds=seconds)
+    r = iperf3(src, dst_ns, dst_ip, seconds=seconds, extra=six)
     row.gbps, row.retrans = r.gbps, r.retransmits
     if r.received_bytes < 1 << 20:
         raise LabError(f"iperf3 stalled: {r.received_bytes // 1024} KiB in {r.seconds:.0f} s")
 
 
-def run_scenario(lab: StarTopology, mode: str, crypto: str, start: Callable, pings: int, seconds: float) -> Row:
+def run_scenario(lab: StarTopology, mode: str, crypto: str, start: Callable, pings: int,
+                 seconds: float, dst_ip: Optional[str] = None) -> Row:
+    """``dst_ip``: where C1 sends through the tunnel (default C2's tunnel_ip)."""
     row = Row(mode, crypto)
     print(f"== {mode}, {crypto}", flush=True)
     before = len(lab.processes)
@@ -93,7 +121,7 @@ def run_scenario(lab: StarTopology, mode: str, crypto: str, start: Callable, pin
                 print(f"   {p.ns.role}: {p.find(r'tunnel up: .*').group(0)}", flush=True)
         # What the server says it speaks with the clients (camex status).
         row.protocol = "/".join(sorted({c["protocol"] for c in cx.status(lab.server)["clients"]})) or "-"
-        measure(lab, row, lab.c2, lab.c2.tunnel_ip, pings, seconds)
+        measure(lab, row, lab.c2, dst_ip or lab.c2.tunnel_ip, pings, seconds)
     except LabError as e:
         row.error = str(e).splitlines()[0]
         lab.keep_logs = True
@@ -168,13 +196,21 @@ def main(argv: Optional[list[str]] = None) -> int:
         rows.append(baseline(lab, args.pings, args.seconds))
         for mode, crypto, start in SCENARIOS:
             rows.append(run_scenario(lab, mode, crypto, start, args.pings, args.seconds))
-        logdir = lab.logdir if lab.keep_logs else None
+        logdirs = [lab.logdir] if lab.keep_logs else []
+    with StarTopology(family="ipv6") as lab6:
+        lab6.keep_logs = args.keep_logs
+        print(f"lab (IPv6 underlay): {lab6.c1.name} {lab6.c1.underlay}, "
+              f"{lab6.c2.name} {lab6.c2.underlay}", flush=True)
+        for mode, crypto, start in SCENARIOS6:
+            rows.append(run_scenario(lab6, mode, crypto, start, args.pings, args.seconds,
+                                     dst_ip=V6_INNER["C2"]))
+        logdirs += [lab6.logdir] if lab6.keep_logs else []
     print()
     print(table(rows))
     print("(legacy: the CX2P protocol of the deployed C camex; v2: camex's secure protocol)")
     print(f"\n{len(rows) - 1} modes in {time.monotonic() - t0:.0f} s; lab torn down.")
-    if logdir:
-        print(f"logs: {logdir}")
+    if logdirs:
+        print(f"logs: {' '.join(logdirs)}")
     failed = [r for r in rows if r.error]
     return 1 if failed else 0
 
