@@ -300,10 +300,10 @@ def _step(lab, srv, gen, rx, n: int, step_id: int, rate: float, seconds: float,
     rx_ns = lab.server if receiver == "tun" else lab.clients[1]
     srv_err0, rx_err0 = _udp_errors(lab.server), _udp_errors(rx_ns)
     before = rx.call("count", step_id)
-    cpu0 = procstat.cpu_seconds(srv.pid)
+    cpu0 = procstat.cpu_times(srv.pid)
     sent = gen.call("send", rate, timeout=seconds * 20 + 60)
     got = _wait_received(rx, step_id)
-    cpu1 = procstat.cpu_seconds(srv.pid)
+    cpu1 = procstat.cpu_times(srv.pid)
     # The probe (step 0) names the clients none of whose datagrams arrived.
     silent = rx.call("silent", step_id, n) if step_id == 0 else None
     rx.call("forget", step_id)
@@ -311,7 +311,12 @@ def _step(lab, srv, gen, rx, n: int, step_id: int, rate: float, seconds: float,
     relayed = got["received"]
     out = {"offered": sent["sent"], "received": relayed, "seconds": sent["seconds"],
            "asked": rate, "refused": sent["refused"],
-           "server_cpu_s": None if cpu0 is None or cpu1 is None else round(cpu1 - cpu0, 3),
+           "server_cpu_s": None if cpu0 is None or cpu1 is None
+           else round(sum(cpu1) - sum(cpu0), 3),
+           # The kernel's part (stime): the sockets' work on the server's
+           # behalf, which no user-space change of the relay removes.
+           "server_sys_s": None if cpu0 is None or cpu1 is None
+           else round(cpu1[1] - cpu0[1], 3),
            "gen_cpu_us": sent["cpu_us"], "gen_seal_us": sealed["seal_cpu_us"],
            "receiver_cpu_us": round((got["cpu_s"] - before["cpu_s"]) / relayed * 1e6, 2)
            if relayed else None,
@@ -324,6 +329,7 @@ def _step(lab, srv, gen, rx, n: int, step_id: int, rate: float, seconds: float,
         out["silent_clients"] = silent
     if out["server_cpu_s"] is not None and relayed:
         out["server_cpu_us"] = round(out["server_cpu_s"] / relayed * 1e6, 2)
+        out["server_sys_us"] = round(out["server_sys_s"] / relayed * 1e6, 2)
     return out
 
 

@@ -15,8 +15,9 @@ from typing import Optional
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> Optional[float]:
-    """utime+stime of a live process in seconds (None if it is gone)."""
+def cpu_times(pid: int) -> Optional[tuple]:
+    """(utime, stime) of a live process in seconds (None if it is gone):
+    the time in the process's own code and in the kernel on its behalf."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             text = f.read()
@@ -25,7 +26,13 @@ def cpu_seconds(pid: int) -> Optional[float]:
     # The command name may hold spaces and parentheses: split after the last ')'.
     fields = text[text.rindex(")") + 2:].split()
     # fields[0] is field 3 (state); utime is field 14, stime field 15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def cpu_seconds(pid: int) -> Optional[float]:
+    """utime+stime of a live process in seconds (None if it is gone)."""
+    t = cpu_times(pid)
+    return None if t is None else t[0] + t[1]
 
 
 def status_kib(pid: int, key: str) -> Optional[int]:

@@ -392,6 +392,7 @@ def fleet_rows(doc: dict) -> list[dict]:
             "generator_bound": bool(r.get("generator_bound")),
             "max_kdps": None if best is None else best["achieved"] / 1e3,
             "server_us": None if best is None else best.get("server_cpu_us"),
+            "server_sys_us": None if best is None else best.get("server_sys_us"),
             "server_us_ref": None if at_ref is None else at_ref.get("server_cpu_us"),
             "gen_us": None if best is None else best.get("gen_cpu_us"),
             "seal_us": None if best is None else best.get("gen_seal_us"),
@@ -404,7 +405,8 @@ def fleet_rows(doc: dict) -> list[dict]:
     return rows
 
 
-FLEET_COLUMNS = ("| server | receiver | N | max loss-free kdgram/s | server µs CPU / dgram | "
+FLEET_COLUMNS = ("| server | receiver | N | max loss-free kdgram/s | server µs CPU / dgram "
+                 "(of which kernel) | "
                  "server µs CPU / dgram at the start rate | server RSS MiB (VmHWM / VmRSS) | generator µs / dgram (send; seal) | "
                  "achieved / asked | load avg | steps |")
 
@@ -418,7 +420,9 @@ def fleet_table(doc: dict) -> str:
             continue
         rate = _f(r["max_kdps"], "%.1f") + (" (generator-bound)" if r["generator_bound"] else "")
         lines.append(head + " " + " | ".join([
-            rate, _f(r["server_us"], "%.2f"), _f(r["server_us_ref"], "%.2f"),
+            rate, _f(r["server_us"], "%.2f") + (f" ({r['server_sys_us']:.2f})"
+                                                if r.get("server_sys_us") is not None else ""),
+            _f(r["server_us_ref"], "%.2f"),
             f"{_f(r['hwm_mib'], '%.1f')} / {_f(r['rss_mib'], '%.1f')}",
             f"{_f(r['gen_us'], '%.2f')}; {_f(r['seal_us'], '%.2f')}",
             _f(r["achieved_ratio"], "%.3f"), _f(r["load"], "%.2f"), str(r["steps"])]) + " |")
@@ -456,6 +460,17 @@ def fleet_goals(doc: dict) -> str:
                  f"{FLEET_GOALS['c_server_cpu']:g}", recv, n, cam,
                  _fleet_get(rows, cs, recv, n, "server_us"),
                  1 / FLEET_GOALS["c_server_cpu"], True)
+        kernel = _fleet_get(rows, "camex", recv, n, "server_sys_us")
+        for cs in c_servers:
+            c_total = _fleet_get(rows, cs, recv, n, "server_us")
+            if kernel is not None and c_total:
+                # The kernel's share alone against the goal's bound: where it
+                # is above, no change to camex's own code reaches the goal.
+                bound = c_total / FLEET_GOALS["c_server_cpu"]
+                out.append(f"| (camex legacy's kernel time alone / dgram against {cs}'s / "
+                           f"{FLEET_GOALS['c_server_cpu']:g}) | {recv} | {n:,} | "
+                           f"{kernel:.2f} / {bound:.2f} = {kernel / bound:.2f} x | "
+                           f"{'below: room in user space' if kernel < bound else 'above: out of reach in user space'} |")
         line(f"camex legacy CPU / dgram <= {FLEET_GOALS['naive_cpu']:g} x naive-relay's", recv,
              n, cam, _fleet_get(rows, "naive-relay", recv, n, "server_us"),
              FLEET_GOALS["naive_cpu"], True)
