@@ -53,10 +53,10 @@ TUN_F_USO6 = 0x40  # the kernel wants USO4 and USO6 together
 READ_SIZE = netpkt.VNET_HDR_LEN + 65535 + 1
 
 # What TSO on asks for: TCP super-packets of both families. Every reader of
-# a TSO TUN takes TCPv6 ones: read_items() passes only IPv4 super-packets on
-# whole (to v2 BULK, whose records are IPv4) and cuts the others with
-# netpkt.segment, which handles TCPV6; read_packets() and the devices
-# without a vnet header cut everything. CAMEX_FASTPATH=notso6 leaves TSO6
+# a TSO TUN takes TCPv6 ones: read_items() passes IPv4 super-packets and
+# TCPv6 ones without extension headers on whole (to v2 BULK, whose records
+# are of either family) and cuts the others with netpkt.segment;
+# read_packets() and the devices without a vnet header cut everything. CAMEX_FASTPATH=notso6 leaves TSO6
 # out (the kernel then cuts TCPv6 itself, one read per segment).
 TSO_FLAGS = TUN_F_CSUM | TUN_F_TSO4 | (0 if netpkt.disabled("notso6") else TUN_F_TSO6)
 
@@ -156,10 +156,12 @@ class OffloadTun(BatchTun):
             return []
 
     def read_items(self):
-        """Like read_packets(), but with TSO on an IPv4 super-packet comes
-        back whole, as a (VnetHdr, packet) pair, for a framing that seals it
-        once (v2 BULK, whose records are IPv4; an IPv6 one is cut here);
-        None when the queue is empty. One flat function:
+        """Like read_packets(), but with TSO on a super-packet comes back
+        whole, as a (VnetHdr, packet) pair, for a framing that seals it once
+        (v2 BULK): IPv4 TCP or UDP, and TCPv6 whose TCP header follows the
+        fixed IPv6 header (one with extension headers goes to
+        netpkt.segment, which refuses it: counted in `errors`); None when
+        the queue is empty. One flat function:
         it runs once per packet on an idle tunnel, where every Python call
         on the path is a cold one (docs/FASTPATH.md)."""
         try:
@@ -174,7 +176,9 @@ class OffloadTun(BatchTun):
             return [memoryview(b)[netpkt.VNET_HDR_LEN:]]
         hdr = netpkt.VnetHdr(netpkt.VNET_HDR.unpack_from(b))
         pkt = memoryview(b)[netpkt.VNET_HDR_LEN:]
-        if hdr[1] & ~netpkt.GSO_ECN in (netpkt.GSO_TCPV4, netpkt.GSO_UDP_L4) and pkt[0] >> 4 == 4:
+        gtype = hdr[1] & ~netpkt.GSO_ECN
+        if gtype in (netpkt.GSO_TCPV4, netpkt.GSO_UDP_L4) and pkt[0] >> 4 == 4 or \
+                gtype == netpkt.GSO_TCPV6 and pkt[0] >> 4 == 6 and len(pkt) >= 60 and pkt[6] == 6:
             return [SuperPacket(hdr, pkt)]
         try:
             return segment(hdr, pkt)

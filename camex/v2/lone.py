@@ -9,7 +9,9 @@ for the common case:
 - receive: a DATA datagram for the current session of an established
   peer, flags 0, from its known address, counter above the replay
   window's top, one IPv4 record inside (inner source allowed, on a
-  server): decrypt with the cached cipher object, move the window, deliver;
+  server; on a client also one IPv6 record, once its TUN has an IPv6
+  address): decrypt with the cached cipher object, move the window,
+  deliver;
 - send: one IPv4 packet from the TUN, or relayed from another client, for
   a confirmed session that needs no rekey yet: seal it under the next
   counter.
@@ -77,7 +79,9 @@ def client_receiver(core):
                 s.last_received = now
                 cs.first_unanswered = None
                 n = len(plain)
-                if ((plain[0] << 8) | plain[1]) == n - 2 and plain[2] >> 4 == 4:
+                v = plain[2] >> 4
+                if ((plain[0] << 8) | plain[1]) == n - 2 and (v == 4 or v == 6 and n >= 42 and (
+                        core.config is not None and core.config.address6 is not None)):
                     p = plain[2:]
                     if cs.ack_due is None:
                         cs._ack_later(now)
