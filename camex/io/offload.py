@@ -75,6 +75,16 @@ class BatchTun(TunDevice):
     def set_tso(self, on: bool) -> bool:
         return False  # no vnet header: no offloads
 
+    def counters(self) -> dict:
+        """The TUN's part of `camex status --json`: TSO on or off, reads
+        that could not be cut (`errors`), segments merged into GSO writes,
+        and GSO writes by type (super-packets of BULK and merged trains)."""
+        gso = getattr(self, "gso_writes", None) or [0] * 6
+        return {"offload": self.offload, "tso": self.tso, "errors": getattr(self, "errors", 0),
+                "coalesced": getattr(self, "coalesced", 0),
+                "gso_writes": {"tcp4": gso[netpkt.GSO_TCPV4], "tcp6": gso[netpkt.GSO_TCPV6],
+                               "udp": gso[netpkt.GSO_UDP_L4]}}
+
     def read_packets(self):
         """The packets of one read as a list, or None when the queue is empty."""
         p = self.read()
@@ -110,6 +120,7 @@ class OffloadTun(BatchTun):
         self.uso = uso
         self.errors = 0  # super-packets that could not be cut
         self.coalesced = 0  # segments merged into GSO writes
+        self.gso_writes = [0] * 6  # GSO writes by virtio gso_type (ECN bit aside)
         self._pending = collections.deque()
 
     def set_tso(self, on: bool) -> bool:
@@ -216,6 +227,7 @@ class OffloadTun(BatchTun):
     def _write_mixed(self, items) -> None:
         for r in _runs_of_packets(items):
             if type(r) is SuperPacket:
+                self.gso_writes[r[0][1] & 7] += 1
                 self.writev([r[0], r[1]])
             else:
                 self.write_batch(r)
@@ -244,6 +256,7 @@ class OffloadTun(BatchTun):
         for vnet, bufs in coalesce(packets, self.uso_writes):
             if len(bufs) > 2:
                 self.coalesced += len(bufs) - 1
+                self.gso_writes[vnet[1] & 7] += 1
             writev([vnet] + bufs)
 
 
