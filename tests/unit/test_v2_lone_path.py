@@ -688,10 +688,18 @@ def ipv6_both_ways(log):
         c1.datagram_received(d, w.now)
         log.step(("to c1", i))
         w.now += 0.01
-    c1.tun_packet(ipv6(C1_6, GW6, b"up6"), w.now)
-    for d in log.step("c1 tun")[1]:
+    ups = []
+    for i in range(3):
+        c1.tun_packet(ipv6(C1_6, GW6, b"up6 %d" % i), w.now)
+        ups += log.step(("c1 tun", i))[1]
+    s1 = c1.session.current
+    spoofed = s1.seal(wire.pack_records([ipv6("fd00:c::77", GW6, b"spoof6")]), w.now)
+    theirs = s1.seal(wire.pack_records([ipv6("fd00:c::3", GW6, b"not mine")]), w.now)
+    short = s1.seal(wire.pack_records([b"\x60" + bytes(30)]), w.now)
+    for i, d in enumerate([ups[0], ups[0], forged(ups[1]), ups[2], ups[1], spoofed, theirs,
+                           short]):
         srv.datagram_received(d, A1, w.now)
-    log.step("up6 at the server")
+        log.step(("up6 at the server", i))
     s2 = next(p for p in srv.server.peers.values() if p.client_id == "CAM2").current
     c2.datagram_received(s2.seal(wire.pack_records([ipv6(GW6, "fd00:c::3", b"no")]), w.now),
                          w.now)
@@ -704,7 +712,9 @@ def test_ipv6_for_a_client_agrees_and_takes_the_flat_path():
     # replays and forgeries never reach the TUN; reordered counters do, once
     assert [p[40:] if p[0] >> 4 == 6 else p[20:] for p in c1_tun] == \
         [b"down6 0", b"down6 1", b"down6 3", b"down6 2", b"m6", b"m4", b"four", b"down6 4"]
-    assert [bytes(p[40:]) for e in entries for p in e[2]] == [b"up6"]
+    assert [bytes(p[40:]) for e in entries for p in e[2]] == [b"up6 0", b"up6 2", b"up6 1"]
+    # fd00:c::77, cam2's address, and a record too short to hold an IPv6 source
+    assert entries[-1][-1][0]["spoofed"] == 3 and entries[-1][-1][0]["forged"] == 1
     c1, c2 = entries[-1][-1][-1]
     assert c1[4] == {"not-ipv4": 1} and c2[4] == {"not-ipv4": 1}   # the short record; cam2's
     assert c1[7]["replay"] == 2 and c1[7]["forged"] == 1
@@ -719,3 +729,12 @@ def test_ipv6_for_a_client_agrees_and_takes_the_flat_path():
     for d, _ in take(srv.outbox):
         c1.datagram_received(d, w.now)
     assert not full and [bytes(p[40:]) for p in c1.to_tun] == [b"lone 0", b"lone 1", b"lone 2"]
+    # ... and so do those from cam1's TUN, on cam1 and on the server.
+    c1.session.encrypt = lambda packets, now: full.append(packets) or []
+    srv.server.receive = lambda d, addr, now: full.append(d) or []
+    srv.server._opened = lambda *a: full.append(a) or []
+    for i in range(3):
+        c1.tun_packet(ipv6(C1_6, GW6, b"up %d" % i), w.now)
+    for d in take(c1.to_net):
+        srv.datagram_received(d, A1, w.now)
+    assert not full and [bytes(p[40:]) for p in srv.to_tun] == [b"up 0", b"up 1", b"up 2"]
