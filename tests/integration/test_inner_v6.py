@@ -9,6 +9,7 @@ and moves the same bytes with TSO6 off (CAMEX_FASTPATH=notso6)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 
@@ -212,13 +213,35 @@ def test_tcp_over_ipv6_travels_whole_in_bulk_frames(cx, star, fastpath, monkeypa
             f"writes {st2['tun']['gso_writes']['tcp6']}")
 
 
+def daemon_cpu(pids) -> float:
+    """CPU seconds (user + system) the daemons with these pids have used."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def test_tcp_over_ipv6_and_ipv4_through_the_relay_side_by_side(cx, star, measure):
     """One 5-s iperf3 run over each inner family between the same two
-    clients, through the relay: the cost of IPv6 inside as a ratio."""
+    clients, through the relay: the cost of IPv6 inside as a ratio, of the
+    throughput and of the three daemons' CPU time per byte (steadier than
+    throughput on a shared machine)."""
     start_dual_stack(cx, star)
-    six = iperf3(star.c1, star.c2, V6["c2"], seconds=5)
-    four = iperf3(star.c1, star.c2, star.c2.tunnel_ip, seconds=5, port=5202)
-    assert six.received_bytes > 1 << 20 and four.received_bytes > 1 << 20
-    measure(f"iperf3 5 s C1->C2 relay: IPv6 inside {six.received_bps / 1e6:.0f} Mbit/s, "
-            f"IPv4 inside {four.received_bps / 1e6:.0f} Mbit/s, "
-            f"ratio {six.received_bps / four.received_bps:.2f}")
+    pids = [cx.status(ns)["process"]["pid"] for ns in (star.server, star.c1, star.c2)]
+    runs = {}
+    for family, dst, port in (("IPv6", V6["c2"], 5201), ("IPv4", star.c2.tunnel_ip, 5202)):
+        cpu0, frames0 = daemon_cpu(pids), cx.status(star.c1)["bulk_tx_frames"]
+        res = iperf3(star.c1, star.c2, dst, seconds=5, port=port)
+        assert res.received_bytes > 1 << 20, res.raw.get("error")
+        frames = cx.status(star.c1)["bulk_tx_frames"] - frames0
+        runs[family] = (res, (daemon_cpu(pids) - cpu0) / res.received_bytes * 1e9,
+                        res.received_bytes / max(frames, 1) / 1e3)
+    (six, cpu6, kb6), (four, cpu4, kb4) = runs["IPv6"], runs["IPv4"]
+    measure(f"iperf3 5 s C1->C2 relay: IPv6 inside {six.received_bps / 1e6:.0f} Mbit/s "
+            f"({six.retransmits} retransmits, daemons {cpu6:.2f} CPU s per GB, {kb6:.1f} kB "
+            f"per BULK frame), IPv4 inside {four.received_bps / 1e6:.0f} Mbit/s "
+            f"({four.retransmits}, {cpu4:.2f} CPU s per GB, {kb4:.1f} kB per frame); "
+            f"ratio {six.received_bps / four.received_bps:.2f} (throughput), "
+            f"{cpu6 / cpu4:.2f} (CPU per byte); server drops {cx.server_drops()}")
