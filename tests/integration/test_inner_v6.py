@@ -237,11 +237,12 @@ def test_tcp_over_ipv6_and_ipv4_through_the_relay_side_by_side(cx, star, measure
         assert res.received_bytes > 1 << 20, res.raw.get("error")
         frames = cx.status(star.c1)["bulk_tx_frames"] - frames0
         runs[family] = (res, (daemon_cpu(pids) - cpu0) / res.received_bytes * 1e9,
-                        res.received_bytes / max(frames, 1) / 1e3)
+                        f"{res.received_bytes / frames / 1e3:.1f} kB per BULK frame"
+                        if frames else "no BULK frame")
     (six, cpu6, kb6), (four, cpu4, kb4) = runs["IPv6"], runs["IPv4"]
     measure(f"iperf3 5 s C1->C2 relay: IPv6 inside {six.received_bps / 1e6:.0f} Mbit/s "
-            f"({six.retransmits} retransmits, daemons {cpu6:.2f} CPU s per GB, {kb6:.1f} kB "
-            f"per BULK frame), IPv4 inside {four.received_bps / 1e6:.0f} Mbit/s "
-            f"({four.retransmits}, {cpu4:.2f} CPU s per GB, {kb4:.1f} kB per frame); "
+            f"({six.retransmits} retransmits, daemons {cpu6:.2f} CPU s per GB, {kb6}), "
+            f"IPv4 inside {four.received_bps / 1e6:.0f} Mbit/s "
+            f"({four.retransmits}, {cpu4:.2f} CPU s per GB, {kb4}); "
             f"ratio {six.received_bps / four.received_bps:.2f} (throughput), "
             f"{cpu6 / cpu4:.2f} (CPU per byte); server drops {cx.server_drops()}")
