@@ -177,9 +177,11 @@ class UdpListener:
 def tcp_transfer(src: Namespace, dst: Namespace, dst_ip: str, size: int,
                  port: int = 5301, timeout: float = 60.0) -> dict:
     """Send ``size`` random bytes over TCP from ``src`` to ``dst_ip`` in
-    ``dst``; return {seconds, bytes, ok (sha256 equal)}."""
+    ``dst`` (an IPv4 or IPv6 address); return {seconds, bytes, ok (sha256
+    equal)}."""
     data = random.Random(size).randbytes(size)
-    lsock = ns_socket(dst, socket.AF_INET, socket.SOCK_STREAM, bind=(dst_ip, port))
+    family = socket.AF_INET6 if ":" in dst_ip else socket.AF_INET
+    lsock = ns_socket(dst, family, socket.SOCK_STREAM, bind=(dst_ip, port))
     lsock.listen(1)
     lsock.settimeout(timeout)
     got = {}
@@ -202,7 +204,7 @@ def tcp_transfer(src: Namespace, dst: Namespace, dst_ip: str, size: int,
 
     t = threading.Thread(target=receive, daemon=True)
     t.start()
-    csock = ns_socket(src, socket.AF_INET, socket.SOCK_STREAM)
+    csock = ns_socket(src, family, socket.SOCK_STREAM)
     csock.settimeout(timeout)
     t0 = time.monotonic()
     try:

@@ -95,6 +95,10 @@ class Device(Protocol):
 
     def set_tso(self, on: bool) -> bool: ...
 
+    def counters(self) -> dict:
+        """Its part of `camex status --json` ("tun"): offload and tso, reads
+        that could not be cut (errors), merged segments, GSO writes by type."""
+
     def close(self) -> None: ...
 
 

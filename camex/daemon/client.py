@@ -409,6 +409,7 @@ class ClientDaemon:
             "encrypted": self.key is not None or core.protocol == "v2",
             "client_id": core.client_id,
             "interface": self.tun.name if self.tun else None,
+            "tun": self.tun.counters() if self.tun else None,
             "address": str(core.config.address) if core.config and core.config.address else None,
             "address6": str(core.config.address6) if core.config and getattr(
                 core.config, "address6", None) else None,

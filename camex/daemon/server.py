@@ -295,6 +295,7 @@ class ServerDaemon:
         return {"mode": "server", "port": self.opts.port, "encrypted": self.key is not None,
                 "wall_time": round(time.time(), 3),
                 "protocols": self.protocols, "clients": self.core.status_clients(now),
+                "tun": self.tun.counters() if self.tun is not None else None,
                 **self.core.v2_counters(),
                 "drops": self.core.drops(), "address_refusals": self.core.refusals(),
                 "process": process_status()}

@@ -349,7 +349,7 @@ def _to_write(rec, inner, segment: bool) -> list:
 
 def _segments6(g: int, packet) -> list:
     """An IPv6 TCP/UDP super-packet cut as the receiving kernel would
-    (records are IPv4 in today's BULK; a capture may still hold others)."""
+    (a TCPv6 or UDPv6 record of BULK, or of a capture of anything)."""
     from camex.base import netpkt
     nh = packet[6] if len(packet) > 6 else 0
     gtype = {6: netpkt.GSO_TCPV6, 17: netpkt.GSO_UDP_L4}.get(nh)

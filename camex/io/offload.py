@@ -53,10 +53,10 @@ TUN_F_USO6 = 0x40  # the kernel wants USO4 and USO6 together
 READ_SIZE = netpkt.VNET_HDR_LEN + 65535 + 1
 
 # What TSO on asks for: TCP super-packets of both families. Every reader of
-# a TSO TUN takes TCPv6 ones: read_items() passes only IPv4 super-packets on
-# whole (to v2 BULK, whose records are IPv4) and cuts the others with
-# netpkt.segment, which handles TCPV6; read_packets() and the devices
-# without a vnet header cut everything. CAMEX_FASTPATH=notso6 leaves TSO6
+# a TSO TUN takes TCPv6 ones: read_items() passes IPv4 super-packets and
+# TCPv6 ones without extension headers on whole (to v2 BULK, whose records
+# are of either family) and cuts the others with netpkt.segment;
+# read_packets() and the devices without a vnet header cut everything. CAMEX_FASTPATH=notso6 leaves TSO6
 # out (the kernel then cuts TCPv6 itself, one read per segment).
 TSO_FLAGS = TUN_F_CSUM | TUN_F_TSO4 | (0 if netpkt.disabled("notso6") else TUN_F_TSO6)
 
@@ -74,6 +74,16 @@ class BatchTun(TunDevice):
 
     def set_tso(self, on: bool) -> bool:
         return False  # no vnet header: no offloads
+
+    def counters(self) -> dict:
+        """The TUN's part of `camex status --json`: TSO on or off, reads
+        that could not be cut (`errors`), segments merged into GSO writes,
+        and GSO writes by type (super-packets of BULK and merged trains)."""
+        gso = getattr(self, "gso_writes", None) or [0] * 6
+        return {"offload": self.offload, "tso": self.tso, "errors": getattr(self, "errors", 0),
+                "coalesced": getattr(self, "coalesced", 0),
+                "gso_writes": {"tcp4": gso[netpkt.GSO_TCPV4], "tcp6": gso[netpkt.GSO_TCPV6],
+                               "udp": gso[netpkt.GSO_UDP_L4]}}
 
     def read_packets(self):
         """The packets of one read as a list, or None when the queue is empty."""
@@ -110,6 +120,7 @@ class OffloadTun(BatchTun):
         self.uso = uso
         self.errors = 0  # super-packets that could not be cut
         self.coalesced = 0  # segments merged into GSO writes
+        self.gso_writes = [0] * 6  # GSO writes by virtio gso_type (ECN bit aside)
         self._pending = collections.deque()
 
     def set_tso(self, on: bool) -> bool:
@@ -156,10 +167,12 @@ class OffloadTun(BatchTun):
             return []
 
     def read_items(self):
-        """Like read_packets(), but with TSO on an IPv4 super-packet comes
-        back whole, as a (VnetHdr, packet) pair, for a framing that seals it
-        once (v2 BULK, whose records are IPv4; an IPv6 one is cut here);
-        None when the queue is empty. One flat function:
+        """Like read_packets(), but with TSO on a super-packet comes back
+        whole, as a (VnetHdr, packet) pair, for a framing that seals it once
+        (v2 BULK): IPv4 TCP or UDP, and TCPv6 whose TCP header follows the
+        fixed IPv6 header (one with extension headers goes to
+        netpkt.segment, which refuses it: counted in `errors`); None when
+        the queue is empty. One flat function:
         it runs once per packet on an idle tunnel, where every Python call
         on the path is a cold one (docs/FASTPATH.md)."""
         try:
@@ -174,7 +187,9 @@ class OffloadTun(BatchTun):
             return [memoryview(b)[netpkt.VNET_HDR_LEN:]]
         hdr = netpkt.VnetHdr(netpkt.VNET_HDR.unpack_from(b))
         pkt = memoryview(b)[netpkt.VNET_HDR_LEN:]
-        if hdr[1] & ~netpkt.GSO_ECN in (netpkt.GSO_TCPV4, netpkt.GSO_UDP_L4) and pkt[0] >> 4 == 4:
+        gtype = hdr[1] & ~netpkt.GSO_ECN
+        if gtype in (netpkt.GSO_TCPV4, netpkt.GSO_UDP_L4) and pkt[0] >> 4 == 4 or \
+                gtype == netpkt.GSO_TCPV6 and pkt[0] >> 4 == 6 and len(pkt) >= 60 and pkt[6] == 6:
             return [SuperPacket(hdr, pkt)]
         try:
             return segment(hdr, pkt)
@@ -212,6 +227,7 @@ class OffloadTun(BatchTun):
     def _write_mixed(self, items) -> None:
         for r in _runs_of_packets(items):
             if type(r) is SuperPacket:
+                self.gso_writes[r[0][1] & 7] += 1
                 self.writev([r[0], r[1]])
             else:
                 self.write_batch(r)
@@ -240,6 +256,7 @@ class OffloadTun(BatchTun):
         for vnet, bufs in coalesce(packets, self.uso_writes):
             if len(bufs) > 2:
                 self.coalesced += len(bufs) - 1
+                self.gso_writes[vnet[1] & 7] += 1
             writev([vnet] + bufs)
 
 

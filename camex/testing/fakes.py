@@ -52,6 +52,10 @@ class FakeTun:
     def set_tso(self, on: bool) -> bool:
         return False
 
+    def counters(self) -> dict:
+        return {"offload": False, "tso": False, "errors": 0, "coalesced": 0,
+                "gso_writes": {"tcp4": 0, "tcp6": 0, "udp": 0}}
+
     def close(self) -> None:
         self._sock.close()
 

@@ -1,8 +1,9 @@
 """BULK records and the TUN: what the v2 cores do with super-packets.
 
-A BULK frame (docs/PROTOCOL.md §4.7) carries records (gso_size G, IPv4
-packet). G > 0 is a super-packet as a TSO TUN read returns it: one IPv4 +
-TCP/UDP header over up to 64 KiB of payload, the L4 checksum field holding
+A BULK frame (docs/PROTOCOL.md §4.7) carries records (gso_size G, IPv4 or
+IPv6 packet). G > 0 is a super-packet as a TSO TUN read returns it: one IPv4
++ TCP/UDP header, or a plain 40-byte IPv6 + TCP header (no extension
+headers), over up to 64 KiB of payload, the L4 checksum field holding
 the pseudo-header sum (virtio NEEDS_CSUM). This module turns TUN reads into
 records (sender) and records into TUN writes (receiver) - a GSO write with
 a virtio_net_hdr when the TUN takes one, else complete packets cut by
@@ -34,24 +35,42 @@ PROTO_TCP, PROTO_UDP = 6, 17
 
 
 def record_of(hdr, packet):
-    """(gso_size, packet) for a TSO/USO read of an IPv4 super-packet, or
-    None if it is not one (the caller cuts it and sends DATA)."""
+    """(gso_size, packet) for a TSO/USO read of an IPv4 super-packet or a
+    TSO read of a TCPv6 one whose TCP header follows the 40-byte IPv6
+    header; None if it is not one (the caller cuts it, or drops what
+    netpkt.segment cannot cut: IPv6 with extension headers)."""
     gtype = hdr[1] & ~netpkt.GSO_ECN
-    if gtype not in (netpkt.GSO_TCPV4, netpkt.GSO_UDP_L4) or not hdr[3] or \
-            len(packet) < 28 or packet[0] >> 4 != 4 or len(packet) > 0xFFFF:
+    if not hdr[3] or len(packet) > 0xFFFF:
+        return None
+    if gtype in (netpkt.GSO_TCPV4, netpkt.GSO_UDP_L4):
+        if len(packet) < 28 or packet[0] >> 4 != 4:
+            return None
+    elif gtype != netpkt.GSO_TCPV6 or len(packet) < 60 or packet[0] >> 4 != 6 \
+            or packet[6] != PROTO_TCP:
         return None
     return hdr[3], packet
 
 
 def _l4(packet):
-    """(ihl, header length, proto) of a sane IPv4 TCP/UDP super-packet
-    whose total length is the record's length; None otherwise."""
+    """(L3 header length, header length, proto) of a sane TCP/UDP
+    super-packet whose length is the record's length: IPv4, or IPv6 with the
+    TCP/UDP header right after its 40 bytes (next header 6 or 17, payload
+    length + 40 = L); None otherwise."""
     n = len(packet)
-    if n < 28 or packet[0] >> 4 != 4:
+    if n < 28:
         return None
-    ihl = (packet[0] & 15) * 4
-    proto = packet[9]
-    if ihl < 20 or ((packet[2] << 8) | packet[3]) != n:
+    v = packet[0] >> 4
+    if v == 4:
+        ihl = (packet[0] & 15) * 4
+        proto = packet[9]
+        if ihl < 20 or ((packet[2] << 8) | packet[3]) != n:
+            return None
+    elif v == 6:
+        ihl = 40
+        proto = packet[6]
+        if n < 48 or 40 + ((packet[4] << 8) | packet[5]) != n:
+            return None
+    else:
         return None
     if proto == PROTO_TCP:
         if n < ihl + 20:
@@ -66,6 +85,12 @@ def _l4(packet):
     return (ihl, hl, proto) if hl < n else None
 
 
+def _plain(packet) -> bool:
+    """A complete packet of either family (a G = 0 record)."""
+    v = packet[0] >> 4 if packet else 0
+    return (v == 4 and len(packet) >= 20) or (v == 6 and len(packet) >= 40)
+
+
 def segment_count(g: int, packet) -> int:
     """How many packets a record stands for (for packet counters)."""
     if not g:
@@ -77,19 +102,21 @@ def segment_count(g: int, packet) -> int:
 def tun_items(g: int, packet) -> list:
     """Items for a TUN write list (the daemons' `to_tun`) from one received
     record: the packet itself (G 0), or one (vnet header, packet) pair for a
-    TCP super-packet - written whole where the TUN has a vnet header, cut
-    by the device otherwise. UDP super-packets are cut here (a USO write
-    needs Linux >= 6.2 on the receiving side; they are rare: only
-    applications that use UDP GSO themselves produce them). [] if the
-    record is not a sane IPv4 packet (dropped)."""
+    TCP super-packet (GSO_TCPV4 or GSO_TCPV6 by its family) - written whole
+    where the TUN has a vnet header, cut by the device otherwise. UDP
+    super-packets are cut here (a USO write needs Linux >= 6.2 on the
+    receiving side; they are rare: only applications that use UDP GSO
+    themselves produce them). [] if the record is not a sane IPv4 or IPv6
+    packet (dropped)."""
     if not g:
-        return [packet] if len(packet) >= 20 and packet[0] >> 4 == 4 else []
+        return [packet] if _plain(packet) else []
     l4 = _l4(packet)
     if l4 is None:
         return []
     ihl, hl, proto = l4
     if proto == PROTO_TCP:
-        return [SuperPacket(netpkt.pack_vnet(netpkt.F_NEEDS_CSUM, netpkt.GSO_TCPV4, hl, g, ihl, 16),
+        gtype = netpkt.GSO_TCPV4 if packet[0] >> 4 == 4 else netpkt.GSO_TCPV6
+        return [SuperPacket(netpkt.pack_vnet(netpkt.F_NEEDS_CSUM, gtype, hl, g, ihl, 16),
                             packet)]
     return segments(g, packet)
 
@@ -103,7 +130,10 @@ def segments(g: int, packet) -> list:
     if l4 is None:
         return []
     ihl, hl, proto = l4
-    gtype, off = (netpkt.GSO_TCPV4, 16) if proto == PROTO_TCP else (netpkt.GSO_UDP_L4, 6)
+    if proto == PROTO_TCP:
+        gtype, off = (netpkt.GSO_TCPV4 if packet[0] >> 4 == 4 else netpkt.GSO_TCPV6), 16
+    else:
+        gtype, off = netpkt.GSO_UDP_L4, 6
     try:
         return netpkt.segment(netpkt.VnetHdr((netpkt.F_NEEDS_CSUM, gtype, hl, g, ihl, off)), packet)
     except netpkt.OffloadError:

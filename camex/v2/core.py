@@ -228,8 +228,9 @@ class V2ClientCore:
         return out
 
     def tun_super(self, hdr, packet, now: float) -> None:
-        """A TSO read (VnetHdr, IPv4 super-packet): one BULK frame, or cut
-        into packets for DATA if BULK cannot carry it right now."""
+        """A TSO read (VnetHdr, IPv4 or TCPv6 super-packet): one BULK
+        frame, or cut into packets for DATA if BULK cannot carry it right
+        now."""
         rec = bulk.record_of(hdr, packet)
         dgrams = self.session.encrypt_frame((rec,), now) if rec is not None else None
         if dgrams is None:
@@ -285,8 +286,12 @@ class V2ClientCore:
                     self.rx_bytes += len(p)
                     self.to_tun.append(p)
             elif isinstance(ev, DeliverFrame):
+                six = self.config is not None and self.config.address6 is not None
                 for g, p in ev.records:
-                    items = bulk.tun_items(g, p)
+                    items = bulk.tun_items(g, p) if p[0] >> 4 == 4 or six else None
+                    if items is None:
+                        self.drops["not-ipv4"] += 1   # IPv6, as for DATA above
+                        continue
                     if not items:
                         self.drops["bad-record"] += 1
                         continue
@@ -478,7 +483,10 @@ class V2ServerCore:
         owning its destination; False if no such client takes BULK (the
         caller cuts the super-packet into packets)."""
         rec = bulk.record_of(hdr, packet)
-        peer = self.server.route(bytes(packet[16:20])) if rec is not None else None
+        if rec is None:
+            return False
+        peer = self.server.route(bytes(packet[16:20])) if packet[0] >> 4 == 4 \
+            else self.server.route6(bytes(packet[24:40]))
         if peer is None:
             return False
         pairs = self.server.send_frame(peer, (rec,), self.now if now is None else now)
@@ -574,21 +582,28 @@ class V2ServerCore:
         dst = self.server.route6(bytes(packet[24:40]))
         if dst is not None and dst is not src:
             self.outbox.extend(self.server.send(dst, (packet,), now))
-            return
-        if dst is None:
-            d = packet[24:40]
-            holds = self.other_holds
-            if holds is not None and d[:10] == bytes(10) and d[10:12] in (b"\xff\xff", b"\0\0") \
-                    and holds(bytes(d[12:16])):
-                self.drops["ipv6-to-legacy"] += 1
-                self.throttle.warning("v6-legacy", "dropped IPv6 packets from %s for a legacy "
-                                      "client: the legacy protocol carries IPv4 only",
-                                      src.describe())
-                return
-            if self.local_delivery:
-                self.to_tun.append(packet)
-                return
-        self.drops["ipv6-no-route"] += 1
+        elif dst is None:
+            self._unrouted6(0, packet, src)
+        else:
+            self.drops["ipv6-no-route"] += 1
+
+    def _unrouted6(self, g: int, packet, src) -> None:
+        """An IPv6 packet or record (G > 0: a super-packet) that no v2
+        client holds: the server TUN, else a counted drop - never a legacy
+        client, and one whose IPv4 address the destination embeds
+        (::ffff:a.b.c.d, ::a.b.c.d) is counted apart."""
+        d = packet[24:40]
+        holds = self.other_holds
+        if holds is not None and d[:10] == bytes(10) and d[10:12] in (b"\xff\xff", b"\0\0") \
+                and holds(bytes(d[12:16])):
+            self.drops["ipv6-to-legacy"] += 1
+            self.throttle.warning("v6-legacy", "dropped IPv6 packets from %s for a legacy "
+                                  "client: the legacy protocol carries IPv4 only",
+                                  src.describe())
+        elif self.local_delivery:
+            self.to_tun.extend(bulk.tun_items(g, packet) if g else (packet,))
+        else:
+            self.drops["ipv6-no-route"] += 1
 
     def _relay_frame(self, records, src, now: float, plain=None) -> None:
         """The records of a BULK frame, by destination: a v2 client that
@@ -610,12 +625,7 @@ class V2ServerCore:
                 else:
                     lst.append((g, p))
             elif not four:
-                if g and self.local_delivery:
-                    self.to_tun.extend(bulk.tun_items(g, p))
-                elif g:
-                    self.drops["ipv6-no-route"] += 1
-                else:
-                    self._relay6(p, src, now)   # never to a legacy client
+                self._unrouted6(g, p, src)   # never to a legacy client
             elif self.relay_other is not None and self._relay_cut(g, p):
                 pass
             elif self.local_delivery:

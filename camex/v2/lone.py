@@ -8,10 +8,12 @@ for the common case:
 
 - receive: a DATA datagram for the current session of an established
   peer, flags 0, from its known address, counter above the replay
-  window's top, one IPv4 record inside (inner source allowed, on a
-  server): decrypt with the cached cipher object, move the window, deliver;
-- send: one IPv4 packet from the TUN, or relayed from another client, for
-  a confirmed session that needs no rekey yet: seal it under the next
+  window's top, one IPv4 or IPv6 record inside (inner source allowed, on
+  a server; IPv6 on a client once its TUN has an IPv6 address): decrypt
+  with the cached cipher object, move the window, deliver;
+- send: one IPv4 packet from the TUN (an IPv6 one too on a client whose
+  TUN has an IPv6 address), or relayed from another client, for a
+  confirmed session that needs no rekey yet: seal it under the next
   counter.
 
 Anything else - handshakes, rekey or CLOSE flags, roaming, stale or
@@ -77,7 +79,9 @@ def client_receiver(core):
                 s.last_received = now
                 cs.first_unanswered = None
                 n = len(plain)
-                if ((plain[0] << 8) | plain[1]) == n - 2 and plain[2] >> 4 == 4:
+                v = plain[2] >> 4
+                if ((plain[0] << 8) | plain[1]) == n - 2 and (v == 4 or v == 6 and n >= 42 and (
+                        core.config is not None and core.config.address6 is not None)):
                     p = plain[2:]
                     if cs.ack_due is None:
                         cs._ack_later(now)
@@ -105,7 +109,9 @@ def client_sender(core):
     def tun_packet(p, now):
         s = cs.current
         n = len(p)
-        if s is not None and n >= 20 and p[0] >> 4 == 4 and s.confirmed \
+        v = p[0] >> 4 if n >= 20 else 0
+        if s is not None and (v == 4 or v == 6 and n >= 40 and core.config is not None
+                              and core.config.address6 is not None) and s.confirmed \
                 and (core.config is not None or not core.auto):
             counter = s.send_counter
             age = now - s.created
@@ -162,9 +168,14 @@ def server_receiver(core):
                     s.window.update(counter)
                     s.last_received = now
                     n = len(plain)
-                    if ((plain[0] << 8) | plain[1]) == n - 2 and plain[2] >> 4 == 4:
-                        src = int.from_bytes(plain[14:18], "big")
-                        for net, mask in peer._allowed:
+                    v = plain[2] >> 4
+                    if ((plain[0] << 8) | plain[1]) == n - 2 and (v == 4 or v == 6 and n >= 42):
+                        # Peer.allows_source inline, for either family
+                        if v == 4:
+                            src, allowed = int.from_bytes(plain[14:18], "big"), peer._allowed
+                        else:
+                            src, allowed = int.from_bytes(plain[10:26], "big"), peer._allowed6
+                        for net, mask in allowed:
                             if src & mask == net:
                                 st = peer.stats
                                 st["rx"] += 1

@@ -245,7 +245,7 @@ def bulk_max_plain(datagram_size: int) -> int:
 
 
 def bulk_one_send_packet(datagram_size: int) -> int:
-    """The largest IPv4 super-packet whose BULK frame (one record) goes out
+    """The largest super-packet whose BULK frame (one record) goes out
     in ONE UDP GSO send of fragments of `datagram_size` bytes: at most
     65,507 bytes of them, the last one may be shorter. 64,587 bytes for
     1472-byte datagrams (44 full fragments and one of 739 bytes); a TSO
@@ -265,7 +265,8 @@ def bulk_one_send_packet(datagram_size: int) -> int:
 def bulk_tso_max(datagram_size: int) -> int:
     """The gso_max_size for a TUN whose super-packets become BULK frames
     of `datagram_size`-byte fragments: bulk_one_send_packet() less 120
-    bytes, the largest IPv4 and TCP headers (the kernel's TCP sizes a
+    bytes, the largest IPv4 and TCP headers (an IPv6 one, 40 + 60, is
+    smaller; the kernel's TCP sizes a
     super-packet's payload by this limit; its headers come on top on some
     kernels)."""
     return bulk_one_send_packet(datagram_size) - 120

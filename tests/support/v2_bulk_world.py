@@ -45,9 +45,9 @@ def tcp_super(src, dst, payload_len, seq=1000):
 class World:
     """A v2 server (optionally the mux with legacy) and clients, wired in memory."""
 
-    def __init__(self, mux=False, local_delivery=False, relay_other=None):
+    def __init__(self, mux=False, local_delivery=False, relay_other=None, conf=CONF):
         self.now = 100.0
-        cfg = parse_config(CONF)
+        cfg = parse_config(conf)
         if mux:
             self.mux = ServerMux(passphrase=PW, encrypt=True, config=cfg)
             self.server = self.mux.v2

@@ -211,10 +211,10 @@ def test_segment_then_coalesce_gives_back_the_tcp6_super_packet():
 # ------------------------------------------- the TSO TUN's readers (socket pair)
 
 
-def test_a_tcp6_super_packet_read_comes_out_cut_on_every_reader():
-    """What the daemons call on a TSO TUN (read_items, read_packets): a
-    TCPV6 read is never handed on whole (BULK records are IPv4), it comes
-    out as checksummed segments; an IPv4 one stays a SuperPacket."""
+def test_a_tcp6_super_packet_read_is_whole_for_bulk_and_cut_for_the_rest():
+    """What the daemons call on a TSO TUN: read_items hands a TCPV6 read
+    on whole (a v2 BULK record, as an IPv4 one), read_packets cuts it into
+    checksummed segments; one with an extension header is refused by both."""
     import socket
 
     from camex.base.contract import SuperPacket
@@ -226,12 +226,15 @@ def test_a_tcp6_super_packet_read_comes_out_cut_on_every_reader():
     payload = os.urandom(3500)
     vnet = netpkt.pack_vnet(netpkt.F_NEEDS_CSUM, netpkt.GSO_TCPV6, 72, 1000, 40, 16)
     try:
-        for read in (dev.read_items, dev.read_packets):
-            peer.send(vnet + tcp6_super(payload, flags="PA"))
-            items = read()
-            assert [type(x) for x in items] != [SuperPacket] and len(items) == 4
-            assert all(scapy_valid(x) for x in items)
-            assert b"".join(bytes(IPv6(bytes(x))[TCP].payload) for x in items) == payload
+        peer.send(vnet + tcp6_super(payload, flags="PA"))
+        (item,) = dev.read_items()
+        assert type(item) is SuperPacket and item[0].gso_type == netpkt.GSO_TCPV6
+        assert bytes(item[1]) == tcp6_super(payload, flags="PA")
+        peer.send(vnet + tcp6_super(payload, flags="PA"))
+        items = dev.read_packets()
+        assert [type(x) for x in items] != [SuperPacket] and len(items) == 4
+        assert all(scapy_valid(x) for x in items)
+        assert b"".join(bytes(IPv6(bytes(x))[TCP].payload) for x in items) == payload
         # One that cannot be cut (an extension header) is dropped and counted.
         ext = bytes(IPv6(src=SRC, dst=DST) / IPv6ExtHdrDestOpt() / TCP(flags="A") / Raw(bytes(3000)))
         peer.send(netpkt.pack_vnet(1, netpkt.GSO_TCPV6, 68, 1000, 48, 16) + ext)
@@ -241,6 +244,12 @@ def test_a_tcp6_super_packet_read_comes_out_cut_on_every_reader():
         dev.write_batch(pkts)
         msg = peer.recv(70000)
         assert netpkt.parse_vnet(msg).gso_type == netpkt.GSO_TCPV6 and scapy_valid(msg[10:])
+        # A BULK super-packet written whole; `camex status --json` counts both.
+        dev.write_batch([SuperPacket(vnet, tcp6_super(payload))])
+        assert netpkt.parse_vnet(peer.recv(70000)).gso_type == netpkt.GSO_TCPV6
+        c = dev.counters()
+        assert (c["errors"], c["coalesced"], c["gso_writes"]) == \
+            (1, 3, {"tcp4": 0, "tcp6": 2, "udp": 0})   # (coalesced as write_batch counts it)
     finally:
         dev.close()
         peer.close()
@@ -251,13 +260,14 @@ def test_tso_asks_for_tso6():
     assert offload.TSO_FLAGS & offload.TUN_F_TSO6 and offload.TSO_FLAGS & offload.TUN_F_TSO4
 
 
-def test_v2_bulk_refuses_tcp6_super_packets_cleanly():
-    """BULK records are IPv4 (docs/PROTOCOL.md, BULK): a TCPv6 super-packet
-    is not made a record (the sender cuts it for DATA), and an IPv6 record
-    from a peer is dropped (the core counts it as bad-record), not
-    misread as IPv4."""
+def test_v2_bulk_takes_tcp6_super_packets_and_refuses_extension_headers():
+    """BULK records are of either family (docs/PROTOCOL.md, BULK): a TCPv6
+    super-packet is a record (tests/unit/test_v2_bulk_v6.py carries it
+    through the cores); a USO header on it, or an extension header, is not."""
     from camex.v2 import bulk
     sup = tcp6_super(os.urandom(3000))
-    assert bulk.record_of(hdr_tcp6(72, 1000), sup) is None
+    assert bulk.record_of(hdr_tcp6(72, 1000), sup) == (1000, sup)
     assert bulk.record_of(netpkt.VnetHdr((1, netpkt.GSO_UDP_L4, 48, 1000, 40, 6)), sup) is None
-    assert bulk.tun_items(1000, sup) == [] and bulk.segments(1000, sup) == []
+    ext = bytes(IPv6(src=SRC, dst=DST) / IPv6ExtHdrDestOpt() / TCP(flags="A") / Raw(bytes(3000)))
+    assert bulk.record_of(netpkt.VnetHdr((1, netpkt.GSO_TCPV6, 68, 1000, 48, 16)), ext) is None
+    assert bulk.tun_items(1000, ext) == [] and bulk.segments(1000, ext) == []

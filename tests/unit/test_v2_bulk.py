@@ -333,7 +333,9 @@ def test_mux_server_tun_super_packet_to_legacy_is_cut():
 
 def test_bad_records_are_dropped_not_written():
     assert bulk.tun_items(MSS, b"\x45" + bytes(100)) == []            # length mismatch
-    assert bulk.tun_items(0, b"\x60" + bytes(39)) == []                # not IPv4
+    assert bulk.tun_items(0, b"\x60" + bytes(38)) == []                # short of an IPv6 header
+    assert bulk.tun_items(0, b"\x50" + bytes(39)) == []                # neither IPv4 nor IPv6
+    assert bulk.tun_items(MSS, b"\x60" + bytes(100)) == []            # IPv6, length mismatch
     hdr, pkt = tcp_super("10.0.0.1", "10.0.0.2", 3000)
     assert bulk.record_of(netpkt.VnetHdr((0, netpkt.GSO_NONE, 0, 0, 0, 0)), pkt) is None
 

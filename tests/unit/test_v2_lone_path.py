@@ -180,11 +180,11 @@ def test_the_sequence_delivers_what_a_user_expects():
 A1B, A3 = ("198.51.100.7", 5001), ("203.0.113.9", 6001)
 
 
-def timed_world(fast: bool, **timers):
+def timed_world(fast: bool, conf: str = CONF, **timers):
     """A server and two clients with established sessions, Timers(**timers)
     in every core; `fast`: the flat paths the cores install, else the full
     paths only."""
-    srv = V2ServerCore(global_passphrase=PW, config=parse_config(CONF), local_delivery=True,
+    srv = V2ServerCore(global_passphrase=PW, config=parse_config(conf), local_delivery=True,
                        rng=det_rng(b"srv"), timers=Timers(**timers))
     c1 = V2ClientCore(auto=True, passphrase=PW, client_id="cam1", rng=det_rng(b"c1"),
                       timers=Timers(**timers))
@@ -285,12 +285,12 @@ def rec(src, dst, text) -> bytes:
     return wire.pack_records([ipv4(src, dst, text)])
 
 
-def both(scenario, **timers):
+def both(scenario, conf: str = CONF, **timers):
     """Run `scenario(log)` in both worlds; the logs must be equal. Returns
     the flat paths' log (for the scenario's own assertions)."""
     logs = []
     for fast in (True, False):
-        log = Log(*timed_world(fast, **timers))
+        log = Log(*timed_world(fast, conf, **timers))
         scenario(log)
         logs.append(log.entries)
     fast, full = logs
@@ -651,3 +651,90 @@ def test_sessions_flags_roaming_and_bulk_agree():
     assert closed[-1][-1][0][10] and closed[-1][-1][0][14] is None
     assert any(h[1] == wire.T_INIT for h, _ in closed[5])
     assert entries[-1][-1][-1][0][14] is not None and "cam1" in entries[-1][-1][2]
+
+
+# --- IPv6 inside: the client's flat receive path takes it too -----------------
+
+CONF6 = CONF.replace("local_cidr = 10.0.0.2/24", "local_cidr = 10.0.0.2/24\nlocal_cidr = fd00:c::2/64") \
+    .replace("gateway_ip = 10.0.0.1", "gateway_ip = 10.0.0.1\ngateway_ip = fd00:c::1")
+C1_6, GW6 = "fd00:c::2", "fd00:c::1"
+
+
+def ipv6(src, dst, payload: bytes) -> bytes:
+    import ipaddress
+    return (bytes([0x60, 0, 0, 0]) + len(payload).to_bytes(2, "big") + bytes([17, 64])
+            + ipaddress.IPv6Address(src).packed + ipaddress.IPv6Address(dst).packed + payload)
+
+
+def ipv6_both_ways(log):
+    """cam1 has an IPv6 address, cam2 has none. IPv6 from the server's TUN
+    to cam1 (lone DATA: replays, forgeries, reordering, a record too short
+    for IPv6, several records), IPv6 from cam1 to the server's TUN, and
+    IPv6 sealed for cam2, which must drop it."""
+    w, srv, c1, c2 = log.w, log.srv, log.c1, log.c2
+    assert c1.config.address6 is not None and c2.config.address6 is None
+    w.now += 0.5
+    back = []
+    for i in range(5):
+        srv.tun_packet(ipv6(GW6, C1_6, b"down6 %d" % i), w.now)
+        out, _, _ = log.step(("srv tun", i))
+        back += [d for d, _ in out]
+    sp = next(p for p in srv.server.peers.values() if p.client_id == "cam1").current
+    multi = sp.seal(wire.pack_records([ipv6(GW6, C1_6, b"m6"), ipv4(LOCAL, C1, b"m4")]), w.now)
+    short = sp.seal(wire.pack_records([b"\x60" + bytes(38)]), w.now)
+    four = sp.seal(rec(LOCAL, C1, b"four"), w.now)
+    for i, d in enumerate([back[0], back[0], forged(back[1]), back[1], back[3], back[2],
+                           back[2], multi, short, four, back[4]]):
+        c1.datagram_received(d, w.now)
+        log.step(("to c1", i))
+        w.now += 0.01
+    ups = []
+    for i in range(3):
+        c1.tun_packet(ipv6(C1_6, GW6, b"up6 %d" % i), w.now)
+        ups += log.step(("c1 tun", i))[1]
+    s1 = c1.session.current
+    spoofed = s1.seal(wire.pack_records([ipv6("fd00:c::77", GW6, b"spoof6")]), w.now)
+    theirs = s1.seal(wire.pack_records([ipv6("fd00:c::3", GW6, b"not mine")]), w.now)
+    short = s1.seal(wire.pack_records([b"\x60" + bytes(30)]), w.now)
+    for i, d in enumerate([ups[0], ups[0], forged(ups[1]), ups[2], ups[1], spoofed, theirs,
+                           short]):
+        srv.datagram_received(d, A1, w.now)
+        log.step(("up6 at the server", i))
+    s2 = next(p for p in srv.server.peers.values() if p.client_id == "CAM2").current
+    c2.datagram_received(s2.seal(wire.pack_records([ipv6(GW6, "fd00:c::3", b"no")]), w.now),
+                         w.now)
+    log.step("to c2")
+
+
+def test_ipv6_for_a_client_agrees_and_takes_the_flat_path():
+    entries = both(ipv6_both_ways, CONF6)
+    c1_tun = [bytes(p) for e in entries for p in e[3]]
+    # replays and forgeries never reach the TUN; reordered counters do, once
+    assert [p[40:] if p[0] >> 4 == 6 else p[20:] for p in c1_tun] == \
+        [b"down6 0", b"down6 1", b"down6 3", b"down6 2", b"m6", b"m4", b"four", b"down6 4"]
+    assert [bytes(p[40:]) for e in entries for p in e[2]] == [b"up6 0", b"up6 2", b"up6 1"]
+    # fd00:c::77, cam2's address, and a record too short to hold an IPv6 source
+    assert entries[-1][-1][0]["spoofed"] == 3 and entries[-1][-1][0]["forged"] == 1
+    c1, c2 = entries[-1][-1][-1]
+    assert c1[4] == {"not-ipv4": 1} and c2[4] == {"not-ipv4": 1}   # the short record; cam2's
+    assert c1[7]["replay"] == 2 and c1[7]["forged"] == 1
+    # The lone IPv6 datagrams of the flat world are written as lone IPv4
+    # ones are: no record parsing, no Deliver event, no full path.
+    w, srv, c1, c2 = timed_world(True, CONF6)
+    full = []
+    c1.session.receive = lambda d, now: full.append(d) or []
+    c1.session._deliver = lambda out, items, event, now: full.append(items)
+    for i in range(3):
+        srv.tun_packet(ipv6(GW6, C1_6, b"lone %d" % i), w.now)
+    for d, _ in take(srv.outbox):
+        c1.datagram_received(d, w.now)
+    assert not full and [bytes(p[40:]) for p in c1.to_tun] == [b"lone 0", b"lone 1", b"lone 2"]
+    # ... and so do those from cam1's TUN, on cam1 and on the server.
+    c1.session.encrypt = lambda packets, now: full.append(packets) or []
+    srv.server.receive = lambda d, addr, now: full.append(d) or []
+    srv.server._opened = lambda *a: full.append(a) or []
+    for i in range(3):
+        c1.tun_packet(ipv6(C1_6, GW6, b"up %d" % i), w.now)
+    for d in take(c1.to_net):
+        srv.datagram_received(d, A1, w.now)
+    assert not full and [bytes(p[40:]) for p in srv.to_tun] == [b"up 0", b"up 1", b"up 2"]
