@@ -1,0 +1,63 @@
+"""What a daemon process loads at start: modules the data path never needs
+cost resident memory in every daemon (issue: at most the encrypted floor's
++ 1 MiB). Each check runs in a fresh interpreter, as a daemon starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+# Modules neither daemon may load at start (with what they cost, measured
+# with bench.memory's probe: RSS after import in a fresh interpreter).
+NEVER = ("pyroute2",      # ~20 MiB: the netlink helper child imports it
+         "shutil", "lzma", "bz2",    # argparse's help formatter, 0.6 MiB
+         "dataclasses", "inspect",   # 1.2 MiB
+         "hashlib", "tempfile", "random")  # OpenSSL's hashlib binding and friends
+
+
+def _loaded(code: str) -> set:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
+                         capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_a_client_daemon_loads_no_json_and_nothing_of_the_never_list():
+    mods = _loaded("from camex.daemon.options import parse_args\n"
+                   "parse_args(['-M', 'client', '-s', '10.250.0.1', '-p', '7000', '-a'], environ={})\n"
+                   "from camex.daemon.loop import harden_process\n"
+                   "from camex.daemon.client import ClientDaemon\n"
+                   "from camex.v2 import core, kdf")
+    assert "camex.daemon.control" in mods
+    assert "json" not in mods   # 0.1 MiB: loaded by the first control request
+    assert not mods & set(NEVER), mods & set(NEVER)
+
+
+def test_a_server_daemon_loads_nothing_of_the_never_list():
+    mods = _loaded("from camex.daemon.options import parse_args\n"
+                   "parse_args(['-M', 'server', '-p', '7000', '--protocol', 'v2', '-e', '-k', 'p' * 16],"
+                   " environ={})\n"
+                   "from camex.daemon.server import ServerDaemon\n"
+                   "from camex.v2 import core, kdf")
+    assert "camex.daemon.server" in mods
+    assert not mods & set(NEVER), mods & set(NEVER)
+
+
+def test_the_control_socket_answers_json_in_a_daemon_that_had_not_loaded_it(tmp_path):
+    # The daemon's side and `camex status`'s side, each in a process that
+    # starts without json, as a daemon and the CLI do.
+    path = tmp_path / "c.sock"
+    code = (
+        "import select, sys, threading\n"
+        "from camex.daemon import control\n"
+        "assert 'json' not in sys.modules\n"
+        f"srv = control.ControlServer({str(path)!r}, {{'status': lambda: {{'rss_kib': 7, 'x': [1]}}}})\n"
+        "out = []\n"
+        f"t = threading.Thread(target=lambda: out.append(control.request({str(path)!r}, 'status')))\n"
+        "t.start()\n"
+        "assert select.select([srv.sock], [], [], 10)[0]\n"
+        "srv.on_readable()\n"
+        "t.join(); srv.close()\n"
+        "print(out[0])\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "{'rss_kib': 7, 'x': [1]}"
