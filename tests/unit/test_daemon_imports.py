@@ -26,10 +26,12 @@ def test_a_client_daemon_loads_no_json_and_nothing_of_the_never_list():
                    "parse_args(['-M', 'client', '-s', '10.250.0.1', '-p', '7000', '-a'], environ={})\n"
                    "from camex.daemon.loop import harden_process\n"
                    "from camex.daemon.client import ClientDaemon\n"
-                   "from camex.v2 import core, kdf")
+                   "from camex.tunnel.client import AutoClientCore\n"
+                   "from camex.v2 import core, kdf, lone")
     assert "camex.daemon.control" in mods
     assert "json" not in mods   # 0.1 MiB: loaded by the first control request
     assert "ctypes" not in mods  # 0.35-0.6 MiB: see the hardening tests below
+    assert "camex.v2.server" not in mods   # 0.2 MiB: the server's half of v2
     assert not mods & set(NEVER), mods & set(NEVER)
 
 
@@ -38,8 +40,10 @@ def test_a_server_daemon_loads_nothing_of_the_never_list():
                    "parse_args(['-M', 'server', '-p', '7000', '--protocol', 'v2', '-e', '-k', 'p' * 16],"
                    " environ={})\n"
                    "from camex.daemon.server import ServerDaemon\n"
-                   "from camex.v2 import core, kdf")
+                   "from camex.tunnel.server_v2 import V2Half\n"
+                   "from camex.v2 import core, kdf, lone")
     assert "camex.daemon.server" in mods
+    assert "camex.v2.client" not in mods   # the client's half of v2
     assert not mods & set(NEVER), mods & set(NEVER)
 
 
