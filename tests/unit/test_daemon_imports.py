@@ -110,20 +110,22 @@ def test_heap_trim_runs_once_per_quiet_spell_after_traffic():
 
 
 def test_heap_trim_gives_freed_heap_pages_back():
-    # What a burst leaves: 64 KiB reads freed among small live objects.
+    # What a burst leaves: 64 KiB reads freed among live ones, free memory
+    # that glibc does not return by itself (it trims only the heap's top).
     code = (
         "from camex.daemon.loop import HeapTrim\n"
         "def rss():\n"
         "    for line in open('/proc/self/status'):\n"
         "        if line.startswith('VmRSS:'):\n"
         "            return int(line.split()[1])\n"
-        "big, keep = [], []\n"
-        "for i in range(300):\n"
-        "    big.append(bytearray(65536))\n"
-        "    keep.append(bytearray(600))\n"
-        "del big\n"
+        "reads = [bytearray(65536) for _ in range(300)]\n"
+        "live = reads[1::2]\n"
+        "del reads\n"
         "before = rss()\n"
         "HeapTrim().idle(0.0)\n"
         "print(before - rss())\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert int(out.stdout) > 10 * 1024   # KiB back of the ~19 MiB freed
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True)
+        # ~9.4 MiB freed in the middle of the heap: most of it comes back.
+        assert int(out.stdout) > 6 * 1024, out.stdout
