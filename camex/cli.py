@@ -27,6 +27,18 @@ def _config_loader(opts):
     return load
 
 
+def harden(opts) -> None:
+    """No core dumps, no ptrace, before the daemon holds keys."""
+    from .daemon.loop import harden_process
+
+    if opts.psk is not None:
+        # The AEAD the daemon will load anyway, loaded first: hardening then
+        # calls prctl through cryptography's C backend instead of importing
+        # ctypes for it (camex.daemon.loop._prctl).
+        from .base import aead  # noqa: F401
+    harden_process()
+
+
 def main(argv=None) -> int:
     from .daemon.config import ConfigError
     from .daemon.options import UsageError, parse_args
@@ -48,9 +60,9 @@ def main(argv=None) -> int:
         print(f"camex: {e}", file=sys.stderr)
         return 1
     log.setup(opts.log_level)
-    from .daemon.loop import PidFile, StartupError, harden_process
+    from .daemon.loop import PidFile, StartupError
 
-    harden_process()
+    harden(opts)
     if opts.mode == "client" or opts.server_tun:
         # The link set-up runs in a helper that imports pyroute2 (camex.io.
         # netlink); forked now, that import overlaps this process's own.

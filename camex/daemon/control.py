@@ -9,7 +9,6 @@ data path: a request that does not arrive whole at once is dropped.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 
@@ -64,6 +63,9 @@ class ControlServer:
                     reply = {"error": f"unknown command {req[:32]!r}"}
                 else:
                     reply = handler()
+                # json on the first request only: a daemon nobody asks
+                # keeps its ~0.1 MiB (the data path never needs it).
+                import json
                 conn.sendall(json.dumps(reply).encode() + b"\n")
             except OSError as e:
                 LOG.debug("control connection: %s", e)
@@ -97,4 +99,5 @@ def request(path: str, command: str, timeout: float = 3.0) -> dict:
             if not chunk:
                 break
             chunks.append(chunk)
+    import json
     return json.loads(b"".join(chunks))

@@ -42,7 +42,6 @@ from cryptography.exceptions import InvalidTag
 
 from . import wire
 from .events import Deliver
-from .server import Peer
 from .session import AEADS
 
 _UNPACK = wire._DATA_HDR.unpack_from
@@ -138,6 +137,10 @@ def client_sender(core):
 
 def server_receiver(core):
     """datagram_received(d, addr, now) for a camex.v2.core.V2ServerCore."""
+    # Here, not at the top: a client's lone path does without the server's
+    # module. Bound once per receiver, a closure variable on the hot path.
+    from .server import Peer
+
     server = core.server
     t = server.t
     sessions = server.sessions
