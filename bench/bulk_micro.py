@@ -24,7 +24,7 @@ from camex.v2 import bulk, wire
 from camex.v2.noise import nonce_bytes
 from camex.v2.session import Session, Timers
 
-DATAGRAM = 1452           # an outer IPv4 path of MTU 1500 (20 + 8 + 1452 + ...)
+DATAGRAM = 1472           # the UDP payload of an outer IPv4 path of MTU 1500
 
 
 def tcp_super(payload: int) -> bytes:
