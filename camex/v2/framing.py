@@ -84,12 +84,17 @@ def runs(datagrams, limit: int = MAX_SEGMENTS, max_bytes: int = MAX_GSO_BYTES):
 
 def _pieces(r: Run, limit: int, max_bytes: int):
     """A Run as (size, Run) sends within one send's limits (45 datagrams
-    of 1472 bytes, 66,240, are more than 65,507 bytes: two sends)."""
+    of 1472 bytes, 66,240, are more than 65,507 bytes: two sends). A Run
+    within them is one send, its shorter last datagram included: 44 of
+    1472 bytes and one of up to 739 (a BULK frame of a super-packet within
+    the daemons' TSO cap, wire.bulk_tso_max) are one send, not 44 and 1
+    (which arrive as two GRO reads, and the frame then needs reassembly)."""
     size, buf = r.size, r.buf
-    step = size * max(1, min(limit, max_bytes // size))
-    if len(buf) <= step:
+    n = len(buf)
+    if n <= max_bytes and -(-n // size) <= limit:
         yield size, r
         return
+    step = size * max(1, min(limit, max_bytes // size))
     mv = memoryview(buf)
     for i in range(0, len(buf), step):
         yield size, Run(mv[i:i + step], size)

@@ -49,9 +49,11 @@ def test_gso_send_arrives_as_separate_datagrams_without_gro():
 def test_a_glued_frame_goes_out_as_its_datagrams():
     """A BULK frame leaves a core as one gso.Run (glue_frame); on the wire
     it is exactly cut_frame's datagrams: one send when it fits the kernel's
-    limits (65,507 bytes), two when it does not, one by one without GSO."""
+    limits (65,507 bytes: 44 full datagrams and a shorter 45th of up to
+    739), two when it does not, one by one without GSO."""
     head = bytes([0xC2, 6, 0, 0]) + bytes(range(16))
-    for body_len, sends in ((30000, 1), (44 * 1452 + 1, 2), (1000, 1)):
+    for body_len, sends in ((30000, 1), (44 * 1452 + 1, 1), (44 * 1452 + 719, 1),
+                            (44 * 1452 + 720, 2), (45 * 1452 + 1, 2), (1000, 1)):
         body = os.urandom(body_len)
         want = framing.cut_frame(head, body, 1472)
         for use_gso in (True, False):

@@ -570,6 +570,27 @@ def test_a_super_packet_within_the_tso_cap_is_one_udp_send():
         assert bytes(w.server.to_tun.pop()[1]) == bytes(hp[1])
 
 
+def test_a_sealed_frame_within_the_tso_cap_is_one_send_as_the_daemon_sends_it():
+    """The same, with the frame as the core queues it (one glued Run, what
+    the daemon's gso.Sender takes): 44 full fragments and a shorter 45th
+    are one GSO send, hence one GRO read taken uncut; one byte more, two."""
+    w = World(local_delivery=True)
+    c1 = w.add(A1, v2("C1"))
+    for total, sends in ((wire.bulk_one_send_packet(1472), 1),
+                         (wire.bulk_tso_max(1472), 1),
+                         (wire.bulk_one_send_packet(1472) + 1, 2)):
+        hp = tcp_super("10.0.0.2", "10.0.0.1", total - 40)
+        c1.tun_super(*hp, 0.0)
+        (run,), c1.to_net[:] = c1.to_net, []
+        sends_of = [r for _, r in framing.runs([run])]
+        assert len(sends_of) == sends, total
+        assert sum(len(r.buf) for r in sends_of) == len(run.buf)
+        assert all(len(r.buf) <= framing.MAX_GSO_BYTES for r in sends_of)
+        taken = [gro_read(w.server, r.datagrams(), A1, w.now) for r in sends_of]
+        assert taken[0] == (sends == 1), total
+        assert bytes(w.server.to_tun.pop()[1]) == bytes(hp[1])
+
+
 # ------------------------------------------------- the default client (auto)
 
 
