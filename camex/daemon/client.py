@@ -216,8 +216,11 @@ class ClientDaemon:
                                   "every %.0f s", fmt_host(self.opts.server_host, self.opts.port),
                                   e, RESOLVE_RETRY)
             self.next_connect = now + RESOLVE_RETRY
+            self.loop.deadline_fn = self._deadline
             return
         self.next_connect = 0.0
+        # Connected: the loop asks the core itself (no _deadline frame per wake-up).
+        self.loop.deadline_fn = self.core.next_deadline
         if self.features.udp_gro:
             gso.enable_gro(self.sock)
         self.sender = gso.Sender(self.sock, self.features.udp_gso, self._send_error)
