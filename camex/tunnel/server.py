@@ -175,8 +175,15 @@ class ServerMux:
     # ------------------------------------------------------------- timers
 
     def next_deadline(self) -> float:
-        t = [c.next_deadline() for c in (self.legacy, self.v2) if c is not None]
-        return min(t)
+        # Asked after every wake-up: no list or comprehension frame.
+        legacy, v2 = self.legacy, self.v2
+        if v2 is None:
+            return legacy.next_deadline()
+        t = v2.next_deadline()
+        if legacy is None:
+            return t
+        u = legacy.next_deadline()
+        return u if u < t else t
 
     def on_timer(self, now: float) -> None:
         for c in (self.legacy, self.v2):
