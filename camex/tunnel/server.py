@@ -34,6 +34,8 @@ _V2_NOT_DROPS = frozenset(("handshakes", "cookie_sent", "bulk_rx", "bulk_tx"))
 if TYPE_CHECKING:
     from ..v2.session import Timers
 
+_MARK, _T_MAX = wire.MARK, wire.T_MAX   # what wire.is_v2 checks
+
 
 class ServerMux:
     """The server core of the daemon (camex.base.contract.ServerCore)."""
@@ -110,7 +112,9 @@ class ServerMux:
     # ------------------------------------------------- receive and route
 
     def _datagram_received(self, data, addr, now: float) -> None:
-        if wire.is_v2(data):
+        # wire.is_v2 inlined: two Python calls fewer per datagram, which on
+        # an idle tunnel run cold after every wake-up (docs/FASTPATH.md).
+        if len(data) >= 8 and data[0] == _MARK and 1 <= data[1] <= _T_MAX:
             if self.v2 is None:
                 self.throttle.warning("v2-off", "ignored v2 datagrams from %s: this "
                                       "server runs the legacy protocol only", fmt(addr))
