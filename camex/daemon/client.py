@@ -216,8 +216,11 @@ class ClientDaemon:
                                   "every %.0f s", fmt_host(self.opts.server_host, self.opts.port),
                                   e, RESOLVE_RETRY)
             self.next_connect = now + RESOLVE_RETRY
+            self.loop.deadline_fn = self._deadline
             return
         self.next_connect = 0.0
+        # Connected: the loop asks the core itself (no _deadline frame per wake-up).
+        self.loop.deadline_fn = self.core.next_deadline
         if self.features.udp_gro:
             gso.enable_gro(self.sock)
         self.sender = gso.Sender(self.sock, self.features.udp_gso, self._send_error)
@@ -371,8 +374,15 @@ class ClientDaemon:
             # TSO only while the core carries super-packets whole: for
             # one-packet-per-datagram framings the kernel cuts faster.
             LOG.info("TUN TSO %s", "on" if tun.set_tso(not tun.tso) else "off")
-        if core.to_tun:
-            write_queued(tun, core.to_tun)
+        to_tun = core.to_tun
+        if to_tun:
+            if len(to_tun) == 1 and type(to_tun[0]) is not SuperPacket:
+                # A lone packet (write_queued's first case, inlined: one
+                # Python call fewer after every lone datagram received).
+                tun.write(to_tun[0])
+                to_tun.clear()
+            else:
+                write_queued(tun, to_tun)
         if core.events:
             events, core.events = core.events, []
             for ev in events:

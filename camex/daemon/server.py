@@ -402,8 +402,12 @@ class ServerDaemon:
         if tun is not None:
             if tso and tun.offload and core.bulk_ready != tun.tso:
                 LOG.info("TUN TSO %s", "on" if tun.set_tso(not tun.tso) else "off")
-            if core.to_tun:
-                write_queued(tun, core.to_tun)
+            to_tun = core.to_tun
+            if len(to_tun) == 1 and type(to_tun[0]) is not SuperPacket:
+                tun.write(to_tun[0])   # a lone packet: write_queued's first case inlined
+                to_tun.clear()
+            elif to_tun:
+                write_queued(tun, to_tun)
         out = core.outbox
         if not out:
             return

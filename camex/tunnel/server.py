@@ -34,6 +34,8 @@ _V2_NOT_DROPS = frozenset(("handshakes", "cookie_sent", "bulk_rx", "bulk_tx"))
 if TYPE_CHECKING:
     from ..v2.session import Timers
 
+_MARK, _T_MAX = wire.MARK, wire.T_MAX   # what wire.is_v2 checks
+
 
 class ServerMux:
     """The server core of the daemon (camex.base.contract.ServerCore)."""
@@ -110,7 +112,9 @@ class ServerMux:
     # ------------------------------------------------- receive and route
 
     def _datagram_received(self, data, addr, now: float) -> None:
-        if wire.is_v2(data):
+        # wire.is_v2 inlined: two Python calls fewer per datagram, which on
+        # an idle tunnel run cold after every wake-up (docs/FASTPATH.md).
+        if len(data) >= 8 and data[0] == _MARK and 1 <= data[1] <= _T_MAX:
             if self.v2 is None:
                 self.throttle.warning("v2-off", "ignored v2 datagrams from %s: this "
                                       "server runs the legacy protocol only", fmt(addr))
@@ -187,8 +191,15 @@ class ServerMux:
     # ------------------------------------------------------------- timers
 
     def next_deadline(self) -> float:
-        t = [c.next_deadline() for c in (self.legacy, self.v2) if c is not None]
-        return min(t)
+        # Asked after every wake-up: no list or comprehension frame.
+        legacy, v2 = self.legacy, self.v2
+        if v2 is None:
+            return legacy.next_deadline()
+        t = v2.next_deadline()
+        if legacy is None:
+            return t
+        u = legacy.next_deadline()
+        return u if u < t else t
 
     def on_timer(self, now: float) -> None:
         for c in (self.legacy, self.v2):

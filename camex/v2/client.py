@@ -181,7 +181,8 @@ class ClientSession:
             t.append(s.created + self.t.reject_after_time)
             if not self.handshaking:
                 t.append(s.created + self.t.rekey_after_time)
-            if s.can_send() and self.t.keepalive > 0:
+            # (s.can_send() inlined: asked after every wake-up of the daemon)
+            if s.confirmed and s.send_counter < s.send_limit and self.t.keepalive > 0:
                 t.append(s.last_sent + self.t.keepalive)
         if self.previous is not None:
             t.append(self.previous.created + self.t.reject_after_time)

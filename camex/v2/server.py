@@ -409,7 +409,11 @@ class V2Server:
         return None
 
     def next_timer(self) -> float | None:
+        # Asked after every wake-up of the daemon: the usual cases (no
+        # pending handshake) without a call of _pending_top.
         a = self._peer_top()
+        if not self.pending_by_key:
+            return a
         b = self._pending_top()
         if a is None:
             return b
@@ -503,7 +507,19 @@ class V2Server:
             if d != p.timer_at or peers.get(p.key) is not p:
                 heapq.heappop(h)          # dead entry
                 continue
-            t = self._peer_due(p)
+            # _peer_due(p) inlined: this runs after every wake-up.
+            t = p.ack_due
+            limit = self.t.reject_after_time
+            s = p.current
+            if s is not None:
+                e = s.created + limit
+                if t is None or e < t:
+                    t = e
+            s = p.previous
+            if s is not None:
+                e = s.created + limit
+                if t is None or e < t:
+                    t = e
             if t == d:
                 return d
             p.timer_at = t                # timers moved back since the push

@@ -1,6 +1,7 @@
 """camex.daemon.loop: the epoll selector and how the loop keeps a core's deadline."""
 
 import socket
+import threading
 
 from camex.daemon.loop import Deadline, EpollSelector, Loop
 
@@ -94,3 +95,32 @@ def test_one_slow_ask_does_not_stall_timers_for_long():
     dl, _ = deadline(clock, cost=0.5)   # preempted in the middle of the ask
     dl.ask(clock())
     assert dl.slack == Deadline.SLACK_MAX
+
+
+def test_a_deadline_function_swapped_by_a_callback_is_the_one_asked():
+    # The client swaps it when its socket comes and goes: the timer then due
+    # is the new function's, found after the wake-up that swapped it.
+    loop = Loop(signals=False)
+    a, b = socket.socketpair()
+    fired = []
+
+    def readable():
+        a.recv(16)
+        loop.deadline_fn = lambda: 0.0       # now due at once
+
+    def timer(now):
+        fired.append(now)
+        loop.stop()
+
+    guard = threading.Timer(5.0, loop.stop)   # a loop that never asks it stops here
+    try:
+        loop.sel.register(a, 1, readable)
+        b.send(b"x")
+        guard.start()
+        loop.run(lambda: float("inf"), timer)   # without the swap: never due
+    finally:
+        guard.cancel()
+        loop.close()
+        a.close()
+        b.close()
+    assert len(fired) == 1
