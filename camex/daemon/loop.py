@@ -74,14 +74,18 @@ class HeapTrim:
         self.every = every
         self.next = 0.0
         self.dirty = True     # start-up's garbage too
+        self.also: list = []  # () -> None: buffers of the daemon's own to give back too
         try:
             self._trim = _libc("malloc_trim", 1)
         except (OSError, AttributeError):   # not glibc
             self._trim = None
 
     def idle(self, now: float) -> None:
-        if self.dirty and now >= self.next and self._trim is not None:
-            self._trim(0)
+        if self.dirty and now >= self.next:
+            if self._trim is not None:
+                self._trim(0)
+            for fn in self.also:
+                fn()
             self.dirty = False
             self.next = now + self.every
 

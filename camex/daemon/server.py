@@ -239,6 +239,8 @@ class ServerDaemon:
                 # (Its addresses are canonical endpoints both ways, as below.)
                 self._batch = mmsg.Batch(self.sock, MMSG_BATCH, on_error=self._send_error)
                 self._one_read = udp.one_read(self.core.datagram_received)
+                # Its receive slots (16 x 64 KiB for GRO reads) go back with the heap's.
+                self.loop.trim.also.append(self._batch.release)
             # An AF_INET6 socket takes IPv4 peers v4-mapped: the cores' endpoints
             # are canonical (camex.base.endpoint), mapped at the send edge.
             self._to_sock = gso.sockaddr_for(self.sock)

@@ -247,3 +247,52 @@ def test_a_dual_stack_socket_reads_and_answers_ipv4_peers_as_dotted_quads():
         srv.close()
         for p in peers:
             p.close()
+
+
+@pytest.mark.skipif(not mmsg.available(), reason="libc without recvmmsg")
+def test_released_slots_give_their_pages_back_and_still_receive():
+    """After a burst of large reads the idle daemon gives the slots' pages
+    back (resident memory of the mapping drops to nothing), and the next
+    reads work as before."""
+    a, b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), \
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    a.bind(("127.0.0.1", 0))
+    b.bind(("127.0.0.1", 0))
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    batch = mmsg.Batch(a, 8)
+
+    def resident_kib() -> int:
+        start = ctypes_address(batch)
+        with open("/proc/self/smaps") as f:
+            lines = f.read().splitlines()
+        for i, line in enumerate(lines):
+            if line.split("-")[0] == f"{start:x}":
+                return next(int(x.split()[1]) for x in lines[i + 1:] if x.startswith("Rss:"))
+        raise AssertionError("mapping not found")
+
+    try:
+        for k in range(8):
+            b.sendto(bytes([k]) * 60000, a.getsockname())
+        got = []
+        for _ in range(1000):
+            got += [bytes(d) for d, _a, _s in batch.recv()]
+            if len(got) == 8:
+                break
+        assert len(got) == 8 and resident_kib() >= 8 * 58
+        del got
+        batch.release()
+        assert resident_kib() == 0
+        b.sendto(b"after", a.getsockname())
+        for _ in range(1000):
+            items = batch.recv()
+            if items:
+                break
+        assert [bytes(d) for d, _a, _s in items] == [b"after"]
+    finally:
+        a.close()
+        b.close()
+
+
+def ctypes_address(batch) -> int:
+    import ctypes
+    return ctypes.addressof(ctypes.c_char.from_buffer(batch._rbuf))
