@@ -253,8 +253,14 @@ class Fleet:
 
 
 def cpu_seconds(pid: int) -> float:
-    from bench.procstat import cpu_seconds as cs
-    v = cs(pid)
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple:
+    """(utime, stime) of the relay: its own code, and the kernel's work on
+    its behalf (its sockets' receives and sends, wake-ups)."""
+    from bench.procstat import cpu_times
+    v = cpu_times(pid)
     if v is None:
         raise RuntimeError("the relay exited")
     return v
@@ -268,16 +274,18 @@ def measure_rate(fleet: Fleet, pid: int, rate: float, seconds: float, lab) -> di
     total = int(rate * seconds)
     got0 = fleet.receiver.settle()
     e0 = _rcvbuf_errors(lab.a), _rcvbuf_errors(lab.b)
-    c0 = cpu_seconds(pid)
+    u0, s0 = cpu_split(pid)
     st = fleet.step(total, seconds)
     got = fleet.receiver.settle() - got0
-    cpu = cpu_seconds(pid) - c0
+    u1, s1 = cpu_split(pid)
+    cpu = u1 + s1 - u0 - s0
     # Where datagrams were lost: a full receive buffer at the relay's
     # socket (a) or at the receiving client's (b).
     e1 = _rcvbuf_errors(lab.a), _rcvbuf_errors(lab.b)
     return {"rate": rate, "sent_rate": round(total / st["elapsed"]), "received": got,
             "delivered": round(got / total, 5),
             "cpu_us": round(cpu / max(got, 1) * 1e6, 2),
+            "sys_us": round((s1 - s0) / max(got, 1) * 1e6, 2),
             "gen_cpu_us": round(st["gen_cpu"] / total * 1e6, 2),
             "lost_at_relay": e1[0] - e0[0], "lost_at_receiver": e1[1] - e0[1]}
 
@@ -387,8 +395,10 @@ def run_n(n: int, relays: list, args) -> list:
             if args.verbose:
                 print("   ", relay, n, "saturated", sat, flush=True)
             cpu = sorted(x["cpu_us"] for x in samples[relay])
+            sys_us = sorted(x["sys_us"] for x in samples[relay])
             out.append({"relay": relay, "clients": n, "fixed_samples": samples[relay],
                         "fixed_cpu_us_median": cpu[len(cpu) // 2], "fixed_cpu_us_min": cpu[0],
+                        "fixed_sys_us_median": sys_us[len(sys_us) // 2],
                         "fixed_delivered_min": min(x["delivered"] for x in samples[relay]),
                         "max": best, "saturated": sat,
                         "peak_rss_kib": peak_rss_kib(proc.pid)})
@@ -445,6 +455,7 @@ def main(argv=None) -> int:
             m = r["max"] or {}
             print(f"{r['relay']:10} N={n:5}  {args.fixed_rate:.0f}/s x{args.rounds}: "
                   f"median {r['fixed_cpu_us_median']:6.2f} us/dgram "
+                  f"(kernel {r['fixed_sys_us_median']:5.2f}) "
                   f"(min {r['fixed_cpu_us_min']:.2f}, delivered >= "
                   f"{r['fixed_delivered_min']:.4f})  max loss-free "
                   f"{m.get('rate', 0):.0f}/s at {m.get('cpu_us', 0):.2f} us "
@@ -453,7 +464,7 @@ def main(argv=None) -> int:
             sat = r["saturated"]
             if sat:
                 print(f"{'':10}          offered {sat['rate']:.0f}/s (sent {sat['sent_rate']}/s): "
-                      f"relayed {sat['delivered'] * sat['sent_rate']:.0f}/s at {sat['cpu_us']:.2f} "
+                      f"relayed {sat['delivered'] * sat['sent_rate']:.0f}/s at {sat['cpu_us']:.2f} (kernel {sat['sys_us']:.2f}) "
                       f"us/dgram", flush=True)
     out = {"load_before": load0, "load_after": os.getloadavg(), "results": results}
     print(f"load average before {load0[0]:.2f}, after {out['load_after'][0]:.2f}")

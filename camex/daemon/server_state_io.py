@@ -32,7 +32,8 @@ class ServerState:
         self.wall = wall
         self.file = StateFile(opts.state_dir, opts.port, bool(opts.encrypt))
         self.next_save = 0.0
-        self._last = None
+        self._last = None     # what the file holds (server_state.fingerprint), if known
+        self._written = 0.0
 
     def key_for(self, name):
         if self.legacy is None:
@@ -98,11 +99,18 @@ class ServerState:
         n = len(self.legacy.by_endpoint) + len(self.legacy._replay) \
             if self.legacy is not None else 0
         self.next_save = now + max(SAVE_INTERVAL, n / ENTRIES_PER_SECOND)
+        # Nothing it keeps changed (the clients, their windows and counters,
+        # the v2 sessions): the file on disk is still exact - its idle and
+        # connected times are durations to which a restore adds the file's
+        # age - so it is not written again. v2 hints are only sent from a
+        # file fresher than V2_HINT_MAX_AGE: rewritten well within that.
+        fp = (server_state.fingerprint(self.legacy) if self.legacy is not None else None,
+              server_state.v2_snapshot(self.core.v2.server) if self.core.v2 is not None else None)
+        if fp == self._last and not (fp[1] and now - self._written >= V2_HINT_MAX_AGE / 3):
+            return
         snap = server_state.snapshot(self.legacy, now) \
             if self.legacy is not None else {"peers": [], "windows": []}
-        if self.core.v2 is not None:
-            snap["v2"] = server_state.v2_snapshot(self.core.v2.server)
-        if not snap["peers"] and not snap.get("v2") and snap == self._last:
-            return  # nothing to keep has changed (an idle server writes nothing)
+        if fp[1] is not None:
+            snap["v2"] = fp[1]
         if self.file.save(snap, self.wall(), self.key_for):
-            self._last = snap
+            self._last, self._written = fp, now

@@ -88,24 +88,28 @@ class EntryMac:
         self._derived: dict = {}
 
     def _key(self, name):
-        key = self.key_for(name) if type(name) is str else None
+        """A keyed HMAC context for the named key (copied per entry: keying
+        one costs more than the entry's MAC), None if there is no such key."""
+        if type(name) is not str:      # (from a file: anything JSON holds)
+            return None
+        key = self.key_for(name)
         if key is None:
+            self._derived.pop(name, None)   # left the configuration
             return None
         d = self._derived.get(name)
         if d is None or d[0] != key:
             # cryptography only here: a plaintext server never loads it.
-            from cryptography.hazmat.primitives import hashes
+            from cryptography.hazmat.primitives import hashes, hmac
             from cryptography.hazmat.primitives.kdf.hkdf import HKDF
             mk = HKDF(hashes.SHA256(), 32, salt=None, info=MAC_INFO).derive(key)
-            d = self._derived[name] = (key, mk)
+            d = self._derived[name] = (key, hmac.HMAC(mk, hashes.SHA256()))
         return d[1]
 
     def mac(self, entry: dict):
-        k = self._key(entry.get("key"))
-        if k is None:
+        base = self._key(entry.get("key"))
+        if base is None:
             return None
-        from cryptography.hazmat.primitives import hashes, hmac
-        h = hmac.HMAC(k, hashes.SHA256())
+        h = base.copy()
         # repr of the fields in name order: the same after a JSON round
         # trip (str, int, float, None, lists of them) and 4x cheaper than
         # a canonical JSON dump, which was most of a save's cost.
@@ -121,9 +125,12 @@ class EntryMac:
 
 
 def encode(snapshot: dict, *, host: str, port: int, encrypted: bool, saved_at: float,
-           key_for, boot: tuple = (None, None)) -> bytes:
-    """The file's bytes for a core snapshot (server_state.snapshot)."""
-    macs = EntryMac(key_for, f"{host}|{port}|".encode())
+           key_for, boot: tuple = (None, None), macs: EntryMac | None = None) -> bytes:
+    """The file's bytes for a core snapshot (server_state.snapshot). `macs`:
+    an EntryMac of this host, port and key_for kept from save to save (its
+    derived keys are most of a MAC's cost)."""
+    if macs is None:
+        macs = EntryMac(key_for, f"{host}|{port}|".encode())
     state = dict(snapshot)
     if encrypted:
         state["peers"] = [dict(e, mac=macs.mac(e)) for e in snapshot.get("peers", [])]
@@ -238,6 +245,7 @@ class StateFile:
         self.host = host_id() if host is None else host
         self.throttle = Throttle(interval=60)
         self.usable = True
+        self._macs: EntryMac | None = None
 
     def prepare(self) -> None:
         """Create the directory (0700) if it is missing; a failure is logged
@@ -263,8 +271,10 @@ class StateFile:
     def save(self, snapshot: dict, saved_at: float, key_for) -> bool:
         if not self.usable:
             return False
+        if self._macs is None or self._macs.key_for != key_for:
+            self._macs = EntryMac(key_for, f"{self.host}|{self.port}|".encode())
         data = encode(snapshot, host=self.host, port=self.port, encrypted=self.encrypted,
-                      saved_at=saved_at, key_for=key_for, boot=boot_clock())
+                      saved_at=saved_at, key_for=key_for, boot=boot_clock(), macs=self._macs)
         tmp = None
         try:
             # (not tempfile: its imports - random, shutil, bz2, lzma - cost

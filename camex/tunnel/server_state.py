@@ -16,6 +16,7 @@ key, or a client section's ID), the daemon finds them in its key store.
 from __future__ import annotations
 
 import ipaddress
+from operator import attrgetter
 
 from ..base.endpoint import canonical
 
@@ -87,6 +88,26 @@ def snapshot(server, now: float) -> dict:
     return {"seq_high_water": server.seq_floor.high_water(
                 p.tx_seq for p in server.by_endpoint.values()),
             "peers": peers, "windows": windows}
+
+
+# What a peer's entry is made of, its times as the instants they stand for
+# (snapshot turns them into durations at the time of the save).
+_PEER_FIELDS = attrgetter("endpoint", "ip_text", "client_id", "mode", "key", "tx_prefix",
+                          "rx_prefix", "since", "last_rx")
+_WINDOW_FIELDS = attrgetter("top", "bitmap")
+
+
+def fingerprint(server) -> tuple:
+    """Everything `snapshot` keeps, as comparable values, with the two
+    durations as the instants they are measured from: equal fingerprints
+    mean equal files but for `now`, and a file's age is added back to its
+    durations at restore, so such a file need not be written again. About
+    a third of a snapshot's cost (C-level attribute reads, no dicts)."""
+    peers = server.by_endpoint.values()
+    return (server.seq_floor.high_water(p.tx_seq for p in peers),
+            [(_PEER_FIELDS(p), None if p.rx_window is None else _WINDOW_FIELDS(p.rx_window))
+             for p in peers],
+            [(k, _WINDOW_FIELDS(w)) for k, w in server._replay.items()])
 
 
 class Invalid(ValueError):

@@ -170,3 +170,19 @@ def test_mux_hands_v2_and_plaintext_over_in_order_as_bytes():
                            lambda d, a, size, now: seen.append((type(d), d, a, size, now)))
     assert seen == [(bytes, v2ish, ("192.0.2.1", 1), 0, 1.0),
                     (bytes, b"junk", ("192.0.2.2", 2), 0, 1.0)]
+
+
+def test_the_mux_deadline_is_the_earlier_of_its_two_protocols():
+    """The loop sleeps until ServerMux.next_deadline(): the legacy sweep or
+    the v2 server's next timer, whichever comes first, with either alone."""
+    mux = ServerMux(passphrase=b"deadline-passphrase", encrypt=True)
+    v2_t = mux.v2.next_deadline()
+    mux.legacy._next_sweep = 5.0
+    assert mux.next_deadline() == min(5.0, v2_t) == 5.0
+    mux.legacy._next_sweep = float("inf")
+    assert mux.next_deadline() == v2_t
+    legacy_only = ServerMux(passphrase=b"deadline-passphrase", encrypt=True, v2=False)
+    legacy_only.legacy._next_sweep = 7.0
+    assert legacy_only.next_deadline() == 7.0
+    v2_only = ServerMux(passphrase=b"deadline-passphrase", encrypt=True, legacy=False)
+    assert v2_only.next_deadline() == v2_only.v2.next_deadline()

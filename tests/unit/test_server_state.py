@@ -415,3 +415,48 @@ def test_the_camex_client_counter_starts_from_the_clock():
                        seq_floor=SeqFloor(clock=lambda: 1_800_000_000 * NS))
     assert enc.tx_seq == 1_800_000_000 * NS
     assert LegacyClient(auto=True, client_id="C1").tx_seq == 0   # plaintext has none
+
+
+def test_an_unchanged_server_is_not_written_again_and_its_file_stays_exact(tmp_path):
+    """The per-second save writes only when something it keeps changed; a
+    file left unwritten while nothing changed restores the same idle and
+    connected times as a fresh one (its age is added back)."""
+    from types import SimpleNamespace
+    from camex.daemon.server_state_io import ServerState
+
+    net, clients = fleet()
+    core = SimpleNamespace(legacy=net.server, v2=None, outbox=[])
+    opts = SimpleNamespace(state_dir=str(tmp_path / "state"), port=PORT, encrypt=True)
+    wall = [1000.0]
+    st = ServerState(core, opts, wall=lambda: wall[0])
+    st.file.prepare()
+    writes = []
+    real_save = st.file.save
+    st.file.save = lambda *a: writes.append(a[1]) or real_save(*a)
+    t0 = net.now
+    st.save(t0)
+    assert writes == [1000.0]
+    for i in range(1, 4):                    # three idle seconds: no write
+        wall[0] = 1000.0 + i
+        st.save(t0 + i)
+    assert writes == [1000.0]
+    data_idle = st.file.read()
+    # C1 sends one more datagram: its window moved, the next save writes.
+    c1 = clients[A1]
+    c1.tun_packet(ip_packet("10.0.0.2", "10.0.0.3"), t0 + 4)
+    for d in c1.to_net:
+        net.server.datagram_received(d, A1, t0 + 4)
+    c1.to_net.clear()
+    wall[0] = 1005.0
+    st.save(t0 + 5)
+    assert writes == [1000.0, 1005.0]
+    # The file written at t0 and read 3 s later says what a save at t0 + 3
+    # would have said: same idle and connected times, to the millisecond.
+    snap3 = server_state.snapshot(net.server, t0 + 3)   # (C1 idle is now younger)
+    state, age, _ = decode(data_idle, host=st.file.host, port=PORT, encrypted=True,
+                           now_wall=1003.0, key_for=key_for(net.server))
+    assert age == 3.0
+    c2_saved = next(e for e in state["peers"] if e["client_id"] == "C2")
+    c2_now = next(e for e in snap3["peers"] if e["client_id"] == "C2")
+    assert c2_saved["idle"] + age == pytest.approx(c2_now["idle"], abs=1e-3)
+    assert c2_saved["connected_for"] + age == pytest.approx(c2_now["connected_for"], abs=1e-3)
