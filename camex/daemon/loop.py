@@ -80,6 +80,12 @@ class HeapTrim:
         except (OSError, AttributeError):   # not glibc
             self._trim = None
 
+    def now(self) -> None:
+        """Trim at once (after a large piece of work whose garbage is known
+        to be free now, such as a big state-file save)."""
+        if self._trim is not None:
+            self._trim(0)
+
     def idle(self, now: float) -> None:
         if self.dirty and now >= self.next:
             if self._trim is not None:

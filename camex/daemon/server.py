@@ -332,8 +332,8 @@ class ServerDaemon:
     def _timer(self, now: float) -> None:
         self.core.on_timer(now)
         self._flush()
-        if self.state is not None and now >= self.state.next_save:
-            self.state.save(now)
+        if self.state is not None and now >= self.state.next_save and self.state.save(now):
+            self.loop.trim.now()
 
     def _sock_readable(self) -> None:
         now = self.loop.now()

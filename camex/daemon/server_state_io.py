@@ -17,6 +17,7 @@ from .statefile import SHOW_REASONS, Refused, StateFile, boot_clock, decode, flo
 # entries.
 SAVE_INTERVAL = 1.0
 ENTRIES_PER_SECOND = 250
+LARGE = 256   # entries: a save this big leaves ~1 KB of freed heap per entry
 # v2 clients are nudged only if the file is fresher than this: after longer
 # their sessions are gone anyway (they handshake on their own).
 V2_HINT_MAX_AGE = 180.0
@@ -88,13 +89,17 @@ class ServerState:
         else:
             LOG.info("%s", msg)
 
-    def save(self, now: float) -> None:
+    def save(self, now: float) -> bool:
+        """Save if anything it keeps changed; True when a file of more than
+        LARGE entries was written (its encoding's garbage is worth handing
+        back to the system at once: camex.daemon.loop.HeapTrim)."""
         try:
-            self._save(now)
+            return self._save(now) > LARGE
         except Exception as e:  # noqa: BLE001 - the data path goes on without it
             fault(e, "saving the state file")
+            return False
 
-    def _save(self, now: float) -> None:
+    def _save(self, now: float) -> int:
         # Entries to encode: clients and the replay windows kept beside them.
         n = len(self.legacy.by_endpoint) + len(self.legacy._replay) \
             if self.legacy is not None else 0
@@ -107,10 +112,12 @@ class ServerState:
         fp = (server_state.fingerprint(self.legacy) if self.legacy is not None else None,
               server_state.v2_snapshot(self.core.v2.server) if self.core.v2 is not None else None)
         if fp == self._last and not (fp[1] and now - self._written >= V2_HINT_MAX_AGE / 3):
-            return
+            return 0
         snap = server_state.snapshot(self.legacy, now) \
             if self.legacy is not None else {"peers": [], "windows": []}
         if fp[1] is not None:
             snap["v2"] = fp[1]
         if self.file.save(snap, self.wall(), self.key_for):
             self._last, self._written = fp, now
+            return n
+        return 0
