@@ -89,21 +89,23 @@ class EntryMac:
 
     def _key(self, name):
         """A keyed HMAC context for the named key (copied per entry: keying
-        one costs more than the entry's MAC), None if there is no such key."""
+        one costs more than the entry's MAC), None if there is no such key.
+        Kept per key, not per name: the clients of one passphrase (every
+        client of the global one) share one context, ~1.5 KB of OpenSSL
+        state each."""
         if type(name) is not str:      # (from a file: anything JSON holds)
             return None
         key = self.key_for(name)
         if key is None:
-            self._derived.pop(name, None)   # left the configuration
             return None
-        d = self._derived.get(name)
-        if d is None or d[0] != key:
+        h = self._derived.get(key)
+        if h is None:
             # cryptography only here: a plaintext server never loads it.
             from cryptography.hazmat.primitives import hashes, hmac
             from cryptography.hazmat.primitives.kdf.hkdf import HKDF
             mk = HKDF(hashes.SHA256(), 32, salt=None, info=MAC_INFO).derive(key)
-            d = self._derived[name] = (key, hmac.HMAC(mk, hashes.SHA256()))
-        return d[1]
+            h = self._derived[key] = hmac.HMAC(mk, hashes.SHA256())
+        return h
 
     def mac(self, entry: dict):
         base = self._key(entry.get("key"))

@@ -30,6 +30,9 @@ from ..base.endpoint import sockaddr_v6
 
 MSG_TRUNC = 0x20
 MSG_DONTWAIT = 0x40
+# Addresses kept converted, the first this many (as camex.io.gso's
+# ENDPOINT_CACHE: per-client memory of a large fleet, no thrash).
+CACHE = 256
 SLOT = 65536         # a receive slot holds any UDP datagram (and a GRO batch)
 NAME_LEN = 28        # sockaddr_in6, the larger of the two families
 CONTROL_LEN = 32     # CMSG_SPACE(int): the UDP_GRO segment size of a GRO read
@@ -286,9 +289,8 @@ class Batch:
                 ip = ips.get(a)
                 if ip is None:
                     ip = ntoa(a)
-                    if len(ips) >= 4096:   # bounded: sources can be forged
-                        ips.clear()
-                    ips[a] = ip
+                    if len(ips) < CACHE:   # the first CACHE senders (gso.ENDPOINT_CACHE)
+                        ips[a] = ip
                 o = i * slot
                 append((buf[o:o + length], (ip, port),
                         self._gro_size(i, length) if ctl else 0))
@@ -318,9 +320,8 @@ class Batch:
         name = names.get(addr)
         if name is None:
             name = self._pton(addr)
-            if len(names) >= 4096:   # bounded: forged sources must not grow it
-                names.clear()
-            names[addr] = name
+            if len(names) < CACHE:
+                names[addr] = name
         return name
 
     def send(self, pairs) -> None:
