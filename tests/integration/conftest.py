@@ -55,6 +55,19 @@ def star4(request, tmp_path):
 
 
 @pytest.fixture
+def star6(request, tmp_path):
+    """Server + C1 + C2 over an IPv6-only underlay (fd00:250:<i>::/64, no
+    IPv4 address on any veth)."""
+    yield from _lab(request, tmp_path, clients=2, family="ipv6")
+
+
+@pytest.fixture
+def star46(request, tmp_path):
+    """Server + C1 + C2 over a dual-stack underlay."""
+    yield from _lab(request, tmp_path, clients=2, family="dual")
+
+
+@pytest.fixture
 def chain(request, tmp_path):
     """Like star, but C1 (192.168.1.2) sits behind a router namespace `mid`
     (lab.faults.ChainTopology)."""

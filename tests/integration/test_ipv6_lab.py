@@ -24,7 +24,6 @@ import socket
 import pytest
 
 from lab.daemons import auto_config
-from lab.netns import StarTopology
 from lab.v2lab import GLOBAL, V2Camex
 
 pytestmark = pytest.mark.lab
@@ -33,25 +32,10 @@ V6 = {"srv": "fd00:c::1", "c1": "fd00:c::2", "c2": "fd00:c::3"}
 ROUTE6 = "fd00:251::/48"
 
 
-def _lab(request, tmp_path, family):
-    with StarTopology(clients=2, logdir=str(tmp_path), family=family) as lab:
-        yield lab
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            for proc in lab.processes:
-                if "camex" in proc.name:
-                    print(proc.tail(40))
-
-
 @pytest.fixture(params=["ipv6", "dual"])
-def underlay(request, tmp_path):
+def underlay(request):
     """Server + C1 + C2 over an IPv6-only, then a dual-stack underlay."""
-    yield from _lab(request, tmp_path, request.param)
-
-
-@pytest.fixture
-def star6(request, tmp_path):
-    yield from _lab(request, tmp_path, "ipv6")
+    return request.getfixturevalue("star6" if request.param == "ipv6" else "star46")
 
 
 def v6_addresses(ns, ifname) -> set:

@@ -23,7 +23,7 @@ import pytest
 from lab.cclient import CClient
 from lab.daemons import Camex, GLOBAL_PSK, auto_config, vectors_config
 from lab.faults import tcp_transfer
-from lab.netns import PORT, PointToPoint, StarTopology, wait_until
+from lab.netns import PORT, PointToPoint, wait_until
 from lab.v2lab import GLOBAL, V2Camex
 
 from camex.io import gso
@@ -33,28 +33,6 @@ pytestmark = pytest.mark.lab
 
 SERVER_NAME = "camex-server.lab"
 CONFIG = {"C1": {"local_cidr": "10.0.0.2/24"}, "C2": {"local_cidr": "10.0.0.3/24"}}
-
-
-def _lab(request, tmp_path, family):
-    with StarTopology(clients=2, logdir=str(tmp_path), family=family) as lab:
-        yield lab
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            for proc in lab.processes:
-                if "camex" in proc.name:
-                    print(proc.tail(40))
-
-
-@pytest.fixture
-def star6(request, tmp_path):
-    """Server + C1 + C2 over an IPv6-only underlay (fd00:250:<i>::/64)."""
-    yield from _lab(request, tmp_path, "ipv6")
-
-
-@pytest.fixture
-def star46(request, tmp_path):
-    """Server + C1 + C2 over a dual-stack underlay."""
-    yield from _lab(request, tmp_path, "dual")
 
 
 def endpoint(ns, port: int) -> str:
