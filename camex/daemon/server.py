@@ -124,12 +124,12 @@ class ServerIO:
     def __init__(self, open_tun: Callable = offload.open_tun, link: Callable = _netlink_link,
                  bind: Callable = udp.server_socket,
                  prepare_interface: Callable = _prepare_interface, signals: bool = True,
-                 batched: bool = True):
+                 batched: bool | None = None):
         self.open_tun = open_tun
         # recvmmsg/sendmmsg on the UDP socket where libc has them (camex.io.mmsg);
         # False keeps the one-datagram path (a bound socket that is no real
-        # socket, in tests).
-        self.batched = batched
+        # socket, in tests; CAMEX_FASTPATH=nommsg, to compare).
+        self.batched = not netpkt.disabled("nommsg") if batched is None else batched
         self.link = link
         self.bind = bind
         self.prepare_interface = prepare_interface
