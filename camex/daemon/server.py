@@ -38,6 +38,7 @@ FLUSH_AT = 128  # datagrams queued before a mid-batch flush (bounds memory)
 # resident, and a fleet's 1,200-byte datagrams touch 4 KiB of each.
 MMSG_BATCH = 16
 MMSG_ROUNDS = 4
+GRO_HOLD = 1.0   # s after a GRO read during which bursts skip recvmmsg
 
 
 def protocols(opts, config) -> list[str]:
@@ -173,6 +174,9 @@ class ServerDaemon:
         self._recv = None
         self._batch = None    # camex.io.mmsg.Batch where libc has recvmmsg/sendmmsg
         self._one_read = None
+        self._batch_recv = None
+        self._gro = False     # a GRO batch was read since the last wake-up (_sock_batch)
+        self._gro_at = -1e9   # ... and when
         # Start of the last readiness event per descriptor: a lone packet or a burst?
         self._tun_at = self._sock_at = -1.0
         self._flush_lone = functools.partial(self._flush, False)
@@ -247,6 +251,8 @@ class ServerDaemon:
             self.sender = gso.Sender(self.sock, self.features.udp_gso, self._send_error,
                                      self._to_sock, batch=self._batch)
             self._recv = gso.gro_receiver(self.sock)
+            if self._batch is not None:
+                self._recv, self._batch_recv = self._noting_gro(self._recv, self._batch.recv)
             LOG.info("data path: UDP GSO %s, UDP GRO %s, recvmmsg/sendmmsg %s",
                      "on" if self.features.udp_gso else "off (kernel < 4.18)",
                      "on" if self.features.udp_gro else "off (kernel < 5.0)",
@@ -358,10 +364,39 @@ class ServerDaemon:
             udp.receive(self._recv, self.core.datagram_received, True, now, False,
                         self._backlog, FLUSH_AT, self._flush_lone, self._recv_error)
             return
-        batch = self._batch
-        udp.receive_batch(batch.recv, self.core.datagrams_received, self._one_read,
-                          now, MMSG_ROUNDS, batch.size, self._flush, self._recv_error)
+        if self._gro:
+            self._gro, self._gro_at = False, now
+        if now - self._gro_at < GRO_HOLD:
+            # A sender whose datagrams the kernel coalesces (a TCP stream,
+            # BULK frames) was read lately: a 64 KiB GRO read already holds
+            # dozens, and the one-buffer path serves it with less CPU and
+            # memory than the ring (where each GRO read fills a 64 KiB slot
+            # of its own: 1-2 MiB more resident in a relay).
+            udp.receive(self._recv, self.core.datagram_received, True, now, True,
+                        self._backlog, FLUSH_AT, self._flush, self._recv_error)
+        else:
+            udp.receive_batch(self._batch_recv, self.core.datagrams_received, self._one_read,
+                              now, MMSG_ROUNDS, self._batch.size, self._flush, self._recv_error)
         self._sock_at = self.loop.now()
+
+    def _noting_gro(self, recv, recv_batch):
+        """Both receive paths, noting whether the last read was a GRO
+        batch: recvmmsg pays for bursts of lone datagrams of many senders
+        (a camera fleet), the one-buffer path for GRO reads."""
+        def read():
+            r = recv()
+            if r[1]:
+                self._gro = True
+            return r
+
+        def read_batch():
+            items = recv_batch()
+            for _d, _a, size in items:
+                if size:
+                    self._gro = True
+                    break
+            return items
+        return read, read_batch
 
     def _backlog(self) -> int:
         to_tun = self.core.to_tun
