@@ -487,22 +487,27 @@ def fleet_goals(doc: dict) -> str:
 def update_readme_fleet(doc: dict, path: str) -> None:
     """Quote a full fleet run (results/fleet.md) in bench/README.md between
     two `<!-- fleet-summary -->` markers."""
-    marker = "<!-- fleet-summary -->"
+    m = doc["machine"]
+    g = fleet_goals(doc)
+    block = (f"\nFrom `results/fleet.md`, run {doc['started']} ({doc.get('minutes', '?')} min, "
+             f"`{doc['command'].strip()}`; {m['cores']} x {m['cpu']}, camex at "
+             f"{m['camex_commit']}):\n\n" + fleet_table(doc) + ("\n" + g if g else ""))
+    _quote(path, "<!-- fleet-summary -->", block, opened=False)
+
+
+def _quote(path: str, marker: str, block: str, opened: bool) -> None:
+    """Put `block` between the two `marker`s of the file at `path` (or
+    after a lone one, where `opened`); a file without them stays as it is."""
     try:
         with open(path) as f:
             text = f.read()
     except FileNotFoundError:
         return
     parts = text.split(marker)
-    if len(parts) != 3:
+    if len(parts) != 3 and not (opened and len(parts) == 2):
         return
-    m = doc["machine"]
-    g = fleet_goals(doc)
-    block = (f"\nFrom `results/fleet.md`, run {doc['started']} ({doc.get('minutes', '?')} min, "
-             f"`{doc['command'].strip()}`; {m['cores']} x {m['cpu']}, camex at "
-             f"{m['camex_commit']}):\n\n" + fleet_table(doc) + ("\n" + g if g else ""))
     with open(path, "w") as f:
-        f.write(parts[0] + marker + block + marker + parts[2])
+        f.write(parts[0] + marker + block + marker + parts[-1])
 
 
 def fleet_markdown(doc: dict) -> str:
@@ -672,29 +677,12 @@ def markdown(doc: dict, png_name: str) -> str:
 def update_readme(doc: dict, path: str) -> None:
     """Quote the table and the goals of a full run in bench/README.md,
     between two `<!-- latest-summary -->` markers."""
-    marker = "<!-- latest-summary -->"
-    try:
-        with open(path) as f:
-            text = f.read()
-    except FileNotFoundError:
-        return
-    parts = text.split(marker)
-    if len(parts) not in (2, 3):
-        return
     m = doc["machine"]
-    fl = floor(doc)
-    dflt = defaults(doc)
-    six = ipv6_cost(doc)
+    sections = [goals(doc), defaults(doc), tun_reads(doc), floor(doc), ipv6_cost(doc)]
     block = (f"\n\nFrom `results/latest.md`, run {doc['started']} ({m['cores']} x {m['cpu']}, "
              f"kernel {m['kernel']}, camex at {m['camex_commit']}):\n\n"
-             + table(doc) + "\n" + goals(doc) + "\n" + (dflt + "\n" if dflt else "")
-             + (tun_reads(doc) + "\n" if tun_reads(doc) else "")
-             + (fl + "\n" if fl else ""))
-    if six:
-        block += six + "\n"
-    tail = parts[2] if len(parts) == 3 else parts[1]
-    with open(path, "w") as f:
-        f.write(parts[0] + marker + block + marker + tail)
+             + table(doc) + "".join("\n" + x for x in sections if x) + "\n")
+    _quote(path, "<!-- latest-summary -->", block, opened=True)
 
 
 # ---------------------------------------------------------------- chart
