@@ -240,6 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_per_family(o, option: str, what: str, attr: str, value) -> None:
+    """Set o.<attr> (IPv4) or o.<attr>6 (IPv6) to `value`: one of each."""
+    attr += "6" if value.version == 6 else ""
+    if getattr(o, attr) is not None:
+        raise UsageError(f"{option}: one IPv{value.version} {what} only, got "
+                         f"{getattr(o, attr)} and {value}")
+    setattr(o, attr, value)
+
+
 def _check(option: str, fn, value):
     try:
         return fn(value)
@@ -422,20 +431,12 @@ def parse_args(argv: list[str] | None = None, environ=None, *,
             o.name = _check("--name", _name, args.name)
     for text in args.local_cidr:
         with gather:
-            iface = _check("--local-cidr", parse_host_cidr, text)
-            attr = "local_cidr6" if iface.version == 6 else "local_cidr"
-            if getattr(o, attr) is not None:
-                raise UsageError(f"--local-cidr: one IPv{iface.version} address only, got "
-                                 f"{getattr(o, attr)} and {iface}")
-            setattr(o, attr, iface)
+            _one_per_family(o, "--local-cidr", "address", "local_cidr",
+                            _check("--local-cidr", parse_host_cidr, text))
     for text in args.gateway_ip:
         with gather:
             gw = _check("--gateway-ip", parse_gateway, text)
-            attr = "gateway_ip6" if gw.version == 6 else "gateway_ip"
-            if getattr(o, attr) is not None:
-                raise UsageError(f"--gateway-ip: one IPv{gw.version} gateway only, got "
-                                 f"{getattr(o, attr)} and {gw}")
-            setattr(o, attr, gw)
+            _one_per_family(o, "--gateway-ip", "gateway", "gateway_ip", gw)
             local = o.local_cidr6 if gw.version == 6 else o.local_cidr
             if local is not None and gw == local.ip:
                 raise UsageError(f"--gateway-ip: {gw} is the local address itself")
