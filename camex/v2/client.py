@@ -382,7 +382,7 @@ class ClientSession:
 
     def _ack_later(self, now: float) -> None:
         """Data came from the server: a passive keepalive falls due unless
-        we send it something first (camex.v2.lone calls this too)."""
+        we send it something first (camex.v2.lone does this inline)."""
         if self.ack_due is None:
             self.ack_due = now + self.t.passive_keepalive
 

@@ -24,12 +24,13 @@ touch is the full path's own, so the two may alternate freely.
 
 What costs no more than the copy it replaces is shared with the full
 paths: the replay window moves through its own class
-(ReplayWindow.update), a passive keepalive falls due through the
-sessions' own `_ack_later`. What would cost a call per datagram stays
+(ReplayWindow.update). What would cost a call per datagram stays
 inline (measured with bench/lone_micro.py: the inner-source check through
 Peer.allows_source, +5 % per received datagram on a server; the replay
 check through Session.fresh, +6 % on a client): the session's age and
-message limits, the rekey limits on send, the inner-source check. For
+message limits, the rekey limits on send, the inner-source check, and the
+passive keepalive falling due (`_ack_later`: a call on every answered
+datagram, the first one of an idle round trip). For
 those, tests/unit/test_v2_lone_path.py drives both worlds through the same
 sequences - limits by message count and by age, a previous session,
 flags, roaming, BULK fragments, replays, forged tags, spoofed sources -
@@ -82,8 +83,8 @@ def client_receiver(core):
                 if ((plain[0] << 8) | plain[1]) == n - 2 and (v == 4 or v == 6 and n >= 42 and (
                         core.config is not None and core.config.address6 is not None)):
                     p = plain[2:]
-                    if cs.ack_due is None:
-                        cs._ack_later(now)
+                    if cs.ack_due is None:   # ClientSession._ack_later inline
+                        cs.ack_due = now + t.passive_keepalive
                     core.rx_packets += 1
                     core.rx_bytes += n - 2
                     core.to_tun.append(p)
@@ -183,8 +184,10 @@ def server_receiver(core):
                                 st = peer.stats
                                 st["rx"] += 1
                                 st["rx_bytes"] += n - 2
-                                if peer.ack_due is None:
-                                    server._ack_later(peer, now)
+                                if peer.ack_due is None:   # V2Server._ack_later inline
+                                    a = peer.ack_due = now + t.passive_keepalive
+                                    if peer.timer_at is None or a < peer.timer_at:
+                                        server._arm(peer)
                                 relay(plain[2:], peer, now)
                                 return
                     handle(server._opened(peer, flags, plain, addr, now), now)

@@ -26,9 +26,12 @@ O(1) amortised and on_timer() touches only the peers that are due.
   never later than its earliest timer: an event that brings a timer
   forward pushes a new entry (the old one is dead: its time is no longer
   `timer_at`); one that pushes timers back (data sent, a session gone)
-  changes nothing until the entry reaches the top, where the peer's true
-  next time is computed again (`_peer_top`). Dead entries are dropped at
-  the top, or all at once when they outnumber the live ones (`_compact`).
+  changes nothing: the entry fires early, on_timer finds nothing due and
+  arms the peer's true next time (a peer with no timer left is dropped at
+  the top, `_peer_top`). So a round trip of data costs no heap operation:
+  the keepalive armed by its first datagram stays armed. Dead entries are
+  dropped at the top, or all at once when they outnumber the live ones
+  (`_compact`).
 - Pending handshakes expire in the order they came (`pending_by_key` is in
   that order, and they all live equally long), so the first one is the
   next to expire. Only a clock that went backwards breaks that order;
@@ -520,9 +523,14 @@ class V2Server:
                 e = s.created + limit
                 if t is None or e < t:
                     t = e
-            if t == d:
+            if t is not None and t >= d:
+                # Due then, or later: a passive keepalive answered since the
+                # push moved the peer's timer back. The entry is kept and
+                # fires early (on_timer finds nothing due and re-arms):
+                # moving it would cost a heap operation after every answered
+                # datagram, the first of an idle round trip included.
                 return d
-            p.timer_at = t                # timers moved back since the push
+            p.timer_at = t
             if t is None:
                 heapq.heappop(h)
             else:
