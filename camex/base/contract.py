@@ -42,7 +42,13 @@ class SuperPacket(NamedTuple):
 
 class DatagramReceiver(Protocol):
     """Datagrams into a core. The trailing arguments are the core's own:
-    `(address, now)` for a server core, `(now,)` for a client core."""
+    `(address, now)` for a server core, `(now,)` for a client core.
+    `one(data, *rest)` does what calling the receiver does, for the one
+    datagram of a receive, in as few Python calls as the core can (a v2
+    core's flat path for a lone DATA datagram first): the daemons call it
+    for every datagram not in a GRO batch."""
+
+    one: Callable[..., None]
 
     def __call__(self, data: Any, *rest: Any) -> None: ...
 

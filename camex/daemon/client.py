@@ -302,12 +302,30 @@ class ClientDaemon:
         now = self.loop.now()
         burst = now - self._sock_at < BURST_GAP
         self._sock_at = now
-        # With UDP GRO one receive may hold many datagrams.
-        udp.receive(self._recv, self.core.datagram_received, False, now, burst,
-                    self._rx_backlog, FLUSH_AT, self._flush if burst else self._flush_lone,
-                    self._recv_error)
-        if burst:
-            self._sock_at = self.loop.now()
+        if not burst:
+            # udp.receive's lone case inline, the core's `one` called
+            # directly: the Python calls of an idle round trip run cold.
+            try:
+                data, size, _addr = self._recv()
+            except BlockingIOError:
+                return
+            except OSError as e:
+                self._recv_error(e)   # (read on or not: epoll calls again if more came)
+                return
+            receiver = self.core.datagram_received
+            try:
+                if size:
+                    udp.deliver_gro(receiver, data, size, now)
+                else:
+                    receiver.one(data, now)
+            except Exception as e:  # noqa: BLE001 - see log.fault
+                fault(e, "a datagram from the server")
+            self._flush_lone()
+            return
+        # A burst: with UDP GRO one receive may hold many datagrams.
+        udp.receive(self._recv, self.core.datagram_received, False, now, True,
+                    self._rx_backlog, FLUSH_AT, self._flush, self._recv_error)
+        self._sock_at = self.loop.now()
 
     def _recv_error(self, e: OSError) -> bool:
         if isinstance(e, ConnectionRefusedError):

@@ -172,6 +172,7 @@ class ServerDaemon:
         self.sender = None
         self._to_sock = None
         self._recv = None
+        self._recv_one = None     # _recv without _noting_gro (the lone path notes it itself)
         self._batch = None    # camex.io.mmsg.Batch where libc has recvmmsg/sendmmsg
         self._one_read = None
         self._batch_recv = None
@@ -250,7 +251,7 @@ class ServerDaemon:
             self._to_sock = gso.sockaddr_for(self.sock)
             self.sender = gso.Sender(self.sock, self.features.udp_gso, self._send_error,
                                      self._to_sock, batch=self._batch)
-            self._recv = gso.gro_receiver(self.sock)
+            self._recv = self._recv_one = gso.gro_receiver(self.sock)
             if self._batch is not None:
                 self._recv, self._batch_recv = self._noting_gro(self._recv, self._batch.recv)
             LOG.info("data path: UDP GSO %s, UDP GRO %s, recvmmsg/sendmmsg %s",
@@ -361,8 +362,26 @@ class ServerDaemon:
         burst = now - self._sock_at < BURST_GAP
         self._sock_at = now
         if not burst:
-            udp.receive(self._recv, self.core.datagram_received, True, now, False,
-                        self._backlog, FLUSH_AT, self._flush_lone, self._recv_error)
+            # udp.receive's lone case inline, the core's `one` called
+            # directly: the Python calls of an idle round trip run cold.
+            try:
+                data, size, addr = self._recv_one()
+            except BlockingIOError:
+                return
+            except OSError as e:
+                # (Whether to read on or not: epoll, level-triggered, calls
+                # again at once if a datagram is waiting.)
+                self._recv_error(e)
+                return
+            if size:
+                self._gro = True
+                self._one_read(data, addr, size, now)
+            else:
+                try:
+                    self.core.datagram_received.one(data, addr, now)
+                except Exception as e:  # noqa: BLE001 - see log.fault
+                    fault(e, f"a datagram from {fmt(addr)}")
+            self._flush_lone()
             return
         if self._gro:
             self._gro, self._gro_at = False, now

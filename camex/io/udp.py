@@ -116,7 +116,7 @@ def receive(recv, receiver: DatagramReceiver, addressed: bool, now: float, burst
     frame); else it is split, and a batch of more than two goes to
     `receiver.many` in one call (camex.v2.bulk.FastReceiver).
     """
-    one, whole, many = receiver.__call__, receiver.whole, receiver.many
+    one = receiver.one
     for _ in range(BATCH):
         try:
             data, size, addr = recv()
@@ -130,13 +130,8 @@ def receive(recv, receiver: DatagramReceiver, addressed: bool, now: float, burst
         try:
             if not size:
                 one(data, *rest)
-            elif not whole(data, size, *rest):
-                datagrams = split(data, size)
-                if len(datagrams) > 2:
-                    many(datagrams, *rest)
-                else:
-                    for d in datagrams:
-                        one(d, *rest)
+            else:
+                deliver_gro(receiver, data, size, *rest)
         except Exception as e:  # noqa: BLE001 - see log.fault
             fault(e, f"a datagram from {fmt(addr) if addr else 'the server'}")
         if not burst:
@@ -146,24 +141,33 @@ def receive(recv, receiver: DatagramReceiver, addressed: bool, now: float, burst
     flush()
 
 
+def deliver_gro(receiver: DatagramReceiver, data, size: int, *rest) -> None:
+    """A GRO read (datagrams of `size` bytes, one sender) into `receiver`:
+    offered whole first (a v2 BULK frame), else cut apart, and a batch of
+    more than two in one `many` call."""
+    if not receiver.whole(data, size, *rest):
+        datagrams = split(data, size)
+        if len(datagrams) > 2:
+            receiver.many(datagrams, *rest)
+        else:
+            one = receiver.one
+            for d in datagrams:
+                one(d, *rest)
+
+
 def one_read(receiver: DatagramReceiver):
     """`fn(data, address, size, now)`: one read into a server core's
     `receiver` as receive() hands it over (a GRO read of several datagrams
     whole, in one `many` call, or one by one), an exception in the core
     logged and the datagram dropped."""
-    one, whole, many = receiver.__call__, receiver.whole, receiver.many
+    one = receiver.one
 
     def read(data, addr, size: int, now: float) -> None:
         try:
             if not size:
                 one(data, addr, now)
-            elif not whole(data, size, addr, now):
-                datagrams = split(data, size)
-                if len(datagrams) > 2:
-                    many(datagrams, addr, now)
-                else:
-                    for d in datagrams:
-                        one(d, addr, now)
+            else:
+                deliver_gro(receiver, data, size, addr, now)
         except Exception as e:  # noqa: BLE001 - see log.fault
             fault(e, f"a datagram from {fmt(addr)}")
     return read

@@ -79,9 +79,14 @@ class ServerMux:
         if self.v2 is not None:
             # The middle fragments of a v2 BULK frame are stored before any
             # other dispatch: most datagrams of a bulk transfer are those.
-            self.datagram_received = bulk.FastReceiver(self.v2.server.frames,
-                                                       self._datagram_received,
-                                                       self.v2.frame_received)
+            fast = bulk.FastReceiver(self.v2.server.frames, self._datagram_received,
+                                     self.v2.frame_received)
+            if self.v2.flat:
+                # A lone v2 DATA datagram goes to v2's flat path before this
+                # dispatch: one Python call on an idle round trip.
+                from ..v2 import lone
+                fast.one = lone.server_receiver(self.v2, fast.__call__)
+            self.datagram_received = fast
         else:
             self.datagram_received = PlainReceiver(self._datagram_received)
 

@@ -192,12 +192,15 @@ class FastReceiver:
     ciphertext, ...)`: the usual case, one read per frame). A daemon binds
     `__call__` once per socket event, so a call costs what a closure's did."""
 
-    __slots__ = ("frames", "slow", "frame")
+    __slots__ = ("frames", "slow", "frame", "one")
 
     def __init__(self, frames, slow, frame):
         self.frames = frames    # the Reassembly whose `last` slot is filled here
         self.slow = slow        # (data, ...): the full path of the core
         self.frame = frame      # (fragment 0, ciphertext, ...): a whole frame
+        # DatagramReceiver.one: this, unless the core puts its flat path for
+        # a lone DATA datagram in front (camex.v2.lone, slow=this).
+        self.one = self.__call__
 
     def __call__(self, d, *rest):
         last = self.frames.last

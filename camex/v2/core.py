@@ -128,6 +128,9 @@ class V2ClientCore:
             self.session.frames,
             lone.client_receiver(self) if flat else self._datagram_received,
             self._frame_received)
+        if flat:   # a lone DATA datagram: one Python call (else as above)
+            self.datagram_received.one = lone.client_receiver(
+                self, self.datagram_received.__call__)
         self.tun_packet = lone.client_sender(self) if flat else self._tun_packet
 
     # ------------------------------------------------------- lifecycle
@@ -389,11 +392,14 @@ class V2ServerCore:
         # Middle fragments of a BULK frame are stored before anything else;
         # `receive_whole` takes every other datagram (ServerMux, which puts
         # the same fast path in front of both protocols, calls it directly).
-        flat = not netpkt.disabled("nolone")   # CAMEX_FASTPATH=nolone: full paths only
+        flat = self.flat = not netpkt.disabled("nolone")   # CAMEX_FASTPATH=nolone: full paths only
         self.receive_whole = lone.server_receiver(self) if flat else self._datagram_received
         self.datagram_received = bulk.FastReceiver(self.server.frames, self.receive_whole,
                                                    self.frame_received)
         if flat:
+            # A lone DATA datagram: one Python call (else as above).
+            self.datagram_received.one = lone.server_receiver(
+                self, self.datagram_received.__call__)
             self.seal_lone = lone.server_sealer(self)
             self.deliver = lone.server_sender(self, self.seal_lone)
         else:

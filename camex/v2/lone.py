@@ -51,11 +51,13 @@ _MIN = wire.DATA_MIN + 22         # one record of at least an IPv4 header
 _ZERO4 = b"\x00\x00\x00\x00"
 
 
-def client_receiver(core):
-    """datagram_received(d, now) for a camex.v2.core.V2ClientCore."""
+def client_receiver(core, slow=None):
+    """datagram_received(d, now) for a camex.v2.core.V2ClientCore; what it
+    does not take goes to `slow` (the core's full path by default)."""
     cs = core.session
     t = cs.t
-    slow = core._datagram_received
+    if slow is None:
+        slow = core._datagram_received
     handle = core._handle
     cache = [None, None]          # recv key, its ChaCha20Poly1305
 
@@ -136,8 +138,11 @@ def client_sender(core):
     return tun_packet
 
 
-def server_receiver(core):
-    """datagram_received(d, addr, now) for a camex.v2.core.V2ServerCore."""
+def server_receiver(core, slow=None):
+    """datagram_received(d, addr, now) for a camex.v2.core.V2ServerCore; what
+    it does not take goes to `slow` (the core's full path by default). An
+    IPv4 packet for a server address goes to the core's TUN queue (or is a
+    no-route drop) here, as the core's relay would put it there."""
     # Here, not at the top: a client's lone path does without the server's
     # module. Bound once per receiver, a closure variable on the hot path.
     from .server import Peer
@@ -145,8 +150,10 @@ def server_receiver(core):
     server = core.server
     t = server.t
     sessions = server.sessions
-    slow = core._datagram_received
+    if slow is None:
+        slow = core._datagram_received
     relay = core._relay
+    drops = core.drops
     handle = core._handle
     cache = [None, None]          # the last recv key, its ChaCha20Poly1305
 
@@ -188,6 +195,16 @@ def server_receiver(core):
                                     a = peer.ack_due = now + t.passive_keepalive
                                     if peer.timer_at is None or a < peer.timer_at:
                                         server._arm(peer)
+                                if v == 4 and int.from_bytes(plain[18:22], "big") \
+                                        in server.reserved:
+                                    # core._relay inline: route() says None
+                                    # for a server address, no legacy client
+                                    # holds one (relay_other says no).
+                                    if core.local_delivery:
+                                        core.to_tun.append(plain[2:])
+                                    else:
+                                        drops["no-route"] += 1
+                                    return
                                 relay(plain[2:], peer, now)
                                 return
                     handle(server._opened(peer, flags, plain, addr, now), now)

@@ -138,8 +138,9 @@ def shape(entry):
             [dg(d) for d in c1_net], [dg(d) for d in c2_net], st)
 
 
-def test_flat_and_full_paths_agree():
-    fast, full = run(True), run(False)
+@pytest.mark.parametrize("entry", [True, "one"], ids=["in-a-batch", "read-alone"])
+def test_flat_and_full_paths_agree(entry):
+    fast, full = run(entry), run(False)
     assert len(fast) == len(full)
     for a, b in zip(fast, full):
         assert shape(a) == shape(b), a[0]
@@ -180,10 +181,28 @@ def test_the_sequence_delivers_what_a_user_expects():
 A1B, A3 = ("198.51.100.7", 5001), ("203.0.113.9", 6001)
 
 
-def timed_world(fast: bool, conf: str = CONF, **timers):
+class _ByOne:
+    """A core's DatagramReceiver entered by `one`, as the daemons enter it
+    for a datagram read alone (the flat path in front of everything)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, *a):
+        self.inner.one(*a)
+
+    def whole(self, *a):
+        return self.inner.whole(*a)
+
+    def many(self, *a):
+        self.inner.many(*a)
+
+
+def timed_world(fast, conf: str = CONF, **timers):
     """A server and two clients with established sessions, Timers(**timers)
-    in every core; `fast`: the flat paths the cores install, else the full
-    paths only."""
+    in every core; `fast`: the flat paths the cores install (entered as a
+    datagram of a GRO batch is, or by `one` as a datagram read alone:
+    fast="one"), else the full paths only."""
     srv = V2ServerCore(global_passphrase=PW, config=parse_config(conf), local_delivery=True,
                        rng=det_rng(b"srv"), timers=Timers(**timers))
     c1 = V2ClientCore(auto=True, passphrase=PW, client_id="cam1", rng=det_rng(b"c1"),
@@ -199,6 +218,10 @@ def timed_world(fast: bool, conf: str = CONF, **timers):
                                                   srv.frame_received)
         srv.deliver = srv._deliver
         srv.seal_lone = None
+    elif fast == "one":
+        for core in (c1, c2, srv):
+            assert core.datagram_received.one != core.datagram_received.__call__
+            core.datagram_received = _ByOne(core.datagram_received)
     w = Wire(srv, {A1: c1, A2: c2})
     for c in (c1, c2):
         c.start(w.now)
@@ -289,14 +312,15 @@ def both(scenario, conf: str = CONF, **timers):
     """Run `scenario(log)` in both worlds; the logs must be equal. Returns
     the flat paths' log (for the scenario's own assertions)."""
     logs = []
-    for fast in (True, False):
+    for fast in (True, "one", False):
         log = Log(*timed_world(fast, conf, **timers))
         scenario(log)
         logs.append(log.entries)
-    fast, full = logs
-    assert [e[0] for e in fast] == [e[0] for e in full]
-    for a, b in zip(fast, full):
-        assert a == b, a[0]
+    fast, one, full = logs
+    for flat in (fast, one):
+        assert [e[0] for e in flat] == [e[0] for e in full]
+        for a, b in zip(flat, full):
+            assert a == b, a[0]
     return fast
 
 
