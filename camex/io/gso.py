@@ -282,23 +282,29 @@ def _canonical_receiver(recvmsg, bufsize: int, space: int):
     return recv
 
 
+class _SockAddrs(dict):
+    """canonical endpoint -> sockaddr for an AF_INET6 socket, called as a
+    function. A remembered one is a dict look-up in C (no Python frame: a
+    lone datagram's send runs cold after an idle sleep); the first
+    ENDPOINT_CACHE are remembered."""
+
+    __slots__ = ()
+    __call__ = dict.__getitem__       # dict's own subscript: __missing__ below
+
+    def __missing__(self, ep):
+        addr = sockaddr_v6(ep)
+        if len(self) < ENDPOINT_CACHE:
+            self[ep] = addr
+        return addr
+
+
 def sockaddr_for(sock):
     """What a daemon passes to sendto() on `sock` for a canonical endpoint:
     None where the canonical form is the socket's own (AF_INET), else a
     caching camex.base.endpoint.sockaddr_v6 (AF_INET6, IPv4 peers mapped)."""
     if getattr(sock, "family", None) != socket.AF_INET6:
         return None
-    cache: dict = {}
-    get = cache.get
-
-    def to_sock(ep):
-        addr = get(ep)
-        if addr is None:
-            addr = sockaddr_v6(ep)
-            if len(cache) < ENDPOINT_CACHE:
-                cache[ep] = addr
-        return addr
-    return to_sock
+    return _SockAddrs()
 
 
 def receiver(sock, bufsize: int = RECV_BUF):

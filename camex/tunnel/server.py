@@ -18,7 +18,7 @@ and `to_tun`.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ..base.contract import DatagramReceiver, PlainReceiver
 from ..legacy import codec
@@ -89,6 +89,10 @@ class ServerMux:
             self.datagram_received = fast
         else:
             self.datagram_received = PlainReceiver(self._datagram_received)
+        # No dispatch to pay for where one protocol runs.
+        self.tun_packet: Callable[..., None] = (
+            self.v2.tun_packet if self.legacy is None and self.v2 is not None
+            else self._tun_packet)
 
     # ------------------------------------------------------------ policy
 
@@ -184,9 +188,10 @@ class ServerMux:
         for p in bulk.segments(rec[0], packet) if rec is not None else ():
             self.tun_packet(p, now)
 
-    def tun_packet(self, packet, now: float | None = None) -> None:
+    def _tun_packet(self, packet, now: float | None = None) -> None:
         """A packet from the server's own TUN, to whichever client holds
-        its destination."""
+        its destination (`tun_packet`: this, or v2's own where the server
+        runs v2 only)."""
         if self.legacy is not None and (self.v2 is None or not packet
                                         or packet[0] >> 4 != 6):
             self.legacy.tun_packet(packet)  # tries v2 through `foreign`

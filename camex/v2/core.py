@@ -362,6 +362,7 @@ class V2ServerCore:
     datagram_received: FastReceiver
     receive_whole: Callable[[Any, Any, float], None]   # past the fragment fast path
     deliver: Callable[[Any, float], bool]   # a packet to the v2 client of its destination
+    tun_packet: Callable[..., None]         # (packet, now=None): from the server's TUN
 
     def __init__(self, *, global_passphrase: bytes | None, config=None,
                  local_delivery: bool = False, relay_other=None, behind_for=None,
@@ -402,8 +403,10 @@ class V2ServerCore:
                 self, self.datagram_received.__call__)
             self.seal_lone = lone.server_sealer(self)
             self.deliver = lone.server_sender(self, self.seal_lone)
+            self.tun_packet = lone.server_tun(self, self.seal_lone)
         else:
             self.deliver = self._deliver
+            self.tun_packet = self._tun_packet
         self.now = 0.0
         # Source addresses whose INIT no key opened, waiting to be reported:
         # a client offers one INIT per candidate key (kdf.client_candidates)
@@ -462,8 +465,9 @@ class V2ServerCore:
                     and len(self._rejected) < 1024:
                 self._rejected.setdefault(addr, now)
 
-    def tun_packet(self, packet, now: float | None = None) -> None:
-        """A packet from the server's own TUN."""
+    def _tun_packet(self, packet, now: float | None = None) -> None:
+        """A packet from the server's own TUN (`tun_packet`: this, or the
+        flat path in front of it)."""
         if not self.deliver(packet, self.now if now is None else now):
             self.drops["no-route"] += 1
 

@@ -268,3 +268,25 @@ def server_sender(core, seal):
         return slow(p, now)
 
     return deliver
+
+
+def server_tun(core, seal):
+    """tun_packet(packet, now=None) for a camex.v2.core.V2ServerCore: an
+    IPv4 packet from the server's TUN to the v2 client owning its
+    destination (server_sender's test, inline: one Python call fewer on
+    an idle round trip), else the full path (`_tun_packet`)."""
+    server = core.server
+    by_address = server.by_address
+    slow = core._tun_packet
+
+    def tun_packet(p, now=None):
+        if now is None:
+            now = core.now
+        if len(p) >= 20 and p[0] >> 4 == 4:
+            n = int.from_bytes(p[16:20], "big")
+            peer = by_address.get(n)
+            if peer is not None and n not in server.reserved and seal(peer, p, now):
+                return
+        slow(p, now)
+
+    return tun_packet

@@ -217,6 +217,7 @@ def timed_world(fast, conf: str = CONF, **timers):
         srv.datagram_received = bulk.FastReceiver(srv.server.frames, srv._datagram_received,
                                                   srv.frame_received)
         srv.deliver = srv._deliver
+        srv.tun_packet = srv._tun_packet
         srv.seal_lone = None
     elif fast == "one":
         for core in (c1, c2, srv):
