@@ -141,6 +141,19 @@ def vm_rss_kib(pid: int) -> int:
     raise LabError(f"no VmRSS for pid {pid}")
 
 
+def settled_rss_kib(pid: int, seconds: float = 2.0, interval: float = 0.1) -> int:
+    """The least VmRSS of `pid` over `seconds`: what a daemon keeps once a
+    passing peak is gone (a state-file save's document, a burst's buffers;
+    the loop hands freed heap back when it goes idle). A measurement
+    window, not a wait for readiness."""
+    end = time.monotonic() + seconds
+    least = vm_rss_kib(pid)
+    while time.monotonic() < end:
+        time.sleep(interval)
+        least = min(least, vm_rss_kib(pid))
+    return least
+
+
 def ctl_path(lab: Lab, name: str) -> str:
     return os.path.join(lab.logdir, f"{name}.sock")
 

@@ -1,7 +1,9 @@
 """1,000 legacy clients at once against one camex server (lab/loadgen.py,
 one socket per client from the load namespace): every one registered (as
 `camex status --json` shows), the relay correct for a random sample, and
-the server's memory within its bound (4 KiB per client).
+the server's memory within its bound (4 KiB per client), each side of the load
+read as the least VmRSS over 2 s (a state-file save's passing peak is not
+what a client costs).
 
 CAMEX_LOAD_N changes the number of clients (default 1000).
 """
@@ -42,12 +44,12 @@ def test_thousand_clients(star3, camex3, encrypt, auto):
                               passphrase=GLOBAL_PSK.encode() if encrypt else None, auto=auto)
     try:
         F.status(ctl)  # the status path warmed up before the baseline
-        rss0 = F.vm_rss_kib(srv.pid)
+        rss0 = F.settled_rss_kib(srv.pid)
         reg_s = load.register_all()
         configured = load.wait_configs() if auto else None
         if not auto:
             load.collect(0.5)
-        rss1 = F.vm_rss_kib(srv.pid)  # before the big status document exists
+        rss1 = F.settled_rss_kib(srv.pid)  # before the big status document exists
 
         r = lab.server.run([cx.binary, "status", "--json", "--control-socket", ctl], timeout=30)
         assert r.returncode == 0, r.stderr
@@ -114,13 +116,13 @@ def test_thousand_v2_clients(star3, auto):
         assert warm.wait_up(timeout=60) == WARM
         warm.collect(1.0)
         F.status(ctl)
-        rss0 = F.vm_rss_kib(srv.pid)
+        rss0 = F.settled_rss_kib(srv.pid)
         t0 = time.monotonic()
         load.start_all()
         up = load.wait_up(timeout=60)
         up_s = time.monotonic() - t0
         load.collect(1.0)  # key confirmations reach the server
-        rss1 = F.vm_rss_kib(srv.pid)
+        rss1 = F.settled_rss_kib(srv.pid)
         r = lab.server.run([cx.binary, "status", "--json", "--control-socket", ctl], timeout=30)
         assert r.returncode == 0, r.stderr
         st = json.loads(r.stdout)[ctl]
