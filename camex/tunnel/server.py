@@ -85,7 +85,10 @@ class ServerMux:
                 # A lone v2 DATA datagram goes to v2's flat path before this
                 # dispatch: one Python call on an idle round trip.
                 from ..v2 import lone
-                fast.one = lone.server_receiver(self.v2, fast.__call__)
+                # (and a legacy datagram to the legacy core, as the dispatch would)
+                fast.one = lone.server_receiver(
+                    self.v2, fast.__call__,
+                    self.legacy.datagram_received if self.legacy is not None else None)
             self.datagram_received = fast
         else:
             self.datagram_received = PlainReceiver(self._datagram_received)

@@ -49,6 +49,7 @@ _UNPACK = wire._DATA_HDR.unpack_from
 _PACK = wire._DATA_HDR.pack
 _MIN = wire.DATA_MIN + 22         # one record of at least an IPv4 header
 _ZERO4 = b"\x00\x00\x00\x00"
+_T_MAX = wire.T_MAX
 
 
 def client_receiver(core, slow=None):
@@ -138,11 +139,13 @@ def client_sender(core):
     return tun_packet
 
 
-def server_receiver(core, slow=None):
+def server_receiver(core, slow=None, other=None):
     """datagram_received(d, addr, now) for a camex.v2.core.V2ServerCore; what
-    it does not take goes to `slow` (the core's full path by default). An
-    IPv4 packet for a server address goes to the core's TUN queue (or is a
-    no-route drop) here, as the core's relay would put it there."""
+    it does not take goes to `slow` (the core's full path by default), or,
+    if it is not a v2 datagram at all (wire.is_v2), to `other` where one is
+    given (the legacy core of a server running both). An IPv4 packet for a
+    server address goes to the core's TUN queue (or is a no-route drop)
+    here, as the core's relay would put it there."""
     # Here, not at the top: a client's lone path does without the server's
     # module. Bound once per receiver, a closure variable on the hot path.
     from .server import Peer
@@ -209,6 +212,8 @@ def server_receiver(core, slow=None):
                                 return
                     handle(server._opened(peer, flags, plain, addr, now), now)
                     return
+        if other is not None and not (len(d) >= 8 and d[0] == 0xC2 and 1 <= d[1] <= _T_MAX):
+            return other(d, addr, now)    # (the mux's dispatch, inline)
         slow(d, addr, now)
 
     return received
