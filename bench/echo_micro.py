@@ -25,6 +25,7 @@ RTT.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import statistics
@@ -90,7 +91,7 @@ def run_memory(rounds: int, gap: float) -> None:
             cold[name].append(time.perf_counter_ns() - t0)
     print(f"one echo, {rounds} rounds after a {gap * 1000:.0f} ms sleep (cold) and in a loop (warm)")
     for name, fn in echoes.items():
-        warm = min(timeit.repeat(lambda: fn(now), number=20000, repeat=5)) / 20000
+        warm = min(timeit.repeat(functools.partial(fn, now), number=20000, repeat=5)) / 20000
         c = statistics.median(cold[name]) / 1000
         print(f"  {name:22s} cold {c:7.1f} us   warm {warm * 1e6:6.2f} us   "
               f"cold/warm {c / (warm * 1e6):5.1f}")
