@@ -15,7 +15,7 @@ from typing import Callable
 from ..base import netpkt
 from ..base.endpoint import canonical, fmt, fmt_host
 from ..base.contract import ClientCore, Device, SuperPacket
-from ..legacy.client import IfConfig, LegacyClient, Reconnect
+from ..legacy.ifconfig import IfConfig, Reconnect
 from ..io import gso, netlink, offload, udp
 from ..v2.framing import Run
 from .keylog import open_keylog
@@ -48,6 +48,8 @@ def make_core(opts, client_id, key, keylog=None) -> ClientCore:
     callable(line) for v2 session keys (--keylog)."""
     def legacy():
         # The legacy protocol carries IPv4 only: its core gets the IPv4 part.
+        # Imported here: a v2-only client never loads the legacy core.
+        from ..legacy.client import LegacyClient
         return LegacyClient(auto=opts.auto, client_id=client_id, local_cidr=opts.local_cidr,
                             gateway=opts.gateway_ip, mtu=opts.mtu, key=key,
                             routes=[r for r in opts.routes if r.version == 4])

@@ -16,7 +16,7 @@ from ..base.endpoint import fmt
 from .config import check_policy
 from ..base.contract import Device, ServerCore, SuperPacket
 from ..base.endpoint import outer_ip_udp
-from ..legacy.client import PATH_MTU, IfConfig, default_mtu
+from ..legacy.ifconfig import PATH_MTU, IfConfig, default_mtu
 from ..tunnel.server import ServerMux
 from ..io import gso, mmsg, offload, udp
 from ..v2 import wire

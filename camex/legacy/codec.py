@@ -31,6 +31,12 @@ MAX_CONTROL_LEN = 1023
 MAX_VALUE_LEN = 63
 MAX_CLIENT_ID_LEN = 31
 MAX_ROUTES = 16
+# Registered clients at most (--max-clients). A plaintext REGISTER needs no
+# key and may name any address, so without a bound forged sources could
+# grow the table (~1.5 KiB each) until the daemon dies; 65536 is a /16.
+# Here, not in camex.legacy.server, so that a client's option parser need
+# not load the server core.
+MAX_CLIENTS = 65536
 MIN_MTU, MAX_MTU = 576, 9000
 PASSPHRASE_MIN, PASSPHRASE_MAX = 1, 63
 

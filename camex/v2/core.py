@@ -24,10 +24,9 @@ import os
 from collections import Counter
 from typing import Any, Callable, ClassVar
 
-from ..base.addrpolicy import AddressPolicy
 from ..base import netpkt
 from ..base.endpoint import fmt, outer_ip_udp
-from ..legacy.client import IfConfig, admit
+from ..legacy.ifconfig import IfConfig, admit
 from ..base.log import LOG, Throttle
 from . import bulk, kdf, lone, wire
 from .bulk import FastReceiver
@@ -416,6 +415,8 @@ class V2ServerCore:
 
     def _set_policy(self, config) -> None:
         from .server import V6
+        # Here, not at the top: a client core has no address policy.
+        from ..base.addrpolicy import AddressPolicy
 
         self.policy = AddressPolicy.from_config(config, self.server_interfaces)
         # The relay's test (V2Server.route): the server's IPv4 addresses as

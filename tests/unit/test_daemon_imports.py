@@ -47,6 +47,78 @@ def test_a_server_daemon_loads_nothing_of_the_never_list():
     assert not mods & set(NEVER), mods & set(NEVER)
 
 
+# A role's start as camex.cli makes it (options, hardening, the daemon's
+# module, its core), then the compile() calls seen and the modules loaded.
+_ROLE = (
+    "import builtins, sys\n"
+    "compiled = []\n"
+    "real = builtins.compile\n"
+    # (importlib compiles a module's source with it where no .pyc is up to
+    # date: an install byte-compiles, so those calls are not counted)
+    "builtins.compile = lambda *a, **k: (str(a[1]).endswith('.py') or "
+    "compiled.append(str(a[1]))) and 0 or real(*a, **k)\n"
+    "import camex.cli\n"
+    "from camex.daemon.options import parse_args\n"
+    "opts = parse_args({argv!r}, environ={{}})\n"
+    "camex.cli.harden(opts)\n"
+    "from camex.io import netlink\n"
+    "from camex.v2 import kdf\n"
+    "if opts.mode == 'server':\n"
+    "    from camex.daemon.server import ServerDaemon\n"
+    "    camex.cli._config_loader(opts)\n"
+    "    from camex.tunnel.server import ServerMux\n"
+    "    ServerMux(passphrase=opts.psk, encrypt=opts.encrypt, legacy=opts.protocol != 'v2',\n"
+    "              v2=opts.protocol != 'legacy')\n"
+    "else:\n"
+    "    from camex.daemon import client\n"
+    "    client.make_core(opts, None, b'k' * 32 if opts.encrypt else None)\n"
+    "print(' '.join(compiled) or '-')\n"
+    "print(' '.join(sys.modules))\n")
+
+
+def _role(argv: list) -> tuple:
+    """(what compile() compiled, the modules loaded) after a role's start."""
+    out = subprocess.run([sys.executable, "-c", _ROLE.format(argv=argv)],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    return out[0].split(), set(out[1].split())
+
+
+V2_CLIENT = ["-M", "client", "-s", "10.250.0.1", "-p", "7000", "-l", "10.0.0.2/24",
+             "--protocol", "v2", "-e", "-k", "p" * 16]
+AUTO_CLIENT = ["-M", "client", "-s", "10.250.0.1", "-p", "7000", "-l", "10.0.0.2/24",
+               "-e", "-k", "p" * 16]
+SERVER = ["-M", "server", "-p", "7000", "-e", "-k", "p" * 16]
+
+
+def test_a_v2_client_loads_neither_legacy_core_nor_the_config_file_parser():
+    # Each stays resident for the daemon's lifetime (legacy server core,
+    # legacy client core, the file parser with the address policy: together
+    # ~0.25 MiB); a v2-only client uses none of them.
+    _, mods = _role(V2_CLIENT)
+    assert "camex.v2.client" in mods and "camex.daemon.client" in mods
+    for m in ("camex.legacy.server", "camex.legacy.client", "camex.daemon.config",
+              "camex.base.addrpolicy", "camex.v2.server", "camex.tunnel.server"):
+        assert m not in mods, m
+
+
+def test_an_auto_client_loads_the_legacy_core_only_when_it_falls_back():
+    _, mods = _role(AUTO_CLIENT)
+    assert "camex.tunnel.client" in mods
+    assert "camex.legacy.client" not in mods
+    from camex.daemon.client import make_core
+    from camex.daemon.options import parse_args
+    core = make_core(parse_args(AUTO_CLIENT, environ={}), None, b"k" * 32)
+    core._fall_back(0.0)
+    assert core.protocol == "legacy" and type(core.legacy).__name__ == "LegacyClient"
+
+
+def test_a_server_does_not_load_the_legacy_client_core():
+    _, mods = _role(SERVER)
+    assert "camex.tunnel.server_v2" in mods and "camex.legacy.server" in mods
+    assert "camex.legacy.client" not in mods
+    assert "camex.v2.client" not in mods
+
+
 def test_the_control_socket_answers_json_in_a_daemon_that_had_not_loaded_it(tmp_path):
     # The daemon's side and `camex status`'s side, each in a process that
     # starts without json, as a daemon and the CLI do.
