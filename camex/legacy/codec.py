@@ -5,10 +5,12 @@ in, bytes out, no sockets and no clock, so the daemon, the Scapy layers'
 tests and the dissector all check themselves against the same functions.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: it makes the NamedTuples'
+# field annotations strings, which typing compiles with compile(), and the
+# first compile() of a process builds the compiler's AST types (~0.3 MiB
+# resident for the daemon's lifetime, which the encrypted floor never pays).
 import struct
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 from ..base.blake2 import blake2b
 
@@ -136,7 +138,7 @@ def seal(aead, ptype: int, prefix: bytes, seq: int, plaintext: bytes) -> bytes:
     return header + aead.encrypt(prefix + seq.to_bytes(8, "big"), plaintext, header)
 
 
-def open_datagram(aead, buf, header: Header | None = None) -> bytes:
+def open_datagram(aead, buf, header: Optional[Header] = None) -> bytes:
     """Authenticate and decrypt; raises InvalidTag (cryptography's, also
     `codec.InvalidTag`) on failure."""
     if header is None:
@@ -241,14 +243,14 @@ def config_message(client_id, mtu, local_cidr, gateway_ip, routes=()) -> bytes:
 # ------------------------------------------------------------ inner IPv4
 
 
-def inner_ipv4_dst(packet) -> bytes | None:
+def inner_ipv4_dst(packet) -> Optional[bytes]:
     """Destination address (4 bytes) of an inner IPv4 packet, or None."""
     if len(packet) < 20 or packet[0] >> 4 != 4:
         return None
     return bytes(packet[16:20])
 
 
-def inner_ipv4_src(packet) -> bytes | None:
+def inner_ipv4_src(packet) -> Optional[bytes]:
     if len(packet) < 20 or packet[0] >> 4 != 4:
         return None
     return bytes(packet[12:16])

@@ -119,6 +119,17 @@ def test_a_server_does_not_load_the_legacy_client_core():
     assert "camex.v2.client" not in mods
 
 
+def test_no_role_calls_compile_at_start():
+    # The first compile() of a process builds the compiler's AST types
+    # (~0.3 MiB resident for good, which the encrypted floor never pays).
+    # typing calls it for every string annotation of a NamedTuple class
+    # (a module with `from __future__ import annotations`).
+    for argv in (V2_CLIENT, AUTO_CLIENT, SERVER, ["-M", "server", "-p", "7000", "--protocol",
+                                                  "legacy"]):
+        compiled, _ = _role(argv)
+        assert compiled == ["-"], (argv, compiled)
+
+
 def test_the_control_socket_answers_json_in_a_daemon_that_had_not_loaded_it(tmp_path):
     # The daemon's side and `camex status`'s side, each in a process that
     # starts without json, as a daemon and the CLI do.
