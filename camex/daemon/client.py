@@ -57,7 +57,6 @@ def make_core(opts, client_id, key, keylog=None) -> ClientCore:
     if opts.protocol == "legacy" or not opts.psk:
         return legacy()
     # v2 (Noise, X25519, its modules: ~0.7 MiB) only for a client that may speak it.
-    from ..tunnel.client import AutoClientCore
     from ..v2.core import V2ClientCore
     v2 = V2ClientCore(auto=opts.auto, passphrase=opts.psk, client_id=client_id,
                       local_cidr=opts.local_cidr, gateway=opts.gateway_ip, routes=opts.routes,
@@ -65,7 +64,10 @@ def make_core(opts, client_id, key, keylog=None) -> ClientCore:
                       keylog=keylog, local_cidr6=getattr(opts, "local_cidr6", None),
                       gateway6=getattr(opts, "gateway_ip6", None),
                       ipv6=not _camex_ko(opts.tun_dev))
-    return v2 if opts.protocol == "v2" else AutoClientCore(v2, legacy)
+    if opts.protocol == "v2":
+        return v2
+    from ..tunnel.client import AutoClientCore   # (not resident in a v2-only client)
+    return AutoClientCore(v2, legacy)
 
 
 def _camex_ko(tun_dev: str | None) -> bool:
