@@ -109,7 +109,9 @@ def test_an_auto_client_loads_the_legacy_core_only_when_it_falls_back():
     from camex.daemon.client import make_core
     from camex.daemon.options import parse_args
     core = make_core(parse_args(AUTO_CLIENT, environ={}), None, b"k" * 32)
-    core._fall_back(0.0)
+    core.start(0.0)
+    core.connected(0.0)
+    core.on_timer(core.fallback_after + 1)    # no v2 answer: legacy from now on
     assert core.protocol == "legacy" and type(core.legacy).__name__ == "LegacyClient"
 
 
