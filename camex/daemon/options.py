@@ -22,7 +22,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from camex import __version__
 from camex.base.endpoint import parse_ip
 from camex.daemon.parse import (DEFAULT_PATH, parse_gateway, parse_host_cidr, parse_int,
-                                parse_ipv4, parse_mtu, parse_psk, parse_route)
+                               parse_ipv4, parse_mtu, parse_psk, parse_route)
 from camex.legacy.codec import MAX_CLIENT_ID_LEN, MAX_CLIENTS, MAX_ROUTES
 
 ENV_PSK = "CAMEX_PSK"
