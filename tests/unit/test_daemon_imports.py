@@ -64,11 +64,9 @@ _ROLE = (
     "from camex.io import netlink\n"
     "from camex.v2 import kdf\n"
     "if opts.mode == 'server':\n"
+    "    import camex.daemon.config\n"   # (cli's _config_loader: the file's parser)
     "    from camex.daemon.server import ServerDaemon\n"
-    "    camex.cli._config_loader(opts)\n"
-    "    from camex.tunnel.server import ServerMux\n"
-    "    ServerMux(passphrase=opts.psk, encrypt=opts.encrypt, legacy=opts.protocol != 'v2',\n"
-    "              v2=opts.protocol != 'legacy')\n"
+    "    ServerDaemon(opts, lambda: None)\n"
     "else:\n"
     "    from camex.daemon import client\n"
     "    client.make_core(opts, None, b'k' * 32 if opts.encrypt else None)\n"
@@ -117,9 +115,21 @@ def test_an_auto_client_loads_the_legacy_core_only_when_it_falls_back():
 
 def test_a_server_does_not_load_the_legacy_client_core():
     _, mods = _role(SERVER)
-    assert "camex.tunnel.server_v2" in mods and "camex.legacy.server" in mods
+    assert "camex.tunnel.server" in mods and "camex.legacy.server" in mods
     assert "camex.legacy.client" not in mods
     assert "camex.v2.client" not in mods
+
+
+def test_a_server_that_speaks_both_loads_v2_only_for_a_v2_client():
+    # A fleet of legacy cameras never needs the v2 half (0.8 MiB resident:
+    # the handshake, sessions, the v2 server core); a v2-only server loads
+    # it at start.
+    v2_half = ("camex.tunnel.server_v2", "camex.v2.core", "camex.v2.server",
+               "camex.v2.session", "camex.v2.noise")
+    _, mods = _role(SERVER)
+    assert not mods & set(v2_half), mods & set(v2_half)
+    _, mods = _role(SERVER[:-3] + ["--protocol", "v2", "-e", "-k", "p" * 16])
+    assert set(v2_half) <= mods
 
 
 def test_no_role_calls_compile_at_start():
