@@ -12,8 +12,9 @@ of camex.tunnel.server_v2, imported only when v2 is on: v2 needs
 `cryptography`, which a plaintext legacy server never loads (6.6 MiB of
 resident memory). With `lazy_v2`, a server that speaks both protocols
 imports and builds it only when the first v2 datagram comes (or a state
-file names v2 clients): a fleet of legacy cameras never needs it (0.8 MiB
-resident). The passphrases' scrypt still runs at start. Inputs and outputs
+file names v2 clients): a fleet of legacy cameras never needs it (~0.45
+MiB of a legacy relay's resident memory). The passphrases' scrypt still
+runs at start. Inputs and outputs
 are those of LegacyServer:
 `datagram_received`, `tun_packet`, `on_timer`; `outbox` (datagram, endpoint)
 and `to_tun`.

@@ -121,9 +121,9 @@ def test_a_server_does_not_load_the_legacy_client_core():
 
 
 def test_a_server_that_speaks_both_loads_v2_only_for_a_v2_client():
-    # A fleet of legacy cameras never needs the v2 half (0.8 MiB resident:
-    # the handshake, sessions, the v2 server core); a v2-only server loads
-    # it at start.
+    # A fleet of legacy cameras never needs the v2 half (~0.45 MiB of a
+    # legacy relay's resident memory: the handshake, sessions, the v2
+    # server core); a v2-only server loads it at start.
     v2_half = ("camex.tunnel.server_v2", "camex.v2.core", "camex.v2.server",
                "camex.v2.session", "camex.v2.noise")
     _, mods = _role(SERVER)
