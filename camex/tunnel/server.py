@@ -14,8 +14,7 @@ resident memory). With `lazy_v2`, a server that speaks both protocols
 imports and builds it only when the first v2 datagram comes (or a state
 file names v2 clients): a fleet of legacy cameras never needs it (~0.45
 MiB of a legacy relay's resident memory). The passphrases' scrypt still
-runs at start. Inputs and outputs
-are those of LegacyServer:
+runs at start. Inputs and outputs are those of LegacyServer:
 `datagram_received`, `tun_packet`, `on_timer`; `outbox` (datagram, endpoint)
 and `to_tun`.
 """
@@ -132,7 +131,7 @@ class ServerMux:
             if make_timers is not None:
                 kw["timers"] = make_timers()
             self._start_v2(kw)
-            LOG.info("protocol v2: a v2 client came, the v2 half of the server started")
+            LOG.info("protocol v2: the server's v2 half started (a v2 client came)")
             # The same receiver object (a daemon keeps it), now the v2 half's.
             fast = self._fast
             fast.frames = self.v2.server.frames
