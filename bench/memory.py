@@ -8,7 +8,8 @@ and VmRSS, split by /proc/PID/smaps into anonymous memory (the Python heap,
 OpenSSL's and Rust's allocations) and file-backed pages by library (code
 and read-only data of libpython, cryptography's _rust.abi3.so, libc, ...;
 shared between all daemons of a machine but counted in each one's RSS),
-idle and after iperf3 TCP x1, TCP x4 and 64-byte UDP. `--imports`: RSS
+idle and after iperf3 TCP x1, TCP x4 and 64-byte UDP (`--phases`: after
+each of them). `--imports`: RSS
 after each step of a daemon's imports, in a fresh interpreter.
 """
 
@@ -36,8 +37,8 @@ IMPORT_STEPS = (
     ("interpreter (python -c pass, with site)", ()),
     ("camex.base.log", ("camex.base.log",)),
     ("argparse", ("argparse",)),
-    ("camex.daemon.options, camex.daemon.config, legacy codec", ("camex.daemon.options",)),
-    ("camex.daemon.loop (selectors, socket, ctypes, json)", ("camex.daemon.loop",)),
+    ("camex.daemon.options (parse, legacy codec)", ("camex.daemon.options",)),
+    ("camex.daemon.loop (selectors, socket, control socket)", ("camex.daemon.loop",)),
     ("camex.base.child, camex.io.netlink (no pyroute2)", ("camex.io.netlink",)),
     ("cryptography _rust.abi3.so", ("cryptography.hazmat.bindings._rust",)),
     ("cryptography AEAD, X25519 modules", ("cryptography.hazmat.primitives.ciphers.aead",
@@ -117,17 +118,23 @@ def _line(entry: str, phase: str, role: str, pid: int) -> str:
             f"{sum(m['files'].values()) / 1024:.1f}: {top}, other {rest / 1024:.1f} |")
 
 
-def measure(name: str, seconds: float) -> list:
+# The load, in this order; VmHWM only grows, so a phase's row shows what it added.
+PHASES = (("after TCP x1", ()), ("after TCP x4", ("-P", "4")),
+          ("after UDP 64 B", ("-u", "-b", "0", "-l", "64")))
+
+
+def measure(name: str, seconds: float, phases: bool = False) -> list:
     rows = []
     with StarTopology(clients=2) as lab:
         up = BY_NAME[name].up(lab)
         time.sleep(0.5)
         rows += [_line(name, "idle", role, p.pid) for role, p in up.daemons]
-        iperf3(up.client, up.server, up.target, seconds=seconds)
-        iperf3(up.client, up.server, up.target, seconds=seconds, extra=("-P", "4"))
-        iperf3(up.client, up.server, up.target, seconds=seconds,
-               extra=("-u", "-b", "0", "-l", "64"))
-        rows += [_line(name, "after load", role, p.pid) for role, p in up.daemons]
+        for phase, extra in PHASES:
+            iperf3(up.client, up.server, up.target, seconds=seconds, extra=extra)
+            if phases:
+                rows += [_line(name, phase, role, p.pid) for role, p in up.daemons]
+        if not phases:
+            rows += [_line(name, "after load", role, p.pid) for role, p in up.daemons]
     return rows
 
 
@@ -136,6 +143,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", help="comma-separated bench entries (default: %s)" % ",".join(DEFAULT))
     ap.add_argument("--seconds", type=float, default=3.0, help="seconds per iperf3 run")
     ap.add_argument("--imports", action="store_true", help="RSS step by step through the imports")
+    ap.add_argument("--phases", action="store_true",
+                    help="a row after each load phase (TCP x1, TCP x4, UDP 64 B), not only at the end")
     args = ap.parse_args(argv)
     byte_compile_camex()
     if args.imports:
@@ -155,7 +164,7 @@ def main(argv=None) -> int:
     print("| entry | daemon | phase | VmHWM MiB | VmRSS MiB | anonymous MiB | file-backed MiB (largest) |")
     print("|---|---|---|---|---|---|---|")
     for name in names:
-        for row in measure(name, args.seconds):
+        for row in measure(name, args.seconds, args.phases):
             print(row, flush=True)
     return 0
 

@@ -40,7 +40,7 @@ def harden(opts) -> None:
 
 
 def main(argv=None) -> int:
-    from .daemon.config import ConfigError
+    from .daemon.parse import ConfigError
     from .daemon.options import UsageError, parse_args
 
     argv = sys.argv[1:] if argv is None else argv

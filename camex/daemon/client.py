@@ -15,7 +15,7 @@ from typing import Callable
 from ..base import netpkt
 from ..base.endpoint import canonical, fmt, fmt_host
 from ..base.contract import ClientCore, Device, SuperPacket
-from ..legacy.client import IfConfig, LegacyClient, Reconnect
+from ..legacy.ifconfig import IfConfig, Reconnect
 from ..io import gso, netlink, offload, udp
 from ..v2.framing import Run
 from .keylog import open_keylog
@@ -48,6 +48,8 @@ def make_core(opts, client_id, key, keylog=None) -> ClientCore:
     callable(line) for v2 session keys (--keylog)."""
     def legacy():
         # The legacy protocol carries IPv4 only: its core gets the IPv4 part.
+        # Imported here: a v2-only client never loads the legacy core.
+        from ..legacy.client import LegacyClient
         return LegacyClient(auto=opts.auto, client_id=client_id, local_cidr=opts.local_cidr,
                             gateway=opts.gateway_ip, mtu=opts.mtu, key=key,
                             routes=[r for r in opts.routes if r.version == 4])
@@ -55,7 +57,6 @@ def make_core(opts, client_id, key, keylog=None) -> ClientCore:
     if opts.protocol == "legacy" or not opts.psk:
         return legacy()
     # v2 (Noise, X25519, its modules: ~0.7 MiB) only for a client that may speak it.
-    from ..tunnel.client import AutoClientCore
     from ..v2.core import V2ClientCore
     v2 = V2ClientCore(auto=opts.auto, passphrase=opts.psk, client_id=client_id,
                       local_cidr=opts.local_cidr, gateway=opts.gateway_ip, routes=opts.routes,
@@ -63,7 +64,10 @@ def make_core(opts, client_id, key, keylog=None) -> ClientCore:
                       keylog=keylog, local_cidr6=getattr(opts, "local_cidr6", None),
                       gateway6=getattr(opts, "gateway_ip6", None),
                       ipv6=not _camex_ko(opts.tun_dev))
-    return v2 if opts.protocol == "v2" else AutoClientCore(v2, legacy)
+    if opts.protocol == "v2":
+        return v2
+    from ..tunnel.client import AutoClientCore   # (not resident in a v2-only client)
+    return AutoClientCore(v2, legacy)
 
 
 def _camex_ko(tun_dev: str | None) -> bool:

@@ -21,10 +21,9 @@ from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
 from camex import __version__
 from camex.base.endpoint import parse_ip
-from camex.daemon.config import (DEFAULT_PATH, parse_gateway, parse_host_cidr, parse_int,
-                                parse_ipv4, parse_mtu, parse_psk, parse_route)
-from camex.legacy.server import MAX_CLIENTS
-from camex.legacy.codec import MAX_CLIENT_ID_LEN, MAX_ROUTES
+from camex.daemon.parse import (DEFAULT_PATH, parse_gateway, parse_host_cidr, parse_int,
+                               parse_ipv4, parse_mtu, parse_psk, parse_route)
+from camex.legacy.codec import MAX_CLIENT_ID_LEN, MAX_CLIENTS, MAX_ROUTES
 
 ENV_PSK = "CAMEX_PSK"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -39,7 +38,7 @@ MAX_MAX_CLIENTS = 1 << 20
 IFNAMSIZ = 16  # Linux interface names are at most 15 bytes
 
 # What camex itself sends as CLIENT_ID: conservative, so it survives any
-# server's parser (the server side accepts more, see config.parse_client_id).
+# server's parser (the server side accepts more, see parse.parse_client_id).
 _NAME_RE = re.compile(r"[A-Za-z0-9._:-]+")
 _LABEL_RE = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?")
 

@@ -16,7 +16,7 @@ from ..base.endpoint import fmt
 from .config import check_policy
 from ..base.contract import Device, ServerCore, SuperPacket
 from ..base.endpoint import outer_ip_udp
-from ..legacy.client import PATH_MTU, IfConfig, default_mtu
+from ..legacy.ifconfig import PATH_MTU, IfConfig, default_mtu
 from ..tunnel.server import ServerMux
 from ..io import gso, mmsg, offload, udp
 from ..v2 import wire
@@ -156,9 +156,12 @@ class ServerDaemon:
             check_policy(config, self.server_interfaces)
         legacy, v2 = "legacy" in self.protocols, "v2" in self.protocols
         self.keylog = open_keylog(opts.keylog) if v2 else None
+        # Beside legacy, the v2 half starts with the first v2 datagram: a
+        # fleet of legacy cameras never loads it (camex.tunnel.server).
         self.core: ServerCore = ServerMux(passphrase=opts.psk, encrypt=opts.encrypt, config=config,
                               legacy=legacy, v2=v2, local_delivery=opts.server_tun,
-                              keylog=self.keylog, timers=v2_timers(opts) if v2 else None,
+                              keylog=self.keylog, lazy_v2=legacy,
+                              make_timers=functools.partial(v2_timers, opts) if v2 else None,
                               max_clients=opts.max_clients,
                               server_interfaces=self.server_interfaces)
         # Legacy clients and counters kept across restarts (--state-dir).

@@ -72,7 +72,9 @@ class ServerState:
             restored, ignored = server_state.restore(self.legacy, state, now, age)
         ignored = notes + ignored
         hinted = 0
-        if self.core.v2 is not None and age < V2_HINT_MAX_AGE:
+        # (A server whose v2 half waits for v2 clients starts it for these.)
+        if age < V2_HINT_MAX_AGE and (self.core.v2 is not None or
+                                      (state.get("v2") and self.core.start_v2())):
             hints, bad = server_state.v2_hints(state.get("v2"))
             if bad:
                 ignored.append(f"{bad} malformed v2 entr{'y' if bad == 1 else 'ies'}")

@@ -160,12 +160,10 @@ def one_read(receiver: DatagramReceiver):
     `receiver` as receive() hands it over (a GRO read of several datagrams
     whole, in one `many` call, or one by one), an exception in the core
     logged and the datagram dropped."""
-    one = receiver.one
-
     def read(data, addr, size: int, now: float) -> None:
         try:
             if not size:
-                one(data, addr, now)
+                receiver.one(data, addr, now)   # (looked up: a core may change it)
             else:
                 deliver_gro(receiver, data, size, addr, now)
         except Exception as e:  # noqa: BLE001 - see log.fault

@@ -5,10 +5,12 @@ in, bytes out, no sockets and no clock, so the daemon, the Scapy layers'
 tests and the dissector all check themselves against the same functions.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: it makes the NamedTuples'
+# field annotations strings, which typing compiles with compile(), and the
+# first compile() of a process builds the compiler's AST types (~0.3 MiB
+# resident for the daemon's lifetime, which the encrypted floor never pays).
 import struct
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 from ..base.blake2 import blake2b
 
@@ -31,6 +33,12 @@ MAX_CONTROL_LEN = 1023
 MAX_VALUE_LEN = 63
 MAX_CLIENT_ID_LEN = 31
 MAX_ROUTES = 16
+# Registered clients at most (--max-clients). A plaintext REGISTER needs no
+# key and may name any address, so without a bound forged sources could
+# grow the table (~1.5 KiB each) until the daemon dies; 65536 is a /16.
+# Here, not in camex.legacy.server, so that a client's option parser need
+# not load the server core.
+MAX_CLIENTS = 65536
 MIN_MTU, MAX_MTU = 576, 9000
 PASSPHRASE_MIN, PASSPHRASE_MAX = 1, 63
 
@@ -130,7 +138,7 @@ def seal(aead, ptype: int, prefix: bytes, seq: int, plaintext: bytes) -> bytes:
     return header + aead.encrypt(prefix + seq.to_bytes(8, "big"), plaintext, header)
 
 
-def open_datagram(aead, buf, header: Header | None = None) -> bytes:
+def open_datagram(aead, buf, header: Optional[Header] = None) -> bytes:
     """Authenticate and decrypt; raises InvalidTag (cryptography's, also
     `codec.InvalidTag`) on failure."""
     if header is None:
@@ -235,14 +243,14 @@ def config_message(client_id, mtu, local_cidr, gateway_ip, routes=()) -> bytes:
 # ------------------------------------------------------------ inner IPv4
 
 
-def inner_ipv4_dst(packet) -> bytes | None:
+def inner_ipv4_dst(packet) -> Optional[bytes]:
     """Destination address (4 bytes) of an inner IPv4 packet, or None."""
     if len(packet) < 20 or packet[0] >> 4 != 4:
         return None
     return bytes(packet[16:20])
 
 
-def inner_ipv4_src(packet) -> bytes | None:
+def inner_ipv4_src(packet) -> Optional[bytes]:
     if len(packet) < 20 or packet[0] >> 4 != 4:
         return None
     return bytes(packet[12:16])

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from ..base.addrpolicy import AddressPolicy
 from . import codec
+from .codec import MAX_CLIENTS
 from .seqfloor import SeqFloor
 from ..base.endpoint import fmt
 from ..base.log import LOG, Throttle, fault
@@ -39,10 +40,6 @@ CONFIG_MIN_INTERVAL = 1.0  # answer at most this often per peer (CONFIG is large
 REPLAY_STATE_MAX = 4096
 GLOBAL = "*global*"
 PLAIN_TAKEOVER_GUARD = 15.0  # plaintext: a live holder keeps its address this long
-# Registered clients at most (--max-clients). A plaintext REGISTER needs no
-# key and may name any address, so without a bound forged sources could
-# grow the table (~1.5 KiB each) until the daemon dies; 65536 is a /16.
-MAX_CLIENTS = 65536
 
 
 class KeyEntry:

@@ -10,7 +10,11 @@ protocol, or to the server's own TUN.
 The v2 half is camex.v2.core.V2ServerCore with the cross-protocol policy
 of camex.tunnel.server_v2, imported only when v2 is on: v2 needs
 `cryptography`, which a plaintext legacy server never loads (6.6 MiB of
-resident memory). Inputs and outputs are those of LegacyServer:
+resident memory). With `lazy_v2`, a server that speaks both protocols
+imports and builds it only when the first v2 datagram comes (or a state
+file names v2 clients): a fleet of legacy cameras never needs it (~0.45
+MiB of a legacy relay's resident memory). The passphrases' scrypt still
+runs at start. Inputs and outputs are those of LegacyServer:
 `datagram_received`, `tun_packet`, `on_timer`; `outbox` (datagram, endpoint)
 and `to_tun`.
 """
@@ -22,9 +26,10 @@ from typing import TYPE_CHECKING, Callable
 
 from ..base.contract import DatagramReceiver, PlainReceiver
 from ..legacy import codec
-from ..base.endpoint import fmt
-from ..base.log import Throttle
+from ..base.endpoint import fmt, outer_ip_udp
+from ..base.log import LOG, Throttle
 from ..v2 import bulk, wire  # neither loads cryptography (is_v2; cutting TSO reads)
+from ..legacy.ifconfig import PATH_MTU
 from ..legacy.server import GLOBAL, MAX_CLIENTS, LegacyServer
 
 # The v2 server's counters that count work done, not datagrams refused:
@@ -33,8 +38,19 @@ _V2_NOT_DROPS = frozenset(("handshakes", "cookie_sent", "bulk_rx", "bulk_tx"))
 
 if TYPE_CHECKING:
     from ..v2.session import Timers
+    from .server_v2 import V2Half
 
 _MARK, _T_MAX = wire.MARK, wire.T_MAX   # what wire.is_v2 checks
+# The v2 server's datagram size (camex.v2.core.max_datagram(), IPv4), for
+# the TSO limit of a server whose v2 half has not started yet.
+_V2_DATAGRAM = PATH_MTU - outer_ip_udp(False)
+
+
+class _NoFrames:
+    """The BULK fast path's reassembly before the v2 half exists: nothing
+    started, so every datagram takes the full path."""
+
+    last = None
 
 
 class ServerMux:
@@ -45,7 +61,10 @@ class ServerMux:
     def __init__(self, *, passphrase: bytes | None, encrypt: bool, config=None,
                  legacy: bool = True, v2: bool = True, local_delivery: bool = False,
                  timers: Timers | None = None, rng=os.urandom, keylog=None,
-                 max_clients: int = MAX_CLIENTS, server_interfaces=()):
+                 max_clients: int = MAX_CLIENTS, server_interfaces=(),
+                 lazy_v2: bool = False, make_timers=None):
+        # `lazy_v2` (with legacy on): the v2 half waits for its first datagram;
+        # `make_timers()`, if given, makes its timers then (instead of `timers`).
         self.config = config
         self.outbox: list = []
         self.to_tun: list = []
@@ -59,43 +78,89 @@ class ServerMux:
                 max_clients=max_clients, server_interfaces=server_interfaces)
             self.legacy.outbox = self.outbox
             self.legacy.to_tun = self.to_tun
-        self.v2 = None
+        self.v2: V2Half | None = None
+        self._v2_kw: dict | None = None   # the v2 half's arguments, while it waits (lazy_v2)
         if v2:
-            from .server_v2 import V2Half
-            self.v2 = V2Half(self, global_passphrase=passphrase, config=config,
-                              local_delivery=local_delivery, relay_other=self._to_legacy,
-                              rng=rng, keylog=keylog, timers=timers,
-                              max_clients=max_clients, server_interfaces=server_interfaces)
-            self.v2.outbox = self.outbox
-            self.v2.to_tun = self.to_tun
-            self.v2.other_holds = self._legacy_holds
-            if self.legacy is not None:
-                self.legacy.foreign = self._to_v2
-                self.legacy.holder_elsewhere = self._v2_identity_at
-                # --max-clients bounds both protocols' clients together.
-                v2_peers, legacy_peers = self.v2.server.peers, self.legacy.by_endpoint
-                self.legacy.other_clients = lambda: len(v2_peers)
-                self.v2.server.other_peers = lambda: len(legacy_peers)
-        if self.v2 is not None:
-            # The middle fragments of a v2 BULK frame are stored before any
-            # other dispatch: most datagrams of a bulk transfer are those.
-            fast = bulk.FastReceiver(self.v2.server.frames, self._datagram_received,
-                                     self.v2.frame_received)
-            if self.v2.flat:
-                # A lone v2 DATA datagram goes to v2's flat path before this
-                # dispatch: one Python call on an idle round trip.
-                from ..v2 import lone
-                # (and a legacy datagram to the legacy core, as the dispatch would)
-                fast.one = lone.server_receiver(
-                    self.v2, fast.__call__,
-                    self.legacy.datagram_received if self.legacy is not None else None)
-            self.datagram_received = fast
+            kw = dict(global_passphrase=passphrase, config=config,
+                      local_delivery=local_delivery, rng=rng, keylog=keylog, timers=timers,
+                      max_clients=max_clients, server_interfaces=server_interfaces)
+            if lazy_v2 and self.legacy is not None:
+                from ..v2 import kdf
+                # scrypt now (in its helper, at start), not on a v2 datagram.
+                kw["keys"] = kdf.server_keys(passphrase, config)
+                kw["make_timers"] = make_timers
+                self._v2_kw = kw
+                # The BULK fast path in front as below, its reassembly the
+                # v2 half's once it starts (_start_v2).
+                self._fast = bulk.FastReceiver(_NoFrames, self._datagram_received,
+                                               self._first_frame)
+                # Until then no fast path applies: a datagram read alone goes
+                # to the dispatch (which starts the half on a v2 one).
+                self._fast.one = self._datagram_received
+                self.datagram_received = self._fast
+            else:
+                if make_timers is not None:
+                    kw["timers"] = make_timers()
+                half = self._start_v2(kw)
+                # The middle fragments of a v2 BULK frame are stored before any
+                # other dispatch: most datagrams of a bulk transfer are those.
+                fast = bulk.FastReceiver(half.server.frames, self._datagram_received,
+                                         half.frame_received)
+                self._lone_first(fast)
+                self.datagram_received = fast
         else:
             self.datagram_received = PlainReceiver(self._datagram_received)
         # No dispatch to pay for where one protocol runs.
         self.tun_packet: Callable[..., None] = (
             self.v2.tun_packet if self.legacy is None and self.v2 is not None
             else self._tun_packet)
+
+    def _start_v2(self, kw: dict) -> V2Half:
+        from .server_v2 import V2Half
+        self.v2 = V2Half(self, relay_other=self._to_legacy, **kw)
+        self.v2.outbox = self.outbox
+        self.v2.to_tun = self.to_tun
+        self.v2.other_holds = self._legacy_holds
+        if self.legacy is not None:
+            self.legacy.foreign = self._to_v2
+            self.legacy.holder_elsewhere = self._v2_identity_at
+            # --max-clients bounds both protocols' clients together.
+            v2_peers, legacy_peers = self.v2.server.peers, self.legacy.by_endpoint
+            self.legacy.other_clients = lambda: len(v2_peers)
+            self.v2.server.other_peers = lambda: len(legacy_peers)
+        return self.v2
+
+    def start_v2(self) -> bool:
+        """Start the v2 half if it waits (lazy_v2); True if v2 is on."""
+        kw = self._v2_kw
+        if kw is not None:
+            self._v2_kw = None
+            make_timers = kw.pop("make_timers")
+            if make_timers is not None:
+                kw["timers"] = make_timers()
+            self._start_v2(kw)
+            LOG.info("protocol v2: the server's v2 half started (a v2 client came)")
+            # The same receiver object (a daemon keeps it), now the v2 half's.
+            fast = self._fast
+            fast.frames = self.v2.server.frames
+            fast.frame = self.v2.frame_received
+            self._lone_first(fast)
+        return self.v2 is not None
+
+    def _lone_first(self, fast) -> None:
+        """`fast.one` (a datagram read alone): v2's flat receive in front of
+        the BULK fast path and this dispatch (a lone v2 DATA datagram: one
+        Python call), a legacy datagram straight to the legacy core."""
+        if self.v2 is not None and self.v2.flat:
+            from ..v2 import lone
+            fast.one = lone.server_receiver(
+                self.v2, fast.__call__,
+                self.legacy.datagram_received if self.legacy is not None else None)
+
+    def _first_frame(self, first, ciphertext, addr, now: float) -> None:
+        """A whole BULK frame before the v2 half started (lazy_v2)."""
+        self.start_v2()
+        self.v2.frame_received(first, ciphertext, addr, now)
 
     # ------------------------------------------------------------ policy
 
@@ -127,7 +192,7 @@ class ServerMux:
         # wire.is_v2 inlined: two Python calls fewer per datagram, which on
         # an idle tunnel run cold after every wake-up (docs/FASTPATH.md).
         if len(data) >= 8 and data[0] == _MARK and 1 <= data[1] <= _T_MAX:
-            if self.v2 is None:
+            if self.v2 is None and not self.start_v2():
                 self.throttle.warning("v2-off", "ignored v2 datagrams from %s: this "
                                       "server runs the legacy protocol only", fmt(addr))
                 return
@@ -179,7 +244,9 @@ class ServerMux:
 
     def tso_max(self) -> int | None:
         """Daemon hook: the server TUN's TSO size limit (v2 BULK), or None."""
-        return self.v2.tso_max() if self.v2 is not None else None
+        if self.v2 is None:
+            return wire.bulk_tso_max(_V2_DATAGRAM) if self._v2_kw is not None else None
+        return self.v2.tso_max()
 
     def tun_super(self, hdr, packet, now: float | None = None) -> None:
         """A TSO read of the server's TUN: one BULK frame to a v2 client
@@ -228,6 +295,10 @@ class ServerMux:
                                if self.legacy.encrypt and passphrase else None)
         if self.v2 is not None:
             self.v2.reload(config, passphrase, now)
+        elif self._v2_kw is not None:
+            from ..v2 import kdf
+            self._v2_kw.update(config=config, global_passphrase=passphrase,
+                               keys=kdf.server_keys(passphrase, config))
 
     def close(self, now: float) -> None:
         """Tell v2 clients we are going, so they are back as soon as we are."""
@@ -273,6 +344,8 @@ class ServerMux:
 
     def v2_counters(self) -> dict:
         """v2 handshakes done and cookies sent under load (None without v2)."""
+        if self._v2_kw is not None:    # on, not started: none yet
+            return {"v2_cookies_sent": 0, "v2_handshakes": 0}
         stats = self.v2.server.stats if self.v2 is not None else None
         return {"v2_cookies_sent": stats["cookie_sent"] if stats else None,
                 "v2_handshakes": stats["handshakes"] if stats else None}

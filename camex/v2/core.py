@@ -24,10 +24,9 @@ import os
 from collections import Counter
 from typing import Any, Callable, ClassVar
 
-from ..base.addrpolicy import AddressPolicy
 from ..base import netpkt
 from ..base.endpoint import fmt, outer_ip_udp
-from ..legacy.client import IfConfig, admit
+from ..legacy.ifconfig import IfConfig, admit
 from ..base.log import LOG, Throttle
 from . import bulk, kdf, lone, wire
 from .bulk import FastReceiver
@@ -368,7 +367,8 @@ class V2ServerCore:
                  local_delivery: bool = False, relay_other=None, behind_for=None,
                  rng=os.urandom, keylog=None, timers: Timers | None = None,
                  load_threshold: int | None = None, max_clients: int | None = None,
-                 server_interfaces=()):
+                 server_interfaces=(), keys: kdf.KeyStore | None = None):
+        # `keys`: the passphrases' key store, if already derived (scrypt).
         self.local_delivery = local_delivery
         # The server TUN's own address (-l of --server-tun): never a client's.
         self.server_interfaces = tuple(server_interfaces)
@@ -386,7 +386,9 @@ class V2ServerCore:
             kw["max_peers"] = max_clients
         from .server import V2Server  # see V2ClientCore.__init__
 
-        self.server = V2Server(self._keystore(global_passphrase, config), self._authorize,
+        if keys is None:
+            keys = self._keystore(global_passphrase, config)
+        self.server = V2Server(keys, self._authorize,
                                rng=rng, keylog=keylog, timers=timers, bulk=bulk_wanted(), **kw)
         self._set_policy(config)
         self.server.on_spoofed = self._spoofed
@@ -416,15 +418,12 @@ class V2ServerCore:
 
     @staticmethod
     def _keystore(global_passphrase, config):
-        per_client = {}
-        if config is not None:
-            for section in config.clients.values():
-                if section.psk:
-                    per_client[section.id] = section.psk
-        return kdf.KeyStore(global_passphrase, per_client)
+        return kdf.server_keys(global_passphrase, config)
 
     def _set_policy(self, config) -> None:
         from .server import V6
+        # Here, not at the top: a client core has no address policy.
+        from ..base.addrpolicy import AddressPolicy
 
         self.policy = AddressPolicy.from_config(config, self.server_interfaces)
         # The relay's test (V2Server.route): the server's IPv4 addresses as

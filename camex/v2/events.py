@@ -3,6 +3,8 @@
 The client's outputs all go to its one server, so its Send has addr None.
 """
 
+# No `from __future__ import annotations`: the NamedTuples would cost the
+# daemon ~0.3 MiB (see camex.legacy.codec).
 from typing import NamedTuple, Any
 
 

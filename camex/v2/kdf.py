@@ -115,3 +115,14 @@ class KeyStore:
         return self.client_psks.get(client_id.lower(), self.global_psk)
 
     __call__ = psk_for
+
+
+def server_keys(global_passphrase: bytes | None, config) -> KeyStore:
+    """A server's KeyStore: the global passphrase and each `[client ID]`
+    section's own (camex.daemon.config.ServerConfig, or None)."""
+    per_client = {}
+    if config is not None:
+        for section in config.clients.values():
+            if section.psk:
+                per_client[section.id] = section.psk
+    return KeyStore(global_passphrase, per_client)

@@ -47,6 +47,102 @@ def test_a_server_daemon_loads_nothing_of_the_never_list():
     assert not mods & set(NEVER), mods & set(NEVER)
 
 
+# A role's start as camex.cli makes it (options, hardening, the daemon's
+# module, its core), then the compile() calls seen and the modules loaded.
+_ROLE = (
+    "import builtins, sys\n"
+    "compiled = []\n"
+    "real = builtins.compile\n"
+    # (importlib compiles a module's source with it where no .pyc is up to
+    # date: an install byte-compiles, so those calls are not counted)
+    "builtins.compile = lambda *a, **k: (str(a[1]).endswith('.py') or "
+    "compiled.append(str(a[1]))) and 0 or real(*a, **k)\n"
+    "import camex.cli\n"
+    "from camex.daemon.options import parse_args\n"
+    "opts = parse_args({argv!r}, environ={{}})\n"
+    "camex.cli.harden(opts)\n"
+    "from camex.io import netlink\n"
+    "from camex.v2 import kdf\n"
+    "if opts.mode == 'server':\n"
+    "    import camex.daemon.config\n"   # (cli's _config_loader: the file's parser)
+    "    from camex.daemon.server import ServerDaemon\n"
+    "    ServerDaemon(opts, lambda: None)\n"
+    "else:\n"
+    "    from camex.daemon import client\n"
+    "    client.make_core(opts, None, b'k' * 32 if opts.encrypt else None)\n"
+    "print(' '.join(compiled) or '-')\n"
+    "print(' '.join(sys.modules))\n")
+
+
+def _role(argv: list) -> tuple:
+    """(what compile() compiled, the modules loaded) after a role's start."""
+    out = subprocess.run([sys.executable, "-c", _ROLE.format(argv=argv)],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    return out[0].split(), set(out[1].split())
+
+
+V2_CLIENT = ["-M", "client", "-s", "10.250.0.1", "-p", "7000", "-l", "10.0.0.2/24",
+             "--protocol", "v2", "-e", "-k", "p" * 16]
+AUTO_CLIENT = ["-M", "client", "-s", "10.250.0.1", "-p", "7000", "-l", "10.0.0.2/24",
+               "-e", "-k", "p" * 16]
+SERVER = ["-M", "server", "-p", "7000", "-e", "-k", "p" * 16]
+
+
+def test_a_v2_client_loads_neither_legacy_core_nor_the_config_file_parser():
+    # Each stays resident for the daemon's lifetime (legacy server core,
+    # legacy client core, the file parser with the address policy: together
+    # ~0.25 MiB); a v2-only client uses none of them.
+    _, mods = _role(V2_CLIENT)
+    assert "camex.v2.client" in mods and "camex.daemon.client" in mods
+    for m in ("camex.legacy.server", "camex.legacy.client", "camex.daemon.config",
+              "camex.base.addrpolicy", "camex.v2.server", "camex.tunnel.server",
+              "camex.tunnel.client"):   # (the auto client's fallback)
+        assert m not in mods, m
+
+
+def test_an_auto_client_loads_the_legacy_core_only_when_it_falls_back():
+    _, mods = _role(AUTO_CLIENT)
+    assert "camex.tunnel.client" in mods
+    assert "camex.legacy.client" not in mods
+    from camex.daemon.client import make_core
+    from camex.daemon.options import parse_args
+    core = make_core(parse_args(AUTO_CLIENT, environ={}), None, b"k" * 32)
+    core.start(0.0)
+    core.connected(0.0)
+    core.on_timer(core.fallback_after + 1)    # no v2 answer: legacy from now on
+    assert core.protocol == "legacy" and type(core.legacy).__name__ == "LegacyClient"
+
+
+def test_a_server_does_not_load_the_legacy_client_core():
+    _, mods = _role(SERVER)
+    assert "camex.tunnel.server" in mods and "camex.legacy.server" in mods
+    assert "camex.legacy.client" not in mods
+    assert "camex.v2.client" not in mods
+
+
+def test_a_server_that_speaks_both_loads_v2_only_for_a_v2_client():
+    # A fleet of legacy cameras never needs the v2 half (~0.45 MiB of a
+    # legacy relay's resident memory: the handshake, sessions, the v2
+    # server core); a v2-only server loads it at start.
+    v2_half = ("camex.tunnel.server_v2", "camex.v2.core", "camex.v2.server",
+               "camex.v2.session", "camex.v2.noise")
+    _, mods = _role(SERVER)
+    assert not mods & set(v2_half), mods & set(v2_half)
+    _, mods = _role(SERVER[:-3] + ["--protocol", "v2", "-e", "-k", "p" * 16])
+    assert set(v2_half) <= mods
+
+
+def test_no_role_calls_compile_at_start():
+    # The first compile() of a process builds the compiler's AST types
+    # (~0.3 MiB resident for good, which the encrypted floor never pays).
+    # typing calls it for every string annotation of a NamedTuple class
+    # (a module with `from __future__ import annotations`).
+    for argv in (V2_CLIENT, AUTO_CLIENT, SERVER, ["-M", "server", "-p", "7000", "--protocol",
+                                                  "legacy"]):
+        compiled, _ = _role(argv)
+        assert compiled == ["-"], (argv, compiled)
+
+
 def test_the_control_socket_answers_json_in_a_daemon_that_had_not_loaded_it(tmp_path):
     # The daemon's side and `camex status`'s side, each in a process that
     # starts without json, as a daemon and the CLI do.
