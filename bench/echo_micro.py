@@ -39,21 +39,11 @@ def memory_echoes():
     """{name: echo(now)}: camex's v2 cores and the floor's AEAD calls."""
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-    from camex.daemon.config import parse_config
-    from camex.testing.memlab import det_rng, ipv4
-    from camex.v2.core import V2ClientCore, V2ServerCore
-    from tests.support.v2_pair import A1, CONF, PW, Wire
+    from camex.testing.memlab import ipv4
 
-    srv = V2ServerCore(global_passphrase=PW, config=parse_config(CONF), local_delivery=True,
-                       rng=det_rng(b"s"))
-    c1 = V2ClientCore(auto=True, passphrase=PW, client_id="cam1", rng=det_rng(b"c1"))
-    w = Wire(srv, {A1: c1})
-    c1.start(w.now)
-    c1.connected(w.now)
-    w.pump()
-    w.tick(1.0)
-    if not c1.established:
-        raise SystemExit("echo_micro: the in-memory v2 pair did not connect")
+    from .lone_micro import ADDR as A1, pair
+
+    srv, c1, now = pair()    # (an established session, as bench.lone_micro's)
     req = ipv4("10.0.0.2", "10.0.0.1", b"x" * 56)    # ping's 84-byte echo request
     rep = ipv4("10.0.0.1", "10.0.0.2", b"y" * 56)
 
@@ -76,7 +66,7 @@ def memory_echoes():
             nonce = counter[0].to_bytes(12, "little")
             aead.decrypt(nonce, aead.encrypt(nonce, p, None), None)
 
-    return {"camex v2 cores": camex, "floor (4 AEAD calls)": floor}, w.now + 1.0
+    return {"camex v2 cores": camex, "floor (4 AEAD calls)": floor}, now
 
 
 def run_memory(rounds: int, gap: float) -> None:
