@@ -104,8 +104,11 @@ CHILD = textwrap.dedent(r'''
                 del q[TCP].chksum
                 ok = ok and bytes(q) == seg
                 off = (IPv6(seg)[TCP].seq - isn - 1) & 0xFFFFFFFF
-                if off == len(payload):
-                    payload += bytes(IPv6(seg)[TCP].payload)
+                more = bytes(IPv6(seg)[TCP].payload)
+                # A retransmission may overlap what is in (TSO cuts it anew):
+                # take its new tail, or the stream stalls on our old ACK.
+                if off <= len(payload) < off + len(more):
+                    payload += more[len(payload) - off:]
             a = hdr(); a[TCP].flags = "A"; a[TCP].seq = 1001
             a[TCP].ack = (isn + 1 + len(payload)) & 0xFFFFFFFF; a[TCP].window = 65535
             write(a)
