@@ -53,12 +53,15 @@ _T_MAX = wire.T_MAX
 
 
 def client_receiver(core, slow=None):
-    """datagram_received(d, now) for a camex.v2.core.V2ClientCore; what it
-    does not take goes to `slow` (the core's full path by default)."""
+    """datagram_received(d, now) for a camex.v2.core.V2ClientCore. A DATA
+    datagram it does not take goes to the core's full path (never to
+    `slow`, which would only look at it again); anything else to `slow`
+    (the core's full path by default)."""
     cs = core.session
     t = cs.t
+    full = core._datagram_received
     if slow is None:
-        slow = core._datagram_received
+        slow = full
     handle = core._handle
     cache = [None, None]          # recv key, its ChaCha20Poly1305
 
@@ -77,7 +80,7 @@ def client_receiver(core, slow=None):
                     plain = cache[1].decrypt(_ZERO4 + counter.to_bytes(8, "little"),
                                              d[16:], header)
                 except InvalidTag:
-                    return slow(d, now)   # counted there
+                    return full(d, now)   # counted there
                 s.window.update(counter)
                 s.last_received = now
                 cs.first_unanswered = None
@@ -97,6 +100,7 @@ def client_receiver(core, slow=None):
                     handle(out)
                 core.last_rx = now
                 return
+            return full(d, now)
         slow(d, now)
 
     return received
@@ -140,12 +144,15 @@ def client_sender(core):
 
 
 def server_receiver(core, slow=None, other=None):
-    """datagram_received(d, addr, now) for a camex.v2.core.V2ServerCore; what
-    it does not take goes to `slow` (the core's full path by default), or,
-    if it is not a v2 datagram at all (wire.is_v2), to `other` where one is
-    given (the legacy core of a server running both). An IPv4 packet for a
-    server address goes to the core's TUN queue (or is a no-route drop)
-    here, as the core's relay would put it there."""
+    """datagram_received(d, addr, now) for a camex.v2.core.V2ServerCore. A
+    DATA datagram it does not take goes to the core's full path (never to
+    `slow`, which would only look at it again: a forged tag is opened
+    twice, not three times); a datagram that is not v2 at all
+    (wire.is_v2) to `other` where one is given (the legacy core of a
+    server running both); anything else to `slow` (the core's full path
+    by default). An IPv4 packet for a server address goes to the core's
+    TUN queue (or is a no-route drop) here, as the core's relay would put
+    it there."""
     # Here, not at the top: a client's lone path does without the server's
     # module. Bound once per receiver, a closure variable on the hot path.
     from .server import Peer
@@ -153,8 +160,9 @@ def server_receiver(core, slow=None, other=None):
     server = core.server
     t = server.t
     sessions = server.sessions
+    full = core._datagram_received
     if slow is None:
-        slow = core._datagram_received
+        slow = full
     relay = core._relay
     drops = core.drops
     handle = core._handle
@@ -177,7 +185,7 @@ def server_receiver(core, slow=None, other=None):
                         plain = aead.decrypt(_ZERO4 + counter.to_bytes(8, "little"),
                                              d[16:], header)
                     except InvalidTag:
-                        return slow(d, addr, now)   # counted there
+                        return full(d, addr, now)   # counted there
                     core.now = now
                     s.window.update(counter)
                     s.last_received = now
@@ -212,6 +220,7 @@ def server_receiver(core, slow=None, other=None):
                                 return
                     handle(server._opened(peer, flags, plain, addr, now), now)
                     return
+            return full(d, addr, now)
         if other is not None and not (len(d) >= 8 and d[0] == 0xC2 and 1 <= d[1] <= _T_MAX):
             return other(d, addr, now)    # (the mux's dispatch, inline)
         slow(d, addr, now)
@@ -279,10 +288,12 @@ def server_tun(core, seal):
     """tun_packet(packet, now=None) for a camex.v2.core.V2ServerCore: an
     IPv4 packet from the server's TUN to the v2 client owning its
     destination (server_sender's test, inline: one Python call fewer on
-    an idle round trip), else the full path (`_tun_packet`)."""
+    an idle round trip), else the full delivery (`_deliver`, not
+    `_tun_packet`, whose `deliver` would repeat that test) or a no-route
+    drop."""
     server = core.server
     by_address = server.by_address
-    slow = core._tun_packet
+    full, drops = core._deliver, core.drops
 
     def tun_packet(p, now=None):
         if now is None:
@@ -292,6 +303,7 @@ def server_tun(core, seal):
             peer = by_address.get(n)
             if peer is not None and n not in server.reserved and seal(peer, p, now):
                 return
-        slow(p, now)
+        if not full(p, now):
+            drops["no-route"] += 1
 
     return tun_packet
