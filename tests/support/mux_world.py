@@ -60,6 +60,19 @@ class World:
                     self.clients[addr].datagram_received(d, self.now)
 
 
+def relays_both_ways(w: World, c1, c2) -> None:
+    """One packet each way between c1 (10.0.0.2) and c2 (10.0.0.3) through
+    the server: each receives exactly the other's."""
+    p12 = ip_packet("10.0.0.2", "10.0.0.3")
+    c1.tun_packet(p12, w.now)
+    w.pump()
+    assert c2.to_tun == [p12]
+    p21 = ip_packet("10.0.0.3", "10.0.0.2")
+    c2.tun_packet(p21, w.now)
+    w.pump()
+    assert c1.to_tun == [p21]
+
+
 def v2_client(client_id, passphrase, auto=True, local=None):
     """What the daemon runs with --protocol auto and a passphrase."""
     v2 = V2ClientCore(auto=auto, passphrase=passphrase, client_id=client_id, local_cidr=local)

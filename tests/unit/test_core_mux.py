@@ -6,7 +6,7 @@ import ipaddress
 from camex.legacy.client import LegacyClient
 from camex.legacy import codec
 from tests.support.mux_world import (
-    PASS, C2PASS, A1, A2, A3, ip_packet, World, v2_client)
+    PASS, C2PASS, A1, A2, A3, relays_both_ways, World, v2_client)
 
 
 def test_v2_and_legacy_clients_relay_to_each_other():
@@ -18,14 +18,7 @@ def test_v2_and_legacy_clients_relay_to_each_other():
     assert c1.protocol == "v2"
     assert str(c1.config.address) == "10.0.0.2/24"
     assert str(c2.config.address) == "10.0.0.3/24"
-    p12 = ip_packet("10.0.0.2", "10.0.0.3")
-    c1.tun_packet(p12, w.now)
-    w.pump()
-    assert c2.to_tun == [p12]
-    p21 = ip_packet("10.0.0.3", "10.0.0.2")
-    c2.tun_packet(p21, w.now)
-    w.pump()
-    assert c1.to_tun == [p21]
+    relays_both_ways(w, c1, c2)
     protos = {c["address"]: c["protocol"] for c in w.server.status_clients(w.now)}
     assert protos == {"10.0.0.2": "v2", "10.0.0.3": "legacy"}
 

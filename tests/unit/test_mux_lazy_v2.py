@@ -10,7 +10,8 @@ from camex.daemon.server_state_io import ServerState
 from camex.legacy import codec
 from camex.legacy.client import LegacyClient
 from camex.v2 import wire
-from tests.support.mux_world import A1, A2, A3, C2PASS, DB, PASS, World, ip_packet, v2_client
+from tests.support.mux_world import (A1, A2, A3, C2PASS, DB, PASS, World, ip_packet,
+                                     relays_both_ways, v2_client)
 
 
 def test_legacy_clients_alone_never_start_it():
@@ -33,14 +34,7 @@ def test_the_first_v2_client_starts_it_and_both_protocols_relay():
     w.add(A1, c1)
     assert w.server.v2 is not None
     assert c1.protocol == "v2" and str(c1.config.address) == "10.0.0.2/24"
-    p12 = ip_packet("10.0.0.2", "10.0.0.3")
-    c1.tun_packet(p12, w.now)
-    w.pump()
-    assert c2.to_tun == [p12]
-    p21 = ip_packet("10.0.0.3", "10.0.0.2")
-    c2.tun_packet(p21, w.now)
-    w.pump()
-    assert c1.to_tun == [p21]
+    relays_both_ways(w, c1, c2)
     assert w.server.v2_counters()["v2_handshakes"] == 1
     # The legacy client's address stays its own against a v2 claim, as with
     # a half built at start.
@@ -106,6 +100,7 @@ def test_datagrams_read_alone_take_the_flat_path_once_it_has_started():
     w = World(lazy_v2=True)
     fast = w.server.datagram_received
     assert fast.one == w.server._datagram_received
+
     class ByOne:
         def __call__(self, d, addr, now):
             fast.one(d, addr, now)
@@ -118,11 +113,4 @@ def test_datagrams_read_alone_take_the_flat_path_once_it_has_started():
     w.add(A1, c1)
     assert w.server.v2 is not None and c1.protocol == "v2"
     assert fast.one != w.server._datagram_received      # v2's flat receive now
-    p12 = ip_packet("10.0.0.2", "10.0.0.3")
-    c1.tun_packet(p12, w.now)
-    w.pump()
-    assert c2.to_tun == [p12]
-    p21 = ip_packet("10.0.0.3", "10.0.0.2")
-    c2.tun_packet(p21, w.now)
-    w.pump()
-    assert c1.to_tun == [p21]
+    relays_both_ways(w, c1, c2)
