@@ -310,6 +310,24 @@ def _first_error(srv: LabProcess, err: Exception, procs=()) -> str:
 # ---------------------------------------------------------------- peers
 
 
+def _wireguard_pair(lab, binary: str, tag: str):
+    """Keys (wg genkey/pubkey) and a wireguard-go process in srv and c1 on
+    interfaces named after `tag`: (ifs, keys, t0, server process, client
+    process); ifs and keys by side, "s" and "c"; keys[side] = (private
+    key file, public key)."""
+    ifs = {"s": _ifname(lab, tag + "s"), "c": _ifname(lab, tag + "c")}
+    keys = {}
+    for side in ("s", "c"):
+        priv = _tool(["wg", "genkey"]).strip()
+        pub = _tool(["wg", "pubkey"], priv + "\n").strip()
+        keys[side] = (_write(os.path.join(lab.logdir, f"{tag}-{side}.key"), priv + "\n"), pub)
+    env = {"WG_PROCESS_FOREGROUND": "1"}
+    t0 = time.monotonic()
+    ps = lab.server.spawn([binary, "-f", ifs["s"]], name="wireguard-go", env=env)
+    pc = lab.c1.spawn([binary, "-f", ifs["c"]], name="wireguard-go", env=env)
+    return ifs, keys, t0, ps, pc
+
+
 @dataclasses.dataclass
 class WireguardGo(Entry):
     """wireguard-go between c1 and srv. ``fetched``: the binary bench.fetch
@@ -334,17 +352,7 @@ class WireguardGo(Entry):
         binary, origin = self._binary()
         _need("wg")
         version = fetch.parse_version_output(_tool([binary, "--version"])) or "?"
-        d = lab.logdir
-        ifs = {"s": _ifname(lab, "wgs"), "c": _ifname(lab, "wgc")}
-        keys = {}
-        for side in ("s", "c"):
-            priv = _tool(["wg", "genkey"]).strip()
-            pub = _tool(["wg", "pubkey"], priv + "\n").strip()
-            keys[side] = (_write(os.path.join(d, f"wg-{side}.key"), priv + "\n"), pub)
-        env = {"WG_PROCESS_FOREGROUND": "1"}
-        t0 = time.monotonic()
-        ps = lab.server.spawn([binary, "-f", ifs["s"]], name="wireguard-go", env=env)
-        pc = lab.c1.spawn([binary, "-f", ifs["c"]], name="wireguard-go", env=env)
+        ifs, keys, t0, ps, pc = _wireguard_pair(lab, binary, "wg")
         for side, ns, _me, peer_ip, peer_in in (
                 ("s", lab.server, lab.c1.server_ip, lab.c1.underlay, PEER_CLIENT_IN),
                 ("c", lab.c1, lab.c1.underlay, lab.c1.server_ip, PEER_SERVER_IN)):
@@ -370,18 +378,8 @@ class WireguardGo6(Entry):
 
     def up(self, lab):
         _need("wireguard-go", "wg")
-        d = lab.logdir
-        ifs = {"s": _ifname(lab, "wg6s"), "c": _ifname(lab, "wg6c")}
         inner = {"s": INNER6.format(1), "c": INNER6.format(2)}
-        keys = {}
-        for side in ("s", "c"):
-            priv = _tool(["wg", "genkey"]).strip()
-            pub = _tool(["wg", "pubkey"], priv + "\n").strip()
-            keys[side] = (_write(os.path.join(d, f"wg6-{side}.key"), priv + "\n"), pub)
-        env = {"WG_PROCESS_FOREGROUND": "1"}
-        t0 = time.monotonic()
-        ps = lab.server.spawn(["wireguard-go", "-f", ifs["s"]], name="wireguard-go", env=env)
-        pc = lab.c1.spawn(["wireguard-go", "-f", ifs["c"]], name="wireguard-go", env=env)
+        ifs, keys, t0, ps, pc = _wireguard_pair(lab, "wireguard-go", "wg6")
         for side, ns, peer_ip in (("s", lab.server, lab.c1.underlay),
                                   ("c", lab.c1, lab.c1.server_ip)):
             other = "c" if side == "s" else "s"
