@@ -22,8 +22,8 @@ The underlay between the peers (the outer path) is IPv4 by default; a
 topology's ``family="ipv6"`` gives the veths IPv6 addresses only
 (fd00:250:<i>::1 server side, ::2 client side, /64; no IPv4 address), and
 ``family="dual"`` both. IPv6 addresses are added without duplicate address
-detection (IFA_F_NODAD) and waited for until none is tentative, so a
-daemon can bind them at once.
+detection (IFA_F_NODAD) and waited for until none is tentative and each
+has its local route, so a daemon can bind them and be reached at once.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from typing import Optional
 from collections.abc import Iterable
 
 from pyroute2 import IPRoute, netns
+from pyroute2.netlink.exceptions import NetlinkError
 
 # Re-exported: users import everything of the lab from lab.netns.
 from .proc import (  # noqa: F401
@@ -73,6 +74,7 @@ UNDERLAY6_PREFIX = 64
 FAMILIES = ("ipv4", "ipv6", "dual")
 IFA_F_NODAD = 0x02
 IFA_F_TENTATIVE = 0x40
+RTN_LOCAL = 2        # linux/rtnetlink.h
 TUNNEL_GATEWAY = "10.0.0.1"
 TUNNEL_C1 = "10.0.0.2"
 TUNNEL_C2 = "10.0.0.3"
@@ -147,6 +149,15 @@ class Namespace:
                  a.get("IFA_FLAGS") or a["flags"])
                 for a in ipr.get_addr(family=family, **kw)
             ]
+
+    def _is_local(self, address: str) -> bool:
+        """Whether the route to ``address`` is a local one (RTN_LOCAL)."""
+        with self.ipr() as ipr:
+            try:
+                r = ipr.route("get", dst=address)
+            except NetlinkError:
+                return False
+        return bool(r) and r[0]["type"] == RTN_LOCAL
 
     def link_of(self, address: str) -> Optional[str]:
         """Name of the link that holds ``address``, IPv4 or IPv6 (None if none)."""
@@ -331,9 +342,12 @@ class Namespace:
         )
 
     def wait_address(self, address: str, ifname: Optional[str] = None, timeout: float = 10.0) -> str:
-        """Wait until ``address`` (IPv4 or IPv6, no prefix) is on a link, an
-        IPv6 one past duplicate address detection (not tentative); return
-        the link."""
+        """Wait until ``address`` (IPv4 or IPv6, no prefix) is on a link and
+        packets to it are delivered here: an IPv6 one past duplicate address
+        detection (not tentative) and with its local route. The kernel adds
+        an IPv6 address's local route from a work item, after the address
+        (untentative at once with NODAD) and its prefix route; a packet
+        that comes between is forwarded, i.e. dropped. Return the link."""
         ip = ipaddress.ip_address(address)
         family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
 
@@ -343,7 +357,7 @@ class Namespace:
                 return None
             ready = any(a.ip == ip and not flags & IFA_F_TENTATIVE
                         for a, flags in self._addresses(link, family))
-            return link if ready else None
+            return link if ready and self._is_local(address) else None
 
         return wait_until(check, timeout, f"address {address} in {self.name}")
 

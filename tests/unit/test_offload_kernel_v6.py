@@ -40,13 +40,19 @@ CHILD = textwrap.dedent(r'''
         idx = ipr.link_lookup(ifname=tun.name)[0]
         ipr.link("set", index=idx, state="up", mtu=1500)
         ipr.addr("add", index=idx, address=HERE, prefixlen=64, flags=IFA_F_NODAD)
-        # Ready when the address is usable (not tentative): poll, no sleep.
-        end = time.time() + 5
+        # Ready when packets to HERE are delivered, not forwarded: the local
+        # route, which the kernel adds from a work item after the address
+        # (already untentative with NODAD) and the prefix route. A SYN-ACK
+        # that beats it is dropped as a forward (Ip6InAddrErrors) and the
+        # connect hangs. Poll, no sleep.
+        end = time.time() + 10
         while time.time() < end:
-            a = ipr.get_addr(index=idx, family=socket.AF_INET6, address=HERE)
-            if a and not a[0]["flags"] & 0x40:  # IFA_F_TENTATIVE
+            r = ipr.route("get", dst=HERE)
+            if r and r[0]["type"] == 2:  # RTN_LOCAL
                 break
             time.sleep(0.01)
+        else:
+            raise SystemExit("no local route to " + HERE)
 
     def reads(until, timeout=10.0):
         """TCP-over-IPv6 reads (VnetHdr, bytes) until `until(list)` or timeout."""
