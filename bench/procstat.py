@@ -67,6 +67,14 @@ def machine_busy_seconds() -> float:
     return (user + nice + system) / CLK_TCK
 
 
+def machine_idle_seconds() -> float:
+    """CPU seconds the whole machine spent idle (idle and iowait, all
+    cores): what is left over when a run is bound by the CPU is near zero."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return (int(fields[4]) + int(fields[5])) / CLK_TCK
+
+
 def own_cpu_seconds() -> float:
     """CPU of this process and of its reaped children (iperf3, ping, daemons)."""
     t = os.times()
