@@ -1,4 +1,5 @@
-"""ChaCha20-Poly1305 from `cryptography`, on every version camex supports.
+"""ChaCha20-Poly1305 and AES-256-GCM from `cryptography`, on every
+version camex supports.
 
 cryptography 41 and later take any buffer (camex hands the AEAD
 memoryviews of its receive buffers, no copy per packet); older ones, like
@@ -11,11 +12,12 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.ciphers import aead as _aead
 
 ChaCha20Poly1305 = _aead.ChaCha20Poly1305
+AESGCM = _aead.AESGCM
 
-try:
-    ChaCha20Poly1305(bytes(32)).encrypt(bytes(12), memoryview(b""), None)
-except TypeError:
-    class ChaCha20Poly1305(_aead.ChaCha20Poly1305):  # type: ignore[no-redef]
+
+def _bytes_only(base):
+    """`base` with every argument copied into bytes first."""
+    class Aead(base):
         __slots__ = ()
 
         def encrypt(self, nonce, data, associated_data):
@@ -25,3 +27,12 @@ except TypeError:
         def decrypt(self, nonce, data, associated_data):
             return super().decrypt(bytes(nonce), bytes(data),
                                    None if associated_data is None else bytes(associated_data))
+    Aead.__name__ = Aead.__qualname__ = base.__name__
+    return Aead
+
+
+try:
+    ChaCha20Poly1305(bytes(32)).encrypt(bytes(12), memoryview(b""), None)
+except TypeError:
+    ChaCha20Poly1305 = _bytes_only(_aead.ChaCha20Poly1305)  # type: ignore[misc]
+    AESGCM = _bytes_only(_aead.AESGCM)  # type: ignore[misc]

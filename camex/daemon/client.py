@@ -25,7 +25,7 @@ from .procinfo import process_status
 from ..io.tun import write_queued
 from ..io.udp import BATCH
 from .loop import BURST_GAP, RESOLVE_RETRY, Loop, StartupError
-from .options import v2_timers
+from .options import v2_timers, wants_aes
 
 FLUSH_AT = 64  # datagrams/packets queued before a mid-batch flush (bounds memory)
 # Send errors that say this socket's path is gone, not that a datagram was lost.
@@ -63,7 +63,7 @@ def make_core(opts, client_id, key, keylog=None) -> ClientCore:
                       mtu=opts.mtu, keepalive=opts.keepalive, timers=v2_timers(opts),
                       keylog=keylog, local_cidr6=getattr(opts, "local_cidr6", None),
                       gateway6=getattr(opts, "gateway_ip6", None),
-                      ipv6=not _camex_ko(opts.tun_dev))
+                      ipv6=not _camex_ko(opts.tun_dev), aes=wants_aes(opts))
     if opts.protocol == "v2":
         return v2
     from ..tunnel.client import AutoClientCore   # (not resident in a v2-only client)
@@ -459,6 +459,8 @@ class ClientDaemon:
             # v2 handshakes completed, and the age of the session in use
             # (None without v2, or before the first handshake).
             "handshakes": counters.get("handshakes"),
+            # The v2 session's AEAD (camex.v2.session.cipher_name); None on legacy.
+            "cipher": counters.get("cipher"),
             "last_handshake_ago": None if counters.get("session_created") is None
             else round(now - counters["session_created"], 3),
             "drops": drops,

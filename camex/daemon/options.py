@@ -48,6 +48,11 @@ class UsageError(Exception):
     "--port: 70000 is out of range 1..65535"."""
 
 
+# --cipher's values: "auto" lets a v2 session run AES-256-GCM where both
+# ends have AES instructions; "chacha20-poly1305" never does.
+CIPHERS = ("auto", "chacha20-poly1305")
+
+
 class Options:
     """The parsed command line. A plain class rather than a dataclass:
     `dataclasses` imports `inspect`, 1.2 MiB of the daemon's resident memory.
@@ -57,7 +62,8 @@ class Options:
               "bind_ip", "config", "routes", "mtu", "psk", "encrypt", "tun_dev", "pid_file",
               "bind_dev", "log_level", "protocol", "legacy", "server_tun", "keepalive",
               "rekey_after", "max_clients", "keylog", "control_socket", "extra", "config_given",
-              "psk_source", "psk_file", "check", "state_dir", "local_cidr6", "gateway_ip6")
+              "psk_source", "psk_file", "check", "state_dir", "local_cidr6", "gateway_ip6",
+              "cipher")
 
     def __init__(self, mode: str = "client", auto: bool = False, name: str | None = None,
                  local_cidr: IPv4Interface | None = None,
@@ -75,7 +81,7 @@ class Options:
                  psk_file: str | None = None, check: bool = False,
                  state_dir: str = DEFAULT_STATE_DIR,
                  local_cidr6: IPv6Interface | None = None,
-                 gateway_ip6: IPv6Address | None = None):
+                 gateway_ip6: IPv6Address | None = None, cipher: str = "auto"):
         self.mode = mode
         self.auto = auto
         self.name = name
@@ -111,6 +117,9 @@ class Options:
         # -l / -g with an IPv6 value (v2 only; local_cidr/gateway_ip are IPv4):
         self.local_cidr6 = local_cidr6
         self.gateway_ip6 = gateway_ip6
+        # --cipher: "auto" (v2 data keys under AES-256-GCM where both ends
+        # have AES instructions) or one of CIPHERS for every session.
+        self.cipher = cipher
 
     def __repr__(self) -> str:
         return f"Options({self.describe()})"
@@ -228,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
       f"{MIN_REKEY_AFTER}..{MAX_REKEY_AFTER} (default {DEFAULT_REKEY_AFTER}); both ends")
     a("--max-clients", metavar="N", help=f"server: clients registered at once, at most "
       f"(1..{MAX_MAX_CLIENTS}, default {MAX_CLIENTS}); a new one beyond is refused")
+    a("--cipher", metavar="NAME", help="v2 data cipher: auto (AES-256-GCM when both ends "
+      "have AES instructions, else ChaCha20-Poly1305; the default) or chacha20-poly1305")
     a("--keylog", metavar="FILE", help="append v2 session keys to FILE (mode 600) for "
       "camex-dissect --keylog; anyone who reads FILE reads the traffic: debugging only")
     a("--control-socket", metavar="PATH", help="default /run/camex/<mode>-<port>.sock")
@@ -342,6 +353,13 @@ def read_psk_file(path: str, option: str = "--psk-file") -> bytes:
     elif data.endswith(b"\n"):
         data = data[:-1]
     return _check(option, parse_psk, data)
+
+
+def wants_aes(opts) -> bool:
+    """Announce AES-256-GCM for v2 sessions? With --cipher auto (the
+    default) where this CPU has AES instructions (camex.io.cpu)."""
+    from camex.io.cpu import hardware_aes
+    return getattr(opts, "cipher", "auto") == "auto" and hardware_aes()
 
 
 def v2_timers(opts):
@@ -491,6 +509,11 @@ def parse_args(argv: list[str] | None = None, environ=None, *,
         with gather:
             o.max_clients = _check("--max-clients", lambda v: parse_int(
                 v, 1, MAX_MAX_CLIENTS, "clients"), args.max_clients)
+    if args.cipher is not None:
+        with gather:
+            if args.cipher not in CIPHERS:
+                raise UsageError(f"--cipher: {args.cipher!r} is not one of {', '.join(CIPHERS)}")
+            o.cipher = args.cipher
     if args.keylog is not None:
         with gather:
             o.keylog = _nonempty("--keylog", args.keylog)

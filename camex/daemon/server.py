@@ -29,7 +29,7 @@ from .server_state_io import ServerState
 from ..io.tun import write_queued
 from ..io.udp import BATCH
 from .loop import BURST_GAP, Loop, StartupError
-from .options import read_psk_file, v2_timers
+from .options import read_psk_file, v2_timers, wants_aes
 
 FLUSH_AT = 128  # datagrams queued before a mid-batch flush (bounds memory)
 # recvmmsg: reads per call and calls per readiness event (64 reads at most,
@@ -163,7 +163,8 @@ class ServerDaemon:
                               keylog=self.keylog, lazy_v2=legacy,
                               make_timers=functools.partial(v2_timers, opts) if v2 else None,
                               max_clients=opts.max_clients,
-                              server_interfaces=self.server_interfaces)
+                              server_interfaces=self.server_interfaces,
+                              aes=v2 and wants_aes(opts))
         # Legacy clients and counters kept across restarts (--state-dir).
         self.state = ServerState(self.core, opts)
         self.loop = None

@@ -62,7 +62,9 @@ def format_status(path: str, st: dict) -> str:
             lines.append(f"  client {c['client_id'] or '-'}")
             addrs = " ".join(c.get("addresses") or [c["address"]])
             lines.append(f"    address: {addrs}   endpoint: {c['endpoint']}")
-            lines.append(f"    protocol: {c['protocol']} ({c['mode']})   key: {c['key'] or 'none'}")
+            cipher = f", {c['cipher']}" if c.get("cipher") else ""
+            lines.append(f"    protocol: {c['protocol']} ({c['mode']}{cipher})   "
+                         f"key: {c['key'] or 'none'}")
             lines.append(f"    connected since: {_since(st, c)}")
             lines.append(f"    registered: {_ago(c['registered_ago'])}   "
                          f"last datagram: {_ago(c['last_received_ago'])}")
@@ -75,7 +77,8 @@ def format_status(path: str, st: dict) -> str:
                      f"mtu {st.get('mtu')}   [{path}]")
         lines.append(f"  server: {st['server']} from port {st.get('local_port')}   "
                      f"protocol: {st['protocol']} "
-                     f"({'encrypted' if st['encrypted'] else 'plaintext'})")
+                     f"({'encrypted' if st['encrypted'] else 'plaintext'}"
+                     f"{', ' + st['cipher'] if st.get('cipher') else ''})")
         lines.append(f"  last datagram: {_ago(st.get('last_received_ago'))}   "
                      f"last register: {_ago(st.get('last_register_ago'))}")
         lines.append(f"  transfer: {_human(st['rx_bytes'])} received ({st['rx_packets']} pkts), "

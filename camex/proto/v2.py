@@ -48,7 +48,6 @@ from typing import NamedTuple
 from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidTag
-from camex.base.aead import ChaCha20Poly1305
 from scapy.fields import (ByteEnumField, ByteField, ConditionalField,
                           FieldLenField, FlagsField, StrLenField, XByteField,
                           XLEIntField, XLELongField, XShortField, XStrField,
@@ -63,6 +62,7 @@ from camex.proto.v2_payload import (CamexV2BulkRecord, CamexV2BulkRecords,  # no
                                     bulk_records, records)
 from camex.v2 import wire
 from camex.v2.noise import HandshakeState, NoiseError, nonce_bytes
+from camex.v2.session import AesKey, aead_for
 
 T_BULK = wire.T_BULK
 HEADER_BULK = wire.HEADER_BULK
@@ -269,7 +269,7 @@ class Opened(NamedTuple):
         return hashlib.blake2s(self.key).hexdigest()[:8]
 
 
-_LINE = re.compile(r"CAMEX_V2\s+([0-9A-Fa-f]{1,8})\s+([0-9A-Fa-f]{64})\s*\Z")
+_LINE = re.compile(r"CAMEX_V2\s+([0-9A-Fa-f]{1,8})\s+([0-9A-Fa-f]{64})(?:\s+(aes-256-gcm))?\s*\Z")
 
 
 class KeyLog:
@@ -282,7 +282,7 @@ class KeyLog:
 
     def __init__(self, lines: Iterable[str] = ()):
         self.keys: dict[int, list[bytes]] = {}
-        self._aead: dict[bytes, ChaCha20Poly1305] = {}
+        self._aead: dict = {}   # key -> its AEAD object
         for n, line in enumerate(lines, 1):
             self.add_line(line, n)
 
@@ -312,13 +312,15 @@ class KeyLog:
         if not m:
             where = f"line {lineno}: " if lineno else ""
             raise KeyLogError(f"{where}not a key log line: {line[:60]!r}")
-        self.add(int(m.group(1), 16), bytes.fromhex(m.group(2)))
+        key = bytes.fromhex(m.group(2))
+        self.add(int(m.group(1), 16), AesKey(key) if m.group(3) else key)
 
     def add(self, index: int, key: bytes) -> None:
+        """`key` an AesKey for a session under AES-256-GCM."""
         keys = self.keys.setdefault(index, [])
         if key not in keys:
             keys.append(key)
-            self._aead.setdefault(key, ChaCha20Poly1305(key))
+            self._aead.setdefault(key, aead_for(key))
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.keys.values())
@@ -375,7 +377,7 @@ def seal_data(receiver: int, counter: int, key: bytes, packets: Iterable = (),
     `key` - what a peer holding that session key would send."""
     hdr = CamexV2(flags=flags) / CamexV2Data(receiver_index=receiver, counter=counter)
     head = bytes(hdr)[:wire.HEADER_DATA]
-    sealed = ChaCha20Poly1305(key).encrypt(nonce_bytes(counter), bytes(records(packets)), head)
+    sealed = aead_for(key).encrypt(nonce_bytes(counter), bytes(records(packets)), head)
     hdr[CamexV2Data].ciphertext = sealed[:-wire.TAGLEN]
     hdr[CamexV2Data].tag = sealed[-wire.TAGLEN:]
     return hdr
@@ -476,7 +478,7 @@ def seal_bulk(receiver: int, counter: int, key: bytes, items: Iterable = (),
                          f"(at most {MAX_FRAGMENTS})")
     head = bytes(CamexV2(type=T_BULK, flags=flags, index=0) /
                  CamexV2Bulk(receiver_index=receiver, counter=counter, count=count))
-    sealed = ChaCha20Poly1305(key).encrypt(nonce_bytes(counter), plain, head)
+    sealed = aead_for(key).encrypt(nonce_bytes(counter), plain, head)
     return [CamexV2(type=T_BULK, flags=flags, index=i) /
             CamexV2Bulk(receiver_index=receiver, counter=counter, count=count,
                         slice=sealed[i * room:(i + 1) * room]) for i in range(count)]

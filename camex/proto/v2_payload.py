@@ -172,8 +172,9 @@ TLV_NAMES = {wire.TLV_MODE: "MODE", wire.TLV_LOCAL_CIDR: "LOCAL_CIDR",
              wire.TLV_ROUTE6: "ROUTE_CIDR6"}
 ERROR_NAMES = {wire.ERR_UNKNOWN_CLIENT: "unknown client", wire.ERR_ADDRESS: "address",
                wire.ERR_CONFIG: "no profile", wire.ERR_REQUEST: "malformed request"}
-# TLV_FEATURES bits, bit 0 first (FEATURE_BULK = 0x01: "accepts BULK").
-FEATURE_NAMES = ["BULK"]
+# TLV_FEATURES bits, bit 0 first (FEATURE_BULK = 0x01: "accepts BULK";
+# FEATURE_AES256GCM = 0x02: "my data keys may run AES-256-GCM").
+FEATURE_NAMES = ["BULK", "AES256GCM"]
 
 
 class _TlvBase(Packet):

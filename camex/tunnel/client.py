@@ -64,7 +64,7 @@ class AutoClientCore:
         c = self.v2.counters()
         if self.active is self.v2:
             return c
-        del c["bulk_tx_frames"], c["bulk_rx_frames"]   # on legacy: v2 probes only
+        del c["bulk_tx_frames"], c["bulk_rx_frames"], c["cipher"]   # on legacy: v2 probes only
         return c
 
     def accept_bulk(self, on: bool) -> None:

@@ -62,7 +62,7 @@ class ServerMux:
                  legacy: bool = True, v2: bool = True, local_delivery: bool = False,
                  timers: Timers | None = None, rng=os.urandom, keylog=None,
                  max_clients: int = MAX_CLIENTS, server_interfaces=(),
-                 lazy_v2: bool = False, make_timers=None):
+                 lazy_v2: bool = False, make_timers=None, aes: bool = False):
         # `lazy_v2` (with legacy on): the v2 half waits for its first datagram;
         # `make_timers()`, if given, makes its timers then (instead of `timers`).
         self.config = config
@@ -83,7 +83,7 @@ class ServerMux:
         if v2:
             kw = dict(global_passphrase=passphrase, config=config,
                       local_delivery=local_delivery, rng=rng, keylog=keylog, timers=timers,
-                      max_clients=max_clients, server_interfaces=server_interfaces)
+                      max_clients=max_clients, server_interfaces=server_interfaces, aes=aes)
             if lazy_v2 and self.legacy is not None:
                 from ..v2 import kdf
                 # scrypt now (in its helper, at start), not on a v2 datagram.

@@ -31,7 +31,7 @@ from .bulk import collect
 from .cookie import open_cookie
 from .events import Deliver, DeliverFrame, Down, Refused, Send, Up
 from .noise import HandshakeState, NoiseError
-from .session import Session, Timers, keylog_lines
+from .session import Session, Timers, data_keys, keylog_lines
 
 REFUSED_RETRY = 30.0  # after an authenticated refusal, ask again this late
 QUEUE_MAX = 256       # inner packets kept while no session is up
@@ -302,9 +302,12 @@ class ClientSession:
             return [Refused(result.code, result.message)]
         send_cs, recv_cs = hs.split()
         server_index = struct.unpack_from("<I", payload)[0]
-        s = Session(r.receiver, server_index, send_cs.key, recv_cs.key, True, now, self.t)
+        # AES-256-GCM when our INIT and the server's RESP both carry the bit.
+        send_key, recv_key = data_keys(send_cs.key, recv_cs.key, bool(
+            result.features & self.request.features & wire.FEATURE_AES256GCM))
+        s = Session(r.receiver, server_index, send_key, recv_key, True, now, self.t)
         if self.keylog is not None:
-            for line in keylog_lines(r.receiver, server_index, send_cs.key, recv_cs.key):
+            for line in keylog_lines(r.receiver, server_index, send_key, recv_key):
                 self.keylog(line)
         self.previous, self.current = self.current, s
         self.first_unanswered = None

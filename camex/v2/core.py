@@ -31,7 +31,7 @@ from ..base.log import LOG, Throttle
 from . import bulk, kdf, lone, wire
 from .bulk import FastReceiver
 from .events import Deliver, DeliverFrame, Down, Refused, Roamed, Send, Up
-from .session import Timers
+from .session import Timers, cipher_name
 
 PATH_MTU = 1500
 DEFAULT_MTU = PATH_MTU - 28 - wire.OVERHEAD   # 1438: one packet per datagram, unfragmented
@@ -74,7 +74,7 @@ class V2ClientCore:
                  local_cidr=None, gateway=None, routes=(), mtu: int | None = None,
                  keepalive: float = 25.0, rng=os.urandom, keylog=None,
                  timers: Timers | None = None, local_cidr6=None, gateway6=None,
-                 ipv6: bool = True):
+                 ipv6: bool = True, aes: bool = False):
         if not auto and local_cidr is None and local_cidr6 is None:
             raise ValueError("a manual client needs its local address")
         if not passphrase:
@@ -99,7 +99,8 @@ class V2ClientCore:
         t.keepalive = keepalive
         request = wire.Request(auto=auto, local_cidr=None if auto else local_cidr,
                                mtu=None if auto else mtu,
-                               features=wire.FEATURE_BULK if bulk_wanted() else 0,
+                               features=(wire.FEATURE_BULK if bulk_wanted() else 0)
+                               | (wire.FEATURE_AES256GCM if aes else 0),
                                local_cidr6=None if auto else self.local_cidr6,
                                version=wire.PAYLOAD_VERSION if ipv6 else wire.PAYLOAD_V1)
         # Each role's session module is imported by the core of that role
@@ -226,7 +227,8 @@ class V2ClientCore:
         current = self.session.current
         out = {"bulk_tx_frames": stats["bulk_tx"], "bulk_rx_frames": stats["bulk_rx"],
                "handshakes": stats["handshakes"],
-               "session_created": current.created if current is not None else None}
+               "session_created": current.created if current is not None else None,
+               "cipher": cipher_name(current.send_key) if current is not None else None}
         for k in ("replay", "forged", "stale", "malformed"):
             if stats.get(k):
                 out[f"v2-{k}"] = stats[k]
@@ -367,7 +369,8 @@ class V2ServerCore:
                  local_delivery: bool = False, relay_other=None, behind_for=None,
                  rng=os.urandom, keylog=None, timers: Timers | None = None,
                  load_threshold: int | None = None, max_clients: int | None = None,
-                 server_interfaces=(), keys: kdf.KeyStore | None = None):
+                 server_interfaces=(), keys: kdf.KeyStore | None = None,
+                 aes: bool = False):
         # `keys`: the passphrases' key store, if already derived (scrypt).
         self.local_delivery = local_delivery
         # The server TUN's own address (-l of --server-tun): never a client's.
@@ -389,7 +392,8 @@ class V2ServerCore:
         if keys is None:
             keys = self._keystore(global_passphrase, config)
         self.server = V2Server(keys, self._authorize,
-                               rng=rng, keylog=keylog, timers=timers, bulk=bulk_wanted(), **kw)
+                               rng=rng, keylog=keylog, timers=timers, bulk=bulk_wanted(),
+                               aes=aes, **kw)
         self._set_policy(config)
         self.server.on_spoofed = self._spoofed
         # Middle fragments of a BULK frame are stored before anything else;
@@ -693,6 +697,7 @@ class V2ServerCore:
                 "rx_bytes": p.stats["rx_bytes"], "tx_bytes": p.stats["tx_bytes"],
                 "spoofed": p.stats["spoofed"],
                 "bulk": p.bulk,
+                "cipher": cipher_name(s.send_key) if s else None,
                 "bulk_rx_frames": p.stats["bulk_rx"], "bulk_tx_frames": p.stats["bulk_tx"],
             })
         return out

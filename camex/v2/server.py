@@ -54,7 +54,7 @@ from . import bulk, wire
 from .cookie import CookieMaker, LoadMeter
 from .events import Deliver, DeliverFrame, Down, Roamed, Send, Up
 from .noise import HandshakeState, NoiseError
-from .session import FORGED, Session, Timers, keylog_lines
+from .session import FORGED, Session, Timers, data_keys, keylog_lines
 
 LOAD_THRESHOLD = 50      # DH handshakes per second before cookies are required
 MAX_PENDING = 4096       # handshakes answered but not yet confirmed
@@ -242,7 +242,7 @@ class V2Server:
                  rng=os.urandom, load_threshold: int = LOAD_THRESHOLD,
                  spare_inits: int = SPARE_INITS,
                  max_datagram: int = 1472, keylog=None, keygen=None, bulk: bool = True,
-                 max_peers: int = 65536):
+                 max_peers: int = 65536, aes: bool = False):
         self.psk_for = psk_for
         # Clients at most (--max-clients), with those of the other protocol
         # on a server that speaks both (`other_peers`, set by ServerMux).
@@ -260,7 +260,9 @@ class V2Server:
         # datagrams 20 bytes smaller (max_plain, max_frame, max_datagram).
         v6 = max_datagram - (outer_ip_udp(True) - outer_ip_udp(False))
         self.v6_sizes = (v6 - wire.DATA_MIN, wire.bulk_max_plain(v6), v6)
-        self.features = wire.FEATURE_BULK if bulk else 0
+        # `aes`: this server's data keys may run AES-256-GCM (its CPU has
+        # AES instructions; the daemon's --cipher auto).
+        self.features = (wire.FEATURE_BULK if bulk else 0) | (wire.FEATURE_AES256GCM if aes else 0)
         self.frames = Reassembly(FRAME_SLOTS, FRAME_TIMEOUT, per_group=FRAME_SLOTS_PER_SESSION)
         self._bulk_n: int | None = None   # peers that take BULK (cached, reset with _behind)
         self.load = LoadMeter(load_threshold)
@@ -334,7 +336,7 @@ class V2Server:
         and uses send()). A record too large for 64 fragments of our
         datagram size goes out cut, as DATA. `plain`: the records already
         packed (a relayed frame's plaintext), sealed as they are if they fit."""
-        if not (self.features and peer.bulk):
+        if not (self.features & wire.FEATURE_BULK and peer.bulk):
             return None
         s = peer.current
         if s is None or not s.can_send() or s.age(now) >= self.t.reject_after_time:
@@ -370,7 +372,8 @@ class V2Server:
     def bulk_peers(self) -> int:
         """How many peers take BULK frames (cached until peers change)."""
         if self._bulk_n is None:
-            self._bulk_n = sum(1 for p in self.peers.values() if p.bulk) if self.features else 0
+            self._bulk_n = sum(1 for p in self.peers.values() if p.bulk) \
+                if self.features & wire.FEATURE_BULK else 0
         return self._bulk_n
 
     def route(self, dst) -> Peer | None:
@@ -682,9 +685,12 @@ class V2Server:
         resp = wire.pack_resp(init.sender, msg, self._mac1_key(psk))
         if isinstance(result, Grant):
             send_cs, recv_cs = hs.split()
-            s = Session(index, init.sender, send_cs.key, recv_cs.key, False, now, self.t)
+            # AES-256-GCM when the client's INIT and our RESP both carry the bit.
+            send_key, recv_key = data_keys(send_cs.key, recv_cs.key, bool(
+                request.features & features & wire.FEATURE_AES256GCM))
+            s = Session(index, init.sender, send_key, recv_key, False, now, self.t)
             if self.keylog is not None:
-                for line in keylog_lines(index, init.sender, send_cs.key, recv_cs.key):
+                for line in keylog_lines(index, init.sender, send_key, recv_key):
                     self.keylog(line)
             self._forget_pending(key)
             if len(self.pending_by_key) >= MAX_PENDING:

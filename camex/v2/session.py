@@ -3,9 +3,14 @@
 A session is what one completed handshake yields. The initiator (client)
 sends with the first key of Noise's Split and receives with the second; the
 responder the other way round. The 64-bit counter in each DATA datagram is
-the ChaCha20-Poly1305 nonce; it starts at 0 with fresh keys and only ever
-grows, so a (key, nonce) pair is never used twice. Rekeying is a new
-handshake, hence a new session with new keys - never a counter reset.
+the AEAD nonce; it starts at 0 with fresh keys and only ever grows, so a
+(key, nonce) pair is never used twice. Rekeying is a new handshake, hence a
+new session with new keys - never a counter reset.
+
+The AEAD is ChaCha20-Poly1305, or AES-256-GCM where both ends announced
+FEATURE_AES256GCM in the handshake (docs/PROTOCOL.md §4.6): such a
+session's keys are AesKey objects, bytes that say their cipher, so every
+path that borrows an AEAD for a key from AEADS gets the right one.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from cryptography.exceptions import InvalidTag
-from ..base.aead import ChaCha20Poly1305
+from ..base.aead import AESGCM, ChaCha20Poly1305
 
 from .framing import glue_frame
 from . import wire
@@ -48,18 +53,43 @@ class Timers:
         self.cookie_secret_life = cookie_secret_life
 
 
+class AesKey(bytes):
+    """A data key of a session whose AEAD is AES-256-GCM."""
+    __slots__ = ()
+
+
+def data_keys(send_key: bytes, recv_key: bytes, aes: bool) -> tuple:
+    """A session's (send, recv) keys from Noise's Split, for the AEAD the
+    handshake agreed on (`aes`: both ends announced FEATURE_AES256GCM)."""
+    if aes:
+        return AesKey(send_key), AesKey(recv_key)
+    return send_key, recv_key
+
+
+def cipher_name(key: bytes) -> str:
+    return "aes-256-gcm" if type(key) is AesKey else "chacha20-poly1305"
+
+
+def aead_for(key: bytes):
+    """A new AEAD object for a session key (AesKey: AES-256-GCM)."""
+    return (AESGCM if type(key) is AesKey else ChaCha20Poly1305)(key)
+
+
 def keylog_lines(local_index: int, remote_index: int, send_key: bytes,
                  recv_key: bytes) -> list:
     """SSLKEYLOGFILE-style lines for a new session (for camex-dissect):
     "CAMEX_V2 <receiver index> <key>" - DATA datagrams whose receiver index
     field holds that value (printed as 8 hex digits of the u32) open with
-    that key. Both directions of the session, one line each."""
-    return [f"CAMEX_V2 {local_index:08x} {recv_key.hex()}",
-            f"CAMEX_V2 {remote_index:08x} {send_key.hex()}"]
+    that key. Both directions of the session, one line each; a session
+    under AES-256-GCM adds " aes-256-gcm" to each."""
+    tail = " aes-256-gcm" if type(send_key) is AesKey else ""
+    return [f"CAMEX_V2 {local_index:08x} {recv_key.hex()}{tail}",
+            f"CAMEX_V2 {remote_index:08x} {send_key.hex()}{tail}"]
 
 
 class _AeadCache:
-    """ChaCha20Poly1305 objects for the sessions that are moving data.
+    """AEAD objects for the sessions that are moving data (AESGCM for an
+    AesKey, ChaCha20Poly1305 for any other key).
 
     One object holds about 2.3 KiB (an initialised cipher context); two per
     session would cost a server with thousands of mostly idle clients more
@@ -72,11 +102,11 @@ class _AeadCache:
         self.size = size
         self._objs: OrderedDict = OrderedDict()
 
-    def get(self, key: bytes) -> ChaCha20Poly1305:
+    def get(self, key: bytes):
         objs = self._objs
         aead = objs.get(key)
         if aead is None:
-            aead = objs[key] = ChaCha20Poly1305(key)
+            aead = objs[key] = aead_for(key)
             if len(objs) > self.size:
                 objs.popitem(last=False)
         else:

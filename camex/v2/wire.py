@@ -363,6 +363,9 @@ PAYLOAD_V1 = 1       # no TLV_VERSION: IPv4 inside only
 PAYLOAD_VERSION = 2  # what this camex speaks
 
 FEATURE_BULK = 0x01  # "I accept BULK messages"
+# "My session keys may run AES-256-GCM" (the sender's CPU has AES
+# instructions): a session uses it when INIT and RESP both carry the bit.
+FEATURE_AES256GCM = 0x02
 
 ERR_UNKNOWN_CLIENT = 1
 ERR_ADDRESS = 2      # address not allowed for this ID, or held by another client

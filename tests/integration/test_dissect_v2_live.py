@@ -20,12 +20,16 @@ import pytest
 from scapy.layers.inet import ICMP, IP
 from scapy.utils import rdpcap
 
+from camex.io.cpu import hardware_aes
 from lab.capture import PcapRecorder
 from lab.daemons import GLOBAL_PSK, Camex
 
 pytestmark = pytest.mark.lab
 
 PINGS = 4
+# A camex client announces BULK, and AES-256-GCM where its CPU has AES
+# instructions (both ends here: one machine).
+AES = ["AES256GCM"] if hardware_aes() else []
 
 
 def dissect(*args):
@@ -97,7 +101,7 @@ def test_dissect_decodes_icmp_inside_a_live_v2_tunnel(star, tmp_path):
     init = next(r for r in recs if r["mode"] == "v2" and r["type"] == "INIT")
     assert init["status"] == "ok" and init["psk"] == "global"
     assert init["request"] == {"mode": "manual", "local_cidr": f"{star.c1.tunnel_ip}/24",
-                               "mtu": None, "features": ["BULK"]}   # a camex client accepts BULK
+                               "mtu": None, "features": ["BULK"] + AES}
     assert next(r for r in recs if r["type"] == "RESP")["psk"] == "global"
 
     # The text lines a user reads.

@@ -8,6 +8,8 @@ both clients and of the server."""
 
 import pytest
 
+from camex.daemon.status import format_status
+from camex.io.cpu import hardware_aes
 from lab.attacks import Sniffer
 from lab.daemons import auto_config
 from lab.traffic import iperf3
@@ -136,6 +138,28 @@ def test_a_passphrase_alone_means_v2(cx, star):
         st = cx.status(ns)
         assert (st["protocol"], st["encrypted"]) == ("v2", True), st
     assert {c["protocol"] for c in cx.clients().values()} == {"v2"}
+
+
+def test_the_data_cipher_is_agreed_and_shown(cx, star):
+    """Each session's AEAD is agreed in its handshake: AES-256-GCM where
+    both ends have AES instructions (here one machine plays every end), and
+    ChaCha20-Poly1305 for a client started with --cipher chacha20-poly1305,
+    from the same server. Both carry traffic to each other; the clients'
+    and the server's status name each session's cipher."""
+    aes = "aes-256-gcm" if hardware_aes() else "chacha20-poly1305"
+    cx.start_server(psk=GLOBAL)
+    cx.start_client(star.c1, psk=GLOBAL)
+    cx.start_client(star.c2, psk=GLOBAL, extra=["--cipher", "chacha20-poly1305"])
+    star.c1.wait_ping(star.c2.tunnel_ip, timeout=10)
+    pings(star.c1, star.c2.tunnel_ip, count=5)
+    res = iperf3(star.c1, star.c2, star.c2.tunnel_ip, seconds=1)
+    assert res.received_bytes > 1 << 20
+    st1 = cx.status(star.c1)
+    assert st1["cipher"] == aes
+    assert f"protocol: v2 (encrypted, {aes})" in format_status("c1", st1)
+    assert cx.status(star.c2)["cipher"] == "chacha20-poly1305"
+    by_address = {c["address"]: c["cipher"] for c in cx.clients().values()}
+    assert by_address == {star.c1.tunnel_ip: aes, star.c2.tunnel_ip: "chacha20-poly1305"}
 
 
 # ------------------------------------------------------------ mixed
