@@ -1,6 +1,6 @@
 """CPU per 64 KB BULK frame, in memory: where a TCP stream's time goes.
 
-    python -m bench.bulk_micro [--rounds 7] [--n 2000]
+    python -m bench.bulk_micro [--rounds 7] [--n 2000] [--cipher aes-256-gcm]
 
 One TSO-sized record (an IPv4/TCP super-packet of ~64 KB) is driven
 through the steps a v2 daemon takes per frame, without I/O: record packing
@@ -10,7 +10,8 @@ the ciphertext out of a GRO read), open (Session.open_frame), and the
 records to TUN items (wire.parse_bulk_records + bulk.tun_items). Each step
 alone and the whole chain, in microseconds per frame (best of --rounds,
 each the mean of --n calls), beside the bare AEAD on the same sizes (the
-floor: compare with `openssl speed -evp chacha20-poly1305`).
+floor: compare with `openssl speed -evp chacha20-poly1305`). `--cipher
+aes-256-gcm`: a session that agreed on AES-256-GCM (docs/PROTOCOL.md §4.6).
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ import argparse
 import os
 import time
 
-from camex.base.aead import ChaCha20Poly1305
 from camex.v2 import bulk, wire
 from camex.v2.noise import nonce_bytes
-from camex.v2.session import Session, Timers
+from camex.v2.session import Session, Timers, aead_for, data_keys
 
 DATAGRAM = 1472           # the UDP payload of an outer IPv4 path of MTU 1500
 
@@ -52,8 +52,10 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--cipher", choices=("chacha20-poly1305", "aes-256-gcm"),
+                    default="chacha20-poly1305")
     a = ap.parse_args(argv)
-    key_a, key_b = os.urandom(32), os.urandom(32)
+    key_a, key_b = data_keys(os.urandom(32), os.urandom(32), a.cipher == "aes-256-gcm")
     t = Timers()
     tx = Session(1, 2, key_a, key_b, True, 0.0, t)
     rx = Session(2, 1, key_b, key_a, False, 0.0, t)
@@ -92,7 +94,7 @@ def main(argv=None) -> None:
         for gg, p in wire.parse_bulk_records(opened):
             bulk.tun_items(gg, p)
 
-    aead = ChaCha20Poly1305(key_a)
+    aead = aead_for(key_a)
     nonce = nonce_bytes(7)
     sealed = aead.encrypt(nonce, plain, b"x" * 20)
 
@@ -116,7 +118,7 @@ def main(argv=None) -> None:
         ("records -> tun items", to_tun),
         ("chain", chain),
     ]
-    print(f"frame: {len(plain)} B plaintext, {count} fragments of {size} B; "
+    print(f"frame: {len(plain)} B plaintext, {count} fragments of {size} B, {a.cipher}; "
           f"best of {a.rounds} x {a.n}")
     for name, fn in steps:
         us = best(fn, a.n, a.rounds)

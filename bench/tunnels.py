@@ -256,7 +256,7 @@ class CamexEntry(Entry):
             startup = _startup(lab.c1, target, t0, procs)
         except LabError as e:
             raise NotAvailable(_first_error(srv, e, procs[1:])) from None
-        spoken = _camex_protocol(camex, ctl(lab.c1))
+        spoken, cipher = _camex_protocol(camex, ctl(lab.c1))
         if spoken != self.protocol:
             raise NotAvailable(f"the client reports protocol {spoken!r}, not {self.protocol!r}: "
                                f"`{' '.join(self._fmt(self.client_args))}` is not implemented yet")
@@ -266,10 +266,12 @@ class CamexEntry(Entry):
                 + " (iperf3 -R: the client in c1 receives)"
         if self.family == "ipv6":
             path += ", IPv6 underlay and IPv6 inside"
+        if cipher:
+            path += f", {cipher}"
         desc = (f"camex {self.label}, {path}, tun MTU {mtu}; server "
                 f"`{' '.join(self._fmt(self.server_args)) or '(defaults)'}`, clients "
                 f"`-l ... -t {mtu} {' '.join(self._fmt(self.client_args))}`")
-        extra = {"server_ready_s": round(server_ready, 4), "protocol": spoken}
+        extra = {"server_ready_s": round(server_ready, 4), "protocol": spoken, "cipher": cipher}
         up_at = _log_time(near, CLIENT_READY)
         if up_at is not None:
             # Launch -> "tunnel up" logged (interpreter start, imports, TUN and
@@ -287,14 +289,16 @@ def _log_time(proc: LabProcess, pattern: str) -> Optional[float]:
     return time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1000
 
 
-def _camex_protocol(camex: str, control_socket: str) -> str:
-    """What a running camex client says it speaks (`camex status --json`)."""
+def _camex_protocol(camex: str, control_socket: str) -> tuple:
+    """What a running camex client says it speaks (`camex status --json`):
+    (protocol, its v2 session's cipher or None)."""
     res = subprocess.run([camex, "status", "--json", "--control-socket", control_socket],
                          capture_output=True, text=True, timeout=10)
     try:
-        return json.loads(res.stdout)[control_socket].get("protocol", "?")
+        st = json.loads(res.stdout)[control_socket]
+        return st.get("protocol", "?"), st.get("cipher")
     except (ValueError, KeyError, AttributeError):
-        return f"? (camex status: {(res.stdout + res.stderr).strip()[:100]})"
+        return f"? (camex status: {(res.stdout + res.stderr).strip()[:100]})", None
 
 
 def _first_error(srv: LabProcess, err: Exception, procs=()) -> str:
@@ -612,6 +616,15 @@ ENTRIES: list[Entry] = [
                            server_args=(*V2, "--server-tun", *ENC), client_args=(*V2, *ENC))),
     *_both_ways(CamexEntry("camex-v2-relay", "camex", protocol="v2", label="v2 relay (encrypted)",
                            server_args=(*V2, *ENC), client_args=(*V2, *ENC))),
+    # The rows above run AES-256-GCM where the CPU has AES instructions
+    # (--cipher auto); these, what a camera without them gets.
+    CamexEntry("camex-v2-p2p-chacha", "camex", topology="p2p", protocol="v2",
+               label="v2 point to point, ChaCha20-Poly1305, server owns a TUN",
+               server_args=(*V2, "--server-tun", *ENC),
+               client_args=(*V2, *ENC, "--cipher", "chacha20-poly1305")),
+    CamexEntry("camex-v2-relay-chacha", "camex", protocol="v2",
+               label="v2 relay, ChaCha20-Poly1305",
+               server_args=(*V2, *ENC), client_args=(*V2, *ENC, "--cipher", "chacha20-poly1305")),
     # The command line users type: no --protocol on either side (auto). The
     # client must settle on v2; its figures should be those of the rows above.
     *_both_ways(CamexEntry("camex-default-p2p", "camex", topology="p2p", protocol="v2",
