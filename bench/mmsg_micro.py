@@ -85,7 +85,7 @@ def receive(rounds: int) -> dict:
     out["recvfrom_into + copy"] = _best(rounds, fill, loop(into))
     out["recvmmsg"] = _best(rounds, fill, batch.recv, lambda: batch.recv())
     out["recvmmsg syscall alone"] = _best(
-        rounds, fill, lambda: batch._recvmmsg(batch.fd, batch._rptr, N, mmsg.MSG_DONTWAIT, None))
+        rounds, fill, lambda: batch._recvmmsg(batch.fd, batch._rptr, N, mmsg.MSG_DONTWAIT, 0))
     return out
 
 
