@@ -63,7 +63,7 @@ class HeapTrim:
         self.dirty = True     # start-up's garbage too
         self.also: list = []  # () -> None: buffers of the daemon's own to give back too
         try:
-            self._trim = _libc("malloc_trim", 1)
+            self._trim = _libc("malloc_trim", "L")
         except (OSError, AttributeError):   # not glibc
             self._trim = None
 
@@ -91,7 +91,7 @@ def _prctl(option: int, arg: int) -> int:
     rather than ctypes, whose import and libc handle stay resident for the
     daemon's lifetime (0.35-0.6 MiB). ctypes where that backend is not
     loaded: loading it only for this would cost 1.3 MiB (camex.io.libc)."""
-    return _libc("prctl", 5)(option, arg, 0, 0, 0)
+    return _libc("prctl", "iLLLL")(option, arg, 0, 0, 0)
 
 
 class PidFile:

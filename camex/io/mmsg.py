@@ -93,7 +93,8 @@ def _load(backend: str | None = None):
     fns = _loaded.get(lib.name, 0)
     if fns == 0:
         try:
-            fns = (lib, lib.function("recvmmsg", 5), lib.function("sendmmsg", 4))
+            fns = (lib, lib.function("recvmmsg", "iPIiP"),
+                   lib.function("sendmmsg", "iPIi"))
         except (OSError, AttributeError):
             fns = None
         _loaded[lib.name] = fns
@@ -228,6 +229,7 @@ class Batch:
                                ibase + i * _ISZ, 1, cbase + i * CONTROL_LEN, CONTROL_LEN, 0, 0)
         self._rmmv = memoryview(self._rmsgs)
         self._rptr = lib.pointer(lib.address(self._rmsgs))
+        self._null = lib.pointer(0)   # (no timeout)
         # The kernel writes lengths and flags back into the headers it
         # used: one slice assignment from this copy restores them before the
         # next call.
@@ -260,7 +262,7 @@ class Batch:
             k = self._used * _MSZ
             mm[:k] = self._rtemplate[:k]
             self._used = 0
-        n = self._recvmmsg(self.fd, self._rptr, size, MSG_DONTWAIT, 0)
+        n = self._recvmmsg(self.fd, self._rptr, size, MSG_DONTWAIT, self._null)
         if n < 0:
             e = self._errno()
             if e in (errno.EAGAIN, errno.EWOULDBLOCK):
