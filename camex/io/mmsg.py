@@ -212,7 +212,9 @@ class Batch:
         # Receive side: buffers in an anonymous mapping (resident only where
         # written), sockaddrs and iovecs pointing into them. Each array is a
         # bytearray (memoryviews on them: never resized, never moved).
-        self._rbuf = mmap.mmap(-1, size * slot)
+        # MAP_PRIVATE: mmap's default, MAP_SHARED, is shared memory, whose
+        # pages MADV_DONTNEED only unmaps (release() would free nothing).
+        self._rbuf = mmap.mmap(-1, size * slot, flags=mmap.MAP_PRIVATE)
         self._rmv = memoryview(self._rbuf)
         rbase = lib.address(self._rbuf)
         self._rnames = bytearray(size * NAME_LEN)
