@@ -1,6 +1,6 @@
 """In process, what a relayed fleet datagram costs at each layer.
 
-    python -m bench.mmsg_micro [--rounds 200]
+    python -m bench.mmsg_micro [--rounds 200] [--backend cffi|ctypes]
 
 - receive: 64 datagrams of 1,243 bytes from 64 loopback senders, read by
   recvfrom, recvmsg with ancillary space (the daemon's one-read path),
@@ -8,12 +8,18 @@
   alone);
 - send: 64 datagrams to 64 destinations by sendto and by sendmmsg, and to
   one destination by the daemon's GSO sender and by sendmmsg;
+- call: one Batch call carrying little (recv() of an empty socket, send()
+  of one 64-byte datagram): what the binding costs per call;
 - core: the legacy server core relaying 1,200-byte DATA between 100
   registered senders, one datagram at a time (datagram_received) and in
   batches of 64 (datagrams_received), with the AEAD's own cost beside.
 
-CPU nanoseconds per datagram of this thread, the best round (the least
-disturbed by other tenants). docs/FASTPATH.md, section 7, quotes it.
+`--backend` picks camex.io.libc's backend for the batches (by default
+what the process has loaded: ctypes for receive and send, cffi's for
+wakeup, after the core part loaded cryptography).
+
+CPU nanoseconds per datagram (per call for `call`) of this thread, the
+best round (the least disturbed by other tenants). docs/FASTPATH.md, section 7, quotes it.
 """
 
 from __future__ import annotations
@@ -29,6 +35,15 @@ from camex.legacy import codec
 
 N = 64
 SIZE = 1243   # a 1,200-byte inner packet, sealed
+
+
+BACKEND = None
+
+
+def _batch(sock: socket.socket, n: int):
+    if BACKEND is None:
+        return mmsg.Batch(sock, n)
+    return mmsg.Batch(sock, n, backend=BACKEND)
 
 
 def _udp(rcvbuf: int = 0) -> socket.socket:
@@ -57,7 +72,7 @@ def receive(rounds: int) -> dict:
     rx = _udp(8 << 20)
     txs = [_udp() for _ in range(N)]
     d, dst = bytes(SIZE), rx.getsockname()
-    batch = mmsg.Batch(rx, N)
+    batch = _batch(rx, N)
 
     def fill():
         for t in txs:
@@ -84,8 +99,9 @@ def receive(rounds: int) -> dict:
         bytes(mv[:n])
     out["recvfrom_into + copy"] = _best(rounds, fill, loop(into))
     out["recvmmsg"] = _best(rounds, fill, batch.recv, lambda: batch.recv())
+    null = getattr(batch, "_null", None)   # (a NULL its backend takes)
     out["recvmmsg syscall alone"] = _best(
-        rounds, fill, lambda: batch._recvmmsg(batch.fd, batch._rptr, N, mmsg.MSG_DONTWAIT, None))
+        rounds, fill, lambda: batch._recvmmsg(batch.fd, batch._rptr, N, mmsg.MSG_DONTWAIT, null))
     return out
 
 
@@ -96,7 +112,7 @@ def send(rounds: int) -> dict:
     d = bytes(SIZE)
     many = [(d, r.getsockname()) for r in rxs]
     one = [(d, rxs[0].getsockname())] * N
-    batch = mmsg.Batch(tx, N)
+    batch = _batch(tx, N)
     sender = gso.Sender(tx, gso.probe().udp_gso)
 
     def drain():
@@ -117,6 +133,28 @@ def send(rounds: int) -> dict:
                                              drain),
         "sendmmsg, one destination": _best(rounds, None, lambda: batch.send(one), drain),
     }
+
+
+def call(rounds: int) -> dict:
+    """One Batch call, what the binding adds to the kernel's work: recv()
+    of an empty socket (the syscall, its EAGAIN, errno) and send() of one
+    small datagram (one sendmmsg); nanoseconds per call."""
+    rx, tx = _udp(1 << 20), _udp()
+    rb, tb = _batch(rx, 16), _batch(tx, 16)
+    one = [(bytes(64), rx.getsockname())]
+
+    def empty():
+        for _ in range(N):
+            rb.recv()
+
+    def send():
+        for _ in range(N):
+            tb.send(one)
+    out = {"call: recv() of an empty socket": _best(rounds, None, empty),
+           "call: send() of one datagram": _best(rounds, None, send, lambda: _drain(rx))}
+    for s in (rx, tx):
+        s.close()
+    return out
 
 
 def core(rounds: int) -> dict:
@@ -217,7 +255,7 @@ def wakeup(rounds: int) -> dict:
     ep = select.epoll()
     ep.register(srv.fileno(), select.EPOLLIN)
     recv = gso.gro_receiver(srv)
-    batch = mmsg.Batch(srv, 16)
+    batch = _batch(srv, 16)
     sender = gso.Sender(srv, False, lambda e, a: None)
     one_read = udp.one_read(mux.datagram_received)
     out = mux.outbox
@@ -283,15 +321,20 @@ def main(argv=None) -> int:
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--parts", default="receive,send,core,wakeup",
-                    help="comma-separated: receive, send, core, wakeup")
+                    help="comma-separated: receive, send, core, wakeup, call")
+    ap.add_argument("--backend", choices=("cffi", "ctypes"),
+                    help="camex.io.libc's backend for the batches")
     args = ap.parse_args(argv)
+    global BACKEND
+    BACKEND = args.backend
     if not mmsg.available():
         print("libc has no recvmmsg/sendmmsg", file=sys.stderr)
         return 1
-    parts = {"receive": receive, "send": send, "core": core, "wakeup": wakeup}
+    parts = {"receive": receive, "send": send, "core": core, "wakeup": wakeup, "call": call}
     for part in (parts[p] for p in args.parts.split(",")):
         for k, v in part(args.rounds).items():
-            print(f"{k:42} {v:8.0f} ns per datagram")
+            per = "call" if k.startswith("call:") else "datagram"
+            print(f"{k:42} {v:8.0f} ns per {per}")
     print(f"load average {os.getloadavg()[0]:.2f}")
     return 0
 

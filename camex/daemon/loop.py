@@ -15,11 +15,11 @@ import select
 import selectors
 import signal
 import socket
-import sys
 import time
 
 from .control import ControlServer
 from ..base.log import LOG
+from ..io.libc import function as _libc
 
 # A readiness event that comes less than this long after the previous one
 # on the same descriptor is part of a burst (drained in batches); a later
@@ -45,19 +45,6 @@ def harden_process() -> None:
         pass
 
 
-def _libc(name: str, nargs: int):
-    """libc's function `name` of `nargs` integer arguments (an int result):
-    through cffi's C backend where `cryptography` has loaded it, else
-    ctypes (see _prctl)."""
-    cffi = sys.modules.get("_cffi_backend")
-    if cffi is None:
-        import ctypes
-        return getattr(ctypes.CDLL(None, use_errno=True), name)
-    c_int, c_ulong = cffi.new_primitive_type("int"), cffi.new_primitive_type("unsigned long")
-    fn_type = cffi.new_function_type((c_ulong,) * nargs, c_int, False)
-    return cffi.load_library(None).load_function(fn_type, name)
-
-
 class HeapTrim:
     """Give the heap's free pages back to the system once the daemon idles.
 
@@ -76,7 +63,7 @@ class HeapTrim:
         self.dirty = True     # start-up's garbage too
         self.also: list = []  # () -> None: buffers of the daemon's own to give back too
         try:
-            self._trim = _libc("malloc_trim", 1)
+            self._trim = _libc("malloc_trim", "L")
         except (OSError, AttributeError):   # not glibc
             self._trim = None
 
@@ -102,10 +89,9 @@ def _prctl(option: int, arg: int) -> int:
     Through cffi's C backend where `cryptography` has already loaded it
     (every daemon with a passphrase: 56 KiB more resident for this call)
     rather than ctypes, whose import and libc handle stay resident for the
-    daemon's lifetime (0.35-0.6 MiB) though the data path never calls C.
-    ctypes where that backend is not loaded: loading it only for this
-    would cost 1.3 MiB."""
-    return _libc("prctl", 5)(option, arg, 0, 0, 0)
+    daemon's lifetime (0.35-0.6 MiB). ctypes where that backend is not
+    loaded: loading it only for this would cost 1.3 MiB (camex.io.libc)."""
+    return _libc("prctl", "iLLLL")(option, arg, 0, 0, 0)
 
 
 class PidFile:

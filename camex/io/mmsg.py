@@ -1,4 +1,4 @@
-"""recvmmsg(2) and sendmmsg(2) through ctypes: many datagrams, one syscall.
+"""recvmmsg(2) and sendmmsg(2): many datagrams, one syscall.
 
 Python's socket module has neither. A server relaying for a camera fleet
 receives one datagram from each of many senders and sends each to a
@@ -14,18 +14,23 @@ mapping, so slots that only ever hold small datagrams keep only their
 first page resident). Datagrams received are memoryviews into those
 buffers, valid until the next receive on the same Batch.
 
+The calls go through camex.io.libc: cffi's C backend in a daemon with a
+passphrase (`cryptography` has loaded it), ctypes in a plaintext one. The
+arrays are bytearrays laid out with `struct` in the platform's native
+alignment, the same for both.
+
 `available()` says whether libc has both calls (glibc and musl do on
 Linux); where it does not, the daemons keep their plain socket path.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import mmap
 import socket
 import struct
 
+from . import libc
 from ..base.endpoint import sockaddr_v6
 
 MSG_TRUNC = 0x20
@@ -39,35 +44,33 @@ CONTROL_LEN = 32     # CMSG_SPACE(int): the UDP_GRO segment size of a GRO read
 SOL_UDP, UDP_GRO = 17, 104
 
 
-class _IOVec(ctypes.Structure):
-    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+# The kernel's layouts in this platform's native alignment ('@': what the
+# C compiler lays out; a trailing '0P' pads a struct to its alignment).
+_MSGHDR = "PIPNPNi0P"   # name, namelen, iov, iovlen, control, controllen, flags
+_MMSGHDR = struct.Struct("@" + _MSGHDR + "I0P")   # msghdr, msg_len
+_IOVEC = struct.Struct("@PN")                     # iov_base, iov_len
 
 
-class _MsgHdr(ctypes.Structure):
-    _fields_ = [("msg_name", ctypes.c_void_p), ("msg_namelen", ctypes.c_uint32),
-                ("msg_iov", ctypes.c_void_p), ("msg_iovlen", ctypes.c_size_t),
-                ("msg_control", ctypes.c_void_p), ("msg_controllen", ctypes.c_size_t),
-                ("msg_flags", ctypes.c_int)]
+def _offset(fields: str, index: int) -> int:
+    """Where field `index` of a native struct format of one-letter codes starts."""
+    return struct.calcsize("@" + fields[:index] + "0" + fields[index])
 
 
-class _MMsgHdr(ctypes.Structure):
-    _fields_ = [("msg_hdr", _MsgHdr), ("msg_len", ctypes.c_uint)]
-
-
-_MSZ = ctypes.sizeof(_MMsgHdr)
-_OFF_NAMELEN = _MsgHdr.msg_namelen.offset
-_OFF_CONTROLLEN = _MsgHdr.msg_controllen.offset
-_OFF_FLAGS = _MsgHdr.msg_flags.offset
-_OFF_LEN = _MMsgHdr.msg_len.offset
-_IOV_LEN = _IOVec.iov_len.offset
-_ISZ = ctypes.sizeof(_IOVec)
+_MSZ = _MMSGHDR.size
+_OFF_NAMELEN = _offset(_MSGHDR, 1)
+_OFF_CONTROLLEN = _offset(_MSGHDR, 5)
+_OFF_FLAGS = _offset(_MSGHDR, 6)
+_OFF_LEN = _offset(_MSGHDR + "I", 9)
+_IOV_LEN = _offset("PN", 1)
+_ISZ = _IOVEC.size
 _U32 = struct.Struct("=I")
 _SIZE = struct.Struct("N")   # size_t, native
 
+
 def _hdr_format() -> str:
     """One mmsghdr as a struct format reading msg_controllen, msg_flags
-    and msg_len (offsets from ctypes' own layout of this platform)."""
-    fields = sorted([(_OFF_CONTROLLEN, "Q" if ctypes.sizeof(ctypes.c_size_t) == 8 else "I"),
+    and msg_len ('=': no alignment of its own, so n of them repeat it)."""
+    fields = sorted([(_OFF_CONTROLLEN, "Q" if _SIZE.size == 8 else "I"),
                      (_OFF_FLAGS, "i"), (_OFF_LEN, "I")])
     fmt, at = "=", 0
     for off, code in fields:
@@ -81,29 +84,26 @@ _V4_NAME = f"!2xH4s{NAME_LEN - 8}x"   # sockaddr_in: family, port, address
 _CMSG = struct.Struct("Nii")  # cmsghdr: cmsg_len, cmsg_level, cmsg_type
 _INT = struct.Struct("i")
 
-_libc = None
+_loaded: dict = {}
 
 
-def _load():
-    global _libc
-    if _libc is None:
+def _load(backend: str | None = None):
+    """(libc backend, recvmmsg, sendmmsg), or None where libc lacks them."""
+    lib = libc.backend(backend)
+    fns = _loaded.get(lib.name, 0)
+    if fns == 0:
         try:
-            lib = ctypes.CDLL(None, use_errno=True)
-            recv, send = lib.recvmmsg, lib.sendmmsg
+            fns = (lib, lib.function("recvmmsg", "iPIiP"),
+                   lib.function("sendmmsg", "iPIi"))
         except (OSError, AttributeError):
-            _libc = False
-            return _libc
-        # No argtypes: their conversion tripled the cost of a call (1.6 ->
-        # 4.9 us with an empty socket). Pointers are passed as c_void_p
-        # objects made once, the other arguments are small ints (C int).
-        recv.restype = send.restype = ctypes.c_int
-        _libc = (recv, send)
-    return _libc
+            fns = None
+        _loaded[lib.name] = fns
+    return fns
 
 
 def available() -> bool:
     """Does this libc offer recvmmsg and sendmmsg?"""
-    return bool(_load())
+    return _load() is not None
 
 
 def _ntop(family: int):
@@ -180,14 +180,18 @@ class Batch:
     since the datagram itself did not leave), and the rest of the batch is
     sent. Datagrams bigger than `send_slot` or whose address does not fit
     the socket's family go through sendto() one by one.
+
+    `backend` names camex.io.libc's backend ('cffi' or 'ctypes'; by
+    default cffi's where it is loaded).
     """
 
     def __init__(self, sock: socket.socket, size: int = 64, slot: int = SLOT,
-                 send_slot: int = 2048, on_error=None):
-        fns = _load()
-        if not fns:
+                 send_slot: int = 2048, on_error=None, backend: str | None = None):
+        fns = _load(backend)
+        if fns is None:
             raise OSError(errno.ENOSYS, "libc has no recvmmsg/sendmmsg")
-        self._recvmmsg, self._sendmmsg = fns
+        lib, self._recvmmsg, self._sendmmsg = fns
+        self._errno = lib.errno
         self.sock = sock
         self.fd = sock.fileno()
         self.size = size
@@ -206,53 +210,51 @@ class Batch:
         self._name_fmt: dict = {}
         self._one_name = _V4_NAME
         # Receive side: buffers in an anonymous mapping (resident only where
-        # written), sockaddrs and iovecs pointing into them.
-        self._rbuf = mmap.mmap(-1, size * slot)
+        # written), sockaddrs and iovecs pointing into them. Each array is a
+        # bytearray (memoryviews on them: never resized, never moved).
+        # MAP_PRIVATE: mmap's default, MAP_SHARED, is shared memory, whose
+        # pages MADV_DONTNEED only unmaps (release() would free nothing).
+        self._rbuf = mmap.mmap(-1, size * slot, flags=mmap.MAP_PRIVATE)
         self._rmv = memoryview(self._rbuf)
-        rbase = ctypes.addressof(ctypes.c_char.from_buffer(self._rbuf))
-        self._rnames = (ctypes.c_char * (size * NAME_LEN))()
-        self._rnmv = memoryview(self._rnames).cast("B")
-        self._riov = (_IOVec * size)()
-        self._rmsgs = (_MMsgHdr * size)()
-        self._rctl = (ctypes.c_char * (size * CONTROL_LEN))()
-        self._rcmv = memoryview(self._rctl).cast("B")
-        nbase, cbase = ctypes.addressof(self._rnames), ctypes.addressof(self._rctl)
+        rbase = lib.address(self._rbuf)
+        self._rnames = bytearray(size * NAME_LEN)
+        self._rnmv = memoryview(self._rnames)
+        self._riov = bytearray(size * _ISZ)
+        self._rmsgs = bytearray(size * _MSZ)
+        self._rctl = bytearray(size * CONTROL_LEN)
+        self._rcmv = memoryview(self._rctl)
+        nbase, cbase = lib.address(self._rnames), lib.address(self._rctl)
+        ibase = lib.address(self._riov)
         for i in range(size):
-            self._riov[i].iov_base = rbase + i * slot
-            self._riov[i].iov_len = slot
-            h = self._rmsgs[i].msg_hdr
-            h.msg_name = nbase + i * NAME_LEN
-            h.msg_namelen = NAME_LEN
-            h.msg_iov = ctypes.addressof(self._riov[i])
-            h.msg_iovlen = 1
-            h.msg_control = cbase + i * CONTROL_LEN
-            h.msg_controllen = CONTROL_LEN
-        self._rmmv = memoryview(self._rmsgs).cast("B")
-        self._rptr = ctypes.c_void_p(ctypes.addressof(self._rmsgs))
+            _IOVEC.pack_into(self._riov, i * _ISZ, rbase + i * slot, slot)
+            _MMSGHDR.pack_into(self._rmsgs, i * _MSZ, nbase + i * NAME_LEN, NAME_LEN,
+                               ibase + i * _ISZ, 1, cbase + i * CONTROL_LEN, CONTROL_LEN, 0, 0)
+        self._rmmv = memoryview(self._rmsgs)
+        self._rptr = lib.pointer(lib.address(self._rmsgs))
+        self._null = lib.pointer(0)   # (no timeout)
         # The kernel writes lengths and flags back into the headers it
         # used: one slice assignment from this copy restores them before the
-        # next call (ctypes.memmove costs several times more).
+        # next call.
         self._rtemplate = bytes(self._rmmv)
         self._used = 0
         # Send side: datagrams are copied into slots of one buffer (a copy
-        # of ~1.2 KB costs less than pinning each bytes object for ctypes).
-        self._sbuf = (ctypes.c_char * (size * send_slot))()
-        self._smv = memoryview(self._sbuf).cast("B")
-        self._snames = (ctypes.c_char * (size * NAME_LEN))()
-        self._snmv = memoryview(self._snames).cast("B")
-        self._siov = (_IOVec * size)()
-        self._smsgs = (_MMsgHdr * size)()
-        sbase, snbase = ctypes.addressof(self._sbuf), ctypes.addressof(self._snames)
+        # of ~1.2 KB costs less than pinning each bytes object).
+        self._sbuf = bytearray(size * send_slot)
+        self._smv = memoryview(self._sbuf)
+        self._snames = bytearray(size * NAME_LEN)
+        self._snmv = memoryview(self._snames)
+        self._siov = bytearray(size * _ISZ)
+        self._smsgs = bytearray(size * _MSZ)
+        sbase, snbase = lib.address(self._sbuf), lib.address(self._snames)
+        ibase = lib.address(self._siov)
         for i in range(size):
-            self._siov[i].iov_base = sbase + i * send_slot
-            h = self._smsgs[i].msg_hdr
-            h.msg_name = snbase + i * NAME_LEN
-            h.msg_iov = ctypes.addressof(self._siov[i])
-            h.msg_iovlen = 1
-        self._simv = memoryview(self._siov).cast("B")
-        self._smmv = memoryview(self._smsgs).cast("B")
-        self._sptr = ctypes.addressof(self._smsgs)
-        self._sptrs = [ctypes.c_void_p(self._sptr + i * _MSZ) for i in range(size)]
+            _IOVEC.pack_into(self._siov, i * _ISZ, sbase + i * send_slot, 0)
+            _MMSGHDR.pack_into(self._smsgs, i * _MSZ, snbase + i * NAME_LEN, 0,
+                               ibase + i * _ISZ, 1, 0, 0, 0, 0)
+        self._simv = memoryview(self._siov)
+        self._smmv = memoryview(self._smsgs)
+        sptr = lib.address(self._smsgs)
+        self._sptrs = [lib.pointer(sptr + i * _MSZ) for i in range(size)]
 
     # ------------------------------------------------------------ receive
 
@@ -262,9 +264,9 @@ class Batch:
             k = self._used * _MSZ
             mm[:k] = self._rtemplate[:k]
             self._used = 0
-        n = self._recvmmsg(self.fd, self._rptr, size, MSG_DONTWAIT, None)
+        n = self._recvmmsg(self.fd, self._rptr, size, MSG_DONTWAIT, self._null)
         if n < 0:
-            e = ctypes.get_errno()
+            e = self._errno()
             if e in (errno.EAGAIN, errno.EWOULDBLOCK):
                 return []
             raise OSError(e, errno.errorcode.get(e, str(e)))
@@ -367,7 +369,7 @@ class Batch:
             if r > 0:
                 start += r
                 continue
-            e = ctypes.get_errno()
+            e = self._errno()
             if e == errno.EINTR:
                 continue
             if e == errno.ECONNREFUSED and retried != start:

@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import errno
+import mmap
 import socket
 import struct
+import sys
+import time
 
 import pytest
 
 from camex.base.endpoint import canonical
-from camex.io import gso, mmsg
+from camex.io import gso, libc, mmsg
 
 pytestmark = pytest.mark.skipif(not mmsg.available(), reason="libc without recvmmsg")
+
+
+@pytest.fixture(autouse=True, params=["cffi", "ctypes"])
+def backend(request, monkeypatch) -> str:
+    """Every test here runs on both of camex.io.libc's backends, picked as
+    a daemon's is: cffi's where cryptography has loaded it, else ctypes."""
+    if request.param == "cffi":
+        import _cffi_backend  # noqa: F401
+    else:
+        monkeypatch.delitem(sys.modules, "_cffi_backend", raising=False)
+    assert libc.backend().name == request.param
+    return request.param
 
 
 def udp(bind=("127.0.0.1", 0)):
@@ -115,7 +130,7 @@ def test_a_refused_destination_loses_only_its_own_datagram():
     assert errors == []            # refused is not an error worth a log line
 
 
-def test_a_full_buffer_drops_without_stopping_the_batch(monkeypatch):
+def test_a_full_buffer_drops_without_stopping_the_batch(monkeypatch, backend):
     """EAGAIN on one datagram (a full send buffer) drops that one only."""
     tx, rx = udp(), udp()
     batch = mmsg.Batch(tx, size=8)
@@ -125,8 +140,7 @@ def test_a_full_buffer_drops_without_stopping_the_batch(monkeypatch):
     def first_fails(fd, ptr, n, flags):
         calls.append(n)
         if len(calls) == 1:
-            import ctypes
-            ctypes.set_errno(errno.EAGAIN)
+            libc.backend(backend).set_errno(errno.EAGAIN)
             return -1
         return real(fd, ptr, n, flags)
 
@@ -172,7 +186,6 @@ def test_ipv6_socket_addresses_round_trip():
 
 
 def _wait_recv(batch, tries=100):
-    import time
     for _ in range(tries):
         items = batch.recv()
         if items:
@@ -262,17 +275,18 @@ def test_released_slots_give_their_pages_back_and_still_receive():
     batch = mmsg.Batch(a, 8)
 
     def resident_kib() -> int:
-        start = ctypes_address(batch)
-        with open("/proc/self/smaps") as f:
-            lines = f.read().splitlines()
-        for i, line in enumerate(lines):
-            if line.split("-")[0] == f"{start:x}":
-                return next(int(x.split()[1]) for x in lines[i + 1:] if x.startswith("Rss:"))
-        raise AssertionError("mapping not found")
+        # The ring's pages present in memory, by /proc/self/pagemap (bit 63
+        # of each page's entry): a private mapping may share its smaps entry
+        # with neighbouring anonymous memory.
+        page = mmap.PAGESIZE
+        with open("/proc/self/pagemap", "rb") as f:
+            f.seek(ctypes_address(batch) // page * 8)
+            entries = f.read(len(batch._rbuf) // page * 8)
+        return sum(e >> 63 for (e,) in struct.iter_unpack("=Q", entries)) * page // 1024
 
     try:
         for k in range(8):
-            b.sendto(bytes([k]) * 60000, a.getsockname())
+            b.sendto(bytes([k + 1]) * 60000, a.getsockname())
         got = []
         for _ in range(1000):
             got += [bytes(d) for d, _a, _s in batch.recv()]
@@ -282,6 +296,9 @@ def test_released_slots_give_their_pages_back_and_still_receive():
         del got
         batch.release()
         assert resident_kib() == 0
+        # Freed, not only unmapped (shared memory would keep them, and the
+        # datagrams in them): the slots read back empty.
+        assert batch._rbuf[:] == bytes(len(batch._rbuf))
         b.sendto(b"after", a.getsockname())
         for _ in range(1000):
             items = batch.recv()
@@ -296,3 +313,54 @@ def test_released_slots_give_their_pages_back_and_still_receive():
 def ctypes_address(batch) -> int:
     import ctypes
     return ctypes.addressof(ctypes.c_char.from_buffer(batch._rbuf))
+
+
+def test_a_receive_error_is_raised_as_recvfrom_raises_it_and_then_reads_go_on():
+    """A pending ICMP error (port unreachable, with IP_RECVERR) comes out of
+    recv() as the OSError recvfrom() raises for it, once."""
+    tx, rx = udp(), udp()
+    tx.setsockopt(socket.IPPROTO_IP, 11, 1)   # IP_RECVERR
+    closed = udp()
+    dead = closed.getsockname()
+    closed.close()
+    batch = mmsg.Batch(tx, size=4)
+
+    def first_error(read):
+        for _ in range(1000):
+            try:
+                read()
+            except BlockingIOError:
+                pass
+            except OSError as e:
+                return e
+            time.sleep(0.001)   # (the ICMP error comes back at once)
+
+    errors = []
+    for read in (lambda: tx.recvfrom(100), batch.recv):
+        tx.sendto(b"to nobody", dead)
+        errors.append(first_error(read))
+    assert [(type(e), e.errno) for e in errors] == [(ConnectionRefusedError, errno.ECONNREFUSED)] * 2
+    rx.sendto(b"after", tx.getsockname())
+    assert [(bytes(d), a) for d, a, _ in _wait_recv(batch)] == [(b"after", rx.getsockname())]
+
+
+def test_the_headers_are_laid_out_as_the_c_compiler_lays_them_out():
+    import ctypes
+
+    class IOVec(ctypes.Structure):
+        _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+    class MsgHdr(ctypes.Structure):
+        _fields_ = [("msg_name", ctypes.c_void_p), ("msg_namelen", ctypes.c_uint32),
+                    ("msg_iov", ctypes.c_void_p), ("msg_iovlen", ctypes.c_size_t),
+                    ("msg_control", ctypes.c_void_p), ("msg_controllen", ctypes.c_size_t),
+                    ("msg_flags", ctypes.c_int)]
+
+    class MMsgHdr(ctypes.Structure):
+        _fields_ = [("msg_hdr", MsgHdr), ("msg_len", ctypes.c_uint)]
+
+    assert (mmsg._MSZ, mmsg._ISZ, mmsg._IOV_LEN) == \
+        (ctypes.sizeof(MMsgHdr), ctypes.sizeof(IOVec), IOVec.iov_len.offset)
+    assert (mmsg._OFF_NAMELEN, mmsg._OFF_CONTROLLEN, mmsg._OFF_FLAGS, mmsg._OFF_LEN) == \
+        (MsgHdr.msg_namelen.offset, MsgHdr.msg_controllen.offset, MsgHdr.msg_flags.offset,
+         MMsgHdr.msg_len.offset)
