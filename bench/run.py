@@ -63,12 +63,12 @@ class Durations:
 
 
 def _cpu(daemons) -> dict:
-    return {role: procstat.cpu_seconds(p.pid) for role, p in daemons}
-
-
-def _sys(daemons) -> dict:
-    """role -> its stime (the kernel's work on its behalf), seconds."""
-    return {role: (procstat.cpu_times(p.pid) or (None, None))[1] for role, p in daemons}
+    """role -> (utime + stime, stime) in seconds, (None, None) if gone."""
+    out = {}
+    for role, p in daemons:
+        t = procstat.cpu_times(p.pid)
+        out[role] = (None, None) if t is None else (t[0] + t[1], t[1])
+    return out
 
 
 _RTT = re.compile(r"time=([\d.]+) ms")
@@ -126,7 +126,6 @@ def _iperf(up, seconds: float, extra: tuple, udp: bool = False, reverse: bool = 
     """One iperf3 run through the tunnel, with the daemons' CPU around it;
     `reverse`: with -R (the server side sends, the client side receives)."""
     before = _cpu(up.daemons)
-    sys_before = _sys(up.daemons)
     idle_before = procstat.machine_idle_seconds()
     t0 = time.monotonic()
     try:
@@ -137,18 +136,18 @@ def _iperf(up, seconds: float, extra: tuple, udp: bool = False, reverse: bool = 
     wall = time.monotonic() - t0
     idle = procstat.machine_idle_seconds() - idle_before
     after = _cpu(up.daemons)
-    sys_after = _sys(up.daemons)
-    cpu = sum((after[r] or 0) - (before[r] or 0) for r in before)
+    used = {r: (after[r][0] or 0) - (before[r][0] or 0) for r in before}
+    cpu = sum(used.values())
     out = {"seconds": round(res.seconds, 3), "received_bytes": res.received_bytes,
            "sent_bytes": res.sent_bytes, "gbps": round(res.received_bps / 1e9, 4),
            "daemon_cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
            # As iperf3 itself reports it: which way the bytes went.
            "reverse": bool(res.raw.get("start", {}).get("test_start", {}).get("reverse")),
-           "daemon_cpu_by_role": {r: round((after[r] or 0) - (before[r] or 0), 3) for r in before},
+           "daemon_cpu_by_role": {r: round(v, 3) for r, v in used.items()},
            # Of that, the kernel's share on the daemons' behalf (syscalls,
            # copies, the UDP and TUN stacks they drive).
-           "daemon_sys_by_role": {r: round((sys_after[r] or 0) - (sys_before[r] or 0), 3)
-                                  for r in sys_before},
+           "daemon_sys_by_role": {r: round((after[r][1] or 0) - (before[r][1] or 0), 3)
+                                  for r in before},
            # Whole machine, all tenants: near 0 when the run is bound by the CPU.
            "machine_idle_cores": round(idle / wall, 2) if wall > 0 else None}
     if res.retransmits is not None:

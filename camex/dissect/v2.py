@@ -103,13 +103,10 @@ class V2Session:
                 "bulk_fragments": self.bulk_fragments, "bulk_frames": self.bulk_frames}
 
 
-_FEATURES = ((wire.FEATURE_BULK, "BULK"), (wire.FEATURE_AES256GCM, "AES256GCM"))
-
-
 def _feature_names(bits: int) -> list:
-    """TLV_FEATURES bits by name ("BULK", "AES256GCM"), others in hex."""
-    names = [name for bit, name in _FEATURES if bits & bit]
-    rest = bits & ~(wire.FEATURE_BULK | wire.FEATURE_AES256GCM)
+    """TLV_FEATURES bits by name (wire.FEATURE_NAMES), others in hex."""
+    names = [name for bit, name in wire.FEATURE_NAMES.items() if bits & bit]
+    rest = bits & ~sum(wire.FEATURE_NAMES)
     return names + ([f"0x{rest:02x}"] if rest else [])
 
 

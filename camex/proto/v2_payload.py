@@ -174,7 +174,7 @@ ERROR_NAMES = {wire.ERR_UNKNOWN_CLIENT: "unknown client", wire.ERR_ADDRESS: "add
                wire.ERR_CONFIG: "no profile", wire.ERR_REQUEST: "malformed request"}
 # TLV_FEATURES bits, bit 0 first (FEATURE_BULK = 0x01: "accepts BULK";
 # FEATURE_AES256GCM = 0x02: "my data keys may run AES-256-GCM").
-FEATURE_NAMES = ["BULK", "AES256GCM"]
+FEATURE_NAMES = list(wire.FEATURE_NAMES.values())
 
 
 class _TlvBase(Packet):

@@ -366,6 +366,8 @@ FEATURE_BULK = 0x01  # "I accept BULK messages"
 # "My session keys may run AES-256-GCM" (the sender's CPU has AES
 # instructions): a session uses it when INIT and RESP both carry the bit.
 FEATURE_AES256GCM = 0x02
+# The bits by name, in bit order (camex-dissect, the Scapy layer).
+FEATURE_NAMES = {FEATURE_BULK: "BULK", FEATURE_AES256GCM: "AES256GCM"}
 
 ERR_UNKNOWN_CLIENT = 1
 ERR_ADDRESS = 2      # address not allowed for this ID, or held by another client

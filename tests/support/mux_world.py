@@ -60,14 +60,14 @@ class World:
                     self.clients[addr].datagram_received(d, self.now)
 
 
-def relays_both_ways(w: World, c1, c2) -> None:
-    """One packet each way between c1 (10.0.0.2) and c2 (10.0.0.3) through
-    the server: each receives exactly the other's."""
-    p12 = ip_packet("10.0.0.2", "10.0.0.3")
+def relays_both_ways(w: World, c1, c2, a: str = "10.0.0.2", b: str = "10.0.0.3") -> None:
+    """One packet each way through the server, c1 (from `a`) to c2 (at
+    `b`) first: each receives exactly the other's."""
+    p12 = ip_packet(a, b)
     c1.tun_packet(p12, w.now)
     w.pump()
     assert c2.to_tun == [p12]
-    p21 = ip_packet("10.0.0.3", "10.0.0.2")
+    p21 = ip_packet(b, a)
     c2.tun_packet(p21, w.now)
     w.pump()
     assert c1.to_tun == [p21]

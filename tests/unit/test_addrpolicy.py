@@ -15,7 +15,7 @@ from camex.tunnel.server import ServerMux
 from camex.legacy import codec
 from camex.v2.core import V2ClientCore
 
-from tests.support.mux_world import A1, A2, A3, PASS, World, ip_packet
+from tests.support.mux_world import A1, A2, A3, PASS, World, ip_packet, relays_both_ways
 
 ip = ipaddress.ip_address
 
@@ -260,14 +260,7 @@ def test_v2_client_with_its_own_allowed_network_inside_a_route():
     w.add(A3, c3)
     assert c1.established and c3.established
     # C3 reaches the network behind C1, and C1 answers from it ...
-    p = ip_packet("10.0.0.4", "10.251.0.7")
-    c3.tun_packet(p, w.now)
-    w.pump()
-    assert c1.to_tun == [p]
-    back = ip_packet("10.251.0.7", "10.0.0.4")
-    c1.tun_packet(back, w.now)
-    w.pump()
-    assert c3.to_tun == [back]
+    relays_both_ways(w, c3, c1, "10.0.0.4", "10.251.0.7")
     # ... and another client may not claim an address there.
     thief = V2ClientCore(auto=False, passphrase=PASS,
                          local_cidr=ipaddress.IPv4Interface("10.251.0.9/24"))
