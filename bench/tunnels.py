@@ -32,7 +32,7 @@ from typing import Optional
 from lab.daemons import CLIENT_READY, SERVER_READY, camex_binary
 from lab.netns import LabError, LabProcess, Namespace, StarTopology, wait_until
 
-from . import fetch
+from . import fetch, naive_tunnel
 from .probe import first_reply
 
 # Largest inner MTU that all tunnels fit into a 1500-byte path (wireguard
@@ -99,13 +99,16 @@ def _need(*programs: str) -> None:
 
 
 def _configure_link(ns: Namespace, ifname: str, cidr: str, mtu: int = INNER_MTU,
-                    timeout: float = UP_TIMEOUT) -> None:
-    """Wait for a daemon's TUN to appear, then address it, set its MTU and
-    bring it up (pyroute2, not the daemon's `ip` hooks)."""
+                    timeout: float = UP_TIMEOUT, gso_max_size: int | None = None) -> None:
+    """Wait for a daemon's TUN to appear, then address it, set its MTU (and
+    its gso_max_size where given) and bring it up (pyroute2, not the
+    daemon's `ip` hooks)."""
     wait_until(lambda: ifname in ns.links(), timeout, f"link {ifname} in {ns.name}")
     with ns.ipr() as ipr:
         idx = ipr.link_lookup(ifname=ifname)[0]
         ipr.link("set", index=idx, mtu=mtu)
+        if gso_max_size:
+            ipr.link("set", index=idx, gso_max_size=gso_max_size)
     ns.add_address(ifname, cidr)
     ns.link_up(ifname)
 
@@ -499,8 +502,10 @@ peer "bench-{other}" {{
                 # A handshake that meets a closed port makes fastd back off
                 # for tens of seconds: let the server side bind first.
                 ns.wait_port(10000, "udp", timeout=UP_TIMEOUT)
-        _configure_link(lab.server, ifs["s"], f"{PEER_SERVER_IN}/24")
-        _configure_link(lab.c1, ifs["c"], f"{PEER_CLIENT_IN}/24")
+        # --bulk: a super-packet and its train's counter and tag fit one GSO send.
+        gso = naive_tunnel.BULK_MAX_READ - 10 if self.mode == "bulk" else None
+        _configure_link(lab.server, ifs["s"], f"{PEER_SERVER_IN}/24", gso_max_size=gso)
+        _configure_link(lab.c1, ifs["c"], f"{PEER_CLIENT_IN}/24", gso_max_size=gso)
         startup = _startup(lab.c1, PEER_SERVER_IN, t0, list(procs.values()))
         return Up(lab.c1, lab.server, PEER_SERVER_IN,
                   [("server", procs["s"]), ("client", procs["c"])],
@@ -552,8 +557,10 @@ class Tinc(Entry):
 @dataclasses.dataclass
 class NaivePython(Entry):
     """bench/naive_tunnel.py: one packet per system call; `mode` "select"
-    (no crypto), "threads" (no crypto, a blocked reader per direction) or
-    "aead" (threads, ChaCha20-Poly1305 per packet, X25519 at start)."""
+    (no crypto), "threads" (no crypto, a blocked reader per direction),
+    "aead" (threads, ChaCha20-Poly1305 per packet, X25519 at start) or
+    "bulk" (threads, TUN offloads, AES-256-GCM once per super-packet, UDP
+    GSO/GRO: the floor under camex's BULK path)."""
 
     mode: str = "select"
 
@@ -562,6 +569,9 @@ class NaivePython(Entry):
         "threads": "one thread per direction blocked in read/recv (no select), plaintext",
         "aead": "one thread per direction blocked in read/recv, every packet "
                 "ChaCha20-Poly1305 (cryptography) under a key from one X25519 exchange",
+        "bulk": "one thread per direction blocked in read/recv, TUN offloads (TCP "
+                "super-packets up to 64 KiB), each sealed once with AES-256-GCM (cryptography) "
+                "and sent as one UDP GSO train read whole by UDP GRO, no per-datagram header",
     }
 
     def up(self, lab):
@@ -578,8 +588,10 @@ class NaivePython(Entry):
             procs[side] = ns.spawn([sys.executable, "-m", "bench.naive_tunnel", *flags, ifs[side],
                                     f"{me[side]}:9000", f"{me[other]}:9000"],
                                    name="naive-tunnel", env=env)
-        _configure_link(lab.server, ifs["s"], f"{PEER_SERVER_IN}/24")
-        _configure_link(lab.c1, ifs["c"], f"{PEER_CLIENT_IN}/24")
+        # --bulk: a super-packet and its train's counter and tag fit one GSO send.
+        gso = naive_tunnel.BULK_MAX_READ - 10 if self.mode == "bulk" else None
+        _configure_link(lab.server, ifs["s"], f"{PEER_SERVER_IN}/24", gso_max_size=gso)
+        _configure_link(lab.c1, ifs["c"], f"{PEER_CLIENT_IN}/24", gso_max_size=gso)
         startup = _startup(lab.c1, PEER_SERVER_IN, t0, list(procs.values()))
         return Up(lab.c1, lab.server, PEER_SERVER_IN,
                   [("server", procs["s"]), ("client", procs["c"])],
@@ -611,6 +623,7 @@ ENTRIES: list[Entry] = [
     NaivePython("naive-python", "baseline"),
     NaivePython("naive-python-threads", "baseline", mode="threads"),
     NaivePython("naive-python-aead", "baseline", mode="aead"),
+    NaivePython("naive-python-bulk", "baseline", mode="bulk"),
     *_both_ways(CamexEntry("camex-v2-p2p", "camex", topology="p2p", protocol="v2",
                            label="v2 point to point (encrypted), server owns a TUN",
                            server_args=(*V2, "--server-tun", *ENC), client_args=(*V2, *ENC))),

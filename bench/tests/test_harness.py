@@ -17,7 +17,8 @@ from bench import run
 
 pytestmark = pytest.mark.lab
 
-ENTRIES = ("raw", "camex-relay-plain", "naive-python-aead", "camex-default-relay-rev")
+ENTRIES = ("raw", "camex-relay-plain", "naive-python-aead", "naive-python-bulk",
+           "camex-default-relay-rev")
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,9 @@ def results(tmp_path_factory):
 def test_every_requested_entry_has_figures(results):
     _, doc = results
     by = {e["name"]: e for e in doc["entries"]}
-    # naive-python-aead is the floor the report sets camex against: it must
-    # be a tunnel that carries traffic, both ways, under its keys.
+    # naive-python-aead and naive-python-bulk are the floors the report sets
+    # camex against: each must be a tunnel that carries traffic, both ways,
+    # under its keys.
     assert set(by) == set(ENTRIES)
     for name in by:
         e = by[name]
@@ -49,6 +51,10 @@ def test_every_requested_entry_has_figures(results):
     naive = by["naive-python-aead"]["tun"]
     assert 1000 < naive["read_avg_bytes"] <= 1420 and naive["super_packets"] is False
     assert naive["sender_tso"] is False
+    # The bulk floor reads super-packets and sends each as one train.
+    bulk = by["naive-python-bulk"]["tun"]
+    assert bulk["super_packets"] is True and bulk["sender_tso"] is True, bulk
+    assert bulk["read_avg_bytes"] > 1420
     v2 = by["camex-default-relay-rev"]["tun"]
     assert v2["sender"] == "server" and v2["super_packets"] is True, v2
     assert v2["read_avg_bytes"] > 1420 and v2["sender_tso"] is True

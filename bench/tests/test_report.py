@@ -220,3 +220,24 @@ def test_an_unavailable_peer_fills_its_row_and_says_why():
     row = [l for l in report.table(doc).splitlines() if "wireguard-go-new" in l][0]
     assert row.count("|") == report.COLUMNS.count("|")
     assert "not available: could not fetch wireguard-go from Debian sid/trixie: no network" in row
+
+
+def test_the_tcp_floor_stands_beside_the_tcp_goal():
+    """The bulk floor's TCP against the best peer (met or not by the same
+    2 x), and camex v2 against the floor, with both CPU costs."""
+    floor = _run("naive-python-bulk", 5.0, 22 * 1024, group="baseline")
+    floor["tcp1"]["cpu_s_per_gb"] = 1.8
+    doc = _doc([
+        _run("camex-v2-p2p", 4.0, 25 * 1024),
+        floor,
+        _run("wireguard-go-new", 2.8, 240 * 1024, group="peer"),
+    ])
+    assert "| (the TCP floor: naive-python-bulk against the best peer, and camex v2 against it) " \
+           "| 5.000 Gbit/s = 1.79 x at 1.80 CPU s/GB; camex v2 0.80 x the floor at 10.00 CPU " \
+           "s/GB | NOT met |" in report.goals(doc)
+    doc["entries"][2]["tcp1"]["gbps"] = 2.0
+    assert "= 2.50 x at 1.80 CPU s/GB" in report.goals(doc)
+    # Without the floor in the run there is no such line.
+    del doc["entries"][1]
+    assert "the TCP floor" not in report.goals(doc)
+    assert "naive-python-bulk: as threads, TUN offloads" in report.floor(_doc([floor]))
