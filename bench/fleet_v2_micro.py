@@ -22,6 +22,9 @@ same load of the machine's other tenants; printed with the median and the
 least of each. `--tree DIR` imports camex from another checkout (git
 archive COMMIT camex | tar -x -C DIR).
 
+`--grouped`: each client's datagrams of a round one after the other
+instead of in turn (the same work with the per-client state warm in the
+CPU's caches). `--opens`: only the AEAD opens of such a round, over N objects in turn.
 `--objects N`: the resident memory of N ChaCha20Poly1305 objects and of N
 AESGCM objects, each set in a fresh interpreter of its own, from VmRSS
 before and after building them (the cipher contexts live in OpenSSL's and
@@ -109,16 +112,19 @@ def world(n: int):
     return srv, clients, now + 1.0
 
 
-def one_round(srv, clients, now: float) -> tuple:
-    """(us of server CPU per datagram, objects built) for one round."""
+def one_round(srv, clients, now: float, grouped: bool = False) -> tuple:
+    """(us of server CPU per datagram, objects built) for one round; the
+    clients in turn, or (`grouped`) each client's datagrams together."""
     from camex.testing.memlab import ipv4
     from camex.v2 import session
 
     items = []
-    for _ in range(max(1, DATAGRAMS // len(clients))):
-        for cli, addr in clients:
-            cli.tun_packet(ipv4(str(cli.config.address.ip), "10.0.0.1", b"u" * 1180), now)
-            items.append((cli.to_net.pop(), addr))
+    per = max(1, DATAGRAMS // len(clients))
+    turns = [(cli, addr) for _ in range(per) for cli, addr in clients] if not grouped \
+        else [(cli, addr) for cli, addr in clients for _ in range(per)]
+    for cli, addr in turns:
+        cli.tun_packet(ipv4(str(cli.config.address.ip), "10.0.0.1", b"u" * 1180), now)
+        items.append((cli.to_net.pop(), addr))
     built0 = getattr(session.AEADS, "built", None)
     received = srv.datagram_received
     t0 = time.thread_time()
@@ -174,6 +180,23 @@ def objects(n: int, cipher: str | None) -> None:
           f"{(after - before) * 1024 / len(kept):.0f} bytes each")
 
 
+def opens(clients) -> None:
+    """CPU per ChaCha20-Poly1305 open of a 1,200-byte datagram, 20,000
+    opens over N objects in turn: do the cipher contexts of many senders
+    cost more than those of a few (the CPU's caches)?"""
+    cls = _chacha()
+    nonce, head = bytes(12), b"h" * 16
+    for n in clients:
+        objs = [cls(os.urandom(32)) for _ in range(n)]
+        items = [(o, o.encrypt(nonce, b"u" * 1182, head))
+                 for _ in range(max(1, DATAGRAMS // n)) for o in objs]
+        t0 = time.thread_time()
+        for o, sealed in items:
+            o.decrypt(nonce, sealed, head)
+        dt = (time.thread_time() - t0) / len(items)
+        print(f"N={n:5d} {dt * 1e6:5.2f} us per open, objects in turn")
+
+
 def _chacha():
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
     return ChaCha20Poly1305
@@ -197,9 +220,16 @@ def main(argv=None) -> int:
                     help="each round also with a least-recently-used cache of SIZE objects")
     ap.add_argument("--objects", type=int, help="measure the memory of this many AEAD objects")
     ap.add_argument("--cipher", choices=sorted(CIPHERS), help="--objects: this cipher only")
+    ap.add_argument("--grouped", action="store_true",
+                    help="each client's datagrams of a round together, not in turn")
+    ap.add_argument("--opens", action="store_true",
+                    help="only the AEAD opens, over N objects in turn")
     args = ap.parse_args(argv)
     if args.objects:
         objects(args.objects, args.cipher)
+        return 0
+    if args.opens:
+        opens([int(x) for x in args.clients.split(",")])
         return 0
     if args.tree:
         sys.path.insert(0, args.tree)
@@ -215,7 +245,7 @@ def main(argv=None) -> int:
         for r in range(args.rounds):
             for name, cache in (caches if r % 2 == 0 else caches[::-1]):
                 use_cache(cache)
-                us, built = one_round(srv, clients, now)
+                us, built = one_round(srv, clients, now, args.grouped)
                 got[name].append(us)
                 print(f"N={n:5d} round {r + 1}, {name}: {us:5.2f} us/datagram"
                       + ("" if built is None else f", {built} AEAD objects built"))
