@@ -1,7 +1,9 @@
 """In memory: a v2 server core taking one DATA datagram at a time from N
 clients in turn, and what the sessions' AEAD objects cost in memory.
 
-    python -m bench.fleet_v2_micro [--clients 10,1000] [--rounds 3] [--tree DIR]
+    python -m bench.fleet_v2_micro [--clients 10,1000] [--rounds 3]
+        [--versus-lru 512] [--grouped] [--tree DIR]
+    python -m bench.fleet_v2_micro --opens [--clients 10,1000]
     python -m bench.fleet_v2_micro --objects 2000
 
 N V2ClientCores (auto, the global passphrase) complete their handshakes
@@ -24,11 +26,12 @@ archive COMMIT camex | tar -x -C DIR).
 
 `--grouped`: each client's datagrams of a round one after the other
 instead of in turn (the same work with the per-client state warm in the
-CPU's caches). `--opens`: only the AEAD opens of such a round, over N objects in turn.
-`--objects N`: the resident memory of N ChaCha20Poly1305 objects and of N
-AESGCM objects, each set in a fresh interpreter of its own, from VmRSS
-before and after building them (the cipher contexts live in OpenSSL's and
-Rust's heap, which tracemalloc does not see). docs/FASTPATH.md, section 7, quotes both.
+CPU's caches). `--opens`: only the AEAD opens of such a round, over N
+objects in turn. `--objects N`: the resident memory of N ChaCha20Poly1305
+objects and of N AESGCM objects, each set in a fresh interpreter of its
+own, from VmRSS before and after building them (the cipher contexts live
+in OpenSSL's and Rust's heap, which tracemalloc does not see).
+docs/FASTPATH.md, section 7, quotes them.
 """
 
 from __future__ import annotations
