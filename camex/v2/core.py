@@ -362,6 +362,7 @@ class V2ServerCore:
     seal_lone: Callable[[Any, Any, float], bool] | None = None
     datagram_received: FastReceiver
     receive_whole: Callable[[Any, Any, float], None]   # past the fragment fast path
+    frame_received: Callable[[Any, Any, Any, float], None]   # (fragment 0, ciphertext, addr, now)
     deliver: Callable[[Any, float], bool]   # a packet to the v2 client of its destination
     tun_packet: Callable[..., None]         # (packet, now=None): from the server's TUN
 
@@ -401,6 +402,9 @@ class V2ServerCore:
         # the same fast path in front of both protocols, calls it directly).
         flat = self.flat = not netpkt.disabled("nolone")   # CAMEX_FASTPATH=nolone: full paths only
         self.receive_whole = lone.server_receiver(self) if flat else self._datagram_received
+        # A whole BULK frame from one GRO read (bulk.FastReceiver; the
+        # ServerMux calls it too): a frame of a steady stream in one call.
+        self.frame_received = lone.server_frame(self) if flat else self._frame_received
         self.datagram_received = bulk.FastReceiver(self.server.frames, self.receive_whole,
                                                    self.frame_received)
         if flat:
@@ -451,9 +455,9 @@ class V2ServerCore:
 
     # ------------------------------------------------------------- I/O
 
-    def frame_received(self, first, ciphertext, addr, now: float) -> None:
-        """A whole BULK frame from one GRO read (bulk.FastReceiver; the
-        ServerMux calls it too)."""
+    def _frame_received(self, first, ciphertext, addr, now: float) -> None:
+        """A whole BULK frame from one GRO read, the full path
+        (`frame_received`: this, or the flat path in front of it)."""
         self.now = now
         self._handle(self.server.receive_frame(first, ciphertext, addr, now), now)
 

@@ -824,8 +824,14 @@ class V2Server:
         plain = bulk.collect(s, self.frames, self.stats, f, now, ciphertext)
         if plain is None:
             return []
+        return self._bulk_opened(owner, f[0], plain, addr, now)
+
+    def _bulk_opened(self, owner, flags: int, plain, addr, now: float) -> list:
+        """A BULK frame that authenticated (its window moved): roaming,
+        CLOSE, its records to their destinations. The flat path of
+        camex.v2.lone hands over here what it does not take itself."""
         # The fragment that completed the frame names the endpoint (roaming).
-        peer, out, gone = self._authenticated(owner, f[0], addr, now)
+        peer, out, gone = self._authenticated(owner, flags, addr, now)
         if gone:
             return out
         peer.stats["bulk_rx"] += 1

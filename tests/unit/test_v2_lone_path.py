@@ -10,7 +10,11 @@ datagrams, TUN writes, drops, counters and state:
   the rekey limit before and after the reject limit;
 - a previous session both ways, REKEY, CLOSE and unknown flags, roaming
   (with a replay and a forgery from elsewhere), BULK fragments interleaved
-  with lone DATA and sharing its counters.
+  with lone DATA and sharing its counters;
+- whole BULK frames as one GRO read hands them over (the server's flat
+  frame path): local delivery and relay, TCP super-packets, replays,
+  forgeries, reordering, flags, roaming, several records, IPv6, spoofed
+  and unrouted destinations, the receive limit and the reject age.
 
 Breaking any check of camex/v2/lone.py makes one of these fail, except
 four that cannot change an answer: the receiver-index tests (a datagram of
@@ -22,7 +26,7 @@ import pytest
 
 from camex.daemon.config import parse_config
 from camex.v2.framing import datagrams_of
-from camex.v2 import bulk, wire
+from camex.v2 import bulk, framing, wire
 from camex.v2.core import V2ClientCore, V2ServerCore
 from camex.testing.memlab import det_rng, ipv4
 from camex.v2.noise import nonce_bytes
@@ -214,6 +218,7 @@ def timed_world(fast, conf: str = CONF, **timers):
             c.datagram_received = bulk.FastReceiver(c.session.frames, c._datagram_received,
                                                     c._frame_received)
             c.tun_packet = c._tun_packet
+        srv.frame_received = srv._frame_received
         srv.datagram_received = bulk.FastReceiver(srv.server.frames, srv._datagram_received,
                                                   srv.frame_received)
         srv.deliver = srv._deliver
@@ -763,3 +768,139 @@ def test_ipv6_for_a_client_agrees_and_takes_the_flat_path():
     for d in take(c1.to_net):
         srv.datagram_received(d, A1, w.now)
     assert not full and [bytes(p[40:]) for p in srv.to_tun] == [b"up 0", b"up 1", b"up 2"]
+
+
+# --- whole BULK frames: the server's flat frame path ---------------------------
+
+def tcp4(src, dst, data: bytes) -> bytes:
+    """An IPv4 TCP super-packet: a 20-byte TCP header, then `data`."""
+    return ipv4(src, dst, bytes(12) + b"\x50" + bytes(7) + data, proto=6)
+
+
+def sealed_frame(s, records, now, flags: int = 0):
+    """One glued BULK frame (a Run) under `s`'s next counter, as a client's
+    GSO send leaves and one GRO read brings it: (buffer, datagram size)."""
+    (run,) = s.seal_frame(wire.pack_bulk_records(records), now, 1472, flags)
+    return run.buf, run.size
+
+
+def whole_frames(log):
+    """Whole frames (three datagrams or more, as whole() takes them) to the
+    server as bulk.FastReceiver.whole() gets them:
+    each must give the same TUN writes, relays, counters and state by the
+    flat frame path as by the full one."""
+    w, srv, c1, c2 = log.w, log.srv, log.c1, log.c2
+    w.now += 0.5
+    peer = next(p for p in srv.server.peers.values() if p.client_id == "cam1")
+    s = c1.session.current
+
+    def feed(label, frame, addr=A1):
+        buf, size = frame
+        assert srv.datagram_received.whole(buf, size, addr, w.now), label
+        out, _, _ = log.step(label)
+        for x, a in out:
+            if a == A2:
+                c2.datagram_received(x, w.now)
+                log.step((label, "c2 got"))
+        w.now += 0.01
+
+    def sealed(records, flags=0):
+        """A frame sealed now: its counter is the next one, in order."""
+        return sealed_frame(s, records, w.now, flags)
+
+    local = sealed([(0, ipv4(C1, LOCAL, b"L" * 3500))])
+    feed("local", local)
+    feed("local again", local)
+    feed("tcp", sealed([(1380, tcp4(C1, LOCAL, b"T" * 5000))]))
+    genuine = sealed([(0, ipv4(C1, LOCAL, b"G" * 3500))])
+    forged_frame = bytearray(genuine[0])
+    forged_frame[-1] ^= 1
+    feed("forged", (bytes(forged_frame), genuine[1]))
+    feed("genuine", genuine)
+    feed("relay", sealed([(0, ipv4(C1, C2, b"R" * 3500))]))
+    feed("relay tcp", sealed([(1380, tcp4(C1, C2, b"U" * 4000))]))
+    first, second = (sealed([(0, ipv4(C1, LOCAL, b"O%d" % i * 1800))]) for i in range(2))
+    feed("second first", second)
+    feed("then the first", first)       # reordered: the full path takes it
+    feed("first again", first)
+    bad_length = bytearray(ipv4(C1, LOCAL, b"q" * 3500))
+    bad_length[2:4] = (100).to_bytes(2, "big")   # the IPv4 header disagrees with the record
+    others = [
+        ("two records", [(0, ipv4(C1, LOCAL, b"a" * 1800)), (0, ipv4(C1, C2, b"b" * 1800))], 0),
+        ("spoofed", [(0, ipv4("10.9.9.9", LOCAL, b"s" * 3500))], 0),
+        ("unrouted", [(0, ipv4(C1, "10.0.0.77", b"n" * 3500))], 0),
+        ("ipv6 record", [(0, bytes([0x60]) + bytes(39) + b"6" * 3500)], 0),
+        # IPv6 whose source holds C1 and LOCAL where an IPv4 header has them
+        ("ipv6 like ipv4", [(0, bytes([0x60]) + bytes(11) + bytes([10, 0, 0, 2, 10, 0, 0, 1])
+                              + bytes(20) + b"7" * 3500)], 0),
+        ("bad length", [(0, bad_length)], 0),
+        ("unknown flag", [(0, ipv4(C1, LOCAL, b"f" * 3500))], 0x40),
+        ("rekey flag", [(0, ipv4(C1, LOCAL, b"k" * 3500))], wire.FLAG_REKEY),
+    ]
+    for label, records, flags in others:
+        feed(label, sealed_frame(s, records, w.now, flags))
+    # roaming: a frame from elsewhere moves the endpoint (full path), the
+    # next one from there is the flat path's again
+    feed("roamed", sealed_frame(s, [(0, ipv4(C1, LOCAL, b"M" * 3500))], w.now), A1B)
+    feed("after roaming", sealed_frame(s, [(0, ipv4(C1, LOCAL, b"N" * 3500))], w.now), A1B)
+    assert peer.endpoint == A1B
+    # a server without a TUN of its own drops what is for its address
+    srv.local_delivery = False
+    feed("no local delivery", sealed_frame(s, [(0, ipv4(C1, LOCAL, b"W" * 3500))], w.now), A1B)
+    srv.local_delivery = True
+    # CLOSE from c2 in a frame: the server forgets c2, delivers nothing
+    s2 = c2.session.current
+    feed("CLOSE from c2", sealed_frame(s2, [(0, ipv4(C2, LOCAL, b"C" * 3500))], w.now,
+                                       wire.FLAG_CLOSE), A2)
+    # the receive limit: a frame at it is refused, one below it is taken
+    limit = peer.current.recv_limit
+    s.send_counter = limit
+    s.send_limit = limit + 10
+    feed("at the receive limit", sealed_frame(s, [(0, ipv4(C1, LOCAL, b"X" * 3500))], w.now), A1B)
+    s.send_counter = limit - 2
+    feed("below the limit", sealed_frame(s, [(0, ipv4(C1, LOCAL, b"Y" * 3500))], w.now), A1B)
+    # reserved bytes set: malformed, even under the session's key (as AD)
+    count = 3
+    head = bytearray(wire.bulk_header(s.remote_index, limit - 1, count))
+    head[18] = 1
+    body = AEADS.get(s.send_key).encrypt(nonce_bytes(limit - 1), wire.pack_bulk_records(
+        [(0, ipv4(C1, LOCAL, b"V" * 3500))]), bytes(head))
+    glued = framing.glue_frame(bytes(head), body, 1472)
+    assert len(glued.buf) > 2 * 1472
+    feed("reserved byte", (glued.buf, glued.size), A1B)
+    # past the reject age, the session's frames are stale (a counter above
+    # the window's top, which the flat path would otherwise take)
+    w.now = peer.current.created + srv.server.t.reject_after_time
+    s.send_counter = limit - 1
+    feed("too old", sealed_frame(s, [(0, ipv4(C1, LOCAL, b"Z" * 3500))], w.now), A1B)
+
+
+def test_whole_frames_agree():
+    entries = both(whole_frames)
+    srv_tun = [p for e in entries for p in e[2]]
+    # What the server's TUN got, in order: each frame once (the reordered
+    # pair too), the TCP super-packet whole with its vnet header, nothing
+    # forged, replayed, spoofed, past the receive limit or too old; an
+    # unrouted destination goes to the server's own TUN, as do frames with
+    # an unknown flag or REKEY (the IPv6 record: no IPv6 on this server).
+    got = [(bytes(p[1][40:41]) if isinstance(p, tuple) else bytes(p[20:21])) for p in srv_tun]
+    assert got == [b"L", b"T", b"G", b"O", b"O", b"a", b"n", b"q", b"f", b"k", b"M", b"N", b"Y"], got
+    sup = [p for p in srv_tun if isinstance(p, tuple)]
+    assert len(sup) == 1 and len(sup[0][1]) == 40 + 5000
+    c2 = [bytes(p[20:21]) if not isinstance(p, tuple) else bytes(p[1][40:41])
+          for e in entries for p in e[4]]
+    assert c2[:2] == [b"R", b"U"] and b"b" in c2
+    final = entries[-1][-1]
+    stats, drops = final[0], final[1]
+    # Refused and counted: the forgery, three replays (a frame twice, the
+    # reordered pair's first again, the frame at the receive limit), the
+    # frame past the reject age, three spoofed sources (the IPv4 one and
+    # the IPv6 records' sources, none in cam1's grant); every other frame
+    # opened once.
+    # The frame with a reserved byte set is malformed.
+    assert (stats["forged"], stats["replay"], stats["stale"], stats["spoofed"],
+            stats["malformed"]) == (1, 3, 1, 3, 1)
+    assert drops["no-route"] == 1 and "cam2" not in final[2]   # no TUN; c2 closed
+    # c2's CLOSE opened too (counted by the server, not by a peer it forgot)
+    assert stats["bulk_rx"] == final[2]["cam1"][0]["bulk_rx"] + 1 == 20
+    assert final[2]["cam1"][3] == A1B   # roamed
