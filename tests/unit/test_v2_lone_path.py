@@ -904,3 +904,14 @@ def test_whole_frames_agree():
     # c2's CLOSE opened too (counted by the server, not by a peer it forgot)
     assert stats["bulk_rx"] == final[2]["cam1"][0]["bulk_rx"] + 1 == 20
     assert final[2]["cam1"][3] == A1B   # roamed
+
+
+def test_noframe_switch_turns_the_flat_frame_path_off(monkeypatch):
+    """CAMEX_FASTPATH=noframe (for measuring it): whole frames take the
+    full path, the lone DATA paths stay."""
+    monkeypatch.setenv("CAMEX_FASTPATH", "noframe")
+    _, srv, _, _ = timed_world(True)
+    assert srv.frame_received == srv._frame_received and srv.seal_lone is not None
+    monkeypatch.delenv("CAMEX_FASTPATH")
+    _, srv, _, _ = timed_world(True)
+    assert srv.frame_received != srv._frame_received
