@@ -237,6 +237,13 @@ def test_the_tcp_floor_stands_beside_the_tcp_goal():
            "s/GB | NOT met |" in report.goals(doc)
     doc["entries"][2]["tcp1"]["gbps"] = 2.0
     assert "= 2.50 x at 1.80 CPU s/GB" in report.goals(doc)
+    # The framed floor has a line of its own beside it.
+    framed = _run("naive-python-bulk-framed", 4.4, 22 * 1024, group="baseline")
+    doc["entries"].append(framed)
+    assert "| (the TCP floor: naive-python-bulk-framed against the best peer, and camex v2 " \
+           "against it) | 4.400 Gbit/s = 2.20 x at 10.00 CPU s/GB; camex v2 0.91 x" \
+        in report.goals(doc)
+    del doc["entries"][3]
     # Without the floor in the run there is no such line.
     del doc["entries"][1]
     assert "the TCP floor" not in report.goals(doc)
