@@ -503,12 +503,8 @@ peer "bench-{other}" {{
                 # A handshake that meets a closed port makes fastd back off
                 # for tens of seconds: let the server side bind first.
                 ns.wait_port(10000, "udp", timeout=UP_TIMEOUT)
-        # --bulk: a super-packet and its train's counter and tag fit one GSO
-        # send; --framed: camex's cap, for the same datagrams per frame.
-        gso = {"bulk": naive_tunnel.BULK_MAX_READ - 10,
-               "framed": bulk_tso_max(naive_tunnel.BULK_SEGMENT)}.get(self.mode)
-        _configure_link(lab.server, ifs["s"], f"{PEER_SERVER_IN}/24", gso_max_size=gso)
-        _configure_link(lab.c1, ifs["c"], f"{PEER_CLIENT_IN}/24", gso_max_size=gso)
+        _configure_link(lab.server, ifs["s"], f"{PEER_SERVER_IN}/24")
+        _configure_link(lab.c1, ifs["c"], f"{PEER_CLIENT_IN}/24")
         startup = _startup(lab.c1, PEER_SERVER_IN, t0, list(procs.values()))
         return Up(lab.c1, lab.server, PEER_SERVER_IN,
                   [("server", procs["s"]), ("client", procs["c"])],
