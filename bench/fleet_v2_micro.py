@@ -82,7 +82,7 @@ def use_cache(cache) -> None:
 def world(n: int):
     """A server core and n established client cores, with their addresses."""
     from camex.daemon.config import parse_config
-    from camex.testing.memlab import det_rng
+    from camex.testing.memlab import det_rng, handshake
     from camex.v2.core import V2ClientCore, V2ServerCore
 
     conf = "[defaults]\ngateway_ip = 10.0.0.1\n" + "".join(
@@ -96,17 +96,7 @@ def world(n: int):
         cli = V2ClientCore(auto=True, passphrase=PASSPHRASE, client_id=f"cam{i}",
                            rng=det_rng(b"cli%d" % i))
         addr = ("192.0.2.1", 4000 + i)
-        cli.start(now)
-        cli.connected(now)
-        for _ in range(6):
-            for d in cli.to_net:
-                srv.datagram_received(d, addr, now)
-            cli.to_net.clear()
-            for d, a in srv.outbox:
-                if a == addr:
-                    cli.datagram_received(d, now)
-            srv.outbox.clear()
-        if not cli.established:
+        if not handshake(srv, cli, addr, now, rounds=6):
             raise RuntimeError(f"client {i} did not complete its handshake")
         cli.to_tun.clear()
         srv.to_tun.clear()

@@ -29,7 +29,7 @@ import time
 from camex.daemon.config import parse_config
 from camex.v2 import wire
 from camex.v2.core import V2ClientCore, V2ServerCore
-from camex.testing.memlab import det_rng, ipv4
+from camex.testing.memlab import det_rng, handshake, ipv4
 
 CONF = """
 [defaults]
@@ -47,16 +47,7 @@ def pair():
                        rng=det_rng(b"srv"))
     cli = V2ClientCore(auto=True, passphrase=PW, client_id="cam1", rng=det_rng(b"cli"))
     now = 100.0
-    cli.start(now)
-    cli.connected(now)
-    for _ in range(10):
-        for d in cli.to_net:
-            srv.datagram_received(d, ADDR, now)
-        cli.to_net.clear()
-        for d, _ in srv.outbox:
-            cli.datagram_received(d, now)
-        srv.outbox.clear()
-    assert cli.established and srv.server.peers, "no session in memory"
+    assert handshake(srv, cli, ADDR, now) and srv.server.peers, "no session in memory"
     cli.to_tun.clear()
     srv.to_tun.clear()
     return srv, cli, now + 1.0

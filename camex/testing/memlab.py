@@ -22,6 +22,25 @@ def ipv4(src: str, dst: str, payload: bytes = b"", proto: int = 17) -> bytes:
             + payload)
 
 
+def handshake(srv, cli, addr, now: float, rounds: int = 10) -> bool:
+    """Start a v2 client core (camex.v2.core.V2ClientCore) towards a server
+    core at `addr`, then move the client's datagrams to the server and the
+    server's answers for `addr` back, `rounds` times, all at `now` (the
+    benchmarks' set-up of established sessions). True if the client is
+    established."""
+    cli.start(now)
+    cli.connected(now)
+    for _ in range(rounds):
+        for d in cli.to_net:
+            srv.datagram_received(d, addr, now)
+        cli.to_net.clear()
+        for d, a in srv.outbox:
+            if a == addr:
+                cli.datagram_received(d, now)
+        srv.outbox.clear()
+    return cli.established
+
+
 class MemLab:
     def __init__(self, server, now: float = 1000.0):
         self.server = server
