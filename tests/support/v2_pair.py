@@ -49,3 +49,14 @@ class Wire:
                 if c.next_deadline() <= self.now:
                     c.on_timer(self.now)
             self.pump()
+
+
+def connect(srv, c1, c2) -> Wire:
+    """A Wire between the server and the two clients (cam1 at A1, cam2 at
+    A2), both started and connected, their handshakes pumped through."""
+    w = Wire(srv, {A1: c1, A2: c2})
+    for c in (c1, c2):
+        c.start(w.now)
+        c.connected(w.now)
+    w.pump()
+    return w

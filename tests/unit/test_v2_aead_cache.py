@@ -15,7 +15,7 @@ from camex.testing.memlab import det_rng, ipv4
 from camex.v2 import lone, session, wire
 from camex.v2.core import V2ClientCore, V2ServerCore
 from camex.v2.session import AesKey, Session, Timers, data_keys
-from tests.support.v2_pair import A1, A2, CONF, PW, Wire
+from tests.support.v2_pair import CONF, PW, connect
 
 FLEET = 1200   # senders: more than the 512 places of a count-bounded cache
 
@@ -153,11 +153,7 @@ def test_cores_still_carry_traffic_after_their_objects_were_given_back(monkeypat
     c1 = V2ClientCore(auto=True, passphrase=PW, client_id="cam1", rng=det_rng(b"c1"), aes=aes)
     c2 = V2ClientCore(auto=True, passphrase=b"cam2-own-secret", client_id="CAM2",
                       rng=det_rng(b"c2"), aes=aes)
-    w = Wire(srv, {A1: c1, A2: c2})
-    for c in (c1, c2):
-        c.start(w.now)
-        c.connected(w.now)
-    w.pump()
+    w = connect(srv, c1, c2)
     assert c1.established and c2.established
     assert (type(c1.session.current.send_key) is AesKey) == aes
 

@@ -10,7 +10,7 @@ from camex.v2 import wire
 from camex.v2.core import DEFAULT_MTU, V2ClientCore, V2ServerCore
 from camex.tunnel.client import AutoClientCore
 from camex.testing.memlab import ipv4
-from tests.support.v2_pair import A1, A2, CONF, PW, Wire
+from tests.support.v2_pair import A1, CONF, PW, Wire, connect
 
 
 def setup(local_delivery=False, relay_other=None):
@@ -19,11 +19,7 @@ def setup(local_delivery=False, relay_other=None):
                        relay_other=relay_other)
     c1 = V2ClientCore(auto=True, passphrase=PW, client_id="cam1")
     c2 = V2ClientCore(auto=True, passphrase=b"cam2-own-secret", client_id="CAM2")
-    w = Wire(srv, {A1: c1, A2: c2})
-    for c in (c1, c2):
-        c.start(w.now)
-        c.connected(w.now)
-    w.pump()
+    w = connect(srv, c1, c2)
     return w, srv, c1, c2
 
 

@@ -31,7 +31,7 @@ from camex.v2.core import V2ClientCore, V2ServerCore
 from camex.testing.memlab import det_rng, ipv4
 from camex.v2.noise import nonce_bytes
 from camex.v2.session import AEADS, Timers
-from tests.support.v2_pair import A1, A2, CONF, PW, Wire
+from tests.support.v2_pair import A1, A2, CONF, PW, connect
 
 C1, C2, GW, LOCAL = "10.0.0.2", "10.0.0.3", "10.0.0.1", "10.0.0.1"
 
@@ -228,11 +228,7 @@ def timed_world(fast, conf: str = CONF, **timers):
         for core in (c1, c2, srv):
             assert core.datagram_received.one != core.datagram_received.__call__
             core.datagram_received = _ByOne(core.datagram_received)
-    w = Wire(srv, {A1: c1, A2: c2})
-    for c in (c1, c2):
-        c.start(w.now)
-        c.connected(w.now)
-    w.pump()
+    w = connect(srv, c1, c2)
     assert c1.established and c2.established
     return w, srv, c1, c2
 
