@@ -42,6 +42,7 @@ from __future__ import annotations
 from cryptography.exceptions import InvalidTag
 
 from . import wire
+from .bulk import segment_count, tun_items
 from .events import Deliver
 from .session import AEADS
 
@@ -327,7 +328,6 @@ def server_frame(core):
     counted there); one that opens but is not that one record (several,
     IPv6, a spoofed source) goes on from the open in the full path
     (V2Server._bulk_opened), as its window has moved."""
-    from .bulk import segment_count, tun_items   # bulk imports nothing of this module
     from .server import Peer
 
     server = core.server
