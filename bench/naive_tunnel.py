@@ -61,9 +61,10 @@ UDP_SEGMENT, UDP_GRO = 103, 104
 # IPv4 and UDP headers.
 BULK_SEGMENT = 1472
 # The largest TUN read a train can carry: one GSO send is at most 65,507
-# bytes, less the 8-byte counter and the 16-byte tag (the bench caps the
-# TUN's gso_max_size at this less the 10-byte virtio_net_hdr).
+# bytes, less the 8-byte counter and the 16-byte tag; the bench caps the
+# TUN's gso_max_size at that less the 10-byte virtio_net_hdr.
 BULK_MAX_READ = 65507 - 8 - 16
+BULK_GSO_MAX = BULK_MAX_READ - 10
 
 # The --aead key is the same at both ends without any exchange on the
 # wire: each end computes X25519 of the same two fixed bench keys. This is

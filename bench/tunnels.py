@@ -557,9 +557,10 @@ class Tinc(Entry):
 class NaivePython(Entry):
     """bench/naive_tunnel.py: one packet per system call; `mode` "select"
     (no crypto), "threads" (no crypto, a blocked reader per direction),
-    "aead" (threads, ChaCha20-Poly1305 per packet, X25519 at start) or
+    "aead" (threads, ChaCha20-Poly1305 per packet, X25519 at start),
     "bulk" (threads, TUN offloads, AES-256-GCM once per super-packet, UDP
-    GSO/GRO: the floor under camex's BULK path)."""
+    GSO/GRO: the floor under camex's BULK path) or "framed" (bulk with a
+    header per datagram and camex's super-packet cap)."""
 
     mode: str = "select"
 
@@ -591,7 +592,7 @@ class NaivePython(Entry):
                                    name="naive-tunnel", env=env)
         # --bulk: a super-packet and its train's counter and tag fit one GSO
         # send; --framed: camex's cap, for the same datagrams per frame.
-        gso = {"bulk": naive_tunnel.BULK_MAX_READ - 10,
+        gso = {"bulk": naive_tunnel.BULK_GSO_MAX,
                "framed": bulk_tso_max(naive_tunnel.BULK_SEGMENT)}.get(self.mode)
         _configure_link(lab.server, ifs["s"], f"{PEER_SERVER_IN}/24", gso_max_size=gso)
         _configure_link(lab.c1, ifs["c"], f"{PEER_CLIENT_IN}/24", gso_max_size=gso)
