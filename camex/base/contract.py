@@ -145,6 +145,13 @@ class ClientCore(Protocol):
 
     def tun_super(self, hdr: Any, packet: Any, now: float) -> None: ...
 
+    @property
+    def tun_frame(self) -> Callable[[Any, Any, float], bool] | None:
+        """(hdr, packet, now) -> True if it sealed the super-packet of a
+        steady stream whole, in one call (camex.v2.lone.client_frame);
+        None for a core without one. The daemon tries it before
+        bulk_ready and tun_super."""
+
     def next_deadline(self) -> float: ...
 
     def on_timer(self, now: float) -> None: ...
@@ -168,6 +175,7 @@ class ClientCoreBase:
     protocol = "legacy"
     bulk: ClassVar[bool] = False
     bulk_ready = False
+    tun_frame: Callable[[Any, Any, float], bool] | None = None
 
     def close(self, now: float) -> None:
         pass

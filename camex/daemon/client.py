@@ -9,6 +9,7 @@ import functools
 import os
 import selectors
 import socket
+import time
 
 from typing import Callable
 
@@ -24,7 +25,7 @@ from ..base.log import LOG, Throttle, fault
 from .procinfo import process_status
 from ..io.tun import write_queued
 from ..io.udp import BATCH
-from .loop import BURST_GAP, RESOLVE_RETRY, Loop, StartupError
+from .loop import BURST_GAP, RESOLVE_RETRY, TSO_CHECK_EVERY, Loop, StartupError
 from .options import v2_timers, wants_aes
 
 FLUSH_AT = 64  # datagrams/packets queued before a mid-batch flush (bounds memory)
@@ -140,6 +141,7 @@ class ClientDaemon:
         self.sender = None
         self._recv = None
         self._tso_switch = False
+        self._tso_check = 0.0     # when a flush may next ask (TSO_CHECK_EVERY)
         self._path_reconnect = -1e9
         # Start of the last readiness event per descriptor: a lone packet or a burst?
         self._tun_at = self._sock_at = -1.0
@@ -281,6 +283,7 @@ class ClientDaemon:
         # A TUN with offloads returns a whole super-packet per read, cut
         # into packets with correct checksums (camex.io.offload).
         read = self.tun.read_items
+        frame = core.tun_frame   # a steady stream's super-packet in one call
         for _ in range(BATCH):
             pkts = read()
             if pkts is None:
@@ -288,7 +291,8 @@ class ClientDaemon:
             try:
                 for pkt in pkts:
                     if type(pkt) is SuperPacket:
-                        self._super_packet(pkt, now)
+                        if frame is None or not frame(pkt[0], pkt[1], now):
+                            self._super_packet(pkt, now)
                     else:
                         core.tun_packet(pkt, now)
             except Exception as e:  # noqa: BLE001 - see log.fault
@@ -376,14 +380,21 @@ class ClientDaemon:
         out = core.to_net
         if out:
             if self.sock is not None:
-                if len(out) == 1 and type(out[0]) is not Run:
-                    # A lone datagram: one send(), none of the batching.
-                    try:
-                        self.sock.send(out[0])
-                    except (BlockingIOError, ConnectionRefusedError):
-                        pass  # a full buffer drops, as a NIC would; ICMP: timers act
-                    except OSError as e:
-                        self._send_error(e, None)
+                if len(out) == 1:
+                    if type(out[0]) is Run:
+                        # One BULK frame (a TCP stream's usual flush).
+                        self.sender.send_run(out[0])
+                        if self.sender.fallback_reason:
+                            LOG.warning("%s", self.sender.fallback_reason)
+                            self.sender.fallback_reason = None
+                    else:
+                        # A lone datagram: one send(), none of the batching.
+                        try:
+                            self.sock.send(out[0])
+                        except (BlockingIOError, ConnectionRefusedError):
+                            pass  # a full buffer drops, as a NIC would; ICMP: timers act
+                        except OSError as e:
+                            self._send_error(e, None)
                 else:
                     # Equal-sized datagrams go out in one sendmsg (UDP GSO).
                     self.sender.send(out)
@@ -392,10 +403,12 @@ class ClientDaemon:
                         self.sender.fallback_reason = None
             out.clear()
         tun = self.tun
-        if tso and self._tso_switch and core.bulk_ready != tun.tso:
-            # TSO only while the core carries super-packets whole: for
-            # one-packet-per-datagram framings the kernel cuts faster.
-            LOG.info("TUN TSO %s", "on" if tun.set_tso(not tun.tso) else "off")
+        if tso and self._tso_switch and (t := time.monotonic()) >= self._tso_check:
+            self._tso_check = t + TSO_CHECK_EVERY
+            if core.bulk_ready != tun.tso:
+                # TSO only while the core carries super-packets whole: for
+                # one-packet-per-datagram framings the kernel cuts faster.
+                LOG.info("TUN TSO %s", "on" if tun.set_tso(not tun.tso) else "off")
         to_tun = core.to_tun
         if to_tun:
             if len(to_tun) == 1 and type(to_tun[0]) is not SuperPacket:

@@ -25,6 +25,11 @@ from ..io.libc import function as _libc
 # on the same descriptor is part of a burst (drained in batches); a later
 # one is a lone packet, handled with one read and sent at once.
 BURST_GAP = 0.0002
+# A burst's flushes ask the core whether the TUN's TSO should switch (a
+# BULK session came or went) at most this often: the answer is a few
+# Python calls, and a steady TCP stream flushes after every frame. Late by
+# this much, a super-packet is cut in Python or the kernel cuts one more.
+TSO_CHECK_EVERY = 0.05
 RESOLVE_RETRY = 5.0
 PR_SET_DUMPABLE = 4
 

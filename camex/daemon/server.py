@@ -28,7 +28,7 @@ from .procinfo import process_status
 from .server_state_io import ServerState
 from ..io.tun import write_queued
 from ..io.udp import BATCH
-from .loop import BURST_GAP, Loop, StartupError
+from .loop import BURST_GAP, TSO_CHECK_EVERY, Loop, StartupError
 from .options import read_psk_file, v2_timers, wants_aes
 
 FLUSH_AT = 128  # datagrams queued before a mid-batch flush (bounds memory)
@@ -185,6 +185,7 @@ class ServerDaemon:
         # Start of the last readiness event per descriptor: a lone packet or a burst?
         self._tun_at = self._sock_at = -1.0
         self._flush_lone = functools.partial(self._flush, False)
+        self._tso_check = 0.0     # when a flush may next ask (TSO_CHECK_EVERY)
 
     def _open_tun(self) -> None:
         from ..io.netlink import NetlinkConfigError
@@ -460,8 +461,10 @@ class ServerDaemon:
         packet (see ClientDaemon._flush)."""
         tun, core = self.tun, self.core
         if tun is not None:
-            if tso and tun.offload and core.bulk_ready != tun.tso:
-                LOG.info("TUN TSO %s", "on" if tun.set_tso(not tun.tso) else "off")
+            if tso and tun.offload and (t := time.monotonic()) >= self._tso_check:
+                self._tso_check = t + TSO_CHECK_EVERY   # (see ClientDaemon._flush)
+                if core.bulk_ready != tun.tso:
+                    LOG.info("TUN TSO %s", "on" if tun.set_tso(not tun.tso) else "off")
             to_tun = core.to_tun
             if len(to_tun) == 1 and type(to_tun[0]) is not SuperPacket:
                 tun.write(to_tun[0])   # a lone packet: write_queued's first case inlined

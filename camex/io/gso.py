@@ -27,7 +27,7 @@ import sys
 
 from ..base.endpoint import MAPPED, canonical, sockaddr_v6
 from ..base.netpkt import disabled
-from ..v2.framing import Run, datagrams_of, runs, split
+from ..v2.framing import MAX_GSO_BYTES, MAX_SEGMENTS, Run, datagrams_of, runs, split
 
 SOL_UDP = 17
 UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
@@ -130,6 +130,7 @@ class Sender:
         # 1: IPv6 peers of a dual-stack socket, whose path is 20 bytes
         # shorter), so that an IPv6 peer's limit never slows IPv4 ones.
         self.max_sizes = [65535, 65535]
+        self._anc: dict = {}      # datagram size -> its UDP_SEGMENT control message (send_run)
 
     def send(self, datagrams, addr=None) -> None:
         if not self.gso:
@@ -147,16 +148,45 @@ class Sender:
             except (BlockingIOError, ConnectionRefusedError):
                 pass
             except OSError as e:
-                if _many(run) and e.errno == errno.EMSGSIZE:
-                    max_sizes[v6] = size - 1
-                    self._one_by_one(run, addr)
-                elif _many(run) and e.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT,
-                                                errno.EOPNOTSUPP):
-                    self.gso = False
-                    self.fallback_reason = f"UDP GSO refused ({e.strerror}), sending one by one"
-                    self._one_by_one(run, addr)
-                elif self.on_error is not None:
-                    self.on_error(e, addr)
+                self._failed(e, run, size, addr, v6)
+
+    def _failed(self, e: OSError, run, size: int, addr, v6: int) -> None:
+        """A GSO send of `run` (datagrams of `size` bytes) failed: above the path MTU, that size goes
+        one by one from now on; refused outright, GSO goes off for good;
+        anything else to on_error."""
+        if _many(run) and e.errno == errno.EMSGSIZE:
+            self.max_sizes[v6] = size - 1
+            self._one_by_one(run, addr)
+        elif _many(run) and e.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT,
+                                        errno.EOPNOTSUPP):
+            self.gso = False
+            self.fallback_reason = f"UDP GSO refused ({e.strerror}), sending one by one"
+            self._one_by_one(run, addr)
+        elif self.on_error is not None:
+            self.on_error(e, addr)
+
+    def send_run(self, run: Run) -> None:
+        """send([run]) for a connected socket (a client's), flat: one BULK
+        frame, a TCP stream's usual send, in one sendmsg without runs()
+        and its helpers. Anything send() would treat otherwise (GSO off,
+        one datagram, a size above the path's, more than one send's worth)
+        goes through send()."""
+        buf, size = run.buf, run.size
+        n = len(buf)
+        if not self.gso or n <= size or size > self.max_sizes[0] or n > MAX_GSO_BYTES \
+                or n > size * MAX_SEGMENTS:
+            self.send([run])
+            return
+        anc = self._anc.get(size)
+        if anc is None:
+            anc = self._anc[size] = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
+        self.sends += 1
+        try:
+            self.sock.sendmsg((buf,), anc)
+        except (BlockingIOError, ConnectionRefusedError):
+            pass
+        except OSError as e:
+            self._failed(e, run, size, None, 0)
 
     def send_grouped(self, pairs) -> None:
         """(datagram, address) pairs, batched per address (order kept per

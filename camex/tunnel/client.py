@@ -43,6 +43,9 @@ class AutoClientCore:
 
     protocol = property(lambda self: "v2" if self.active is self.v2 else "legacy")
     bulk_ready = property(lambda self: self.active is self.v2 and self.v2.bulk_ready)
+    # The v2 core's flat frame path while v2 is active (the daemon reads
+    # it once per TUN wake-up, not per super-packet).
+    tun_frame = property(lambda self: self.v2.tun_frame if self.active is self.v2 else None)
 
     # What the daemon reads and drains is the active core's. The queues
     # may be rebound by the daemon (`core.events = []`): they must stay

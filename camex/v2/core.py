@@ -132,6 +132,10 @@ class V2ClientCore:
             self.datagram_received.one = lone.client_receiver(
                 self, self.datagram_received.__call__)
         self.tun_packet = lone.client_sender(self) if flat else self._tun_packet
+        # A TCP stream's super-packet sealed whole in one call (the daemon
+        # tries it first; CAMEX_FASTPATH=noframe: tun_super only).
+        self.tun_frame = lone.client_frame(self) \
+            if flat and not netpkt.disabled("noframe") else None
 
     # ------------------------------------------------------- lifecycle
 

@@ -14,7 +14,12 @@ datagrams, TUN writes, drops, counters and state:
 - whole BULK frames as one GRO read hands them over (the server's flat
   frame path): local delivery and relay, TCP super-packets, replays,
   forgeries, reordering, flags, roaming, several records, IPv6, spoofed
-  and unrouted destinations, the receive limit and the reject age.
+  and unrouted destinations, the receive limit and the reject age;
+- super-packets from a client's TUN as its daemon hands them over (the
+  client's flat frame path, then bulk_ready and tun_super): IPv4 TCP with
+  and without ECN, UDP, IPv6, no GSO size, a header that disagrees,
+  too large a frame for the path, the rekey and reject limits by message
+  count and by age, the send limit, an auto client not configured yet.
 
 Breaking any check of camex/v2/lone.py makes one of these fail, except
 four that cannot change an answer: the receiver-index tests (a datagram of
@@ -26,6 +31,7 @@ import pytest
 
 from camex.daemon.config import parse_config
 from camex.v2.framing import datagrams_of
+from camex.base import netpkt
 from camex.v2 import bulk, framing, wire
 from camex.v2.core import V2ClientCore, V2ServerCore
 from camex.testing.memlab import det_rng, ipv4
@@ -218,6 +224,7 @@ def timed_world(fast, conf: str = CONF, **timers):
             c.datagram_received = bulk.FastReceiver(c.session.frames, c._datagram_received,
                                                     c._frame_received)
             c.tun_packet = c._tun_packet
+            c.tun_frame = None
         srv.frame_received = srv._frame_received
         srv.datagram_received = bulk.FastReceiver(srv.server.frames, srv._datagram_received,
                                                   srv.frame_received)
@@ -911,3 +918,148 @@ def test_noframe_switch_turns_the_flat_frame_path_off(monkeypatch):
     monkeypatch.delenv("CAMEX_FASTPATH")
     _, srv, _, _ = timed_world(True)
     assert srv.frame_received != srv._frame_received
+
+
+# --- super-packets from a client's TUN: the client's flat frame path -----------
+
+def tun_read(core, hdr, packet, now) -> bool:
+    """A TSO read, as camex.daemon.client hands it to the core: the flat
+    frame path first, then (as ClientDaemon._super_packet) tun_super while
+    the core is bulk_ready, else the packets cut for DATA. True if the
+    flat path took it."""
+    frame = core.tun_frame
+    if frame is not None and frame(hdr, packet, now):
+        return True
+    if core.bulk_ready:
+        core.tun_super(hdr, packet, now)
+    else:
+        for seg in netpkt.segment(hdr, packet):
+            core.tun_packet(seg, now)
+    return False
+
+
+def tso(gtype: int, g: int, packet):
+    return netpkt.VnetHdr((netpkt.F_NEEDS_CSUM, gtype, 40, g, 20, 16)), packet
+
+
+def client_frames(log):
+    """c1's TUN hands over super-packets; each frame that leaves goes to the
+    server (fragment by fragment), which delivers it. Every step's
+    datagrams, TUN writes, counters and state must be the same by the
+    flat path as by the full one."""
+    w, srv, c1 = log.w, log.srv, log.c1
+    w.now += 0.5
+    took = []
+
+    def read(label, hdr_packet):
+        took.append(tun_read(c1, *hdr_packet, w.now))
+        _, n1, _ = log.step(label)
+        for d in n1:
+            srv.datagram_received(d, A1, w.now)
+        log.step((label, "server got"))
+        w.now += 0.01
+
+    tcp = netpkt.GSO_TCPV4
+    for i in range(3):
+        read(("steady", i), tso(tcp, 1380, tcp4(C1, LOCAL, b"%d" % i * 6000)))
+    read("ecn", tso(tcp | netpkt.GSO_ECN, 1380, tcp4(C1, LOCAL, b"e" * 5000)))
+    read("udp", tso(netpkt.GSO_UDP_L4, 1400, ipv4(C1, LOCAL, bytes(8) + b"u" * 5000)))
+    read("ipv6", tso(netpkt.GSO_TCPV6, 1380, bytes([0x60, 0, 0, 0, 0x13, 0xa0, 6, 64])
+                      + bytes(32) + bytes(12) + b"\x50" + bytes(7) + b"6" * 5000))
+    read("no gso size", tso(tcp, 0, tcp4(C1, LOCAL, b"z" * 3000)))
+    bad = bytearray(tcp4(C1, LOCAL, b"b" * 5000))
+    bad[2:4] = (100).to_bytes(2, "big")
+    read("bad length", tso(tcp, 1380, bytes(bad)))
+    short_tcp = bytearray(tcp4(C1, LOCAL, b"d" * 5000))
+    short_tcp[32] = 0x40          # a TCP data offset below 5 words
+    read("bad data offset", tso(tcp, 1380, bytes(short_tcp)))
+    c1.session.set_max_datagram(600)  # a frame of 64 fragments holds ~37 KB
+    read("too large for the path", tso(tcp, 1380, tcp4(C1, LOCAL, b"L" * 40000)))
+    c1.session.set_max_datagram(1472)
+    config = c1.config
+    c1.config = None
+    read("not configured", tso(tcp, 1380, tcp4(C1, LOCAL, b"n" * 5000)))
+    c1.config = config
+    s = c1.session.current
+    s.send_limit = s.send_counter + 1
+    read("last before the send limit", tso(tcp, 1380, tcp4(C1, LOCAL, b"s" * 5000)))
+    read("at the send limit", tso(tcp, 1380, tcp4(C1, LOCAL, b"S" * 5000)))
+    return took
+
+
+def test_client_frames_agree():
+    took = []
+    entries = both(lambda log: took.append(client_frames(log)))
+    # The flat path took the steady stream, the ECN one and the last one
+    # below the send limit, nothing else.
+    assert took[0] == [True] * 4 + [False] * 7 + [True, False], took[0]
+    assert all(not t for t in took[2])                    # (the full world)
+    srv_tun = [p for e in entries for p in e[2]]
+    got = [bytes(p[1][-1:]) if isinstance(p, tuple) else bytes(p[-1:]) for p in srv_tun]
+    # (By the last byte: the payload's letter.) Each TCP super-packet
+    # whole; the UDP one cut at the server; the IPv6 one refused there (no
+    # IPv6 grant); the one without a GSO size dropped at the client; the
+    # bad headers delivered as the records they are; the one too large for
+    # the path cut into DATA; nothing from a client not configured yet; the
+    # last before the send limit sent, the next one queued.
+    assert got[:4] == [b"0", b"1", b"2", b"e"], got
+    assert b"u" in got and b"6" not in got and b"z" not in got and b"n" not in got
+    assert got.count(b"L") > 20 and b"s" in got and b"S" not in got
+
+
+def client_frames_at_limits(log):
+    """Frames until the rekey limit by message count, then by age, then
+    past the reject age: the handshake starts where the full path starts
+    it, and frames go on, or wait, as there."""
+    w, srv, c1 = log.w, log.srv, log.c1
+    took, held = [], []
+
+    def read(label, text):
+        took.append(tun_read(c1, *tso(netpkt.GSO_TCPV4, 1380,
+                                      tcp4(C1, LOCAL, text * 4000)), w.now))
+        _, n1, _ = log.step(label)
+        for d in n1:
+            if kind(d) == wire.T_BULK:
+                srv.datagram_received(d, A1, w.now)
+            else:
+                held.append(d)         # INITs: held back until all eight are sent
+        log.step((label, "server got"))
+
+    for i in range(8):
+        read(("count", i), b"c")
+        w.now += 0.01
+    for d in held:
+        srv.datagram_received(d, A1, w.now)
+    handshake_again(log, w, srv, c1, "new session")
+    read("after the new session", b"a")
+    w.now = c1.session.current.created + c1.session.t.rekey_after_time - 0.01
+    read("just before the rekey age", b"b")
+    w.now += 0.02
+    read("at the rekey age", b"r")
+    w.now = c1.session.current.created + c1.session.t.reject_after_time
+    read("at the reject age", b"x")
+    return took
+
+
+def test_client_frames_at_the_limits_agree():
+    took = []
+    entries = both(lambda log: took.append(client_frames_at_limits(log)),
+                   rekey_after_messages=6, reject_after_messages=1000)
+    flat = took[0]
+    # Below the rekey limit the flat path seals; from the frame that
+    # reaches it on, the full path does (and starts the handshake).
+    assert flat[:4] == [True] * 4 and not any(flat[4:8]), flat
+    assert flat[8:10] == [True, True] and flat[10:] == [False, False], flat
+    inits = [e[0] for e in entries if any(h[1] == wire.T_INIT for h, _ in e[5])]
+    assert inits == [("count", 4), "at the rekey age"], inits
+    got = [bytes(p[1][40:41]) for e in entries for p in e[2] if isinstance(p, tuple)]
+    assert got.count(b"c") == 8 and got[-3:] == [b"a", b"b", b"r"], got
+
+
+def test_noframe_switch_turns_the_client_frame_path_off(monkeypatch):
+    monkeypatch.setenv("CAMEX_FASTPATH", "noframe")
+    _, _, c1, _ = timed_world(True)
+    assert c1.tun_frame is None and c1.tun_packet != c1._tun_packet
+    monkeypatch.delenv("CAMEX_FASTPATH")
+    _, _, c1, _ = timed_world(True)
+    assert c1.tun_frame is not None
