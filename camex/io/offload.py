@@ -39,6 +39,8 @@ from ..base.contract import SuperPacket
 from .tun import IFF_NO_PI, IFF_TUN, TUN_PATH, TUNSETIFF, TunDevice
 from .tun import open_tun as open_plain_tun
 
+_CSUM_AT = struct.Struct("=HH")     # csum_start, csum_offset of a virtio_net_hdr
+
 TUNSETOFFLOAD = 0x400454D0
 TUNSETVNETHDRSZ = 0x400454D8
 IFF_VNET_HDR = 0x4000
@@ -185,6 +187,15 @@ class OffloadTun(BatchTun):
             # No offload flag, no GSO type: a complete packet (the usual
             # case with TSO off), no header object needed.
             return [memoryview(b)[netpkt.VNET_HDR_LEN:]]
+        if not b[1] and b[0] & netpkt.F_NEEDS_CSUM:
+            # One packet whose L4 checksum is left to us (with TSO on, the
+            # kernel's every small packet: a TCP stream's ACKs), finished
+            # here as netpkt.segment would, without a header object.
+            start, offset = _CSUM_AT.unpack_from(b, 6)
+            if start + offset + 2 > len(b) - netpkt.VNET_HDR_LEN:
+                self.errors += 1
+                return []
+            return [netpkt.complete_csum(memoryview(b)[netpkt.VNET_HDR_LEN:], start, offset)]
         hdr = netpkt.VnetHdr(netpkt.VNET_HDR.unpack_from(b))
         pkt = memoryview(b)[netpkt.VNET_HDR_LEN:]
         gtype = hdr[1] & ~netpkt.GSO_ECN

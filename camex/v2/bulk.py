@@ -30,6 +30,12 @@ _SLICE = itemgetter(slice(_HL, None))
 _CONSUME: Callable[[Iterable], None] = deque(maxlen=0).extend     # runs an iterator to its end, in C
 _MIDDLE = [bytes(range(1, n - 1)) for n in range(wire.BULK_MAX_FRAGMENTS + 2)]
 _MAX_COUNT = wire.BULK_MAX_FRAGMENTS
+# (datagram size, fragments) -> the struct gathering the payloads of all
+# fragments but the last from a whole frame's GRO read (FastReceiver.whole).
+# A path has one datagram size and few frame lengths; emptied when full,
+# as framing.repeated_struct's own cache, whatever sizes senders choose.
+_GATHER: dict = {}
+_GATHER_MAX = 128
 
 PROTO_TCP, PROTO_UDP = 6, 17
 
@@ -274,12 +280,19 @@ class FastReceiver:
         c = -(-n // size)
         if 2 < c <= _MAX_COUNT and size > _HL and data[16] == c and data[1] == 6 \
                 and data[0] == 0xC2 and data[3::size] == framing.INDEX_BYTES[c]:
-            mv = memoryview(data)
-            first, end = mv[:size], mv[(c - 1) * size:]
-            h = _BULK_FIELDS(first)
-            if len(end) > _HL and _same_frame(h, _BULK_FIELDS(end)):
-                payloads = framing.repeated_struct(f"{_HL}x{size - _HL}s", c - 1)
-                self.frame(first, b"".join(payloads.unpack_from(data) + (end[_HL:],)),
+            at = (c - 1) * size
+            # The last fragment's header is the first's but for the index
+            # (_same_frame, inline: bytes 0-2 and 4-19).
+            if n - at > _HL and data[at + 4:at + _HL] == data[4:_HL] \
+                    and data[at:at + 3] == data[:3]:
+                gather = _GATHER.get((size, c))
+                if gather is None:
+                    if len(_GATHER) >= _GATHER_MAX:     # (sizes a sender chose)
+                        _GATHER.clear()
+                    gather = _GATHER[(size, c)] = framing.repeated_struct(
+                        f"{_HL}x{size - _HL}s", c - 1)
+                mv = memoryview(data)
+                self.frame(mv[:size], b"".join((*gather.unpack_from(data), mv[at + _HL:])),
                            *rest)
                 return True
         return False

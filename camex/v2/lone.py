@@ -41,7 +41,8 @@ from __future__ import annotations
 
 from cryptography.exceptions import InvalidTag
 
-from ..base.netpkt import GSO_TCPV4
+from ..base.contract import SuperPacket
+from ..base.netpkt import F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR
 from . import framing, wire
 from .bulk import segment_count, tun_items
 from .framing import Run
@@ -381,6 +382,7 @@ def server_tun(core, seal):
 
 
 _BULK_UNPACK = wire._BULK_HDR.unpack_from
+vnet_pack = VNET_HDR.pack
 _HB = wire.HEADER_BULK
 
 
@@ -442,7 +444,14 @@ def server_frame(core):
                             p = memoryview(plain)[4:]
                             st = peer.stats
                             st["bulk_rx"] += 1
-                            st["rx"] += segment_count(g, p)
+                            # A TCP super-packet's L4 header (bulk._l4 inline,
+                            # for the usual record: IPv4 TCP, G > 0, sane).
+                            ihl = (plain[4] & 15) << 2
+                            hl = ihl + ((plain[ihl + 16] >> 4) << 2) \
+                                if g and plain[13] == 6 and n >= ihl + 24 else 0
+                            tcp = ihl >= 20 and hl >= ihl + 20 and hl < n - 4 \
+                                and ((plain[6] << 8) | plain[7]) == n - 4
+                            st["rx"] += -(-(n - 4 - hl) // g) if tcp else segment_count(g, p)
                             st["rx_bytes"] += n - 4
                             if peer.ack_due is None:   # V2Server._ack_later inline
                                 a = peer.ack_due = now + t.passive_keepalive
@@ -452,10 +461,13 @@ def server_frame(core):
                                 # core._relay_frame inline: route() says
                                 # None for a server address, which no
                                 # legacy client holds.
-                                if core.local_delivery:
-                                    core.to_tun.extend(tun_items(g, p))
-                                else:
+                                if not core.local_delivery:
                                     drops["no-route"] += 1
+                                elif tcp:            # bulk.tun_items inline
+                                    core.to_tun.append(SuperPacket(vnet_pack(
+                                        F_NEEDS_CSUM, GSO_TCPV4, hl, g, ihl, 16), p))
+                                else:
+                                    core.to_tun.extend(tun_items(g, p))
                                 return
                             relay_frame([(g, p)], peer, now, plain)
                             return

@@ -339,6 +339,28 @@ def test_offload_device_writes_pairs_whole_and_merges_the_rest():
     dev.close()
 
 
+def test_a_read_with_a_checksum_left_to_us_comes_back_complete():
+    """With TSO on, the kernel leaves the L4 checksum of every small packet
+    to the TUN's reader (NEEDS_CSUM, no GSO type): read_items hands it on
+    with the checksum done, as netpkt.segment does; one whose checksum
+    field lies beyond its end is dropped and counted."""
+    dev, peer = _device(offload.OffloadTun)
+    ack = bytes(IP(src=SRC, dst=DST, flags="DF") / TCP(sport=5201, dport=40000, flags="A",
+                                                       seq=9, ack=1000, window=502))
+    partial = bytearray(ack)
+    partial[36:38] = (netpkt.pseudo4(partial, 6, len(partial) - 20) % 0xFFFF).to_bytes(2, "big")
+    hdr = netpkt.VnetHdr((netpkt.F_NEEDS_CSUM, netpkt.GSO_NONE, 0, 0, 20, 16))
+    try:
+        peer.send(netpkt.pack_vnet(*hdr) + bytes(partial))
+        (got,) = dev.read_items()
+        assert bytes(got) == ack and scapy_valid(bytes(got))
+        assert [bytes(x) for x in netpkt.segment(hdr, bytes(partial))] == [ack]
+        peer.send(netpkt.pack_vnet(netpkt.F_NEEDS_CSUM, 0, 0, 0, 20, 19) + bytes(partial)[:40])
+        assert dev.read_items() == [] and dev.errors == 1
+    finally:
+        dev.close()
+
+
 def test_coalesce_merges_small_udp_of_one_flow_only():
     def dg(i, n=36, sport=5, corrupt=False):
         b = bytearray(bytes(IP(src=SRC, dst=DST, id=i) / UDP(sport=sport, dport=6)

@@ -828,6 +828,10 @@ def whole_frames(log):
     feed("first again", first)
     bad_length = bytearray(ipv4(C1, LOCAL, b"q" * 3500))
     bad_length[2:4] = (100).to_bytes(2, "big")   # the IPv4 header disagrees with the record
+    bad_tcp = bytearray(tcp4(C1, LOCAL, b"t" * 5000))
+    bad_tcp[2:4] = (100).to_bytes(2, "big")      # ... of a TCP super-packet: dropped
+    short_tcp = bytearray(tcp4(C1, LOCAL, b"h" * 5000))
+    short_tcp[32] = 0x40                          # a TCP data offset below 5 words
     others = [
         ("two records", [(0, ipv4(C1, LOCAL, b"a" * 1800)), (0, ipv4(C1, C2, b"b" * 1800))], 0),
         ("spoofed", [(0, ipv4("10.9.9.9", LOCAL, b"s" * 3500))], 0),
@@ -837,6 +841,8 @@ def whole_frames(log):
         ("ipv6 like ipv4", [(0, bytes([0x60]) + bytes(11) + bytes([10, 0, 0, 2, 10, 0, 0, 1])
                               + bytes(20) + b"7" * 3500)], 0),
         ("bad length", [(0, bad_length)], 0),
+        ("tcp bad length", [(1380, bytes(bad_tcp))], 0),
+        ("tcp bad data offset", [(1380, bytes(short_tcp))], 0),
         ("unknown flag", [(0, ipv4(C1, LOCAL, b"f" * 3500))], 0x40),
         ("rekey flag", [(0, ipv4(C1, LOCAL, b"k" * 3500))], wire.FLAG_REKEY),
     ]
@@ -905,7 +911,7 @@ def test_whole_frames_agree():
             stats["malformed"]) == (1, 3, 1, 3, 1)
     assert drops["no-route"] == 1 and "cam2" not in final[2]   # no TUN; c2 closed
     # c2's CLOSE opened too (counted by the server, not by a peer it forgot)
-    assert stats["bulk_rx"] == final[2]["cam1"][0]["bulk_rx"] + 1 == 20
+    assert stats["bulk_rx"] == final[2]["cam1"][0]["bulk_rx"] + 1 == 22
     assert final[2]["cam1"][3] == A1B   # roamed
 
 
