@@ -396,12 +396,48 @@ class ServerDaemon:
             # dozens, and the one-buffer path serves it with less CPU and
             # memory than the ring (where each GRO read fills a 64 KiB slot
             # of its own: 1-2 MiB more resident in a relay).
-            udp.receive(self._recv, self.core.datagram_received, True, now, True,
-                        self._backlog, FLUSH_AT, self._flush, self._recv_error)
+            self._gro_burst(now)
         else:
             udp.receive_batch(self._batch_recv, self.core.datagrams_received, self._one_read,
                               now, MMSG_ROUNDS, self._batch.size, self._flush, self._recv_error)
         self._sock_at = self.loop.now()
+
+    def _gro_burst(self, now: float) -> None:
+        """udp.receive's burst for GRO reads, flat: a steady TCP stream
+        takes this per BULK frame - one read, the whole frame to the
+        core's frame path, its super-packet written at once - without
+        receive()'s callbacks. Anything else as there: a read that is not
+        one whole frame cut apart, a lone datagram to `one`, a flush
+        whenever _backlog() would ask for one, and one at the end."""
+        recv, receiver, core = self._recv_one, self.core.datagram_received, self.core
+        whole, to_tun, out, tun = receiver.whole, core.to_tun, core.outbox, self.tun
+        for _ in range(BATCH):
+            try:
+                data, size, addr = recv()
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if self._recv_error(e):
+                    continue
+                break
+            try:
+                if size:
+                    self._gro = True
+                    if not whole(data, size, addr, now):
+                        udp.deliver_cut(receiver, data, size, addr, now)
+                else:
+                    receiver.one(data, addr, now)
+            except Exception as e:  # noqa: BLE001 - see log.fault
+                fault(e, f"a datagram from {fmt(addr)}")
+            if to_tun and not out and len(to_tun) == 1 and type(to_tun[0]) is SuperPacket \
+                    and tun is not None:
+                # A whole frame's super-packet, and nothing else queued: the
+                # write _flush would make, without its other cases.
+                tun.write_batch(to_tun)
+                to_tun.clear()
+            elif self._backlog() >= FLUSH_AT:
+                self._flush()
+        self._flush()
 
     def _noting_gro(self, recv, recv_batch):
         """Both receive paths, noting whether the last read was a GRO

@@ -146,13 +146,19 @@ def deliver_gro(receiver: DatagramReceiver, data, size: int, *rest) -> None:
     offered whole first (a v2 BULK frame), else cut apart, and a batch of
     more than two in one `many` call."""
     if not receiver.whole(data, size, *rest):
-        datagrams = split(data, size)
-        if len(datagrams) > 2:
-            receiver.many(datagrams, *rest)
-        else:
-            one = receiver.one
-            for d in datagrams:
-                one(d, *rest)
+        deliver_cut(receiver, data, size, *rest)
+
+
+def deliver_cut(receiver: DatagramReceiver, data, size: int, *rest) -> None:
+    """A GRO read that is not one whole frame, cut apart: a batch of more
+    than two in one `many` call, else one by one."""
+    datagrams = split(data, size)
+    if len(datagrams) > 2:
+        receiver.many(datagrams, *rest)
+    else:
+        one = receiver.one
+        for d in datagrams:
+            one(d, *rest)
 
 
 def one_read(receiver: DatagramReceiver):
