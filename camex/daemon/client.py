@@ -301,7 +301,16 @@ class ClientDaemon:
                 self._flush(False)
                 return
             to_net = core.to_net
-            if len(to_net) >= FLUSH_AT or (to_net and type(to_net[-1]) is Run):
+            if len(to_net) == 1 and type(to_net[0]) is Run and self.sock is not None:
+                # One BULK frame (a TCP stream's every read): sent as it is
+                # sealed, the rest of _flush's work left to the batch's end.
+                sender = self.sender
+                sender.send_run(to_net[0])
+                to_net.clear()
+                if sender.fallback_reason:
+                    LOG.warning("%s", sender.fallback_reason)
+                    sender.fallback_reason = None
+            elif len(to_net) >= FLUSH_AT or (to_net and type(to_net[-1]) is Run):
                 self._flush()   # (a BULK frame is one Run of up to 64 KiB: send it)
         self._flush()
         self._tun_at = self.loop.now()  # a long batch is no gap
