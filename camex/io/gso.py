@@ -91,6 +91,12 @@ def gro_size(ancdata) -> int:
     return 0
 
 
+# The receivers read the usual control message (one UDP_GRO int) inline,
+# without gro_size()'s loop: one Python call fewer per GRO read.
+_GRO_INT = struct.Struct("=i").unpack
+_GRO_KEY = (SOL_UDP, UDP_GRO)
+
+
 def recv_gro(sock: socket.socket, bufsize: int = RECV_BUF):
     """One recvmsg: (list of datagrams, address). Raises BlockingIOError
     when empty, like recv()."""
@@ -259,7 +265,9 @@ def gro_receiver(sock, bufsize: int = RECV_BUF):
         def recv():
             data, anc, _flags, addr = recvmsg(bufsize, space)
             if anc:
-                size = gro_size(anc)
+                c = anc[0]
+                size = _GRO_INT(c[2])[0] & 0xFFFF if len(anc) == 1 and c[:2] == _GRO_KEY \
+                    and len(c[2]) == 4 else gro_size(anc)
                 if size and size < len(data):
                     return data, size, addr
             return data, 0, addr
@@ -305,7 +313,9 @@ def _canonical_receiver(recvmsg, bufsize: int, space: int):
             if len(cache) < ENDPOINT_CACHE:
                 cache[addr] = ep
         if anc:
-            size = gro_size(anc)
+            c = anc[0]
+            size = _GRO_INT(c[2])[0] & 0xFFFF if len(anc) == 1 and c[:2] == _GRO_KEY \
+                and len(c[2]) == 4 else gro_size(anc)
             if size and size < len(data):
                 return data, size, ep
         return data, 0, ep

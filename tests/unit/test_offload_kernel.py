@@ -85,6 +85,35 @@ def test_gro_receive_splits_a_gso_burst():
     assert addr == s.getsockname()
 
 
+def test_gro_receiver_hands_a_burst_over_whole_with_its_size():
+    """What the daemons read (gso.gro_receiver): one GSO burst is one
+    receive, its datagrams' size beside it and the sender's canonical
+    address, on an IPv4 socket and on the server's dual-stack one; a lone
+    datagram comes with size 0."""
+    from camex.io import udp
+
+    for r in (socket.socket(socket.AF_INET, socket.SOCK_DGRAM), udp.server_socket(0)):
+        try:
+            if r.family == socket.AF_INET:
+                r.bind(("127.0.0.1", 0))
+            port = r.getsockname()[1]
+            r.setblocking(True)
+            assert gso.enable_gro(r)
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.connect(("127.0.0.1", port))
+            recv = gso.gro_receiver(r)
+            ds = [os.urandom(1000) for _ in range(20)] + [os.urandom(10)]
+            gso.Sender(s, True).send(ds)
+            data, size, addr = recv()
+            assert (size, data) == (1000, b"".join(ds))
+            assert addr == s.getsockname()
+            s.send(b"lone")
+            assert recv() == (b"lone", 0, s.getsockname())
+            s.close()
+        finally:
+            r.close()
+
+
 def test_sender_groups_per_destination_and_falls_back_without_gso():
     a, ra = udp_pair()
     rb = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
