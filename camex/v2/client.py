@@ -416,7 +416,13 @@ class ClientSession:
         plain = collect(s, self.frames, self.stats, f, now, ciphertext)
         if plain is None:
             return []
-        out, closed = self._authenticated(f[0], now)
+        return self._bulk_opened(f[0], plain, now)
+
+    def _bulk_opened(self, flags: int, plain, now: float) -> list:
+        """A BULK frame that authenticated (its window moved): what its
+        flags ask, then its records. camex.v2.lone's flat frame path goes
+        on here with a frame it does not deliver itself."""
+        out, closed = self._authenticated(flags, now)
         if not closed:
             self._deliver(out, wire.parse_bulk_records(plain), DeliverFrame, now)
         return out

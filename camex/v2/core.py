@@ -124,18 +124,22 @@ class V2ClientCore:
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
         # Middle fragments of a BULK frame are stored before anything else.
         flat = not netpkt.disabled("nolone")   # CAMEX_FASTPATH=nolone: full paths only
+        # A whole BULK frame of a steady stream: one Python call
+        # (CAMEX_FASTPATH=noframe: the full path, as below).
+        framed = flat and not netpkt.disabled("noframe")
+        self.frame_received = lone.client_frame_receiver(self) if framed \
+            else self._frame_received
         self.datagram_received = bulk.FastReceiver(
             self.session.frames,
             lone.client_receiver(self) if flat else self._datagram_received,
-            self._frame_received)
+            self.frame_received)
         if flat:   # a lone DATA datagram: one Python call (else as above)
             self.datagram_received.one = lone.client_receiver(
                 self, self.datagram_received.__call__)
         self.tun_packet = lone.client_sender(self) if flat else self._tun_packet
         # A TCP stream's super-packet sealed whole in one call (the daemon
         # tries it first; CAMEX_FASTPATH=noframe: tun_super only).
-        self.tun_frame = lone.client_frame(self) \
-            if flat and not netpkt.disabled("noframe") else None
+        self.tun_frame = lone.client_frame(self) if framed else None
 
     # ------------------------------------------------------- lifecycle
 

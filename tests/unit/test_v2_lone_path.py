@@ -19,7 +19,11 @@ datagrams, TUN writes, drops, counters and state:
   client's flat frame path, then bulk_ready and tun_super): IPv4 TCP with
   and without ECN, UDP, IPv6, no GSO size, a header that disagrees,
   too large a frame for the path, the rekey and reject limits by message
-  count and by age, the send limit, an auto client not configured yet.
+  count and by age, the send limit, an auto client not configured yet;
+- whole BULK frames from the server to a client (the client's flat frame
+  path): TCP super-packets, packets, several records, IPv6, headers that
+  do not add up, replays, forgeries, reordering, flags, CLOSE, the
+  previous session, reserved bytes, the receive limit and the reject age.
 
 Breaking any check of camex/v2/lone.py makes one of these fail, except
 four that cannot change an answer: the receiver-index tests (a datagram of
@@ -1065,7 +1069,103 @@ def test_client_frames_at_the_limits_agree():
 def test_noframe_switch_turns_the_client_frame_path_off(monkeypatch):
     monkeypatch.setenv("CAMEX_FASTPATH", "noframe")
     _, _, c1, _ = timed_world(True)
-    assert c1.tun_frame is None and c1.tun_packet != c1._tun_packet
+    assert c1.tun_frame is None and c1.frame_received == c1._frame_received
+    assert c1.tun_packet != c1._tun_packet           # (the lone DATA paths stay)
     monkeypatch.delenv("CAMEX_FASTPATH")
     _, _, c1, _ = timed_world(True)
-    assert c1.tun_frame is not None
+    assert c1.tun_frame is not None and c1.frame_received != c1._frame_received
+
+
+# --- whole BULK frames from the server: the client's flat frame path -----------
+
+def frames_to_a_client(log):
+    """Whole frames from the server to c1 as bulk.FastReceiver.whole() gets
+    them: each must give the same TUN writes, answers, counters and state
+    by the flat frame path as by the full one."""
+    w, srv, c1 = log.w, log.srv, log.c1
+    w.now += 0.5
+    peer = next(p for p in srv.server.peers.values() if p.client_id == "cam1")
+    s = peer.current
+
+    def feed(label, frame):
+        buf, size = frame
+        assert c1.datagram_received.whole(buf, size, w.now), label
+        log.step(label)
+        w.now += 0.01
+
+    def sealed(records, flags=0):
+        return sealed_frame(s, records, w.now, flags)
+
+    # c1 sent something not answered yet: the next frame answers it
+    c1.tun_packet(ipv4(C1, LOCAL, b"q"), w.now)
+    log.step("c1 sent")
+    assert c1.session.first_unanswered == w.now
+    feed("tcp", sealed([(1380, tcp4(LOCAL, C1, b"T" * 5000))]))
+    again = sealed([(1380, tcp4(LOCAL, C1, b"A" * 5000))])
+    feed("tcp 2", again)
+    feed("tcp 2 again", again)
+    genuine = sealed([(1380, tcp4(LOCAL, C1, b"G" * 5000))])
+    forged_frame = bytearray(genuine[0])
+    forged_frame[-1] ^= 1
+    feed("forged", (bytes(forged_frame), genuine[1]))
+    feed("genuine", genuine)
+    first, second = (sealed([(1380, tcp4(LOCAL, C1, b"O%d" % i * 2500))]) for i in range(2))
+    feed("second first", second)
+    feed("then the first", first)
+    bad_tcp = bytearray(tcp4(LOCAL, C1, b"t" * 5000))
+    bad_tcp[2:4] = (100).to_bytes(2, "big")
+    short_tcp = bytearray(tcp4(LOCAL, C1, b"h" * 5000))
+    short_tcp[32] = 0x40
+    for label, records, flags in [
+        ("packet", [(0, ipv4(LOCAL, C1, b"p" * 3500))], 0),
+        ("udp super-packet", [(1400, ipv4(LOCAL, C1, bytes(8) + b"u" * 5000))], 0),
+        ("two records", [(0, ipv4(LOCAL, C1, b"a" * 1800)), (1380, tcp4(LOCAL, C1, b"b" * 2000))],
+         0),
+        ("ipv6 record", [(0, bytes([0x60]) + bytes(39) + b"6" * 3500)], 0),
+        ("tcp bad length", [(1380, bytes(bad_tcp))], 0),
+        ("tcp bad data offset", [(1380, bytes(short_tcp))], 0),
+        ("unknown flag", [(1380, tcp4(LOCAL, C1, b"f" * 5000))], 0x40),
+        ("rekey flag", [(1380, tcp4(LOCAL, C1, b"k" * 5000))], wire.FLAG_REKEY),
+    ]:
+        feed(label, sealed(records, flags))
+    # reserved bytes set: malformed, even under the session's key (as AD)
+    counter = s.send_counter
+    s.send_counter += 1
+    head = bytearray(wire.bulk_header(s.remote_index, counter, 4))
+    head[18] = 1
+    body = AEADS.get(s.send_key).encrypt(nonce_bytes(counter), wire.pack_bulk_records(
+        [(1380, tcp4(LOCAL, C1, b"V" * 5000))]), bytes(head))
+    glued = framing.glue_frame(bytes(head), body, 1472)
+    feed("reserved byte", (glued.buf, glued.size))
+    # the receive limit: a frame at it is refused, one below it is taken
+    limit = c1.session.current.recv_limit
+    s.send_limit = limit + 10
+    s.send_counter = limit
+    feed("at the receive limit", sealed([(1380, tcp4(LOCAL, C1, b"X" * 5000))]))
+    s.send_counter = limit - 2
+    feed("below the limit", sealed([(1380, tcp4(LOCAL, C1, b"Y" * 5000))]))
+    # past the reject age, the session's frames are stale
+    w.now = c1.session.current.created + c1.session.t.reject_after_time
+    s.send_counter = limit - 1
+    feed("too old", sealed([(1380, tcp4(LOCAL, C1, b"Z" * 5000))]))
+
+
+def test_whole_frames_to_a_client_agree():
+    entries = both(frames_to_a_client)
+    tun = [p for e in entries for p in e[3]]
+    got = [bytes(p[1][-1:]) if isinstance(p, tuple) else bytes(p[-1:]) for p in tun]
+    # Each frame once, the TCP super-packets whole (the reordered pair too);
+    # nothing forged, replayed, malformed, past the receive limit or too
+    # old; the UDP super-packet cut; no IPv6 (c1 has no IPv6 address).
+    assert got[:5] == [b"T", b"A", b"G", b"1", b"0"], got
+    assert got[5:] == [b"p"] + [b"u"] * 4 + [b"a", b"b", b"f", b"k", b"Y"], got
+    assert sum(isinstance(p, tuple) for p in tun) == 9
+    final = entries[-1][-1][-1][0]          # c1's state at the end
+    stats = final[7]
+    # Refused and counted: the forgery, two replays (a frame twice, the
+    # frame at the receive limit), the frame past the reject age, the
+    # reserved byte; dropped: the IPv6 record, the two bad TCP headers.
+    assert (stats["forged"], stats["replay"], stats["stale"], stats["malformed"]) == (1, 2, 1, 1)
+    assert final[4] == {"not-ipv4": 1, "bad-record": 2}
+    # The REKEY flag started a handshake.
+    assert any(h[1] == wire.T_INIT for e in entries if e[0] == "rekey flag" for h, _ in e[5])
