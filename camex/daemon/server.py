@@ -411,6 +411,7 @@ class ServerDaemon:
         whenever _backlog() would ask for one, and one at the end."""
         recv, receiver, core = self._recv_one, self.core.datagram_received, self.core
         whole, to_tun, out, tun = receiver.whole, core.to_tun, core.outbox, self.tun
+        to_sock = self._to_sock
         for _ in range(BATCH):
             try:
                 data, size, addr = recv()
@@ -435,6 +436,15 @@ class ServerDaemon:
                 # write _flush would make, without its other cases.
                 tun.write_batch(to_tun)
                 to_tun.clear()
+            elif out and not to_tun and len(out) == 1 and type(out[0][0]) is Run:
+                # A frame relayed whole: its one send, as _flush would make it.
+                run, ep = out[0]
+                sender = self.sender
+                sender.send_run(run, ep if to_sock is None else to_sock(ep))
+                out.clear()
+                if sender.fallback_reason:
+                    LOG.warning("%s", sender.fallback_reason)
+                    sender.fallback_reason = None
             elif self._backlog() >= FLUSH_AT:
                 self._flush()
         self._flush()

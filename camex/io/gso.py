@@ -171,28 +171,33 @@ class Sender:
         elif self.on_error is not None:
             self.on_error(e, addr)
 
-    def send_run(self, run: Run) -> None:
-        """send([run]) for a connected socket (a client's), flat: one BULK
-        frame, a TCP stream's usual send, in one sendmsg without runs()
-        and its helpers. Anything send() would treat otherwise (GSO off,
-        one datagram, a size above the path's, more than one send's worth)
-        goes through send()."""
+    def send_run(self, run: Run, addr=None) -> None:
+        """send([run], addr), flat: one BULK frame, a TCP stream's usual
+        send, in one sendmsg without runs() and its helpers (`addr` in the
+        socket's form, as send() takes it; None on a connected socket).
+        Anything send() would treat otherwise (GSO off, one datagram, a
+        size above the path's, more than one send's worth) goes through
+        send()."""
         buf, size = run.buf, run.size
         n = len(buf)
-        if not self.gso or n <= size or size > self.max_sizes[0] or n > MAX_GSO_BYTES \
+        v6 = addr is not None and ":" in addr[0] and not addr[0].startswith(MAPPED)
+        if not self.gso or n <= size or size > self.max_sizes[v6] or n > MAX_GSO_BYTES \
                 or n > size * MAX_SEGMENTS:
-            self.send([run])
+            self.send([run], addr)
             return
         anc = self._anc.get(size)
         if anc is None:
             anc = self._anc[size] = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
         self.sends += 1
         try:
-            self.sock.sendmsg((buf,), anc)
+            if addr is None:
+                self.sock.sendmsg((buf,), anc)
+            else:
+                self.sock.sendmsg((buf,), anc, 0, addr)
         except (BlockingIOError, ConnectionRefusedError):
             pass
         except OSError as e:
-            self._failed(e, run, size, None, 0)
+            self._failed(e, run, size, addr, v6)
 
     def send_grouped(self, pairs) -> None:
         """(datagram, address) pairs, batched per address (order kept per

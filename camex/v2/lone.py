@@ -46,6 +46,7 @@ from ..base.netpkt import F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR
 from . import framing, wire
 from .bulk import segment_count, tun_items
 from .framing import Run
+from .wire import FEATURE_BULK
 from .events import Deliver
 from .session import AEADS
 
@@ -147,6 +148,36 @@ def client_sender(core):
     return tun_packet
 
 
+_HDR_PACK = wire._BULK_HDR.pack
+_INDEX_AT, _INDEX_BYTES = framing.INDEX_AT, framing.INDEX_BYTES
+_CUTS: dict = {}                  # (room, k) -> the struct cutting k pieces of room bytes
+
+
+def _sealed(s, aead, plain, size: int, now: float) -> Run:
+    """Session.seal_frame(plain, now, size) with flags 0 for the flat frame
+    paths, the checks done by the caller (a confirmed session below its
+    send limit, a plaintext within wire.bulk_max_plain(size)): `plain`
+    sealed once under the next counter with `aead` (the session's send
+    key's), then framing.glue_frame inline - the pieces cut by one struct
+    call, joined with the header between them, the index bytes set."""
+    counter = s.send_counter
+    room = size - wire.HEADER_BULK
+    count = -(-(len(plain) + wire.TAGLEN) // room)
+    s.send_counter = counter + 1
+    header = _HDR_PACK(0xC2, wire.T_BULK, 0, 0, s.remote_index, counter, count, 0, 0)
+    s.last_sent = now
+    body = aead.encrypt(_ZERO4 + counter.to_bytes(8, "little"), plain, header)
+    k = count - 1
+    cut = _CUTS.get((room, k))
+    if cut is None:
+        if len(_CUTS) >= 256:     # (sizes are a path's: few; bounded all the same)
+            _CUTS.clear()
+        cut = _CUTS[(room, k)] = framing.repeated_struct(f"{room}s", k)
+    buf = bytearray(header).join((b"", *cut.unpack_from(body), memoryview(body)[k * room:]))
+    buf[_INDEX_AT::size] = _INDEX_BYTES[count]
+    return Run(buf, size)
+
+
 def client_frame(core):
     """tun_frame(hdr, packet, now) -> bool for a camex.v2.core.V2ClientCore:
     a TSO read of an IPv4 TCP super-packet sealed into ONE BULK frame (a
@@ -158,12 +189,8 @@ def client_frame(core):
     UDP, a header that does not add up - for the full path (tun_super)."""
     cs = core.session
     t = cs.t
-    ha = wire.HEADER_BULK
     rec_pack = wire._BULK_REC.pack
-    hdr_pack = wire._BULK_HDR.pack
-    index_at, index_bytes = framing.INDEX_AT, framing.INDEX_BYTES
     cache = [None, None]          # send key, its AEAD
-    cuts: dict = {}               # (room, k) -> struct cutting k pieces of room bytes
 
     def tun_frame(hdr, p, now):
         g = hdr[3]
@@ -184,32 +211,17 @@ def client_frame(core):
         if counter + 1 >= t.rekey_after_messages or counter >= s.send_limit \
                 or age >= t.rekey_after_time or age >= t.reject_after_time:
             return False
-        size = cs.max_datagram
-        room = size - ha
-        count = -(-(n + 20) // room)      # record header 4 + tag 16
         key = s.send_key
         if cache[0] is not key:
             cache[0], cache[1] = key, AEADS.get(key)
-        s.send_counter = counter + 1
-        header = hdr_pack(0xC2, wire.T_BULK, 0, 0, s.remote_index, counter, count, 0, 0)
-        s.last_sent = now
-        body = cache[1].encrypt(_ZERO4 + counter.to_bytes(8, "little"),
-                                rec_pack(n, g) + p, header)
-        # framing.glue_frame inline: the pieces cut by one struct call,
-        # joined with the header between them, the index bytes set.
-        k = count - 1
-        cut = cuts.get((room, k))
-        if cut is None:
-            cut = cuts[(room, k)] = framing.repeated_struct(f"{room}s", k)
-        buf = bytearray(header).join((b"", *cut.unpack_from(body), memoryview(body)[k * room:]))
-        buf[index_at::size] = index_bytes[count]
+        run = _sealed(s, cache[1], rec_pack(n, g) + p, cs.max_datagram, now)
         cs.stats["bulk_tx"] += 1
         cs.ack_due = None                 # ClientSession._sent inline
         if cs.first_unanswered is None:
             cs.first_unanswered = now
         core.tx_packets += -(-(n - hl) // g)
         core.tx_bytes += n
-        core.to_net.append(Run(buf, size))
+        core.to_net.append(run)
         return True
 
     return tun_frame
@@ -386,6 +398,55 @@ vnet_pack = VNET_HDR.pack
 _HB = wire.HEADER_BULK
 
 
+def server_frame_sealer(core):
+    """seal_for(peer, plain, segments, now) -> bool for a
+    camex.v2.core.V2ServerCore: a relayed frame's plaintext (one record, a
+    TCP super-packet of `segments` segments) sealed again whole for `peer`
+    into the core's outbox, as V2Server.send_frame(peer, records, now,
+    plain) does it. False, with nothing done, when the peer does not take
+    BULK, its session is not confirmed, is at a limit or needs the REKEY
+    flag, or the frame does not fit its path: the full path then decides
+    (it cuts, drops or flags as it always does)."""
+    server = core.server
+    t = server.t
+    sstats = server.stats
+    cache = [None, None]          # the last send key, its AEAD
+
+    def seal_for(peer, plain, segments, now):
+        s = peer.current
+        if s is None or not peer.bulk or not server.features & FEATURE_BULK or not s.confirmed:
+            return False
+        counter = s.send_counter
+        age = now - s.created
+        if counter >= s.send_limit or counter >= t.rekey_after_messages \
+                or age >= t.reject_after_time \
+                or age >= t.rekey_after_time + 2 * t.handshake_retry:
+            return False
+        ep = peer.endpoint
+        if ":" in ep[0]:
+            _, max_frame, size = server.v6_sizes
+        else:
+            max_frame, size = server.max_frame, server.max_datagram
+        if len(plain) > max_frame:
+            return False
+        key = s.send_key
+        if cache[0] is not key:
+            cache[0], cache[1] = key, AEADS.get(key)
+        run = _sealed(s, cache[1], plain, size, now)
+        peer.ack_due = None
+        st = peer.stats
+        st["tx"] += segments
+        st["tx_bytes"] += len(plain) - 4
+        st["bulk_tx"] += 1
+        sstats["bulk_tx"] += 1
+        # (Looked up here: a server running both protocols shares one
+        # outbox between its halves, set after this core is made.)
+        core.outbox.append((run, ep))
+        return True
+
+    return seal_for
+
+
 def server_frame(core):
     """frame_received(first, ciphertext, addr, now) for a
     camex.v2.core.V2ServerCore: a whole BULK frame from one GRO read
@@ -411,6 +472,8 @@ def server_frame(core):
     handle = core._handle
     relay_frame = core._relay_frame
     drops = core.drops
+    by_address = server.by_address
+    seal_for = server_frame_sealer(core)
     cache = [None, None]          # the last recv key, its AEAD
 
     def frame(first, ciphertext, addr, now):
@@ -469,6 +532,13 @@ def server_frame(core):
                                 else:
                                     core.to_tun.extend(tun_items(g, p))
                                 return
+                            if tcp:
+                                # The usual relay: a TCP stream to another
+                                # v2 client, its frame sealed again whole.
+                                dst = by_address.get(int.from_bytes(plain[20:24], "big"))
+                                if dst is not None and dst is not peer and seal_for(
+                                        dst, plain, -(-(n - 4 - hl) // g), now):
+                                    return
                             relay_frame([(g, p)], peer, now, plain)
                             return
                 handle(opened(peer, flags, plain, addr, now), now)

@@ -34,11 +34,15 @@ class RecordingSocket:
         size = sizes[0] if sizes else None
         if size in self.fail:
             raise OSError(self.fail[size], "refused")
-        self.calls.append(("sendmsg", size, data))
+        self.calls.append(("sendmsg", size, data) + ((addr,) if addr else ()))
         return len(data)
 
     def send(self, data):
         self.calls.append(("send", None, bytes(data)))
+        return len(data)
+
+    def sendto(self, data, addr):
+        self.calls.append(("sendto", None, bytes(data), addr))
         return len(data)
 
 
@@ -48,8 +52,9 @@ def glued(size: int, n: int, last: int) -> Run:
     return Run(bytearray(buf), size)
 
 
-def both(runs, fail=None):
-    """The calls and state after send_run and after send([run]), each run in turn."""
+def both(runs, fail=None, addr=None):
+    """The calls and state after send_run and after send([run]), each run
+    in turn, to `addr` (None: a connected socket)."""
     out = []
     for way in ("send_run", "send"):
         errors: list = []
@@ -58,9 +63,9 @@ def both(runs, fail=None):
         reasons = []
         for r in runs:
             if way == "send_run":
-                s.send_run(r)
+                s.send_run(r, addr)
             else:
-                s.send([r])
+                s.send([r], addr)
             reasons.append(s.fallback_reason)
             s.fallback_reason = None
         out.append((sock.calls, s.sends, s.gso, list(s.max_sizes), reasons, errors))
@@ -107,3 +112,18 @@ def test_one_datagram_and_oversized_runs_as_send_cuts_them():
     # more bytes than one send takes; each is two sendmsg.
     assert [(c[1], len(c[2])) for c in calls[1:]] == [(100, 6400), (100, 600),
                                                       (1472, 44 * 1472), (1472, 2 * 1472)]
+
+
+@pytest.mark.parametrize("addr", [("192.0.2.7", 4001), ("::ffff:192.0.2.7", 4001, 0, 0),
+                                  ("2001:db8::7", 4001, 0, 0)])
+def test_a_server_sends_a_relayed_frame_to_its_address(addr):
+    """The server's send of a frame relayed whole: to the client's address,
+    the path MTU's limit kept per outer family (IPv6 peers' paths are 20
+    bytes shorter; a v4-mapped address is an IPv4 peer)."""
+    calls, _, _, max_sizes, _, _ = both([glued(1472, 3, 100)], addr=addr)
+    assert calls == [("sendmsg", 1472, glued(1472, 3, 100).buf, addr)]
+    calls, _, _, max_sizes, _, _ = both([glued(1472, 3, 100)], fail={1472: errno.EMSGSIZE},
+                                        addr=addr)
+    v6 = addr[0] == "2001:db8::7"
+    assert max_sizes == ([65535, 1471] if v6 else [1471, 65535])
+    assert [c[0] for c in calls] == ["sendto"] * 3 and all(c[3] == addr for c in calls)

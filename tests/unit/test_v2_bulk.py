@@ -322,6 +322,27 @@ def test_relay_to_a_legacy_client_gets_one_checksummed_packet_per_datagram():
     assert len(lg.to_tun) == -(-20000 // MSS)
 
 
+def test_the_mux_relays_a_whole_frame_read_whole_to_the_other_client():
+    """The daemon's way: c1's flat frame path seals a TCP super-packet, one
+    GRO read hands the server the whole frame, the server (both protocols:
+    the mux, whose halves share one outbox) seals it again whole for c2,
+    and c2's one read takes it whole: the same super-packet on its TUN."""
+    w = World(mux=True)
+    c1, c2 = w.add(A1, v2("C1")), w.add(A2, v2("C2"))
+    hp = tcp_super("10.0.0.2", "10.0.0.3", 30000)
+    assert c1.tun_frame(*hp, w.now)
+    (run,) = c1.to_net
+    c1.to_net.clear()
+    assert w.mux.datagram_received.whole(bytes(run.buf), run.size, A1, w.now)
+    ((relayed, addr),) = w.mux.outbox
+    assert addr == A2 and type(relayed) is framing.Run
+    w.mux.outbox.clear()
+    assert c2.datagram_received.whole(bytes(relayed.buf), relayed.size, w.now)
+    ((vnet, got),) = c2.to_tun
+    assert bytes(got) == bytes(hp[1]) and netpkt.parse_vnet(vnet).gso_size == MSS
+    assert w.server.server.stats["bulk_tx"] == 1 and c2.session.stats["bulk_rx"] == 1
+
+
 def test_mux_server_tun_super_packet_to_legacy_is_cut():
     w = World(mux=True)
     lg = w.add(A3, LegacyClient(auto=True, client_id="L3", key=codec.derive_key(PW)))

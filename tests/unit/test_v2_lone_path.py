@@ -825,7 +825,26 @@ def whole_frames(log):
     feed("forged", (bytes(forged_frame), genuine[1]))
     feed("genuine", genuine)
     feed("relay", sealed([(0, ipv4(C1, C2, b"R" * 3500))]))
+    # c2 sent the server something: a passive keepalive falls due, which
+    # the relayed frame then answers
+    c2.tun_packet(ipv4(C2, LOCAL, b"c2 up"), w.now)
+    for d in log.step("c2 sent")[2]:
+        srv.datagram_received(d, A2, w.now)
+    log.step("server got c2's")
+    peer2 = next(p for p in srv.server.peers.values() if p.client_id == "CAM2")
+    assert peer2.ack_due is not None
     feed("relay tcp", sealed([(1380, tcp4(C1, C2, b"U" * 4000))]))
+    feed("relay tcp to itself", sealed([(1380, tcp4(C1, C1, b"I" * 4000))]))
+    # a destination whose path takes smaller frames: cut for it, as DATA
+    max_frame = srv.server.max_frame
+    srv.server.max_frame = 3000
+    feed("relay tcp, smaller frames", sealed([(1380, tcp4(C1, C2, b"S" * 4000))]))
+    srv.server.max_frame = max_frame
+    # c2's session past the rekey age: relayed with the REKEY flag
+    t = srv.server.t
+    peer2.current.created -= t.rekey_after_time + 2 * t.handshake_retry
+    feed("relay tcp, rekey age", sealed([(1380, tcp4(C1, C2, b"K" * 4000))]))
+    peer2.current.created += t.rekey_after_time + 2 * t.handshake_retry
     first, second = (sealed([(0, ipv4(C1, LOCAL, b"O%d" % i * 1800))]) for i in range(2))
     feed("second first", second)
     feed("then the first", first)       # reordered: the full path takes it
@@ -897,12 +916,15 @@ def test_whole_frames_agree():
     # unrouted destination goes to the server's own TUN, as do frames with
     # an unknown flag or REKEY (the IPv6 record: no IPv6 on this server).
     got = [(bytes(p[1][40:41]) if isinstance(p, tuple) else bytes(p[20:21])) for p in srv_tun]
-    assert got == [b"L", b"T", b"G", b"O", b"O", b"a", b"n", b"q", b"f", b"k", b"M", b"N", b"Y"], got
+    assert got == [b"L", b"T", b"G", b"c", b"O", b"O", b"a", b"n", b"q", b"f", b"k", b"M", b"N", b"Y"], got
     sup = [p for p in srv_tun if isinstance(p, tuple)]
     assert len(sup) == 1 and len(sup[0][1]) == 40 + 5000
     c2 = [bytes(p[20:21]) if not isinstance(p, tuple) else bytes(p[1][40:41])
           for e in entries for p in e[4]]
-    assert c2[:2] == [b"R", b"U"] and b"b" in c2
+    assert c2[:2] == [b"R", b"U"] and b"b" in c2 and b"K" in c2 and b"I" not in c2
+    last = [bytes(p[-1:]) if not isinstance(p, tuple) else bytes(p[1][-1:])
+            for e in entries for p in e[4]]
+    assert last.count(b"S") == 3       # (cut into DATA for the smaller frames)
     final = entries[-1][-1]
     stats, drops = final[0], final[1]
     # Refused and counted: the forgery, three replays (a frame twice, the
@@ -913,9 +935,10 @@ def test_whole_frames_agree():
     # The frame with a reserved byte set is malformed.
     assert (stats["forged"], stats["replay"], stats["stale"], stats["spoofed"],
             stats["malformed"]) == (1, 3, 1, 3, 1)
-    assert drops["no-route"] == 1 and "cam2" not in final[2]   # no TUN; c2 closed
+    # no TUN, and the frame to itself; c2 closed
+    assert drops["no-route"] == 2 and "cam2" not in final[2]
     # c2's CLOSE opened too (counted by the server, not by a peer it forgot)
-    assert stats["bulk_rx"] == final[2]["cam1"][0]["bulk_rx"] + 1 == 22
+    assert stats["bulk_rx"] == final[2]["cam1"][0]["bulk_rx"] + 1 == 25
     assert final[2]["cam1"][3] == A1B   # roamed
 
 
