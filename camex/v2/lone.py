@@ -250,6 +250,7 @@ def server_receiver(core, slow=None, other=None):
     relay = core._relay
     drops = core.drops
     handle = core._handle
+    by_address = server.by_address
     cache = [None, None]          # the last recv key, its ChaCha20Poly1305
 
     def received(d, addr, now):
@@ -300,6 +301,15 @@ def server_receiver(core, slow=None, other=None):
                                     else:
                                         drops["no-route"] += 1
                                     return
+                                if v == 4:
+                                    # core._relay inline for the usual relay:
+                                    # another v2 client's tunnel address
+                                    # (route()'s first answer), sealed flat.
+                                    dst = by_address.get(int.from_bytes(plain[18:22], "big"))
+                                    if dst is not None and dst is not peer:
+                                        seal = core.seal_lone
+                                        if seal is not None and seal(dst, plain[2:], now):
+                                            return
                                 relay(plain[2:], peer, now)
                                 return
                     handle(server._opened(peer, flags, plain, addr, now), now)

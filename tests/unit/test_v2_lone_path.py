@@ -113,6 +113,10 @@ def run(fast: bool) -> list:
         srv.datagram_received(d, A1, w.now)
         step(("to server", i))
         w.now += 0.01
+    # a packet for the sender's own address: no way back to it
+    c1.tun_packet(ipv4(C1, C1, b"to itself"), w.now)
+    srv.datagram_received(take(c1.to_net)[0], A1, w.now)
+    step("to itself")
     # a client that moved: roaming goes the full way
     c1.tun_packet(ipv4(C1, LOCAL, b"roamed"), w.now)
     srv.datagram_received(take(c1.to_net)[0], ("192.0.2.9", 4009), w.now)
@@ -176,10 +180,27 @@ def test_the_sequence_delivers_what_a_user_expects():
     stats = log[-1][-1][0]
     assert (stats["replay"], stats["forged"], stats["spoofed"], stats["unknown_index"]) \
         == (4, 2, 2, 1)
+    assert log[-1][-1][1]["no-route"] == 2      # the packet to itself, and "nobody"
     c1 = log[-1][-1][3][0]
     assert c1[4] == {"not-ipv4": 1}        # the IPv6 record
     assert {k: c1[5][k] for k in ("replay", "forged", "stale", "malformed")} == \
         {"replay": 2, "forged": 1, "stale": 1, "malformed": 1}
+
+
+def test_a_lone_relay_is_sealed_by_the_flat_path():
+    """A lone DATA datagram for another v2 client's tunnel address is
+    sealed for it straight from the flat receive path (route() is not
+    asked), and that client gets the packet."""
+    w, srv, c1, c2 = world(True)
+    asked = []
+    route = srv.server.route
+    srv.server.route = lambda dst: (asked.append(bytes(dst)), route(dst))[1]
+    c1.tun_packet(ipv4(C1, C2, b"relayed"), w.now)
+    srv.datagram_received(take(c1.to_net)[0], A1, w.now)
+    ((d, addr),) = take(srv.outbox)
+    assert addr == A2 and asked == []
+    c2.datagram_received(d, w.now)
+    assert [bytes(p[20:]) for p in take(c2.to_tun)] == [b"relayed"]
 
 
 # --- limits, ages, a previous session, flags, roaming and BULK ---------------
