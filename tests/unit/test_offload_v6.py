@@ -15,20 +15,13 @@ from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrDestOpt
 from scapy.packet import Raw
 
 from camex.base import netpkt
+from tests.support.scapy_check import valid6
 
 SRC, DST = "2001:db8:1::2", "2001:db8:2::3"
 TS = [("NOP", None), ("NOP", None), ("Timestamp", (11, 22))]
 
 
-def scapy_valid(pkt) -> bool:
-    """Scapy's verdict on the L4 checksum of an IPv6 packet."""
-    pkt = bytes(pkt)
-    p = IPv6(pkt)
-    for layer in (TCP, UDP):
-        if layer in p:
-            del p[layer].chksum
-    del p[IPv6].plen
-    return bytes(p) == pkt
+scapy_valid = valid6     # Scapy's verdict on the L4 checksum of an IPv6 packet
 
 
 def tcp6_super(payload: bytes, flags="PA", seq=1000, options=TS, partial=True) -> bytes:
