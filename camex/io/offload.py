@@ -260,13 +260,7 @@ class OffloadTun(BatchTun):
             # flush): one writev, none of the mixed-list machinery below.
             item = packets[0]
             self.gso_writes[item[0][1] & 7] += 1
-            try:
-                os.writev(self.fd, item)
-            except BlockingIOError:
-                pass
-            except OSError as e:
-                if e.errno not in (errno.EINVAL, errno.EIO, errno.EMSGSIZE):
-                    raise
+            self.writev(item)
             return
         writev = self.writev
         if any(type(p) is SuperPacket for p in packets):

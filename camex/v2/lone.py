@@ -48,7 +48,7 @@ from cryptography.exceptions import InvalidTag
 from ..base.contract import SuperPacket
 from ..base.netpkt import F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR
 from . import framing, wire
-from .bulk import segment_count, tun_items
+from .bulk import PROTO_TCP, _l4, segment_count, tun_items
 from .framing import Run
 from .wire import FEATURE_BULK
 from .events import Deliver
@@ -200,16 +200,15 @@ def client_frame(core):
         g = hdr[3]
         n = len(p)
         s = cs.current
-        if (hdr[1] & 0x7F) != GSO_TCPV4 or not g or not 40 <= n <= 0xFFFF or p[0] >> 4 != 4 \
-                or s is None or not cs.peer_bulk or not s.confirmed or p[9] != 6 \
+        if (hdr[1] & 0x7F) != GSO_TCPV4 or not g or n > 0xFFFF or n + 4 > cs.max_frame \
+                or s is None or not cs.peer_bulk or not s.confirmed \
                 or (core.auto and core.config is None):
             return False
-        # bulk.segment_count's sanity test (bulk._l4), for IPv4 TCP
-        ihl = (p[0] & 15) << 2
-        hl = ihl + ((p[ihl + 12] >> 4) << 2) if ihl + 20 <= n else 0
-        if ihl < 20 or ((p[2] << 8) | p[3]) != n or hl < ihl + 20 or hl >= n \
-                or n + 4 > cs.max_frame:
+        # bulk.segment_count's sanity test, for IPv4 TCP
+        l4 = _l4(p)
+        if l4 is None or l4[2] != PROTO_TCP or p[0] >> 4 != 4:
             return False
+        hl = l4[1]
         counter = s.send_counter
         age = now - s.created
         if counter + 1 >= t.rekey_after_messages or counter >= s.send_limit \
@@ -521,13 +520,13 @@ def server_frame(core):
                             p = memoryview(plain)[4:]
                             st = peer.stats
                             st["bulk_rx"] += 1
-                            # A TCP super-packet's L4 header (bulk._l4 inline,
-                            # for the usual record: IPv4 TCP, G > 0, sane).
-                            ihl = (plain[4] & 15) << 2
-                            hl = ihl + ((plain[ihl + 16] >> 4) << 2) \
-                                if g and plain[13] == 6 and n >= ihl + 24 else 0
-                            tcp = ihl >= 20 and hl >= ihl + 20 and hl < n - 4 \
-                                and ((plain[6] << 8) | plain[7]) == n - 4
+                            # The usual record: a sane IPv4 TCP super-packet
+                            # (its headers' lengths computed once, for the
+                            # counters and the TUN write alike).
+                            l4 = _l4(p) if g else None
+                            tcp = l4 is not None and l4[2] == PROTO_TCP
+                            if tcp:
+                                ihl, hl, _ = l4
                             st["rx"] += -(-(n - 4 - hl) // g) if tcp else segment_count(g, p)
                             st["rx_bytes"] += n - 4
                             if peer.ack_due is None:   # V2Server._ack_later inline
@@ -605,19 +604,18 @@ def client_frame_receiver(core):
             core.last_rx = now
             n = len(plain)
             if n >= 24 and ((plain[0] << 8) | plain[1]) == n - 4 and plain[4] >> 4 == 4:
-                # One IPv4 record: a sane TCP super-packet? (bulk._l4 inline)
+                # One IPv4 record: a sane TCP super-packet?
                 g = (plain[2] << 8) | plain[3]
-                ihl = (plain[4] & 15) << 2
-                hl = ihl + ((plain[ihl + 16] >> 4) << 2) \
-                    if g and plain[13] == 6 and n >= ihl + 24 else 0
-                if ihl >= 20 and hl >= ihl + 20 and hl < n - 4 \
-                        and ((plain[6] << 8) | plain[7]) == n - 4:
+                p = memoryview(plain)[4:]
+                l4 = _l4(p) if g else None
+                if l4 is not None and l4[2] == PROTO_TCP:
+                    ihl, hl, _ = l4
                     if cs.ack_due is None:     # ClientSession._ack_later inline
                         cs.ack_due = now + t.passive_keepalive
                     core.rx_packets += -(-(n - 4 - hl) // g)
                     core.rx_bytes += n - 4
                     core.to_tun.append(SuperPacket(vnet_pack(
-                        F_NEEDS_CSUM, GSO_TCPV4, hl, g, ihl, 16), memoryview(plain)[4:]))
+                        F_NEEDS_CSUM, GSO_TCPV4, hl, g, ihl, 16), p))
                     return
             handle(opened(0, plain, now))
             return

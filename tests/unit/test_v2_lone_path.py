@@ -887,6 +887,7 @@ def whole_frames(log):
         ("bad length", [(0, bad_length)], 0),
         ("tcp bad length", [(1380, bytes(bad_tcp))], 0),
         ("tcp bad data offset", [(1380, bytes(short_tcp))], 0),
+        ("udp super-packet", [(1400, ipv4(C1, LOCAL, bytes(8) + b"u" * 5000))], 0),
         ("unknown flag", [(0, ipv4(C1, LOCAL, b"f" * 3500))], 0x40),
         ("rekey flag", [(0, ipv4(C1, LOCAL, b"k" * 3500))], wire.FLAG_REKEY),
     ]
@@ -937,7 +938,12 @@ def test_whole_frames_agree():
     # unrouted destination goes to the server's own TUN, as do frames with
     # an unknown flag or REKEY (the IPv6 record: no IPv6 on this server).
     got = [(bytes(p[1][40:41]) if isinstance(p, tuple) else bytes(p[20:21])) for p in srv_tun]
-    assert got == [b"L", b"T", b"G", b"c", b"O", b"O", b"a", b"n", b"q", b"f", b"k", b"M", b"N", b"Y"], got
+    # (The UDP super-packet arrives cut into four datagrams: b"\x00" is
+    # their UDP header's first byte.)
+    assert got == [b"L", b"T", b"G", b"c", b"O", b"O", b"a", b"n", b"q"] + [b"\x00"] * 4 \
+        + [b"f", b"k", b"M", b"N", b"Y"], got
+    cut = [bytes(p) for p in srv_tun if not isinstance(p, tuple) and bytes(p[-1:]) == b"u"]
+    assert len(cut) == 4 and sum(len(u) - 28 for u in cut) == 5000
     sup = [p for p in srv_tun if isinstance(p, tuple)]
     assert len(sup) == 1 and len(sup[0][1]) == 40 + 5000
     c2 = [bytes(p[20:21]) if not isinstance(p, tuple) else bytes(p[1][40:41])
@@ -959,7 +965,7 @@ def test_whole_frames_agree():
     # no TUN, and the frame to itself; c2 closed
     assert drops["no-route"] == 2 and "cam2" not in final[2]
     # c2's CLOSE opened too (counted by the server, not by a peer it forgot)
-    assert stats["bulk_rx"] == final[2]["cam1"][0]["bulk_rx"] + 1 == 25
+    assert stats["bulk_rx"] == final[2]["cam1"][0]["bulk_rx"] + 1 == 26
     assert final[2]["cam1"][3] == A1B   # roamed
 
 
@@ -1020,6 +1026,9 @@ def client_frames(log):
     read("udp", tso(netpkt.GSO_UDP_L4, 1400, ipv4(C1, LOCAL, bytes(8) + b"u" * 5000)))
     read("ipv6", tso(netpkt.GSO_TCPV6, 1380, bytes([0x60, 0, 0, 0, 0x13, 0xa0, 6, 64])
                       + bytes(32) + bytes(12) + b"\x50" + bytes(7) + b"6" * 5000))
+    # (a sane TCPv6 super-packet, its payload length right, under TCPV4)
+    read("ipv6 under an ipv4 type", tso(tcp, 1380, bytes([0x60, 0, 0, 0, 0x13, 0x9c, 6, 64])
+                                        + bytes(32) + bytes(12) + b"\x50" + bytes(7) + b"w" * 5000))
     read("no gso size", tso(tcp, 0, tcp4(C1, LOCAL, b"z" * 3000)))
     bad = bytearray(tcp4(C1, LOCAL, b"b" * 5000))
     bad[2:4] = (100).to_bytes(2, "big")
@@ -1046,7 +1055,7 @@ def test_client_frames_agree():
     entries = both(lambda log: took.append(client_frames(log)))
     # The flat path took the steady stream, the ECN one and the last one
     # below the send limit, nothing else.
-    assert took[0] == [True] * 4 + [False] * 7 + [True, False], took[0]
+    assert took[0] == [True] * 4 + [False] * 8 + [True, False], took[0]
     assert all(not t for t in took[2])                    # (the full world)
     srv_tun = [p for e in entries for p in e[2]]
     got = [bytes(p[1][-1:]) if isinstance(p, tuple) else bytes(p[-1:]) for p in srv_tun]
