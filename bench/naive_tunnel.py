@@ -33,8 +33,15 @@ program and what Python itself costs on this machine:
   super-packets (the bench sets the TUN's gso_max_size as camex does):
   the floor of a framing that, like camex's BULK, lets a receiver tell
   the pieces of a train apart after loss or reordering.
+- --relay: no TUN; the floor under camex's v2 relay of a TCP stream. One
+  socket and one thread between two --framed tunnels (SIDE is the relay's
+  address towards a tunnel and that tunnel's address): every train from
+  one side is received whole (UDP GRO), checked and gathered as --framed
+  does, opened, sealed again under the other side's key, glued and sent
+  as one GSO train. Nothing else: no routing table, no replay window.
 
     python -m bench.naive_tunnel [--threads] [--aead] [--bulk] [--framed] IFNAME LOCAL_IP:PORT PEER_IP:PORT
+    python -m bench.naive_tunnel --relay LOCAL_IP:PORT,PEER_IP:PORT LOCAL_IP:PORT,PEER_IP:PORT
 
 The bench configures the TUN's address and MTU itself (pyroute2).
 """
@@ -48,6 +55,7 @@ import signal
 import socket
 import struct
 import sys
+import textwrap
 import threading
 
 TUNSETIFF = 0x400454CA
@@ -68,9 +76,10 @@ BULK_GSO_MAX = BULK_MAX_READ - 10
 
 # The --aead key is the same at both ends without any exchange on the
 # wire: each end computes X25519 of the same two fixed bench keys. This is
-# a baseline's key, not a secret. Each direction has its own key (the end
-# with the lower address sends with the first), so the two counters never
-# meet under one key.
+# a baseline's key, not a secret. Each pair of endpoints has its own keys
+# (HKDF over the two addresses: the relay's two sides never share one) and
+# each direction its own (the end with the lower address sends with the
+# first), so no two counters meet under one key.
 _BENCH_PRIVATE = (b"\x01" * 32, b"\x02" * 32)
 
 
@@ -128,23 +137,33 @@ def plain_pipes(tun: int, sock: socket.socket):
     return up, down
 
 
-def _bench_keys(lower: bool, cls):
-    """(send, receive) AEAD objects of --aead and --bulk."""
+def _endpoint(addr) -> bytes:
+    return socket.inet_aton(addr[0]) + struct.pack(">H", addr[1])
+
+
+def _bench_keys(local, peer, cls):
+    """(send, receive) AEAD objects of --aead, --bulk and --relay between
+    the endpoints ``local`` and ``peer`` ((host, port) each)."""
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
     a, b = (X25519PrivateKey.from_private_bytes(k) for k in _BENCH_PRIVATE)
-    shared = a.exchange(b.public_key())
-    k1, k2 = cls(shared), cls(bytes(x ^ 0xFF for x in shared))
-    return (k1, k2) if lower else (k2, k1)
+    me, other = _endpoint(local), _endpoint(peer)
+    lo, hi = sorted((me, other))
+    okm = HKDF(hashes.SHA256(), 64, None, b"camex bench " + lo + hi).derive(
+        a.exchange(b.public_key()))
+    k1, k2 = cls(okm[:32]), cls(okm[32:])
+    return (k1, k2) if me == lo else (k2, k1)
 
 
-def aead_pipes(tun: int, sock: socket.socket, lower: bool):
+def aead_pipes(tun: int, sock: socket.socket, keys):
     """(TUN -> UDP, UDP -> TUN) loops for --aead: a datagram is an 8-byte
     counter, then the sealed packet; the counter is the nonce."""
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-    tx, rx = _bench_keys(lower, ChaCha20Poly1305)
+    tx, rx = keys(ChaCha20Poly1305)
     counter = struct.Struct("<Q")
 
     def up():
@@ -171,19 +190,23 @@ def aead_pipes(tun: int, sock: socket.socket, lower: bool):
     return up, down
 
 
-def bulk_pipes(tun: int, sock: socket.socket, lower: bool, framed: bool = False):
+def _bulk_socket(sock: socket.socket) -> None:
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)  # as camex asks (io/udp.py)
+    sock.setsockopt(socket.SOL_UDP, UDP_SEGMENT, BULK_SEGMENT)
+    sock.setsockopt(socket.SOL_UDP, UDP_GRO, 1)
+
+
+def bulk_pipes(tun: int, sock: socket.socket, keys, framed: bool = False):
     """(TUN -> UDP, UDP -> TUN) loops for --bulk: a train is an 8-byte
     counter, then the sealed TUN read (virtio_net_hdr and packet); the
     counter is the nonce."""
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    tx, rx = _bench_keys(lower, AESGCM)
+    tx, rx = keys(AESGCM)
     counter = struct.Struct("<Q")
-    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)  # as camex asks (io/udp.py)
-    sock.setsockopt(socket.SOL_UDP, UDP_SEGMENT, BULK_SEGMENT)
-    sock.setsockopt(socket.SOL_UDP, UDP_GRO, 1)
+    _bulk_socket(sock)
 
     if framed:
         return _framed_pipes(tun, sock, tx, rx, InvalidTag)
@@ -221,6 +244,31 @@ FRAMED_INDEX_AT = 8
 FRAMED_COUNT_AT = 9
 
 
+def _framed_shapes():
+    """(cut, gather, index) of the --framed trains: cut(k) splits a
+    ciphertext's first k pieces, gather(k) a train's first k pieces
+    without their headers (both cached per k); index[c] is the index bytes
+    of a c-datagram train."""
+    room = BULK_SEGMENT - FRAMED_HDR.size
+    cuts: dict = {}
+    gathers: dict = {}
+    index = [bytes(range(n)) for n in range(65536 // BULK_SEGMENT + 2)]
+
+    def cut(k: int) -> struct.Struct:
+        st = cuts.get(k)
+        if st is None:
+            st = cuts[k] = struct.Struct(f"{room}s" * k)
+        return st
+
+    def gather(k: int) -> struct.Struct:
+        st = gathers.get(k)
+        if st is None:
+            st = gathers[k] = struct.Struct(f"{FRAMED_HDR.size}x{room}s" * k)
+        return st
+
+    return cut, gather, index
+
+
 def _framed_pipes(tun: int, sock: socket.socket, tx, rx, InvalidTag):
     """--framed: as --bulk, and the train glued with a header per datagram
     on the way out (one struct call cuts the ciphertext, one join puts the
@@ -231,22 +279,7 @@ def _framed_pipes(tun: int, sock: socket.socket, tx, rx, InvalidTag):
     reordering costs in Python, the way camex's BULK path does it."""
     size = BULK_SEGMENT
     room = size - FRAMED_HDR.size
-    cuts: dict = {}
-    index = [bytes(range(n)) for n in range(65536 // size + 2)]
-
-    def cut(k: int) -> struct.Struct:
-        st = cuts.get(k)
-        if st is None:
-            st = cuts[k] = struct.Struct(f"{room}s" * k)
-        return st
-
-    gathers: dict = {}
-
-    def gather(k: int) -> struct.Struct:
-        st = gathers.get(k)
-        if st is None:
-            st = gathers[k] = struct.Struct(f"{FRAMED_HDR.size}x{room}s" * k)
-        return st
+    cut, gather, index = _framed_shapes()
 
     def up():
         read, send, seal, pack = os.read, sock.send, tx.encrypt, FRAMED_HDR.pack
@@ -284,16 +317,80 @@ def _framed_pipes(tun: int, sock: socket.socket, tx, rx, InvalidTag):
     return up, down
 
 
+def framed_relay(sock: socket.socket, sides) -> None:
+    """--relay: forever, one whole train from one side in, the same train
+    sealed again out to the other side. ``sides`` is two (local, peer)
+    endpoint pairs: the relay's address towards a tunnel and the tunnel's."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    _bulk_socket(sock)
+    size = BULK_SEGMENT
+    room = size - FRAMED_HDR.size
+    hdr = FRAMED_HDR.size
+    cut, gather, index = _framed_shapes()
+    keys = [_bench_keys(local, peer, AESGCM) for local, peer in sides]
+    # A train from side i is opened with i's receive key and sealed with
+    # the other side's send key, under that side's own counter.
+    route = {}
+    for i, (_, peer) in enumerate(sides):
+        other = sides[1 - i][1]
+        route[peer] = (keys[i][1].decrypt, keys[1 - i][0].encrypt, other, [0])
+    recvfrom, sendto, pack = sock.recvfrom, sock.sendto, FRAMED_HDR.pack
+    while True:
+        try:
+            d, addr = recvfrom(65536)
+            open_, seal, to, counter = route[addr]
+            c = -(-len(d) // size)
+            if d[FRAMED_COUNT_AT] != c or d[FRAMED_INDEX_AT::size] != index[c]:
+                continue      # not one whole train: dropped, TCP sends it again
+            k = c - 1
+            ct = b"".join((*gather(k).unpack_from(d), memoryview(d)[k * size + hdr:]))
+            p = open_(b"\0\0\0\0" + d[:8], ct, d[:hdr])
+            counter[0] = n = counter[0] + 1
+            head = pack(n, 0, c)
+            ct = seal(b"\0\0\0\0" + head[:8], p, head)
+            buf = bytearray(head).join((b"", *cut(k).unpack_from(ct), memoryview(ct)[k * room:]))
+            buf[FRAMED_INDEX_AT::size] = index[c]
+            sendto(buf, to)
+        except (OSError, KeyError, InvalidTag, ValueError, IndexError):
+            pass
+
+
+def _relay_main(argv) -> int:
+    sides = []
+    for arg in argv:
+        local, _, peer = arg.partition(",")
+        if not peer:
+            return _usage()
+        sides.append((_addr(local), _addr(peer)))
+    if len(sides) != 2 or sides[0][0][1] != sides[1][0][1]:
+        return _usage()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("0.0.0.0", sides[0][0][1]))
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    print(f"naive relay (framed) port {sides[0][0][1]}: "
+          f"{sides[0][1][0]}:{sides[0][1][1]} <-> {sides[1][1][0]}:{sides[1][1][1]}", flush=True)
+    framed_relay(sock, sides)
+    return 0
+
+
+def _usage() -> int:
+    print(textwrap.dedent(__doc__.split("\n\n")[-2]).strip(), file=sys.stderr)
+    return 2
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--relay"]:
+        return _relay_main(argv[1:])
     aead = "--aead" in argv
     framed = "--framed" in argv
     bulk = framed or "--bulk" in argv
     threads = aead or bulk or "--threads" in argv
     argv = [a for a in argv if a not in ("--aead", "--bulk", "--framed", "--threads")]
     if len(argv) != 3 or any(a.startswith("-") for a in argv):
-        print(__doc__.split("\n\n")[-2].strip(), file=sys.stderr)
-        return 2
+        return _usage()
     name, local, peer = argv[0], _addr(argv[1]), _addr(argv[2])
     tun = open_tun(name, blocking=threads, offload=bulk)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -306,9 +403,10 @@ def main(argv=None) -> int:
     if not threads:
         select_loop(tun, sock)
         return 0
-    lower = socket.inet_aton(local[0]) + struct.pack(">H", local[1]) < \
-        socket.inet_aton(peer[0]) + struct.pack(">H", peer[1])
-    up, down = (bulk_pipes(tun, sock, lower, framed) if bulk else aead_pipes(tun, sock, lower) if aead
+    def keys(cls):
+        return _bench_keys(local, peer, cls)
+
+    up, down = (bulk_pipes(tun, sock, keys, framed) if bulk else aead_pipes(tun, sock, keys) if aead
                 else plain_pipes(tun, sock))
     threading.Thread(target=up, name="tun-to-udp", daemon=True).start()
     down()

@@ -211,6 +211,10 @@ ENC_FLOOR = "naive-python-aead"
 # The TCP floors: offloads, one AEAD per super-packet; and with a header
 # per datagram glued in and gathered out, as camex's BULK framing does.
 BULK_FLOORS = ("naive-python-bulk", "naive-python-bulk-framed")
+# The relay's floor: one thread that receives, opens, seals and sends each
+# framed train, between two framed floor tunnels; set against the framed
+# point-to-point floor it says how far any relay on these libraries gets.
+RELAY_FLOOR = "naive-python-framed-relay"
 
 
 def goals(doc: dict) -> str:
@@ -255,6 +259,18 @@ def goals(doc: dict) -> str:
     line(f"camex v2 relay >= {RELAY_GOAL:g} x camex v2 point to point (TCP 1)",
          "needs camex-v2-p2p and camex-v2-relay" if x is None else f"{x:.2f} x",
          None if x is None else x >= RELAY_GOAL)
+    relay_floor, framed_floor = _row(doc, RELAY_FLOOR), _row(doc, BULK_FLOORS[1])
+    x = ratio(relay_floor and relay_floor["tcp1"], framed_floor and framed_floor["tcp1"])
+    if x is not None:
+        # The least a relay does against the least point to point does: if
+        # it stays under the goal, no relay on these libraries reaches it.
+        line(f"(the relay floor: {RELAY_FLOOR} against {BULK_FLOORS[1]}, and camex v2 relay "
+             "against it)",
+             f"{relay_floor['tcp1']:.3f} Gbit/s = {x:.2f} x at "
+             f"{_f(relay_floor['cpu_gb'], '%.2f')} CPU s/GB"
+             + ("" if relay is None else f"; camex v2 relay {ratio(relay['tcp1'], relay_floor['tcp1']):.2f} x "
+                f"the relay floor at {_f(relay['cpu_gb'], '%.2f')} CPU s/GB"),
+             x >= RELAY_GOAL)
     floor_rtt = floor_row and floor_row["rtt"]
     for name, row in (("camex-v2-p2p", p2p), ("camex-v2-relay", relay), ("camex-relay-enc", legacy)):
         if row is None:
@@ -348,7 +364,8 @@ FLOOR = (("naive-python", "select loop, plaintext"),
          ("naive-python-threads", "a blocked reader per direction, plaintext"),
          ("naive-python-aead", "as threads, ChaCha20-Poly1305 per packet, X25519 key"),
          ("naive-python-bulk", "as threads, TUN offloads, AES-256-GCM once per super-packet"),
-         ("naive-python-bulk-framed", "as bulk, a 20-byte header per datagram, camex's cap"))
+         ("naive-python-bulk-framed", "as bulk, a 20-byte header per datagram, camex's cap"),
+         (RELAY_FLOOR, "two framed tunnels through a relay that opens and seals each train"))
 
 
 def floor(doc: dict) -> str:

@@ -248,3 +248,28 @@ def test_the_tcp_floor_stands_beside_the_tcp_goal():
     del doc["entries"][1]
     assert "the TCP floor" not in report.goals(doc)
     assert "naive-python-bulk: as threads, TUN offloads" in report.floor(_doc([floor]))
+
+
+def test_the_relay_floor_stands_beside_the_relay_goal():
+    """The relay floor against the framed point-to-point floor (met or not
+    by the relay goal's 0.7), and camex v2's relay against the relay floor."""
+    relay_floor = _run("naive-python-framed-relay", 3.0, 22 * 1024, group="baseline")
+    relay_floor["tcp1"]["cpu_s_per_gb"] = 3.4
+    doc = _doc([
+        _run("camex-v2-p2p", 5.0, 25 * 1024),
+        _run("camex-v2-relay", 2.4, 25 * 1024),
+        _run("naive-python-bulk-framed", 5.0, 22 * 1024, group="baseline"),
+        relay_floor,
+    ])
+    line = "| (the relay floor: naive-python-framed-relay against naive-python-bulk-framed, " \
+           "and camex v2 relay against it) | 3.000 Gbit/s = 0.60 x at 3.40 CPU s/GB; camex v2 " \
+           "relay 0.80 x the relay floor at 10.00 CPU s/GB | NOT met |"
+    assert line in report.goals(doc)
+    relay_floor["tcp1"]["gbps"] = 3.5
+    floor_line = next(x for x in report.goals(doc).splitlines() if "the relay floor" in x)
+    assert "= 0.70 x at 3.40 CPU s/GB" in floor_line and floor_line.endswith("| met |")
+    # Either floor missing: no such line.
+    del doc["entries"][2]
+    assert "the relay floor" not in report.goals(doc)
+    assert "naive-python-framed-relay: two framed tunnels through a relay" \
+        in report.floor(_doc([relay_floor]))
