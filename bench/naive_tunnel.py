@@ -34,14 +34,20 @@ program and what Python itself costs on this machine:
   the floor of a framing that, like camex's BULK, lets a receiver tell
   the pieces of a train apart after loss or reordering.
 - --relay: no TUN; the floor under camex's v2 relay of a TCP stream. One
-  socket and one thread between two --framed tunnels (SIDE is the relay's
-  address towards a tunnel and that tunnel's address): every train from
-  one side is received whole (UDP GRO), checked and gathered as --framed
-  does, opened, sealed again under the other side's key, glued and sent
-  as one GSO train. Nothing else: no routing table, no replay window.
+  socket and one thread between two --framed tunnels (each SIDE is the
+  relay's address towards a tunnel and that tunnel's address): every
+  train from one side is received whole (UDP GRO), checked and gathered
+  as --framed does, opened, sealed again under the other side's key,
+  glued and sent as one GSO train. Nothing else: no routing table, no
+  replay window.
+- --relay --forward: as --relay without opening anything: each train goes
+  out to the other side as it came in. The two tunnels then seal end to
+  end: each is started with --end and the other tunnel's address, and
+  derives its keys for that pair instead of for itself and the relay.
+  What a relay would save if the server never held the clients' keys.
 
-    python -m bench.naive_tunnel [--threads] [--aead] [--bulk] [--framed] IFNAME LOCAL_IP:PORT PEER_IP:PORT
-    python -m bench.naive_tunnel --relay LOCAL_IP:PORT,PEER_IP:PORT LOCAL_IP:PORT,PEER_IP:PORT
+    python -m bench.naive_tunnel [--threads] [--aead] [--bulk] [--framed] [--end IP:PORT] IFNAME LOCAL_IP:PORT PEER_IP:PORT
+    python -m bench.naive_tunnel --relay [--forward] LOCAL_IP:PORT,PEER_IP:PORT LOCAL_IP:PORT,PEER_IP:PORT
 
 The bench configures the TUN's address and MTU itself (pyroute2).
 """
@@ -357,7 +363,23 @@ def framed_relay(sock: socket.socket, sides) -> None:
             pass
 
 
+def forward_relay(sock: socket.socket, sides) -> None:
+    """--relay --forward: forever, one train from one side in and out
+    unopened to the other (the socket's UDP_SEGMENT cuts it as it came)."""
+    _bulk_socket(sock)
+    other = {sides[0][1]: sides[1][1], sides[1][1]: sides[0][1]}
+    recvfrom, sendto = sock.recvfrom, sock.sendto
+    while True:
+        try:
+            d, addr = recvfrom(65536)
+            sendto(d, other[addr])
+        except (OSError, KeyError):
+            pass
+
+
 def _relay_main(argv) -> int:
+    forward = "--forward" in argv
+    argv = [a for a in argv if a != "--forward"]
     sides = []
     for arg in argv:
         local, _, peer = arg.partition(",")
@@ -369,9 +391,9 @@ def _relay_main(argv) -> int:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("0.0.0.0", sides[0][0][1]))
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    print(f"naive relay (framed) port {sides[0][0][1]}: "
+    print(f"naive relay ({'forward' if forward else 'framed'}) port {sides[0][0][1]}: "
           f"{sides[0][1][0]}:{sides[0][1][1]} <-> {sides[1][1][0]}:{sides[1][1][1]}", flush=True)
-    framed_relay(sock, sides)
+    (forward_relay if forward else framed_relay)(sock, sides)
     return 0
 
 
@@ -389,6 +411,13 @@ def main(argv=None) -> int:
     bulk = framed or "--bulk" in argv
     threads = aead or bulk or "--threads" in argv
     argv = [a for a in argv if a not in ("--aead", "--bulk", "--framed", "--threads")]
+    end = None
+    if "--end" in argv:
+        at = argv.index("--end")
+        if at + 1 >= len(argv):
+            return _usage()
+        end = _addr(argv[at + 1])
+        del argv[at:at + 2]
     if len(argv) != 3 or any(a.startswith("-") for a in argv):
         return _usage()
     name, local, peer = argv[0], _addr(argv[1]), _addr(argv[2])
@@ -404,7 +433,7 @@ def main(argv=None) -> int:
         select_loop(tun, sock)
         return 0
     def keys(cls):
-        return _bench_keys(local, peer, cls)
+        return _bench_keys(local, end or peer, cls)
 
     up, down = (bulk_pipes(tun, sock, keys, framed) if bulk else aead_pipes(tun, sock, keys) if aead
                 else plain_pipes(tun, sock))

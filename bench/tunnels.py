@@ -607,7 +607,10 @@ class NaivePython(Entry):
 class NaiveRelay(Entry):
     """bench/naive_tunnel.py --relay between two --framed tunnels: the
     floor under camex's v2 relay of a TCP stream, c1 -> srv -> c2 as
-    camex's relay rows run."""
+    camex's relay rows run. ``forward``: the relay passes trains on
+    unopened and the tunnels seal end to end (--relay --forward)."""
+
+    forward: bool = False
 
     def up(self, lab):
         import sys
@@ -621,23 +624,28 @@ class NaiveRelay(Entry):
         t0 = time.monotonic()
         relay = lab.server.spawn(
             [sys.executable, "-m", "bench.naive_tunnel", "--relay",
+             *(["--forward"] if self.forward else []),
              *(f"{c.server_ip}:9000,{c.underlay}:9000" for c in (lab.c1, lab.c2))],
             name="naive-relay", env=env)
         procs = [("server", relay)]
         gso = bulk_tso_max(naive_tunnel.BULK_SEGMENT)
-        for ns in (lab.c1, lab.c2):
+        for ns, far in ((lab.c1, lab.c2), (lab.c2, lab.c1)):
             ifname = _ifname(lab, "nv" + ns.role[-1])
-            proc = ns.spawn([sys.executable, "-m", "bench.naive_tunnel", "--framed", ifname,
+            end = ["--end", f"{far.underlay}:9000"] if self.forward else []
+            proc = ns.spawn([sys.executable, "-m", "bench.naive_tunnel", "--framed", *end, ifname,
                              f"{ns.underlay}:9000", f"{ns.server_ip}:9000"],
                             name="naive-tunnel", env=env)
             procs.append((f"client {ns.role}", proc))
             _configure_link(ns, ifname, f"{inner[ns]}/24", gso_max_size=gso)
         startup = _startup(lab.c1, inner[lab.c2], t0, [p for _, p in procs])
+        work = ("passing it on unopened (the tunnels seal end to end, --end)" if self.forward
+                else "gathering, opening, sealing again (AES-256-GCM), gluing and sending it "
+                     "as one GSO train")
         return Up(lab.c1, lab.c2, inner[lab.c2], procs,
-                  f"bench/naive_tunnel.py --relay: Python {sys.version.split()[0]}, one thread on "
-                  "srv receiving each train whole (UDP GRO), gathering, opening, sealing again "
-                  "(AES-256-GCM), gluing and sending it as one GSO train; --framed tunnels in c1 "
-                  f"and c2; c1 -> srv -> c2 (relay), UDP 9000, MTU {INNER_MTU}", startup)
+                  f"bench/naive_tunnel.py --relay{' --forward' if self.forward else ''}: Python "
+                  f"{sys.version.split()[0]}, one thread on srv receiving each train whole (UDP "
+                  f"GRO), {work}; --framed tunnels in c1 and c2; c1 -> srv -> c2 (relay), "
+                  f"UDP 9000, MTU {INNER_MTU}", startup)
 
 
 def pkg_version(pkg: str) -> str:
@@ -667,6 +675,7 @@ ENTRIES: list[Entry] = [
     NaivePython("naive-python-bulk", "baseline", mode="bulk"),
     NaivePython("naive-python-bulk-framed", "baseline", mode="framed"),
     NaiveRelay("naive-python-framed-relay", "baseline"),
+    NaiveRelay("naive-python-framed-forward", "baseline", forward=True),
     *_both_ways(CamexEntry("camex-v2-p2p", "camex", topology="p2p", protocol="v2",
                            label="v2 point to point (encrypted), server owns a TUN",
                            server_args=(*V2, "--server-tun", *ENC), client_args=(*V2, *ENC))),

@@ -18,7 +18,8 @@ from bench import run
 pytestmark = pytest.mark.lab
 
 ENTRIES = ("raw", "camex-relay-plain", "naive-python-aead", "naive-python-bulk",
-           "naive-python-bulk-framed", "naive-python-framed-relay", "camex-default-relay-rev")
+           "naive-python-bulk-framed", "naive-python-framed-relay",
+           "naive-python-framed-forward", "camex-default-relay-rev")
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +61,13 @@ def test_every_requested_entry_has_figures(results):
     assert by["naive-python-bulk-framed"]["tun"]["read_avg_bytes"] <= 64467 + 10
     # The relay floor carries the same super-packets c1 -> srv -> c2, and
     # all three of its processes are charged.
-    relay = by["naive-python-framed-relay"]
-    assert relay["tun"]["super_packets"] is True and relay["tun"]["read_avg_bytes"] > 1420
-    assert set(relay["daemons"]) == {"server", "client c1", "client c2"}
-    assert relay["tcp1"]["daemon_cpu_by_role"]["server"] > 0
+    for name in ("naive-python-framed-relay", "naive-python-framed-forward"):
+        relay = by[name]
+        assert relay["tun"]["super_packets"] is True and relay["tun"]["read_avg_bytes"] > 1420
+        assert set(relay["daemons"]) == {"server", "client c1", "client c2"}
+        assert relay["tcp1"]["daemon_cpu_by_role"]["server"] > 0
+    assert "--relay --forward" in by["naive-python-framed-forward"]["desc"]
+    assert "--forward" not in by["naive-python-framed-relay"]["desc"]
     v2 = by["camex-default-relay-rev"]["tun"]
     assert v2["sender"] == "server" and v2["super_packets"] is True, v2
     assert v2["read_avg_bytes"] > 1420 and v2["sender_tso"] is True
