@@ -46,7 +46,7 @@ from __future__ import annotations
 from cryptography.exceptions import InvalidTag
 
 from ..base.contract import SuperPacket
-from ..base.netpkt import F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR
+from ..base.netpkt import F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, VNET_HDR
 from . import framing, wire
 from .bulk import PROTO_TCP, _l4, segment_count, tun_items
 from .framing import Run
@@ -184,13 +184,14 @@ def _sealed(s, aead, plain, size: int, now: float) -> Run:
 
 def client_frame(core):
     """tun_frame(hdr, packet, now) -> bool for a camex.v2.core.V2ClientCore:
-    a TSO read of an IPv4 TCP super-packet sealed into ONE BULK frame (a
+    a TSO read of a TCP super-packet (IPv4, or IPv6 with the TCP header
+    right after its 40 bytes) sealed into ONE BULK frame (a
     framing.Run in `core.to_net`), as tun_super -> ClientSession.encrypt_frame
     -> Session.seal_frame would, in one Python call instead of about
     fifteen: the steady sender of a TCP stream. False, with nothing done,
     for anything else - no BULK session, one not confirmed, a frame that
-    would reach a rekey limit, an auto client not configured yet, IPv6 or
-    UDP, a header that does not add up - for the full path (tun_super)."""
+    would reach a rekey limit, an auto client not configured yet, UDP, a
+    header that does not add up - for the full path (tun_super)."""
     cs = core.session
     t = cs.t
     rec_pack = wire._BULK_REC.pack
@@ -200,13 +201,14 @@ def client_frame(core):
         g = hdr[3]
         n = len(p)
         s = cs.current
-        if (hdr[1] & 0x7F) != GSO_TCPV4 or not g or n > 0xFFFF or n + 4 > cs.max_frame \
-                or s is None or not cs.peer_bulk or not s.confirmed \
+        gtype = hdr[1] & 0x7F
+        if (gtype != GSO_TCPV4 and gtype != GSO_TCPV6) or not g or n > 0xFFFF \
+                or n + 4 > cs.max_frame or s is None or not cs.peer_bulk or not s.confirmed \
                 or (core.auto and core.config is None):
             return False
-        # bulk.segment_count's sanity test, for IPv4 TCP
+        # bulk.segment_count's sanity test, for TCP of the vnet header's family
         l4 = _l4(p)
-        if l4 is None or l4[2] != PROTO_TCP or p[0] >> 4 != 4:
+        if l4 is None or l4[2] != PROTO_TCP or p[0] >> 4 != (4 if gtype == GSO_TCPV4 else 6):
             return False
         hl = l4[1]
         counter = s.send_counter
@@ -468,13 +470,14 @@ def server_frame(core):
     one Python call here instead of about twenty through the full path:
     the frame of an established peer, flags 0, from its known address,
     counter above the window's top, opened with the cached cipher object;
-    then its one IPv4 record (a source inside the peer's grant) to the
-    server's TUN or to the destination's peer (the core's relay). A frame
-    that does not open goes to the full path as it came (a forged tag is
-    counted there); one that opens but is not that one record (several,
-    IPv6, a spoofed source) goes on from the open in the full path
-    (V2Server._bulk_opened), as its window has moved."""
-    from .server import Peer
+    then its one record (a source inside the peer's grant) to the server's
+    TUN (IPv4) or to the destination's peer (the core's relay; a TCP
+    stream of either family to another v2 client's tunnel address sealed
+    again whole). A frame that does not open goes to the full path as it
+    came (a forged tag is counted there); one that opens but is not that
+    one record (several, a spoofed source) goes on from the open in the
+    full path (V2Server._bulk_opened), as its window has moved."""
+    from .server import V6, Peer
 
     server = core.server
     t = server.t
@@ -511,16 +514,22 @@ def server_frame(core):
                 s.last_received = now
                 sstats["bulk_rx"] += 1
                 n = len(plain)
-                if n >= 24 and ((plain[0] << 8) | plain[1]) == n - 4 and plain[4] >> 4 == 4:
-                    # One IPv4 record: Peer.allows_source inline.
-                    src = int.from_bytes(plain[16:20], "big")
-                    for net, mask in peer._allowed:
+                if n >= 24 and ((plain[0] << 8) | plain[1]) == n - 4:
+                    # One record: Peer.allows_source inline, for either family.
+                    v = plain[4] >> 4
+                    if v == 4:
+                        src, allowed = int.from_bytes(plain[16:20], "big"), peer._allowed
+                    elif v == 6 and n >= 44:
+                        src, allowed = int.from_bytes(plain[12:28], "big"), peer._allowed6
+                    else:
+                        allowed = ()
+                    for net, mask in allowed:
                         if src & mask == net:
                             g = (plain[2] << 8) | plain[3]
                             p = memoryview(plain)[4:]
                             st = peer.stats
                             st["bulk_rx"] += 1
-                            # The usual record: a sane IPv4 TCP super-packet
+                            # The usual record: a sane TCP super-packet
                             # (its headers' lengths computed once, for the
                             # counters and the TUN write alike).
                             l4 = _l4(p) if g else None
@@ -533,7 +542,14 @@ def server_frame(core):
                                 a = peer.ack_due = now + t.passive_keepalive
                                 if peer.timer_at is None or a < peer.timer_at:
                                     server._arm(peer)
-                            if int.from_bytes(plain[20:24], "big") in server.reserved:
+                            if v == 6:
+                                # route6()'s first answer, for the usual
+                                # relay below (no client holds a server
+                                # address: the address policy refuses
+                                # them); a network behind a client or
+                                # none: the full relay.
+                                dst = by_address.get(int.from_bytes(plain[28:44], "big") | V6)
+                            elif int.from_bytes(plain[20:24], "big") in server.reserved:
                                 # core._relay_frame inline: route() says
                                 # None for a server address, which no
                                 # legacy client holds.
@@ -545,13 +561,13 @@ def server_frame(core):
                                 else:
                                     core.to_tun.extend(tun_items(g, p))
                                 return
-                            if tcp:
-                                # The usual relay: a TCP stream to another
-                                # v2 client, its frame sealed again whole.
+                            else:
                                 dst = by_address.get(int.from_bytes(plain[20:24], "big"))
-                                if dst is not None and dst is not peer and seal_for(
-                                        dst, plain, -(-(n - 4 - hl) // g), now):
-                                    return
+                            # The usual relay: a TCP stream to another v2
+                            # client, its frame sealed again whole.
+                            if tcp and dst is not None and dst is not peer and seal_for(
+                                    dst, plain, -(-(n - 4 - hl) // g), now):
+                                return
                             relay_frame([(g, p)], peer, now, plain)
                             return
                 handle(opened(peer, flags, plain, addr, now), now)
@@ -568,11 +584,12 @@ def client_frame_receiver(core):
     frames of a steady TCP stream from the server take one Python call
     here instead of about twenty through the full path: the current
     session's frame, flags 0, counter above the window's top, opened with
-    the cached cipher object, its one record an IPv4 TCP super-packet,
-    queued whole for the TUN. A frame that does not open goes to the full
-    path as it came (a forged tag is counted there); one that opens but is
-    not that record (a packet, several records, IPv6, a header that does
-    not add up) goes on from the open in the full path
+    the cached cipher object, its one record a TCP super-packet (IPv4, or
+    IPv6 once the TUN has an IPv6 address), queued whole for the TUN. A
+    frame that does not open goes to the full path as it came (a forged
+    tag is counted there); one that opens but is not that record (a
+    packet, several records, a header that does not add up) goes on from
+    the open in the full path
     (ClientSession._bulk_opened), as its window has moved."""
     cs = core.session
     t = cs.t
@@ -603,8 +620,11 @@ def client_frame_receiver(core):
             cs.first_unanswered = None         # ClientSession._authenticated, flags 0
             core.last_rx = now
             n = len(plain)
-            if n >= 24 and ((plain[0] << 8) | plain[1]) == n - 4 and plain[4] >> 4 == 4:
-                # One IPv4 record: a sane TCP super-packet?
+            v = plain[4] >> 4 if n >= 24 else 0
+            # One record, IPv4 or (once the TUN has an IPv6 address, as the
+            # core's DeliverFrame asks) IPv6: a sane TCP super-packet?
+            if (v == 4 or v == 6 and core.config is not None and core.config.address6 is not None) \
+                    and ((plain[0] << 8) | plain[1]) == n - 4:
                 g = (plain[2] << 8) | plain[3]
                 p = memoryview(plain)[4:]
                 l4 = _l4(p) if g else None
@@ -615,7 +635,7 @@ def client_frame_receiver(core):
                     core.rx_packets += -(-(n - 4 - hl) // g)
                     core.rx_bytes += n - 4
                     core.to_tun.append(SuperPacket(vnet_pack(
-                        F_NEEDS_CSUM, GSO_TCPV4, hl, g, ihl, 16), p))
+                        F_NEEDS_CSUM, GSO_TCPV4 if v == 4 else GSO_TCPV6, hl, g, ihl, 16), p))
                     return
             handle(opened(0, plain, now))
             return

@@ -23,7 +23,11 @@ datagrams, TUN writes, drops, counters and state:
 - whole BULK frames from the server to a client (the client's flat frame
   path): TCP super-packets, packets, several records, IPv6, headers that
   do not add up, replays, forgeries, reordering, flags, CLOSE, the
-  previous session, reserved bytes, the receive limit and the reject age.
+  previous session, reserved bytes, the receive limit and the reject age;
+- a TCP stream over IPv6 inside through all three frame paths (client,
+  relay, receiving client) and what must leave it: the server's address,
+  unrouted and spoofed ones, the sender itself, a UDP type, smaller
+  frames, a record too short for IPv6 in a frame of tiny datagrams.
 
 Breaking any check of camex/v2/lone.py makes one of these fail, except
 four that cannot change an answer: the receiver-index tests (a datagram of
@@ -1175,6 +1179,7 @@ def frames_to_a_client(log):
         ("two records", [(0, ipv4(LOCAL, C1, b"a" * 1800)), (1380, tcp4(LOCAL, C1, b"b" * 2000))],
          0),
         ("ipv6 record", [(0, bytes([0x60]) + bytes(39) + b"6" * 3500)], 0),
+        ("tcp over ipv6", [(1380, tcp6(GW6, C1_6, b"v" * 5000))], 0),
         ("tcp bad length", [(1380, bytes(bad_tcp))], 0),
         ("tcp bad data offset", [(1380, bytes(short_tcp))], 0),
         ("unknown flag", [(1380, tcp4(LOCAL, C1, b"f" * 5000))], 0x40),
@@ -1217,8 +1222,134 @@ def test_whole_frames_to_a_client_agree():
     stats = final[7]
     # Refused and counted: the forgery, two replays (a frame twice, the
     # frame at the receive limit), the frame past the reject age, the
-    # reserved byte; dropped: the IPv6 record, the two bad TCP headers.
+    # reserved byte; dropped: the two IPv6 records (a packet, a TCP
+    # super-packet), the two bad TCP headers.
     assert (stats["forged"], stats["replay"], stats["stale"], stats["malformed"]) == (1, 2, 1, 1)
-    assert final[4] == {"not-ipv4": 1, "bad-record": 2}
+    assert final[4] == {"not-ipv4": 2, "bad-record": 2}
     # The REKEY flag started a handshake.
     assert any(h[1] == wire.T_INIT for e in entries if e[0] == "rekey flag" for h, _ in e[5])
+
+
+# --- a TCP stream over IPv6 inside: the three flat frame paths -----------------
+
+CONF66 = CONF6.replace("local_cidr = 10.0.0.3/24", "local_cidr = 10.0.0.3/24\nlocal_cidr = fd00:c::3/64")
+C2_6 = "fd00:c::3"
+
+
+def tcp6(src, dst, data: bytes) -> bytes:
+    """An IPv6 TCP super-packet: a 20-byte TCP header right after the
+    fixed header, then `data`."""
+    import ipaddress
+    payload = bytes(12) + b"\x50" + bytes(7) + data
+    return (bytes([0x60, 0, 0, 0]) + len(payload).to_bytes(2, "big") + bytes([6, 64])
+            + ipaddress.IPv6Address(src).packed + ipaddress.IPv6Address(dst).packed + payload)
+
+
+def _arrive(receive, datagrams, *rest) -> None:
+    """Datagrams as a GRO read brings them: one whole frame of three or
+    more in one read (bulk.FastReceiver.whole), anything else one by one."""
+    if len(datagrams) > 2 and all(kind(d) == wire.T_BULK for d in datagrams) \
+            and len({bytes(d[4:16]) for d in datagrams}) == 1:
+        assert receive.whole(b"".join(datagrams), len(datagrams[0]), *rest)
+    else:
+        for d in datagrams:
+            receive(d, *rest)
+
+
+def ipv6_stream(log):
+    """cam1 and cam2 both have IPv6 addresses. TCPv6 super-packets from
+    c1's TUN (the client's frame path), through the server (its frame path
+    and the relay's re-seal) to c2 (its frame path): the steady stream and
+    what must leave it - the server's own address, an unrouted one, c1
+    itself, a spoofed source, a destination whose path takes smaller
+    frames; then frames sealed at c1 with records the flat paths must hand
+    on (UDP over IPv6, a payload length that disagrees, two records)."""
+    w, srv, c1, c2 = log.w, log.srv, log.c1, log.c2
+    w.now += 0.5
+    took = []
+
+    def hop_on(label, n1):
+        _arrive(srv.datagram_received, n1, A1, w.now)
+        out, _, _ = log.step((label, "server got"))
+        _arrive(c2.datagram_received, [x for x, a in out if a == A2], w.now)
+        log.step((label, "c2 got"))
+        w.now += 0.01
+
+    def read(label, packet, gtype=netpkt.GSO_TCPV6):
+        took.append(tun_read(c1, *tso(gtype, 1380, packet), w.now))
+        hop_on(label, log.step(label)[1])
+
+    for i in range(3):
+        read(("stream", i), tcp6(C1_6, C2_6, b"%d" % i * 6000))
+    read("ecn", tcp6(C1_6, C2_6, b"e" * 5000), netpkt.GSO_TCPV6 | netpkt.GSO_ECN)
+    read("to the server's address", tcp6(C1_6, GW6, b"g" * 5000))
+    read("unrouted", tcp6(C1_6, "fd00:c::77", b"n" * 5000))
+    read("to itself", tcp6(C1_6, C1_6, b"i" * 5000))
+    read("spoofed", tcp6("fd00:c::77", C2_6, b"s" * 5000))
+    read("tcpv6 under a udp type", tcp6(C1_6, C2_6, b"w" * 5000), netpkt.GSO_UDP_L4)
+    max_frame = srv.server.max_frame
+    srv.server.max_frame = 3000
+    read("smaller frames", tcp6(C1_6, C2_6, b"m" * 5000))
+    srv.server.max_frame = max_frame
+    s = c1.session.current
+    bad = bytearray(tcp6(C1_6, C2_6, b"b" * 5000))
+    bad[4:6] = (100).to_bytes(2, "big")        # the payload length disagrees
+    udp6 = ipv6(C1_6, C2_6, bytes(8) + b"u" * 5000)
+    for label, records in [
+        ("udp over ipv6", [(1400, udp6)]),
+        ("bad payload length", [(1380, bytes(bad))]),
+        ("two records", [(1380, tcp6(C1_6, C2_6, b"x" * 2000)), (1380, tcp6(C1_6, C2_6, b"y" * 2000))]),
+    ]:
+        buf, size = sealed_frame(s, records, w.now)
+        hop_on(label, [buf[i:i + size] for i in range(0, len(buf), size)])
+    # A record too short for an IPv6 header, its source bytes cam1's, in
+    # a frame of tiny datagrams (a sender chooses their size): spoofed.
+    import ipaddress
+    short = b"\x60" + bytes(7) + ipaddress.IPv6Address(C1_6).packed + bytes(6)
+    (run,) = s.seal_frame(wire.pack_bulk_records([(0, short)]), w.now, 36)
+    hop_on("short ipv6 record", [run.buf[i:i + 36] for i in range(0, len(run.buf), 36)])
+    return took
+
+
+def test_a_tcp_stream_over_ipv6_agrees():
+    took = []
+    entries = both(lambda log: took.append(ipv6_stream(log)), CONF66)
+    # c1's flat path seals every TCPv6 super-packet its TUN hands over as
+    # one (not the one under a UDP type: the full path drops that).
+    assert took[0] == [True] * 8 + [False, True] and took[2] == [False] * 10
+    c2_tun = [p for e in entries for p in e[4]]
+    whole = [p for p in c2_tun if isinstance(p, tuple)]
+    # The stream, the ECN one and the two records arrive at c2's TUN whole,
+    # as GSO_TCPV6 writes (TCP header at 40, checksum at 16 in it); the one
+    # for smaller frames cut into DATA; nothing else reaches c2.
+    assert [bytes(p[1][-1:]) for p in whole] == [b"0", b"1", b"2", b"e", b"x", b"y"]
+    for p in whole:
+        flags, gtype, hdr_len, g, start, offset = netpkt.VNET_HDR.unpack(bytes(p[0]))
+        assert (gtype, hdr_len, g, start, offset) == (netpkt.GSO_TCPV6, 60, 1380, 40, 16)
+    cut = [bytes(p) for p in c2_tun if not isinstance(p, tuple)]
+    assert {p[-1:] for p in cut} <= {b"m", b"u"} and sum(p[-1:] == b"m" for p in cut) == 4
+    final = entries[-1][-1]
+    stats, drops = final[0], final[1]
+    assert stats["spoofed"] == 2 and drops["no-route"] >= 1
+
+
+def test_a_tcp_stream_over_ipv6_takes_the_flat_paths():
+    """The stream's frames take no step of the full paths: not the
+    client's encrypt_frame, not the server's receive_frame, _authenticated
+    or send_frame, not c2's receive_frame or _authenticated."""
+    w, srv, c1, c2 = timed_world(True, CONF66)
+    full = []
+    c1.session.encrypt_frame = lambda *a: full.append("encrypt_frame")
+    srv.server.receive_frame = lambda *a: full.append("receive_frame") or []
+    srv.server._authenticated = lambda *a: full.append("_authenticated")
+    srv.server.send_frame = lambda *a: full.append("send_frame")
+    c2.session.receive_frame = lambda *a: full.append("c2 receive_frame") or []
+    c2.session._authenticated = lambda *a: full.append("c2 _authenticated") or ([], False)
+    packet = tcp6(C1_6, C2_6, b"flat" * 1500)
+    assert tun_read(c1, *tso(netpkt.GSO_TCPV6, 1380, packet), w.now)
+    _arrive(srv.datagram_received, datagrams_of(take(c1.to_net)), A1, w.now)
+    to_c2 = [x for d, a in take(srv.outbox) for x in datagrams_of([d]) if a == A2]
+    _arrive(c2.datagram_received, to_c2, w.now)
+    assert not full
+    (sp,) = c2.to_tun
+    assert bytes(sp[1]) == packet
