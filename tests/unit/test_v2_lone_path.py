@@ -897,6 +897,11 @@ def whole_frames(log):
     ]
     for label, records, flags in others:
         feed(label, sealed_frame(s, records, w.now, flags))
+    # A record too short for an IPv4 header, its source bytes cam1's, in a
+    # frame of tiny datagrams (a sender chooses their size): spoofed.
+    short = b"\x45" + bytes(11) + bytes([10, 0, 0, 2]) + bytes(3)
+    (run,) = s.seal_frame(wire.pack_bulk_records([(0, short)]), w.now, 30)
+    feed("short ipv4 record", (run.buf, run.size))
     # roaming: a frame from elsewhere moves the endpoint (full path), the
     # next one from there is the flat path's again
     feed("roamed", sealed_frame(s, [(0, ipv4(C1, LOCAL, b"M" * 3500))], w.now), A1B)
@@ -960,16 +965,16 @@ def test_whole_frames_agree():
     stats, drops = final[0], final[1]
     # Refused and counted: the forgery, three replays (a frame twice, the
     # reordered pair's first again, the frame at the receive limit), the
-    # frame past the reject age, three spoofed sources (the IPv4 one and
-    # the IPv6 records' sources, none in cam1's grant); every other frame
-    # opened once.
+    # frame past the reject age, four spoofed sources (the IPv4 one, the
+    # IPv6 records' sources, none in cam1's grant, and the record too short
+    # to hold a source); every other frame opened once.
     # The frame with a reserved byte set is malformed.
     assert (stats["forged"], stats["replay"], stats["stale"], stats["spoofed"],
-            stats["malformed"]) == (1, 3, 1, 3, 1)
+            stats["malformed"]) == (1, 3, 1, 4, 1)
     # no TUN, and the frame to itself; c2 closed
     assert drops["no-route"] == 2 and "cam2" not in final[2]
     # c2's CLOSE opened too (counted by the server, not by a peer it forgot)
-    assert stats["bulk_rx"] == final[2]["cam1"][0]["bulk_rx"] + 1 == 26
+    assert stats["bulk_rx"] == final[2]["cam1"][0]["bulk_rx"] + 1 == 27
     assert final[2]["cam1"][3] == A1B   # roamed
 
 
