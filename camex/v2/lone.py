@@ -549,20 +549,21 @@ def server_frame(core):
                                 # them); a network behind a client or
                                 # none: the full relay.
                                 dst = by_address.get(int.from_bytes(plain[28:44], "big") | V6)
-                            elif int.from_bytes(plain[20:24], "big") in server.reserved:
-                                # core._relay_frame inline: route() says
-                                # None for a server address, which no
-                                # legacy client holds.
-                                if not core.local_delivery:
-                                    drops["no-route"] += 1
-                                elif tcp:            # bulk.tun_items inline
-                                    core.to_tun.append(SuperPacket(vnet_pack(
-                                        F_NEEDS_CSUM, GSO_TCPV4, hl, g, ihl, 16), p))
-                                else:
-                                    core.to_tun.extend(tun_items(g, p))
-                                return
                             else:
-                                dst = by_address.get(int.from_bytes(plain[20:24], "big"))
+                                d4 = int.from_bytes(plain[20:24], "big")
+                                if d4 in server.reserved:
+                                    # core._relay_frame inline: route() says
+                                    # None for a server address, which no
+                                    # legacy client holds.
+                                    if not core.local_delivery:
+                                        drops["no-route"] += 1
+                                    elif tcp:            # bulk.tun_items inline
+                                        core.to_tun.append(SuperPacket(vnet_pack(
+                                            F_NEEDS_CSUM, GSO_TCPV4, hl, g, ihl, 16), p))
+                                    else:
+                                        core.to_tun.extend(tun_items(g, p))
+                                    return
+                                dst = by_address.get(d4)
                             # The usual relay: a TCP stream to another v2
                             # client, its frame sealed again whole.
                             if tcp and dst is not None and dst is not peer and seal_for(
