@@ -250,58 +250,65 @@ FRAMED_INDEX_AT = 8
 FRAMED_COUNT_AT = 9
 
 
-def _framed_shapes():
-    """(cut, gather, index) of the --framed trains: cut(k) splits a
-    ciphertext's first k pieces, gather(k) a train's first k pieces
-    without their headers (both cached per k); index[c] is the index bytes
-    of a c-datagram train."""
-    room = BULK_SEGMENT - FRAMED_HDR.size
+def _framing():
+    """(sealed, gathered) of the --framed trains, shared by the tunnel and
+    the relay so that both speak one format:
+    - sealed(seal, n, plain): the train carrying `plain` under counter
+      `n` (`seal` an AEAD's encrypt): one struct call cuts the
+      ciphertext, one join puts the headers between the pieces, one
+      strided assignment numbers them;
+    - gathered(d): (fragment 0's header, the ciphertext) of a read that
+      is one whole train in order (one strided comparison checks it, one
+      struct call and one join gather it), else None.
+    The structs per count are cached."""
+    size = BULK_SEGMENT
+    hdr = FRAMED_HDR.size
+    room = size - hdr
+    pack = FRAMED_HDR.pack
     cuts: dict = {}
     gathers: dict = {}
-    index = [bytes(range(n)) for n in range(65536 // BULK_SEGMENT + 2)]
+    index = [bytes(range(n)) for n in range(65536 // size + 2)]
 
-    def cut(k: int) -> struct.Struct:
-        st = cuts.get(k)
-        if st is None:
-            st = cuts[k] = struct.Struct(f"{room}s" * k)
-        return st
+    def sealed(seal, n: int, plain) -> bytearray:
+        count = -(-(len(plain) + 16) // room)
+        head = pack(n, 0, count)
+        ct = seal(b"\0\0\0\0" + head[:8], plain, head)
+        k = count - 1
+        cut = cuts.get(k)
+        if cut is None:
+            cut = cuts[k] = struct.Struct(f"{room}s" * k)
+        buf = bytearray(head).join((b"", *cut.unpack_from(ct), memoryview(ct)[k * room:]))
+        buf[FRAMED_INDEX_AT::size] = index[count]
+        return buf
 
-    def gather(k: int) -> struct.Struct:
-        st = gathers.get(k)
-        if st is None:
-            st = gathers[k] = struct.Struct(f"{FRAMED_HDR.size}x{room}s" * k)
-        return st
+    def gathered(d):
+        c = -(-len(d) // size)
+        if d[FRAMED_COUNT_AT] != c or d[FRAMED_INDEX_AT::size] != index[c]:
+            return None
+        k = c - 1
+        gather = gathers.get(k)
+        if gather is None:
+            gather = gathers[k] = struct.Struct(f"{hdr}x{room}s" * k)
+        return d[:hdr], b"".join((*gather.unpack_from(d), memoryview(d)[k * size + hdr:]))
 
-    return cut, gather, index
+    return sealed, gathered
 
 
 def _framed_pipes(tun: int, sock: socket.socket, tx, rx, InvalidTag):
     """--framed: as --bulk, and the train glued with a header per datagram
-    on the way out (one struct call cuts the ciphertext, one join puts the
-    headers between the pieces, one strided assignment numbers them) and
-    gathered on the way in (one strided comparison checks that the read is
-    one whole train in order, one struct call and one join gather the
-    ciphertext): the least the work of a framing that survives loss and
-    reordering costs in Python, the way camex's BULK path does it."""
-    size = BULK_SEGMENT
-    room = size - FRAMED_HDR.size
-    cut, gather, index = _framed_shapes()
+    on the way out and gathered on the way in (_framing): the least the
+    work of a framing that survives loss and reordering costs in Python,
+    the way camex's BULK path does it."""
+    sealed, gathered = _framing()
 
     def up():
-        read, send, seal, pack = os.read, sock.send, tx.encrypt, FRAMED_HDR.pack
+        read, send, seal = os.read, sock.send, tx.encrypt
         n = 0
         while True:
             try:
                 p = read(tun, 65536)
                 n += 1
-                count = -(-(len(p) + 16) // room)
-                head = pack(n, 0, count)
-                ct = seal(b"\0\0\0\0" + head[:8], p, head)
-                k = count - 1
-                buf = bytearray(head).join((b"", *cut(k).unpack_from(ct),
-                                            memoryview(ct)[k * room:]))
-                buf[FRAMED_INDEX_AT::size] = index[count]
-                send(buf)
+                send(sealed(seal, n, p))
             except OSError:
                 pass
 
@@ -309,14 +316,11 @@ def _framed_pipes(tun: int, sock: socket.socket, tx, rx, InvalidTag):
         recv, write, open_ = sock.recv, os.write, rx.decrypt
         while True:
             try:
-                d = recv(65536)
-                c = -(-len(d) // size)
-                if d[FRAMED_COUNT_AT] != c or d[FRAMED_INDEX_AT::size] != index[c]:
+                whole = gathered(recv(65536))
+                if whole is None:
                     continue      # not one whole train: dropped, TCP sends it again
-                k = c - 1
-                ct = b"".join((*gather(k).unpack_from(d),
-                               memoryview(d)[k * size + FRAMED_HDR.size:]))
-                write(tun, open_(b"\0\0\0\0" + d[:8], ct, d[:FRAMED_HDR.size]))
+                head, ct = whole
+                write(tun, open_(b"\0\0\0\0" + head[:8], ct, head))
             except (OSError, InvalidTag, ValueError, IndexError):
                 pass
 
@@ -331,10 +335,7 @@ def framed_relay(sock: socket.socket, sides) -> None:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     _bulk_socket(sock)
-    size = BULK_SEGMENT
-    room = size - FRAMED_HDR.size
-    hdr = FRAMED_HDR.size
-    cut, gather, index = _framed_shapes()
+    sealed, gathered = _framing()
     keys = [_bench_keys(local, peer, AESGCM) for local, peer in sides]
     # A train from side i is opened with i's receive key and sealed with
     # the other side's send key, under that side's own counter.
@@ -342,23 +343,18 @@ def framed_relay(sock: socket.socket, sides) -> None:
     for i, (_, peer) in enumerate(sides):
         other = sides[1 - i][1]
         route[peer] = (keys[i][1].decrypt, keys[1 - i][0].encrypt, other, [0])
-    recvfrom, sendto, pack = sock.recvfrom, sock.sendto, FRAMED_HDR.pack
+    recvfrom, sendto = sock.recvfrom, sock.sendto
     while True:
         try:
             d, addr = recvfrom(65536)
             open_, seal, to, counter = route[addr]
-            c = -(-len(d) // size)
-            if d[FRAMED_COUNT_AT] != c or d[FRAMED_INDEX_AT::size] != index[c]:
-                continue      # not one whole train: dropped, TCP sends it again
-            k = c - 1
-            ct = b"".join((*gather(k).unpack_from(d), memoryview(d)[k * size + hdr:]))
-            p = open_(b"\0\0\0\0" + d[:8], ct, d[:hdr])
+            whole = gathered(d)
+            if whole is None:
+                continue          # not one whole train: dropped, TCP sends it again
+            head, ct = whole
+            p = open_(b"\0\0\0\0" + head[:8], ct, head)
             counter[0] = n = counter[0] + 1
-            head = pack(n, 0, c)
-            ct = seal(b"\0\0\0\0" + head[:8], p, head)
-            buf = bytearray(head).join((b"", *cut(k).unpack_from(ct), memoryview(ct)[k * room:]))
-            buf[FRAMED_INDEX_AT::size] = index[c]
-            sendto(buf, to)
+            sendto(sealed(seal, n, p), to)
         except (OSError, KeyError, InvalidTag, ValueError, IndexError):
             pass
 
