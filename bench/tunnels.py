@@ -553,6 +553,16 @@ class Tinc(Entry):
                   startup)
 
 
+def _naive(ns: Namespace, args: list, name: str) -> LabProcess:
+    """bench/naive_tunnel.py with `args`, started in `ns` by this
+    interpreter from the tree's root."""
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return ns.spawn([sys.executable, "-m", "bench.naive_tunnel", *args], name=name,
+                    env={"PYTHONPATH": root})
+
+
 @dataclasses.dataclass
 class NaivePython(Entry):
     """bench/naive_tunnel.py: one packet per system call; `mode` "select"
@@ -581,15 +591,12 @@ class NaivePython(Entry):
 
         ifs = {"s": _ifname(lab, "nvs"), "c": _ifname(lab, "nvc")}
         me = {"s": lab.c1.server_ip, "c": lab.c1.underlay}
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = {"PYTHONPATH": root}
         flags = [] if self.mode == "select" else [f"--{self.mode}"]
         t0 = time.monotonic()
         procs = {}
         for side, ns, other in (("s", lab.server, "c"), ("c", lab.c1, "s")):
-            procs[side] = ns.spawn([sys.executable, "-m", "bench.naive_tunnel", *flags, ifs[side],
-                                    f"{me[side]}:9000", f"{me[other]}:9000"],
-                                   name="naive-tunnel", env=env)
+            procs[side] = _naive(ns, [*flags, ifs[side], f"{me[side]}:9000", f"{me[other]}:9000"],
+                                 "naive-tunnel")
         # --bulk: a super-packet and its train's counter and tag fit one GSO
         # send; --framed: camex's cap, for the same datagrams per frame.
         gso = {"bulk": naive_tunnel.BULK_GSO_MAX,
@@ -615,26 +622,21 @@ class NaiveRelay(Entry):
     def up(self, lab):
         import sys
 
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = {"PYTHONPATH": root}
         # Inside, c1 and c2 as the point-to-point floor's client side
         # (.2) and the next address (.3); each tunnel sends all it reads
         # to the relay.
         inner = {lab.c1: PEER_NET.format(2), lab.c2: PEER_NET.format(3)}
         t0 = time.monotonic()
-        relay = lab.server.spawn(
-            [sys.executable, "-m", "bench.naive_tunnel", "--relay",
-             *(["--forward"] if self.forward else []),
-             *(f"{c.server_ip}:9000,{c.underlay}:9000" for c in (lab.c1, lab.c2))],
-            name="naive-relay", env=env)
+        relay = _naive(lab.server, ["--relay", *(["--forward"] if self.forward else []),
+                                    *(f"{c.server_ip}:9000,{c.underlay}:9000"
+                                      for c in (lab.c1, lab.c2))], "naive-relay")
         procs = [("server", relay)]
         gso = bulk_tso_max(naive_tunnel.BULK_SEGMENT)
         for ns, far in ((lab.c1, lab.c2), (lab.c2, lab.c1)):
             ifname = _ifname(lab, "nv" + ns.role[-1])
             end = ["--end", f"{far.underlay}:9000"] if self.forward else []
-            proc = ns.spawn([sys.executable, "-m", "bench.naive_tunnel", "--framed", *end, ifname,
-                             f"{ns.underlay}:9000", f"{ns.server_ip}:9000"],
-                            name="naive-tunnel", env=env)
+            proc = _naive(ns, ["--framed", *end, ifname, f"{ns.underlay}:9000",
+                               f"{ns.server_ip}:9000"], "naive-tunnel")
             procs.append((f"client {ns.role}", proc))
             _configure_link(ns, ifname, f"{inner[ns]}/24", gso_max_size=gso)
         startup = _startup(lab.c1, inner[lab.c2], t0, [p for _, p in procs])
