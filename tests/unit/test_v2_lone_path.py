@@ -722,9 +722,9 @@ CONF6 = CONF.replace("local_cidr = 10.0.0.2/24", "local_cidr = 10.0.0.2/24\nloca
 C1_6, GW6 = "fd00:c::2", "fd00:c::1"
 
 
-def ipv6(src, dst, payload: bytes) -> bytes:
+def ipv6(src, dst, payload: bytes, proto: int = 17) -> bytes:
     import ipaddress
-    return (bytes([0x60, 0, 0, 0]) + len(payload).to_bytes(2, "big") + bytes([17, 64])
+    return (bytes([0x60, 0, 0, 0]) + len(payload).to_bytes(2, "big") + bytes([proto, 64])
             + ipaddress.IPv6Address(src).packed + ipaddress.IPv6Address(dst).packed + payload)
 
 
@@ -1244,10 +1244,7 @@ C2_6 = "fd00:c::3"
 def tcp6(src, dst, data: bytes) -> bytes:
     """An IPv6 TCP super-packet: a 20-byte TCP header right after the
     fixed header, then `data`."""
-    import ipaddress
-    payload = bytes(12) + b"\x50" + bytes(7) + data
-    return (bytes([0x60, 0, 0, 0]) + len(payload).to_bytes(2, "big") + bytes([6, 64])
-            + ipaddress.IPv6Address(src).packed + ipaddress.IPv6Address(dst).packed + payload)
+    return ipv6(src, dst, bytes(12) + b"\x50" + bytes(7) + data, proto=6)
 
 
 def _arrive(receive, datagrams, *rest) -> None:
